@@ -2,3 +2,5 @@
 //! baseline with anytime-valid sequential statistics, and rolls back automatically.
 //!
 //! See `docs/ARCHITECTURE.md` for the map of the modules.
+
+pub mod expo;
