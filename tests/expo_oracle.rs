@@ -270,17 +270,23 @@ fn render_labels(labels: &[(String, String)], extra: Option<(&str, &str)>) -> St
     }
 }
 
+/// Labels as `(name, value)` pairs.
+type Labels = Vec<(String, String)>;
+
 #[derive(Debug, Clone)]
 enum Fam {
     Plain {
         kind: &'static str,
-        series: Vec<(Vec<(String, String)>, String, Option<i64>)>,
+        /// labels, value, timestamp
+        series: Vec<(Labels, String, Option<i64>)>,
     },
     Histogram {
-        series: Vec<(Vec<(String, String)>, Vec<u64>, String)>,
+        /// labels, per-bucket increments, sum
+        series: Vec<(Labels, Vec<u64>, String)>,
     },
     Summary {
-        series: Vec<(Vec<(String, String)>, Vec<String>, String, u64)>,
+        /// labels, quantile values, sum, count
+        series: Vec<(Labels, Vec<String>, String, u64)>,
     },
 }
 

@@ -355,12 +355,10 @@ fn render(fams: &[GenFamily], format: Format) -> (String, Vec<Vec<String>>) {
             if let Some(ts) = s.timestamp_ms {
                 out += &format!(" {}", render_ts(ts, format));
             }
-            if format == Format::OpenMetrics {
-                if let Some((labels, v, ts)) = &s.exemplar {
-                    out += &format!(" # {} {}", render_label_set(None, labels), render_value(*v));
-                    if let Some(ts) = ts {
-                        out += &format!(" {}", render_ts(*ts, format));
-                    }
+            if let (Format::OpenMetrics, Some((labels, v, ts))) = (format, &s.exemplar) {
+                out += &format!(" # {} {}", render_label_set(None, labels), render_value(*v));
+                if let Some(ts) = ts {
+                    out += &format!(" {}", render_ts(*ts, format));
                 }
             }
             out.push('\n');
