@@ -38,28 +38,113 @@ pub(super) struct SampleParts<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
+/// Character classes of name bytes, looked up in one table load per byte: name scanning is
+/// the innermost loop of the parser (a range-compare chain measured ~40 % of `sample_line`).
+const LABEL_START: u8 = 1;
+const LABEL_CHAR: u8 = 2;
+const METRIC_START: u8 = 4;
+const METRIC_CHAR: u8 = 8;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        let alpha = b.is_ascii_alphabetic() || b == b'_';
+        let mut k = 0;
+        if alpha {
+            k |= LABEL_START | LABEL_CHAR | METRIC_START | METRIC_CHAR;
+        }
+        if b.is_ascii_digit() {
+            k |= LABEL_CHAR | METRIC_CHAR;
+        }
+        if b == b':' {
+            k |= METRIC_START | METRIC_CHAR;
+        }
+        #[allow(clippy::indexing_slicing)] // c < 256 by the loop condition
+        {
+            t[c] = k;
+        }
+        c += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn class(c: u8, k: u8) -> bool {
+    CLASS.get(usize::from(c)).is_some_and(|&x| x & k != 0)
+}
+
+/// Reusable buffers for the labels of the line being parsed.
+///
+/// Kept as parallel vectors of register-sized items on purpose: pushing whole `Label`s (five
+/// words, built on the stack and copied by an out-of-line `Vec::push`) stalled on store
+/// forwarding and cost ~20 % of the parse in `perf`. [`LabelScratch::take`] then builds the
+/// sample's `Vec<Label>` in one exactly-sized allocation.
+#[derive(Default)]
+pub(super) struct LabelScratch<'a> {
+    names: Vec<&'a str>,
+    /// Value as `(start, end)` byte offsets into the line, or `(ESCAPED, k)` for `owned[k]`.
+    values: Vec<(usize, usize)>,
+    /// Decoded values of the (rare) label values that had escapes.
+    owned: Vec<String>,
+}
+
+/// Marks a value in [`LabelScratch::values`] that lives in `owned`.
+const ESCAPED: usize = usize::MAX;
+
+impl<'a> LabelScratch<'a> {
+    pub(super) fn clear(&mut self) {
+        self.names.clear();
+        self.values.clear();
+        self.owned.clear();
+    }
+
+    /// Moves the collected labels out as the sample's label vector and clears the buffers.
+    pub(super) fn take(&mut self, line: &'a str) -> Vec<Label<'a>> {
+        let owned = &mut self.owned;
+        // A zip of two slices has an exact length, so `collect` allocates once (or not at all
+        // for `{}`) and writes each label in place.
+        let labels = self
+            .names
+            .iter()
+            .zip(&self.values)
+            .map(|(&name, &(start, end))| Label {
+                name,
+                value: if start == ESCAPED {
+                    Cow::Owned(owned.get_mut(end).map(std::mem::take).unwrap_or_default())
+                } else {
+                    Cow::Borrowed(slice(line, start, end))
+                },
+            })
+            .collect();
+        self.clear();
+        labels
+    }
+}
+
 /// `[a-zA-Z_:]`: first character of a metric name.
 #[inline]
 pub(super) fn is_metric_start(c: u8) -> bool {
-    matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'_' | b':')
+    class(c, METRIC_START)
 }
 
 /// `[a-zA-Z0-9_:]`: later characters of a metric name.
 #[inline]
 fn is_metric_char(c: u8) -> bool {
-    matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b':')
+    class(c, METRIC_CHAR)
 }
 
 /// `[a-zA-Z_]`: first character of a label name (no `:` in label names).
 #[inline]
 fn is_label_start(c: u8) -> bool {
-    matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'_')
+    class(c, LABEL_START)
 }
 
 /// `[a-zA-Z0-9_]`: later characters of a label name.
 #[inline]
 fn is_label_char(c: u8) -> bool {
-    matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_')
+    class(c, LABEL_CHAR)
 }
 
 /// Slices `s` without any possibility of a panic; see the module docs for why the fallback is
@@ -134,15 +219,15 @@ fn char_at(line: &str, i: usize) -> char {
 
 /// Parses one sample line starting at byte `start` (the first non-blank byte).
 ///
-/// Labels are pushed onto `labels` (the caller's reusable scratch vector, so a sample costs one
-/// exactly-sized allocation when it is moved out). `exemplar_labels` is a second scratch vector
+/// Labels are collected in `labels` (the caller's reusable scratch, so a sample costs one
+/// exactly-sized allocation when they are moved out). `exemplar_labels` is a second scratch
 /// used only to validate OpenMetrics exemplars, which we check but do not keep.
 pub(super) fn sample_line<'a>(
     line: &'a str,
     start: usize,
     format: Format,
-    labels: &mut Vec<Label<'a>>,
-    exemplar_labels: &mut Vec<Label<'a>>,
+    labels: &mut LabelScratch<'a>,
+    exemplar_labels: &mut LabelScratch<'a>,
 ) -> Result<SampleParts<'a>, LexError> {
     let b = line.as_bytes();
     let mut i = start;
@@ -157,7 +242,7 @@ pub(super) fn sample_line<'a>(
         Some(b'{') => {
             let open = i;
             i = label_set(line, i, labels, Some(&mut name))?;
-            if let Some(dup) = duplicate_label(labels) {
+            if let Some(dup) = duplicate_label(&labels.names) {
                 return Err(LexError::new(
                     open,
                     format!("duplicate label name {}", shown(dup)),
@@ -240,7 +325,7 @@ fn exemplar<'a>(
     line: &'a str,
     hash: usize,
     format: Format,
-    scratch: &mut Vec<Label<'a>>,
+    scratch: &mut LabelScratch<'a>,
 ) -> Result<(), LexError> {
     if format != Format::OpenMetrics {
         return Err(LexError::new(
@@ -300,7 +385,7 @@ fn exemplar<'a>(
 fn label_set<'a>(
     line: &'a str,
     open: usize,
-    out: &mut Vec<Label<'a>>,
+    out: &mut LabelScratch<'a>,
     mut name_slot: Option<&mut Option<&'a str>>,
 ) -> Result<usize, LexError> {
     let b = line.as_bytes();
@@ -374,9 +459,23 @@ fn label_set<'a>(
             if b.get(i) != Some(&b'"') {
                 return Err(LexError::new(i, "expected '\"' to start the label value"));
             }
-            let (value, after) = quoted_value(line, i)?;
-            out.push(Label { name: lname, value });
-            i = after;
+            let body = i + 1;
+            let rest = b.get(body..).unwrap_or(&[]);
+            match find_quote_or_backslash(rest) {
+                Some(k) if rest.get(k) == Some(&b'"') => {
+                    out.names.push(lname);
+                    out.values.push((body, body + k));
+                    i = body + k + 1;
+                }
+                Some(k) => {
+                    let (value, after) = quoted_value_escaped(line, i, body + k)?;
+                    out.names.push(lname);
+                    out.values.push((ESCAPED, out.owned.len()));
+                    out.owned.push(value);
+                    i = after;
+                }
+                None => return Err(unterminated(i)),
+            }
         }
 
         i = skip_blanks(b, i);
@@ -404,14 +503,14 @@ fn label_set<'a>(
 /// Prometheus rejects such samples, and [`super::Sample::label`] would be ambiguous. Small sets
 /// (the normal case) are compared pairwise; big ones are sorted so a hostile line with 100 000
 /// labels costs `n log n`, not `n²`.
-fn duplicate_label<'a>(labels: &[Label<'a>]) -> Option<&'a str> {
-    if labels.len() <= 16 {
-        labels.iter().enumerate().find_map(|(k, l)| {
-            let later = labels.get(k + 1..)?;
-            later.iter().any(|m| m.name == l.name).then_some(l.name)
+fn duplicate_label<'a>(names: &[&'a str]) -> Option<&'a str> {
+    if names.len() <= 16 {
+        names.iter().enumerate().find_map(|(k, &n)| {
+            let later = names.get(k + 1..)?;
+            later.contains(&n).then_some(n)
         })
     } else {
-        let mut names: Vec<&'a str> = labels.iter().map(|l| l.name).collect();
+        let mut names = names.to_vec();
         names.sort_unstable();
         names.windows(2).find_map(|w| match w {
             [a, b] if a == b => Some(*a),
@@ -442,32 +541,69 @@ fn quoted_name(line: &str, open: usize) -> Result<(&str, usize), LexError> {
     }
 }
 
+/// Position of the first `"` or `\` in `rest`.
+///
+/// Label values are mostly short (5-40 bytes), where `memchr2`'s dispatch and setup cost more
+/// than the search; so the first 32 bytes are checked eight at a time with the classic SWAR
+/// "has zero byte" test (safe code, no `unsafe`), and only longer values go to `memchr2`.
+#[inline(always)]
+fn find_quote_or_backslash(rest: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = LO * b'"' as u64;
+    const BACKSLASH: u64 = LO * b'\\' as u64;
+    const SWAR_BYTES: usize = 32;
+
+    let mut off = 0;
+    let mut words = rest.chunks_exact(8);
+    for chunk in words.by_ref() {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(bytes);
+        let (q, b) = (w ^ QUOTE, w ^ BACKSLASH);
+        // High bit set in each byte of `q`/`b` that is zero, i.e. equal to the needle. Borrows
+        // can only add false positives above a true match, so the lowest bit is exact.
+        let hits = (q.wrapping_sub(LO) & !q & HI) | (b.wrapping_sub(LO) & !b & HI);
+        if hits != 0 {
+            return Some(off + (hits.trailing_zeros() / 8) as usize);
+        }
+        off += 8;
+        if off >= SWAR_BYTES {
+            let tail = rest.get(off..).unwrap_or(&[]);
+            return memchr2(b'"', b'\\', tail).map(|k| off + k);
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|k| off + k)
+}
+
 /// A quoted label value starting at the `"` at byte `open`; returns the value and the offset
 /// after the closing quote.
 ///
-/// Zero-copy unless the value contains a backslash: the common case is one `memchr2` and a
-/// borrowed slice. Escapes `\\`, `\"` and `\n` are decoded; any other `\x` is kept as it is,
-/// which is what Prometheus itself does.
-pub(super) fn quoted_value(line: &str, open: usize) -> Result<(Cow<'_, str>, usize), LexError> {
-    let b = line.as_bytes();
+/// Zero-copy unless the value contains a backslash. Escapes `\\`, `\"` and `\n` are decoded;
+/// any other `\x` is kept as it is, which is what Prometheus itself does. (The hot path in
+/// [`label_set`] inlines the same steps; this is its reference form, used by tests.)
+#[cfg(test)]
+fn quoted_value(line: &str, open: usize) -> Result<(Cow<'_, str>, usize), LexError> {
     let body = open + 1;
-    let rest = b.get(body..).unwrap_or(&[]);
-    match memchr2(b'"', b'\\', rest) {
+    let rest = line.as_bytes().get(body..).unwrap_or(&[]);
+    match find_quote_or_backslash(rest) {
         None => Err(unterminated(open)),
         Some(k) if rest.get(k) == Some(&b'"') => {
             Ok((Cow::Borrowed(slice(line, body, body + k)), body + k + 1))
         }
-        Some(k) => quoted_value_escaped(line, open, body + k),
+        Some(k) => quoted_value_escaped(line, open, body + k).map(|(v, end)| (Cow::Owned(v), end)),
     }
 }
 
 /// Slow path of [`quoted_value`], from the first backslash at byte `bs`.
 #[cold]
-fn quoted_value_escaped(
-    line: &str,
-    open: usize,
-    bs: usize,
-) -> Result<(Cow<'_, str>, usize), LexError> {
+#[inline(never)]
+fn quoted_value_escaped(line: &str, open: usize, bs: usize) -> Result<(String, usize), LexError> {
     let b = line.as_bytes();
     let mut out = String::with_capacity(bs - open + 16);
     out.push_str(slice(line, open + 1, bs));
@@ -475,7 +611,7 @@ fn quoted_value_escaped(
     loop {
         // Invariant: `i` is at a '"' or a '\\'.
         match b.get(i) {
-            Some(b'"') => return Ok((Cow::Owned(out), i + 1)),
+            Some(b'"') => return Ok((out, i + 1)),
             Some(b'\\') => match b.get(i + 1) {
                 Some(b'n') => {
                     out.push('\n');
@@ -676,7 +812,7 @@ fn exact_decimal_ms(tok: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -759,6 +895,42 @@ mod tests {
         assert!(quoted_value(r#""abc"#, 0).is_err());
         assert!(quoted_value(r#""abc\"#, 0).is_err());
         assert!(quoted_value(r#""abc\""#, 0).is_err());
+    }
+
+    #[test]
+    fn quote_search_matches_a_naive_scan() {
+        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\');
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for len in 0..80 {
+            for at in 0..=len {
+                for needle in [b'"', b'\\'] {
+                    let mut v: Vec<u8> = (0..len).map(|k| b'a' + (k % 26) as u8).collect();
+                    if at < len {
+                        v[at] = needle;
+                    }
+                    // Bytes next to the needle values, to catch borrow false positives.
+                    if at + 1 < len {
+                        v[at + 1] = b'#';
+                    }
+                    cases.push(v);
+                }
+            }
+        }
+        cases.push("é\"é".as_bytes().to_vec());
+        cases.push(vec![
+            0x22 + 1,
+            0x22 - 1,
+            0x5c + 1,
+            0x5b,
+            0xff,
+            0x80,
+            0x00,
+            0x01,
+            0x22,
+        ]);
+        for c in &cases {
+            assert_eq!(find_quote_or_backslash(c), naive(c), "{c:?}");
+        }
     }
 
     #[test]

@@ -305,9 +305,9 @@ struct Parser<'a> {
     out: Exposition<'a>,
     /// Reused label buffer: a sample's labels are collected here, then moved out into one
     /// exactly-sized allocation.
-    labels: Vec<Label<'a>>,
+    labels: lex::LabelScratch<'a>,
     /// Reused buffer for exemplar labels, which are validated and dropped.
-    exemplar_labels: Vec<Label<'a>>,
+    exemplar_labels: lex::LabelScratch<'a>,
     seen: Seen,
     eof: bool,
     suppressed: usize,
@@ -327,8 +327,8 @@ impl<'a> Parser<'a> {
                 families: Vec::new(),
                 errors: Vec::new(),
             },
-            labels: Vec::with_capacity(16),
-            exemplar_labels: Vec::new(),
+            labels: lex::LabelScratch::default(),
+            exemplar_labels: lex::LabelScratch::default(),
             seen: Seen::default(),
             eof: false,
             suppressed: 0,
@@ -449,8 +449,7 @@ impl<'a> Parser<'a> {
         if let Some(f) = self.out.families.last_mut() {
             f.samples.end = index + 1;
         }
-        // Collecting from `drain` allocates exactly once, at the right size; none for `{}`.
-        let labels: Vec<Label<'a>> = self.labels.drain(..).collect();
+        let labels = self.labels.take(line);
         self.out.samples.push(Sample {
             name: parts.name,
             labels,
