@@ -103,6 +103,15 @@ fn row08_space_after_comma() {
 }
 
 #[test]
+fn blanks_between_name_and_label_set() {
+    // "Tokens can be separated by any number of blanks" (exposition format spec).
+    let e = prom("m {a=\"1\"} 1\nn\t{} 2\n");
+    assert!(e.errors.is_empty(), "{:?}", e.errors);
+    assert_eq!(labels(&e.samples[0]), [("a", "1")]);
+    assert_eq!(names(&e), ["m", "n"]);
+}
+
+#[test]
 fn row09_trailing_comma() {
     let e = prom("m{a=\"1\",} 1\n");
     assert_eq!(labels(only(&e)), [("a", "1")]);

@@ -237,6 +237,12 @@ pub(super) fn sample_line<'a>(
         let end = scan_while(b, i + 1, is_metric_char);
         name = Some(slice(line, i, end));
         i = end;
+        // Tokens may be separated by blanks, and a value never starts with '{', so
+        // `name {a="b"} 1` is a label set too.
+        let j = skip_blanks(b, i);
+        if j > i && b.get(j) == Some(&b'{') {
+            i = j;
+        }
     }
     match b.get(i) {
         Some(b'{') => {

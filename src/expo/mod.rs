@@ -265,8 +265,8 @@ pub struct Exposition<'a> {
 }
 
 impl<'a> Exposition<'a> {
-    /// The samples of `family` as a slice (empty if the family is not from this exposition),
-    /// so callers do not index with the range themselves.
+    /// The samples of `family` (which must come from this exposition) as a slice, so callers
+    /// do not index with the range themselves; an out-of-range family gives an empty slice.
     pub fn family_samples(&self, family: &Family<'a>) -> &[Sample<'a>] {
         self.samples.get(family.samples.clone()).unwrap_or(&[])
     }
@@ -287,6 +287,23 @@ pub const MAX_ERRORS: usize = 1000;
 /// Never fails and never panics: problems are collected in [`Exposition::errors`] and the good
 /// lines are returned. Runs in time and memory linear in `text`; the only per-sample allocation
 /// is the sample's label vector (plus a string for a label value that had escapes).
+///
+/// ```
+/// use rollguard::expo::{Format, MetricType, parse};
+///
+/// let body = "# TYPE http_requests_total counter\n\
+///             http_requests_total{route=\"/cart/{id}\",code=\"500\"} 7\n\
+///             broken{ 1\n";
+/// let exp = parse(body, Format::from_content_type(Some("text/plain; version=0.0.4")));
+/// // The good line is there, with its family...
+/// assert_eq!(exp.samples[0].label("route"), Some("/cart/{id}"));
+/// assert_eq!(exp.families[0].kind, MetricType::Counter);
+/// // ...and the bad one is reported, not dropped: a caller acting on the data checks this.
+/// assert_eq!(
+///     exp.errors[0].to_string(),
+///     "line 3:9: expected a label name, found '1' (allowed: a-z A-Z 0-9 _, or a quoted name)"
+/// );
+/// ```
 pub fn parse(text: &str, format: Format) -> Exposition<'_> {
     Parser::new(text, format).run()
 }
