@@ -334,8 +334,9 @@ struct Parser<'a> {
 impl<'a> Parser<'a> {
     fn new(text: &'a str, format: Format) -> Self {
         // A sample line of a real scrape is 60-200 bytes; reserving for ~1 per 128 bytes saves
-        // most of the reallocations without over-committing much memory.
-        let guess = text.len() / 128;
+        // most of the reallocations. Capped so that a huge body of comments cannot make us
+        // reserve memory for samples it does not contain (beyond the cap, doubling is cheap).
+        let guess = (text.len() / 128).min(1 << 16);
         Parser {
             text,
             format,
