@@ -34,9 +34,9 @@
 //! sample whose label value contains `}` (27.7 % of a realistic scrape with `{id}` routes),
 //! truncates values at `,`, drops labels whose value contains `=`, drops metric names with `:`
 //! together with their TYPE lines, does no unescaping, ignores OpenMetrics timestamps, and never
-//! reports an error. It is also about 10× slower than a zero-copy line parser and makes about 43
-//! allocations per sample. A judge that rolls back releases cannot stand on a sample set that
-//! shrank without a word, so this module exists.
+//! reports an error. It is also slow: on the 2 MB body of `benches/parse.rs` it parses ~37 MB/s
+//! against ~800 MB/s here, with ~43 allocations per sample line against one. A judge that rolls
+//! back releases cannot stand on a sample set that shrank without a word, so this module exists.
 //!
 //! # Robustness
 //!
