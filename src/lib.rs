@@ -3,4 +3,33 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the map of the modules.
 
+pub mod action;
+pub mod api;
+pub mod backtest;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod deploy;
+pub mod diag;
+pub mod events;
 pub mod expo;
+pub mod judge;
+pub mod logging;
+pub mod net;
+pub mod query;
+pub mod reload;
+pub mod report;
+pub mod rules;
+pub mod selector;
+pub mod series;
+pub mod signals;
+pub mod sim;
+pub mod source;
+pub mod stats;
+pub mod store;
+pub mod systemd;
+pub mod telemetry;
+pub mod template;
+pub mod units;
