@@ -1,0 +1,89 @@
+//! What a check needs from the metric sources, and what comes back.
+//!
+//! A compiled analysis turns its checks into a list of [`MetricQuery`]s. Every source
+//! (direct scrape, Prometheus, recorded files) answers each query for each arm with a
+//! [`Fetch`], and the judge reads a [`Frame`] of those answers per interval. Keeping this
+//! contract small is what lets the daemon, `backtest` and `demo` drive the same judge.
+
+use serde::{Deserialize, Serialize};
+
+use crate::selector::Selector;
+
+/// How the samples matched by a selector are turned into one interval's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryKind {
+    /// Sum over matched series of the counter increase since the previous interval
+    /// (resets handled like PromQL's `increase`).
+    Counter,
+    /// Instant value per instance (sum of the instance's matched series, or the ratio of two
+    /// such sums with `divide_by`).
+    Gauge,
+    /// Increase of the classic histogram buckets `<name>_bucket{le=..}` per `le`.
+    Histogram,
+}
+
+/// One thing to fetch for both arms every interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricQuery {
+    pub kind: QueryKind,
+    pub selector: Selector,
+    /// For gauges: divide the instance's sum by this selector's sum (e.g. in-use / max).
+    pub divide_by: Option<Selector>,
+}
+
+impl MetricQuery {
+    /// The sample name the source must look for (`_bucket` for histograms).
+    pub fn sample_selector(&self) -> Selector {
+        match self.kind {
+            QueryKind::Histogram => self.selector.with_name(&format!("{}_bucket", self.selector.name)),
+            _ => self.selector.clone(),
+        }
+    }
+}
+
+/// One arm's value for one query over one interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observed {
+    /// Total increase over the interval.
+    Counter(f64),
+    /// One value per instance (NaN values already dropped).
+    Gauge(Vec<f64>),
+    /// Cumulative bucket increases `(le, count)`, sorted by `le`, ending with `+Inf`.
+    Buckets(Vec<(f64, f64)>),
+}
+
+/// The answer to one query for one arm: a value, no matching data, or a source failure.
+/// The difference matters: missing data and a broken metrics backend must never be read as
+/// "the canary is fine" or "the canary is bad".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fetch {
+    Value(Observed),
+    NoData(String),
+    Error(String),
+}
+
+/// A pair of values, one per arm.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Arms<T> {
+    pub baseline: T,
+    pub canary: T,
+}
+
+impl<T> Arms<T> {
+    pub fn new(baseline: T, canary: T) -> Self {
+        Arms { baseline, canary }
+    }
+
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Arms<U> {
+        Arms { baseline: f(&self.baseline), canary: f(&self.canary) }
+    }
+}
+
+/// Everything the sources fetched for one interval: `values[i]` answers `queries[i]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub values: Vec<Arms<Fetch>>,
+}
