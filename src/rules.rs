@@ -1,0 +1,1122 @@
+//! Rule files: what an analysis checks, how sure it must be, and what to do about it.
+//!
+//! Loading has two stages, as in ripgrep's low/high args: YAML is deserialised into raw
+//! structs that deny unknown fields (so a typo is an error, never silently ignored), then one
+//! validation pass turns them into an [`AnalysisTemplate`] — durations parsed, selectors
+//! parsed, parameters checked, hook and notifier names resolved. Every problem in every file
+//! is collected as a located [`Diagnostic`] before anything is rejected, and the daemon's
+//! reload, `rollguard check` and the tests all call [`load_rules`].
+//!
+//! A template becomes a runnable [`AnalysisSpec`] when a deployment supplies its parameters
+//! ([`AnalysisTemplate::instantiate`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::diag::{Diagnostic, suggest};
+use crate::query::{MetricQuery, QueryKind};
+use crate::selector::Selector;
+use crate::template;
+use crate::units;
+
+/// Rule files larger than this are refused before parsing (a 1 GB file must not take the
+/// daemon's memory with it).
+pub const MAX_RULE_FILE_BYTES: u64 = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------
+// Stage 1: raw YAML shapes.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuleFile {
+    analysis: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, Spanned<Option<ParamValue>>>,
+    #[serde(default)]
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    warmup: Option<Spanned<String>>,
+    #[serde(default)]
+    min_duration: Option<Spanned<String>>,
+    #[serde(default)]
+    max_duration: Option<Spanned<String>>,
+    #[serde(default)]
+    alpha: Option<Spanned<f64>>,
+    #[serde(default)]
+    no_data_grace: Option<Spanned<String>>,
+    #[serde(default)]
+    enforce: Option<Spanned<Enforcement>>,
+    #[serde(default)]
+    traffic_tolerance: Option<Spanned<f64>>,
+    #[serde(default)]
+    reload: Option<ReloadPolicy>,
+    checks: Spanned<Vec<RawCheck>>,
+    #[serde(default)]
+    on_fail: Vec<Spanned<String>>,
+    #[serde(default)]
+    on_no_data: Vec<Spanned<String>>,
+    #[serde(default)]
+    on_pass: Vec<Spanned<String>>,
+    #[serde(default)]
+    on_inconclusive: Vec<Spanned<String>>,
+    #[serde(default)]
+    on_step: Vec<Spanned<String>>,
+}
+
+/// Parameter defaults may be written as strings or numbers (`port: 8080`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ParamValue {
+    S(String),
+    I(i64),
+    F(f64),
+    B(bool),
+}
+
+impl ParamValue {
+    fn into_string(self) -> String {
+        match self {
+            ParamValue::S(s) => s,
+            ParamValue::I(i) => i.to_string(),
+            ParamValue::F(f) => f.to_string(),
+            ParamValue::B(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    kind: Spanned<CheckKind>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    errors: Option<Spanned<String>>,
+    #[serde(default)]
+    requests: Option<Spanned<String>>,
+    #[serde(default)]
+    metric: Option<Spanned<String>>,
+    #[serde(default)]
+    divide_by: Option<Spanned<String>>,
+    #[serde(default)]
+    worse_when: Option<Spanned<Direction>>,
+    #[serde(default)]
+    tolerance: Option<Spanned<f64>>,
+    #[serde(default)]
+    quantiles: Option<Spanned<Vec<f64>>>,
+    #[serde(default)]
+    max_extra_slope: Option<Spanned<String>>,
+    #[serde(default)]
+    limit: Option<Spanned<String>>,
+    #[serde(default)]
+    min_time_to_limit: Option<Spanned<String>>,
+    #[serde(default)]
+    above: Option<Spanned<f64>>,
+    #[serde(default)]
+    max: Option<Spanned<f64>>,
+    #[serde(default)]
+    min: Option<Spanned<f64>>,
+    #[serde(default, rename = "for")]
+    for_: Option<Spanned<String>>,
+    #[serde(default)]
+    confidence: Option<Spanned<f64>>,
+    #[serde(default)]
+    critical: Option<bool>,
+    #[serde(default)]
+    enforce: Option<Spanned<Enforcement>>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Stage 2: validated types.
+
+/// The statistical test a check runs (see docs/judge.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckKind {
+    Ratio,
+    Histogram,
+    Growth,
+    Gauge,
+    Threshold,
+    MannWhitney,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Ratio => "ratio",
+            CheckKind::Histogram => "histogram",
+            CheckKind::Growth => "growth",
+            CheckKind::Gauge => "gauge",
+            CheckKind::Threshold => "threshold",
+            CheckKind::MannWhitney => "mann-whitney",
+        }
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which way is worse for the canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Higher,
+    Lower,
+}
+
+/// How far a failing check may act, from "only record" to "roll back" (graduated
+/// enforcement, so a new rule can run in shadow before it is trusted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// Record and report what would have happened; never notify, hold or roll back.
+    Shadow,
+    /// Notify on failure; never hold or roll back.
+    Notify,
+    /// Hold the deployment (no promotion, no further steps) and notify.
+    Hold,
+    /// Roll back.
+    Rollback,
+}
+
+/// Whether running analyses switch to an edited rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadPolicy {
+    /// Running analyses keep the version they started with (the default: a rule edit never
+    /// changes the statistics of an analysis half way through).
+    #[default]
+    Pin,
+    /// Running analyses restart their judge on the new version.
+    Follow,
+}
+
+/// The per-kind settings of a check, with metric queries referenced by index into
+/// [`AnalysisSpec::queries`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckConfig {
+    Ratio { errors: usize, requests: usize, tolerance: f64, worse_when: Direction },
+    Histogram { metric: usize, quantiles: Vec<f64>, tolerance: f64 },
+    Growth { metric: usize, max_extra_slope: f64, limit: Option<f64>, min_time_to_limit: Duration },
+    Gauge { metric: usize, worse_when: Direction, tolerance: f64, above: Option<f64> },
+    Threshold { source: ThresholdSource, max: Option<f64>, min: Option<f64>, for_: Duration },
+    MannWhitney { metric: usize, worse_when: Direction, tolerance: f64, confidence: f64 },
+}
+
+/// What an absolute guard measures on the canary.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ThresholdSource {
+    Ratio { errors: usize, requests: usize },
+    Gauge { metric: usize },
+}
+
+/// One compiled check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckSpec {
+    pub name: String,
+    pub kind: CheckKind,
+    pub description: Option<String>,
+    pub critical: bool,
+    pub enforce: Enforcement,
+    pub config: CheckConfig,
+}
+
+impl CheckSpec {
+    /// What a failure of this check may do: its enforcement, capped at `hold` when it is
+    /// not critical.
+    pub fn effective_enforcement(&self) -> Enforcement {
+        if self.critical { self.enforce } else { self.enforce.min(Enforcement::Hold) }
+    }
+}
+
+/// Hook and notifier names to run on each outcome of an analysis.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actions {
+    pub on_fail: Vec<String>,
+    pub on_no_data: Vec<String>,
+    pub on_pass: Vec<String>,
+    pub on_inconclusive: Vec<String>,
+    pub on_step: Vec<String>,
+}
+
+/// Timing and error budget of an analysis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub interval: Duration,
+    pub warmup: Duration,
+    pub min_duration: Duration,
+    pub max_duration: Duration,
+    pub no_data_grace: Duration,
+}
+
+/// A validated rule file, before a deployment supplies its parameters.
+#[derive(Clone, Debug)]
+pub struct AnalysisTemplate {
+    pub name: String,
+    pub description: Option<String>,
+    pub path: PathBuf,
+    /// The file's text, kept so a deployment can be resumed on the exact version it started.
+    pub source: Arc<str>,
+    /// Short hash of the file's text.
+    pub version: String,
+    /// Parameter defaults; `None` means the deployment must supply it.
+    pub params: BTreeMap<String, Option<String>>,
+    pub timing: Timing,
+    pub alpha: f64,
+    pub traffic_tolerance: f64,
+    pub reload: ReloadPolicy,
+    pub actions: Actions,
+    checks: Vec<TemplateCheck>,
+}
+
+/// A check whose selectors may still contain `{{param}}` placeholders.
+#[derive(Clone, Debug)]
+struct TemplateCheck {
+    name: String,
+    kind: CheckKind,
+    description: Option<String>,
+    critical: bool,
+    enforce: Enforcement,
+    selectors: Vec<(SelectorRole, String)>,
+    settings: Settings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SelectorRole {
+    Errors,
+    Requests,
+    Metric,
+    DivideBy,
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    worse_when: Direction,
+    tolerance: f64,
+    quantiles: Vec<f64>,
+    max_extra_slope: f64,
+    limit: Option<f64>,
+    min_time_to_limit: Duration,
+    above: Option<f64>,
+    max: Option<f64>,
+    min: Option<f64>,
+    for_: Duration,
+    confidence: f64,
+}
+
+/// An analysis ready to run for one deployment.
+#[derive(Clone, Debug)]
+pub struct AnalysisSpec {
+    pub name: String,
+    pub version: String,
+    pub params: BTreeMap<String, String>,
+    pub timing: Timing,
+    pub alpha: f64,
+    pub traffic_tolerance: f64,
+    pub reload: ReloadPolicy,
+    pub actions: Actions,
+    pub checks: Vec<CheckSpec>,
+    pub queries: Vec<MetricQuery>,
+}
+
+impl AnalysisSpec {
+    /// Number of checks that can act (shadow checks do not spend the error budget).
+    pub fn acting_checks(&self) -> usize {
+        self.checks.iter().filter(|c| c.enforce != Enforcement::Shadow).count().max(1)
+    }
+}
+
+/// Why a deployment's parameters do not fit an analysis.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("analysis `{analysis}` needs parameter `{name}` (no default)")]
+    Missing { analysis: String, name: String },
+    #[error("analysis `{analysis}` has no parameter `{name}`{hint}")]
+    Unknown { analysis: String, name: String, hint: String },
+    #[error("parameter `{name}` has a character that is not allowed in a label value: {value:?}")]
+    Unsafe { name: String, value: String },
+    #[error("check `{check}`: {message}")]
+    Selector { check: String, message: String },
+}
+
+/// Parameter values end up inside quoted PromQL label values; quotes, backslashes, braces
+/// and control characters could escape the quotes and change which series are selected.
+fn param_value_is_safe(v: &str) -> bool {
+    !v.chars().any(|c| matches!(c, '"' | '\'' | '`' | '\\' | '{' | '}') || c.is_control())
+}
+
+impl AnalysisTemplate {
+    /// Resolves parameters (deployment overrides over defaults) and compiles the selectors.
+    pub fn instantiate(&self, overrides: &BTreeMap<String, String>) -> Result<AnalysisSpec, ParamError> {
+        let mut params = BTreeMap::new();
+        for (k, v) in overrides {
+            if !self.params.contains_key(k) {
+                return Err(ParamError::Unknown {
+                    analysis: self.name.clone(),
+                    name: k.clone(),
+                    hint: suggest(k, self.params.keys().map(String::as_str))
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default(),
+                });
+            }
+            if !param_value_is_safe(v) {
+                return Err(ParamError::Unsafe { name: k.clone(), value: v.clone() });
+            }
+            params.insert(k.clone(), v.clone());
+        }
+        for (k, default) in &self.params {
+            if !params.contains_key(k) {
+                match default {
+                    Some(d) => {
+                        params.insert(k.clone(), d.clone());
+                    }
+                    None => return Err(ParamError::Missing { analysis: self.name.clone(), name: k.clone() }),
+                }
+            }
+        }
+        let mut queries: Vec<MetricQuery> = Vec::new();
+        let mut intern = |q: MetricQuery| -> usize {
+            if let Some(i) = queries.iter().position(|x| *x == q) {
+                i
+            } else {
+                queries.push(q);
+                queries.len() - 1
+            }
+        };
+        let mut checks = Vec::new();
+        for c in &self.checks {
+            let sel = |role: SelectorRole| -> Result<Option<Selector>, ParamError> {
+                let Some((_, text)) = c.selectors.iter().find(|(r, _)| *r == role) else { return Ok(None) };
+                let rendered = template::render(text, |n| params.get(n).cloned()).map_err(|u| ParamError::Selector {
+                    check: c.name.clone(),
+                    message: format!("unknown parameter `{}`", u.name),
+                })?;
+                Selector::parse(&rendered)
+                    .map(Some)
+                    .map_err(|e| ParamError::Selector { check: c.name.clone(), message: format!("`{rendered}`: {e}") })
+            };
+            let need = |role: SelectorRole| -> Result<Selector, ParamError> {
+                sel(role)?.ok_or_else(|| ParamError::Selector { check: c.name.clone(), message: "missing selector".into() })
+            };
+            let s = &c.settings;
+            let gauge = |intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
+                Ok(intern(MetricQuery {
+                    kind: QueryKind::Gauge,
+                    selector: need(SelectorRole::Metric)?,
+                    divide_by: sel(SelectorRole::DivideBy)?,
+                }))
+            };
+            let counter = |role, intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
+                Ok(intern(MetricQuery { kind: QueryKind::Counter, selector: need(role)?, divide_by: None }))
+            };
+            let config = match c.kind {
+                CheckKind::Ratio => CheckConfig::Ratio {
+                    errors: counter(SelectorRole::Errors, &mut intern)?,
+                    requests: counter(SelectorRole::Requests, &mut intern)?,
+                    tolerance: s.tolerance,
+                    worse_when: s.worse_when,
+                },
+                CheckKind::Histogram => CheckConfig::Histogram {
+                    metric: intern(MetricQuery {
+                        kind: QueryKind::Histogram,
+                        selector: need(SelectorRole::Metric)?,
+                        divide_by: None,
+                    }),
+                    quantiles: s.quantiles.clone(),
+                    tolerance: s.tolerance,
+                },
+                CheckKind::Growth => CheckConfig::Growth {
+                    metric: gauge(&mut intern)?,
+                    max_extra_slope: s.max_extra_slope,
+                    limit: s.limit,
+                    min_time_to_limit: s.min_time_to_limit,
+                },
+                CheckKind::Gauge => CheckConfig::Gauge {
+                    metric: gauge(&mut intern)?,
+                    worse_when: s.worse_when,
+                    tolerance: s.tolerance,
+                    above: s.above,
+                },
+                CheckKind::Threshold => {
+                    let source = if c.selectors.iter().any(|(r, _)| *r == SelectorRole::Errors) {
+                        ThresholdSource::Ratio {
+                            errors: counter(SelectorRole::Errors, &mut intern)?,
+                            requests: counter(SelectorRole::Requests, &mut intern)?,
+                        }
+                    } else {
+                        ThresholdSource::Gauge { metric: gauge(&mut intern)? }
+                    };
+                    CheckConfig::Threshold { source, max: s.max, min: s.min, for_: s.for_ }
+                }
+                CheckKind::MannWhitney => CheckConfig::MannWhitney {
+                    metric: gauge(&mut intern)?,
+                    worse_when: s.worse_when,
+                    tolerance: s.tolerance,
+                    confidence: s.confidence,
+                },
+            };
+            checks.push(CheckSpec {
+                name: c.name.clone(),
+                kind: c.kind,
+                description: c.description.clone(),
+                critical: c.critical,
+                enforce: c.enforce,
+                config,
+            });
+        }
+        Ok(AnalysisSpec {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            params,
+            timing: self.timing.clone(),
+            alpha: self.alpha,
+            traffic_tolerance: self.traffic_tolerance,
+            reload: self.reload,
+            actions: self.actions.clone(),
+            checks,
+            queries,
+        })
+    }
+}
+
+/// All analyses loaded from a rules directory, swapped in as one unit.
+#[derive(Clone, Debug, Default)]
+pub struct RuleSet {
+    pub analyses: BTreeMap<String, Arc<AnalysisTemplate>>,
+    /// Hash over all files' versions: changes whenever any rule changes.
+    pub version: String,
+    pub files: Vec<PathBuf>,
+}
+
+/// Loads every `*.yaml`/`*.yml` file under `paths` (files or directories), validating hook
+/// and notifier names against `actions` when given. Returns every problem found.
+pub fn load_rules(paths: &[PathBuf], actions: Option<&BTreeSet<String>>) -> Result<RuleSet, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        match rule_files(p) {
+            Ok(mut f) => files.append(&mut f),
+            Err(d) => diags.push(d),
+        }
+    }
+    let mut set = RuleSet::default();
+    let mut origin: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for f in &files {
+        match read_limited(f) {
+            Ok(text) => match parse_rule_file(f, &text, actions) {
+                Ok(t) => {
+                    if let Some(prev) = origin.get(&t.name) {
+                        diags.push(Diagnostic::new(f, 1, 1, format!(
+                            "analysis `{}` is already defined in {}",
+                            t.name,
+                            prev.display()
+                        )));
+                    } else {
+                        origin.insert(t.name.clone(), f.clone());
+                        set.analyses.insert(t.name.clone(), Arc::new(t));
+                    }
+                }
+                Err(mut d) => diags.append(&mut d),
+            },
+            Err(d) => diags.push(d),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let joined: String = set.analyses.values().map(|a| format!("{}={};", a.name, a.version)).collect();
+    set.version = short_hash(joined.as_bytes());
+    set.files = files;
+    Ok(set)
+}
+
+/// Lists rule files: a file as given, or a directory's `*.yaml`/`*.yml` (sorted, hidden and
+/// editor temp files skipped).
+pub fn rule_files(p: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let meta = std::fs::metadata(p).map_err(|e| Diagnostic::file(p, format!("cannot read: {e}")))?;
+    if meta.is_file() {
+        return Ok(vec![p.to_path_buf()]);
+    }
+    let rd = std::fs::read_dir(p).map_err(|e| Diagnostic::file(p, format!("cannot list directory: {e}")))?;
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_rule_file_name(p))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Whether a path looks like a rule file rather than an editor's swap or temp file.
+pub fn is_rule_file_name(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// Reads a hand-edited file with a size cap and a UTF-8 check, reporting where the first
+/// invalid byte is.
+pub fn read_limited(path: &Path) -> Result<String, Diagnostic> {
+    let meta = std::fs::metadata(path).map_err(|e| Diagnostic::file(path, format!("cannot read: {e}")))?;
+    if meta.len() > MAX_RULE_FILE_BYTES {
+        return Err(Diagnostic::file(
+            path,
+            format!("file is {} bytes, over the {MAX_RULE_FILE_BYTES}-byte limit for rule and config files", meta.len()),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Diagnostic::file(path, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        let col = (at - bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)) as u64 + 1;
+        Diagnostic::new(path, line, col, "file is not valid UTF-8")
+    })
+}
+
+/// YAML resource limits for hand-edited files: deep nesting and alias bombs are errors.
+pub fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 64,
+            max_aliases: 1000,
+            max_events: 200_000,
+            max_nodes: 200_000,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 10_000,
+        },
+    }
+}
+
+/// A short, stable content hash used as a version label.
+pub fn short_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(bytes);
+    d[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn loc<T>(s: &Spanned<T>) -> (u64, u64) {
+    (s.referenced.line(), s.referenced.column())
+}
+
+/// Parses and validates one rule file.
+pub fn parse_rule_file(path: &Path, text: &str, actions: Option<&BTreeSet<String>>) -> Result<AnalysisTemplate, Vec<Diagnostic>> {
+    if text.trim().is_empty() {
+        return Err(vec![Diagnostic::file(path, "file is empty (expected an `analysis:` with `checks:`)")]);
+    }
+    let raw: RawRuleFile = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| vec![Diagnostic::from_yaml(path, &e)])?;
+    Validator { path, diags: Vec::new() }.rule_file(raw, text, actions)
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    diags: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, at: (u64, u64), msg: impl Into<String>) {
+        self.diags.push(Diagnostic::new(self.path, at.0, at.1, msg));
+    }
+
+    fn duration(&mut self, v: &Option<Spanned<String>>, default: Duration, field: &str, allow_zero: bool) -> Duration {
+        let Some(s) = v else { return default };
+        match units::parse_duration(&s.value) {
+            Ok(d) if d.is_zero() && !allow_zero => {
+                self.err(loc(s), format!("`{field}` must be longer than zero"));
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.err(loc(s), format!("`{field}`: {e}"));
+                default
+            }
+        }
+    }
+
+    fn rule_file(mut self, raw: RawRuleFile, text: &str, actions: Option<&BTreeSet<String>>) -> Result<AnalysisTemplate, Vec<Diagnostic>> {
+        let name = raw.analysis.value.trim().to_string();
+        if !is_valid_name(&name) {
+            self.err(loc(&raw.analysis), "analysis name must be 1-64 characters of letters, digits, `-`, `_` or `.`");
+        }
+        let timing = Timing {
+            interval: self.duration(&raw.interval, Duration::from_secs(10), "interval", false),
+            warmup: self.duration(&raw.warmup, Duration::from_secs(60), "warmup", true),
+            min_duration: self.duration(&raw.min_duration, Duration::from_secs(300), "min_duration", true),
+            max_duration: self.duration(&raw.max_duration, Duration::from_secs(1800), "max_duration", false),
+            no_data_grace: self.duration(&raw.no_data_grace, Duration::from_secs(60), "no_data_grace", true),
+        };
+        if timing.interval < Duration::from_secs(1) {
+            if let Some(i) = &raw.interval {
+                self.err(loc(i), "`interval` must be at least 1s");
+            }
+        }
+        if timing.max_duration < timing.min_duration {
+            if let Some(m) = raw.max_duration.as_ref().or(raw.min_duration.as_ref()) {
+                self.err(loc(m), "`max_duration` must not be shorter than `min_duration`");
+            }
+        }
+        if timing.max_duration <= timing.warmup {
+            if let Some(m) = raw.max_duration.as_ref().or(raw.warmup.as_ref()) {
+                self.err(loc(m), "`max_duration` must be longer than `warmup`");
+            }
+        }
+        let alpha = match &raw.alpha {
+            Some(a) if !(a.value > 0.0 && a.value < 0.5) => {
+                self.err(loc(a), format!("`alpha` must be in (0, 0.5) — it is the false-rollback budget, e.g. 0.01; got {}", a.value));
+                0.01
+            }
+            Some(a) => a.value,
+            None => 0.01,
+        };
+        let traffic_tolerance = match &raw.traffic_tolerance {
+            Some(t) if !(t.value > 0.0 && t.value < 1.0) => {
+                self.err(loc(t), "`traffic_tolerance` must be in (0, 1): the relative deviation of the canary's traffic share that makes the verdict inconclusive");
+                0.5
+            }
+            Some(t) => t.value,
+            None => 0.5,
+        };
+
+        let mut params = BTreeMap::new();
+        for (k, v) in raw.params {
+            if !is_valid_param(&k) {
+                self.err(loc(&v), format!("parameter name `{k}` must be letters, digits and `_`"));
+            }
+            let at = loc(&v);
+            let val = v.value.map(ParamValue::into_string);
+            if let Some(d) = &val {
+                if !param_value_is_safe(d) {
+                    self.err(at, format!("default of `{k}` has a character not allowed in a label value"));
+                }
+            }
+            params.insert(k, val);
+        }
+
+        let default_enforce = raw.enforce.as_ref().map_or(Enforcement::Rollback, |e| e.value);
+        let mut checks = Vec::new();
+        let mut seen: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        if raw.checks.value.is_empty() {
+            self.err(loc(&raw.checks), "an analysis needs at least one check");
+        }
+        for c in raw.checks.value {
+            let cname = c.name.value.trim().to_string();
+            if !is_valid_name(&cname) {
+                self.err(loc(&c.name), "check name must be 1-64 characters of letters, digits, `-`, `_` or `.`");
+            }
+            if let Some(prev) = seen.get(&cname) {
+                self.err(loc(&c.name), format!("duplicate check name `{cname}` (first at line {})", prev.0));
+            } else {
+                seen.insert(cname.clone(), loc(&c.name));
+            }
+            if let Some(tc) = self.check(c, cname, default_enforce, &params) {
+                checks.push(tc);
+            }
+        }
+
+        let list = |v: Vec<Spanned<String>>, field: &str, me: &mut Self| -> Vec<String> {
+            let mut out = Vec::new();
+            for a in v {
+                if let Some(known) = actions {
+                    if !known.contains(&a.value) {
+                        let hint = suggest(&a.value, known.iter().map(String::as_str));
+                        let mut d = Diagnostic::new(
+                            me.path,
+                            a.referenced.line(),
+                            a.referenced.column(),
+                            format!("`{field}` names `{}`, which is not a hook or notifier in the daemon config", a.value),
+                        );
+                        d.hint = hint;
+                        me.diags.push(d);
+                    }
+                }
+                out.push(a.value);
+            }
+            out
+        };
+        let actions = Actions {
+            on_fail: list(raw.on_fail, "on_fail", &mut self),
+            on_no_data: list(raw.on_no_data, "on_no_data", &mut self),
+            on_pass: list(raw.on_pass, "on_pass", &mut self),
+            on_inconclusive: list(raw.on_inconclusive, "on_inconclusive", &mut self),
+            on_step: list(raw.on_step, "on_step", &mut self),
+        };
+        if !self.diags.is_empty() {
+            return Err(self.diags);
+        }
+        let template = AnalysisTemplate {
+            name,
+            description: raw.description,
+            path: self.path.to_path_buf(),
+            source: Arc::from(text),
+            version: short_hash(text.as_bytes()),
+            params,
+            timing,
+            alpha,
+            traffic_tolerance,
+            reload: raw.reload.unwrap_or_default(),
+            actions,
+            checks,
+        };
+        // Compile once with placeholder values so selector mistakes are found now, not when
+        // the first deployment arrives.
+        let probe: BTreeMap<String, String> = template
+            .params
+            .iter()
+            .filter(|(_, d)| d.is_none())
+            .map(|(k, _)| (k.clone(), "x".to_string()))
+            .collect();
+        if let Err(e) = template.instantiate(&probe) {
+            return Err(vec![Diagnostic::new(self.path, 1, 1, e.to_string())]);
+        }
+        Ok(template)
+    }
+
+    fn check(
+        &mut self,
+        c: RawCheck,
+        name: String,
+        default_enforce: Enforcement,
+        params: &BTreeMap<String, Option<String>>,
+    ) -> Option<TemplateCheck> {
+        let kind = c.kind.value;
+        let at = loc(&c.name);
+        let before = self.diags.len();
+
+        // Which fields each kind accepts, so a misplaced field is an error, not ignored.
+        let allowed: &[&str] = match kind {
+            CheckKind::Ratio => &["errors", "requests", "worse_when", "tolerance"],
+            CheckKind::Histogram => &["metric", "quantiles", "tolerance"],
+            CheckKind::Growth => &["metric", "divide_by", "max_extra_slope", "limit", "min_time_to_limit"],
+            CheckKind::Gauge => &["metric", "divide_by", "worse_when", "tolerance", "above"],
+            CheckKind::Threshold => &["errors", "requests", "metric", "divide_by", "max", "min", "for"],
+            CheckKind::MannWhitney => &["metric", "divide_by", "worse_when", "tolerance", "confidence"],
+        };
+        let present: [(&str, Option<(u64, u64)>); 16] = [
+            ("errors", c.errors.as_ref().map(loc)),
+            ("requests", c.requests.as_ref().map(loc)),
+            ("metric", c.metric.as_ref().map(loc)),
+            ("divide_by", c.divide_by.as_ref().map(loc)),
+            ("worse_when", c.worse_when.as_ref().map(loc)),
+            ("tolerance", c.tolerance.as_ref().map(loc)),
+            ("quantiles", c.quantiles.as_ref().map(loc)),
+            ("max_extra_slope", c.max_extra_slope.as_ref().map(loc)),
+            ("limit", c.limit.as_ref().map(loc)),
+            ("min_time_to_limit", c.min_time_to_limit.as_ref().map(loc)),
+            ("above", c.above.as_ref().map(loc)),
+            ("max", c.max.as_ref().map(loc)),
+            ("min", c.min.as_ref().map(loc)),
+            ("for", c.for_.as_ref().map(loc)),
+            ("confidence", c.confidence.as_ref().map(loc)),
+            ("enforce", None),
+        ];
+        for (field, l) in present {
+            if let Some(l) = l {
+                if !allowed.contains(&field) {
+                    self.err(l, format!("`{field}` does not apply to a `{kind}` check (it takes: {})", allowed.join(", ")));
+                }
+            }
+        }
+
+        let mut selectors = Vec::new();
+        let mut selector = |me: &mut Self, role: SelectorRole, field: &str, v: &Option<Spanned<String>>, required: bool| {
+            match v {
+                Some(s) => {
+                    me.selector_ok(s, field, params);
+                    selectors.push((role, s.value.clone()));
+                }
+                None if required => me.err(at, format!("a `{kind}` check needs `{field}`")),
+                None => {}
+            }
+        };
+        match kind {
+            CheckKind::Ratio => {
+                selector(self, SelectorRole::Errors, "errors", &c.errors, true);
+                selector(self, SelectorRole::Requests, "requests", &c.requests, true);
+            }
+            CheckKind::Threshold if c.errors.is_some() || c.requests.is_some() => {
+                selector(self, SelectorRole::Errors, "errors", &c.errors, true);
+                selector(self, SelectorRole::Requests, "requests", &c.requests, true);
+                if let Some(m) = &c.metric {
+                    self.err(loc(m), "a threshold check takes either `errors`+`requests` or `metric`, not both");
+                }
+            }
+            _ => {
+                selector(self, SelectorRole::Metric, "metric", &c.metric, true);
+                selector(self, SelectorRole::DivideBy, "divide_by", &c.divide_by, false);
+            }
+        }
+
+        let default_tolerance = match kind {
+            CheckKind::Ratio => 1.1,
+            CheckKind::Histogram => 1.25,
+            CheckKind::MannWhitney => 0.25,
+            _ => 0.0,
+        };
+        let tolerance = match &c.tolerance {
+            Some(t) => {
+                let ok = match kind {
+                    CheckKind::Ratio | CheckKind::Histogram => t.value >= 1.0 && t.value <= 100.0,
+                    CheckKind::MannWhitney => t.value >= 0.0 && t.value < 10.0,
+                    _ => t.value >= 0.0 && t.value.is_finite(),
+                };
+                if !ok {
+                    let msg = match kind {
+                        CheckKind::Ratio => "`tolerance` is the canary/baseline ratio allowed before a check counts as worse: at least 1.0 (e.g. 1.1 = 10 % worse)",
+                        CheckKind::Histogram => "`tolerance` is the odds ratio of slow requests allowed: at least 1.0 (e.g. 1.25)",
+                        CheckKind::MannWhitney => "`tolerance` is the fraction of the effect estimate (Kayenta uses 0.25)",
+                        _ => "`tolerance` must be a non-negative number",
+                    };
+                    self.err(loc(t), msg);
+                }
+                t.value
+            }
+            None => default_tolerance,
+        };
+
+        let quantiles = match &c.quantiles {
+            Some(q) => {
+                if q.value.is_empty() || q.value.iter().any(|x| !(*x > 0.0 && *x < 1.0)) {
+                    self.err(loc(q), "`quantiles` must be a non-empty list of numbers in (0, 1), e.g. [0.5, 0.99]");
+                }
+                q.value.clone()
+            }
+            None => vec![0.5, 0.9, 0.99],
+        };
+
+        let max_extra_slope = match (&c.max_extra_slope, kind) {
+            (Some(s), _) => match units::parse_rate(&s.value) {
+                Ok(v) if v > 0.0 => v,
+                Ok(_) => {
+                    self.err(loc(s), "`max_extra_slope` must be positive");
+                    0.0
+                }
+                Err(e) => {
+                    self.err(loc(s), format!("`max_extra_slope`: {e}"));
+                    0.0
+                }
+            },
+            (None, CheckKind::Growth) => {
+                self.err(at, "a `growth` check needs `max_extra_slope` (e.g. 1MiB/min): the extra growth per time that matters");
+                0.0
+            }
+            _ => 0.0,
+        };
+        let limit = c.limit.as_ref().and_then(|l| match units::parse_bytes(&l.value) {
+            Ok(v) if v > 0.0 => Some(v),
+            Ok(_) => {
+                self.err(loc(l), "`limit` must be positive");
+                None
+            }
+            Err(e) => {
+                self.err(loc(l), format!("`limit`: {e}"));
+                None
+            }
+        });
+        let min_time_to_limit = self.duration(&c.min_time_to_limit, Duration::from_secs(3600), "min_time_to_limit", false);
+        let for_ = self.duration(&c.for_, Duration::ZERO, "for", true);
+        if kind == CheckKind::Threshold && c.max.is_none() && c.min.is_none() {
+            self.err(at, "a `threshold` check needs `max` or `min`");
+        }
+        if let (Some(lo), Some(hi)) = (&c.min, &c.max) {
+            if lo.value >= hi.value {
+                self.err(loc(lo), "`min` must be below `max`");
+            }
+        }
+        for v in [&c.max, &c.min, &c.above].into_iter().flatten() {
+            if !v.value.is_finite() {
+                self.err(loc(v), "must be a finite number");
+            }
+        }
+        let confidence = match &c.confidence {
+            Some(v) if !(v.value > 0.5 && v.value < 1.0) => {
+                self.err(loc(v), "`confidence` must be in (0.5, 1), e.g. 0.98");
+                0.98
+            }
+            Some(v) => v.value,
+            None => 0.98,
+        };
+
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(TemplateCheck {
+            name,
+            kind,
+            description: c.description,
+            critical: c.critical.unwrap_or(true),
+            enforce: c.enforce.map_or(default_enforce, |e| e.value),
+            selectors,
+            settings: Settings {
+                worse_when: c.worse_when.map_or(Direction::Higher, |w| w.value),
+                tolerance,
+                quantiles,
+                max_extra_slope,
+                limit,
+                min_time_to_limit,
+                above: c.above.map(|a| a.value),
+                max: c.max.map(|a| a.value),
+                min: c.min.map(|a| a.value),
+                for_,
+                confidence,
+            },
+        })
+    }
+
+    /// Checks placeholders against the declared parameters and the selector's syntax with
+    /// placeholder values, reporting the column inside the YAML value.
+    fn selector_ok(&mut self, s: &Spanned<String>, field: &str, params: &BTreeMap<String, Option<String>>) {
+        let (line, col) = loc(s);
+        let mut ok = true;
+        for (name, offset) in template::placeholders(&s.value) {
+            if !params.contains_key(&name) {
+                ok = false;
+                let mut d = Diagnostic::new(
+                    self.path,
+                    line,
+                    col + offset as u64,
+                    format!("`{field}` uses `{{{{{name}}}}}`, which is not declared under `params:`"),
+                );
+                d.hint = suggest(&name, params.keys().map(String::as_str));
+                self.diags.push(d);
+            }
+        }
+        if !ok {
+            return;
+        }
+        let probe = template::render(&s.value, |n| Some(params.get(n).cloned().flatten().unwrap_or_else(|| "x".into())));
+        if let Ok(text) = probe {
+            if let Err(e) = Selector::parse(&text) {
+                // The column is exact when no placeholder precedes the error.
+                self.err((line, col + e.column as u64), format!("`{field}`: invalid selector: {}", e.message));
+            }
+        }
+    }
+}
+
+fn is_valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn is_valid_param(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"analysis: http-service
+description: test
+params:
+  job: api
+  env: ~
+interval: 10s
+warmup: 30s
+min_duration: 2m
+max_duration: 10m
+alpha: 0.01
+checks:
+  - name: error-ratio
+    kind: ratio
+    errors: 'http_requests_total{job="{{job}}",env="{{env}}",code=~"5.."}'
+    requests: 'http_requests_total{job="{{job}}",env="{{env}}"}'
+    tolerance: 1.1
+  - name: latency
+    kind: histogram
+    metric: 'http_request_duration_seconds{job="{{job}}"}'
+    quantiles: [0.5, 0.99]
+  - name: memory
+    kind: growth
+    metric: 'process_resident_memory_bytes{job="{{job}}"}'
+    max_extra_slope: 1MiB/min
+    enforce: shadow
+on_fail: [rollback, chat]
+"#;
+
+    fn actions() -> BTreeSet<String> {
+        ["rollback", "chat", "promote"].iter().map(|s| s.to_string()).collect()
+    }
+
+    fn errs(text: &str) -> Vec<String> {
+        match parse_rule_file(Path::new("r.yaml"), text, Some(&actions())) {
+            Ok(_) => vec![],
+            Err(d) => d.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn good_file_compiles_and_instantiates() {
+        let t = parse_rule_file(Path::new("r.yaml"), GOOD, Some(&actions())).unwrap();
+        assert_eq!(t.name, "http-service");
+        assert_eq!(t.timing.min_duration, Duration::from_secs(120));
+        let mut p = BTreeMap::new();
+        assert!(matches!(t.instantiate(&p), Err(ParamError::Missing { .. })));
+        p.insert("env".to_string(), "prod".to_string());
+        let spec = t.instantiate(&p).unwrap();
+        assert_eq!(spec.checks.len(), 3);
+        assert_eq!(spec.queries.len(), 4);
+        assert_eq!(spec.acting_checks(), 2);
+        assert_eq!(spec.queries[0].selector.matchers[1].value, "prod");
+        p.insert("env".to_string(), "x\",job=~\".*".to_string());
+        assert!(matches!(t.instantiate(&p), Err(ParamError::Unsafe { .. })));
+        p.insert("evn".to_string(), "a".to_string());
+        p.remove("env");
+        assert!(t.instantiate(&p).unwrap_err().to_string().contains("did you mean `env`"));
+    }
+
+    #[test]
+    fn typo_is_located_with_hint() {
+        let e = errs(&GOOD.replace("    tolerance: 1.1", "    tolerence: 1.1"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("r.yaml:16:5: unknown field `tolerence`"), "{e:?}");
+        assert!(e[0].contains("did you mean `tolerance`?"), "{e:?}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported() {
+        let bad = GOOD
+            .replace("alpha: 0.01", "alpha: 1.5")
+            .replace("on_fail: [rollback, chat]", "on_fail: [rollbak, chat]")
+            .replace("quantiles: [0.5, 0.99]", "quantiles: [0.5, 99]")
+            .replace("{{job}}\",env=\"{{env}}\",code", "{{jbo}}\",env=\"{{env}}\",code")
+            .replace("max_duration: 10m", "max_duration: -5m");
+        let e = errs(&bad);
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(e.iter().any(|m| m.starts_with("r.yaml:9:15: `max_duration`")), "{e:#?}");
+        assert!(e.iter().any(|m| m.starts_with("r.yaml:10:8: `alpha`")), "{e:#?}");
+        assert!(e.iter().any(|m| m.contains("`{{jbo}}`") && m.contains("did you mean `job`")), "{e:#?}");
+        assert!(e.iter().any(|m| m.starts_with("r.yaml:20:16: `quantiles`")), "{e:#?}");
+        assert!(e.iter().any(|m| m.starts_with("r.yaml:26:11: `on_fail` names `rollbak`") && m.contains("did you mean `rollback`")), "{e:#?}");
+    }
+
+    #[test]
+    fn misplaced_field_and_bad_selector() {
+        let bad = GOOD.replace("    quantiles: [0.5, 0.99]", "    quantiles: [0.5, 0.99]\n    max_extra_slope: 1MiB/min");
+        let e = errs(&bad);
+        assert!(e[0].contains("`max_extra_slope` does not apply to a `histogram` check"), "{e:?}");
+        let bad = GOOD.replace(r#"code=~"5..""#, r#"code~"5..""#);
+        let e = errs(&bad);
+        assert!(e[0].contains("invalid selector"), "{e:?}");
+    }
+
+    #[test]
+    fn duplicate_names_and_empty() {
+        let bad = GOOD.replace("name: latency", "name: error-ratio");
+        assert!(errs(&bad)[0].contains("duplicate check name `error-ratio` (first at line 12)"));
+        assert!(errs("")[0].contains("file is empty"));
+        assert!(errs("analysis: x\nchecks: []\n")[0].contains("at least one check"));
+    }
+}
