@@ -1,0 +1,129 @@
+//! Notable events: one struct per event, which writes the log line, bumps the metric and
+//! queues the notifications together — so logs, metrics and chat always tell the same story.
+
+use serde::{Deserialize, Serialize};
+
+use crate::judge::CheckReport;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    DeploymentStarted,
+    StepPromoted,
+    CheckFailing,
+    RollbackStarted,
+    RollbackSucceeded,
+    RollbackFailed,
+    HookFailed,
+    Held,
+    Resumed,
+    Promoted,
+    Inconclusive,
+    Aborted,
+    BackendDown,
+    BackendRecovered,
+    RuleReloadFailed,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::DeploymentStarted => "deployment_started",
+            NoticeKind::StepPromoted => "step_promoted",
+            NoticeKind::CheckFailing => "check_failing",
+            NoticeKind::RollbackStarted => "rollback_started",
+            NoticeKind::RollbackSucceeded => "rollback_succeeded",
+            NoticeKind::RollbackFailed => "rollback_failed",
+            NoticeKind::HookFailed => "hook_failed",
+            NoticeKind::Held => "held",
+            NoticeKind::Resumed => "resumed",
+            NoticeKind::Promoted => "promoted",
+            NoticeKind::Inconclusive => "inconclusive",
+            NoticeKind::Aborted => "aborted",
+            NoticeKind::BackendDown => "backend_down",
+            NoticeKind::BackendRecovered => "backend_recovered",
+            NoticeKind::RuleReloadFailed => "rule_reload_failed",
+        }
+    }
+
+    /// Severity for pagers and colours: `critical`, `warning` or `info`.
+    pub fn severity(self) -> &'static str {
+        match self {
+            NoticeKind::RollbackFailed | NoticeKind::HookFailed => "critical",
+            NoticeKind::RollbackStarted
+            | NoticeKind::CheckFailing
+            | NoticeKind::Held
+            | NoticeKind::Inconclusive
+            | NoticeKind::BackendDown
+            | NoticeKind::RuleReloadFailed
+            | NoticeKind::Aborted => "warning",
+            _ => "info",
+        }
+    }
+
+    /// Whether this event opens (true) or closes (false) an incident for stateful
+    /// destinations (PagerDuty, Alertmanager); `None` for purely informational events.
+    pub fn incident(self) -> Option<bool> {
+        match self {
+            NoticeKind::RollbackFailed | NoticeKind::HookFailed | NoticeKind::BackendDown | NoticeKind::Held | NoticeKind::RuleReloadFailed => Some(true),
+            NoticeKind::RollbackSucceeded | NoticeKind::BackendRecovered | NoticeKind::Resumed | NoticeKind::Promoted => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Stable journald MESSAGE_ID for key events (`journalctl MESSAGE_ID=...`).
+    pub fn message_id(self) -> &'static str {
+        match self {
+            NoticeKind::RollbackStarted => "5b2a1d8e0c7f4a3e9d6b1c0f2e4a7d91",
+            NoticeKind::RollbackSucceeded => "8e1f3c5a7b9d4e2f8a6c0b1d3e5f7a92",
+            NoticeKind::RollbackFailed => "c3d5e7f9a1b24c6e8d0f2a4b6c8e0a93",
+            NoticeKind::Promoted => "1a3c5e7f9b2d4f6a8c0e2b4d6f8a0c94",
+            NoticeKind::BackendDown => "2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e95",
+            NoticeKind::RuleReloadFailed => "3c5e7a9b1d2f4b6d8f0a2c4e6b8d0f96",
+            _ => "4d6f8b0c2e3a5c7e9a1b3d5f7c9e1a97",
+        }
+    }
+}
+
+/// Who a notice is about.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    pub deployment: String,
+    pub service: String,
+    pub analysis: String,
+    pub version: String,
+    pub baseline_version: String,
+}
+
+/// One notable event, rendered per destination by the notifiers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub at: f64,
+    pub subject: Option<Subject>,
+    /// One line: what happened, to what.
+    pub title: String,
+    /// Plain words with the numbers: why, and what rollguard did.
+    pub text: String,
+    /// The checks behind it (failing ones first).
+    #[serde(default)]
+    pub checks: Vec<CheckReport>,
+    /// Link to the details (configured public URL + API path).
+    pub link: Option<String>,
+    /// Stable key for deduplication and threading (one per deployment or incident).
+    pub key: String,
+}
+
+impl Notice {
+    /// Writes the log line for this event (structured fields for journald).
+    pub fn log(&self) {
+        let dep = self.subject.as_ref().map(|s| s.deployment.as_str()).unwrap_or("");
+        let kind = self.kind.as_str();
+        match self.kind.severity() {
+            "critical" => tracing::error!(event = kind, deployment = dep, message_id = self.kind.message_id(), "{}: {}", self.title, self.text),
+            "warning" => tracing::warn!(event = kind, deployment = dep, message_id = self.kind.message_id(), "{}: {}", self.title, self.text),
+            _ => tracing::info!(event = kind, deployment = dep, message_id = self.kind.message_id(), "{}: {}", self.title, self.text),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! `histogram` checks: latency (or pool acquire time) from classic histogram buckets.
+//!
+//! Quantiles are never averaged. Instead, at the end of warm-up the judge picks the bucket
+//! edges nearest the baseline's configured quantiles (e.g. p50, p99) and, every interval,
+//! counts the requests slower than each edge in both arms. Given the interval's totals, the
+//! canary's number of slow requests follows Fisher's noncentral hypergeometric distribution
+//! with the odds ratio ψ of being slow (statistics.md §7.1 item 2, §7.2); its e-process mixes
+//! ψ above the tolerance. One e-process per edge; the check's evidence is their mean (an
+//! average of e-values is an e-value). Quantiles for display use PromQL's
+//! `histogram_quantile` interpolation.
+
+use serde::{Deserialize, Serialize};
+
+use super::fmt::{count, evidence, level, pct, seconds, times};
+use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN, clopper_pearson_upper};
+use super::{ArmValue, Ctx, Effect, Missing, Outcome, Partial};
+use crate::stats::fnch::fnch_loglik;
+use crate::stats::grid::LogGrid;
+use crate::stats::quantile::histogram_quantile;
+
+/// Or the canary's share of requests slower than the edge is provably at most this much above
+/// the baseline's (absolute): half a percentage point of requests.
+const NEGLIGIBLE_SLOW_EXCESS: f64 = 0.005;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Edge {
+    le: f64,
+    grid: LogGrid,
+    /// Cumulative slow requests per arm (baseline, canary).
+    slow: [f64; 2],
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistogramState {
+    tolerance: f64,
+    /// Baseline buckets seen before the edges were chosen (warm-up).
+    calibration: Vec<(f64, f64)>,
+    edges: Vec<Edge>,
+    /// Cumulative buckets per arm since the end of warm-up, for display quantiles.
+    cum: [Vec<(f64, f64)>; 2],
+    total: [f64; 2],
+}
+
+fn add_into(acc: &mut Vec<(f64, f64)>, b: &[(f64, f64)]) {
+    for &(le, c) in b {
+        match acc.iter_mut().find(|(l, _)| *l == le) {
+            Some(x) => x.1 += c,
+            None => acc.push((le, c)),
+        }
+    }
+    acc.sort_by(|a, b| a.0.total_cmp(&b.0));
+}
+
+fn count_at(b: &[(f64, f64)], le: f64) -> Option<f64> {
+    b.iter().find(|(l, _)| *l == le).map(|x| x.1)
+}
+
+fn total(b: &[(f64, f64)]) -> Option<f64> {
+    b.iter().find(|(l, _)| l.is_infinite()).map(|x| x.1)
+}
+
+impl HistogramState {
+    pub fn new(tolerance: f64) -> Self {
+        HistogramState { tolerance, calibration: Vec::new(), edges: Vec::new(), cum: [Vec::new(), Vec::new()], total: [0.0; 2] }
+    }
+
+    /// For each quantile, the finite edge whose cumulative share in `cal` is nearest to it
+    /// (with at least some requests above it).
+    fn choose_edges(&mut self, quantiles: &[f64]) {
+        let Some(tot) = total(&self.calibration).filter(|t| *t > 0.0) else { return };
+        let mut les: Vec<f64> = Vec::new();
+        for &q in quantiles {
+            let best = self
+                .calibration
+                .iter()
+                .filter(|(le, c)| le.is_finite() && *c < tot)
+                .min_by(|a, b| ((a.1 / tot) - q).abs().total_cmp(&((b.1 / tot) - q).abs()));
+            if let Some(&(le, _)) = best {
+                if !les.contains(&le) {
+                    les.push(le);
+                }
+            }
+        }
+        les.sort_by(f64::total_cmp);
+        self.edges = les
+            .into_iter()
+            .map(|le| Edge { le, grid: LogGrid::new(self.tolerance, GRID_HALF_WIDTH, GRID_POINTS), slow: [0.0; 2] })
+            .collect();
+    }
+
+    pub(crate) fn step(&mut self, ctx: &Ctx, metric: usize, quantiles: &[f64], tolerance: f64) -> Partial {
+        let b = match ctx.buckets(metric) {
+            Ok(b) => b,
+            Err(m) => return Partial::missing(m),
+        };
+        let (Some(ta), Some(tb)) = (total(b.baseline), total(b.canary)) else {
+            return Partial::missing(Missing::NoData("histogram has no +Inf bucket".into()));
+        };
+        if ta <= 0.0 || tb <= 0.0 {
+            let which = if tb <= 0.0 { "canary" } else { "baseline" };
+            return Partial::missing(Missing::NoData(format!("no observations in the {which} this interval")));
+        }
+        if ctx.in_warmup || self.edges.is_empty() {
+            add_into(&mut self.calibration, b.baseline);
+            if ctx.in_warmup {
+                return Partial::pending(format!("warm-up until {}", crate::units::format_duration(ctx.spec.timing.warmup)));
+            }
+            self.choose_edges(quantiles);
+            if self.edges.is_empty() {
+                return Partial::missing(Missing::NoData("the baseline histogram has no finite bucket with requests above it yet".into()));
+            }
+            // The interval used to choose the edges is not tested (edges must not depend on
+            // the data they are tested on).
+            return Partial::pending(format!(
+                "testing requests slower than {}",
+                self.edges.iter().map(|e| seconds(e.le)).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for e in &mut self.edges {
+            let (Some(ca), Some(cb)) = (count_at(b.baseline, e.le), count_at(b.canary, e.le)) else {
+                return Partial::missing(Missing::NoData(format!(
+                    "bucket le=\"{}\" missing in one arm (did the new version change its buckets?)",
+                    e.le
+                )));
+            };
+            let slow_a = (ta - ca).max(0.0).round() as u64;
+            let slow_b = (tb - cb).max(0.0).round() as u64;
+            let (na, nb) = (ta.round() as u64, tb.round() as u64);
+            e.grid.add(|psi| fnch_loglik(psi, slow_b, nb, na, slow_a + slow_b));
+            e.slow[0] += slow_a as f64;
+            e.slow[1] += slow_b as f64;
+        }
+        add_into(&mut self.cum[0], b.baseline);
+        add_into(&mut self.cum[1], b.canary);
+        self.total[0] += ta;
+        self.total[1] += tb;
+        self.report(ctx, quantiles, tolerance)
+    }
+
+    fn report(&self, ctx: &Ctx, quantiles: &[f64], tolerance: f64) -> Partial {
+        let lns: Vec<f64> = self.edges.iter().map(|e| e.grid.ln_e_value_greater()).collect();
+        let ln_e = crate::stats::special::log_mean_exp(&lns);
+        let ev = ln_e.exp();
+        // Report the edge with the strongest evidence.
+        let (wi, _) = lns.iter().enumerate().fold((0, f64::NEG_INFINITY), |acc, (i, &l)| if l > acc.1 { (i, l) } else { acc });
+        let w = &self.edges[wi];
+        let (lo, hi) = w.grid.confidence_interval(ctx.alpha);
+        let sa = w.slow[0] / self.total[0];
+        let sb = w.slow[1] / self.total[1];
+        let odds = |p: f64| p / (1.0 - p);
+        let estimate = if sa > 0.0 && sa < 1.0 && sb < 1.0 { odds(sb) / odds(sa) } else { w.grid.mle() };
+        let qs: Vec<String> = quantiles
+            .iter()
+            .map(|&q| {
+                format!(
+                    "p{} {} vs {}",
+                    (q * 100.0).to_string().trim_end_matches(".0"),
+                    seconds(histogram_quantile(q, &self.cum[1])),
+                    seconds(histogram_quantile(q, &self.cum[0]))
+                )
+            })
+            .collect();
+        let numbers = format!(
+            "canary vs baseline {}; slower than {}: {} vs {} (odds {}, {} bounds {}–{}) over {} / {} requests",
+            qs.join(", "),
+            seconds(w.le),
+            pct(sb),
+            pct(sa),
+            times(estimate),
+            level(ctx.alpha),
+            times(lo),
+            times(hi),
+            count(self.total[1]),
+            count(self.total[0]),
+        );
+        let all_bounded = self.edges.iter().all(|e| {
+            let (_, h) = e.grid.confidence_interval(ctx.alpha);
+            let (a, b) = (e.slow[0] / self.total[0], e.slow[1] / self.total[1]);
+            h <= tolerance * PASS_MARGIN || (b >= 0.0 && clopper_pearson_upper(e.slow[1], self.total[1], ctx.alpha) - a <= NEGLIGIBLE_SLOW_EXCESS)
+        });
+        let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
+            (Outcome::Fail, format!("slower than the x{tolerance} tolerance (evidence {} ≥ {})", evidence(ev), evidence(ctx.threshold)))
+        } else if all_bounded {
+            (Outcome::Pass, "no slower than tolerated at any tested edge".to_string())
+        } else {
+            (Outcome::Pending, format!("not enough evidence yet (evidence {} of {})", evidence(ev), evidence(ctx.threshold)))
+        };
+        Partial {
+            outcome,
+            evidence: ev,
+            effect: Some(Effect {
+                measure: format!("odds ratio of requests slower than {}", seconds(w.le)),
+                estimate,
+                lower: lo,
+                upper: hi,
+                confidence: 1.0 - ctx.alpha,
+                unit: "ratio".into(),
+            }),
+            baseline: Some(ArmValue { value: sa, n: self.total[0] }),
+            canary: Some(ArmValue { value: sb, n: self.total[1] }),
+            explanation: format!("{numbers} — {tail}"),
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! The judge: a pure state machine that turns each interval's metrics into an outcome per
+//! check and a verdict for the analysis.
+//!
+//! No I/O, no clock: the caller passes the analysis time `t` and the [`Frame`] of fetched
+//! values. The daemon, `rollguard backtest` and `rollguard demo` all drive this same code, and
+//! its whole state serialises (the daemon persists it every interval and resumes it after a
+//! restart).
+//!
+//! Each check is an anytime-valid test of "the canary is worse than the baseline beyond the
+//! tolerance", so it may be looked at after every scrape. A check fails when its evidence
+//! (an e-value) reaches `checks / alpha` (Bonferroni over the acting checks); by Ville's
+//! inequality the chance that any check of a good canary ever gets there is at most alpha.
+//! Missing data and source errors are outcomes of their own and never count as evidence
+//! either way.
+
+mod fmt;
+mod growth;
+mod gauge;
+mod histogram;
+mod mann_whitney;
+mod ratio;
+mod threshold;
+mod traffic;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::query::{Arms, Fetch, Frame, Observed};
+use crate::rules::{AnalysisSpec, CheckConfig, CheckKind, Enforcement};
+
+pub use fmt::{count as fmt_count, pct as fmt_pct, times as fmt_times};
+
+/// A check's state at one interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Evidence that the canary is worse reached the threshold.
+    Fail,
+    /// The confidence bound rules out harm beyond the tolerance.
+    Pass,
+    /// Data is flowing but the evidence is not decisive yet (includes warm-up).
+    Pending,
+    /// The metric is missing (no series matched, no traffic).
+    NoData,
+    /// The metrics source failed (scrape error, Prometheus down).
+    SourceError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Fail => "fail",
+            Outcome::Pass => "pass",
+            Outcome::Pending => "pending",
+            Outcome::NoData => "no_data",
+            Outcome::SourceError => "source_error",
+        }
+    }
+
+    fn is_missing(self) -> bool {
+        matches!(self, Outcome::NoData | Outcome::SourceError)
+    }
+}
+
+/// Serde for numbers that may be NaN or infinite: JSON writes them as `null`, and `null`
+/// reads back as NaN (so persisted reports survive a round trip).
+pub(crate) mod lenient_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() { s.serialize_f64(*v) } else if v.is_nan() { s.serialize_none() } else { s.serialize_f64(v.signum() * f64::MAX) }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// The size of a difference, with its anytime-valid confidence bounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// What is measured: `rate ratio`, `odds ratio of slow requests`, `extra growth`, ...
+    pub measure: String,
+    #[serde(with = "lenient_f64")]
+    pub estimate: f64,
+    #[serde(with = "lenient_f64")]
+    pub lower: f64,
+    #[serde(with = "lenient_f64")]
+    pub upper: f64,
+    /// Confidence level of the bounds (e.g. 0.99).
+    #[serde(with = "lenient_f64")]
+    pub confidence: f64,
+    /// Unit of the three numbers (`ratio`, `bytes/min`, ...).
+    pub unit: String,
+}
+
+/// One arm's value as reported (a ratio, a level, a slope) and the amount of data behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArmValue {
+    #[serde(with = "lenient_f64")]
+    pub value: f64,
+    /// Sample size: requests for ratios, observations for histograms, points for gauges.
+    #[serde(with = "lenient_f64")]
+    pub n: f64,
+}
+
+/// What one check concluded at one interval, with its numbers and a plain-language reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub kind: CheckKind,
+    pub outcome: Outcome,
+    pub enforce: Enforcement,
+    pub critical: bool,
+    /// Evidence against "canary not worse" (an e-value; for fixed-horizon tests, 1/p).
+    #[serde(with = "lenient_f64")]
+    pub evidence: f64,
+    /// Evidence needed to fail.
+    #[serde(with = "lenient_f64")]
+    pub threshold: f64,
+    pub effect: Option<Effect>,
+    pub baseline: Option<ArmValue>,
+    pub canary: Option<ArmValue>,
+    pub explanation: String,
+}
+
+/// The analysis' verdict after an interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Keep watching.
+    Continue,
+    /// Do not advance or promote; tell people. Not terminal.
+    Hold { reason: String },
+    /// Terminal: a critical check failed.
+    Rollback { check: String, reason: String },
+    /// Terminal: every check passed after the minimum duration.
+    Promote { reason: String },
+    /// Terminal: out of time without enough evidence, or traffic misrouted.
+    Inconclusive { reason: String },
+}
+
+impl Verdict {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Verdict::Rollback { .. } | Verdict::Promote { .. } | Verdict::Inconclusive { .. })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Continue => "continue",
+            Verdict::Hold { .. } => "hold",
+            Verdict::Rollback { .. } => "rollback",
+            Verdict::Promote { .. } => "promote",
+            Verdict::Inconclusive { .. } => "inconclusive",
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Verdict::Continue => "",
+            Verdict::Hold { reason } | Verdict::Rollback { reason, .. } | Verdict::Promote { reason } | Verdict::Inconclusive { reason } => reason,
+        }
+    }
+}
+
+/// The result of one interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub t: Duration,
+    pub verdict: Verdict,
+    pub checks: Vec<CheckReport>,
+    /// The traffic-split check, when the deployment says what share the canary should get.
+    pub traffic: Option<CheckReport>,
+    /// Checks that failed for the first time at this interval (for notifications).
+    pub newly_failed: Vec<String>,
+    /// Shadow checks that would have acted, in words.
+    pub shadow: Vec<String>,
+}
+
+/// Per-kind state, serialisable for persistence.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum CheckState {
+    Ratio(ratio::RatioState),
+    Histogram(histogram::HistogramState),
+    Growth(growth::GrowthState),
+    Gauge(gauge::GaugeState),
+    Threshold(threshold::ThresholdState),
+    MannWhitney(mann_whitney::MwState),
+}
+
+/// What every check kind sees at one interval.
+pub(crate) struct Ctx<'a> {
+    pub t: Duration,
+    pub in_warmup: bool,
+    /// Evidence needed to fail (acting checks / alpha).
+    pub threshold: f64,
+    pub alpha: f64,
+    pub spec: &'a AnalysisSpec,
+    pub frame: &'a Frame,
+}
+
+/// The part of a report a check kind fills in.
+pub(crate) struct Partial {
+    pub outcome: Outcome,
+    pub evidence: f64,
+    pub effect: Option<Effect>,
+    pub baseline: Option<ArmValue>,
+    pub canary: Option<ArmValue>,
+    pub explanation: String,
+}
+
+impl Partial {
+    pub fn missing(m: Missing) -> Partial {
+        let (outcome, explanation) = match m {
+            Missing::NoData(s) => (Outcome::NoData, format!("no data: {s}")),
+            Missing::Error(s) => (Outcome::SourceError, format!("metrics source error: {s}")),
+        };
+        Partial { outcome, evidence: f64::NAN, effect: None, baseline: None, canary: None, explanation }
+    }
+
+    pub fn pending(explanation: impl Into<String>) -> Partial {
+        Partial { outcome: Outcome::Pending, evidence: f64::NAN, effect: None, baseline: None, canary: None, explanation: explanation.into() }
+    }
+}
+
+/// Why a check has no input this interval.
+pub(crate) enum Missing {
+    NoData(String),
+    Error(String),
+}
+
+impl Ctx<'_> {
+    /// Both arms' values of query `i`, or why they are missing (errors win over no-data).
+    pub fn get(&self, i: usize) -> Result<Arms<&Observed>, Missing> {
+        let Some(a) = self.frame.values.get(i) else {
+            return Err(Missing::Error(format!("query {i} was not fetched")));
+        };
+        match (&a.baseline, &a.canary) {
+            (Fetch::Value(b), Fetch::Value(c)) => Ok(Arms { baseline: b, canary: c }),
+            (Fetch::Error(e), _) => Err(Missing::Error(format!("baseline: {e}"))),
+            (_, Fetch::Error(e)) => Err(Missing::Error(format!("canary: {e}"))),
+            (Fetch::NoData(e), _) => Err(Missing::NoData(format!("baseline: {e}"))),
+            (_, Fetch::NoData(e)) => Err(Missing::NoData(format!("canary: {e}"))),
+        }
+    }
+
+    /// Counter increases of query `i` for both arms.
+    pub fn counter(&self, i: usize) -> Result<Arms<f64>, Missing> {
+        let a = self.get(i)?;
+        match (a.baseline, a.canary) {
+            (Observed::Counter(b), Observed::Counter(c)) => Ok(Arms { baseline: *b, canary: *c }),
+            _ => Err(Missing::Error("unexpected value type for a counter".into())),
+        }
+    }
+
+    /// Per-instance gauge values of query `i` for both arms (non-empty).
+    pub fn gauges(&self, i: usize) -> Result<Arms<&[f64]>, Missing> {
+        let a = self.get(i)?;
+        match (a.baseline, a.canary) {
+            (Observed::Gauge(b), Observed::Gauge(c)) if !b.is_empty() && !c.is_empty() => Ok(Arms { baseline: b, canary: c }),
+            (Observed::Gauge(_), Observed::Gauge(_)) => Err(Missing::NoData("no instance reported a value".into())),
+            _ => Err(Missing::Error("unexpected value type for a gauge".into())),
+        }
+    }
+
+    /// Cumulative bucket increases of query `i` for both arms.
+    pub fn buckets(&self, i: usize) -> Result<Arms<&[(f64, f64)]>, Missing> {
+        let a = self.get(i)?;
+        match (a.baseline, a.canary) {
+            (Observed::Buckets(b), Observed::Buckets(c)) => Ok(Arms { baseline: b, canary: c }),
+            _ => Err(Missing::Error("unexpected value type for a histogram".into())),
+        }
+    }
+}
+
+/// Mean of finite values (NaN when none).
+pub(crate) fn mean(v: &[f64]) -> f64 {
+    let (sum, n) = v.iter().filter(|x| x.is_finite()).fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 { f64::NAN } else { sum / n as f64 }
+}
+
+/// A judge for one analysis of one deployment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Judge {
+    checks: Vec<CheckState>,
+    /// When each check's input first went missing (for the no-data grace period).
+    missing_since: Vec<Option<Duration>>,
+    last_outcomes: Vec<Outcome>,
+    traffic: traffic::TrafficState,
+    /// Rule version the state belongs to.
+    pub version: String,
+}
+
+impl Judge {
+    pub fn new(spec: &AnalysisSpec) -> Judge {
+        let checks = spec
+            .checks
+            .iter()
+            .map(|c| match &c.config {
+                CheckConfig::Ratio { tolerance, .. } => CheckState::Ratio(ratio::RatioState::new(*tolerance)),
+                CheckConfig::Histogram { tolerance, .. } => CheckState::Histogram(histogram::HistogramState::new(*tolerance)),
+                CheckConfig::Growth { .. } => CheckState::Growth(growth::GrowthState::default()),
+                CheckConfig::Gauge { tolerance, above, .. } => CheckState::Gauge(gauge::GaugeState::new(*tolerance, *above)),
+                CheckConfig::Threshold { .. } => CheckState::Threshold(threshold::ThresholdState::new(&c.config)),
+                CheckConfig::MannWhitney { .. } => CheckState::MannWhitney(mann_whitney::MwState::default()),
+            })
+            .collect();
+        Judge {
+            checks,
+            missing_since: vec![None; spec.checks.len()],
+            last_outcomes: vec![Outcome::Pending; spec.checks.len()],
+            traffic: traffic::TrafficState::default(),
+            version: spec.version.clone(),
+        }
+    }
+
+    /// Restores a persisted judge, or starts afresh if it does not fit the spec (the rule
+    /// changed shape under a `follow` reload).
+    pub fn restore(spec: &AnalysisSpec, json: Option<&str>) -> Judge {
+        json.and_then(|j| serde_json::from_str::<Judge>(j).ok())
+            .filter(|j| j.checks.len() == spec.checks.len() && j.version == spec.version)
+            .unwrap_or_else(|| Judge::new(spec))
+    }
+
+    /// Feeds one interval. `t` is the analysis time at the end of the interval;
+    /// `expected_canary_share` (0-1) enables the traffic-split check.
+    pub fn step(&mut self, spec: &AnalysisSpec, t: Duration, frame: &Frame, expected_canary_share: Option<f64>) -> Step {
+        let m = spec.acting_checks() as f64;
+        let ctx = Ctx {
+            t,
+            in_warmup: t <= spec.timing.warmup,
+            threshold: m / spec.alpha,
+            alpha: spec.alpha,
+            spec,
+            frame,
+        };
+        let mut reports = Vec::with_capacity(spec.checks.len());
+        let mut newly_failed = Vec::new();
+        for (i, (c, state)) in spec.checks.iter().zip(self.checks.iter_mut()).enumerate() {
+            let mut p = match (state, &c.config) {
+                (CheckState::Ratio(s), CheckConfig::Ratio { errors, requests, tolerance, worse_when }) => {
+                    s.step(&ctx, c, *errors, *requests, *tolerance, *worse_when)
+                }
+                (CheckState::Histogram(s), CheckConfig::Histogram { metric, quantiles, tolerance }) => {
+                    s.step(&ctx, *metric, quantiles, *tolerance)
+                }
+                (CheckState::Growth(s), CheckConfig::Growth { metric, max_extra_slope, limit, min_time_to_limit }) => {
+                    s.step(&ctx, *metric, *max_extra_slope, *limit, *min_time_to_limit)
+                }
+                (CheckState::Gauge(s), CheckConfig::Gauge { metric, worse_when, .. }) => s.step(&ctx, *metric, *worse_when),
+                (CheckState::Threshold(s), CheckConfig::Threshold { source, max, min, for_ }) => s.step(&ctx, source, *max, *min, *for_),
+                (CheckState::MannWhitney(s), CheckConfig::MannWhitney { metric, worse_when, tolerance, confidence }) => {
+                    s.step(&ctx, *metric, *worse_when, *tolerance, *confidence)
+                }
+                _ => Partial::missing(Missing::Error("internal: check state does not match its rule".into())),
+            };
+            // A failure is final: the e-process crossed its threshold once and for all.
+            if self.last_outcomes[i] == Outcome::Fail && p.outcome != Outcome::Fail {
+                p.outcome = Outcome::Fail;
+                p.explanation = format!("failed earlier; now: {}", p.explanation);
+            }
+            if p.outcome == Outcome::Fail && self.last_outcomes[i] != Outcome::Fail {
+                newly_failed.push(c.name.clone());
+            }
+            if p.outcome.is_missing() {
+                self.missing_since[i].get_or_insert(t);
+            } else {
+                self.missing_since[i] = None;
+            }
+            self.last_outcomes[i] = p.outcome;
+            reports.push(CheckReport {
+                name: c.name.clone(),
+                kind: c.kind,
+                outcome: p.outcome,
+                enforce: c.effective_enforcement(),
+                critical: c.critical,
+                evidence: p.evidence,
+                threshold: ctx.threshold,
+                effect: p.effect,
+                baseline: p.baseline,
+                canary: p.canary,
+                explanation: p.explanation,
+            });
+        }
+        let traffic = expected_canary_share.and_then(|share| self.traffic.step(&ctx, share));
+        let (verdict, shadow) = self.decide(spec, t, &reports, traffic.as_ref());
+        Step { t, verdict, checks: reports, traffic, newly_failed, shadow }
+    }
+
+    fn decide(&self, spec: &AnalysisSpec, t: Duration, reports: &[CheckReport], traffic: Option<&CheckReport>) -> (Verdict, Vec<String>) {
+        let mut shadow = Vec::new();
+        let mut hold: Option<String> = None;
+        for r in reports.iter().filter(|r| r.outcome == Outcome::Fail) {
+            match r.enforce {
+                Enforcement::Rollback => {
+                    return (Verdict::Rollback { check: r.name.clone(), reason: format!("{}: {}", r.name, r.explanation) }, shadow);
+                }
+                Enforcement::Hold => {
+                    hold.get_or_insert_with(|| format!("{} is failing (hold): {}", r.name, r.explanation));
+                }
+                Enforcement::Notify => {}
+                Enforcement::Shadow => shadow.push(format!("shadow check {} would fail: {}", r.name, r.explanation)),
+            }
+        }
+        if let Some(tr) = traffic {
+            if tr.outcome == Outcome::Fail {
+                return (Verdict::Inconclusive { reason: format!("traffic misrouted: {}", tr.explanation) }, shadow);
+            }
+        }
+        let acting = |r: &&CheckReport| r.enforce != Enforcement::Shadow;
+        if hold.is_none() {
+            for (r, since) in reports.iter().zip(&self.missing_since).filter(|(r, _)| acting(r)) {
+                if let Some(s) = since {
+                    if t.saturating_sub(*s) >= spec.timing.no_data_grace {
+                        let what = if r.outcome == Outcome::SourceError { "metrics source failing" } else { "no data" };
+                        hold = Some(format!(
+                            "{what} for {} for {}: {}",
+                            r.name,
+                            crate::units::format_duration(t.saturating_sub(*s)),
+                            r.explanation
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        let all_pass = reports.iter().filter(acting).all(|r| r.outcome == Outcome::Pass);
+        if t >= spec.timing.max_duration {
+            if all_pass && hold.is_none() {
+                return (Verdict::Promote { reason: "every check passed by the maximum duration".into() }, shadow);
+            }
+            let open: Vec<String> = reports
+                .iter()
+                .filter(acting)
+                .filter(|r| r.outcome != Outcome::Pass)
+                .map(|r| format!("{} ({})", r.name, r.outcome.as_str()))
+                .collect();
+            let why = hold.map(|h| format!("; {h}")).unwrap_or_default();
+            return (
+                Verdict::Inconclusive {
+                    reason: format!("maximum duration {} reached without enough evidence: {}{why}", crate::units::format_duration(spec.timing.max_duration), open.join(", ")),
+                },
+                shadow,
+            );
+        }
+        if let Some(h) = hold {
+            return (Verdict::Hold { reason: h }, shadow);
+        }
+        if t >= spec.timing.min_duration && all_pass {
+            return (Verdict::Promote { reason: "every check shows the canary is no worse than its tolerance".into() }, shadow);
+        }
+        (Verdict::Continue, shadow)
+    }
+}

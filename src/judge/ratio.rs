@@ -1,0 +1,130 @@
+//! `ratio` checks: errors / requests from counters (5xx, 429s, exceptions).
+//!
+//! Conditional count e-process (statistics.md §1.3, §7.1): given how many events happened in
+//! an interval in both arms together, the canary's share of them is binomial with
+//! θ(r) = ρr / (1 − ρ + ρr), where ρ is the canary's share of that interval's requests and r
+//! the ratio of error rates. The shared, arbitrary load curve cancels, so unequal traffic,
+//! load that changes over the day, and an outage hitting both arms alike are not evidence.
+//! The e-process mixes the likelihood ratio over r above the tolerance (a half-normal prior
+//! in ln r), and a two-sided mixture gives anytime-valid bounds on r.
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{Beta, ContinuousCDF};
+
+use super::fmt::{count, evidence, level, pct, times};
+use super::{ArmValue, Ctx, Effect, Missing, Outcome, Partial};
+use crate::rules::{CheckSpec, Direction};
+use crate::stats::grid::{LogGrid, thinning_loglik};
+
+/// The upper confidence bound must be within this factor of the tolerance to pass.
+pub const PASS_MARGIN: f64 = 1.25;
+/// Or the canary's error ratio is provably at most this much above the baseline's (absolute,
+/// 0.1 percentage points): negligible whatever the ratio.
+pub const NEGLIGIBLE_EXCESS: f64 = 0.001;
+
+/// Grid: ln r from −ln 64 to +ln 64 around the tolerance, 48 points per side.
+pub const GRID_HALF_WIDTH: f64 = 4.158_883_083_359_672; // ln 64
+pub const GRID_POINTS: usize = 48;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RatioState {
+    grid: LogGrid,
+    /// Cumulative (errors, requests) per arm since the end of warm-up.
+    events: [f64; 2],
+    exposure: [f64; 2],
+    intervals: u64,
+}
+
+impl RatioState {
+    pub fn new(tolerance: f64) -> Self {
+        RatioState { grid: LogGrid::new(tolerance, GRID_HALF_WIDTH, GRID_POINTS), events: [0.0; 2], exposure: [0.0; 2], intervals: 0 }
+    }
+
+    pub(crate) fn step(&mut self, ctx: &Ctx, check: &CheckSpec, errors: usize, requests: usize, tolerance: f64, worse_when: Direction) -> Partial {
+        let (e, n) = match (ctx.counter(errors), ctx.counter(requests)) {
+            (Ok(e), Ok(n)) => (e, n),
+            (Err(m), _) | (_, Err(m)) => return Partial::missing(m),
+        };
+        if n.baseline <= 0.0 || n.canary <= 0.0 {
+            let which = if n.canary <= 0.0 { "canary" } else { "baseline" };
+            return Partial::missing(Missing::NoData(format!("no requests in the {which} this interval")));
+        }
+        // With `worse_when: lower` (a success ratio) the complement is what must not rise.
+        let pick = |ev: f64, ex: f64| {
+            let ev = ev.clamp(0.0, ex);
+            if worse_when == Direction::Lower { ex - ev } else { ev }
+        };
+        let (ea, eb) = (pick(e.baseline, n.baseline), pick(e.canary, n.canary));
+        if ctx.in_warmup {
+            return Partial::pending(format!("warm-up until {}", crate::units::format_duration(ctx.spec.timing.warmup)));
+        }
+        self.grid.add(|r| thinning_loglik(r, ea, eb, n.baseline, n.canary));
+        self.events[0] += ea;
+        self.events[1] += eb;
+        self.exposure[0] += n.baseline;
+        self.exposure[1] += n.canary;
+        self.intervals += 1;
+        self.report(ctx, check, tolerance, worse_when)
+    }
+
+    fn report(&self, ctx: &Ctx, check: &CheckSpec, tolerance: f64, worse_when: Direction) -> Partial {
+        let ln_e = self.grid.ln_e_value_greater();
+        let ev = ln_e.exp();
+        let (lo, hi) = self.grid.confidence_interval(ctx.alpha);
+        let pa = self.events[0] / self.exposure[0];
+        let pb = self.events[1] / self.exposure[1];
+        let estimate = if self.events[0] > 0.0 && self.exposure[1] > 0.0 { pb / pa } else { self.grid.mle() };
+        let what = if worse_when == Direction::Lower { format!("{} shortfall", check.name) } else { check.name.clone() };
+        let numbers = format!(
+            "canary {what} {} vs baseline {} ({}, {} bounds {}–{}) over {} / {} requests",
+            pct(pb),
+            pct(pa),
+            times(estimate),
+            level(ctx.alpha),
+            times(lo),
+            times(hi),
+            count(self.exposure[1]),
+            count(self.exposure[0]),
+        );
+        let canary_upper = clopper_pearson_upper(self.events[1], self.exposure[1], ctx.alpha);
+        let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
+            (Outcome::Fail, format!("worse than the x{tolerance} tolerance (evidence {} ≥ {})", evidence(ev), evidence(ctx.threshold)))
+        } else if hi <= tolerance * PASS_MARGIN {
+            (Outcome::Pass, format!("no worse than tolerated (upper bound {})", times(hi)))
+        } else if canary_upper - pa <= NEGLIGIBLE_EXCESS && self.exposure[1] > 0.0 {
+            (Outcome::Pass, format!("any excess is negligible (canary at most {})", pct(canary_upper)))
+        } else {
+            (Outcome::Pending, format!("not enough evidence yet (evidence {} of {})", evidence(ev), evidence(ctx.threshold)))
+        };
+        Partial {
+            outcome,
+            evidence: ev,
+            effect: Some(Effect {
+                measure: "rate ratio".into(),
+                estimate,
+                lower: lo,
+                upper: hi,
+                confidence: 1.0 - ctx.alpha,
+                unit: "ratio".into(),
+            }),
+            baseline: Some(ArmValue { value: pa, n: self.exposure[0] }),
+            canary: Some(ArmValue { value: pb, n: self.exposure[1] }),
+            explanation: format!("{numbers} — {tail}"),
+        }
+    }
+}
+
+/// One-sided Clopper–Pearson upper bound on a binomial proportion at level 1 − alpha.
+pub(crate) fn clopper_pearson_upper(events: f64, n: f64, alpha: f64) -> f64 {
+    if !(n > 0.0) || !(events >= 0.0) {
+        return 1.0;
+    }
+    let x = events.min(n);
+    if x >= n {
+        return 1.0;
+    }
+    match Beta::new(x + 1.0, n - x) {
+        Ok(b) => b.inverse_cdf(1.0 - alpha).clamp(0.0, 1.0),
+        Err(_) => 1.0,
+    }
+}
