@@ -1,0 +1,158 @@
+//! Outgoing HTTP plumbing shared by the scrape source, the Prometheus source, HTTP hooks and
+//! notifiers: one way to build a rustls client, read a body with a size cap, honour
+//! `Retry-After`, and keep secrets (tokens in URLs) out of error messages.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
+
+use crate::config::TlsConfig;
+
+/// Installs the ring crypto provider for rustls once per process (reqwest is built without a
+/// default provider so that no C crypto library is compiled in).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Builds an HTTP client with a connect timeout, gzip, and the given TLS settings.
+pub fn client(tls: &TlsConfig, timeout: Duration) -> Result<reqwest::Client, String> {
+    install_crypto_provider();
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("rollguard/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .gzip(true);
+    if let Some(ca) = &tls.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("bad CA file {}: {e}", ca.display()))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let mut pem = std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+            pem.extend(std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| format!("bad client certificate: {e}"))?;
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        _ => return Err("TLS client authentication needs both cert_file and key_file".into()),
+    }
+    if tls.insecure_skip_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at one hour.
+pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let d = if let Ok(secs) = v.parse::<f64>() {
+        Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
+    } else {
+        let at = httpdate::parse_http_date(v).ok()?;
+        at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+    };
+    Some(d.min(Duration::from_secs(3600)))
+}
+
+/// Why reading a body stopped.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body larger than the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("connection failed while reading the body: {0}")]
+    Read(String),
+}
+
+/// Reads a response body, refusing to buffer more than `limit` bytes (a target that sends
+/// 50 MB must not take the daemon's memory).
+pub async fn read_body_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if let Some(len) = resp.content_length() {
+        if len as usize > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+    }
+    let mut buf = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if buf.len() + c.len() > limit {
+                    return Err(BodyError::TooLarge { limit });
+                }
+                buf.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(buf),
+            Err(e) => return Err(BodyError::Read(redact_error(&e))),
+        }
+    }
+}
+
+/// Reads up to `limit` bytes of a body as text, for error messages and hook output.
+pub async fn read_text_capped(resp: reqwest::Response, limit: usize) -> String {
+    let mut resp = resp;
+    let mut buf = Vec::new();
+    while let Ok(Some(c)) = resp.chunk().await {
+        let room = limit.saturating_sub(buf.len());
+        buf.extend_from_slice(&c[..c.len().min(room)]);
+        if buf.len() >= limit {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// An error message without the URL (webhook URLs carry their secret in the path or query).
+pub fn redact_error(e: &reqwest::Error) -> String {
+    let mut msg = String::new();
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "error"
+    };
+    msg.push_str(kind);
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// A URL with any userinfo, path beyond the host and query hidden, for logs.
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(p) => format!("{}://{}{}", p.scheme(), p.host_str().unwrap_or("?"), p.port().map(|x| format!(":{x}")).unwrap_or_default()) + "/…",
+        Err(_) => "<invalid url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("https://hooks.slack.com/services/T/B/secret"), "https://hooks.slack.com/…");
+    }
+}

@@ -1,0 +1,112 @@
+//! rollguard's own Prometheus metrics (`GET /metrics`), through prometheus-client.
+//!
+//! Each family is created here once; modules bump them through [`Telemetry`]. The events
+//! module is the main writer, so a log line and its metric never disagree.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// All metric families of the daemon.
+pub struct Telemetry {
+    registry: Registry,
+    pub target_up: Family<Labels, Gauge>,
+    pub scrape_duration: Family<Labels, Gauge<f64, AtomicU64>>,
+    pub scrape_errors: Family<Labels, Counter>,
+    pub source_errors: Family<Labels, Counter>,
+    pub deployments_started: Family<Labels, Counter>,
+    pub deployments_finished: Family<Labels, Counter>,
+    pub active_deployments: Family<Labels, Gauge>,
+    pub time_to_detect: Histogram,
+    pub decision_to_hook: Histogram,
+    pub hook_runs: Family<Labels, Counter>,
+    pub notifications: Family<Labels, Counter>,
+    pub rule_reloads: Family<Labels, Counter>,
+    pub rules_last_success: Gauge<f64, AtomicU64>,
+    pub check_evidence: Family<Labels, Gauge<f64, AtomicU64>>,
+    pub backend_down: Gauge,
+    pub analysis_steps: Counter,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("rollguard");
+        let t = Telemetry {
+            target_up: Family::default(),
+            scrape_duration: Family::default(),
+            scrape_errors: Family::default(),
+            source_errors: Family::default(),
+            deployments_started: Family::default(),
+            deployments_finished: Family::default(),
+            active_deployments: Family::default(),
+            time_to_detect: Histogram::new([10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0]),
+            decision_to_hook: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+            hook_runs: Family::default(),
+            notifications: Family::default(),
+            rule_reloads: Family::default(),
+            rules_last_success: Gauge::default(),
+            check_evidence: Family::default(),
+            backend_down: Gauge::default(),
+            analysis_steps: Counter::default(),
+            registry: Registry::default(),
+        };
+        r.register("target_up", "Whether the last scrape of a target succeeded (1) or not (0)", t.target_up.clone());
+        r.register("scrape_duration_seconds", "Duration of the last scrape of a target", t.scrape_duration.clone());
+        r.register("scrape_errors", "Failed scrapes by reason", t.scrape_errors.clone());
+        r.register("source_errors", "Failed metric fetches by source", t.source_errors.clone());
+        r.register("deployments_started", "Deployments registered, by service", t.deployments_started.clone());
+        r.register("deployments_finished", "Deployments finished, by service and outcome", t.deployments_finished.clone());
+        r.register("active_deployments", "Unfinished deployments by state", t.active_deployments.clone());
+        r.register("time_to_detect_seconds", "Analysis time from start to a rollback decision", t.time_to_detect.clone());
+        r.register("decision_to_hook_seconds", "Time from a persisted decision to its hook starting", t.decision_to_hook.clone());
+        r.register("hook_runs", "Hook attempts by hook and result", t.hook_runs.clone());
+        r.register("notifications", "Notification deliveries by notifier and result", t.notifications.clone());
+        r.register("rule_reloads", "Rule reloads by result", t.rule_reloads.clone());
+        r.register("rules_last_success_timestamp_seconds", "When the rules were last loaded successfully", t.rules_last_success.clone());
+        r.register("check_evidence", "Latest evidence (e-value) of each check of each running deployment", t.check_evidence.clone());
+        r.register("metrics_backend_down", "1 while the circuit breaker considers the metrics backend down", t.backend_down.clone());
+        r.register("analysis_steps", "Judge updates performed (one per deployment per interval)", t.analysis_steps.clone());
+        Telemetry { registry: r, ..t }
+    }
+
+    /// The OpenMetrics text exposition of every family.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+
+    pub fn inc(family: &Family<Labels, Counter>, pairs: &[(&str, &str)]) {
+        family.get_or_create(&labels(pairs)).inc();
+    }
+
+    pub fn set(family: &Family<Labels, Gauge>, pairs: &[(&str, &str)], v: i64) {
+        family.get_or_create(&labels(pairs)).set(v);
+    }
+
+    pub fn set_f(family: &Family<Labels, Gauge<f64, AtomicU64>>, pairs: &[(&str, &str)], v: f64) {
+        family.get_or_create(&labels(pairs)).set(v);
+    }
+
+    /// Removes one series (a finished deployment's target or check).
+    pub fn remove<M>(family: &Family<Labels, M>, pairs: &[(&str, &str)]) {
+        family.remove(&labels(pairs));
+    }
+}
