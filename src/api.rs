@@ -1,0 +1,287 @@
+//! The HTTP API (axum): deployments for pipelines and people, rules status, health and
+//! rollguard's own metrics. JSON in and out; errors are JSON objects with a clear message.
+//! A bearer token is required on `/api/` whenever one is configured (and the config demands
+//! one when the listener is not loopback).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::deploy::engine::{Control, Engine, EngineError, describe};
+use crate::deploy::{DeploymentRequest, State as DState};
+use crate::reload::Rules;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct Api {
+    pub engine: Arc<Engine>,
+    pub rules: Arc<Rules>,
+    pub token: Option<Arc<str>>,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+impl IntoResponse for EngineError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            EngineError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Finished { .. } | EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        error(status, self.to_string())
+    }
+}
+
+/// Builds the router.
+pub fn router(api: Api) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/deployments", post(create).get(list))
+        .route("/api/v1/deployments/{id}", get(show))
+        .route("/api/v1/deployments/{id}/events", get(events))
+        .route("/api/v1/deployments/{id}/verdict", get(verdict))
+        .route("/api/v1/deployments/{id}/{action}", post(act))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/flagger/gate", post(flagger_gate))
+        .route("/api/v1/flagger/rollback", post(flagger_rollback))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), auth));
+    Router::new()
+        .merge(protected)
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+async fn auth(State(api): State<Api>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Some(token) = &api.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (Authorization: Bearer <token>)");
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn create(State(api): State<Api>, body: Result<Json<DeploymentRequest>, JsonRejection>) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid deployment request: {}", e.body_text())),
+    };
+    match api.engine.register(req) {
+        Ok((rec, created)) => {
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            (status, Json(describe(&rec))).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => match DState::parse(s) {
+            Some(s) => Some(s),
+            None => return error(StatusCode::BAD_REQUEST, format!("unknown state `{s}`")),
+        },
+    };
+    match api.engine.store.list(state, q.service.as_deref(), q.limit.unwrap_or(100).min(1000)) {
+        Ok(v) => Json(json!({ "deployments": v.iter().map(describe).collect::<Vec<_>>() })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn show(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let store = &api.engine.store;
+    match store.get(&id) {
+        Ok(Some(rec)) => {
+            let mut v = describe(&rec);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("events".into(), serde_json::to_value(store.events(&id, 0, 500).unwrap_or_default()).unwrap_or_default());
+                o.insert("actions".into(), serde_json::to_value(store.actions_of(&id).unwrap_or_default()).unwrap_or_default());
+            }
+            Json(v).into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("deployment `{id}` not found")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    after: Option<i64>,
+    /// Long-poll: wait up to this many seconds for a new event.
+    wait: Option<u64>,
+}
+
+async fn events(State(api): State<Api>, Path(id): Path<String>, Query(q): Query<EventsQuery>) -> Response {
+    let after = q.after.unwrap_or(0);
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(60));
+    let mut rx = api.engine.changes.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let evs = match api.engine.store.events(&id, after, 500) {
+            Ok(e) => e,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        let state = api.engine.store.get(&id).ok().flatten();
+        let Some(rec) = state else { return error(StatusCode::NOT_FOUND, format!("deployment `{id}` not found")) };
+        if !evs.is_empty() || rec.state.is_terminal() || tokio::time::Instant::now() >= deadline {
+            let last = evs.last().map_or(after, |e| e.seq);
+            return Json(json!({ "state": rec.state, "events": evs, "next": last })).into_response();
+        }
+        // Wait for any change (or the deadline), then look again.
+        let _ = tokio::time::timeout_at(deadline, async {
+            loop {
+                match rx.recv().await {
+                    Ok(c) if c.deployment == id => break,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Argo Rollouts' web metric provider and other simple pollers: one small JSON object.
+async fn verdict(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.engine.store.get(&id) {
+        Ok(Some(rec)) => {
+            let verdict = match rec.state {
+                DState::Promoted => "promote",
+                DState::RolledBack | DState::Aborted => "rollback",
+                DState::Inconclusive => "inconclusive",
+                _ => "pending",
+            };
+            Json(json!({
+                "id": id,
+                "state": rec.state,
+                "verdict": verdict,
+                "finished": rec.state.is_terminal(),
+                "successful": rec.state == DState::Promoted,
+                "failed": matches!(rec.state, DState::RolledBack | DState::Aborted),
+                "reason": rec.reason,
+            }))
+            .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("deployment `{id}` not found")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActBody {
+    #[serde(default)]
+    who: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn act(State(api): State<Api>, Path((id, action)): Path<(String, String)>, headers: HeaderMap, body: Option<Json<ActBody>>) -> Response {
+    let b = body.map(|Json(b)| b).unwrap_or_default();
+    let who = b.who.or_else(|| headers.get("x-rollguard-user").and_then(|v| v.to_str().ok()).map(str::to_string)).unwrap_or_else(|| "api".into());
+    let Some(c) = Control::parse(&action, who, b.reason.unwrap_or_default()) else {
+        return error(StatusCode::NOT_FOUND, format!("unknown action `{action}` (use pause, resume, promote or abort)"));
+    };
+    match api.engine.control(&id, c).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "id": id, "action": action, "accepted": true }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn rules(State(api): State<Api>) -> Response {
+    let st = api.rules.status.lock().map(|s| s.clone()).unwrap_or_default();
+    Json(st).into_response()
+}
+
+/// Flagger webhooks send `{"name", "namespace", "phase", "metadata"}`; the deployment id is
+/// `metadata.rollguard_id` or `<namespace>-<name>`. A gate answers 200 to open, 403 to close.
+#[derive(Deserialize)]
+struct FlaggerHook {
+    name: String,
+    namespace: String,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+fn flagger_id(h: &FlaggerHook) -> String {
+    h.metadata.get("rollguard_id").cloned().unwrap_or_else(|| format!("{}-{}", h.namespace, h.name))
+}
+
+async fn flagger_gate(State(api): State<Api>, Json(h): Json<FlaggerHook>) -> Response {
+    let id = flagger_id(&h);
+    match api.engine.store.get(&id) {
+        Ok(Some(r)) if r.state == DState::Promoted => (StatusCode::OK, "promoted\n").into_response(),
+        Ok(Some(r)) => (StatusCode::FORBIDDEN, format!("{}\n", r.state)).into_response(),
+        Ok(None) => error(StatusCode::FORBIDDEN, format!("deployment `{id}` not registered")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn flagger_rollback(State(api): State<Api>, Json(h): Json<FlaggerHook>) -> Response {
+    let id = flagger_id(&h);
+    match api.engine.store.get(&id) {
+        Ok(Some(r)) if matches!(r.state, DState::RolledBack | DState::Aborted) => (StatusCode::OK, "rollback\n").into_response(),
+        Ok(Some(r)) => (StatusCode::FORBIDDEN, format!("{}\n", r.state)).into_response(),
+        Ok(None) => (StatusCode::FORBIDDEN, "not registered\n").into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], api.engine.telemetry.encode()).into_response()
+}
+
+async fn readyz(State(api): State<Api>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = api.engine.store.check_writable() {
+        problems.push(format!("state store not writable: {e}"));
+    }
+    if api.engine.telemetry.backend_down.get() > 0 {
+        problems.push("metrics backend considered down".to_string());
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({"ready": true, "rules": api.rules.status.lock().map(|s| s.version.clone()).unwrap_or_default()}))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "problems": problems}))).into_response()
+    }
+}

@@ -1,0 +1,237 @@
+//! What a deployment is: the registration request, its lifecycle states, and the record the
+//! store keeps.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One arm (baseline or canary): either `/metrics` URLs to scrape, or label matchers for the
+/// Prometheus source (`version="v2"`), or a Prometheus `file_sd` file listing targets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_sd: Option<String>,
+    /// Share of traffic (percent) this arm should get; enables the traffic-split check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// The version running in this arm, for messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// How the rollout proceeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Strategy {
+    /// A single analysis window: promote or roll back at the end.
+    Analysis,
+    /// Traffic steps (percent). At each step the `on_step` hooks get the new weight once the
+    /// step has run `step_duration` with no failing check.
+    Canary {
+        steps: Vec<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step_duration: Option<String>,
+    },
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy::Analysis
+    }
+}
+
+/// What a pipeline sends to register a deployment (`POST /api/v1/deployments`, `rollguard
+/// deploy start`, or a drop-in file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRequest {
+    pub id: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    pub analysis: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub baseline: ArmSpec,
+    pub canary: ArmSpec,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Per-deployment overrides of the analysis timing (e.g. a shorter bake for a hotfix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<TimingOverride>,
+    /// Free-form labels shown in messages and the API (team, ticket, commit).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl DeploymentRequest {
+    /// Checks what can be checked without the rules: id syntax, arms present, URLs sane.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > 128 || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err("`id` must be 1-128 characters of letters, digits, `-`, `_` or `.`".into());
+        }
+        for (name, arm) in [("baseline", &self.baseline), ("canary", &self.canary)] {
+            let ways = usize::from(!arm.targets.is_empty()) + usize::from(arm.selector.is_some()) + usize::from(arm.file_sd.is_some());
+            if ways != 1 {
+                return Err(format!("`{name}` needs exactly one of `targets` (URLs to scrape), `selector` (PromQL label matchers) or `file_sd`"));
+            }
+            for t in &arm.targets {
+                let ok = url::Url::parse(t).map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some()).unwrap_or(false);
+                if !ok {
+                    return Err(format!("`{name}.targets`: `{t}` is not an http(s) URL"));
+                }
+            }
+            if arm.targets.len() > 1000 {
+                return Err(format!("`{name}.targets`: at most 1000 targets per arm"));
+            }
+            if let Some(w) = arm.weight {
+                if !(w > 0.0 && w <= 100.0) {
+                    return Err(format!("`{name}.weight` must be in (0, 100]"));
+                }
+            }
+        }
+        if (self.baseline.selector.is_some()) != (self.canary.selector.is_some()) {
+            return Err("both arms must use the same source: `selector` on both (Prometheus) or targets on both".into());
+        }
+        if let Strategy::Canary { steps, step_duration } = &self.strategy {
+            if steps.is_empty() || steps.iter().any(|w| !(*w > 0.0 && *w <= 100.0)) || steps.windows(2).any(|w| w[1] <= w[0]) {
+                return Err("`strategy.steps` must be increasing weights in (0, 100], e.g. [10, 25, 50, 100]".into());
+            }
+            if let Some(d) = step_duration {
+                crate::units::parse_duration(d).map_err(|e| format!("`strategy.step_duration`: {e}"))?;
+            }
+        }
+        for (k, v) in &self.labels {
+            if k.len() > 64 || v.len() > 256 {
+                return Err("labels: keys at most 64 and values at most 256 characters".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the arms are queried through Prometheus rather than scraped.
+    pub fn uses_prometheus(&self) -> bool {
+        self.canary.selector.is_some()
+    }
+}
+
+/// Timing fields a deployment may override (durations as in rule files).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+}
+
+impl TimingOverride {
+    /// Applies the overrides to an analysis' timing, checking them.
+    pub fn apply(&self, t: &mut crate::rules::Timing) -> Result<(), String> {
+        let parse = |v: &Option<String>, name: &str| -> Result<Option<std::time::Duration>, String> {
+            v.as_deref().map(|s| crate::units::parse_duration(s).map_err(|e| format!("`timing.{name}`: {e}"))).transpose()
+        };
+        if let Some(d) = parse(&self.interval, "interval")? {
+            if d < std::time::Duration::from_secs(1) {
+                return Err("`timing.interval` must be at least 1s".into());
+            }
+            t.interval = d;
+        }
+        if let Some(d) = parse(&self.warmup, "warmup")? {
+            t.warmup = d;
+        }
+        if let Some(d) = parse(&self.min_duration, "min_duration")? {
+            t.min_duration = d;
+        }
+        if let Some(d) = parse(&self.max_duration, "max_duration")? {
+            t.max_duration = d;
+        }
+        if t.max_duration < t.min_duration || t.max_duration <= t.warmup {
+            return Err("timing overrides: max_duration must be at least min_duration and longer than warmup".into());
+        }
+        Ok(())
+    }
+}
+
+/// Lifecycle of a deployment. Terminal states never change again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Pending,
+    Analysing,
+    /// Not advancing: missing evidence, a failing `hold` check, or paused by a person.
+    Held,
+    Promoted,
+    RolledBack,
+    Inconclusive,
+    Aborted,
+}
+
+impl State {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Promoted | State::RolledBack | State::Inconclusive | State::Aborted)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Analysing => "analysing",
+            State::Held => "held",
+            State::Promoted => "promoted",
+            State::RolledBack => "rolled_back",
+            State::Inconclusive => "inconclusive",
+            State::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        [State::Pending, State::Analysing, State::Held, State::Promoted, State::RolledBack, State::Inconclusive, State::Aborted]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the store keeps about a deployment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub request: DeploymentRequest,
+    pub state: State,
+    /// Index into the canary steps (0 when there are none).
+    pub step: u32,
+    /// Why the state is what it is (plain words).
+    pub reason: String,
+    pub rule_path: String,
+    pub rule_version: String,
+    /// The rule file's text at registration, so a restart resumes the same version.
+    #[serde(skip)]
+    pub rule_source: String,
+    /// Serialized judge state (resumed after a restart).
+    #[serde(skip)]
+    pub judge: Option<String>,
+    /// Latest check reports as JSON.
+    pub checks: serde_json::Value,
+    /// Analysis time consumed so far, in milliseconds.
+    pub elapsed_ms: u64,
+    /// Analysis time at which the current step started.
+    pub step_started_ms: u64,
+    /// Set when a person paused the deployment.
+    pub paused: bool,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub finished_at: Option<f64>,
+}
