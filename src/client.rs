@@ -1,0 +1,312 @@
+//! `rollguard deploy …`: the CLI client pipelines use. `deploy start --wait` registers a
+//! deployment and follows it, exiting 0 when promoted, 1 when rolled back or aborted, 2 when
+//! inconclusive — so a pipeline step is one line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// rollguard's API base URL.
+    #[arg(long, env = "ROLLGUARD_URL", default_value = "http://127.0.0.1:9797", global = true)]
+    pub server: String,
+    /// File holding the API bearer token (or set ROLLGUARD_TOKEN).
+    #[arg(long, env = "ROLLGUARD_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: DeployCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeployCommand {
+    /// Register a deployment (idempotent on --id).
+    Start(StartArgs),
+    /// Show one deployment.
+    Status { id: String },
+    /// List deployments.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Hold a deployment: no promotion or step until resumed (rollbacks still happen).
+    Pause(ActArgs),
+    Resume(ActArgs),
+    /// Promote now, whatever the analysis says.
+    Promote(ActArgs),
+    /// Stop the analysis and run the rollback hooks.
+    Abort(ActArgs),
+    /// Follow a deployment until it finishes (exit codes as with `start --wait`).
+    Wait {
+        id: String,
+        #[arg(long, default_value = "2h")]
+        timeout: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ActArgs {
+    pub id: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long, env = "USER")]
+    pub who: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    #[arg(long)]
+    pub id: String,
+    #[arg(long)]
+    pub analysis: String,
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Baseline /metrics URLs.
+    #[arg(long, num_args = 1..)]
+    pub baseline: Vec<String>,
+    /// Canary /metrics URLs.
+    #[arg(long, num_args = 1..)]
+    pub canary: Vec<String>,
+    /// Baseline PromQL label matchers (Prometheus source), e.g. 'version="v1"'.
+    #[arg(long)]
+    pub baseline_selector: Option<String>,
+    #[arg(long)]
+    pub canary_selector: Option<String>,
+    #[arg(long = "param", value_parser = crate::backtest::parse_kv)]
+    pub params: Vec<(String, String)>,
+    #[arg(long)]
+    pub baseline_version: Option<String>,
+    #[arg(long)]
+    pub canary_version: Option<String>,
+    /// Canary share of traffic in percent (enables the traffic-split check).
+    #[arg(long)]
+    pub canary_weight: Option<f64>,
+    /// Canary steps in percent, e.g. 10,25,50,100.
+    #[arg(long, value_delimiter = ',')]
+    pub steps: Vec<f64>,
+    #[arg(long)]
+    pub step_duration: Option<String>,
+    /// Follow the deployment until it finishes.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long, default_value = "2h")]
+    pub timeout: String,
+}
+
+/// Exit codes of `--wait`.
+pub fn exit_for(state: &str) -> ExitCode {
+    match state {
+        "promoted" => ExitCode::SUCCESS,
+        "rolled_back" | "aborted" => ExitCode::from(1),
+        "inconclusive" => ExitCode::from(2),
+        _ => ExitCode::from(3),
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(m, format!("{}{path}", self.base.trim_end_matches('/')));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn call(&self, m: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
+        let mut r = self.req(m, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.map_err(|e| format!("cannot reach rollguard at {}: {}", self.base, crate::net::redact_error(&e)))?;
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+}
+
+/// `rollguard deploy …`.
+pub async fn main(args: DeployArgs) -> ExitCode {
+    crate::net::install_crypto_provider();
+    let token = match (&args.token_file, std::env::var("ROLLGUARD_TOKEN").ok()) {
+        (Some(f), _) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", f.display());
+                return ExitCode::from(crate::cli::EX_USAGE);
+            }
+        },
+        (None, t) => t,
+    };
+    let client = Client { http: reqwest::Client::new(), base: args.server.clone(), token };
+    match run(&client, &args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rollguard deploy: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
+    match &args.command {
+        DeployCommand::Start(s) => {
+            let arm = |targets: &[String], selector: &Option<String>, version: &Option<String>, weight: Option<f64>| {
+                let mut a = serde_json::Map::new();
+                if !targets.is_empty() {
+                    a.insert("targets".into(), json!(targets));
+                }
+                if let Some(sel) = selector {
+                    a.insert("selector".into(), json!(sel));
+                }
+                if let Some(v) = version {
+                    a.insert("version".into(), json!(v));
+                }
+                if let Some(w) = weight {
+                    a.insert("weight".into(), json!(w));
+                }
+                Value::Object(a)
+            };
+            let params: BTreeMap<String, String> = s.params.iter().cloned().collect();
+            let mut body = json!({
+                "id": s.id,
+                "analysis": s.analysis,
+                "params": params,
+                "baseline": arm(&s.baseline, &s.baseline_selector, &s.baseline_version, None),
+                "canary": arm(&s.canary, &s.canary_selector, &s.canary_version, s.canary_weight),
+            });
+            if let Some(svc) = &s.service {
+                body["service"] = json!(svc);
+            }
+            if !s.steps.is_empty() {
+                body["strategy"] = json!({"type": "canary", "steps": s.steps, "step_duration": s.step_duration});
+            }
+            let (status, v) = c.call(reqwest::Method::POST, "/api/v1/deployments", Some(body)).await?;
+            if status >= 300 {
+                return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+            }
+            if args.json && !s.wait {
+                println!("{v}");
+            } else {
+                eprintln!("{} deployment {} (analysis {})", if status == 201 { "registered" } else { "already registered:" }, s.id, s.analysis);
+            }
+            if s.wait {
+                return wait(c, &s.id, &s.timeout, args.json).await;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::Status { id } => {
+            let (status, v) = c.call(reqwest::Method::GET, &format!("/api/v1/deployments/{id}"), None).await?;
+            if status >= 300 {
+                return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+            }
+            if args.json {
+                println!("{v}");
+            } else {
+                print_status(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::List { state, service } => {
+            let mut q = Vec::new();
+            if let Some(s) = state {
+                q.push(format!("state={s}"));
+            }
+            if let Some(s) = service {
+                q.push(format!("service={s}"));
+            }
+            let (status, v) = c.call(reqwest::Method::GET, &format!("/api/v1/deployments?{}", q.join("&")), None).await?;
+            if status >= 300 {
+                return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+            }
+            if args.json {
+                println!("{v}");
+            } else {
+                println!("{:<28} {:<16} {:<14} {:<13} {:>8}  REASON", "ID", "SERVICE", "ANALYSIS", "STATE", "ELAPSED");
+                for d in v["deployments"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "{:<28} {:<16} {:<14} {:<13} {:>7.0}s  {}",
+                        d["id"].as_str().unwrap_or(""),
+                        d["request"]["service"].as_str().unwrap_or("-"),
+                        d["analysis"].as_str().unwrap_or(""),
+                        d["state"].as_str().unwrap_or(""),
+                        d["elapsed_s"].as_f64().unwrap_or(0.0),
+                        d["reason"].as_str().unwrap_or("").chars().take(60).collect::<String>()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::Pause(a) | DeployCommand::Resume(a) | DeployCommand::Promote(a) | DeployCommand::Abort(a) => {
+            let action = match &args.command {
+                DeployCommand::Pause(_) => "pause",
+                DeployCommand::Resume(_) => "resume",
+                DeployCommand::Promote(_) => "promote",
+                _ => "abort",
+            };
+            let body = json!({"who": a.who.clone().unwrap_or_else(|| "cli".into()), "reason": a.reason.clone().unwrap_or_default()});
+            let (status, v) = c.call(reqwest::Method::POST, &format!("/api/v1/deployments/{}/{action}", a.id), Some(body)).await?;
+            if status >= 300 {
+                return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+            }
+            eprintln!("{action} accepted for {}", a.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::Wait { id, timeout } => wait(c, id, timeout, args.json).await,
+    }
+}
+
+fn print_status(v: &Value) {
+    println!("deployment {}  state {}  step {}  elapsed {:.0}s", v["id"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or(""), v["step"], v["elapsed_s"].as_f64().unwrap_or(0.0));
+    println!("reason: {}", v["reason"].as_str().unwrap_or(""));
+    for c in v["checks"].as_array().cloned().unwrap_or_default() {
+        println!("  {:<18} {:<12} {}", c["name"].as_str().unwrap_or(""), c["outcome"].as_str().unwrap_or(""), c["explanation"].as_str().unwrap_or(""));
+    }
+}
+
+async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<ExitCode, String> {
+    let limit = crate::units::parse_duration(timeout)?;
+    let start = tokio::time::Instant::now();
+    let mut after = 0i64;
+    loop {
+        let (status, v) = c.call(reqwest::Method::GET, &format!("/api/v1/deployments/{id}/events?after={after}&wait=20"), None).await?;
+        if status >= 300 {
+            return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+        }
+        for e in v["events"].as_array().cloned().unwrap_or_default() {
+            if !json_out {
+                eprintln!("{:<10} {}", e["kind"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
+            }
+        }
+        after = v["next"].as_i64().unwrap_or(after);
+        let state = v["state"].as_str().unwrap_or("").to_string();
+        if matches!(state.as_str(), "promoted" | "rolled_back" | "aborted" | "inconclusive") {
+            let (_, full) = c.call(reqwest::Method::GET, &format!("/api/v1/deployments/{id}"), None).await?;
+            if json_out {
+                println!("{full}");
+            } else {
+                print_status(&full);
+            }
+            return Ok(exit_for(&state));
+        }
+        if start.elapsed() > limit {
+            eprintln!("timed out after {timeout} waiting for {id} (state {state})");
+            return Ok(ExitCode::from(3));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,282 @@
+//! `rollguard demo`: the whole product on one machine with nothing else installed.
+//!
+//! It starts a simulated fleet (two baseline and two canary instances serving `/metrics` on
+//! 127.0.0.1, running ten times faster than the wall clock), starts the daemon in-process with
+//! the shipped rules, registers a canary deployment through the HTTP API, prints the judge's
+//! timeline, and ends when the canary's error rate jumps and rollguard rolls it back: the
+//! rollback hook calls the fleet, which really switches the canary back to the good version.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use clap::Args;
+
+use crate::config::{Config, HookConfig, HookKind, Secret};
+use crate::daemon::{Daemon, StartOptions};
+use crate::deploy::State as DState;
+use crate::judge::CheckReport;
+use crate::sim::{Fault, Instance, Scenario};
+
+/// The shipped rule templates, embedded so the demo works from any directory.
+pub const SHIPPED_RULES: &[(&str, &str)] = &[
+    ("http-service.yaml", include_str!("../rules/http-service.yaml")),
+    ("memory-leak.yaml", include_str!("../rules/memory-leak.yaml")),
+    ("db-pool.yaml", include_str!("../rules/db-pool.yaml")),
+    ("rate-limit.yaml", include_str!("../rules/rate-limit.yaml")),
+    ("blue-green.yaml", include_str!("../rules/blue-green.yaml")),
+];
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Simulated seconds per wall-clock second.
+    #[arg(long, default_value_t = 10.0)]
+    pub speed: f64,
+    /// Error-rate multiplier the bad canary gets.
+    #[arg(long, default_value_t = 6.0)]
+    pub fault: f64,
+    /// Random seed of the fleet.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// The simulated fleet behind an HTTP server.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Mutex<FleetInner>>,
+}
+
+struct FleetInner {
+    instances: BTreeMap<String, Instance>,
+    start: tokio::time::Instant,
+    speed: f64,
+    rolled_back: bool,
+    log: Vec<String>,
+}
+
+impl Fleet {
+    /// A fleet for `scenario`, whose simulated clock runs `speed` times faster than real time.
+    pub fn new(scenario: &Scenario, speed: f64) -> Fleet {
+        let mut instances = BTreeMap::new();
+        for canary in [false, true] {
+            for i in 0..scenario.instances_per_arm {
+                let inst = Instance::new(scenario, canary, i);
+                instances.insert(inst.name.clone(), inst);
+            }
+        }
+        Fleet { inner: Arc::new(Mutex::new(FleetInner { instances, start: tokio::time::Instant::now(), speed, rolled_back: false, log: Vec::new() })) }
+    }
+
+    /// Serves `/<instance>/metrics` and `POST /admin/rollback` on 127.0.0.1:0.
+    pub async fn serve(&self) -> std::io::Result<std::net::SocketAddr> {
+        let app = Router::new()
+            .route("/{instance}/metrics", get(metrics))
+            .route("/admin/rollback", post(rollback))
+            .route("/chat", post(chat))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(addr)
+    }
+
+    pub fn rolled_back(&self) -> bool {
+        self.inner.lock().map(|f| f.rolled_back).unwrap_or(false)
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.inner.lock().map(|f| f.log.clone()).unwrap_or_default()
+    }
+}
+
+async fn metrics(State(fleet): State<Fleet>, Path(instance): Path<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(mut f) = fleet.inner.lock() else {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "poisoned").into_response();
+    };
+    let t = f.start.elapsed().as_secs_f64() * f.speed;
+    match f.instances.get_mut(&instance) {
+        Some(inst) => {
+            inst.advance_to(t);
+            if inst.down() {
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "restarting").into_response();
+            }
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], inst.exposition()).into_response()
+        }
+        None => (axum::http::StatusCode::NOT_FOUND, "no such instance").into_response(),
+    }
+}
+
+/// Stands in for a chat webhook: prints what rollguard would post.
+async fn chat(axum::Json(notice): axum::Json<crate::events::Notice>) -> &'static str {
+    println!("  chat> [{}] {}", notice.kind.as_str(), notice.title);
+    "ok"
+}
+
+async fn rollback(State(fleet): State<Fleet>, body: String) -> &'static str {
+    if let Ok(mut f) = fleet.inner.lock() {
+        f.rolled_back = true;
+        let t = f.start.elapsed().as_secs_f64() * f.speed;
+        // The canary instances are replaced by the baseline version: same model, no fault.
+        for inst in f.instances.values_mut().filter(|i| i.canary) {
+            inst.clear_fault();
+        }
+        f.log.push(format!("fleet: rollback requested at simulated t={t:.0}s; canary instances now run the baseline version ({} bytes of decision facts received)", body.len()));
+    }
+    "rolled back\n"
+}
+
+/// `rollguard demo`.
+pub async fn main(args: DemoArgs) -> ExitCode {
+    match run(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("demo: no rollback happened (this is a bug; please report it)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: DemoArgs) -> anyhow::Result<bool> {
+    let speed = args.speed.clamp(1.0, 100.0);
+    let scenario = Scenario {
+        name: "demo".into(),
+        seed: args.seed,
+        total_rps: 120.0,
+        canary_share: 0.5,
+        error_ratio: 0.01,
+        fault: Fault::ErrorRatio { factor: args.fault },
+        fault_at_s: 25.0 * speed,
+        ..Scenario::default()
+    };
+    println!("rollguard demo: a simulated fleet (2 baseline + 2 canary instances, {speed}x real time),");
+    println!("the daemon with the shipped rules, and a canary whose 5xx ratio jumps x{} after ~25 s.\n", args.fault);
+    let fleet = Fleet::new(&scenario, speed);
+    let fleet_addr = fleet.serve().await?;
+
+    let dir = tempfile::tempdir()?;
+    let rules_dir = dir.path().join("rules");
+    std::fs::create_dir_all(&rules_dir)?;
+    for (name, text) in SHIPPED_RULES {
+        std::fs::write(rules_dir.join(name), text)?;
+    }
+    let mut config = Config::for_dir(dir.path(), &rules_dir);
+    config.hooks.insert(
+        "rollback".into(),
+        HookConfig {
+            name: "rollback".into(),
+            kind: HookKind::Http {
+                url: Secret::Inline(format!("http://{fleet_addr}/admin/rollback")),
+                method: "POST".into(),
+                headers: BTreeMap::new(),
+                body: None,
+                success_codes: vec![200],
+            },
+            timeout: Duration::from_secs(10),
+            retries: 2,
+        },
+    );
+    config.hooks.insert(
+        "announce".into(),
+        HookConfig {
+            name: "announce".into(),
+            kind: HookKind::Exec {
+                argv: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    r#"echo "hook: rolling back $ROLLGUARD_DEPLOYMENT ($ROLLGUARD_VERSION -> $ROLLGUARD_BASELINE_VERSION), action id $ROLLGUARD_ACTION_ID""#.into(),
+                ],
+                env: vec![],
+                workdir: None,
+            },
+            timeout: Duration::from_secs(10),
+            retries: 0,
+        },
+    );
+    // The shipped template names `rollback` in on_fail; add the announcing hook for the demo.
+    let http = std::fs::read_to_string(rules_dir.join("http-service.yaml"))?;
+    std::fs::write(rules_dir.join("http-service.yaml"), http.replace("on_fail: [rollback", "on_fail: [rollback, announce"))?;
+    config.hooks.insert("promote".into(), HookConfig { name: "promote".into(), kind: HookKind::Exec { argv: vec!["/bin/true".into()], env: vec![], workdir: None }, timeout: Duration::from_secs(5), retries: 0 });
+    for name in ["step", "switch", "hold"] {
+        config.hooks.insert(name.into(), HookConfig { name: name.into(), kind: HookKind::Exec { argv: vec!["/bin/true".into()], env: vec![], workdir: None }, timeout: Duration::from_secs(5), retries: 0 });
+    }
+    config.notifiers.insert("chat".into(), crate::config::NotifierKind::Webhook { url: Secret::Inline(format!("http://{fleet_addr}/chat")), hmac_secret: None });
+    let daemon = Daemon::start(config, StartOptions::default()).await?;
+    println!("daemon listening on http://{} with rules {}", daemon.addr, daemon.rules.status.lock().map(|s| s.analyses.join(", ")).unwrap_or_default());
+
+    let target = |n: &str| format!("http://{fleet_addr}/{n}/metrics");
+    let body = serde_json::json!({
+        "id": "checkout-v2",
+        "service": "checkout",
+        "analysis": "http-service",
+        "params": { "job": "api" },
+        "baseline": { "targets": [target("baseline-0"), target("baseline-1")], "version": "v1" },
+        "canary": { "targets": [target("canary-0"), target("canary-1")], "version": "v2", "weight": 50 },
+        "timing": { "interval": "2s", "warmup": "10s", "min_duration": "90s", "max_duration": "110s" }
+    });
+    let client = reqwest::Client::new();
+    let resp = client.post(format!("http://{}/api/v1/deployments", daemon.addr)).json(&body).send().await?;
+    anyhow::ensure!(resp.status().is_success(), "registration failed: {}", resp.text().await.unwrap_or_default());
+    println!("registered deployment checkout-v2 (POST /api/v1/deployments)\n");
+
+    let started = tokio::time::Instant::now();
+    let mut last_print = String::new();
+    let mut rolled = false;
+    while started.elapsed() < Duration::from_secs(115) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(rec) = daemon.engine.store.get("checkout-v2")? else { continue };
+        let checks: Vec<CheckReport> = serde_json::from_value(rec.checks.clone()).unwrap_or_default();
+        let line = checks.iter().map(|c| format!("{} {}", c.name, c.outcome.as_str())).collect::<Vec<_>>().join(" | ");
+        if line != last_print && !checks.is_empty() {
+            println!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+            if let Some(c) = checks.iter().find(|c| c.name == "error-ratio") {
+                println!("         error-ratio: {}", c.explanation);
+            }
+            last_print = line;
+        }
+        if rec.state.is_terminal() {
+            println!("\n=== decision after {:.0} s: {} ===", rec.elapsed_ms as f64 / 1000.0, rec.state.as_str().to_uppercase());
+            println!("{}", rec.reason);
+            for c in checks.iter().filter(|c| c.outcome == crate::judge::Outcome::Fail) {
+                println!("  {}: evidence {:.0} (threshold {:.0})", c.name, c.evidence.min(1e9), c.threshold);
+                if let (Some(b), Some(k)) = (&c.baseline, &c.canary) {
+                    println!("  baseline {:.3} % of {:.0} requests; canary {:.3} % of {:.0}", b.value * 100.0, b.n, k.value * 100.0, k.n);
+                }
+            }
+            rolled = rec.state == DState::RolledBack;
+            break;
+        }
+    }
+    // Wait for the hooks to finish and show what they did.
+    let wait = tokio::time::Instant::now();
+    loop {
+        let actions = daemon.engine.store.actions_of("checkout-v2")?;
+        let done = !actions.is_empty() && actions.iter().all(|a| !matches!(a.status.as_str(), "pending" | "running"));
+        if done || wait.elapsed() > Duration::from_secs(15) {
+            println!();
+            for a in &actions {
+                println!("hook `{}` ({}): {} — {}", a.hook, a.purpose, a.status, a.summary);
+                for l in a.output.lines().take(5) {
+                    println!("    {l}");
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for l in fleet.log() {
+        println!("{l}");
+    }
+    daemon.stop().await;
+    Ok(rolled && fleet.rolled_back())
+}
