@@ -1,0 +1,86 @@
+//! Issue 2's black-box tests: the real binary, real HTTP targets, real hook processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, FleetServer, RATIO_RULE};
+use rollguard::sim::{Fault, Scenario};
+use serde_json::json;
+
+fn deployment(id: &str, fleet: &FleetServer, canary_targets: Vec<String>) -> serde_json::Value {
+    json!({
+        "id": id,
+        "service": "checkout",
+        "analysis": "errors",
+        "baseline": { "targets": [fleet.target("baseline-0"), fleet.target("baseline-1")], "version": "v1" },
+        "canary": { "targets": canary_targets, "version": "v2" }
+    })
+}
+
+#[test]
+fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
+    let fleet = FleetServer::start(Scenario { fault: Fault::ErrorRatio { factor: 8.0 }, fault_at_s: 0.0, seed: 11, ..Scenario::default() }, 20.0);
+    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
+    let (code, v) = d.post("/api/v1/deployments", &deployment("bad", &fleet, vec![fleet.target("canary-0"), fleet.target("canary-1")]));
+    assert_eq!(code, 201, "{v}");
+    let v = d.wait_state("bad", &["rolled_back", "promoted", "inconclusive"], Duration::from_secs(60));
+    assert_eq!(v["state"], "rolled_back", "{v:#}");
+    let check = &v["checks"][0];
+    assert_eq!(check["outcome"], "fail");
+    assert!(check["explanation"].as_str().unwrap().contains("worse than the x1.5 tolerance"), "{check}");
+    assert!(check["evidence"].as_f64().unwrap() >= 100.0);
+    // The hook's side effect, exactly once.
+    let lines = common::wait_for(Duration::from_secs(20), || Some(d.marker_lines()).filter(|l| !l.is_empty())).unwrap();
+    assert_eq!(lines, vec!["rollback bad bad-rollback-0-rollback".to_string()]);
+    // A retried registration is idempotent and does not start a second analysis.
+    let (code, _) = d.post("/api/v1/deployments", &deployment("bad", &fleet, vec![fleet.target("canary-0"), fleet.target("canary-1")]));
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.marker_lines().len(), 1);
+}
+
+#[test]
+fn good_canary_is_promoted() {
+    let fleet = FleetServer::start(Scenario { seed: 12, ..Scenario::default() }, 50.0);
+    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
+    let (code, v) = d.post("/api/v1/deployments", &deployment("good", &fleet, vec![fleet.target("canary-0"), fleet.target("canary-1")]));
+    assert_eq!(code, 201, "{v}");
+    let v = d.wait_state("good", &["rolled_back", "promoted", "inconclusive"], Duration::from_secs(60));
+    assert_eq!(v["state"], "promoted", "{v:#}");
+    let lines = common::wait_for(Duration::from_secs(20), || Some(d.marker_lines()).filter(|l| !l.is_empty())).unwrap();
+    assert_eq!(lines, vec!["promote good".to_string()]);
+}
+
+#[test]
+fn dead_canary_target_is_held_never_rolled_back() {
+    let fleet = FleetServer::start(Scenario { seed: 13, ..Scenario::default() }, 20.0);
+    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
+    // Nothing listens on port 9 (discard) on loopback here: connection refused.
+    let mut body = deployment("dead", &fleet, vec!["http://127.0.0.1:9/metrics".into()]);
+    body["timing"] = json!({ "max_duration": "10s" });
+    let (code, v) = d.post("/api/v1/deployments", &body);
+    assert_eq!(code, 201, "{v}");
+    let v = d.wait_state("dead", &["held"], Duration::from_secs(30));
+    assert!(v["reason"].as_str().unwrap().contains("metrics source failing"), "{v:#}");
+    let v = d.wait_state("dead", &["rolled_back", "promoted", "inconclusive"], Duration::from_secs(30));
+    assert_eq!(v["state"], "inconclusive", "{v:#}");
+    assert_eq!(v["checks"][0]["outcome"], "source_error");
+    assert!(d.marker_lines().is_empty(), "no hook may run: {:?}", d.marker_lines());
+}
+
+#[test]
+fn healthz_and_unknown_analysis() {
+    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
+    let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
+    assert_eq!(code, 200);
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &json!({"id": "x", "analysis": "erors", "baseline": {"targets": ["http://127.0.0.1:1/m"]}, "canary": {"targets": ["http://127.0.0.1:2/m"]}}),
+    );
+    assert_eq!(code, 422);
+    assert!(v["error"].as_str().unwrap().contains("did you mean `errors`?"), "{v}");
+    let (code, v) = d.post("/api/v1/deployments", &json!({"id": "x", "analysis": "errors", "baseline": {"targetz": []}}));
+    assert_eq!(code, 400);
+    assert!(v["error"].as_str().unwrap().contains("unknown field `targetz`"), "{v}");
+}
