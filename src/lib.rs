@@ -2,3 +2,4 @@
 //! baseline with anytime-valid sequential statistics, and rolls back automatically.
 //!
 //! See `docs/ARCHITECTURE.md` for the map of the modules.
+pub mod stats;
