@@ -106,7 +106,7 @@ mod tests {
         // which underflows f64 (and cancels to 0 inside statrs' beta_reg). References computed
         // with mpmath quadrature at 40 digits.
         let l = truncated_beta_ln_e(60_000.0, 40_000.0, 0.5, 100.0);
-        assert!(close(l, -7.829443864154180, 1e-9), "{l}");
+        assert!(close(l, -7.82944386415418, 1e-9), "{l}");
         let l = truncated_beta_ln_e(40_000.0, 60_000.0, 0.5, 100.0);
         assert!(close(l, 2008.768978400487, 1e-9), "{l}");
         let l = truncated_beta_ln_e(50_300.0, 49_700.0, 0.5, 100.0);

@@ -257,7 +257,7 @@ impl LogGrid {
 
     /// [`LogGrid::confidence_interval`] with a chosen prior standard deviation in u.
     pub fn confidence_interval_with_sd(&self, alpha: f64, sd: f64) -> (f64, f64) {
-        if !(alpha > 0.0 && alpha < 1.0) || !(sd.is_finite() && sd > 0.0) {
+        if !(alpha > 0.0 && alpha < 1.0 && sd.is_finite() && sd > 0.0) {
             return (f64::NAN, f64::NAN);
         }
         let thr = (1.0 / alpha).ln();

@@ -47,7 +47,7 @@ pub fn best_rho(v_opt: f64, alpha: f64) -> f64 {
 
 /// Two-sided boundary on |S_t| at level α (statistics.md §4; vector D4).
 pub fn two_sided_boundary(v: f64, rho: f64, alpha: f64) -> f64 {
-    if !valid_vr(v, rho) || !(alpha > 0.0 && alpha < 1.0) {
+    if !(valid_vr(v, rho) && alpha > 0.0 && alpha < 1.0) {
         return f64::NAN;
     }
     ((v + rho) * ((1.0 + v / rho).ln() + 2.0 * (1.0 / alpha).ln())).sqrt()
@@ -56,7 +56,7 @@ pub fn two_sided_boundary(v: f64, rho: f64, alpha: f64) -> f64 {
 /// One-sided boundary: the S > 0 at which [`one_sided_ln_m`] reaches ln(1/α), by Brent's method
 /// (statistics.md §4; vector D4 one-sided, as confseq).
 pub fn one_sided_boundary(v: f64, rho: f64, alpha: f64) -> f64 {
-    if !valid_vr(v, rho) || !(alpha > 0.0 && alpha < 1.0) {
+    if !(valid_vr(v, rho) && alpha > 0.0 && alpha < 1.0) {
         return f64::NAN;
     }
     let target = (1.0 / alpha).ln();

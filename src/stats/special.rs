@@ -19,7 +19,7 @@ pub fn log_sum_exp(xs: &[f64]) -> f64 {
         .copied()
         .filter(|x| !x.is_nan())
         .fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY || m == f64::INFINITY {
+    if m.is_infinite() {
         return m;
     }
     let s: f64 = xs
