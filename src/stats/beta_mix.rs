@@ -40,6 +40,11 @@ pub fn truncated_beta_ln_e(n_baseline: f64, n_canary: f64, theta0: f64, k: f64) 
     }
     let a = k * theta0;
     let b = k * (1.0 - theta0);
+    // products and sums can underflow to 0 or overflow to inf for extreme k or counts
+    let args = [a, b, a + nb, b + na];
+    if !args.iter().all(|v| v.is_finite() && *v > 0.0) {
+        return f64::NAN;
+    }
     let post = ln_beta(a + nb, b + na) + ln_beta_reg_upper(a + nb, b + na, theta0);
     let prior = ln_beta(a, b) + ln_beta_reg_upper(a, b, theta0);
     let mut null = 0.0;
@@ -121,6 +126,18 @@ mod tests {
         assert!(truncated_beta_ln_e(1.0, 1.0, 1.0, 100.0).is_nan());
         assert!(truncated_beta_ln_e(1.0, 1.0, 0.5, 0.0).is_nan());
         assert!(p_value_from_ln_e(f64::NAN).is_nan());
+    }
+
+    /// Found by proptest: k·θ₀ underflows to 0, which statrs' `ln_beta` panics on.
+    #[test]
+    fn regression_prior_parameter_underflow_does_not_panic() {
+        let l = truncated_beta_ln_e(
+            f64::MAX,
+            0.0,
+            2.2250738585072014e-308,
+            1.6188984526297656e-122,
+        );
+        assert!(l.is_nan());
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! | [`rng`] | small deterministic PRNG and samplers for simulations |
 //! | [`special`] | shared numeric helpers (log-sum-exp, regularised incomplete beta tails, normal cdf, Brent root finder) |
 
+#![deny(missing_docs)]
 // Guards are written `!(x > 0.0)` on purpose: that form also rejects NaN, which is the point.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
