@@ -102,7 +102,7 @@ impl Default for Scenario {
             error_ratio: 0.01,
             upstream_429: 0.002,
             fault: Fault::None,
-            fault_at_s: 300.0,
+            fault_at_s: 120.0,
             nuisances: Nuisances::default(),
             host_jitter: 0.02,
         }

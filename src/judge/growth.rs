@@ -1,14 +1,18 @@
 //! `growth` checks: memory leaks and other slow climbs (RSS, pool connections in use, queue
 //! depth), judged as a trend of the difference canary − baseline, never as a level.
 //!
-//! Every interval after warm-up the judge records D(t) = mean(canary) − mean(baseline) (the
-//! difference cancels load and GC effects the arms share). Once enough time is covered it
-//! fits a Theil–Sen slope to D with Sen's confidence interval, widened by the Hamed–Rao
-//! autocorrelation factor of a Mann–Kendall test (GC sawtooth makes neighbouring points
-//! dependent), at the check's share of the error budget (statistics.md §5, §7.3). The check
-//! fails when the lower bound of the extra slope is above `max_extra_slope` and the trend is
-//! significant, or when an optional `limit` would be reached within `min_time_to_limit`.
-//! Theil–Sen is robust to a restart's drop and to NaN (points are skipped).
+//! Garbage-collected processes draw a sawtooth whose teeth (tens of MiB) dwarf a leak of a
+//! few MiB per minute, and two instances' sawtooths beat against each other, which looks like
+//! a trend over a few minutes. So the judge follows the *floor*: for each arm the minimum of
+//! its mean over the last `window` (longer than a GC cycle; 2 minutes by default), which is
+//! the memory left after collection. Every half window it records
+//! D = floor(canary) − floor(baseline) (the difference cancels what both arms share: load,
+//! warm-up, GC pressure), and once enough points exist it fits a Theil–Sen slope to D with
+//! Sen's confidence interval at the check's share of the error budget, widened by the
+//! Hamed–Rao autocorrelation factor, and confirms the trend with the Mann–Kendall test
+//! (statistics.md §5, §7.3). The check fails when the lower bound of the extra slope is above
+//! `max_extra_slope` and the trend is significant, or when an optional `limit` would be
+//! reached within `min_time_to_limit`. A restart's drop and NaN points cannot make it fail.
 
 use std::time::Duration;
 
@@ -19,24 +23,29 @@ use super::{ArmValue, Ctx, Effect, Outcome, Partial, mean};
 use crate::stats::special::{normal_cdf, normal_quantile};
 use crate::stats::trend::{mann_kendall_hamed_rao, theil_sen};
 
-/// Points kept; older ones are merged pairwise beyond this (bounded memory and O(n²) cost).
+/// The floor is the minimum over this window (must exceed the GC cycle).
+pub const WINDOW: Duration = Duration::from_secs(120);
+/// Trend points needed before judging (one every half window).
+const MIN_POINTS: usize = 6;
+/// Trend points kept; older ones are merged pairwise beyond this.
 const MAX_POINTS: usize = 240;
-/// The trend is judged only once the points cover this much time.
-const MIN_SPAN: Duration = Duration::from_secs(240);
-const MIN_POINTS: usize = 8;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GrowthState {
-    /// (minutes since start, D, canary level)
+    /// Raw arm means within the current window: (seconds, baseline, canary).
+    recent: Vec<(f64, f64, f64)>,
+    /// Trend points: (minutes, D of floors, canary floor).
     points: Vec<(f64, f64, f64)>,
-    baseline_level: f64,
+    /// Analysis time (s) when the first post-warm-up sample arrived.
+    first_s: Option<f64>,
+    next_point_s: f64,
 }
 
 impl GrowthState {
-    fn push(&mut self, t_min: f64, d: f64, c: f64) {
-        self.points.push((t_min, d, c));
+    fn push_point(&mut self, p: (f64, f64, f64)) {
+        self.points.push(p);
         if self.points.len() > MAX_POINTS {
-            let merged: Vec<(f64, f64, f64)> = self
+            self.points = self
                 .points
                 .chunks(2)
                 .map(|w| {
@@ -44,7 +53,6 @@ impl GrowthState {
                     (w.iter().map(|p| p.0).sum::<f64>() / n, w.iter().map(|p| p.1).sum::<f64>() / n, w.iter().map(|p| p.2).sum::<f64>() / n)
                 })
                 .collect();
-            self.points = merged;
         }
     }
 
@@ -59,22 +67,31 @@ impl GrowthState {
         }
         let bytes = ctx.spec.queries.get(metric).is_some_and(|q| q.selector.name.contains("bytes"));
         let fmt_v = |v: f64| if bytes { crate::units::format_bytes(v) } else { format!("{v:.3}") };
-        if ctx.in_warmup {
-            return Partial::pending(format!("warm-up until {} (canary {} vs baseline {})", crate::units::format_duration(ctx.spec.timing.warmup), fmt_v(c), fmt_v(b)));
-        }
-        self.push(ctx.t.as_secs_f64() / 60.0, c - b, c);
-        self.baseline_level = b;
-        let per_min = max_extra_slope * 60.0;
-        let span = self.points.last().map_or(0.0, |l| l.0) - self.points.first().map_or(0.0, |f| f.0);
         let levels = format!("canary {} vs baseline {}", fmt_v(c), fmt_v(b));
-        if self.points.len() < MIN_POINTS || span * 60.0 < MIN_SPAN.as_secs_f64() {
+        if ctx.in_warmup {
+            return Partial::pending(format!("warm-up until {} ({levels})", crate::units::format_duration(ctx.spec.timing.warmup)));
+        }
+        let now = ctx.t.as_secs_f64();
+        let w = WINDOW.as_secs_f64();
+        let first = *self.first_s.get_or_insert(now);
+        self.recent.push((now, b, c));
+        self.recent.retain(|p| p.0 > now - w);
+        if now - first >= w && now >= self.next_point_s {
+            let fb = self.recent.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+            let fc = self.recent.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
+            self.push_point((now / 60.0, fc - fb, fc));
+            self.next_point_s = now + w / 2.0;
+        }
+        let n = self.points.len();
+        let arms = |v: f64| Some(ArmValue { value: v, n: n as f64 });
+        if n < MIN_POINTS {
             return Partial {
                 outcome: Outcome::Pending,
                 evidence: f64::NAN,
                 effect: None,
-                baseline: Some(ArmValue { value: b, n: self.points.len() as f64 }),
-                canary: Some(ArmValue { value: c, n: self.points.len() as f64 }),
-                explanation: format!("{levels}; collecting a trend ({:.1} of {:.0} minutes)", span, MIN_SPAN.as_secs_f64() / 60.0),
+                baseline: arms(b),
+                canary: arms(c),
+                explanation: format!("{levels}; following the post-GC floor ({n} of {MIN_POINTS} trend points, one per {:.0} s)", w / 2.0),
             };
         }
         let t: Vec<f64> = self.points.iter().map(|p| p.0).collect();
@@ -88,16 +105,18 @@ impl GrowthState {
         let Some(ts) = theil_sen(&t, &d, conf) else {
             return Partial::pending(format!("{levels}; not enough distinct points for a trend"));
         };
-        // One-sided p of an increasing trend, and the evidence shown for it (1/p).
         let p_up = mk.map_or(1.0, |m| if m.z > 0.0 { m.p_value / 2.0 } else { 1.0 - m.p_value / 2.0 });
         let ev = if p_up > 0.0 { 1.0 / p_up } else { f64::INFINITY };
+        let c_floor = self.points.last().map_or(c, |p| p.2);
         let projection = limit.and_then(|lim| {
-            let tc: Vec<f64> = self.points.iter().map(|p| p.2).collect();
-            let own = theil_sen(&t, &tc, 0.95)?;
-            (own.slope > 0.0).then(|| ((lim - c).max(0.0) / own.slope, lim))
+            let floors: Vec<f64> = self.points.iter().map(|p| p.2).collect();
+            let own = theil_sen(&t, &floors, 0.95)?;
+            (own.slope > 0.0).then(|| ((lim - c_floor).max(0.0) / own.slope, lim))
         });
+        let span = t.last().unwrap_or(&0.0) - t.first().unwrap_or(&0.0);
+        let per_min = max_extra_slope * 60.0;
         let numbers = format!(
-            "{levels}; canary grows {}/min faster than the baseline ({} bounds {}–{} per min, Mann-Kendall p={:.1e}) over {:.0} min",
+            "{levels}; canary's floor grows {}/min faster than the baseline's ({} bounds {}–{} per min, Mann-Kendall p={:.1e}) over {:.0} min",
             fmt_v(ts.slope),
             level(2.0 * a),
             fmt_v(ts.lower),
@@ -126,8 +145,8 @@ impl GrowthState {
                 confidence: 1.0 - 2.0 * a,
                 unit: if bytes { "bytes/min".into() } else { "units/min".into() },
             }),
-            baseline: Some(ArmValue { value: b, n: self.points.len() as f64 }),
-            canary: Some(ArmValue { value: c, n: self.points.len() as f64 }),
+            baseline: arms(b),
+            canary: arms(c),
             explanation: format!("{numbers} — {tail}"),
         }
     }

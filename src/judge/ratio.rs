@@ -19,8 +19,8 @@ use crate::stats::grid::{LogGrid, thinning_loglik};
 /// The upper confidence bound must be within this factor of the tolerance to pass.
 pub const PASS_MARGIN: f64 = 1.25;
 /// Or the canary's error ratio is provably at most this much above the baseline's (absolute,
-/// 0.1 percentage points): negligible whatever the ratio.
-pub const NEGLIGIBLE_EXCESS: f64 = 0.001;
+/// 0.02 percentage points, one request in 5 000): negligible whatever the ratio.
+pub const NEGLIGIBLE_EXCESS: f64 = 0.0002;
 
 /// Grid: ln r from −ln 64 to +ln 64 around the tolerance, 48 points per side.
 pub const GRID_HALF_WIDTH: f64 = 4.158_883_083_359_672; // ln 64
