@@ -305,7 +305,7 @@ fn fnch_grid_fpr_for_non_rare_outcomes() {
     assert!(med.is_finite());
 }
 
-/// The heavier runs behind the reported figures (release mode, ~1 min).
+/// The heavier runs behind the reported figures (release mode, about 5 minutes on 2 cores).
 #[test]
 #[ignore]
 fn heavy_simulation_report() {
