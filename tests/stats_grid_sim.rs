@@ -7,6 +7,7 @@
 //! `cargo test --release --test stats_grid_sim -- --ignored --nocapture`.
 
 use rollguard::stats::beta_mix::truncated_beta_ln_e;
+use rollguard::stats::fnch::fnch_loglik;
 use rollguard::stats::grid::{GridPrior, LogGrid, thinning_loglik};
 use rollguard::stats::rng::Rng;
 
@@ -253,7 +254,58 @@ fn confidence_sequence_covers_the_truth_uniformly_in_time() {
     assert!(miss <= 0.05, "{miss}");
 }
 
-/// The heavier runs behind the reported figures (release mode, ~1 min).
+/// Non-rare outcomes (e.g. requests slower than the baseline p70 edge): per interval the canary's
+/// count given the margins is Fisher noncentral hypergeometric, so the grid uses the exact FNCH
+/// kernel with the odds ratio as its parameter (§7.1 item 2). Returns (FPR at α=0.05, FPR at
+/// α=0.01, median requests-interval count to detection) for `odds` = 1 (A/A) or > 1.
+fn fnch_run(odds: f64, runs: usize, intervals: usize, seed: u64) -> (f64, f64, f64) {
+    let mut rng = Rng::new(seed);
+    let (mut r05, mut r01) = (0usize, 0usize);
+    let mut det = Vec::new();
+    let p_base: f64 = 0.3;
+    let p_can = odds * p_base / (1.0 - p_base + odds * p_base);
+    for _ in 0..runs {
+        let mut g = new_grid(GridPrior::default());
+        let mut max_e = f64::NEG_INFINITY;
+        let mut found = None;
+        for t in 0..intervals {
+            let load = 1.0 + 0.8 * (t as f64 / 15.0).sin();
+            let n = (300.0 * load).round() as u64;
+            let nb = n / 10;
+            let na = n - nb;
+            let xa = rng.binomial(na, p_base);
+            let xb = rng.binomial(nb, p_can);
+            g.add(|psi| fnch_loglik(psi, xb, nb, na, xa + xb));
+            let e = g.ln_e_value_greater();
+            max_e = max_e.max(e);
+            if found.is_none() && e >= 20f64.ln() {
+                found = Some((t + 1) as f64);
+            }
+        }
+        r05 += usize::from(max_e >= 20f64.ln());
+        r01 += usize::from(max_e >= 100f64.ln());
+        det.push(found.unwrap_or(f64::INFINITY));
+    }
+    (
+        r05 as f64 / runs as f64,
+        r01 as f64 / runs as f64,
+        median(&mut det),
+    )
+}
+
+#[test]
+fn fnch_grid_fpr_for_non_rare_outcomes() {
+    let (a05, a01, _) = fnch_run(1.0, 200, 100, 31);
+    eprintln!(
+        "FNCH grid, p=0.3, rho=0.1, 200 A/A runs x 100 intervals: FPR {a05} (alpha 0.05), {a01} (alpha 0.01)"
+    );
+    assert!(a05 <= 0.05 && a01 <= 0.01);
+    let (_, _, med) = fnch_run(2.0, 100, 100, 32);
+    eprintln!("FNCH grid, odds ratio 2: median intervals to detection {med}");
+    assert!(med.is_finite());
+}
+
+/// The heavier runs behind the reported figures (release mode, about 5 minutes on 2 cores).
 #[test]
 #[ignore]
 fn heavy_simulation_report() {
@@ -290,6 +342,12 @@ fn heavy_simulation_report() {
                 p.rates
             );
         }
+    }
+    let (a05, a01, _) = fnch_run(1.0, 2000, 200, 41);
+    eprintln!("FNCH grid A/A, p=0.3, rho=0.1, 2000 runs x 200 intervals: FPR {a05} / {a01}");
+    for odds in [1.2, 1.5, 2.0] {
+        let (_, _, med) = fnch_run(odds, 1000, 400, 42);
+        eprintln!("FNCH grid odds {odds}: median intervals to detection {med}");
     }
     for ratio in [1.0, 1.5, 3.0] {
         let s = Scenario { ratio, ..base_h0() };

@@ -31,7 +31,7 @@ fn small_vec() -> impl Strategy<Value = Vec<f64>> {
 
 proptest! {
     // No failure-persistence file: regressions found here become named unit tests instead.
-    #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn scalar_functions_never_panic(a in any_f64(), b in any_f64(), c in any_f64(), d in any_f64(), e in any_f64()) {

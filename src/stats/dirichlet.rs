@@ -110,9 +110,10 @@ impl DirichletSequential {
 
     /// Adds one event in `arm` with the per-event update of savvi `update_odds`:
     /// BF ← BF · [(α₀,i + n_i − 1)/(Σα₀ + N − 1)] / ρ_i with n_i, N including the event (§1.3,
-    /// vector Q). Returns `false` (no change) for an out-of-range arm.
+    /// vector Q). Returns `false` (no change) for an out-of-range arm (also when a corrupted
+    /// persisted state has `rho` shorter than `counts`).
     pub fn update_event(&mut self, arm: usize) -> bool {
-        if arm >= self.counts.len() {
+        if arm >= self.counts.len() || arm >= self.rho.len() {
             return false;
         }
         self.counts[arm] += 1.0;

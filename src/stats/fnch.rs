@@ -170,6 +170,26 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-10, "{total}");
     }
 
+    /// References: exact sums over the whole support with mpmath at 40 digits (scipy's
+    /// `nchypergeom_fisher.logpmf` underflows to -inf at the extreme odds).
+    #[test]
+    fn far_tails_across_the_grid_range() {
+        let rows = [
+            (0.015625, -5825.35926024622),
+            (0.5, -292.301573218116),
+            (1.0, -9.87657615385399),
+            (1.3, -14.5519982179572),
+            (8.0, -1530.70936581158),
+            (64.0, -4993.58264357428),
+        ];
+        for (odds, want) in rows {
+            let got = fnch_loglik(odds, 2100, 20_000, 20_000, 4_000);
+            assert!(close(got, want, 1e-11), "{odds}: {got} vs {want}");
+        }
+        let got = fnch_loglik(3.0, 5, 100, 9_900, 50);
+        assert!(close(got, -4.48319072919155, 1e-12), "{got}");
+    }
+
     #[test]
     fn degenerate_inputs() {
         assert!(fnch_loglik(f64::NAN, 1, 2, 2, 2).is_nan());

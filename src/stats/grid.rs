@@ -237,16 +237,22 @@ impl LogGrid {
     }
 
     /// ln M_i of the two-sided confidence-sequence martingale centred at grid point i, with a
-    /// discretised normal prior of standard deviation `sd` in u (see module docs).
+    /// discretised normal prior of standard deviation `sd` in u (see module docs). NaN for an
+    /// out-of-range `i` or invalid `sd`.
     pub fn ln_cs_martingale(&self, i: usize, sd: f64) -> f64 {
-        let n = self.params.len();
-        if !self.consistent() || i >= n || !(sd.is_finite() && sd > 0.0) {
+        if !self.consistent() || i >= self.params.len() || !(sd.is_finite() && sd > 0.0) {
             return f64::NAN;
         }
-        let ui = self.u(i);
-        let lw: Vec<f64> = (0..n)
-            .map(|j| {
-                let d = (self.u(j) - ui) / sd;
+        let us: Vec<f64> = (0..self.params.len()).map(|j| self.u(j)).collect();
+        self.ln_cs_martingale_with(&us, i, sd)
+    }
+
+    fn ln_cs_martingale_with(&self, us: &[f64], i: usize, sd: f64) -> f64 {
+        let ui = us[i];
+        let lw: Vec<f64> = us
+            .iter()
+            .map(|uj| {
+                let d = (uj - ui) / sd;
                 -0.5 * d * d
             })
             .collect();
@@ -273,11 +279,15 @@ impl LogGrid {
         if !(alpha > 0.0 && alpha < 1.0 && sd.is_finite() && sd > 0.0) {
             return (f64::NAN, f64::NAN);
         }
+        if !self.consistent() {
+            return (f64::NAN, f64::NAN);
+        }
         let thr = (1.0 / alpha).ln();
+        let us: Vec<f64> = (0..self.params.len()).map(|j| self.u(j)).collect();
         let mut lo = f64::NAN;
         let mut hi = f64::NAN;
         for i in 0..self.params.len() {
-            if self.ln_cs_martingale(i, sd) < thr {
+            if self.ln_cs_martingale_with(&us, i, sd) < thr {
                 if lo.is_nan() {
                     lo = self.params[i];
                 }
@@ -467,5 +477,19 @@ mod tests {
         assert_eq!(h.null_index(), 8);
         assert_eq!(h.loglik, g.loglik);
         assert_eq!(h.ln_e_value_greater(), g.ln_e_value_greater());
+        assert_eq!(h.confidence_interval(0.05), g.confidence_interval(0.05));
+    }
+
+    /// A corrupted persisted state must not panic the judge on resume.
+    #[test]
+    fn inconsistent_deserialised_state_does_not_panic() {
+        let bad = r#"{"null":1.0,"params":[0.5,1.0],"loglik":[0.0],"prior":"Uniform","updates":0,"null_index":5}"#;
+        let mut g: LogGrid = serde_json::from_str(bad).unwrap();
+        assert!(g.ln_e_value_greater().is_nan());
+        assert!(g.mle().is_nan());
+        assert!(g.confidence_interval(0.05).0.is_nan());
+        assert!(g.ln_cs_martingale(0, 1.0).is_nan());
+        assert!(!g.add(|_| 0.0));
+        assert!(g.u(9).is_nan());
     }
 }

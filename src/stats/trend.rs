@@ -43,6 +43,14 @@ pub struct MannKendall {
     pub variance_factor: f64,
 }
 
+/// Most usable points accepted by [`mann_kendall`] (O(n²) time, O(1) extra memory).
+pub const MAX_MANN_KENDALL_POINTS: usize = 20_000;
+
+/// Most usable points accepted by [`theil_sen`] and [`mann_kendall_hamed_rao`] (O(n²) memory for
+/// the pairwise slopes: 5 000 points are 12.5 M slopes, 100 MB). Aggregate long series first
+/// (e.g. 1-minute steps, §7.3).
+pub const MAX_THEIL_SEN_POINTS: usize = 5_000;
+
 fn clean(x: &[f64], y: &[f64]) -> Vec<(f64, f64)> {
     let mut pts: Vec<(f64, f64)> = x
         .iter()
@@ -133,10 +141,12 @@ fn finish(n: usize, s: f64, var_s: f64, alpha: f64, factor: f64) -> MannKendall 
 
 /// Original Mann–Kendall test (statistics.md §5; pymannkendall `original_test`; vectors H1–H3):
 /// S, Var S = [n(n−1)(2n+5) − Σ t(t−1)(2t+5)]/18 over ties in y, continuity-corrected z, two-sided
-/// p, tau. `None` with fewer than 3 usable points or α ∉ (0, 1).
+/// p, tau. `None` with fewer than 3 or more than [`MAX_MANN_KENDALL_POINTS`] usable points, or
+/// α ∉ (0, 1).
 pub fn mann_kendall(x: &[f64], y: &[f64], alpha: f64) -> Option<MannKendall> {
     let pts = clean(x, y);
-    if pts.len() < 3 || !(alpha > 0.0 && alpha < 1.0) {
+    let ok = (3..=MAX_MANN_KENDALL_POINTS).contains(&pts.len()) && alpha > 0.0 && alpha < 1.0;
+    if !ok {
         return None;
     }
     let (s, var) = mk_core(&pts);
@@ -155,9 +165,12 @@ pub fn mann_kendall(x: &[f64], y: &[f64], alpha: f64) -> Option<MannKendall> {
 /// it; it then returns NaN). When the number of pairwise slopes is odd, the median pair is tied
 /// exactly after detrending and its rank order depends on rounding, so the factor can differ
 /// slightly from pymannkendall's (which detrends with 1-based positions).
+///
+/// `None` with fewer than 3 or more than [`MAX_THEIL_SEN_POINTS`] usable points, or α ∉ (0, 1).
 pub fn mann_kendall_hamed_rao(x: &[f64], y: &[f64], alpha: f64) -> Option<MannKendall> {
     let pts = clean(x, y);
-    if pts.len() < 3 || !(alpha > 0.0 && alpha < 1.0) {
+    let ok = (3..=MAX_THEIL_SEN_POINTS).contains(&pts.len()) && alpha > 0.0 && alpha < 1.0;
+    if !ok {
         return None;
     }
     let n = pts.len();
@@ -216,11 +229,14 @@ fn median_sorted(v: &[f64]) -> f64 {
 ///
 /// Slopes are taken over all pairs with x_j > x_i; the interval is the pair of sorted slopes at
 /// ranks round((N ∓ z·σ)/2) (upper, lower − 1), σ² = [n(n−1)(2n+5) − Σ_x t(t−1)(2t+5) −
-/// Σ_y t(t−1)(2t+5)]/18, rounding half to even like numpy. `None` when fewer than 2 usable
-/// points, all x equal, or `confidence` ∉ (0, 1). O(n²) time and memory.
+/// Σ_y t(t−1)(2t+5)]/18, rounding half to even like numpy. `None` when fewer than 2 or more
+/// than [`MAX_THEIL_SEN_POINTS`] usable points, all x equal, or `confidence` ∉ (0, 1). O(n²)
+/// time and memory.
 pub fn theil_sen(x: &[f64], y: &[f64], confidence: f64) -> Option<TheilSen> {
     let pts = clean(x, y);
-    if pts.len() < 2 || !(confidence > 0.0 && confidence < 1.0) {
+    let ok =
+        (2..=MAX_THEIL_SEN_POINTS).contains(&pts.len()) && confidence > 0.0 && confidence < 1.0;
+    if !ok {
         return None;
     }
     let n = pts.len();
@@ -360,6 +376,8 @@ mod tests {
         assert!(theil_sen(&[1.0, 1.0], &[1.0, 2.0], 0.95).is_none());
         assert!(mann_kendall(&[1.0, 2.0], &[1.0, 2.0], 0.05).is_none());
         assert!(theil_sen(&[1.0, 2.0], &[1.0, 2.0], 1.0).is_none());
+        let big: Vec<f64> = (0..MAX_THEIL_SEN_POINTS + 1).map(|i| i as f64).collect();
+        assert!(theil_sen(&big, &big, 0.95).is_none());
     }
 
     /// References computed with pymannkendall 1.4.3 `hamed_rao_modification_test`.
