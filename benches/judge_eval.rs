@@ -135,7 +135,7 @@ fn main() {
     let quick = std::env::var_os("JUDGE_EVAL_QUICK").is_some();
     let seeds_fault = if quick { 6 } else { 24 };
     let seeds_aa = if quick { 6 } else { 40 };
-    let aa_ratio_runs = if quick { 100 } else { 1000 };
+    let aa_ratio_runs = if std::env::var_os("JUDGE_EVAL_ONLY").is_some() { 0 } else if quick { 100 } else { 1000 };
     let started = std::time::Instant::now();
 
     // 1. The ratio check alone, at its H0 boundary (tolerance 1.0, alpha 0.05), A/A.
@@ -164,7 +164,18 @@ fn main() {
     println!("| z-test once at 30 min (fixed horizon) | {once} | {:.4} |\n", once as f64 / n);
 
     // 2. Shipped rules on every scenario kind.
-    let kinds = catalogue(1);
+    let only = std::env::var("JUDGE_EVAL_ONLY").ok();
+    let fault_at: Option<f64> = std::env::var("JUDGE_EVAL_FAULT_AT").ok().and_then(|v| v.parse().ok());
+    let kinds: Vec<(Scenario, bool)> = catalogue(1)
+        .into_iter()
+        .filter(|(s, _)| only.as_ref().is_none_or(|o| s.name.contains(o.as_str())))
+        .map(|(mut s, f)| {
+            if let Some(t) = fault_at {
+                s.fault_at_s = t;
+            }
+            (s, f)
+        })
+        .collect();
     let mut rows = Vec::new();
     for (proto, faulty) in &kinds {
         let analysis = analysis_for(&proto.name);
@@ -175,22 +186,34 @@ fn main() {
             rollguard::rules::CheckConfig::Ratio { tolerance, .. } => tolerance,
             _ => 1.0,
         }));
+        // An observer that never decides, to see each run's counts to the end.
+        let observer = ratio_check.as_ref().map(|(name, _)| {
+            let text = std::fs::read_to_string(Path::new(RULES).join(format!("{analysis}.yaml"))).expect("rule");
+            let mut o = parse_rule_file(Path::new("observer.yaml"), &text, None).expect("rule").instantiate(&BTreeMap::new()).expect("spec");
+            o.checks.retain(|c| &c.name == name);
+            if let Some(rollguard::rules::CheckConfig::Ratio { tolerance, .. }) = o.checks.first_mut().map(|c| &mut c.config) {
+                *tolerance = 100.0;
+            }
+            o.timing.min_duration = o.timing.max_duration;
+            o
+        });
         let results = parallel(seeds, |i| {
             let s = Scenario { seed: 1 + i as u64 * 7919, ..proto.clone() };
             let r = run(&spec, &s);
+            let full = observer.as_ref().map(|o| run(o, &s).timeline).unwrap_or_default();
             let delay = match (&r.verdict[..], r.decided_at) {
                 ("rollback", Some(t)) => Some(t - s.fault_at_s),
                 _ => None,
             };
             let (mut oracle, mut fixed) = (None, None);
             if let (Some((name, r0)), Fault::ErrorRatio { factor }) = (&ratio_check, &s.fault) {
-                let counts = interval_counts(&r.timeline, name);
+                let counts = interval_counts(&full, name);
                 oracle = oracle_delay(&counts, *factor, *r0, s.fault_at_s, threshold);
                 let z = normal_quantile(1.0 - 1.0 / threshold);
                 fixed = Some(z_at(&counts, 600.0) > z);
             }
             if let (Some((name, r0)), Fault::RateLimit { share }) = (&ratio_check, &s.fault) {
-                let counts = interval_counts(&r.timeline, name);
+                let counts = interval_counts(&full, name);
                 oracle = oracle_delay(&counts, share / s.upstream_429, *r0, s.fault_at_s, threshold);
                 let z = normal_quantile(1.0 - 1.0 / threshold);
                 fixed = Some(z_at(&counts, 600.0) > z);

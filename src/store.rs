@@ -510,6 +510,7 @@ mod tests {
             baseline: ArmSpec { targets: vec!["http://127.0.0.1:1/metrics".into()], ..Default::default() },
             canary: ArmSpec { targets: vec!["http://127.0.0.1:2/metrics".into()], ..Default::default() },
             strategy: Strategy::Analysis,
+            timing: None,
             labels: Default::default(),
         }
     }

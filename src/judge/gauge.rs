@@ -13,6 +13,7 @@ use super::fmt::{count, evidence, level, times};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
 use super::{ArmValue, Ctx, Effect, Outcome, Partial, mean};
 use crate::rules::Direction;
+use super::change::ChangeGrid;
 use crate::stats::grid::{LogGrid, thinning_loglik};
 use crate::stats::mixture::{best_rho, one_sided_ln_m, two_sided_boundary};
 
@@ -25,7 +26,7 @@ const MIN_BLOCKS: usize = 3;
 pub struct GaugeState {
     tolerance: f64,
     above: Option<f64>,
-    grid: Option<LogGrid>,
+    grid: Option<ChangeGrid>,
     counts: [f64; 4],
     /// Level mode: the open block, finished block means, and the test sums.
     open: Vec<f64>,
@@ -37,11 +38,11 @@ pub struct GaugeState {
 }
 
 impl GaugeState {
-    pub fn new(tolerance: f64, above: Option<f64>) -> Self {
+    pub fn new(tolerance: f64, above: Option<f64>, per_minute: u32) -> Self {
         GaugeState {
             tolerance,
             above,
-            grid: above.map(|_| LogGrid::new(tolerance.max(1.0), GRID_HALF_WIDTH, GRID_POINTS)),
+            grid: above.map(|_| ChangeGrid::new(LogGrid::new(tolerance.max(1.0), GRID_HALF_WIDTH, GRID_POINTS), per_minute)),
             counts: [0.0; 4],
             open: Vec::new(),
             blocks: Vec::new(),
@@ -80,7 +81,7 @@ impl GaugeState {
         self.counts[3] += nb;
         let ln_e = grid.ln_e_value_greater();
         let ev = ln_e.exp();
-        let (lo, hi) = grid.confidence_interval(ctx.alpha);
+        let (lo, hi) = grid.base.confidence_interval(ctx.alpha);
         let (sa, sb) = (self.counts[0] / self.counts[1], self.counts[2] / self.counts[3]);
         let cmp = if worse_when == Direction::Higher { "above" } else { "below" };
         let numbers = format!(
@@ -89,7 +90,7 @@ impl GaugeState {
             count(self.counts[3]),
             count(self.counts[0]),
             count(self.counts[1]),
-            times(if sa > 0.0 { sb / sa } else { grid.mle() }),
+            times(if sa > 0.0 { sb / sa } else { grid.base.mle() }),
             level(ctx.alpha),
             times(lo),
             times(hi)

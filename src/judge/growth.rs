@@ -25,8 +25,8 @@ use crate::stats::trend::{mann_kendall_hamed_rao, theil_sen};
 
 /// The floor is the minimum over this window (must exceed the GC cycle).
 pub const WINDOW: Duration = Duration::from_secs(120);
-/// Trend points needed before judging (one every half window).
-const MIN_POINTS: usize = 6;
+/// Trend points needed before judging (one every quarter window).
+const MIN_POINTS: usize = 8;
 /// Trend points kept; older ones are merged pairwise beyond this.
 const MAX_POINTS: usize = 240;
 
@@ -80,7 +80,7 @@ impl GrowthState {
             let fb = self.recent.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
             let fc = self.recent.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
             self.push_point((now / 60.0, fc - fb, fc));
-            self.next_point_s = now + w / 2.0;
+            self.next_point_s = now + w / 4.0;
         }
         let n = self.points.len();
         let arms = |v: f64| Some(ArmValue { value: v, n: n as f64 });
@@ -91,7 +91,7 @@ impl GrowthState {
                 effect: None,
                 baseline: arms(b),
                 canary: arms(c),
-                explanation: format!("{levels}; following the post-GC floor ({n} of {MIN_POINTS} trend points, one per {:.0} s)", w / 2.0),
+                explanation: format!("{levels}; following the post-GC floor ({n} of {MIN_POINTS} trend points, one per {:.0} s)", w / 4.0),
             };
         }
         let t: Vec<f64> = self.points.iter().map(|p| p.0).collect();

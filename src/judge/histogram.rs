@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::fmt::{count, evidence, level, pct, seconds, times};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN, clopper_pearson_upper};
 use super::{ArmValue, Ctx, Effect, Missing, Outcome, Partial};
+use super::change::ChangeGrid;
 use crate::stats::fnch::fnch_loglik;
 use crate::stats::grid::LogGrid;
 use crate::stats::quantile::histogram_quantile;
@@ -25,7 +26,7 @@ const NEGLIGIBLE_SLOW_EXCESS: f64 = 0.005;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Edge {
     le: f64,
-    grid: LogGrid,
+    grid: ChangeGrid,
     /// Cumulative slow requests per arm (baseline, canary).
     slow: [f64; 2],
 }
@@ -33,6 +34,7 @@ struct Edge {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HistogramState {
     tolerance: f64,
+    per_minute: u32,
     /// Baseline buckets seen before the edges were chosen (warm-up).
     calibration: Vec<(f64, f64)>,
     edges: Vec<Edge>,
@@ -60,8 +62,8 @@ fn total(b: &[(f64, f64)]) -> Option<f64> {
 }
 
 impl HistogramState {
-    pub fn new(tolerance: f64) -> Self {
-        HistogramState { tolerance, calibration: Vec::new(), edges: Vec::new(), cum: [Vec::new(), Vec::new()], total: [0.0; 2] }
+    pub fn new(tolerance: f64, per_minute: u32) -> Self {
+        HistogramState { tolerance, per_minute, calibration: Vec::new(), edges: Vec::new(), cum: [Vec::new(), Vec::new()], total: [0.0; 2] }
     }
 
     /// For each quantile, the finite edge whose cumulative share in `cal` is nearest to it
@@ -84,7 +86,7 @@ impl HistogramState {
         les.sort_by(f64::total_cmp);
         self.edges = les
             .into_iter()
-            .map(|le| Edge { le, grid: LogGrid::new(self.tolerance, GRID_HALF_WIDTH, GRID_POINTS), slow: [0.0; 2] })
+            .map(|le| Edge { le, grid: ChangeGrid::new(LogGrid::new(self.tolerance, GRID_HALF_WIDTH, GRID_POINTS), self.per_minute), slow: [0.0; 2] })
             .collect();
     }
 
@@ -144,11 +146,11 @@ impl HistogramState {
         // Report the edge with the strongest evidence.
         let (wi, _) = lns.iter().enumerate().fold((0, f64::NEG_INFINITY), |acc, (i, &l)| if l > acc.1 { (i, l) } else { acc });
         let w = &self.edges[wi];
-        let (lo, hi) = w.grid.confidence_interval(ctx.alpha);
+        let (lo, hi) = w.grid.base.confidence_interval(ctx.alpha);
         let sa = w.slow[0] / self.total[0];
         let sb = w.slow[1] / self.total[1];
         let odds = |p: f64| p / (1.0 - p);
-        let estimate = if sa > 0.0 && sa < 1.0 && sb < 1.0 { odds(sb) / odds(sa) } else { w.grid.mle() };
+        let estimate = if sa > 0.0 && sa < 1.0 && sb < 1.0 { odds(sb) / odds(sa) } else { w.grid.base.mle() };
         let qs: Vec<String> = quantiles
             .iter()
             .map(|&q| {
@@ -174,7 +176,7 @@ impl HistogramState {
             count(self.total[0]),
         );
         let all_bounded = self.edges.iter().all(|e| {
-            let (_, h) = e.grid.confidence_interval(ctx.alpha);
+            let (_, h) = e.grid.base.confidence_interval(ctx.alpha);
             let (a, b) = (e.slow[0] / self.total[0], e.slow[1] / self.total[1]);
             h <= tolerance * PASS_MARGIN || (b >= 0.0 && clopper_pearson_upper(e.slow[1], self.total[1], ctx.alpha) - a <= NEGLIGIBLE_SLOW_EXCESS)
         });

@@ -13,6 +13,7 @@
 //! Missing data and source errors are outcomes of their own and never count as evidence
 //! either way.
 
+mod change;
 mod fmt;
 mod growth;
 mod gauge;
@@ -295,14 +296,16 @@ pub struct Judge {
 
 impl Judge {
     pub fn new(spec: &AnalysisSpec) -> Judge {
+        // Restarted e-processes start once per minute of analysis.
+        let per_minute = (60_000 / spec.timing.interval.as_millis().max(1)).clamp(1, 600) as u32;
         let checks = spec
             .checks
             .iter()
             .map(|c| match &c.config {
-                CheckConfig::Ratio { tolerance, .. } => CheckState::Ratio(ratio::RatioState::new(*tolerance)),
-                CheckConfig::Histogram { tolerance, .. } => CheckState::Histogram(histogram::HistogramState::new(*tolerance)),
+                CheckConfig::Ratio { tolerance, .. } => CheckState::Ratio(ratio::RatioState::new(*tolerance, per_minute)),
+                CheckConfig::Histogram { tolerance, .. } => CheckState::Histogram(histogram::HistogramState::new(*tolerance, per_minute)),
                 CheckConfig::Growth { .. } => CheckState::Growth(growth::GrowthState::default()),
-                CheckConfig::Gauge { tolerance, above, .. } => CheckState::Gauge(gauge::GaugeState::new(*tolerance, *above)),
+                CheckConfig::Gauge { tolerance, above, .. } => CheckState::Gauge(gauge::GaugeState::new(*tolerance, *above, per_minute)),
                 CheckConfig::Threshold { .. } => CheckState::Threshold(threshold::ThresholdState::new(&c.config)),
                 CheckConfig::MannWhitney { .. } => CheckState::MannWhitney(mann_whitney::MwState::default()),
             })

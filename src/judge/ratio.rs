@@ -14,6 +14,7 @@ use statrs::distribution::{Beta, ContinuousCDF};
 use super::fmt::{count, evidence, level, pct, times};
 use super::{ArmValue, Ctx, Effect, Missing, Outcome, Partial};
 use crate::rules::{CheckSpec, Direction};
+use super::change::ChangeGrid;
 use crate::stats::grid::{LogGrid, thinning_loglik};
 
 /// The upper confidence bound must be within this factor of the tolerance to pass.
@@ -28,7 +29,7 @@ pub const GRID_POINTS: usize = 48;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RatioState {
-    grid: LogGrid,
+    grid: ChangeGrid,
     /// Cumulative (errors, requests) per arm since the end of warm-up.
     events: [f64; 2],
     exposure: [f64; 2],
@@ -36,8 +37,13 @@ pub struct RatioState {
 }
 
 impl RatioState {
-    pub fn new(tolerance: f64) -> Self {
-        RatioState { grid: LogGrid::new(tolerance, GRID_HALF_WIDTH, GRID_POINTS), events: [0.0; 2], exposure: [0.0; 2], intervals: 0 }
+    pub fn new(tolerance: f64, per_minute: u32) -> Self {
+        RatioState {
+            grid: ChangeGrid::new(LogGrid::new(tolerance, GRID_HALF_WIDTH, GRID_POINTS), per_minute),
+            events: [0.0; 2],
+            exposure: [0.0; 2],
+            intervals: 0,
+        }
     }
 
     pub(crate) fn step(&mut self, ctx: &Ctx, check: &CheckSpec, errors: usize, requests: usize, tolerance: f64, worse_when: Direction) -> Partial {
@@ -70,10 +76,10 @@ impl RatioState {
     fn report(&self, ctx: &Ctx, check: &CheckSpec, tolerance: f64, worse_when: Direction) -> Partial {
         let ln_e = self.grid.ln_e_value_greater();
         let ev = ln_e.exp();
-        let (lo, hi) = self.grid.confidence_interval(ctx.alpha);
+        let (lo, hi) = self.grid.base.confidence_interval(ctx.alpha);
         let pa = self.events[0] / self.exposure[0];
         let pb = self.events[1] / self.exposure[1];
-        let estimate = if self.events[0] > 0.0 && self.exposure[1] > 0.0 { pb / pa } else { self.grid.mle() };
+        let estimate = if self.events[0] > 0.0 && self.exposure[1] > 0.0 { pb / pa } else { self.grid.base.mle() };
         let what = if worse_when == Direction::Lower { format!("{} shortfall", check.name) } else { check.name.clone() };
         let numbers = format!(
             "canary {what} {} vs baseline {} ({}, {} bounds {}–{}) over {} / {} requests",

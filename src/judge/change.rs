@@ -1,0 +1,106 @@
+//! Evidence that stays sharp when a canary goes bad part-way through.
+//!
+//! An e-process started at the beginning of the analysis carries everything seen since: if
+//! the canary was fine for ten minutes and then its error rate jumped, those ten good minutes
+//! weigh against the large ratios that now fit the data, and detection is slowed. So next to
+//! the e-process started at the end of warm-up, the check starts a fresh one every minute and
+//! reports the weighted average of all of them: weight 1/2 for the first, and
+//! 1/(2·j·(j+1)) for the one started j minutes later. Each is a test martingale from its
+//! start (1 before it), and a fixed-weight average of test martingales is one, so Ville's
+//! inequality still bounds the false-alarm probability by alpha at any number of looks. The
+//! weights favour early changes (most regressions show soon after a deploy); a change at
+//! minute j costs ln(2·j·(j+1)) of evidence instead of everything before it.
+//!
+//! All grids share their parameters, so each interval's log-likelihood is computed once and
+//! added to every grid. Beyond [`MAX_RESTARTS`] no new grids start, which can only lower the
+//! reported evidence (a partial sum of the average), never make it invalid.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::grid::LogGrid;
+use crate::stats::special::log_sum_exp;
+
+/// Restarted e-processes kept (one per minute: the first hour of an analysis).
+pub const MAX_RESTARTS: usize = 60;
+
+/// A grid from the start plus restarted grids.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangeGrid {
+    /// Since the end of warm-up; also the source of the confidence sequence and estimates.
+    pub base: LogGrid,
+    /// (j, grid started j restart periods after the base).
+    restarts: Vec<(u32, LogGrid)>,
+    /// Updates between restarts.
+    every: u32,
+    updates: u32,
+}
+
+impl ChangeGrid {
+    /// `every` is the number of updates (intervals) per restart period (one minute).
+    pub fn new(base: LogGrid, every: u32) -> Self {
+        ChangeGrid { base, restarts: Vec::new(), every: every.max(1), updates: 0 }
+    }
+
+    /// Adds one interval's log-likelihood `f(param)` to every grid (skipping non-finite
+    /// contributions entirely, as [`LogGrid::add`] does).
+    pub fn add(&mut self, f: impl Fn(f64) -> f64) -> bool {
+        if self.updates > 0 && self.updates % self.every == 0 && self.restarts.len() < MAX_RESTARTS {
+            let mut fresh = self.base.clone();
+            fresh.reset();
+            self.restarts.push((self.updates / self.every, fresh));
+        }
+        let vals: Vec<f64> = self.base.params.iter().map(|&p| f(p)).collect();
+        if vals.iter().any(|v| !v.is_finite()) {
+            return false;
+        }
+        for g in std::iter::once(&mut self.base).chain(self.restarts.iter_mut().map(|(_, g)| g)) {
+            for (l, v) in g.loglik.iter_mut().zip(&vals) {
+                *l += v;
+            }
+            g.updates += 1;
+        }
+        self.updates += 1;
+        true
+    }
+
+    /// ln of the weighted average of the one-sided e-processes.
+    pub fn ln_e_value_greater(&self) -> f64 {
+        let mut terms = vec![0.5f64.ln() + self.base.ln_e_value_greater()];
+        for (j, g) in &self.restarts {
+            let j = f64::from(*j);
+            terms.push(-(2.0 * j * (j + 1.0)).ln() + g.ln_e_value_greater());
+        }
+        // The weights of restarts not started yet belong to processes still at 1.
+        let started: f64 = self.restarts.iter().map(|(j, _)| 1.0 / (2.0 * f64::from(*j) * (f64::from(*j) + 1.0))).sum();
+        let pending = (0.5 - started).max(0.0);
+        if pending > 0.0 {
+            terms.push(pending.ln());
+        }
+        log_sum_exp(&terms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::grid::thinning_loglik;
+
+    #[test]
+    fn starts_at_one_and_sees_a_late_change() {
+        let mut g = ChangeGrid::new(LogGrid::new(1.1, 64f64.ln(), 48), 6);
+        assert!(g.ln_e_value_greater().abs() < 1e-12);
+        // 30 good intervals, then the canary's errors jump x10.
+        for _ in 0..30 {
+            g.add(|r| thinning_loglik(r, 10.0, 10.0, 1000.0, 1000.0));
+        }
+        let before = g.ln_e_value_greater();
+        let mut base_only = g.base.clone();
+        for _ in 0..2 {
+            g.add(|r| thinning_loglik(r, 10.0, 100.0, 1000.0, 1000.0));
+            base_only.add(|r| thinning_loglik(r, 10.0, 100.0, 1000.0, 1000.0));
+        }
+        assert!(before < 0.0);
+        assert!(g.ln_e_value_greater() > base_only.ln_e_value_greater() - 0.5f64.ln().abs());
+        assert!(g.ln_e_value_greater() > 300f64.ln(), "{}", g.ln_e_value_greater());
+    }
+}
