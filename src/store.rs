@@ -511,6 +511,7 @@ mod tests {
             canary: ArmSpec { targets: vec!["http://127.0.0.1:2/metrics".into()], ..Default::default() },
             strategy: Strategy::Analysis,
             labels: Default::default(),
+            timing: None,
         }
     }
 
