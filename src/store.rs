@@ -126,7 +126,31 @@ const MIGRATIONS: &[&str] = &[
         created_at REAL NOT NULL
     );
     CREATE INDEX outbox_due ON outbox(status, notifier, next_at);",
+    // 2: incidents a destination was told about (Alertmanager alerts to refresh and resolve,
+    // PagerDuty incidents to resolve)
+    "CREATE TABLE incidents (
+        notifier TEXT NOT NULL,
+        key TEXT NOT NULL,
+        alertname TEXT NOT NULL,
+        notice TEXT NOT NULL,
+        opened_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (notifier, key, alertname)
+    );",
 ];
+
+/// An incident a destination was told about and not yet told is over.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Incident {
+    pub notifier: String,
+    /// The notice key (one per deployment, or `rollguard/backend`, `rollguard/rules`).
+    pub key: String,
+    /// Alertmanager `alertname` (or the destination's own name for the incident).
+    pub alertname: String,
+    /// The latest notice that opened or updated it.
+    pub notice: serde_json::Value,
+    pub opened_at: f64,
+}
 
 /// The SQLite-backed store. Calls are short and synchronous; a `Mutex` serialises them.
 pub struct Store {
@@ -410,7 +434,8 @@ impl Store {
         }))
     }
 
-    /// Marks a notification delivered, retried later, or dead-lettered.
+    /// Marks a notification delivered (`sent`), not needed after all (`skipped`), retried
+    /// later (`pending`), or dead-lettered (`dead`).
     pub fn outbox_update(&self, id: i64, status: &str, attempts: u32, next_at: f64, error: &str) -> Result<(), StoreError> {
         let c = self.lock();
         c.execute(
@@ -429,6 +454,91 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every queued notification of a destination (all of them with `None`), oldest first.
+    pub fn outbox(&self, notifier: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare(
+                "SELECT id, notifier, payload, attempts, next_at, status, last_error FROM outbox
+                 WHERE (?1 IS NULL OR notifier = ?1) ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![notifier], |r| {
+                let payload: String = r.get(2)?;
+                Ok(OutboxItem {
+                    id: r.get(0)?,
+                    notifier: r.get(1)?,
+                    payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+                    attempts: r.get(3)?,
+                    next_at: r.get(4)?,
+                    status: r.get(5)?,
+                    last_error: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Whether an identical payload is already waiting for this destination (so periodic
+    /// work does not pile up while a destination is down).
+    pub fn outbox_has_pending(&self, notifier: &str, payload: &serde_json::Value) -> Result<bool, StoreError> {
+        let c = self.lock();
+        c.query_row(
+            "SELECT 1 FROM outbox WHERE notifier = ?1 AND status = 'pending' AND payload = ?2 LIMIT 1",
+            params![notifier, payload.to_string()],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|o| o.is_some())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Open incidents of a destination, optionally for one key, oldest first.
+    pub fn incidents(&self, notifier: &str, key: Option<&str>) -> Result<Vec<Incident>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare(
+                "SELECT notifier, key, alertname, notice, opened_at FROM incidents
+                 WHERE notifier = ?1 AND (?2 IS NULL OR key = ?2) ORDER BY opened_at, key, alertname",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![notifier, key], |r| {
+                let notice: String = r.get(3)?;
+                Ok(Incident {
+                    notifier: r.get(0)?,
+                    key: r.get(1)?,
+                    alertname: r.get(2)?,
+                    notice: serde_json::from_str(&notice).unwrap_or(serde_json::Value::Null),
+                    opened_at: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records that a destination now knows an incident is open (keeping the first opening
+    /// time when it was open already).
+    pub fn incident_open(&self, notifier: &str, key: &str, alertname: &str, notice: &serde_json::Value, at: f64) -> Result<(), StoreError> {
+        let c = self.lock();
+        c.execute(
+            "INSERT INTO incidents (notifier, key, alertname, notice, opened_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT (notifier, key, alertname) DO UPDATE SET notice = excluded.notice, updated_at = excluded.updated_at",
+            params![notifier, key, alertname, notice.to_string(), at],
+        )
+        .map(drop)
+        .map_err(|e| self.err(e))
+    }
+
+    /// Forgets an incident the destination was told is over.
+    pub fn incident_close(&self, notifier: &str, key: &str, alertname: &str) -> Result<(), StoreError> {
+        let c = self.lock();
+        c.execute("DELETE FROM incidents WHERE notifier = ?1 AND key = ?2 AND alertname = ?3", params![notifier, key, alertname])
+            .map(drop)
+            .map_err(|e| self.err(e))
     }
 
     /// Finished deployments since `since` (Unix seconds): (service, state, created, finished).
@@ -538,7 +648,7 @@ mod tests {
             output: String::new(),
             facts: serde_json::json!({"x": 1}),
         };
-        s.save(&rec, &[("decision".into(), "rolled back".into(), serde_json::Value::Null)], &[act.clone()]).unwrap();
+        s.save(&rec, &[("decision".into(), "rolled back".into(), serde_json::Value::Null)], std::slice::from_ref(&act)).unwrap();
         // Saving the same action twice does not duplicate it.
         s.save(&rec, &[], &[act]).unwrap();
         drop(s);

@@ -34,7 +34,17 @@ pub struct Facts {
     pub checks: serde_json::Value,
 }
 
+/// The `{{name}}` placeholders hooks may use (plus `param.<name>` for deployment
+/// parameters); config validation rejects any other.
+pub const PLACEHOLDERS: &[&str] =
+    &["id", "deployment", "service", "analysis", "action", "action_id", "verdict", "reason", "version", "baseline_version", "step", "weight", "dry_run", "param.<name>"];
+
 impl Facts {
+    /// Whether `name` is a placeholder some deployment can fill.
+    pub fn knows(name: &str) -> bool {
+        name.strip_prefix("param.").is_some_and(|p| !p.is_empty()) || PLACEHOLDERS.iter().any(|p| *p == name && !p.contains('<'))
+    }
+
     /// Value of a `{{name}}` placeholder (`id`, `service`, `param.job`, ...).
     pub fn lookup(&self, name: &str) -> Option<String> {
         Some(match name {
