@@ -25,6 +25,11 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Defuses mentions in plain-text fields (no markdown there to escape).
+pub fn defuse(s: &str) -> String {
+    s.replace('@', "@\u{200B}")
+}
+
 /// The webhook body.
 pub fn render(d: &Digest) -> Value {
     let mut text = format!("#### {}\n{}", escape(&d.headline), escape(&d.text));
@@ -43,7 +48,7 @@ pub fn render(d: &Digest) -> Value {
     }
     let fields: Vec<Value> = d.facts.iter().map(|(k, v)| json!({ "short": true, "title": k, "value": escape(v) })).collect();
     let mut attachment = json!({
-        "fallback": truncate_chars(&format!("{}: {}", d.headline, d.text), 1000),
+        "fallback": truncate_chars(&defuse(&format!("{}: {}", d.headline, d.text)), 1000),
         "color": format!("#{:06X}", colour(d.kind)),
         "text": truncate_chars(&details, TEXT_MAX),
         "fields": fields,

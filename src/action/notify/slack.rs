@@ -17,11 +17,17 @@ pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// Plain-text objects parse no markup, but angle brackets are swapped for look-alikes anyway
+/// so nothing resembling `<!channel>` reaches Slack at all.
+fn plain(s: &str) -> String {
+    s.replace('<', "‹").replace('>', "›")
+}
+
 /// The webhook body.
 pub fn render(d: &Digest) -> Value {
     let mut blocks = vec![json!({
         "type": "header",
-        "text": { "type": "plain_text", "text": truncate_chars(&d.headline, HEADER_MAX), "emoji": true }
+        "text": { "type": "plain_text", "text": truncate_chars(&plain(&d.headline), HEADER_MAX), "emoji": true }
     })];
     if !d.text.is_empty() {
         blocks.push(section(&escape(&d.text)));
