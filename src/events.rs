@@ -115,7 +115,9 @@ impl NoticeKind {
             | NoticeKind::Promoted
             | NoticeKind::Aborted
             | NoticeKind::BackendRecovered => Lifecycle::Close,
-            NoticeKind::DeploymentStarted | NoticeKind::StepPromoted | NoticeKind::DryRun => Lifecycle::Info,
+            NoticeKind::DeploymentStarted | NoticeKind::StepPromoted | NoticeKind::DryRun => {
+                Lifecycle::Info
+            }
         }
     }
 
@@ -188,12 +190,37 @@ pub struct Notice {
 impl Notice {
     /// Writes the log line for this event (structured fields for journald).
     pub fn log(&self) {
-        let dep = self.subject.as_ref().map(|s| s.deployment.as_str()).unwrap_or("");
+        let dep = self
+            .subject
+            .as_ref()
+            .map(|s| s.deployment.as_str())
+            .unwrap_or("");
         let kind = self.kind.as_str();
         match self.kind.severity() {
-            "critical" => tracing::error!(event = kind, deployment = dep, message_id = self.kind.message_id(), "{}: {}", self.title, self.text),
-            "warning" => tracing::warn!(event = kind, deployment = dep, message_id = self.kind.message_id(), "{}: {}", self.title, self.text),
-            _ => tracing::info!(event = kind, deployment = dep, message_id = self.kind.message_id(), "{}: {}", self.title, self.text),
+            "critical" => tracing::error!(
+                event = kind,
+                deployment = dep,
+                message_id = self.kind.message_id(),
+                "{}: {}",
+                self.title,
+                self.text
+            ),
+            "warning" => tracing::warn!(
+                event = kind,
+                deployment = dep,
+                message_id = self.kind.message_id(),
+                "{}: {}",
+                self.title,
+                self.text
+            ),
+            _ => tracing::info!(
+                event = kind,
+                deployment = dep,
+                message_id = self.kind.message_id(),
+                "{}: {}",
+                self.title,
+                self.text
+            ),
         }
     }
 }

@@ -21,7 +21,11 @@ fn slow_rollback(dir: &std::path::Path, sleep_s: f64) -> String {
 }
 
 fn lines(p: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn register(d: &Daemon, fleet: &FleetServer, id: &str) {
@@ -46,7 +50,15 @@ fn wait_action(d: &Daemon, id: &str) -> serde_json::Value {
 }
 
 fn run(case: &str, sleep_s: f64, restart_after_hook: bool) {
-    let fleet = FleetServer::start(Scenario { fault: Fault::ErrorRatio { factor: 8.0 }, fault_at_s: 0.0, seed: 21, ..Scenario::default() }, 20.0);
+    let fleet = FleetServer::start(
+        Scenario {
+            fault: Fault::ErrorRatio { factor: 8.0 },
+            fault_at_s: 0.0,
+            seed: 21,
+            ..Scenario::default()
+        },
+        20.0,
+    );
     let dir = tempfile::tempdir().unwrap();
     let effect = dir.path().join("effect");
     let started = dir.path().join("effect.started");
@@ -55,24 +67,48 @@ fn run(case: &str, sleep_s: f64, restart_after_hook: bool) {
     let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
     register(&d, &fleet, case);
     // The decision is persisted and the hook is running: kill -9 the daemon now.
-    common::wait_for(Duration::from_secs(60), || (!lines(&started).is_empty()).then_some(()))
-        .unwrap_or_else(|| panic!("rollback hook never started; log:\n{}", d.log()));
-    assert!(lines(&effect).is_empty(), "the hook should still be sleeping");
+    common::wait_for(Duration::from_secs(60), || {
+        (!lines(&started).is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("rollback hook never started; log:\n{}", d.log()));
+    assert!(
+        lines(&effect).is_empty(),
+        "the hook should still be sleeping"
+    );
     let dir = d.crash();
     if restart_after_hook {
         // The hook finishes while no daemon is running.
-        common::wait_for(Duration::from_secs(30), || (!lines(&effect).is_empty()).then_some(())).expect("hook outlived the daemon");
+        common::wait_for(Duration::from_secs(30), || {
+            (!lines(&effect).is_empty()).then_some(())
+        })
+        .expect("hook outlived the daemon");
     }
     let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
     let a = wait_action(&d, case);
     assert_eq!(a["status"], "succeeded", "{a:#}\nlog:\n{}", d.log());
     assert_eq!(a["attempts"], 1, "{a:#}");
     let action_id = format!("{case}-rollback-0-slow-rollback");
-    assert_eq!(lines(&started), vec![action_id.clone()], "the hook was started once");
-    assert_eq!(lines(&effect), vec![action_id], "its side effect happened once");
+    assert_eq!(
+        lines(&started),
+        vec![action_id.clone()],
+        "the hook was started once"
+    );
+    assert_eq!(
+        lines(&effect),
+        vec![action_id],
+        "its side effect happened once"
+    );
     let (_, v) = d.get(&format!("/api/v1/deployments/{case}"));
-    assert_eq!(v["state"], "rolled_back", "never rolled back twice, never un-rolled-back");
-    assert!(d.log().contains("found the result of a hook that ran while the daemon was down"), "{}", d.log());
+    assert_eq!(
+        v["state"], "rolled_back",
+        "never rolled back twice, never un-rolled-back"
+    );
+    assert!(
+        d.log()
+            .contains("found the result of a hook that ran while the daemon was down"),
+        "{}",
+        d.log()
+    );
     // Nothing runs it again later either.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(lines(&started).len(), 1);

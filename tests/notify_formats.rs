@@ -41,7 +41,10 @@ fn checks() -> Vec<rollguard::judge::CheckReport> {
 }
 
 fn notice(kind: NoticeKind, text: String) -> Notice {
-    let ops = matches!(kind, NoticeKind::BackendDown | NoticeKind::BackendRecovered | NoticeKind::RuleReloadFailed);
+    let ops = matches!(
+        kind,
+        NoticeKind::BackendDown | NoticeKind::BackendRecovered | NoticeKind::RuleReloadFailed
+    );
     Notice {
         kind,
         at: rollguard::store::now(),
@@ -56,7 +59,11 @@ fn notice(kind: NoticeKind, text: String) -> Notice {
         text,
         checks: if ops { vec![] } else { checks() },
         link: None,
-        key: if ops { "rollguard/backend".into() } else { "rollguard/checkout-42".into() },
+        key: if ops {
+            "rollguard/backend".into()
+        } else {
+            "rollguard/checkout-42".into()
+        },
     }
 }
 
@@ -69,11 +76,36 @@ fn destinations(fake: &Fake) -> BTreeMap<String, NotifierConfig> {
         c.retry_backoff = Duration::from_millis(50);
         d.insert(name.to_string(), c);
     };
-    add("slack", NotifierKind::Slack { url: url("/slack/T1/B1/x") });
-    add("mattermost", NotifierKind::Mattermost { url: url("/mattermost/hooks/abc") });
-    add("teams", NotifierKind::Teams { url: url("/teams/workflows/flow?sig=abc") });
-    add("discord", NotifierKind::Discord { url: url("/discord/api/webhooks/1/tok") });
-    add("gchat", NotifierKind::GoogleChat { url: url("/gchat/v1/spaces/S/messages?key=k&token=t") });
+    add(
+        "slack",
+        NotifierKind::Slack {
+            url: url("/slack/T1/B1/x"),
+        },
+    );
+    add(
+        "mattermost",
+        NotifierKind::Mattermost {
+            url: url("/mattermost/hooks/abc"),
+        },
+    );
+    add(
+        "teams",
+        NotifierKind::Teams {
+            url: url("/teams/workflows/flow?sig=abc"),
+        },
+    );
+    add(
+        "discord",
+        NotifierKind::Discord {
+            url: url("/discord/api/webhooks/1/tok"),
+        },
+    );
+    add(
+        "gchat",
+        NotifierKind::GoogleChat {
+            url: url("/gchat/v1/spaces/S/messages?key=k&token=t"),
+        },
+    );
     add(
         "pagerduty",
         NotifierKind::Pagerduty {
@@ -92,7 +124,13 @@ fn destinations(fake: &Fake) -> BTreeMap<String, NotifierConfig> {
             max_active: Duration::from_secs(3600),
         },
     );
-    add("webhook", NotifierKind::Webhook { url: url("/webhook"), hmac_secret: Some(Secret::Inline(WEBHOOK_SECRET.into())) });
+    add(
+        "webhook",
+        NotifierKind::Webhook {
+            url: url("/webhook"),
+            hmac_secret: Some(Secret::Inline(WEBHOOK_SECRET.into())),
+        },
+    );
     d
 }
 
@@ -115,13 +153,26 @@ async fn every_event_reaches_every_notifier_type_in_its_documented_format() {
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let dests = destinations(&fake);
     let names: Vec<String> = dests.keys().cloned().collect();
-    let n = Arc::new(Notifiers::new(store.clone(), dests, Arc::new(Telemetry::new())).unwrap().with_pace(Duration::ZERO));
+    let n = Arc::new(
+        Notifiers::new(store.clone(), dests, Arc::new(Telemetry::new()))
+            .unwrap()
+            .with_pace(Duration::ZERO),
+    );
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(n.clone().run(shutdown.clone()));
 
     // Every kind once, with a normal text; then one with an oversized text (limits).
     for k in NoticeKind::ALL {
-        n.enqueue(&names, &notice(k, format!("{} happened. Action: running rollback-hook. {NASTY}", k.as_str())));
+        n.enqueue(
+            &names,
+            &notice(
+                k,
+                format!(
+                    "{} happened. Action: running rollback-hook. {NASTY}",
+                    k.as_str()
+                ),
+            ),
+        );
     }
     let huge = format!("{}END", "too much to say. ".repeat(4000));
     n.enqueue(&names, &notice(NoticeKind::RollbackFailed, huge));
@@ -129,18 +180,42 @@ async fn every_event_reaches_every_notifier_type_in_its_documented_format() {
     let items = drained(&store).await;
     shutdown.cancel();
     let _ = run.await;
-    assert_eq!(fake.errors(), Vec::<String>::new(), "payloads the services would reject");
-    let bad: Vec<_> = items.iter().filter(|i| i.status != "sent" && i.status != "skipped").collect();
+    assert_eq!(
+        fake.errors(),
+        Vec::<String>::new(),
+        "payloads the services would reject"
+    );
+    let bad: Vec<_> = items
+        .iter()
+        .filter(|i| i.status != "sent" && i.status != "skipped")
+        .collect();
     assert!(bad.is_empty(), "undelivered: {bad:#?}");
 
     let all = NoticeKind::ALL.len() + 1;
     // Chat destinations and the webhook get every notice.
-    for p in ["/slack", "/mattermost", "/teams", "/discord", "/gchat", "/webhook"] {
+    for p in [
+        "/slack",
+        "/mattermost",
+        "/teams",
+        "/discord",
+        "/gchat",
+        "/webhook",
+    ] {
         assert_eq!(fake.received_at(p).len(), all, "{p}");
     }
     // Alertmanager: every notice that opens or closes an alert, never the informational ones.
     let am = fake.received_at("/am");
-    let am_kinds: Vec<String> = am.iter().flat_map(|r| r.json().as_array().unwrap().iter().map(|a| a["annotations"]["event"].as_str().unwrap().to_string()).collect::<Vec<_>>()).collect();
+    let am_kinds: Vec<String> = am
+        .iter()
+        .flat_map(|r| {
+            r.json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["annotations"]["event"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for k in NoticeKind::ALL {
         let sent = am_kinds.iter().any(|e| e == k.as_str());
         match k.lifecycle() {
@@ -151,40 +226,96 @@ async fn every_event_reaches_every_notifier_type_in_its_documented_format() {
     }
     // PagerDuty (min_severity warning): a trigger per opening kind, resolves, change events.
     let pd = fake.received_at("/pd/v2/enqueue");
-    let actions: Vec<String> = pd.iter().map(|r| r.json()["event_action"].as_str().unwrap().to_string()).collect();
-    assert!(actions.contains(&"trigger".to_string()) && actions.contains(&"resolve".to_string()), "{actions:?}");
-    let trigger_keys: Vec<String> = pd.iter().map(|r| r.json()["dedup_key"].as_str().unwrap().to_string()).collect();
-    assert!(trigger_keys.iter().all(|k| k.starts_with("rollguard/")), "{trigger_keys:?}");
+    let actions: Vec<String> = pd
+        .iter()
+        .map(|r| r.json()["event_action"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        actions.contains(&"trigger".to_string()) && actions.contains(&"resolve".to_string()),
+        "{actions:?}"
+    );
+    let trigger_keys: Vec<String> = pd
+        .iter()
+        .map(|r| r.json()["dedup_key"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        trigger_keys.iter().all(|k| k.starts_with("rollguard/")),
+        "{trigger_keys:?}"
+    );
     let changes = fake.received_at("/pd/v2/change/enqueue");
-    assert_eq!(changes.len(), 4, "rollback started/succeeded, aborted, promoted are change events");
+    assert_eq!(
+        changes.len(),
+        4,
+        "rollback started/succeeded, aborted, promoted are change events"
+    );
 
     // Every chat message says what happened, to which deployment and version, which check,
     // both arms' numbers, the effect with its bounds, and links to the details.
     for p in ["/slack", "/mattermost", "/teams", "/discord", "/gchat"] {
         let r = &fake.received_at(p)[3]; // rollback_started
         let t = r.text();
-        for want in ["rollback_started checkout-42", "v2025.11.3", "v2025.11.2", "latency-p99", "canary 4.10 %", "baseline 0.52 %", "x7.9", "x5.2", "x12", "99 % bounds", "running rollback-hook", "https://rollguard.example/api/v1/deployments/checkout-42"] {
+        for want in [
+            "rollback_started checkout-42",
+            "v2025.11.3",
+            "v2025.11.2",
+            "latency-p99",
+            "canary 4.10 %",
+            "baseline 0.52 %",
+            "x7.9",
+            "x5.2",
+            "x12",
+            "99 % bounds",
+            "running rollback-hook",
+            "https://rollguard.example/api/v1/deployments/checkout-42",
+        ] {
             assert!(t.contains(want), "{p} lacks `{want}`: {t}");
         }
         // The failing check comes first.
-        assert!(t.find("latency-p99").unwrap() < t.find("error-ratio").unwrap(), "{p}: failing check first");
+        assert!(
+            t.find("latency-p99").unwrap() < t.find("error-ratio").unwrap(),
+            "{p}: failing check first"
+        );
     }
     // Mention-safety per destination.
     let slack = fake.received_at("/slack")[0].text();
-    assert!(slack.contains("&lt;!channel&gt;") && !slack.contains("<!channel>"), "{slack}");
-    assert!(fake.received_at("/discord").iter().all(|r| r.json()["allowed_mentions"]["parse"] == json!([])));
+    assert!(
+        slack.contains("&lt;!channel&gt;") && !slack.contains("<!channel>"),
+        "{slack}"
+    );
+    assert!(
+        fake.received_at("/discord")
+            .iter()
+            .all(|r| r.json()["allowed_mentions"]["parse"] == json!([]))
+    );
     let gchat = fake.received_at("/gchat")[0].json();
-    assert_eq!(gchat["thread"]["threadKey"], "rollguard/checkout-42", "one thread per deployment");
+    assert_eq!(
+        gchat["thread"]["threadKey"], "rollguard/checkout-42",
+        "one thread per deployment"
+    );
     // The oversized message was cut to each limit and still delivered.
     let last_discord = fake.received_at("/discord").last().unwrap().json();
-    assert!(last_discord["embeds"][0]["description"].as_str().unwrap().ends_with('…'));
+    assert!(
+        last_discord["embeds"][0]["description"]
+            .as_str()
+            .unwrap()
+            .ends_with('…')
+    );
     let webhook = fake.received_at("/webhook")[0].json();
-    assert_eq!(webhook["link"], "https://rollguard.example/api/v1/deployments/checkout-42");
+    assert_eq!(
+        webhook["link"],
+        "https://rollguard.example/api/v1/deployments/checkout-42"
+    );
 }
 
 #[test]
 fn retired_teams_connector_urls_are_rejected_in_every_form() {
-    assert!(rollguard::config::is_retired_teams_url("https://contoso.webhook.office.com/webhookb2/abc@def/IncomingWebhook/x/y"));
-    assert!(rollguard::config::is_retired_teams_url("https://webhook.office.com/x"));
-    assert!(!rollguard::config::is_retired_teams_url("https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x"));
+    assert!(rollguard::config::is_retired_teams_url(
+        "https://contoso.webhook.office.com/webhookb2/abc@def/IncomingWebhook/x/y"
+    ));
+    assert!(rollguard::config::is_retired_teams_url(
+        "https://webhook.office.com/x"
+    ));
+    assert!(!rollguard::config::is_retired_teams_url(
+        "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x"
+    ));
 }

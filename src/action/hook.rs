@@ -61,24 +61,51 @@ fn yes() -> bool {
 
 impl HookOutcome {
     fn failed(summary: impl Into<String>) -> Self {
-        HookOutcome { success: false, code: None, timed_out: false, summary: summary.into(), output: String::new(), retry_after: None, retryable: true }
+        HookOutcome {
+            success: false,
+            code: None,
+            timed_out: false,
+            summary: summary.into(),
+            output: String::new(),
+            retry_after: None,
+            retryable: true,
+        }
     }
 
     /// A failure no retry can fix (bad configuration).
     fn broken(summary: impl Into<String>) -> Self {
-        HookOutcome { retryable: false, ..Self::failed(summary) }
+        HookOutcome {
+            retryable: false,
+            ..Self::failed(summary)
+        }
     }
 }
 
 /// Where an attempt keeps its files.
 pub fn attempt_dir(state_dir: &Path, action_id: &str, attempt: u32) -> PathBuf {
-    state_dir.join("actions").join(safe_name(action_id)).join(format!("attempt-{attempt}"))
+    state_dir
+        .join("actions")
+        .join(safe_name(action_id))
+        .join(format!("attempt-{attempt}"))
 }
 
 /// Action ids contain deployment ids chosen by pipelines: keep them one path component.
 fn safe_name(id: &str) -> String {
-    let s: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
-    if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }
+    let s: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
 }
 
 /// Removes an attempt's files once its result is in the store (hook output can be large;
@@ -94,13 +121,21 @@ pub fn discard(dir: &Path) {
 /// Renders a hook's argv for these facts (each element stays one argument).
 pub fn render_argv(argv: &[String], facts: &Facts) -> Result<Vec<String>, String> {
     argv.iter()
-        .map(|a| template::render(a, |n| facts.lookup(n)).map_err(|u| format!("unknown placeholder `{{{{{}}}}}` in hook argv", u.name)))
+        .map(|a| {
+            template::render(a, |n| facts.lookup(n))
+                .map_err(|u| format!("unknown placeholder `{{{{{}}}}}` in hook argv", u.name))
+        })
         .collect()
 }
 
 /// Starts an exec hook attempt and waits for it (or its timeout). `on_spawn` receives the
 /// process group id as soon as the process exists, so the caller can record it durably.
-pub async fn run_exec(hook: &HookConfig, facts: &Facts, dir: &Path, on_spawn: impl FnOnce(u32)) -> HookOutcome {
+pub async fn run_exec(
+    hook: &HookConfig,
+    facts: &Facts,
+    dir: &Path,
+    on_spawn: impl FnOnce(u32),
+) -> HookOutcome {
     let HookKind::Exec { argv, env, workdir } = &hook.kind else {
         return HookOutcome::broken("not an exec hook");
     };
@@ -110,12 +145,25 @@ pub async fn run_exec(hook: &HookConfig, facts: &Facts, dir: &Path, on_spawn: im
     };
     let (stdin, stdout, stderr) = match prepare_files(dir, facts) {
         Ok(f) => f,
-        Err(e) => return HookOutcome::failed(format!("cannot prepare hook files in {}: {e}", dir.display())),
+        Err(e) => {
+            return HookOutcome::failed(format!(
+                "cannot prepare hook files in {}: {e}",
+                dir.display()
+            ));
+        }
     };
     let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c").arg(WRAPPER).arg(WRAPPER_NAME).arg(dir.join("status")).args(&argv);
+    cmd.arg("-c")
+        .arg(WRAPPER)
+        .arg(WRAPPER_NAME)
+        .arg(dir.join("status"))
+        .args(&argv);
     cmd.env_clear();
-    for k in BASE_ENV.iter().copied().chain(env.iter().map(String::as_str)) {
+    for k in BASE_ENV
+        .iter()
+        .copied()
+        .chain(env.iter().map(String::as_str))
+    {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }
@@ -127,14 +175,21 @@ pub async fn run_exec(hook: &HookConfig, facts: &Facts, dir: &Path, on_spawn: im
     if let Some(w) = workdir {
         cmd.current_dir(w);
     }
-    cmd.stdin(Stdio::from(stdin)).stdout(Stdio::from(stdout)).stderr(Stdio::from(stderr));
+    cmd.stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
     // Own process group: a timeout kills everything the hook started, and a hook that
     // signals its own group (`kill 0`) cannot reach the daemon. Not killed on drop: the
     // hook must outlive a daemon crash.
     cmd.process_group(0).kill_on_drop(false);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return HookOutcome::failed(format!("cannot start /bin/sh for hook `{}`: {e}", hook.name)),
+        Err(e) => {
+            return HookOutcome::failed(format!(
+                "cannot start /bin/sh for hook `{}`: {e}",
+                hook.name
+            ));
+        }
     };
     let pid = child.id().unwrap_or(0);
     on_spawn(pid);
@@ -150,7 +205,10 @@ pub async fn run_exec(hook: &HookConfig, facts: &Facts, dir: &Path, on_spawn: im
 }
 
 /// Writes the facts for stdin and opens the output files.
-fn prepare_files(dir: &Path, facts: &Facts) -> std::io::Result<(std::fs::File, std::fs::File, std::fs::File)> {
+fn prepare_files(
+    dir: &Path,
+    facts: &Facts,
+) -> std::io::Result<(std::fs::File, std::fs::File, std::fs::File)> {
     std::fs::create_dir_all(dir)?;
     let payload = dir.join("stdin.json");
     let json = serde_json::to_vec_pretty(facts).map_err(std::io::Error::other)?;
@@ -160,14 +218,20 @@ fn prepare_files(dir: &Path, facts: &Facts) -> std::io::Result<(std::fs::File, s
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    Ok((std::fs::File::open(&payload)?, std::fs::File::create(dir.join("stdout"))?, std::fs::File::create(dir.join("stderr"))?))
+    Ok((
+        std::fs::File::open(&payload)?,
+        std::fs::File::create(dir.join("stdout"))?,
+        std::fs::File::create(dir.join("stderr"))?,
+    ))
 }
 
 /// Sends SIGTERM to the group, waits up to `grace` for every member to go, then SIGKILL.
 /// Returns whether SIGKILL was needed. `child` (the wrapper, when it is ours) is reaped
 /// while waiting, since a zombie still counts as a member of its group.
 pub async fn terminate_group(pgid: u32, grace: Duration, mut child: Option<&mut Child>) -> bool {
-    let Ok(raw) = i32::try_from(pgid) else { return false };
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
     if raw <= 1 {
         return false;
     }
@@ -193,33 +257,69 @@ pub async fn terminate_group(pgid: u32, grace: Duration, mut child: Option<&mut 
 /// How the wrapper process ended, as far as the daemon saw it.
 enum Ended {
     Exited(std::process::ExitStatus),
-    TimedOut { killed: bool },
+    TimedOut {
+        killed: bool,
+    },
     /// Waiting failed, or the daemon was not there to see it (after a restart).
     Lost(String),
 }
 
 /// Builds the outcome from the files an attempt left behind.
 fn finish(dir: &Path, ended: Ended, timeout: Duration) -> HookOutcome {
-    let recorded = std::fs::read_to_string(dir.join("status")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    let recorded = std::fs::read_to_string(dir.join("status"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
     let output = capture(dir);
     let (code, summary, timed_out) = match (&ended, recorded) {
         (Ended::TimedOut { killed }, _) => {
-            let how = if *killed { "process group killed with SIGKILL after SIGTERM was ignored" } else { "process group stopped with SIGTERM" };
-            (None, format!("timed out after {}; {how}", crate::units::format_duration(timeout)), true)
+            let how = if *killed {
+                "process group killed with SIGKILL after SIGTERM was ignored"
+            } else {
+                "process group stopped with SIGTERM"
+            };
+            (
+                None,
+                format!(
+                    "timed out after {}; {how}",
+                    crate::units::format_duration(timeout)
+                ),
+                true,
+            )
         }
         (_, Some(c)) => (Some(c), format!("exit {c}"), false),
         (Ended::Exited(s), None) => match (s.code(), s.signal()) {
             (Some(c), _) => (Some(c), format!("exit {c}"), false),
-            (None, Some(sig)) => (None, format!("terminated by signal {sig} ({}) before it finished", signal_name(sig)), false),
+            (None, Some(sig)) => (
+                None,
+                format!(
+                    "terminated by signal {sig} ({}) before it finished",
+                    signal_name(sig)
+                ),
+                false,
+            ),
             (None, None) => (None, "ended without an exit status".to_string(), false),
         },
-        (Ended::Lost(why), None) => (None, format!("ended without leaving an exit status ({why})"), false),
+        (Ended::Lost(why), None) => (
+            None,
+            format!("ended without leaving an exit status ({why})"),
+            false,
+        ),
     };
-    HookOutcome { success: !timed_out && code == Some(0), code, timed_out, summary, output, retry_after: None, retryable: true }
+    HookOutcome {
+        success: !timed_out && code == Some(0),
+        code,
+        timed_out,
+        summary,
+        output,
+        retry_after: None,
+        retryable: true,
+    }
 }
 
 fn signal_name(sig: i32) -> &'static str {
-    Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown signal")
+    Signal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown signal")
 }
 
 /// stdout then stderr of an attempt, each capped.
@@ -239,7 +339,9 @@ fn capture(dir: &Path) -> String {
 /// quarters of the cap and the last quarter, with the cut marked.
 pub fn read_capped(path: &Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let cap = OUTPUT_CAP as u64;
     if len <= cap {
@@ -255,7 +357,12 @@ pub fn read_capped(path: &Path) -> String {
     if f.seek(SeekFrom::Start(len - tail_len)).is_ok() {
         let _ = f.take(tail_len).read_to_end(&mut tail);
     }
-    format!("{}\n[… {} bytes cut …]\n{}", String::from_utf8_lossy(&head), len - head_len - tail_len, String::from_utf8_lossy(&tail))
+    format!(
+        "{}\n[… {} bytes cut …]\n{}",
+        String::from_utf8_lossy(&head),
+        len - head_len - tail_len,
+        String::from_utf8_lossy(&tail)
+    )
 }
 
 /// After a restart: an attempt that was running when the daemon died. Returns its outcome
@@ -263,17 +370,34 @@ pub fn read_capped(path: &Path) -> String {
 /// or `None` if it vanished without a status (the caller then runs it again, with the same
 /// `ROLLGUARD_ACTION_ID`). `pgid` is the recorded wrapper pid; when the daemon died before
 /// recording it, the wrapper is looked up by its command line.
-pub async fn recover_exec(dir: &Path, pgid: Option<u32>, remaining: Duration, hook: &HookConfig) -> Option<HookOutcome> {
+pub async fn recover_exec(
+    dir: &Path,
+    pgid: Option<u32>,
+    remaining: Duration,
+    hook: &HookConfig,
+) -> Option<HookOutcome> {
     let status = dir.join("status");
-    let pgid = pgid.filter(|p| wrapper_alive(*p, &status)).or_else(|| find_wrapper(&status));
+    let pgid = pgid
+        .filter(|p| wrapper_alive(*p, &status))
+        .or_else(|| find_wrapper(&status));
     let deadline = tokio::time::Instant::now() + remaining;
     loop {
         if status.exists() {
-            return Some(finish(dir, Ended::Lost("the daemon restarted while it ran".into()), hook.timeout));
+            return Some(finish(
+                dir,
+                Ended::Lost("the daemon restarted while it ran".into()),
+                hook.timeout,
+            ));
         }
         let Some(pg) = pgid.filter(|p| wrapper_alive(*p, &status)) else {
             // The wrapper may have written the status just before exiting.
-            return status.exists().then(|| finish(dir, Ended::Lost("the daemon restarted while it ran".into()), hook.timeout));
+            return status.exists().then(|| {
+                finish(
+                    dir,
+                    Ended::Lost("the daemon restarted while it ran".into()),
+                    hook.timeout,
+                )
+            });
         };
         if tokio::time::Instant::now() >= deadline {
             let killed = terminate_group(pg, hook.kill_grace, None).await;
@@ -286,7 +410,9 @@ pub async fn recover_exec(dir: &Path, pgid: Option<u32>, remaining: Duration, ho
 /// Whether `pid` is still this attempt's wrapper: it exists and its command line names this
 /// attempt's status file (guards against pid reuse).
 fn wrapper_alive(pid: u32, status: &Path) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
     if raw <= 1 || kill(Pid::from_raw(raw), None).is_err() {
         return false;
     }
@@ -298,7 +424,8 @@ fn cmdline_names(pid: u32, status: &Path) -> bool {
         Ok(cmdline) => {
             let needle = status.as_os_str().as_encoded_bytes();
             let mut args = cmdline.split(|&b| b == 0);
-            args.any(|a| a == WRAPPER_NAME.as_bytes()) && cmdline.split(|&b| b == 0).any(|a| a == needle)
+            args.any(|a| a == WRAPPER_NAME.as_bytes())
+                && cmdline.split(|&b| b == 0).any(|a| a == needle)
         }
         Err(_) => false,
     }
@@ -308,7 +435,10 @@ fn cmdline_names(pid: u32, status: &Path) -> bool {
 /// starting the hook and recording its pid).
 fn find_wrapper(status: &Path) -> Option<u32> {
     let entries = std::fs::read_dir("/proc").ok()?;
-    entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())).find(|pid| cmdline_names(*pid, status))
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .find(|pid| cmdline_names(*pid, status))
 }
 
 /// Renders the HTTP hook body: every string inside the JSON template is a `{{...}}` template;
@@ -316,9 +446,15 @@ fn find_wrapper(status: &Path) -> Option<u32> {
 pub fn render_body(body: &Option<serde_json::Value>, facts: &Facts) -> serde_json::Value {
     fn walk(v: &serde_json::Value, facts: &Facts) -> serde_json::Value {
         match v {
-            serde_json::Value::String(s) => serde_json::Value::String(template::render(s, |n| facts.lookup(n)).unwrap_or_else(|_| s.clone())),
-            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(|x| walk(x, facts)).collect()),
-            serde_json::Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, x)| (k.clone(), walk(x, facts))).collect()),
+            serde_json::Value::String(s) => serde_json::Value::String(
+                template::render(s, |n| facts.lookup(n)).unwrap_or_else(|_| s.clone()),
+            ),
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.iter().map(|x| walk(x, facts)).collect())
+            }
+            serde_json::Value::Object(o) => serde_json::Value::Object(
+                o.iter().map(|(k, x)| (k.clone(), walk(x, facts))).collect(),
+            ),
             other => other.clone(),
         }
     }
@@ -331,7 +467,8 @@ pub fn render_body(body: &Option<serde_json::Value>, facts: &Facts) -> serde_jso
 /// Renders an HTTP hook's URL template, percent-encoding each substituted value so a
 /// deployment id cannot add path segments or query parameters.
 pub fn render_url(url: &str, facts: &Facts) -> Result<String, String> {
-    template::render(url, |n| facts.lookup(n).map(|v| percent_encode(&v))).map_err(|u| format!("unknown placeholder `{{{{{}}}}}` in hook url", u.name))
+    template::render(url, |n| facts.lookup(n).map(|v| percent_encode(&v)))
+        .map_err(|u| format!("unknown placeholder `{{{{{}}}}}` in hook url", u.name))
 }
 
 fn percent_encode(s: &str) -> String {
@@ -350,7 +487,14 @@ fn percent_encode(s: &str) -> String {
 /// a repeat sent after a daemon restart. Header values and the URL (secrets) never appear in
 /// the outcome.
 pub async fn run_http(hook: &HookConfig, facts: &Facts, client: &reqwest::Client) -> HookOutcome {
-    let HookKind::Http { url, method, headers, body, success_codes } = &hook.kind else {
+    let HookKind::Http {
+        url,
+        method,
+        headers,
+        body,
+        success_codes,
+    } = &hook.kind
+    else {
         return HookOutcome::broken("not an HTTP hook");
     };
     let url = match url.resolve().and_then(|u| render_url(&u, facts)) {
@@ -360,7 +504,10 @@ pub async fn run_http(hook: &HookConfig, facts: &Facts, client: &reqwest::Client
     let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
         return HookOutcome::broken(format!("unsupported method `{method}`"));
     };
-    let mut req = client.request(method, &url).timeout(hook.timeout).header("Idempotency-Key", &facts.action_id);
+    let mut req = client
+        .request(method, &url)
+        .timeout(hook.timeout)
+        .header("Idempotency-Key", &facts.action_id);
     for (k, v) in headers {
         match v.resolve() {
             Ok(v) => req = req.header(k, v),
@@ -371,7 +518,8 @@ pub async fn run_http(hook: &HookConfig, facts: &Facts, client: &reqwest::Client
     match req.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            let retry_after = crate::net::retry_after(resp.headers()).map(|d| d.min(MAX_HOOK_BACKOFF));
+            let retry_after =
+                crate::net::retry_after(resp.headers()).map(|d| d.min(MAX_HOOK_BACKOFF));
             let text = crate::net::read_text_capped(resp, OUTPUT_CAP).await;
             let success = success_codes.contains(&status);
             HookOutcome {
@@ -382,17 +530,24 @@ pub async fn run_http(hook: &HookConfig, facts: &Facts, client: &reqwest::Client
                 output: text,
                 retry_after,
                 // 4xx other than "try later" means the request itself is wrong.
-                retryable: !(400..500).contains(&status) || matches!(status, 408 | 409 | 423 | 425 | 429),
+                retryable: !(400..500).contains(&status)
+                    || matches!(status, 408 | 409 | 423 | 425 | 429),
             }
         }
         Err(e) => {
             let timed_out = e.is_timeout();
             let summary = if timed_out {
-                format!("no answer within the {} timeout", crate::units::format_duration(hook.timeout))
+                format!(
+                    "no answer within the {} timeout",
+                    crate::units::format_duration(hook.timeout)
+                )
             } else {
                 format!("request failed: {}", crate::net::redact_error(&e))
             };
-            HookOutcome { timed_out, ..HookOutcome::failed(summary) }
+            HookOutcome {
+                timed_out,
+                ..HookOutcome::failed(summary)
+            }
         }
     }
 }
@@ -403,8 +558,14 @@ mod tests {
 
     #[test]
     fn url_values_are_encoded() {
-        let f = Facts { deployment: "a/b?c=d e".into(), ..Facts::default() };
-        assert_eq!(render_url("http://x/p/{{id}}?q={{id}}", &f).unwrap(), "http://x/p/a%2Fb%3Fc%3Dd%20e?q=a%2Fb%3Fc%3Dd%20e");
+        let f = Facts {
+            deployment: "a/b?c=d e".into(),
+            ..Facts::default()
+        };
+        assert_eq!(
+            render_url("http://x/p/{{id}}?q={{id}}", &f).unwrap(),
+            "http://x/p/a%2Fb%3Fc%3Dd%20e?q=a%2Fb%3Fc%3Dd%20e"
+        );
     }
 
     #[test]

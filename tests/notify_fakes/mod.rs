@@ -48,7 +48,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
     }
 
     pub fn header(mut self, k: &str, v: &str) -> Reply {
@@ -94,11 +99,15 @@ impl Fake {
     pub async fn start_on(addr: &str) -> Fake {
         let state = Arc::new(State::default());
         let st = state.clone();
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let st = st.clone();
-            async move { handle(st, method, uri, headers, body).await }
-        });
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind fake");
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let st = st.clone();
+                async move { handle(st, method, uri, headers, body).await }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind fake");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -123,7 +132,10 @@ impl Fake {
     }
 
     pub fn received_at(&self, prefix: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.path.starts_with(prefix)).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
     }
 
     pub fn errors(&self) -> Vec<String> {
@@ -143,7 +155,13 @@ impl Fake {
     }
 }
 
-async fn handle(st: Arc<State>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    st: Arc<State>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let r = Received {
         at: tokio::time::Instant::now(),
         method: method.to_string(),
@@ -167,7 +185,10 @@ async fn handle(st: Arc<State>, method: Method, uri: Uri, headers: HeaderMap, bo
         tokio::time::sleep(reply.delay).await;
         let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
         for (k, v) in reply.headers {
-            resp.headers_mut().insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            resp.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         return resp;
     }
@@ -181,7 +202,11 @@ fn success(r: &Received) -> Response {
         "slack" | "mattermost" => (StatusCode::OK, "ok").into_response(),
         "teams" => StatusCode::ACCEPTED.into_response(),
         "discord" => StatusCode::NO_CONTENT.into_response(),
-        "gchat" => (StatusCode::OK, axum::Json(serde_json::json!({"name": "spaces/AAA/messages/BBB"}))).into_response(),
+        "gchat" => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"name": "spaces/AAA/messages/BBB"})),
+        )
+            .into_response(),
         "pd" => {
             let dedup = r.json()["dedup_key"].clone();
             (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "success", "message": "Event processed", "dedup_key": dedup}))).into_response()
@@ -195,12 +220,18 @@ fn success(r: &Received) -> Response {
 pub fn validate(r: &Received) -> Result<(), String> {
     if r.path.starts_with("/hook") {
         // HTTP hooks: any method, any JSON the hook's template produced.
-        return serde_json::from_slice::<Value>(&r.body).map(drop).map_err(|e| format!("body is not JSON: {e}"));
+        return serde_json::from_slice::<Value>(&r.body)
+            .map(drop)
+            .map_err(|e| format!("body is not JSON: {e}"));
     }
     if r.method != "POST" {
         return Err(format!("expected POST, got {}", r.method));
     }
-    let ct = r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = r
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !ct.starts_with("application/json") {
         return Err(format!("Content-Type must be application/json, got `{ct}`"));
     }
@@ -221,7 +252,9 @@ pub fn validate(r: &Received) -> Result<(), String> {
 }
 
 fn s<'a>(v: &'a Value, field: &str) -> Result<&'a str, String> {
-    v.get(field).and_then(Value::as_str).ok_or_else(|| format!("`{field}` must be a string"))
+    v.get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("`{field}` must be a string"))
 }
 
 fn chars(s: &str) -> usize {
@@ -229,7 +262,14 @@ fn chars(s: &str) -> usize {
 }
 
 fn max(field: &str, text: &str, limit: usize) -> Result<(), String> {
-    if chars(text) > limit { Err(format!("`{field}` has {} characters, limit {limit}", chars(text))) } else { Ok(()) }
+    if chars(text) > limit {
+        Err(format!(
+            "`{field}` has {} characters, limit {limit}",
+            chars(text)
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// Slack mrkdwn: the only `<` allowed opens a link `<https://…|text>`; `&` only as an
@@ -250,10 +290,15 @@ fn slack_escaped(field: &str, t: &str) -> Result<(), String> {
 fn slack(v: &Value) -> Result<(), String> {
     let text = s(v, "text")?;
     if text.is_empty() {
-        return Err("`text` (the notification fallback) must not be empty when sending blocks".into());
+        return Err(
+            "`text` (the notification fallback) must not be empty when sending blocks".into(),
+        );
     }
     slack_escaped("text", text)?;
-    let blocks = v.get("blocks").and_then(Value::as_array).ok_or("`blocks` must be an array")?;
+    let blocks = v
+        .get("blocks")
+        .and_then(Value::as_array)
+        .ok_or("`blocks` must be an array")?;
     if blocks.is_empty() || blocks.len() > 50 {
         return Err(format!("{} blocks, must be 1-50", blocks.len()));
     }
@@ -275,7 +320,10 @@ fn slack(v: &Value) -> Result<(), String> {
                         slack_escaped("section.text", s(t, "text")?)?;
                     }
                 } else {
-                    let fields = b.get("fields").and_then(Value::as_array).ok_or("section needs text or fields")?;
+                    let fields = b
+                        .get("fields")
+                        .and_then(Value::as_array)
+                        .ok_or("section needs text or fields")?;
                     if fields.len() > 10 {
                         return Err("more than 10 section fields".into());
                     }
@@ -286,7 +334,10 @@ fn slack(v: &Value) -> Result<(), String> {
                 }
             }
             "context" => {
-                let els = b.get("elements").and_then(Value::as_array).ok_or("context needs elements")?;
+                let els = b
+                    .get("elements")
+                    .and_then(Value::as_array)
+                    .ok_or("context needs elements")?;
                 if els.is_empty() || els.len() > 10 {
                     return Err("context needs 1-10 elements".into());
                 }
@@ -303,7 +354,10 @@ fn slack(v: &Value) -> Result<(), String> {
 fn mattermost(v: &Value) -> Result<(), String> {
     let text = s(v, "text")?;
     max("text", text, 16383)?;
-    let atts = v.get("attachments").and_then(Value::as_array).ok_or("`attachments` must be an array")?;
+    let atts = v
+        .get("attachments")
+        .and_then(Value::as_array)
+        .ok_or("`attachments` must be an array")?;
     for a in atts {
         s(a, "fallback")?;
         let colour = s(a, "color")?;
@@ -311,10 +365,17 @@ fn mattermost(v: &Value) -> Result<(), String> {
             return Err(format!("color must be #RRGGBB, got {colour}"));
         }
         max("attachment.text", s(a, "text")?, 16383)?;
-        for f in a.get("fields").and_then(Value::as_array).into_iter().flatten() {
+        for f in a
+            .get("fields")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             s(f, "title")?;
             s(f, "value")?;
-            f.get("short").and_then(Value::as_bool).ok_or("field.short must be a boolean")?;
+            f.get("short")
+                .and_then(Value::as_bool)
+                .ok_or("field.short must be a boolean")?;
         }
     }
     let all = v.to_string();
@@ -333,7 +394,10 @@ fn teams(v: &Value, size: usize) -> Result<(), String> {
     if s(v, "type")? != "message" {
         return Err("envelope `type` must be `message`".into());
     }
-    let atts = v.get("attachments").and_then(Value::as_array).ok_or("`attachments` must be an array")?;
+    let atts = v
+        .get("attachments")
+        .and_then(Value::as_array)
+        .ok_or("`attachments` must be an array")?;
     if atts.len() != 1 {
         return Err("exactly one attachment (the card) expected".into());
     }
@@ -348,7 +412,10 @@ fn teams(v: &Value, size: usize) -> Result<(), String> {
     if !["1.2", "1.3", "1.4", "1.5"].contains(&version) {
         return Err(format!("card version {version} is not one Teams renders"));
     }
-    let body = card.get("body").and_then(Value::as_array).ok_or("card body must be an array")?;
+    let body = card
+        .get("body")
+        .and_then(Value::as_array)
+        .ok_or("card body must be an array")?;
     if body.is_empty() {
         return Err("card body is empty".into());
     }
@@ -356,21 +423,37 @@ fn teams(v: &Value, size: usize) -> Result<(), String> {
         match s(e, "type")? {
             "TextBlock" => s(e, "text").map(drop),
             "FactSet" => {
-                for f in e.get("facts").and_then(Value::as_array).ok_or("facts must be an array")? {
+                for f in e
+                    .get("facts")
+                    .and_then(Value::as_array)
+                    .ok_or("facts must be an array")?
+                {
                     s(f, "title")?;
                     s(f, "value")?;
                 }
                 Ok(())
             }
-            "Container" => e.get("items").and_then(Value::as_array).ok_or("container items")?.iter().try_for_each(element),
+            "Container" => e
+                .get("items")
+                .and_then(Value::as_array)
+                .ok_or("container items")?
+                .iter()
+                .try_for_each(element),
             other => Err(format!("unexpected element {other}")),
         }
     }
     body.iter().try_for_each(element)?;
     if card.get("$data").is_some() {
-        return Err("Workflows do not evaluate Adaptive Card templating ($data); render server-side".into());
+        return Err(
+            "Workflows do not evaluate Adaptive Card templating ($data); render server-side".into(),
+        );
     }
-    for a in card.get("actions").and_then(Value::as_array).into_iter().flatten() {
+    for a in card
+        .get("actions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if s(a, "type")? != "Action.OpenUrl" || !s(a, "url")?.starts_with("http") {
             return Err("actions must be Action.OpenUrl with an http(s) url".into());
         }
@@ -383,9 +466,16 @@ fn discord(v: &Value) -> Result<(), String> {
         return Err("allowed_mentions.parse must be [] so no text can ping".into());
     }
     if let Some(c) = v.get("content") {
-        max("content", c.as_str().ok_or("content must be a string")?, 2000)?;
+        max(
+            "content",
+            c.as_str().ok_or("content must be a string")?,
+            2000,
+        )?;
     }
-    let embeds = v.get("embeds").and_then(Value::as_array).ok_or("`embeds` must be an array")?;
+    let embeds = v
+        .get("embeds")
+        .and_then(Value::as_array)
+        .ok_or("`embeds` must be an array")?;
     if embeds.len() > 10 {
         return Err("more than 10 embeds".into());
     }
@@ -397,8 +487,13 @@ fn discord(v: &Value) -> Result<(), String> {
         let d = s(e, "description")?;
         max("embed.description", d, 4096)?;
         total += chars(d);
-        e.get("color").and_then(Value::as_u64).ok_or("color must be an integer")?;
-        let fields = e.get("fields").and_then(Value::as_array).ok_or("fields must be an array")?;
+        e.get("color")
+            .and_then(Value::as_u64)
+            .ok_or("color must be an integer")?;
+        let fields = e
+            .get("fields")
+            .and_then(Value::as_array)
+            .ok_or("fields must be an array")?;
         if fields.len() > 25 {
             return Err("more than 25 fields".into());
         }
@@ -418,15 +513,21 @@ fn discord(v: &Value) -> Result<(), String> {
             return Err(format!("embed text totals {total} characters, limit 6000"));
         }
         if let Some(ts) = e.get("timestamp") {
-            humantime::parse_rfc3339_weak(ts.as_str().ok_or("timestamp must be a string")?).map_err(|e| format!("timestamp: {e}"))?;
+            humantime::parse_rfc3339_weak(ts.as_str().ok_or("timestamp must be a string")?)
+                .map_err(|e| format!("timestamp: {e}"))?;
         }
     }
     Ok(())
 }
 
 fn google_chat(v: &Value, query: &str) -> Result<(), String> {
-    if !query.split('&').any(|p| p == "messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD") {
-        return Err(format!("threadKey needs messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD in the URL, query was `{query}`"));
+    if !query
+        .split('&')
+        .any(|p| p == "messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")
+    {
+        return Err(format!(
+            "threadKey needs messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD in the URL, query was `{query}`"
+        ));
     }
     let text = s(v, "text")?;
     if text.len() > 32_000 {
@@ -464,11 +565,15 @@ fn pagerduty_event(v: &Value) -> Result<(), String> {
             }
             let sev = s(p, "severity")?;
             if !["critical", "error", "warning", "info"].contains(&sev) {
-                return Err(format!("payload.severity `{sev}` is not critical|error|warning|info"));
+                return Err(format!(
+                    "payload.severity `{sev}` is not critical|error|warning|info"
+                ));
             }
             Ok(())
         }
-        "acknowledge" | "resolve" => dedup.map(drop).ok_or_else(|| format!("{action} needs the dedup_key of the trigger")),
+        "acknowledge" | "resolve" => dedup
+            .map(drop)
+            .ok_or_else(|| format!("{action} needs the dedup_key of the trigger")),
         other => Err(format!("event_action `{other}`")),
     }
 }
@@ -496,8 +601,15 @@ fn alertmanager(v: &Value) -> Result<(), String> {
     }
     let name = regex::Regex::new(r"^[a-zA-Z_][a-zA-Z0-9_]*$").unwrap();
     for a in alerts {
-        let labels = a.get("labels").and_then(Value::as_object).ok_or("labels must be an object")?;
-        if labels.get("alertname").and_then(Value::as_str).is_none_or(str::is_empty) {
+        let labels = a
+            .get("labels")
+            .and_then(Value::as_object)
+            .ok_or("labels must be an object")?;
+        if labels
+            .get("alertname")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             return Err("labels.alertname is required".into());
         }
         for (k, val) in labels {
@@ -508,16 +620,24 @@ fn alertmanager(v: &Value) -> Result<(), String> {
                 return Err(format!("label `{k}` must be a non-empty string"));
             }
         }
-        for (k, val) in a.get("annotations").and_then(Value::as_object).ok_or("annotations must be an object")? {
-            val.as_str().ok_or_else(|| format!("annotation `{k}` must be a string"))?;
+        for (k, val) in a
+            .get("annotations")
+            .and_then(Value::as_object)
+            .ok_or("annotations must be an object")?
+        {
+            val.as_str()
+                .ok_or_else(|| format!("annotation `{k}` must be a string"))?;
         }
-        let starts = humantime::parse_rfc3339_weak(s(a, "startsAt")?).map_err(|e| format!("startsAt: {e}"))?;
-        let ends = humantime::parse_rfc3339_weak(s(a, "endsAt")?).map_err(|e| format!("endsAt: {e}"))?;
+        let starts = humantime::parse_rfc3339_weak(s(a, "startsAt")?)
+            .map_err(|e| format!("startsAt: {e}"))?;
+        let ends =
+            humantime::parse_rfc3339_weak(s(a, "endsAt")?).map_err(|e| format!("endsAt: {e}"))?;
         if ends < starts {
             return Err("endsAt before startsAt".into());
         }
         if let Some(g) = a.get("generatorURL") {
-            url::Url::parse(g.as_str().ok_or("generatorURL must be a string")?).map_err(|e| format!("generatorURL: {e}"))?;
+            url::Url::parse(g.as_str().ok_or("generatorURL must be a string")?)
+                .map_err(|e| format!("generatorURL: {e}"))?;
         }
     }
     Ok(())
@@ -525,10 +645,21 @@ fn alertmanager(v: &Value) -> Result<(), String> {
 
 fn webhook(v: &Value, r: &Received) -> Result<(), String> {
     use hmac::{Hmac, Mac};
-    let sig = r.headers.get("x-rollguard-signature").and_then(|h| h.to_str().ok()).ok_or("missing X-Rollguard-Signature")?;
+    let sig = r
+        .headers
+        .get("x-rollguard-signature")
+        .and_then(|h| h.to_str().ok())
+        .ok_or("missing X-Rollguard-Signature")?;
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
     mac.update(&r.body);
-    let want = format!("sha256={}", mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let want = format!(
+        "sha256={}",
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
     if sig != want {
         return Err("signature does not match the body".into());
     }

@@ -23,7 +23,8 @@ const ANNOTATION_MAX: usize = 8000;
 
 /// Unix seconds as RFC 3339 UTC with milliseconds (`2025-11-04T10:15:00.000Z`).
 pub fn rfc3339(unix: f64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs_f64(if unix.is_finite() { unix.max(0.0) } else { 0.0 });
+    let t =
+        UNIX_EPOCH + Duration::from_secs_f64(if unix.is_finite() { unix.max(0.0) } else { 0.0 });
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -36,7 +37,17 @@ struct Settings<'a> {
 
 fn settings<'a>(ctx: &'a Ctx<'_>) -> Result<Settings<'a>, String> {
     match &ctx.config.kind {
-        NotifierKind::Alertmanager { url, labels, resend, max_active } => Ok(Settings { url, labels, resend: *resend, max_active: *max_active }),
+        NotifierKind::Alertmanager {
+            url,
+            labels,
+            resend,
+            max_active,
+        } => Ok(Settings {
+            url,
+            labels,
+            resend: *resend,
+            max_active: *max_active,
+        }),
         _ => Err("not an Alertmanager destination".into()),
     }
 }
@@ -48,28 +59,54 @@ pub fn plan(ctx: &Ctx<'_>, notice: &Notice, d: &Digest) -> Result<Plan, String> 
     let mut alerts = Vec::new();
     let mut changes = Vec::new();
     match notice.kind.lifecycle() {
-        Lifecycle::Info => return Ok(Plan::Skip { reason: "informational notices are not alerts".into(), changes }),
+        Lifecycle::Info => {
+            return Ok(Plan::Skip {
+                reason: "informational notices are not alerts".into(),
+                changes,
+            });
+        }
         Lifecycle::Open => {
             let name = notice.kind.alertname();
-            let starts = ctx.open.iter().find(|i| i.alertname == name).map_or(notice.at, |i| i.opened_at);
+            let starts = ctx
+                .open
+                .iter()
+                .find(|i| i.alertname == name)
+                .map_or(notice.at, |i| i.opened_at);
             alerts.push(alert(&s, notice, d, name, starts, lease));
-            changes.push(Change::Open { key: notice.key.clone(), alertname: name.into(), notice: serde_json::to_value(notice).unwrap_or_default(), at: starts });
+            changes.push(Change::Open {
+                key: notice.key.clone(),
+                alertname: name.into(),
+                notice: serde_json::to_value(notice).unwrap_or_default(),
+                at: starts,
+            });
             for old in ctx.open.iter().filter(|i| i.alertname != name) {
                 alerts.extend(resolved(&s, ctx, old));
-                changes.push(Change::Close { key: old.key.clone(), alertname: old.alertname.clone() });
+                changes.push(Change::Close {
+                    key: old.key.clone(),
+                    alertname: old.alertname.clone(),
+                });
             }
         }
         Lifecycle::Close => {
             for old in ctx.open {
                 alerts.extend(resolved(&s, ctx, old));
-                changes.push(Change::Close { key: old.key.clone(), alertname: old.alertname.clone() });
+                changes.push(Change::Close {
+                    key: old.key.clone(),
+                    alertname: old.alertname.clone(),
+                });
             }
             if alerts.is_empty() {
-                return Ok(Plan::Skip { reason: "no alert is active for this key".into(), changes });
+                return Ok(Plan::Skip {
+                    reason: "no alert is active for this key".into(),
+                    changes,
+                });
             }
         }
     }
-    Ok(Plan::Send { request: Rendered::json(format!("{}/api/v2/alerts", s.url), &Value::Array(alerts))?, changes })
+    Ok(Plan::Send {
+        request: Rendered::json(format!("{}/api/v2/alerts", s.url), &Value::Array(alerts))?,
+        changes,
+    })
 }
 
 /// Sends every active alert again with a fresh lease; alerts active longer than
@@ -81,35 +118,72 @@ pub fn refresh(ctx: &Ctx<'_>) -> Result<Plan, String> {
     let mut changes = Vec::new();
     for i in ctx.open {
         let Ok(n) = serde_json::from_value::<Notice>(i.notice.clone()) else {
-            changes.push(Change::Close { key: i.key.clone(), alertname: i.alertname.clone() });
+            changes.push(Change::Close {
+                key: i.key.clone(),
+                alertname: i.alertname.clone(),
+            });
             continue;
         };
         if ctx.now - i.opened_at > s.max_active.as_secs_f64() {
             tracing::info!(alert = %i.alertname, key = %i.key, "alert active longer than max_active; no longer refreshed, it expires in Alertmanager");
-            changes.push(Change::Close { key: i.key.clone(), alertname: i.alertname.clone() });
+            changes.push(Change::Close {
+                key: i.key.clone(),
+                alertname: i.alertname.clone(),
+            });
             continue;
         }
-        alerts.push(alert(&s, &n, &digest(&n, ctx.config.public_url.as_deref()), &i.alertname, i.opened_at, lease));
+        alerts.push(alert(
+            &s,
+            &n,
+            &digest(&n, ctx.config.public_url.as_deref()),
+            &i.alertname,
+            i.opened_at,
+            lease,
+        ));
     }
     if alerts.is_empty() {
-        return Ok(Plan::Skip { reason: "no active alerts".into(), changes });
+        return Ok(Plan::Skip {
+            reason: "no active alerts".into(),
+            changes,
+        });
     }
-    Ok(Plan::Send { request: Rendered::json(format!("{}/api/v2/alerts", s.url), &Value::Array(alerts))?, changes })
+    Ok(Plan::Send {
+        request: Rendered::json(format!("{}/api/v2/alerts", s.url), &Value::Array(alerts))?,
+        changes,
+    })
 }
 
 /// The resolving copy of an open alert (same labels, `endsAt` now).
 fn resolved(s: &Settings<'_>, ctx: &Ctx<'_>, i: &Incident) -> Option<Value> {
     let n: Notice = serde_json::from_value(i.notice.clone()).ok()?;
-    Some(alert(s, &n, &digest(&n, ctx.config.public_url.as_deref()), &i.alertname, i.opened_at, ctx.now))
+    Some(alert(
+        s,
+        &n,
+        &digest(&n, ctx.config.public_url.as_deref()),
+        &i.alertname,
+        i.opened_at,
+        ctx.now,
+    ))
 }
 
-fn alert(s: &Settings<'_>, n: &Notice, d: &Digest, alertname: &str, starts: f64, ends: f64) -> Value {
+fn alert(
+    s: &Settings<'_>,
+    n: &Notice,
+    d: &Digest,
+    alertname: &str,
+    starts: f64,
+    ends: f64,
+) -> Value {
     let mut labels: BTreeMap<String, String> = s.labels.clone();
     labels.insert("alertname".into(), alertname.into());
     labels.insert("severity".into(), n.kind.severity().into());
     labels.insert("source".into(), "rollguard".into());
     if let Some(sub) = &n.subject {
-        for (k, v) in [("deployment", &sub.deployment), ("service", &sub.service), ("analysis", &sub.analysis)] {
+        for (k, v) in [
+            ("deployment", &sub.deployment),
+            ("service", &sub.service),
+            ("analysis", &sub.analysis),
+        ] {
             if !v.is_empty() {
                 labels.insert(k.into(), v.clone());
             }

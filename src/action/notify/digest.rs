@@ -67,7 +67,10 @@ pub fn digest(n: &Notice, public_url: Option<&str>) -> Digest {
         push(&mut facts, "Deployment", &s.deployment);
         push(&mut facts, "Service", &s.service);
         let version = match (s.version.is_empty(), s.baseline_version.is_empty()) {
-            (false, false) => format!("{} (canary) vs {} (baseline)", s.version, s.baseline_version),
+            (false, false) => format!(
+                "{} (canary) vs {} (baseline)",
+                s.version, s.baseline_version
+            ),
             (false, true) => format!("{} (canary)", s.version),
             (true, false) => format!("baseline {}", s.baseline_version),
             (true, true) => String::new(),
@@ -77,7 +80,11 @@ pub fn digest(n: &Notice, public_url: Option<&str>) -> Digest {
     }
     let mut sorted: Vec<&CheckReport> = n.checks.iter().collect();
     sorted.sort_by_key(|c| c.outcome != Outcome::Fail);
-    let checks: Vec<CheckLine> = sorted.iter().take(MAX_CHECKS).map(|c| check_line(c)).collect();
+    let checks: Vec<CheckLine> = sorted
+        .iter()
+        .take(MAX_CHECKS)
+        .map(|c| check_line(c))
+        .collect();
     let link = n.link.clone().or_else(|| {
         let base = public_url?;
         let dep = &n.subject.as_ref()?.deployment;
@@ -128,7 +135,13 @@ pub fn colour(k: NoticeKind) -> u32 {
     match (k.severity(), k) {
         ("critical", _) => 0xE0_1E_5A,
         ("warning", _) => 0xEC_B2_2E,
-        (_, NoticeKind::RollbackSucceeded | NoticeKind::Promoted | NoticeKind::BackendRecovered | NoticeKind::Resumed) => 0x2E_B6_7D,
+        (
+            _,
+            NoticeKind::RollbackSucceeded
+            | NoticeKind::Promoted
+            | NoticeKind::BackendRecovered
+            | NoticeKind::Resumed,
+        ) => 0x2E_B6_7D,
         _ => 0x86_86_86,
     }
 }
@@ -141,7 +154,8 @@ fn check_line(c: &CheckReport) -> CheckLine {
         Outcome::NoData => "no data",
         Outcome::SourceError => "source error",
     };
-    let arm = |v: &crate::judge::ArmValue| format!("{} (n {})", value(c.kind, v.value), fmt::count(v.n));
+    let arm =
+        |v: &crate::judge::ArmValue| format!("{} (n {})", value(c.kind, v.value), fmt::count(v.n));
     let arms = match (&c.canary, &c.baseline) {
         (Some(cv), Some(bv)) => Some(format!("canary {} vs baseline {}", arm(cv), arm(bv))),
         (Some(cv), None) => Some(format!("canary {}", arm(cv))),
@@ -150,7 +164,14 @@ fn check_line(c: &CheckReport) -> CheckLine {
     };
     let effect = c.effect.as_ref().map(|e| {
         let f = |x: f64| effect_value(&e.unit, &e.measure, x);
-        format!("{} {}, {} bounds {} – {}", e.measure, f(e.estimate), fmt::level(1.0 - e.confidence), f(e.lower), f(e.upper))
+        format!(
+            "{} {}, {} bounds {} – {}",
+            e.measure,
+            f(e.estimate),
+            fmt::level(1.0 - e.confidence),
+            f(e.lower),
+            f(e.upper)
+        )
     });
     CheckLine {
         name: c.name.clone(),
@@ -158,7 +179,11 @@ fn check_line(c: &CheckReport) -> CheckLine {
         failed: c.outcome == Outcome::Fail,
         arms,
         effect,
-        evidence: format!("evidence {} (fails at {})", fmt::evidence(c.evidence), fmt::evidence(c.threshold)),
+        evidence: format!(
+            "evidence {} (fails at {})",
+            fmt::evidence(c.evidence),
+            fmt::evidence(c.threshold)
+        ),
         explanation: c.explanation.clone(),
     }
 }
@@ -185,7 +210,13 @@ fn effect_value(unit: &str, measure: &str, x: f64) -> String {
 /// Three significant digits, no exponent for everyday magnitudes.
 pub fn number(x: f64) -> String {
     if !x.is_finite() {
-        return if x.is_nan() { "?".into() } else if x > 0.0 { "∞".into() } else { "-∞".into() };
+        return if x.is_nan() {
+            "?".into()
+        } else if x > 0.0 {
+            "∞".into()
+        } else {
+            "-∞".into()
+        };
     }
     let a = x.abs();
     if a == 0.0 {
@@ -324,7 +355,11 @@ mod fmt {
     /// `0.01` → `99 %`.
     pub fn level(alpha: f64) -> String {
         let c = (1.0 - alpha) * 100.0;
-        if (c - c.round()).abs() < 1e-9 { format!("{c:.0} %") } else { format!("{c:.1} %") }
+        if (c - c.round()).abs() < 1e-9 {
+            format!("{c:.0} %")
+        } else {
+            format!("{c:.1} %")
+        }
     }
 }
 

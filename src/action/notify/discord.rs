@@ -19,7 +19,11 @@ pub const EMBED_TOTAL_MAX: usize = 6000;
 pub fn render(d: &Digest) -> Value {
     let title = truncate_chars(&d.headline, TITLE_MAX);
     let footer = "rollguard";
-    let mut fields: Vec<(String, String, bool)> = d.facts.iter().map(|(k, v)| (k.clone(), v.clone(), true)).collect();
+    let mut fields: Vec<(String, String, bool)> = d
+        .facts
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), true))
+        .collect();
     for c in &d.checks {
         let mut v = c.numbers();
         if !c.explanation.is_empty() {
@@ -29,18 +33,38 @@ pub fn render(d: &Digest) -> Value {
         fields.push((format!("{}: {}", c.name, c.outcome), v, false));
     }
     if d.more_checks > 0 {
-        fields.push(("More".into(), format!("{} more checks", d.more_checks), false));
+        fields.push((
+            "More".into(),
+            format!("{} more checks", d.more_checks),
+            false,
+        ));
     }
-    let mut fields: Vec<(String, String, bool)> =
-        fields.into_iter().take(FIELDS_MAX).map(|(n, v, i)| (truncate_chars(&n, FIELD_NAME_MAX), truncate_chars(&v, FIELD_VALUE_MAX), i)).collect();
+    let mut fields: Vec<(String, String, bool)> = fields
+        .into_iter()
+        .take(FIELDS_MAX)
+        .map(|(n, v, i)| {
+            (
+                truncate_chars(&n, FIELD_NAME_MAX),
+                truncate_chars(&v, FIELD_VALUE_MAX),
+                i,
+            )
+        })
+        .collect();
     let used = |fields: &[(String, String, bool)]| -> usize {
-        title.chars().count() + footer.len() + fields.iter().map(|(n, v, _)| n.chars().count() + v.chars().count()).sum::<usize>()
+        title.chars().count()
+            + footer.len()
+            + fields
+                .iter()
+                .map(|(n, v, _)| n.chars().count() + v.chars().count())
+                .sum::<usize>()
     };
     // Keep the description; drop trailing fields when the total would exceed the limit.
     while used(&fields) + 200 > EMBED_TOTAL_MAX && !fields.is_empty() {
         fields.pop();
     }
-    let room = EMBED_TOTAL_MAX.saturating_sub(used(&fields)).min(DESCRIPTION_MAX);
+    let room = EMBED_TOTAL_MAX
+        .saturating_sub(used(&fields))
+        .min(DESCRIPTION_MAX);
     let description = truncate_chars(&d.text, room);
     let mut embed = json!({
         "title": title,

@@ -34,7 +34,12 @@ pub fn render(d: &Digest, key: &str) -> Value {
         text.push_str(&format!("\n• {k}: {}", escape(v)));
     }
     for c in &d.checks {
-        text.push_str(&format!("\n*{}*: {} — {}", escape(&c.name), c.outcome, escape(&c.numbers())));
+        text.push_str(&format!(
+            "\n*{}*: {} — {}",
+            escape(&c.name),
+            c.outcome,
+            escape(&c.numbers())
+        ));
         if !c.explanation.is_empty() {
             text.push_str(&format!("\n_{}_", escape(&c.explanation)));
         }
@@ -42,7 +47,14 @@ pub fn render(d: &Digest, key: &str) -> Value {
     if d.more_checks > 0 {
         text.push_str(&format!("\n… and {} more checks", d.more_checks));
     }
-    let link = d.link.as_ref().map(|l| format!("\n<{l}|details>")).unwrap_or_default();
-    let text = format!("{}{link}", truncate_bytes(&text, MAX_BYTES - 1024 - link.len()));
+    let link = d
+        .link
+        .as_ref()
+        .map(|l| format!("\n<{l}|details>"))
+        .unwrap_or_default();
+    let text = format!(
+        "{}{link}",
+        truncate_bytes(&text, MAX_BYTES - 1024 - link.len())
+    );
     json!({ "text": text, "thread": { "threadKey": key } })
 }

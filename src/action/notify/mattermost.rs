@@ -38,7 +38,12 @@ pub fn render(d: &Digest) -> Value {
     }
     let mut details = String::new();
     for c in &d.checks {
-        details.push_str(&format!("**{}**: {} — {}\n", escape(&c.name), c.outcome, escape(&c.numbers())));
+        details.push_str(&format!(
+            "**{}**: {} — {}\n",
+            escape(&c.name),
+            c.outcome,
+            escape(&c.numbers())
+        ));
         if !c.explanation.is_empty() {
             details.push_str(&format!("_{}_\n", escape(&c.explanation)));
         }
@@ -46,7 +51,11 @@ pub fn render(d: &Digest) -> Value {
     if d.more_checks > 0 {
         details.push_str(&format!("… and {} more checks\n", d.more_checks));
     }
-    let fields: Vec<Value> = d.facts.iter().map(|(k, v)| json!({ "short": true, "title": k, "value": escape(v) })).collect();
+    let fields: Vec<Value> = d
+        .facts
+        .iter()
+        .map(|(k, v)| json!({ "short": true, "title": k, "value": escape(v) }))
+        .collect();
     let mut attachment = json!({
         "fallback": truncate_chars(&defuse(&format!("{}: {}", d.headline, d.text)), 1000),
         "color": format!("#{:06X}", colour(d.kind)),

@@ -43,10 +43,26 @@ pub struct Notifiers {
 }
 
 impl Notifiers {
-    pub fn new(store: Arc<Store>, destinations: BTreeMap<String, NotifierConfig>, telemetry: Arc<Telemetry>) -> Result<Self, String> {
-        let client = crate::net::client(&crate::config::TlsConfig::default(), Duration::from_secs(30))?;
-        let wakes = destinations.keys().map(|k| (k.clone(), Notify::new())).collect();
-        Ok(Notifiers { store, destinations, client, wakes, telemetry })
+    pub fn new(
+        store: Arc<Store>,
+        destinations: BTreeMap<String, NotifierConfig>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, String> {
+        let client = crate::net::client(
+            &crate::config::TlsConfig::default(),
+            Duration::from_secs(30),
+        )?;
+        let wakes = destinations
+            .keys()
+            .map(|k| (k.clone(), Notify::new()))
+            .collect();
+        Ok(Notifiers {
+            store,
+            destinations,
+            client,
+            wakes,
+            telemetry,
+        })
     }
 
     /// Overrides every destination's pacing (tests and the demo use a short pace).
@@ -62,9 +78,14 @@ impl Notifiers {
     pub fn enqueue(&self, names: &[String], notice: &Notice) {
         notice.log();
         for n in names {
-            let Some(dest) = self.destinations.get(n) else { continue };
+            let Some(dest) = self.destinations.get(n) else {
+                continue;
+            };
             for part in render::parts(&dest.kind, notice) {
-                let item = Queued::Notice { notice: Box::new(notice.clone()), part };
+                let item = Queued::Notice {
+                    notice: Box::new(notice.clone()),
+                    part,
+                };
                 match serde_json::to_value(&item) {
                     Ok(payload) => self.push(n, &payload),
                     Err(e) => tracing::error!(notifier = %n, error = %e, "cannot serialise notice"),
@@ -93,7 +114,9 @@ impl Notifiers {
             tasks.push(tokio::spawn(async move { me.worker(&n, sd).await }));
             if let NotifierKind::Alertmanager { resend, .. } = dest.kind {
                 let (me, sd, n) = (self.clone(), shutdown.clone(), name.clone());
-                tasks.push(tokio::spawn(async move { me.refresher(&n, resend, sd).await }));
+                tasks.push(tokio::spawn(
+                    async move { me.refresher(&n, resend, sd).await },
+                ));
             }
         }
         for t in tasks {
@@ -115,15 +138,26 @@ impl Notifiers {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let active = self.store.incidents(name, None).map(|v| !v.is_empty()).unwrap_or(false);
-            if active && !self.store.outbox_has_pending(name, &payload).unwrap_or(true) {
+            let active = self
+                .store
+                .incidents(name, None)
+                .map(|v| !v.is_empty())
+                .unwrap_or(false);
+            if active
+                && !self
+                    .store
+                    .outbox_has_pending(name, &payload)
+                    .unwrap_or(true)
+            {
                 self.push(name, &payload);
             }
         }
     }
 
     async fn worker(&self, name: &str, shutdown: CancellationToken) {
-        let (Some(dest), Some(wake)) = (self.destinations.get(name), self.wakes.get(name)) else { return };
+        let (Some(dest), Some(wake)) = (self.destinations.get(name), self.wakes.get(name)) else {
+            return;
+        };
         loop {
             let wait = match self.store.next_due(name, now()) {
                 Ok(Some(item)) if item.status != "waiting" => {
@@ -135,7 +169,9 @@ impl Notifiers {
                     }
                     continue;
                 }
-                Ok(Some(item)) => Duration::from_secs_f64((item.next_at - now()).clamp(0.01, 3600.0)),
+                Ok(Some(item)) => {
+                    Duration::from_secs_f64((item.next_at - now()).clamp(0.01, 3600.0))
+                }
                 Ok(None) => Duration::from_secs(3600),
                 Err(e) => {
                     tracing::error!(notifier = name, error = %e, "cannot read the notification outbox");
@@ -155,7 +191,9 @@ impl Notifiers {
     async fn deliver(&self, name: &str, dest: &NotifierConfig, item: OutboxItem) -> Duration {
         let queued = Queued::from_payload(&item.payload);
         let open = match &queued {
-            Some(Queued::Notice { notice, .. }) if tracks_incidents(&dest.kind) => self.store.incidents(name, Some(&notice.key)),
+            Some(Queued::Notice { notice, .. }) if tracks_incidents(&dest.kind) => {
+                self.store.incidents(name, Some(&notice.key))
+            }
             Some(Queued::Refresh) => self.store.incidents(name, None),
             _ => Ok(Vec::new()),
         };
@@ -163,11 +201,22 @@ impl Notifiers {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(notifier = name, error = %e, "cannot read open incidents; retrying later");
-                let _ = self.store.outbox_update(item.id, "pending", item.attempts, now() + 5.0, &e.to_string());
+                let _ = self.store.outbox_update(
+                    item.id,
+                    "pending",
+                    item.attempts,
+                    now() + 5.0,
+                    &e.to_string(),
+                );
                 return Duration::ZERO;
             }
         };
-        let ctx = Ctx { config: dest, now: now(), delivery: item.id, open: &open };
+        let ctx = Ctx {
+            config: dest,
+            now: now(),
+            delivery: item.id,
+            open: &open,
+        };
         let plan = match &queued {
             Some(q) => render::plan(&ctx, q),
             None => Err("unreadable queued notification".into()),
@@ -179,26 +228,43 @@ impl Notifiers {
                 ("skipped", now(), reason, None)
             }
             Err(e) => ("dead", now(), e, None),
-            Ok(Plan::Send { request, changes }) => match deliver::send(&self.client, &request, dest.timeout).await {
-                Delivery::Sent { pause } => {
-                    self.apply(name, &changes);
-                    ("sent", now(), String::new(), pause)
+            Ok(Plan::Send { request, changes }) => {
+                match deliver::send(&self.client, &request, dest.timeout).await {
+                    Delivery::Sent { pause } => {
+                        self.apply(name, &changes);
+                        ("sent", now(), String::new(), pause)
+                    }
+                    Delivery::Retry { after, error } if attempts < dest.max_attempts => {
+                        let wait = after.map_or_else(
+                            || deliver::backoff(dest.retry_backoff, attempts, item.id),
+                            |a| a.max(Duration::from_millis(100)),
+                        );
+                        ("pending", now() + wait.as_secs_f64(), error, None)
+                    }
+                    Delivery::Retry { error, .. } | Delivery::Permanent(error) => {
+                        ("dead", now(), error, None)
+                    }
                 }
-                Delivery::Retry { after, error } if attempts < dest.max_attempts => {
-                    let wait = after.map_or_else(|| deliver::backoff(dest.retry_backoff, attempts, item.id), |a| a.max(Duration::from_millis(100)));
-                    ("pending", now() + wait.as_secs_f64(), error, None)
-                }
-                Delivery::Retry { error, .. } | Delivery::Permanent(error) => ("dead", now(), error, None),
-            },
+            }
         };
-        Telemetry::inc(&self.telemetry.notifications, &[("notifier", name), ("result", status)]);
+        Telemetry::inc(
+            &self.telemetry.notifications,
+            &[("notifier", name), ("result", status)],
+        );
         match status {
-            "dead" => tracing::error!(notifier = name, kind = dest.kind.name(), attempts, error = %error, "notification dead-lettered"),
-            "pending" => tracing::warn!(notifier = name, attempts, error = %error, "notification delivery failed; will retry"),
+            "dead" => {
+                tracing::error!(notifier = name, kind = dest.kind.name(), attempts, error = %error, "notification dead-lettered")
+            }
+            "pending" => {
+                tracing::warn!(notifier = name, attempts, error = %error, "notification delivery failed; will retry")
+            }
             "skipped" => tracing::debug!(notifier = name, reason = %error, "nothing to send"),
             _ => tracing::debug!(notifier = name, attempts, "notification sent"),
         }
-        if let Err(e) = self.store.outbox_update(item.id, status, attempts, next, &error) {
+        if let Err(e) = self
+            .store
+            .outbox_update(item.id, status, attempts, next, &error)
+        {
             tracing::error!(notifier = name, error = %e, "cannot record notification delivery");
         }
         pause.unwrap_or(Duration::ZERO)
@@ -208,7 +274,12 @@ impl Notifiers {
     fn apply(&self, name: &str, changes: &[Change]) {
         for c in changes {
             let r = match c {
-                Change::Open { key, alertname, notice, at } => self.store.incident_open(name, key, alertname, notice, *at),
+                Change::Open {
+                    key,
+                    alertname,
+                    notice,
+                    at,
+                } => self.store.incident_open(name, key, alertname, notice, *at),
                 Change::Close { key, alertname } => self.store.incident_close(name, key, alertname),
             };
             if let Err(e) = r {
@@ -220,5 +291,8 @@ impl Notifiers {
 
 /// Destinations whose rendering depends on what they were told before.
 fn tracks_incidents(kind: &NotifierKind) -> bool {
-    matches!(kind, NotifierKind::Alertmanager { .. } | NotifierKind::Pagerduty { .. })
+    matches!(
+        kind,
+        NotifierKind::Alertmanager { .. } | NotifierKind::Pagerduty { .. }
+    )
 }

@@ -21,7 +21,9 @@ const INCIDENT: &str = "pagerduty";
 pub fn parts(min_severity: Severity, notice: &Notice) -> Vec<Part> {
     let mut v = Vec::new();
     match notice.kind.lifecycle() {
-        Lifecycle::Open if Severity::parse(notice.kind.severity()) >= min_severity => v.push(Part::Message),
+        Lifecycle::Open if Severity::parse(notice.kind.severity()) >= min_severity => {
+            v.push(Part::Message)
+        }
         Lifecycle::Close => v.push(Part::Message),
         _ => {}
     }
@@ -32,19 +34,38 @@ pub fn parts(min_severity: Severity, notice: &Notice) -> Vec<Part> {
 }
 
 fn is_change(k: NoticeKind) -> bool {
-    matches!(k, NoticeKind::RollbackStarted | NoticeKind::RollbackSucceeded | NoticeKind::Aborted | NoticeKind::Promoted)
+    matches!(
+        k,
+        NoticeKind::RollbackStarted
+            | NoticeKind::RollbackSucceeded
+            | NoticeKind::Aborted
+            | NoticeKind::Promoted
+    )
 }
 
 /// Plans one part of a notice.
 pub fn plan(ctx: &Ctx<'_>, notice: &Notice, d: &Digest, part: Part) -> Result<Plan, String> {
-    let NotifierKind::Pagerduty { routing_key, url, min_severity, source } = &ctx.config.kind else {
+    let NotifierKind::Pagerduty {
+        routing_key,
+        url,
+        min_severity,
+        source,
+    } = &ctx.config.kind
+    else {
         return Err("not a PagerDuty destination".into());
     };
     let base = url.as_deref().unwrap_or(DEFAULT_URL);
     let routing_key = routing_key.resolve()?;
     let source = source.clone().unwrap_or_else(hostname);
-    let summary = truncate_chars(&format!("{}: {}", notice.title, first_line(&notice.text)), SUMMARY_MAX);
-    let links: Vec<Value> = d.link.iter().map(|l| json!({ "href": l, "text": "rollguard deployment" })).collect();
+    let summary = truncate_chars(
+        &format!("{}: {}", notice.title, first_line(&notice.text)),
+        SUMMARY_MAX,
+    );
+    let links: Vec<Value> = d
+        .link
+        .iter()
+        .map(|l| json!({ "href": l, "text": "rollguard deployment" }))
+        .collect();
     let dedup_key = truncate_chars(&notice.key, DEDUP_MAX);
     if part == Part::Change {
         let body = json!({
@@ -57,7 +78,10 @@ pub fn plan(ctx: &Ctx<'_>, notice: &Notice, d: &Digest, part: Part) -> Result<Pl
             },
             "links": links,
         });
-        return Ok(Plan::Send { request: Rendered::json(format!("{base}/v2/change/enqueue"), &body)?, changes: Vec::new() });
+        return Ok(Plan::Send {
+            request: Rendered::json(format!("{base}/v2/change/enqueue"), &body)?,
+            changes: Vec::new(),
+        });
     }
     let url = format!("{base}/v2/enqueue");
     match notice.kind.lifecycle() {
@@ -88,16 +112,40 @@ pub fn plan(ctx: &Ctx<'_>, notice: &Notice, d: &Digest, part: Part) -> Result<Pl
             if let Some(l) = &d.link {
                 body["client_url"] = json!(l);
             }
-            let changes = vec![Change::Open { key: notice.key.clone(), alertname: INCIDENT.into(), notice: serde_json::to_value(notice).unwrap_or_default(), at: notice.at }];
-            Ok(Plan::Send { request: Rendered::json(url, &body)?, changes })
+            let changes = vec![Change::Open {
+                key: notice.key.clone(),
+                alertname: INCIDENT.into(),
+                notice: serde_json::to_value(notice).unwrap_or_default(),
+                at: notice.at,
+            }];
+            Ok(Plan::Send {
+                request: Rendered::json(url, &body)?,
+                changes,
+            })
         }
         Lifecycle::Close if !ctx.open.is_empty() => {
             let body = json!({ "routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key });
-            let changes = ctx.open.iter().map(|i| Change::Close { key: i.key.clone(), alertname: i.alertname.clone() }).collect();
-            Ok(Plan::Send { request: Rendered::json(url, &body)?, changes })
+            let changes = ctx
+                .open
+                .iter()
+                .map(|i| Change::Close {
+                    key: i.key.clone(),
+                    alertname: i.alertname.clone(),
+                })
+                .collect();
+            Ok(Plan::Send {
+                request: Rendered::json(url, &body)?,
+                changes,
+            })
         }
-        Lifecycle::Close => Ok(Plan::Skip { reason: "no PagerDuty incident is open for this key".into(), changes: Vec::new() }),
-        _ => Ok(Plan::Skip { reason: format!("{} notices do not page", notice.kind.as_str()), changes: Vec::new() }),
+        Lifecycle::Close => Ok(Plan::Skip {
+            reason: "no PagerDuty incident is open for this key".into(),
+            changes: Vec::new(),
+        }),
+        _ => Ok(Plan::Skip {
+            reason: format!("{} notices do not page", notice.kind.as_str()),
+            changes: Vec::new(),
+        }),
     }
 }
 

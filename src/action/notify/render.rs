@@ -26,7 +26,14 @@ pub enum Queued {
 impl Queued {
     /// Reads an outbox payload (rows written before the envelope existed hold a bare notice).
     pub fn from_payload(v: &serde_json::Value) -> Option<Queued> {
-        serde_json::from_value(v.clone()).ok().or_else(|| serde_json::from_value(v.clone()).ok().map(|notice| Queued::Notice { notice: Box::new(notice), part: Part::Message }))
+        serde_json::from_value(v.clone()).ok().or_else(|| {
+            serde_json::from_value(v.clone())
+                .ok()
+                .map(|notice| Queued::Notice {
+                    notice: Box::new(notice),
+                    part: Part::Message,
+                })
+        })
     }
 }
 
@@ -50,8 +57,16 @@ pub struct Rendered {
 impl Rendered {
     /// A JSON POST.
     pub fn json(url: String, body: &serde_json::Value) -> Result<Rendered, String> {
-        let body = serde_json::to_vec(body).map_err(|e| format!("cannot serialise the message: {e}"))?;
-        Ok(Rendered { url, headers: vec![("Content-Type".into(), "application/json; charset=utf-8".into())], body })
+        let body =
+            serde_json::to_vec(body).map_err(|e| format!("cannot serialise the message: {e}"))?;
+        Ok(Rendered {
+            url,
+            headers: vec![(
+                "Content-Type".into(),
+                "application/json; charset=utf-8".into(),
+            )],
+            body,
+        })
     }
 }
 
@@ -59,18 +74,32 @@ impl Rendered {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
     /// Send this; once the destination accepted it, apply the incident changes.
-    Send { request: Rendered, changes: Vec<Change> },
+    Send {
+        request: Rendered,
+        changes: Vec<Change>,
+    },
     /// Nothing to send (e.g. a resolve for an incident that was never opened); the changes
     /// still apply (an alert that aged out is forgotten).
-    Skip { reason: String, changes: Vec<Change> },
+    Skip {
+        reason: String,
+        changes: Vec<Change>,
+    },
 }
 
 /// How a destination's open incidents change once a request is accepted.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// `at`: when it started (Alertmanager's `startsAt`, kept across refreshes).
-    Open { key: String, alertname: String, notice: serde_json::Value, at: f64 },
-    Close { key: String, alertname: String },
+    Open {
+        key: String,
+        alertname: String,
+        notice: serde_json::Value,
+        at: f64,
+    },
+    Close {
+        key: String,
+        alertname: String,
+    },
 }
 
 /// What a renderer knows besides the item.
@@ -105,16 +134,26 @@ pub fn plan(ctx: &Ctx<'_>, item: &Queued) -> Result<Plan, String> {
         Queued::Refresh => {
             return match kind {
                 NotifierKind::Alertmanager { .. } => alertmanager::refresh(ctx),
-                _ => Ok(Plan::Skip { reason: "only Alertmanager refreshes alerts".into(), changes: Vec::new() }),
+                _ => Ok(Plan::Skip {
+                    reason: "only Alertmanager refreshes alerts".into(),
+                    changes: Vec::new(),
+                }),
             };
         }
         Queued::Notice { notice, part } => (notice, *part),
     };
-    let send = |request: Rendered| Ok(Plan::Send { request, changes: Vec::new() });
+    let send = |request: Rendered| {
+        Ok(Plan::Send {
+            request,
+            changes: Vec::new(),
+        })
+    };
     let d = digest(notice, ctx.config.public_url.as_deref());
     match kind {
         NotifierKind::Slack { url } => send(Rendered::json(url.resolve()?, &slack::render(&d))?),
-        NotifierKind::Mattermost { url } => send(Rendered::json(url.resolve()?, &mattermost::render(&d))?),
+        NotifierKind::Mattermost { url } => {
+            send(Rendered::json(url.resolve()?, &mattermost::render(&d))?)
+        }
         NotifierKind::Teams { url } => {
             let url = url.resolve()?;
             if crate::config::is_retired_teams_url(&url) {
@@ -122,11 +161,22 @@ pub fn plan(ctx: &Ctx<'_>, item: &Queued) -> Result<Plan, String> {
             }
             send(Rendered::json(url, &teams::render(&d))?)
         }
-        NotifierKind::Discord { url } => send(Rendered::json(url.resolve()?, &discord::render(&d))?),
-        NotifierKind::GoogleChat { url } => send(Rendered::json(google_chat::url(&url.resolve()?), &google_chat::render(&d, &notice.key))?),
+        NotifierKind::Discord { url } => {
+            send(Rendered::json(url.resolve()?, &discord::render(&d))?)
+        }
+        NotifierKind::GoogleChat { url } => send(Rendered::json(
+            google_chat::url(&url.resolve()?),
+            &google_chat::render(&d, &notice.key),
+        )?),
         NotifierKind::Pagerduty { .. } => pagerduty::plan(ctx, notice, &d, part),
         NotifierKind::Alertmanager { .. } => alertmanager::plan(ctx, notice, &d),
-        NotifierKind::Webhook { url, hmac_secret } => send(webhook::render(url, hmac_secret.as_ref(), notice, &d, ctx.delivery)?),
+        NotifierKind::Webhook { url, hmac_secret } => send(webhook::render(
+            url,
+            hmac_secret.as_ref(),
+            notice,
+            &d,
+            ctx.delivery,
+        )?),
     }
 }
 

@@ -14,7 +14,9 @@ const FALLBACK_MAX: usize = 3000;
 
 /// Escapes text for Slack's mrkdwn (the only three characters Slack asks to escape).
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Plain-text objects parse no markup, but angle brackets are swapped for look-alikes anyway
@@ -42,7 +44,12 @@ pub fn render(d: &Digest) -> Value {
         blocks.push(json!({ "type": "section", "fields": fields }));
     }
     for c in &d.checks {
-        let mut t = format!("*{}*: {}\n{}", escape(&c.name), c.outcome, escape(&c.numbers()));
+        let mut t = format!(
+            "*{}*: {}\n{}",
+            escape(&c.name),
+            c.outcome,
+            escape(&c.numbers())
+        );
         if !c.explanation.is_empty() {
             t.push_str(&format!("\n_{}_", escape(&c.explanation)));
         }

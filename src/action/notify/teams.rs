@@ -17,7 +17,9 @@ pub fn render(d: &Digest) -> Value {
     let mut checks = d.checks.len();
     loop {
         let v = card(d, text_max, checks);
-        let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&v)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
         if size <= MAX_BYTES || (checks == 0 && text_max <= 200) {
             return v;
         }
@@ -40,10 +42,16 @@ fn card(d: &Digest, text_max: usize, checks: usize) -> Value {
         "weight": "Bolder", "size": "Medium", "color": colour, "wrap": true
     })];
     if !d.text.is_empty() {
-        body.push(json!({ "type": "TextBlock", "text": truncate_chars(&d.text, text_max), "wrap": true }));
+        body.push(
+            json!({ "type": "TextBlock", "text": truncate_chars(&d.text, text_max), "wrap": true }),
+        );
     }
     if !d.facts.is_empty() {
-        let facts: Vec<Value> = d.facts.iter().map(|(k, v)| json!({ "title": k, "value": truncate_chars(v, 500) })).collect();
+        let facts: Vec<Value> = d
+            .facts
+            .iter()
+            .map(|(k, v)| json!({ "title": k, "value": truncate_chars(v, 500) }))
+            .collect();
         body.push(json!({ "type": "FactSet", "facts": facts }));
     }
     for c in d.checks.iter().take(checks) {
