@@ -887,4 +887,51 @@ ops_notifiers: [ops]
         let e = parse_config(Path::new("c.yaml"), text).unwrap_err();
         assert!(e[0].message.contains("retired"));
     }
+
+    #[test]
+    fn every_notifier_kind_and_hook_option_parses() {
+        let text = r#"
+rules_dir: r
+public_url: https://rg.example/
+hooks:
+  rb:
+    exec: ["/bin/rollback", "{{id}}", "{{param.app}}"]
+    kill_grace: 2s
+    retry_backoff: 100ms
+    dry_run: true
+    workdir: work
+notifiers:
+  s: {slack: {url: "https://hooks.slack.com/services/T/B/x"}, pace: 2s, max_attempts: 3, retry_backoff: 50ms, timeout: 3s}
+  m: {mattermost: {url: {env: MM}}}
+  t: {teams: {url: "https://x.logic.azure.com/workflows/a?sig=b"}}
+  d: {discord: {url: {file: /etc/d}}}
+  g: {google_chat: {url: "https://chat.googleapis.com/v1/spaces/S/messages?key=k&token=t"}}
+  p: {pagerduty: {routing_key: {env: PD}, min_severity: warning, source: ops-1}}
+  a: {alertmanager: {url: "http://am:9093/", labels: {team: pay}, resend_interval: 30s, max_active: 2h}}
+  w: {webhook: {url: "http://127.0.0.1:1/h", hmac_secret: {file: /etc/s}}}
+"#;
+        let c = parse_config(Path::new("/etc/rollguard/config.yaml"), text).unwrap();
+        let rb = &c.hooks["rb"];
+        assert_eq!((rb.kill_grace, rb.retry_backoff, rb.dry_run), (Duration::from_secs(2), Duration::from_millis(100), true));
+        assert!(matches!(&rb.kind, HookKind::Exec { workdir: Some(w), .. } if w == Path::new("/etc/rollguard/work")));
+        let s = &c.notifiers["s"];
+        assert_eq!((s.pace, s.max_attempts, s.retry_backoff, s.timeout), (Duration::from_secs(2), 3, Duration::from_millis(50), Duration::from_secs(3)));
+        assert_eq!(s.public_url.as_deref(), Some("https://rg.example"));
+        assert_eq!(c.notifiers["g"].pace, Duration::from_secs(1), "kind default");
+        assert!(matches!(c.notifiers["p"].kind, NotifierKind::Pagerduty { min_severity: Severity::Warning, .. }));
+        assert!(matches!(&c.notifiers["a"].kind, NotifierKind::Alertmanager { url, resend, .. } if url == "http://am:9093" && *resend == Duration::from_secs(30)));
+        assert_eq!(c.notifiers.len(), 8);
+    }
+
+    #[test]
+    fn bad_hooks_and_notifiers_are_reported() {
+        let text = "rules_dir: r\nhooks:\n  rb:\n    exec: [\"/bin/x\", \"{{nope}}\"]\n  h:\n    http: {url: \"http://x/{{id}}\", body: {a: \"{{verdikt}}\"}}\n    kill_grace: 1s\nnotifiers:\n  two: {slack: {url: a}, discord: {url: b}}\n  none: {pace: 1s}\n  am: {alertmanager: {url: \"am:9093\", labels: {alertname: x}}}\n";
+        let e: Vec<String> = parse_config(Path::new("c.yaml"), text).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert!(e.iter().any(|m| m.contains("unknown placeholder `{{nope}}`")), "{e:#?}");
+        assert!(e.iter().any(|m| m.contains("unknown placeholder `{{verdikt}}` in `body`")), "{e:#?}");
+        assert!(e.iter().any(|m| m.contains("`kill_grace` apply only to exec hooks")), "{e:#?}");
+        assert_eq!(e.iter().filter(|m| m.contains("needs exactly one of slack")).count(), 2, "{e:#?}");
+        assert!(e.iter().any(|m| m.contains("`alertmanager.url` must start with http")), "{e:#?}");
+        assert!(e.iter().any(|m| m.contains("label `alertname`")), "{e:#?}");
+    }
 }
