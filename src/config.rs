@@ -167,6 +167,12 @@ struct RawHook {
     env: Vec<String>,
     #[serde(default)]
     workdir: Option<PathBuf>,
+    #[serde(default)]
+    kill_grace: Option<Spanned<String>>,
+    #[serde(default)]
+    retry_backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,8 +190,7 @@ struct RawHttpHook {
 }
 
 /// Notifier destinations (see docs/notifications.md for each payload).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum NotifierKind {
     Slack { url: Secret },
     Mattermost { url: Secret },
@@ -194,25 +199,165 @@ pub enum NotifierKind {
     GoogleChat { url: Secret },
     Pagerduty {
         routing_key: Secret,
-        #[serde(default)]
+        /// Base URL of the Events API (`https://events.pagerduty.com`); `/v2/enqueue` and
+        /// `/v2/change/enqueue` are appended.
         url: Option<String>,
+        /// Page (trigger) only for notices at least this severe; others are not sent.
+        min_severity: Severity,
+        /// `payload.source`: the host rollguard runs on, unless configured.
+        source: Option<String>,
     },
     Alertmanager {
+        /// Base URL of Alertmanager (`http://am:9093`); `/api/v2/alerts` is appended.
         url: String,
-        #[serde(default)]
+        /// Extra labels on every alert (e.g. `team: payments`).
         labels: BTreeMap<String, String>,
+        /// How often active alerts are sent again (Prometheus' resend delay is 1m).
+        resend: Duration,
+        /// Active alerts stop being refreshed after this long (a failed rollback nobody
+        /// resolves must not fire forever); they then expire in Alertmanager.
+        max_active: Duration,
     },
-    Webhook {
-        url: Secret,
-        #[serde(default)]
-        hmac_secret: Option<Secret>,
-    },
+    Webhook { url: Secret, hmac_secret: Option<Secret> },
+}
+
+impl NotifierKind {
+    /// The destination type as written in the config (`slack`, `google_chat`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            NotifierKind::Slack { .. } => "slack",
+            NotifierKind::Mattermost { .. } => "mattermost",
+            NotifierKind::Teams { .. } => "teams",
+            NotifierKind::Discord { .. } => "discord",
+            NotifierKind::GoogleChat { .. } => "google_chat",
+            NotifierKind::Pagerduty { .. } => "pagerduty",
+            NotifierKind::Alertmanager { .. } => "alertmanager",
+            NotifierKind::Webhook { .. } => "webhook",
+        }
+    }
+
+    /// Default minimum time between two messages, from each service's documented limits:
+    /// Slack about 1/s per webhook, Google Chat 60/min per space, Teams flows about 1/s,
+    /// Discord about 5 per 2 s per webhook, PagerDuty about 120/min per key.
+    pub fn default_pace(&self) -> Duration {
+        match self {
+            NotifierKind::Slack { .. } | NotifierKind::GoogleChat { .. } | NotifierKind::Teams { .. } => Duration::from_secs(1),
+            NotifierKind::Discord { .. } | NotifierKind::Pagerduty { .. } => Duration::from_millis(500),
+            NotifierKind::Mattermost { .. } => Duration::from_millis(200),
+            NotifierKind::Alertmanager { .. } | NotifierKind::Webhook { .. } => Duration::ZERO,
+        }
+    }
+}
+
+/// Notice severity, ordered (`info` < `warning` < `critical`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    /// Parses the names [`crate::events::NoticeKind::severity`] returns.
+    pub fn parse(s: &str) -> Severity {
+        match s {
+            "critical" => Severity::Critical,
+            "warning" => Severity::Warning,
+            _ => Severity::Info,
+        }
+    }
+}
+
+/// One configured destination: where and how to deliver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifierConfig {
+    pub kind: NotifierKind,
+    /// Minimum time between two messages to this destination.
+    pub pace: Duration,
+    /// Deliveries tried per message before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Wait before the first retry when the destination names none; doubles per attempt.
+    pub retry_backoff: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Base of the links in messages (the daemon's `public_url`).
+    pub public_url: Option<String>,
+}
+
+impl NotifierConfig {
+    /// A destination with the defaults for its kind.
+    pub fn new(kind: NotifierKind) -> NotifierConfig {
+        NotifierConfig { pace: kind.default_pace(), kind, max_attempts: 8, retry_backoff: Duration::from_secs(1), timeout: Duration::from_secs(10), public_url: None }
+    }
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUrlNotifier {
+    url: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPagerduty {
+    routing_key: Secret,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    min_severity: Option<Severity>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlertmanager {
+    url: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    resend_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    max_active: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: Secret,
+    #[serde(default)]
+    hmac_secret: Option<Secret>,
+}
+
+/// One destination as written: exactly one kind key plus delivery options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawNotifier {
-    #[serde(flatten)]
-    kind: NotifierKind,
+    #[serde(default)]
+    slack: Option<RawUrlNotifier>,
+    #[serde(default)]
+    mattermost: Option<RawUrlNotifier>,
+    #[serde(default)]
+    teams: Option<RawUrlNotifier>,
+    #[serde(default)]
+    discord: Option<RawUrlNotifier>,
+    #[serde(default)]
+    google_chat: Option<RawUrlNotifier>,
+    #[serde(default)]
+    pagerduty: Option<RawPagerduty>,
+    #[serde(default)]
+    alertmanager: Option<RawAlertmanager>,
+    #[serde(default)]
+    webhook: Option<RawWebhook>,
+    #[serde(default)]
+    pace: Option<Spanned<String>>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    retry_backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
 }
 
 /// TLS settings for outgoing connections (custom CA, client certificate).
@@ -278,7 +423,34 @@ pub struct HookConfig {
     pub name: String,
     pub kind: HookKind,
     pub timeout: Duration,
+    /// Attempts after the first one that failed.
     pub retries: u32,
+    /// Between SIGTERM and SIGKILL of the process group when an exec hook times out.
+    pub kill_grace: Duration,
+    /// Wait before the first retry; doubles per retry, capped at [`MAX_HOOK_BACKOFF`].
+    pub retry_backoff: Duration,
+    /// Record and announce what would run, never run it (a rule that names a dry-run hook
+    /// is a rule in dry run).
+    pub dry_run: bool,
+}
+
+/// Longest wait between two attempts of a hook (also caps an HTTP hook's `Retry-After`):
+/// a rollback that waits longer than this is not a rollback any more.
+pub const MAX_HOOK_BACKOFF: Duration = Duration::from_secs(300);
+
+impl HookConfig {
+    /// An exec hook with default limits (timeout 60 s, 2 retries, 5 s kill grace).
+    pub fn exec(name: &str, argv: Vec<String>) -> HookConfig {
+        HookConfig {
+            name: name.to_string(),
+            kind: HookKind::Exec { argv, env: Vec::new(), workdir: None },
+            timeout: Duration::from_secs(60),
+            retries: 2,
+            kill_grace: Duration::from_secs(5),
+            retry_backoff: Duration::from_secs(1),
+            dry_run: false,
+        }
+    }
 }
 
 /// The validated daemon configuration.
@@ -298,7 +470,7 @@ pub struct Config {
     pub scrape: ScrapeConfig,
     pub prometheus: Option<PrometheusConfig>,
     pub hooks: BTreeMap<String, HookConfig>,
-    pub notifiers: BTreeMap<String, NotifierKind>,
+    pub notifiers: BTreeMap<String, NotifierConfig>,
     pub ops_notifiers: Vec<String>,
 }
 
@@ -443,12 +615,27 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
                 if argv.len() == 3 && matches!(argv[0].as_str(), "sh" | "/bin/sh" | "bash" | "/bin/bash") && argv[1] == "-c" && argv[2].contains("{{") {
                     err(at, format!("hook `{name}`: do not build a shell command line from deployment data; pass facts as separate argv elements or read ROLLGUARD_* environment variables"));
                 }
-                HookKind::Exec { argv: argv.clone(), env: r.env.clone(), workdir: r.workdir.clone() }
+                for a in argv {
+                    check_placeholders(a, name, "exec", at, &mut err);
+                }
+                HookKind::Exec { argv: argv.clone(), env: r.env.clone(), workdir: r.workdir.as_ref().map(|w| resolve(&w.to_string_lossy())) }
             }
             (None, Some(http)) => {
                 let method = http.method.clone().unwrap_or_else(|| "POST".into()).to_ascii_uppercase();
                 if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
                     err(at, format!("hook `{name}`: unsupported method `{method}`"));
+                }
+                if let Secret::Inline(u) = &http.url {
+                    check_placeholders(u, name, "url", at, &mut err);
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        err(at, format!("hook `{name}`: `url` must start with http:// or https://"));
+                    }
+                }
+                if let Some(body) = &http.body {
+                    json_strings(body, &mut |t| check_placeholders(t, name, "body", at, &mut err));
+                }
+                if http.success_codes.iter().any(|c| !(100..=599).contains(c)) {
+                    err(at, format!("hook `{name}`: `success_codes` must be HTTP status codes (100-599)"));
                 }
                 HookKind::Http {
                     url: http.url.clone(),
@@ -463,24 +650,43 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
                 continue;
             }
         };
-        if !r.env.is_empty() && matches!(kind, HookKind::Http { .. }) {
-            err(at, format!("hook `{name}`: `env` applies only to exec hooks"));
+        if matches!(kind, HookKind::Http { .. }) && (!r.env.is_empty() || r.workdir.is_some() || r.kill_grace.is_some()) {
+            err(at, format!("hook `{name}`: `env`, `workdir` and `kill_grace` apply only to exec hooks"));
         }
         let timeout = duration(&r.timeout, Duration::from_secs(60), &format!("hooks.{name}.timeout"), &mut err);
-        hooks.insert(name.clone(), HookConfig { name: name.clone(), kind, timeout, retries: r.retries.unwrap_or(2).min(20) });
+        let kill_grace = duration(&r.kill_grace, Duration::from_secs(5), &format!("hooks.{name}.kill_grace"), &mut err);
+        let retry_backoff = duration(&r.retry_backoff, Duration::from_secs(1), &format!("hooks.{name}.retry_backoff"), &mut err).min(MAX_HOOK_BACKOFF);
+        hooks.insert(
+            name.clone(),
+            HookConfig { name: name.clone(), kind, timeout, retries: r.retries.unwrap_or(2).min(20), kill_grace, retry_backoff, dry_run: r.dry_run },
+        );
     }
+    let public_url = raw.public_url.map(|u| u.trim_end_matches('/').to_string());
     let mut notifiers = BTreeMap::new();
     for (name, n) in &raw.notifiers {
         let at = (n.referenced.line(), n.referenced.column());
         if hooks.contains_key(name) {
             err(at, format!("`{name}` is both a hook and a notifier; rule files name them in the same lists, so names must be unique"));
         }
-        if let NotifierKind::Teams { url: Secret::Inline(u) } = &n.value.kind {
-            if u.contains("webhook.office.com") {
-                err(at, format!("notifier `{name}`: Office 365 connector URLs (webhook.office.com) are retired; create a Teams Workflows webhook and use its URL"));
+        let Some(kind) = notifier_kind(name, &n.value, at, &mut err) else { continue };
+        let mut cfg = NotifierConfig::new(kind);
+        if let Some(p) = &n.value.pace {
+            match units::parse_duration(&p.value) {
+                Ok(d) => cfg.pace = d,
+                Err(e) => err(loc(p), format!("`notifiers.{name}.pace`: {e}")),
             }
         }
-        notifiers.insert(name.clone(), n.value.kind.clone());
+        if let Some(m) = n.value.max_attempts {
+            if m == 0 || m > 100 {
+                err(at, format!("notifier `{name}`: `max_attempts` must be between 1 and 100"));
+            } else {
+                cfg.max_attempts = m;
+            }
+        }
+        cfg.timeout = duration(&n.value.timeout, cfg.timeout, &format!("notifiers.{name}.timeout"), &mut err);
+        cfg.retry_backoff = duration(&n.value.retry_backoff, cfg.retry_backoff, &format!("notifiers.{name}.retry_backoff"), &mut err);
+        cfg.public_url = public_url.clone();
+        notifiers.insert(name.clone(), cfg);
     }
     let mut ops_notifiers = Vec::new();
     for o in &raw.ops_notifiers {
@@ -501,7 +707,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         rules_dir,
         deployments_dir: raw.deployments_dir.as_ref().map(|d| resolve(&d.value)),
         api_token_file,
-        public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),
+        public_url,
         dry_run: raw.dry_run,
         shutdown_grace,
         source_grace,
@@ -511,6 +717,103 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         notifiers,
         ops_notifiers,
     })
+}
+
+/// Builds the typed destination from the one kind key a notifier names.
+fn notifier_kind(name: &str, raw: &RawNotifier, at: (u64, u64), err: &mut dyn FnMut((u64, u64), String)) -> Option<NotifierKind> {
+    let mut kinds = Vec::new();
+    if let Some(r) = &raw.slack {
+        kinds.push(NotifierKind::Slack { url: r.url.clone() });
+    }
+    if let Some(r) = &raw.mattermost {
+        kinds.push(NotifierKind::Mattermost { url: r.url.clone() });
+    }
+    if let Some(r) = &raw.teams {
+        if let Secret::Inline(u) = &r.url
+            && is_retired_teams_url(u)
+        {
+            err(at, format!("notifier `{name}`: Office 365 connector URLs (webhook.office.com) are retired; create a Teams Workflows webhook and use its URL"));
+        }
+        kinds.push(NotifierKind::Teams { url: r.url.clone() });
+    }
+    if let Some(r) = &raw.discord {
+        kinds.push(NotifierKind::Discord { url: r.url.clone() });
+    }
+    if let Some(r) = &raw.google_chat {
+        kinds.push(NotifierKind::GoogleChat { url: r.url.clone() });
+    }
+    if let Some(r) = &raw.pagerduty {
+        if let Some(u) = &r.url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            err(at, format!("notifier `{name}`: `pagerduty.url` must start with http:// or https://"));
+        }
+        kinds.push(NotifierKind::Pagerduty {
+            routing_key: r.routing_key.clone(),
+            url: r.url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+            min_severity: r.min_severity.unwrap_or(Severity::Critical),
+            source: r.source.clone(),
+        });
+    }
+    if let Some(r) = &raw.alertmanager {
+        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+            err(at, format!("notifier `{name}`: `alertmanager.url` must start with http:// or https://"));
+        }
+        for k in r.labels.keys() {
+            let ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || k == "alertname" {
+                err(at, format!("notifier `{name}`: label `{k}` is not a valid extra Prometheus label name (`alertname` is set by rollguard)"));
+            }
+        }
+        let mut dur = |v: &Option<Spanned<String>>, default: Duration, field: &str| match v {
+            None => default,
+            Some(s) => match units::parse_duration(&s.value) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    err((s.referenced.line(), s.referenced.column()), format!("notifier `{name}`: `{field}` must be a duration above zero"));
+                    default
+                }
+            },
+        };
+        let resend = dur(&r.resend_interval, Duration::from_secs(60), "resend_interval");
+        let max_active = dur(&r.max_active, Duration::from_secs(24 * 3600), "max_active");
+        kinds.push(NotifierKind::Alertmanager { url: r.url.trim_end_matches('/').to_string(), labels: r.labels.clone(), resend, max_active });
+    }
+    if let Some(r) = &raw.webhook {
+        kinds.push(NotifierKind::Webhook { url: r.url.clone(), hmac_secret: r.hmac_secret.clone() });
+    }
+    if kinds.len() != 1 {
+        err(at, format!("notifier `{name}` needs exactly one of slack, mattermost, teams, discord, google_chat, pagerduty, alertmanager, webhook"));
+        return None;
+    }
+    kinds.pop()
+}
+
+/// Office 365 connector URLs stopped working when Microsoft retired connectors; only Teams
+/// Workflows URLs accept messages now.
+pub fn is_retired_teams_url(u: &str) -> bool {
+    url::Url::parse(u).ok().and_then(|p| p.host_str().map(|h| h == "webhook.office.com" || h.ends_with(".webhook.office.com"))).unwrap_or(false)
+        || u.contains("webhook.office.com/")
+}
+
+/// Reports `{{name}}` placeholders a hook uses that no deployment fact fills, at config
+/// time rather than during a rollback.
+fn check_placeholders(template: &str, hook: &str, field: &str, at: (u64, u64), err: &mut dyn FnMut((u64, u64), String)) {
+    for (p, _) in crate::template::placeholders(template) {
+        if !crate::action::Facts::knows(&p) {
+            err(at, format!("hook `{hook}`: unknown placeholder `{{{{{p}}}}}` in `{field}` (known: {})", crate::action::PLACEHOLDERS.join(", ")));
+        }
+    }
+}
+
+/// Calls `f` on every string inside a JSON value.
+fn json_strings(v: &serde_json::Value, f: &mut dyn FnMut(&str)) {
+    match v {
+        serde_json::Value::String(s) => f(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings(x, f)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| json_strings(x, f)),
+        _ => {}
+    }
 }
 
 fn tls(raw: Option<RawTls>, resolve: &dyn Fn(&str) -> PathBuf) -> TlsConfig {
@@ -563,7 +866,7 @@ ops_notifiers: [ops]
         assert_eq!(c.scrape.max_body_bytes, 8 * 1024 * 1024);
         assert_eq!(c.prometheus.as_ref().unwrap().url, "http://127.0.0.1:9090");
         assert_eq!(c.hooks["rollback"].timeout, Duration::from_secs(30));
-        assert!(matches!(c.notifiers["chat"], NotifierKind::Slack { url: Secret::File { .. } }));
+        assert!(matches!(c.notifiers["chat"].kind, NotifierKind::Slack { url: Secret::File { .. } }));
         assert_eq!(c.action_names().len(), 4);
     }
 
@@ -583,5 +886,52 @@ ops_notifiers: [ops]
         let text = "rules_dir: r\nnotifiers:\n  t:\n    teams:\n      url: https://x.webhook.office.com/webhookb2/abc\n";
         let e = parse_config(Path::new("c.yaml"), text).unwrap_err();
         assert!(e[0].message.contains("retired"));
+    }
+
+    #[test]
+    fn every_notifier_kind_and_hook_option_parses() {
+        let text = r#"
+rules_dir: r
+public_url: https://rg.example/
+hooks:
+  rb:
+    exec: ["/bin/rollback", "{{id}}", "{{param.app}}"]
+    kill_grace: 2s
+    retry_backoff: 100ms
+    dry_run: true
+    workdir: work
+notifiers:
+  s: {slack: {url: "https://hooks.slack.com/services/T/B/x"}, pace: 2s, max_attempts: 3, retry_backoff: 50ms, timeout: 3s}
+  m: {mattermost: {url: {env: MM}}}
+  t: {teams: {url: "https://x.logic.azure.com/workflows/a?sig=b"}}
+  d: {discord: {url: {file: /etc/d}}}
+  g: {google_chat: {url: "https://chat.googleapis.com/v1/spaces/S/messages?key=k&token=t"}}
+  p: {pagerduty: {routing_key: {env: PD}, min_severity: warning, source: ops-1}}
+  a: {alertmanager: {url: "http://am:9093/", labels: {team: pay}, resend_interval: 30s, max_active: 2h}}
+  w: {webhook: {url: "http://127.0.0.1:1/h", hmac_secret: {file: /etc/s}}}
+"#;
+        let c = parse_config(Path::new("/etc/rollguard/config.yaml"), text).unwrap();
+        let rb = &c.hooks["rb"];
+        assert_eq!((rb.kill_grace, rb.retry_backoff, rb.dry_run), (Duration::from_secs(2), Duration::from_millis(100), true));
+        assert!(matches!(&rb.kind, HookKind::Exec { workdir: Some(w), .. } if w == Path::new("/etc/rollguard/work")));
+        let s = &c.notifiers["s"];
+        assert_eq!((s.pace, s.max_attempts, s.retry_backoff, s.timeout), (Duration::from_secs(2), 3, Duration::from_millis(50), Duration::from_secs(3)));
+        assert_eq!(s.public_url.as_deref(), Some("https://rg.example"));
+        assert_eq!(c.notifiers["g"].pace, Duration::from_secs(1), "kind default");
+        assert!(matches!(c.notifiers["p"].kind, NotifierKind::Pagerduty { min_severity: Severity::Warning, .. }));
+        assert!(matches!(&c.notifiers["a"].kind, NotifierKind::Alertmanager { url, resend, .. } if url == "http://am:9093" && *resend == Duration::from_secs(30)));
+        assert_eq!(c.notifiers.len(), 8);
+    }
+
+    #[test]
+    fn bad_hooks_and_notifiers_are_reported() {
+        let text = "rules_dir: r\nhooks:\n  rb:\n    exec: [\"/bin/x\", \"{{nope}}\"]\n  h:\n    http: {url: \"http://x/{{id}}\", body: {a: \"{{verdikt}}\"}}\n    kill_grace: 1s\nnotifiers:\n  two: {slack: {url: a}, discord: {url: b}}\n  none: {pace: 1s}\n  am: {alertmanager: {url: \"am:9093\", labels: {alertname: x}}}\n";
+        let e: Vec<String> = parse_config(Path::new("c.yaml"), text).unwrap_err().iter().map(|d| d.to_string()).collect();
+        assert!(e.iter().any(|m| m.contains("unknown placeholder `{{nope}}`")), "{e:#?}");
+        assert!(e.iter().any(|m| m.contains("unknown placeholder `{{verdikt}}` in `body`")), "{e:#?}");
+        assert!(e.iter().any(|m| m.contains("`kill_grace` apply only to exec hooks")), "{e:#?}");
+        assert_eq!(e.iter().filter(|m| m.contains("needs exactly one of slack")).count(), 2, "{e:#?}");
+        assert!(e.iter().any(|m| m.contains("`alertmanager.url` must start with http")), "{e:#?}");
+        assert!(e.iter().any(|m| m.contains("label `alertname`")), "{e:#?}");
     }
 }

@@ -184,6 +184,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
             },
             timeout: Duration::from_secs(10),
             retries: 2,
+            ..HookConfig::exec("rollback", Vec::new())
         },
     );
     config.hooks.insert(
@@ -201,16 +202,17 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
             },
             timeout: Duration::from_secs(10),
             retries: 0,
+            ..HookConfig::exec("announce", Vec::new())
         },
     );
     // The shipped template names `rollback` in on_fail; add the announcing hook for the demo.
     let http = std::fs::read_to_string(rules_dir.join("http-service.yaml"))?;
     std::fs::write(rules_dir.join("http-service.yaml"), http.replace("on_fail: [rollback", "on_fail: [rollback, announce"))?;
-    config.hooks.insert("promote".into(), HookConfig { name: "promote".into(), kind: HookKind::Exec { argv: vec!["/bin/true".into()], env: vec![], workdir: None }, timeout: Duration::from_secs(5), retries: 0 });
+    config.hooks.insert("promote".into(), HookConfig { name: "promote".into(), kind: HookKind::Exec { argv: vec!["/bin/true".into()], env: vec![], workdir: None }, timeout: Duration::from_secs(5), retries: 0, ..HookConfig::exec("promote", Vec::new()) });
     for name in ["step", "switch", "hold"] {
-        config.hooks.insert(name.into(), HookConfig { name: name.into(), kind: HookKind::Exec { argv: vec!["/bin/true".into()], env: vec![], workdir: None }, timeout: Duration::from_secs(5), retries: 0 });
+        config.hooks.insert(name.into(), HookConfig { name: name.into(), kind: HookKind::Exec { argv: vec!["/bin/true".into()], env: vec![], workdir: None }, timeout: Duration::from_secs(5), retries: 0, ..HookConfig::exec(name, Vec::new()) });
     }
-    config.notifiers.insert("chat".into(), crate::config::NotifierKind::Webhook { url: Secret::Inline(format!("http://{fleet_addr}/chat")), hmac_secret: None });
+    config.notifiers.insert("chat".into(), crate::config::NotifierConfig::new(crate::config::NotifierKind::Webhook { url: Secret::Inline(format!("http://{fleet_addr}/chat")), hmac_secret: None }));
     let daemon = Daemon::start(config, StartOptions::default()).await?;
     println!("daemon listening on http://{} with rules {}", daemon.addr, daemon.rules.status.lock().map(|s| s.analyses.join(", ")).unwrap_or_default());
 

@@ -24,9 +24,43 @@ pub enum NoticeKind {
     BackendDown,
     BackendRecovered,
     RuleReloadFailed,
+    /// Dry run (global or per hook): what rollguard would have done, recorded and announced.
+    DryRun,
+}
+
+/// How a notice relates to an ongoing problem, for destinations that track incidents
+/// (Alertmanager alerts, PagerDuty incidents). Chat destinations show every notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Something needs attention: fire (or update) the incident for this notice's key.
+    Open,
+    /// The problem behind this notice's key is over: resolve whatever is open for it.
+    Close,
+    /// A plain fact (started, stepped, dry run): nothing to open or resolve.
+    Info,
 }
 
 impl NoticeKind {
+    /// Every kind, for tests and docs that must cover them all.
+    pub const ALL: [NoticeKind; 16] = [
+        NoticeKind::DeploymentStarted,
+        NoticeKind::StepPromoted,
+        NoticeKind::CheckFailing,
+        NoticeKind::RollbackStarted,
+        NoticeKind::RollbackSucceeded,
+        NoticeKind::RollbackFailed,
+        NoticeKind::HookFailed,
+        NoticeKind::Held,
+        NoticeKind::Resumed,
+        NoticeKind::Promoted,
+        NoticeKind::Inconclusive,
+        NoticeKind::Aborted,
+        NoticeKind::BackendDown,
+        NoticeKind::BackendRecovered,
+        NoticeKind::RuleReloadFailed,
+        NoticeKind::DryRun,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NoticeKind::DeploymentStarted => "deployment_started",
@@ -44,6 +78,7 @@ impl NoticeKind {
             NoticeKind::BackendDown => "backend_down",
             NoticeKind::BackendRecovered => "backend_recovered",
             NoticeKind::RuleReloadFailed => "rule_reload_failed",
+            NoticeKind::DryRun => "dry_run",
         }
     }
 
@@ -62,13 +97,50 @@ impl NoticeKind {
         }
     }
 
-    /// Whether this event opens (true) or closes (false) an incident for stateful
-    /// destinations (PagerDuty, Alertmanager); `None` for purely informational events.
-    pub fn incident(self) -> Option<bool> {
+    /// Whether this event opens, closes or merely reports an incident. A later `Open` notice
+    /// with the same key replaces the earlier one (the latest state of a deployment wins);
+    /// `Close` resolves it.
+    pub fn lifecycle(self) -> Lifecycle {
         match self {
-            NoticeKind::RollbackFailed | NoticeKind::HookFailed | NoticeKind::BackendDown | NoticeKind::Held | NoticeKind::RuleReloadFailed => Some(true),
-            NoticeKind::RollbackSucceeded | NoticeKind::BackendRecovered | NoticeKind::Resumed | NoticeKind::Promoted => Some(false),
-            _ => None,
+            NoticeKind::CheckFailing
+            | NoticeKind::RollbackStarted
+            | NoticeKind::RollbackFailed
+            | NoticeKind::HookFailed
+            | NoticeKind::Held
+            | NoticeKind::Inconclusive
+            | NoticeKind::BackendDown
+            | NoticeKind::RuleReloadFailed => Lifecycle::Open,
+            NoticeKind::RollbackSucceeded
+            | NoticeKind::Resumed
+            | NoticeKind::Promoted
+            | NoticeKind::Aborted
+            | NoticeKind::BackendRecovered => Lifecycle::Close,
+            NoticeKind::DeploymentStarted | NoticeKind::StepPromoted | NoticeKind::DryRun => {
+                Lifecycle::Info
+            }
+        }
+    }
+
+    /// The Alertmanager `alertname` of an `Open` kind (CamelCase, as Prometheus alerts are
+    /// named).
+    pub fn alertname(self) -> &'static str {
+        match self {
+            NoticeKind::DeploymentStarted => "RollguardDeploymentStarted",
+            NoticeKind::StepPromoted => "RollguardStepPromoted",
+            NoticeKind::CheckFailing => "RollguardCheckFailing",
+            NoticeKind::RollbackStarted => "RollguardRollbackInProgress",
+            NoticeKind::RollbackSucceeded => "RollguardRollbackSucceeded",
+            NoticeKind::RollbackFailed => "RollguardRollbackFailed",
+            NoticeKind::HookFailed => "RollguardHookFailed",
+            NoticeKind::Held => "RollguardDeploymentHeld",
+            NoticeKind::Resumed => "RollguardDeploymentResumed",
+            NoticeKind::Promoted => "RollguardPromoted",
+            NoticeKind::Inconclusive => "RollguardAnalysisInconclusive",
+            NoticeKind::Aborted => "RollguardDeploymentAborted",
+            NoticeKind::BackendDown => "RollguardMetricsBackendDown",
+            NoticeKind::BackendRecovered => "RollguardMetricsBackendRecovered",
+            NoticeKind::RuleReloadFailed => "RollguardRuleReloadFailed",
+            NoticeKind::DryRun => "RollguardDryRun",
         }
     }
 
@@ -118,12 +190,37 @@ pub struct Notice {
 impl Notice {
     /// Writes the log line for this event (structured fields for journald).
     pub fn log(&self) {
-        let dep = self.subject.as_ref().map(|s| s.deployment.as_str()).unwrap_or("");
+        let dep = self
+            .subject
+            .as_ref()
+            .map(|s| s.deployment.as_str())
+            .unwrap_or("");
         let kind = self.kind.as_str();
         match self.kind.severity() {
-            "critical" => tracing::error!(event = kind, deployment = dep, message_id = self.kind.message_id(), "{}: {}", self.title, self.text),
-            "warning" => tracing::warn!(event = kind, deployment = dep, message_id = self.kind.message_id(), "{}: {}", self.title, self.text),
-            _ => tracing::info!(event = kind, deployment = dep, message_id = self.kind.message_id(), "{}: {}", self.title, self.text),
+            "critical" => tracing::error!(
+                event = kind,
+                deployment = dep,
+                message_id = self.kind.message_id(),
+                "{}: {}",
+                self.title,
+                self.text
+            ),
+            "warning" => tracing::warn!(
+                event = kind,
+                deployment = dep,
+                message_id = self.kind.message_id(),
+                "{}: {}",
+                self.title,
+                self.text
+            ),
+            _ => tracing::info!(
+                event = kind,
+                deployment = dep,
+                message_id = self.kind.message_id(),
+                "{}: {}",
+                self.title,
+                self.text
+            ),
         }
     }
 }

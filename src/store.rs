@@ -18,9 +18,15 @@ use crate::deploy::{DeploymentRecord, DeploymentRequest, State};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state store {path}: {source}")]
-    Sqlite { path: String, source: rusqlite::Error },
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("cannot create state directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("corrupt record for deployment {id}: {message}")]
     Corrupt { id: String, message: String },
 }
@@ -28,7 +34,10 @@ pub enum StoreError {
 /// Wall-clock seconds since the Unix epoch (for records people read; scheduling uses
 /// `tokio::time`).
 pub fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// One entry of a deployment's timeline.
@@ -126,7 +135,31 @@ const MIGRATIONS: &[&str] = &[
         created_at REAL NOT NULL
     );
     CREATE INDEX outbox_due ON outbox(status, notifier, next_at);",
+    // 2: incidents a destination was told about (Alertmanager alerts to refresh and resolve,
+    // PagerDuty incidents to resolve)
+    "CREATE TABLE incidents (
+        notifier TEXT NOT NULL,
+        key TEXT NOT NULL,
+        alertname TEXT NOT NULL,
+        notice TEXT NOT NULL,
+        opened_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (notifier, key, alertname)
+    );",
 ];
+
+/// An incident a destination was told about and not yet told is over.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Incident {
+    pub notifier: String,
+    /// The notice key (one per deployment, or `rollguard/backend`, `rollguard/rules`).
+    pub key: String,
+    /// Alertmanager `alertname` (or the destination's own name for the incident).
+    pub alertname: String,
+    /// The latest notice that opened or updated it.
+    pub notice: serde_json::Value,
+    pub opened_at: f64,
+}
 
 /// The SQLite-backed store. Calls are short and synchronous; a `Mutex` serialises them.
 pub struct Store {
@@ -144,22 +177,43 @@ pub enum Registered {
 impl Store {
     /// Opens (creating if needed) `state_dir/rollguard.db` and applies migrations.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir { path: state_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
         let path = state_dir.join("rollguard.db");
-        let err = |source| StoreError::Sqlite { path: path.display().to_string(), source };
+        let err = |source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
         let conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            conn.execute_batch(&format!("BEGIN; {m}; PRAGMA user_version = {}; COMMIT;", i + 1)).map_err(err)?;
+            conn.execute_batch(&format!(
+                "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))
+            .map_err(err)?;
         }
-        Ok(Store { conn: Mutex::new(conn), path })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite { path: self.path.display().to_string(), source }
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -171,7 +225,8 @@ impl Store {
     /// Whether the store accepts writes right now (for `/readyz` and before acting).
     pub fn check_writable(&self) -> Result<(), StoreError> {
         let c = self.lock();
-        c.execute_batch("BEGIN IMMEDIATE; CREATE TEMP TABLE IF NOT EXISTS probe(x); COMMIT;").map_err(|e| self.err(e))
+        c.execute_batch("BEGIN IMMEDIATE; CREATE TEMP TABLE IF NOT EXISTS probe(x); COMMIT;")
+            .map_err(|e| self.err(e))
     }
 
     /// Registers a deployment unless one with the same id exists.
@@ -179,13 +234,18 @@ impl Store {
         let mut c = self.lock();
         let tx = c.transaction().map_err(|e| self.err(e))?;
         let existing: Option<(String, String, Option<String>)> = tx
-            .query_row("SELECT record, rule_source, judge FROM deployments WHERE id = ?1", params![rec.request.id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(
+                "SELECT record, rule_source, judge FROM deployments WHERE id = ?1",
+                params![rec.request.id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
         if let Some(row) = existing {
-            return Ok(Registered::Existing(Box::new(decode(&rec.request.id, row)?)));
+            return Ok(Registered::Existing(Box::new(decode(
+                &rec.request.id,
+                row,
+            )?)));
         }
         tx.execute(
             "INSERT INTO deployments (id, service, analysis, state, record, rule_source, judge, created_at, updated_at, finished_at)
@@ -204,14 +264,26 @@ impl Store {
             ],
         )
         .map_err(|e| self.err(e))?;
-        insert_event(&tx, &rec.request.id, "registered", event, &serde_json::Value::Null).map_err(|e| self.err(e))?;
+        insert_event(
+            &tx,
+            &rec.request.id,
+            "registered",
+            event,
+            &serde_json::Value::Null,
+        )
+        .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(Registered::Created)
     }
 
     /// Saves a deployment's progress, its new timeline events and the actions its decision
     /// owes, atomically.
-    pub fn save(&self, rec: &DeploymentRecord, events: &[(String, String, serde_json::Value)], actions: &[Action]) -> Result<(), StoreError> {
+    pub fn save(
+        &self,
+        rec: &DeploymentRecord,
+        events: &[(String, String, serde_json::Value)],
+        actions: &[Action],
+    ) -> Result<(), StoreError> {
         let mut c = self.lock();
         let tx = c.transaction().map_err(|e| self.err(e))?;
         let n = tx
@@ -221,7 +293,10 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         if n == 0 {
-            return Err(StoreError::Corrupt { id: rec.request.id.clone(), message: "deployment vanished from the store".into() });
+            return Err(StoreError::Corrupt {
+                id: rec.request.id.clone(),
+                message: "deployment vanished from the store".into(),
+            });
         }
         for (kind, message, data) in events {
             insert_event(&tx, &rec.request.id, kind, message, data).map_err(|e| self.err(e))?;
@@ -240,14 +315,23 @@ impl Store {
     pub fn get(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
         let c = self.lock();
         let row: Option<(String, String, Option<String>)> = c
-            .query_row("SELECT record, rule_source, judge FROM deployments WHERE id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(
+                "SELECT record, rule_source, judge FROM deployments WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
         row.map(|r| decode(id, r)).transpose()
     }
 
     /// Deployments, newest first, optionally filtered by state and service.
-    pub fn list(&self, state: Option<State>, service: Option<&str>, limit: usize) -> Result<Vec<DeploymentRecord>, StoreError> {
+    pub fn list(
+        &self,
+        state: Option<State>,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeploymentRecord>, StoreError> {
         let c = self.lock();
         let mut stmt = c
             .prepare(
@@ -257,9 +341,10 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![state.map(|s| s.as_str()), service, limit as i64], |r| {
-                Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
-            })
+            .query_map(
+                params![state.map(|s| s.as_str()), service, limit as i64],
+                |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))),
+            )
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
@@ -293,7 +378,9 @@ impl Store {
                     at: r.get(2)?,
                     kind: r.get(3)?,
                     message: r.get(4)?,
-                    data: data.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(serde_json::Value::Null),
+                    data: data
+                        .and_then(|d| serde_json::from_str(&d).ok())
+                        .unwrap_or(serde_json::Value::Null),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -301,22 +388,38 @@ impl Store {
     }
 
     /// Appends one timeline entry outside a decision (person actions, hook results).
-    pub fn add_event(&self, id: &str, kind: &str, message: &str, data: &serde_json::Value) -> Result<(), StoreError> {
+    pub fn add_event(
+        &self,
+        id: &str,
+        kind: &str,
+        message: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         let c = self.lock();
         insert_event(&c, id, kind, message, data).map_err(|e| self.err(e))
     }
 
     /// Actions not yet finished (`pending` or `running`), oldest first.
     pub fn open_actions(&self) -> Result<Vec<Action>, StoreError> {
-        self.query_actions("WHERE status IN ('pending', 'running') ORDER BY created_at", params![])
+        self.query_actions(
+            "WHERE status IN ('pending', 'running') ORDER BY created_at",
+            params![],
+        )
     }
 
     /// All actions of a deployment, oldest first.
     pub fn actions_of(&self, deployment: &str) -> Result<Vec<Action>, StoreError> {
-        self.query_actions("WHERE deployment = ?1 ORDER BY created_at", params![deployment])
+        self.query_actions(
+            "WHERE deployment = ?1 ORDER BY created_at",
+            params![deployment],
+        )
     }
 
-    fn query_actions(&self, tail: &str, p: impl rusqlite::Params) -> Result<Vec<Action>, StoreError> {
+    fn query_actions(
+        &self,
+        tail: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<Action>, StoreError> {
         let c = self.lock();
         let sql = format!(
             "SELECT id, deployment, hook, purpose, status, attempts, pid, started_at, finished_at, summary, output, facts FROM actions {tail}"
@@ -345,7 +448,12 @@ impl Store {
     }
 
     /// Records that an attempt started (before waiting on it).
-    pub fn action_started(&self, id: &str, attempt: u32, pid: Option<u32>) -> Result<(), StoreError> {
+    pub fn action_started(
+        &self,
+        id: &str,
+        attempt: u32,
+        pid: Option<u32>,
+    ) -> Result<(), StoreError> {
         let c = self.lock();
         c.execute(
             "UPDATE actions SET status = 'running', attempts = ?2, pid = ?3, started_at = ?4 WHERE id = ?1",
@@ -356,9 +464,19 @@ impl Store {
     }
 
     /// Records how an action ended (`succeeded`, `failed`, `skipped`) or a retry (`pending`).
-    pub fn action_finished(&self, id: &str, status: &str, summary: &str, output: &str) -> Result<(), StoreError> {
+    pub fn action_finished(
+        &self,
+        id: &str,
+        status: &str,
+        summary: &str,
+        output: &str,
+    ) -> Result<(), StoreError> {
         let c = self.lock();
-        let finished = if status == "pending" { None } else { Some(now()) };
+        let finished = if status == "pending" {
+            None
+        } else {
+            Some(now())
+        };
         c.execute(
             "UPDATE actions SET status = ?2, summary = ?3, output = ?4, finished_at = ?5, pid = NULL WHERE id = ?1",
             params![id, status, summary, output, finished],
@@ -401,17 +519,27 @@ impl Store {
         )
         .optional()
         .map_err(|e| self.err(e))
-        .map(|o| o.map(|mut i| {
-            // Keep order: the head of the queue blocks later messages until it is due.
-            if i.next_at > at {
-                i.status = "waiting".into();
-            }
-            i
-        }))
+        .map(|o| {
+            o.map(|mut i| {
+                // Keep order: the head of the queue blocks later messages until it is due.
+                if i.next_at > at {
+                    i.status = "waiting".into();
+                }
+                i
+            })
+        })
     }
 
-    /// Marks a notification delivered, retried later, or dead-lettered.
-    pub fn outbox_update(&self, id: i64, status: &str, attempts: u32, next_at: f64, error: &str) -> Result<(), StoreError> {
+    /// Marks a notification delivered (`sent`), not needed after all (`skipped`), retried
+    /// later (`pending`), or dead-lettered (`dead`).
+    pub fn outbox_update(
+        &self,
+        id: i64,
+        status: &str,
+        attempts: u32,
+        next_at: f64,
+        error: &str,
+    ) -> Result<(), StoreError> {
         let c = self.lock();
         c.execute(
             "UPDATE outbox SET status = ?2, attempts = ?3, next_at = ?4, last_error = ?5 WHERE id = ?1",
@@ -427,8 +555,118 @@ impl Store {
         let mut stmt = c
             .prepare("SELECT notifier, status, COUNT(*) FROM outbox GROUP BY notifier, status ORDER BY notifier, status")
             .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every queued notification of a destination (all of them with `None`), oldest first.
+    pub fn outbox(&self, notifier: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare(
+                "SELECT id, notifier, payload, attempts, next_at, status, last_error FROM outbox
+                 WHERE (?1 IS NULL OR notifier = ?1) ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![notifier], |r| {
+                let payload: String = r.get(2)?;
+                Ok(OutboxItem {
+                    id: r.get(0)?,
+                    notifier: r.get(1)?,
+                    payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+                    attempts: r.get(3)?,
+                    next_at: r.get(4)?,
+                    status: r.get(5)?,
+                    last_error: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Whether an identical payload is already waiting for this destination (so periodic
+    /// work does not pile up while a destination is down).
+    pub fn outbox_has_pending(
+        &self,
+        notifier: &str,
+        payload: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let c = self.lock();
+        c.query_row(
+            "SELECT 1 FROM outbox WHERE notifier = ?1 AND status = 'pending' AND payload = ?2 LIMIT 1",
+            params![notifier, payload.to_string()],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|o| o.is_some())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Open incidents of a destination, optionally for one key, oldest first.
+    pub fn incidents(
+        &self,
+        notifier: &str,
+        key: Option<&str>,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare(
+                "SELECT notifier, key, alertname, notice, opened_at FROM incidents
+                 WHERE notifier = ?1 AND (?2 IS NULL OR key = ?2) ORDER BY opened_at, key, alertname",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![notifier, key], |r| {
+                let notice: String = r.get(3)?;
+                Ok(Incident {
+                    notifier: r.get(0)?,
+                    key: r.get(1)?,
+                    alertname: r.get(2)?,
+                    notice: serde_json::from_str(&notice).unwrap_or(serde_json::Value::Null),
+                    opened_at: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records that a destination now knows an incident is open (keeping the first opening
+    /// time when it was open already).
+    pub fn incident_open(
+        &self,
+        notifier: &str,
+        key: &str,
+        alertname: &str,
+        notice: &serde_json::Value,
+        at: f64,
+    ) -> Result<(), StoreError> {
+        let c = self.lock();
+        c.execute(
+            "INSERT INTO incidents (notifier, key, alertname, notice, opened_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT (notifier, key, alertname) DO UPDATE SET notice = excluded.notice, updated_at = excluded.updated_at",
+            params![notifier, key, alertname, notice.to_string(), at],
+        )
+        .map(drop)
+        .map_err(|e| self.err(e))
+    }
+
+    /// Forgets an incident the destination was told is over.
+    pub fn incident_close(
+        &self,
+        notifier: &str,
+        key: &str,
+        alertname: &str,
+    ) -> Result<(), StoreError> {
+        let c = self.lock();
+        c.execute(
+            "DELETE FROM incidents WHERE notifier = ?1 AND key = ?2 AND alertname = ?3",
+            params![notifier, key, alertname],
+        )
+        .map(drop)
+        .map_err(|e| self.err(e))
     }
 
     /// Finished deployments since `since` (Unix seconds): (service, state, created, finished).
@@ -440,7 +678,12 @@ impl Store {
         let rows = stmt
             .query_map(params![since], |r| {
                 let s: String = r.get(1)?;
-                Ok((r.get::<_, String>(0)?, s, r.get::<_, f64>(2)?, r.get::<_, f64>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    s,
+                    r.get::<_, f64>(2)?,
+                    r.get::<_, f64>(3)?,
+                ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -458,24 +701,51 @@ fn encode(rec: &DeploymentRecord) -> String {
     serde_json::to_string(rec).unwrap_or_default()
 }
 
-fn decode(id: &str, (record, rule_source, judge): (String, String, Option<String>)) -> Result<DeploymentRecord, StoreError> {
+fn decode(
+    id: &str,
+    (record, rule_source, judge): (String, String, Option<String>),
+) -> Result<DeploymentRecord, StoreError> {
     let mut rec: DeploymentRecord =
-        serde_json::from_str(&record).map_err(|e| StoreError::Corrupt { id: id.to_string(), message: e.to_string() })?;
+        serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
+            id: id.to_string(),
+            message: e.to_string(),
+        })?;
     rec.rule_source = rule_source;
     rec.judge = judge;
     Ok(rec)
 }
 
-fn insert_event(c: &Connection, id: &str, kind: &str, message: &str, data: &serde_json::Value) -> rusqlite::Result<()> {
+fn insert_event(
+    c: &Connection,
+    id: &str,
+    kind: &str,
+    message: &str,
+    data: &serde_json::Value,
+) -> rusqlite::Result<()> {
     c.execute(
         "INSERT INTO events (deployment, at, kind, message, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, now(), kind, message, if data.is_null() { None } else { Some(data.to_string()) }],
+        params![
+            id,
+            now(),
+            kind,
+            message,
+            if data.is_null() {
+                None
+            } else {
+                Some(data.to_string())
+            }
+        ],
     )
     .map(drop)
 }
 
 /// A fresh record for a new registration.
-pub fn new_record(request: DeploymentRequest, rule_path: String, rule_version: String, rule_source: String) -> DeploymentRecord {
+pub fn new_record(
+    request: DeploymentRequest,
+    rule_path: String,
+    rule_version: String,
+    rule_source: String,
+) -> DeploymentRecord {
     let t = now();
     DeploymentRecord {
         request,
@@ -507,11 +777,18 @@ mod tests {
             service: Some("api".into()),
             analysis: "a".into(),
             params: Default::default(),
-            baseline: ArmSpec { targets: vec!["http://127.0.0.1:1/metrics".into()], ..Default::default() },
-            canary: ArmSpec { targets: vec!["http://127.0.0.1:2/metrics".into()], ..Default::default() },
+            baseline: ArmSpec {
+                targets: vec!["http://127.0.0.1:1/metrics".into()],
+                ..Default::default()
+            },
+            canary: ArmSpec {
+                targets: vec!["http://127.0.0.1:2/metrics".into()],
+                ..Default::default()
+            },
             strategy: Strategy::Analysis,
             timing: None,
             labels: Default::default(),
+            timing: None,
         }
     }
 
@@ -519,9 +796,20 @@ mod tests {
     fn register_save_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let mut rec = new_record(req("d1"), "r.yaml".into(), "v1".into(), "analysis: a".into());
-        assert!(matches!(s.register(&rec, "hi").unwrap(), Registered::Created));
-        assert!(matches!(s.register(&rec, "hi").unwrap(), Registered::Existing(_)));
+        let mut rec = new_record(
+            req("d1"),
+            "r.yaml".into(),
+            "v1".into(),
+            "analysis: a".into(),
+        );
+        assert!(matches!(
+            s.register(&rec, "hi").unwrap(),
+            Registered::Created
+        ));
+        assert!(matches!(
+            s.register(&rec, "hi").unwrap(),
+            Registered::Existing(_)
+        ));
         rec.state = State::RolledBack;
         rec.judge = Some("{}".into());
         let act = Action {
@@ -538,7 +826,16 @@ mod tests {
             output: String::new(),
             facts: serde_json::json!({"x": 1}),
         };
-        s.save(&rec, &[("decision".into(), "rolled back".into(), serde_json::Value::Null)], &[act.clone()]).unwrap();
+        s.save(
+            &rec,
+            &[(
+                "decision".into(),
+                "rolled back".into(),
+                serde_json::Value::Null,
+            )],
+            std::slice::from_ref(&act),
+        )
+        .unwrap();
         // Saving the same action twice does not duplicate it.
         s.save(&rec, &[], &[act]).unwrap();
         drop(s);
@@ -550,7 +847,8 @@ mod tests {
         assert_eq!(s.events("d1", 0, 10).unwrap().len(), 2);
         assert!(s.unfinished().unwrap().is_empty());
         s.action_started("d1-rollback", 1, Some(42)).unwrap();
-        s.action_finished("d1-rollback", "succeeded", "exit 0", "ok").unwrap();
+        s.action_finished("d1-rollback", "succeeded", "exit 0", "ok")
+            .unwrap();
         assert!(s.open_actions().unwrap().is_empty());
     }
 
@@ -562,8 +860,12 @@ mod tests {
         s.enqueue("chat", &serde_json::json!({"n": 2})).unwrap();
         let i = s.next_due("chat", now()).unwrap().unwrap();
         assert_eq!(i.payload["n"], 1);
-        s.outbox_update(i.id, "pending", 1, now() + 100.0, "429").unwrap();
-        assert_eq!(s.next_due("chat", now()).unwrap().unwrap().status, "waiting");
+        s.outbox_update(i.id, "pending", 1, now() + 100.0, "429")
+            .unwrap();
+        assert_eq!(
+            s.next_due("chat", now()).unwrap().unwrap().status,
+            "waiting"
+        );
         s.outbox_update(i.id, "sent", 2, now(), "").unwrap();
         assert_eq!(s.next_due("chat", now()).unwrap().unwrap().payload["n"], 2);
     }

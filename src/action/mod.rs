@@ -34,7 +34,32 @@ pub struct Facts {
     pub checks: serde_json::Value,
 }
 
+/// The `{{name}}` placeholders hooks may use (plus `param.<name>` for deployment
+/// parameters); config validation rejects any other.
+pub const PLACEHOLDERS: &[&str] = &[
+    "id",
+    "deployment",
+    "service",
+    "analysis",
+    "action",
+    "action_id",
+    "verdict",
+    "reason",
+    "version",
+    "baseline_version",
+    "step",
+    "weight",
+    "dry_run",
+    "param.<name>",
+];
+
 impl Facts {
+    /// Whether `name` is a placeholder some deployment can fill.
+    pub fn knows(name: &str) -> bool {
+        name.strip_prefix("param.").is_some_and(|p| !p.is_empty())
+            || PLACEHOLDERS.iter().any(|p| *p == name && !p.contains('<'))
+    }
+
     /// Value of a `{{name}}` placeholder (`id`, `service`, `param.job`, ...).
     pub fn lookup(&self, name: &str) -> Option<String> {
         Some(match name {
@@ -50,7 +75,11 @@ impl Facts {
             "step" => self.step.map(|s| s.to_string()).unwrap_or_default(),
             "weight" => self.weight.map(fmt_weight).unwrap_or_default(),
             "dry_run" => self.dry_run.to_string(),
-            other => return other.strip_prefix("param.").and_then(|p| self.params.get(p).cloned()),
+            other => {
+                return other
+                    .strip_prefix("param.")
+                    .and_then(|p| self.params.get(p).cloned());
+            }
         })
     }
 
@@ -65,8 +94,14 @@ impl Facts {
             ("ROLLGUARD_VERDICT".into(), self.verdict.clone()),
             ("ROLLGUARD_REASON".into(), self.reason.clone()),
             ("ROLLGUARD_VERSION".into(), self.version.clone()),
-            ("ROLLGUARD_BASELINE_VERSION".into(), self.baseline_version.clone()),
-            ("ROLLGUARD_DRY_RUN".into(), if self.dry_run { "1".into() } else { "0".into() }),
+            (
+                "ROLLGUARD_BASELINE_VERSION".into(),
+                self.baseline_version.clone(),
+            ),
+            (
+                "ROLLGUARD_DRY_RUN".into(),
+                if self.dry_run { "1".into() } else { "0".into() },
+            ),
         ];
         if let Some(s) = self.step {
             v.push(("ROLLGUARD_STEP".into(), s.to_string()));
@@ -75,7 +110,16 @@ impl Facts {
             v.push(("ROLLGUARD_WEIGHT".into(), fmt_weight(w)));
         }
         for (k, val) in &self.params {
-            let key: String = k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+            let key: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             v.push((format!("ROLLGUARD_PARAM_{key}"), val.clone()));
         }
         v
@@ -83,5 +127,9 @@ impl Facts {
 }
 
 fn fmt_weight(w: f64) -> String {
-    if w.fract() == 0.0 { format!("{w:.0}") } else { format!("{w}") }
+    if w.fract() == 0.0 {
+        format!("{w:.0}")
+    } else {
+        format!("{w}")
+    }
 }

@@ -15,8 +15,9 @@ use std::time::Duration;
 use super::Facts;
 use super::hook::{self, HookOutcome};
 use super::notify::Notifiers;
-use crate::config::{HookConfig, HookKind};
+use crate::config::{HookConfig, HookKind, MAX_HOOK_BACKOFF};
 use crate::events::{Notice, NoticeKind, Subject};
+use crate::judge::{CheckReport, Outcome};
 use crate::store::{Action, Store, now};
 use crate::telemetry::Telemetry;
 
@@ -42,8 +43,20 @@ impl ActionRunner {
         notifiers: Arc<Notifiers>,
         dry_run: bool,
     ) -> Result<Self, String> {
-        let client = crate::net::client(&crate::config::TlsConfig::default(), Duration::from_secs(60))?;
-        Ok(ActionRunner { store, hooks, state_dir, client, telemetry, notifiers, dry_run, tracker: tokio_util::task::TaskTracker::new() })
+        let client = crate::net::client(
+            &crate::config::TlsConfig::default(),
+            Duration::from_secs(60),
+        )?;
+        Ok(ActionRunner {
+            store,
+            hooks,
+            state_dir,
+            client,
+            telemetry,
+            notifiers,
+            dry_run,
+            tracker: tokio_util::task::TaskTracker::new(),
+        })
     }
 
     /// Whether a name is a hook (rule action lists mix hooks and notifiers).
@@ -52,12 +65,19 @@ impl ActionRunner {
     }
 
     /// Starts running persisted actions in the background.
-    pub fn start(self: &Arc<Self>, actions: Vec<Action>, notify: Vec<String>, decided: tokio::time::Instant) {
+    pub fn start(
+        self: &Arc<Self>,
+        actions: Vec<Action>,
+        notify: Vec<String>,
+        decided: tokio::time::Instant,
+    ) {
         for a in actions {
             let me = self.clone();
             let notify = notify.clone();
             self.tracker.spawn(async move {
-                me.telemetry.decision_to_hook.observe(decided.elapsed().as_secs_f64());
+                me.telemetry
+                    .decision_to_hook
+                    .observe(decided.elapsed().as_secs_f64());
                 me.run(a, notify).await;
             });
         }
@@ -66,7 +86,9 @@ impl ActionRunner {
     /// Waits for running actions, at most `grace`. Returns whether all finished.
     pub async fn drain(&self, grace: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 
     /// Resumes every unfinished action after a restart.
@@ -82,52 +104,83 @@ impl ActionRunner {
             tracing::info!(action = %a.id, hook = %a.hook, status = %a.status, "resuming action after restart");
             let notify = notify_for(&a);
             let me = self.clone();
-            self.tracker.spawn(async move { me.resume(a, notify).await });
+            self.tracker
+                .spawn(async move { me.resume(a, notify).await });
         }
     }
 
     async fn resume(&self, a: Action, notify: Vec<String>) {
-        if a.status == "running" {
-            if let (Some(pid), Some(hook)) = (a.pid, self.hooks.get(&a.hook)) {
-                if matches!(hook.kind, HookKind::Exec { .. }) {
-                    let dir = hook::attempt_dir(&self.state_dir, &a.id, a.attempts.max(1));
-                    let elapsed = Duration::from_secs_f64((now() - a.started_at.unwrap_or_else(now)).max(0.0));
-                    let remaining = hook.timeout.saturating_sub(elapsed);
-                    if let Some(outcome) = hook::recover_exec(&dir, pid, remaining, hook.timeout).await {
-                        tracing::info!(action = %a.id, result = %outcome.summary, "found the result of a hook that ran while the daemon was down");
-                        self.finish_attempt(&a, hook, a.attempts.max(1), outcome, &notify).await;
-                        return;
-                    }
+        let running_exec = self
+            .hooks
+            .get(&a.hook)
+            .filter(|h| a.status == "running" && matches!(h.kind, HookKind::Exec { .. }));
+        if let Some(hook) = running_exec {
+            let attempt = a.attempts.max(1);
+            let dir = hook::attempt_dir(&self.state_dir, &a.id, attempt);
+            let elapsed =
+                Duration::from_secs_f64((now() - a.started_at.unwrap_or_else(now)).max(0.0));
+            let remaining = hook.timeout.saturating_sub(elapsed);
+            if let Some(outcome) = hook::recover_exec(&dir, a.pid, remaining, hook).await {
+                tracing::info!(action = %a.id, result = %outcome.summary, "found the result of a hook that ran while the daemon was down");
+                let done = self
+                    .finish_attempt(&a, hook, attempt, outcome.clone(), &notify)
+                    .await;
+                hook::discard(&dir);
+                if done {
+                    return;
                 }
+                let again = Action {
+                    attempts: attempt,
+                    ..a
+                };
+                tokio::time::sleep(self.backoff(hook, attempt, &outcome)).await;
+                self.run(again, notify).await;
+                return;
             }
+            tracing::warn!(action = %a.id, "a hook that was running when the daemon stopped left no status and is gone; running it again with the same action id");
         }
         self.run(a, notify).await;
     }
 
+    /// The wait before the next attempt: the server's `Retry-After` when it gave one, else
+    /// the hook's backoff doubled per attempt, capped.
+    fn backoff(&self, hook: &HookConfig, attempt: u32, outcome: &HookOutcome) -> Duration {
+        outcome
+            .retry_after
+            .unwrap_or_else(|| {
+                hook.retry_backoff
+                    .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            })
+            .min(MAX_HOOK_BACKOFF)
+    }
+
     async fn run(&self, a: Action, notify: Vec<String>) {
         let Some(hook) = self.hooks.get(&a.hook).cloned() else {
-            let msg = format!("hook `{}` is not in the daemon config (was it removed?)", a.hook);
-            let _ = self.store.action_finished(&a.id, "failed", &msg, "");
+            let msg = format!(
+                "hook `{}` is not in the daemon config (was it removed?)",
+                a.hook
+            );
+            if let Err(e) = self.store.action_finished(&a.id, "failed", &msg, "") {
+                tracing::error!(action = %a.id, error = %e, "cannot record hook result");
+            }
             self.announce(&a, NoticeKind::HookFailed, &msg, "", &notify);
             return;
         };
         let facts: Facts = serde_json::from_value(a.facts.clone()).unwrap_or_default();
-        if self.dry_run || facts.dry_run {
-            let msg = format!("dry run: would run hook `{}`", a.hook);
-            let _ = self.store.action_finished(&a.id, "skipped", &msg, "");
-            let _ = self.store.add_event(&a.deployment, "hook", &msg, &serde_json::Value::Null);
+        if self.dry_run || facts.dry_run || hook.dry_run {
+            self.dry(&a, &hook, &facts, &notify);
             return;
         }
         let first = a.attempts + 1;
         let last = hook.retries + 1;
-        for attempt in first..=last {
+        for attempt in first..=last.max(first) {
             if let Err(e) = self.store.action_started(&a.id, attempt, None) {
                 tracing::error!(action = %a.id, error = %e, "cannot record hook start; not running it without a record");
                 return;
             }
+            let dir = hook::attempt_dir(&self.state_dir, &a.id, attempt);
             let outcome = match &hook.kind {
                 HookKind::Exec { .. } => {
-                    let dir = hook::attempt_dir(&self.state_dir, &a.id, attempt);
                     let store = self.store.clone();
                     let id = a.id.clone();
                     hook::run_exec(&hook, &facts, &dir, move |pid| {
@@ -139,20 +192,73 @@ impl ActionRunner {
                 }
                 HookKind::Http { .. } => hook::run_http(&hook, &facts, &self.client).await,
             };
-            let retry_after = outcome.retry_after;
-            if self.finish_attempt(&a, &hook, attempt, outcome, &notify).await || attempt == last {
+            let wait = self.backoff(&hook, attempt, &outcome);
+            let done = self
+                .finish_attempt(&a, &hook, attempt, outcome, &notify)
+                .await;
+            hook::discard(&dir);
+            if done {
                 return;
             }
-            let backoff = retry_after.unwrap_or(Duration::from_secs(1u64 << attempt.min(6)));
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(wait).await;
         }
     }
 
+    /// Dry run: record and announce what would have run, run nothing.
+    fn dry(&self, a: &Action, hook: &HookConfig, facts: &Facts, notify: &[String]) {
+        let what = match &hook.kind {
+            HookKind::Exec { argv, .. } => match hook::render_argv(argv, facts) {
+                Ok(v) => format!("exec {}", serde_json::to_string(&v).unwrap_or_default()),
+                Err(e) => format!("exec (argv does not render: {e})"),
+            },
+            HookKind::Http { url, method, .. } => {
+                let shown = url
+                    .resolve()
+                    .ok()
+                    .and_then(|u| hook::render_url(&u, facts).ok())
+                    .map(|u| crate::net::redact_url(&u))
+                    .unwrap_or_else(|| url.describe());
+                format!("{method} {shown}")
+            }
+        };
+        let msg = format!("dry run: would run {} hook `{}`: {what}", a.purpose, a.hook);
+        if let Err(e) = self.store.action_finished(&a.id, "skipped", &msg, "") {
+            tracing::error!(action = %a.id, error = %e, "cannot record dry-run action");
+        }
+        let _ = self.store.add_event(
+            &a.deployment,
+            "dry_run",
+            &msg,
+            &serde_json::json!({"action": a.id}),
+        );
+        Telemetry::inc(
+            &self.telemetry.hook_runs,
+            &[("hook", &hook.name), ("result", "dry_run")],
+        );
+        self.announce(a, NoticeKind::DryRun, &msg, "", notify);
+    }
+
     /// Records one attempt's result; returns true when the action is finished.
-    async fn finish_attempt(&self, a: &Action, hook: &HookConfig, attempt: u32, outcome: HookOutcome, notify: &[String]) -> bool {
-        let result = if outcome.success { "success" } else if outcome.timed_out { "timeout" } else { "failure" };
-        Telemetry::inc(&self.telemetry.hook_runs, &[("hook", &hook.name), ("result", result)]);
-        let last = attempt > hook.retries;
+    async fn finish_attempt(
+        &self,
+        a: &Action,
+        hook: &HookConfig,
+        attempt: u32,
+        outcome: HookOutcome,
+        notify: &[String],
+    ) -> bool {
+        let result = if outcome.success {
+            "success"
+        } else if outcome.timed_out {
+            "timeout"
+        } else {
+            "failure"
+        };
+        Telemetry::inc(
+            &self.telemetry.hook_runs,
+            &[("hook", &hook.name), ("result", result)],
+        );
+        let last = attempt > hook.retries || !outcome.retryable;
         let status = if outcome.success {
             "succeeded"
         } else if last {
@@ -160,24 +266,61 @@ impl ActionRunner {
         } else {
             "pending"
         };
-        if let Err(e) = self.store.action_finished(&a.id, status, &outcome.summary, &outcome.output) {
+        if let Err(e) = self
+            .store
+            .action_finished(&a.id, status, &outcome.summary, &outcome.output)
+        {
             tracing::error!(action = %a.id, error = %e, "cannot record hook result");
         }
-        let msg = format!("hook `{}` ({}) attempt {attempt}: {}", hook.name, a.purpose, outcome.summary);
-        let _ = self.store.add_event(&a.deployment, "hook", &msg, &serde_json::json!({"action": a.id, "output": outcome.output}));
+        let msg = format!(
+            "hook `{}` ({}) attempt {attempt}/{}: {}",
+            hook.name,
+            a.purpose,
+            hook.retries + 1,
+            outcome.summary
+        );
+        let _ = self.store.add_event(
+            &a.deployment,
+            "hook",
+            &msg,
+            &serde_json::json!({"action": a.id, "attempt": attempt, "output": outcome.output}),
+        );
         if outcome.success {
             tracing::info!(action = %a.id, hook = %hook.name, "{msg}");
             // "Rollback done" once, when every rollback hook of the deployment succeeded.
             let siblings = self.store.actions_of(&a.deployment).unwrap_or_default();
-            let rollback: Vec<_> = siblings.iter().filter(|x| x.purpose == "rollback").collect();
+            let rollback: Vec<_> = siblings
+                .iter()
+                .filter(|x| x.purpose == "rollback")
+                .collect();
             if a.purpose == "rollback" && rollback.iter().all(|x| x.status == "succeeded") {
-                let hooks: Vec<String> = rollback.iter().map(|x| format!("{} ({})", x.hook, x.summary)).collect();
-                self.announce(a, NoticeKind::RollbackSucceeded, &format!("rollback hooks finished: {}", hooks.join(", ")), &outcome.output, notify);
+                let hooks: Vec<String> = rollback
+                    .iter()
+                    .map(|x| format!("`{}` ({})", x.hook, x.summary))
+                    .collect();
+                self.announce(
+                    a,
+                    NoticeKind::RollbackSucceeded,
+                    &format!("rollback hooks finished: {}", hooks.join(", ")),
+                    &outcome.output,
+                    notify,
+                );
             }
             true
         } else if status == "failed" {
-            let kind = if a.purpose == "rollback" { NoticeKind::RollbackFailed } else { NoticeKind::HookFailed };
-            self.announce(a, kind, &msg, &outcome.output, notify);
+            tracing::error!(action = %a.id, hook = %hook.name, output = %outcome.output, "{msg}; giving up");
+            let kind = if a.purpose == "rollback" {
+                NoticeKind::RollbackFailed
+            } else {
+                NoticeKind::HookFailed
+            };
+            self.announce(
+                a,
+                kind,
+                &format!("{msg}; no attempts left"),
+                &outcome.output,
+                notify,
+            );
             true
         } else {
             tracing::warn!(action = %a.id, hook = %hook.name, "{msg}; retrying");
@@ -187,7 +330,40 @@ impl ActionRunner {
 
     fn announce(&self, a: &Action, kind: NoticeKind, msg: &str, output: &str, notify: &[String]) {
         let facts: Facts = serde_json::from_value(a.facts.clone()).unwrap_or_default();
-        let tail: String = output.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = {
+            let chars: Vec<char> = output.trim_end().chars().collect();
+            chars[chars.len().saturating_sub(600)..].iter().collect()
+        };
+        // The numbers behind the decision, failing checks first.
+        let mut checks: Vec<CheckReport> =
+            serde_json::from_value(facts.checks.clone()).unwrap_or_default();
+        checks.sort_by_key(|c| c.outcome != Outcome::Fail);
+        let dep = &facts.deployment;
+        let title = match kind {
+            NoticeKind::RollbackSucceeded => format!("Rolled back {dep}"),
+            NoticeKind::RollbackFailed => format!("Rollback FAILED: {dep}"),
+            NoticeKind::DryRun => format!(
+                "Dry run: would {} {dep}",
+                if a.purpose == "rollback" {
+                    "roll back".to_string()
+                } else {
+                    a.purpose.clone()
+                }
+            ),
+            _ => format!("Hook `{}` failed ({}) for {dep}", a.hook, a.purpose),
+        };
+        let mut text = format!(
+            "{msg}. Reason for the {}: {}",
+            a.purpose,
+            if facts.reason.is_empty() {
+                "-"
+            } else {
+                &facts.reason
+            }
+        );
+        if !tail.is_empty() {
+            text.push_str(&format!("\nLast output:\n{tail}"));
+        }
         let notice = Notice {
             kind,
             at: now(),
@@ -198,13 +374,9 @@ impl ActionRunner {
                 version: facts.version.clone(),
                 baseline_version: facts.baseline_version.clone(),
             }),
-            title: match kind {
-                NoticeKind::RollbackSucceeded => format!("Rollback done: {}", facts.deployment),
-                NoticeKind::RollbackFailed => format!("Rollback FAILED: {}", facts.deployment),
-                _ => format!("Hook failed: {} ({})", a.hook, facts.deployment),
-            },
-            text: if tail.is_empty() { format!("{msg}. Reason for the action: {}", facts.reason) } else { format!("{msg}. Reason for the action: {}. Output: {tail}", facts.reason) },
-            checks: Vec::new(),
+            title,
+            text,
+            checks,
             link: None,
             key: format!("rollguard/{}", facts.deployment),
         };

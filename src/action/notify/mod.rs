@@ -1,9 +1,21 @@
-//! Notifications: a durable outbox per destination, delivered by one worker per destination
-//! with pacing, retries with backoff honouring `Retry-After`, and a dead-letter status after
-//! [`MAX_ATTEMPTS`]. Enqueueing never waits on the network, so a slow or failing chat service
-//! never delays a rollback hook.
+//! Notifications: a durable outbox per destination (SQLite), delivered in order by one
+//! worker per destination with pacing, retries with backoff honouring `Retry-After`, and a
+//! dead-letter status after the destination's `max_attempts`. Enqueueing is one local
+//! insert and never waits on the network, so a slow or failing chat service never delays a
+//! rollback hook. Messages are rendered when they are sent (from the queued notice), so a
+//! message queued before a restart is delivered after it.
 
+pub mod alertmanager;
+pub mod deliver;
+pub mod digest;
+pub mod discord;
+pub mod google_chat;
+pub mod mattermost;
+pub mod pagerduty;
 pub mod render;
+pub mod slack;
+pub mod teams;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,115 +24,154 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::NotifierKind;
+use self::deliver::Delivery;
+use self::render::{Change, Ctx, Plan, Queued};
+use crate::config::{NotifierConfig, NotifierKind};
 use crate::events::Notice;
-use crate::store::{Store, now};
+use crate::store::{OutboxItem, Store, now};
 use crate::telemetry::Telemetry;
-
-/// Deliveries tried per message before it is dead-lettered.
-pub const MAX_ATTEMPTS: u32 = 8;
 
 /// Queues notices and delivers them.
 pub struct Notifiers {
     store: Arc<Store>,
-    destinations: BTreeMap<String, NotifierKind>,
+    destinations: BTreeMap<String, NotifierConfig>,
     client: reqwest::Client,
-    wake: Notify,
+    /// One wake-up per destination; `notify_one` keeps a permit, so a notice queued while
+    /// the worker is busy is not missed.
+    wakes: BTreeMap<String, Notify>,
     telemetry: Arc<Telemetry>,
-    /// Minimum time between two messages to one destination.
-    pace: Duration,
-}
-
-/// What a destination answered.
-pub enum Delivery {
-    Sent,
-    /// Try again later (429, 5xx, timeout), after at least this long.
-    Retry { after: Option<Duration>, error: String },
-    /// Will never succeed as is (4xx other than 429, bad config).
-    Permanent(String),
 }
 
 impl Notifiers {
-    pub fn new(store: Arc<Store>, destinations: BTreeMap<String, NotifierKind>, telemetry: Arc<Telemetry>) -> Result<Self, String> {
-        let client = crate::net::client(&crate::config::TlsConfig::default(), Duration::from_secs(10))?;
-        Ok(Notifiers { store, destinations, client, wake: Notify::new(), telemetry, pace: Duration::from_secs(1) })
+    pub fn new(
+        store: Arc<Store>,
+        destinations: BTreeMap<String, NotifierConfig>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, String> {
+        let client = crate::net::client(
+            &crate::config::TlsConfig::default(),
+            Duration::from_secs(30),
+        )?;
+        let wakes = destinations
+            .keys()
+            .map(|k| (k.clone(), Notify::new()))
+            .collect();
+        Ok(Notifiers {
+            store,
+            destinations,
+            client,
+            wakes,
+            telemetry,
+        })
     }
 
-    /// Overrides the pacing (tests use a short pace).
+    /// Overrides every destination's pacing (tests and the demo use a short pace).
     pub fn with_pace(mut self, pace: Duration) -> Self {
-        self.pace = pace;
+        for d in self.destinations.values_mut() {
+            d.pace = pace;
+        }
         self
     }
 
-    /// Queues a notice for the named destinations (names that are hooks are ignored). Logs
-    /// the event once.
+    /// Queues a notice for the named destinations (names that are hooks are ignored) and
+    /// writes its log line once.
     pub fn enqueue(&self, names: &[String], notice: &Notice) {
         notice.log();
-        let payload = match serde_json::to_value(notice) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialise notice");
-                return;
+        for n in names {
+            let Some(dest) = self.destinations.get(n) else {
+                continue;
+            };
+            for part in render::parts(&dest.kind, notice) {
+                let item = Queued::Notice {
+                    notice: Box::new(notice.clone()),
+                    part,
+                };
+                match serde_json::to_value(&item) {
+                    Ok(payload) => self.push(n, &payload),
+                    Err(e) => tracing::error!(notifier = %n, error = %e, "cannot serialise notice"),
+                }
             }
-        };
-        let mut any = false;
-        for n in names.iter().filter(|n| self.destinations.contains_key(*n)) {
-            if let Err(e) = self.store.enqueue(n, &payload) {
-                tracing::error!(notifier = %n, error = %e, "cannot queue notification");
-            } else {
-                any = true;
-            }
-        }
-        if any {
-            self.wake.notify_waiters();
         }
     }
 
-    /// Runs one delivery worker per destination until `shutdown`.
+    fn push(&self, name: &str, payload: &serde_json::Value) {
+        match self.store.enqueue(name, payload) {
+            Ok(()) => {
+                if let Some(w) = self.wakes.get(name) {
+                    w.notify_one();
+                }
+            }
+            Err(e) => tracing::error!(notifier = %name, error = %e, "cannot queue notification"),
+        }
+    }
+
+    /// Runs one delivery worker per destination (and the alert refresher of each
+    /// Alertmanager destination) until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tasks = Vec::new();
-        for name in self.destinations.keys().cloned() {
-            let me = self.clone();
-            let sd = shutdown.clone();
-            tasks.push(tokio::spawn(async move { me.worker(&name, sd).await }));
+        for (name, dest) in &self.destinations {
+            let (me, sd, n) = (self.clone(), shutdown.clone(), name.clone());
+            tasks.push(tokio::spawn(async move { me.worker(&n, sd).await }));
+            if let NotifierKind::Alertmanager { resend, .. } = dest.kind {
+                let (me, sd, n) = (self.clone(), shutdown.clone(), name.clone());
+                tasks.push(tokio::spawn(
+                    async move { me.refresher(&n, resend, sd).await },
+                ));
+            }
         }
         for t in tasks {
             let _ = t.await;
         }
     }
 
+    /// Queues a refresh of the active alerts every `resend` (one at a time: none is added
+    /// while one waits, so an Alertmanager outage does not pile them up).
+    async fn refresher(&self, name: &str, resend: Duration, shutdown: CancellationToken) {
+        let payload = match serde_json::to_value(Queued::Refresh) {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let mut tick = tokio::time::interval(resend);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let active = self
+                .store
+                .incidents(name, None)
+                .map(|v| !v.is_empty())
+                .unwrap_or(false);
+            if active
+                && !self
+                    .store
+                    .outbox_has_pending(name, &payload)
+                    .unwrap_or(true)
+            {
+                self.push(name, &payload);
+            }
+        }
+    }
+
     async fn worker(&self, name: &str, shutdown: CancellationToken) {
-        let Some(kind) = self.destinations.get(name).cloned() else { return };
+        let (Some(dest), Some(wake)) = (self.destinations.get(name), self.wakes.get(name)) else {
+            return;
+        };
         loop {
             let wait = match self.store.next_due(name, now()) {
                 Ok(Some(item)) if item.status != "waiting" => {
-                    let notice: Option<Notice> = serde_json::from_value(item.payload.clone()).ok();
-                    let result = match &notice {
-                        Some(n) => self.send(&kind, n).await,
-                        None => Delivery::Permanent("unreadable queued notice".into()),
-                    };
-                    let attempts = item.attempts + 1;
-                    let (status, next, err) = match result {
-                        Delivery::Sent => ("sent", now(), String::new()),
-                        Delivery::Retry { after, error } if attempts < MAX_ATTEMPTS => {
-                            let backoff = Duration::from_secs(1u64 << attempts.min(8));
-                            let after = after.map_or(backoff, |a| a.max(Duration::from_millis(100)));
-                            ("pending", now() + after.as_secs_f64(), error)
-                        }
-                        Delivery::Retry { error, .. } | Delivery::Permanent(error) => ("dead", now(), error),
-                    };
-                    Telemetry::inc(&self.telemetry.notifications, &[("notifier", name), ("result", status)]);
-                    if status == "dead" {
-                        tracing::error!(notifier = name, attempts, error = %err, "notification dead-lettered");
-                    } else if !err.is_empty() {
-                        tracing::warn!(notifier = name, attempts, error = %err, "notification delivery failed; will retry");
+                    // Pacing holds even when more notices arrive meanwhile.
+                    let gap = self.deliver(name, dest, item).await.max(dest.pace);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(gap) => {}
                     }
-                    if let Err(e) = self.store.outbox_update(item.id, status, attempts, next, &err) {
-                        tracing::error!(notifier = name, error = %e, "cannot record notification delivery");
-                    }
-                    if status == "sent" { self.pace } else { Duration::ZERO }
+                    continue;
                 }
-                Ok(Some(item)) => Duration::from_secs_f64((item.next_at - now()).clamp(0.01, 3600.0)),
+                Ok(Some(item)) => {
+                    Duration::from_secs_f64((item.next_at - now()).clamp(0.01, 3600.0))
+                }
                 Ok(None) => Duration::from_secs(3600),
                 Err(e) => {
                     tracing::error!(notifier = name, error = %e, "cannot read the notification outbox");
@@ -129,34 +180,119 @@ impl Notifiers {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => {}
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    async fn send(&self, kind: &NotifierKind, notice: &Notice) -> Delivery {
-        let req = match render::render(kind, notice) {
-            Ok(r) => r,
-            Err(e) => return Delivery::Permanent(e),
+    /// Attempts one item and records the result. Returns an extra pause the destination
+    /// asked for before its next message.
+    async fn deliver(&self, name: &str, dest: &NotifierConfig, item: OutboxItem) -> Duration {
+        let queued = Queued::from_payload(&item.payload);
+        let open = match &queued {
+            Some(Queued::Notice { notice, .. }) if tracks_incidents(&dest.kind) => {
+                self.store.incidents(name, Some(&notice.key))
+            }
+            Some(Queued::Refresh) => self.store.incidents(name, None),
+            _ => Ok(Vec::new()),
         };
-        let mut b = self.client.post(&req.url).json(&req.body);
-        for (k, v) in &req.headers {
-            b = b.header(k, v);
-        }
-        match b.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let after = crate::net::retry_after(resp.headers());
-                let body = crate::net::read_text_capped(resp, 2048).await;
-                match status {
-                    200..=299 => Delivery::Sent,
-                    429 => Delivery::Retry { after: after.or_else(|| render::retry_after_from_body(&body)), error: format!("HTTP 429 {body}") },
-                    500..=599 => Delivery::Retry { after, error: format!("HTTP {status} {body}") },
-                    _ => Delivery::Permanent(format!("HTTP {status} {body}")),
+        let open = match open {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(notifier = name, error = %e, "cannot read open incidents; retrying later");
+                let _ = self.store.outbox_update(
+                    item.id,
+                    "pending",
+                    item.attempts,
+                    now() + 5.0,
+                    &e.to_string(),
+                );
+                return Duration::ZERO;
+            }
+        };
+        let ctx = Ctx {
+            config: dest,
+            now: now(),
+            delivery: item.id,
+            open: &open,
+        };
+        let plan = match &queued {
+            Some(q) => render::plan(&ctx, q),
+            None => Err("unreadable queued notification".into()),
+        };
+        let attempts = item.attempts + 1;
+        let (status, next, error, pause) = match plan {
+            Ok(Plan::Skip { reason, changes }) => {
+                self.apply(name, &changes);
+                ("skipped", now(), reason, None)
+            }
+            Err(e) => ("dead", now(), e, None),
+            Ok(Plan::Send { request, changes }) => {
+                match deliver::send(&self.client, &request, dest.timeout).await {
+                    Delivery::Sent { pause } => {
+                        self.apply(name, &changes);
+                        ("sent", now(), String::new(), pause)
+                    }
+                    Delivery::Retry { after, error } if attempts < dest.max_attempts => {
+                        let wait = after.map_or_else(
+                            || deliver::backoff(dest.retry_backoff, attempts, item.id),
+                            |a| a.max(Duration::from_millis(100)),
+                        );
+                        ("pending", now() + wait.as_secs_f64(), error, None)
+                    }
+                    Delivery::Retry { error, .. } | Delivery::Permanent(error) => {
+                        ("dead", now(), error, None)
+                    }
                 }
             }
-            Err(e) => Delivery::Retry { after: None, error: crate::net::redact_error(&e) },
+        };
+        Telemetry::inc(
+            &self.telemetry.notifications,
+            &[("notifier", name), ("result", status)],
+        );
+        match status {
+            "dead" => {
+                tracing::error!(notifier = name, kind = dest.kind.name(), attempts, error = %error, "notification dead-lettered")
+            }
+            "pending" => {
+                tracing::warn!(notifier = name, attempts, error = %error, "notification delivery failed; will retry")
+            }
+            "skipped" => tracing::debug!(notifier = name, reason = %error, "nothing to send"),
+            _ => tracing::debug!(notifier = name, attempts, "notification sent"),
+        }
+        if let Err(e) = self
+            .store
+            .outbox_update(item.id, status, attempts, next, &error)
+        {
+            tracing::error!(notifier = name, error = %e, "cannot record notification delivery");
+        }
+        pause.unwrap_or(Duration::ZERO)
+    }
+
+    /// Records what the destination now knows about open incidents.
+    fn apply(&self, name: &str, changes: &[Change]) {
+        for c in changes {
+            let r = match c {
+                Change::Open {
+                    key,
+                    alertname,
+                    notice,
+                    at,
+                } => self.store.incident_open(name, key, alertname, notice, *at),
+                Change::Close { key, alertname } => self.store.incident_close(name, key, alertname),
+            };
+            if let Err(e) = r {
+                tracing::error!(notifier = name, error = %e, "cannot record incident state");
+            }
         }
     }
+}
+
+/// Destinations whose rendering depends on what they were told before.
+fn tracks_incidents(kind: &NotifierKind) -> bool {
+    matches!(
+        kind,
+        NotifierKind::Alertmanager { .. } | NotifierKind::Pagerduty { .. }
+    )
 }

@@ -1,0 +1,86 @@
+//! Discord webhooks: one embed with the numbers, and `allowed_mentions: {parse: []}` so no
+//! interpolated text can ping `@everyone` or a role. Limits: content 2000, embed title 256,
+//! description 4096, 25 fields of name 256 / value 1024, footer 2048, and 6000 characters
+//! across the embed.
+
+use serde_json::{Value, json};
+
+use super::digest::{Digest, colour, truncate_chars};
+
+const TITLE_MAX: usize = 256;
+const DESCRIPTION_MAX: usize = 4096;
+const FIELD_NAME_MAX: usize = 256;
+const FIELD_VALUE_MAX: usize = 1024;
+const FIELDS_MAX: usize = 25;
+/// Discord's limit on all embed text together.
+pub const EMBED_TOTAL_MAX: usize = 6000;
+
+/// The webhook body.
+pub fn render(d: &Digest) -> Value {
+    let title = truncate_chars(&d.headline, TITLE_MAX);
+    let footer = "rollguard";
+    let mut fields: Vec<(String, String, bool)> = d
+        .facts
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), true))
+        .collect();
+    for c in &d.checks {
+        let mut v = c.numbers();
+        if !c.explanation.is_empty() {
+            v.push('\n');
+            v.push_str(&c.explanation);
+        }
+        fields.push((format!("{}: {}", c.name, c.outcome), v, false));
+    }
+    if d.more_checks > 0 {
+        fields.push((
+            "More".into(),
+            format!("{} more checks", d.more_checks),
+            false,
+        ));
+    }
+    let mut fields: Vec<(String, String, bool)> = fields
+        .into_iter()
+        .take(FIELDS_MAX)
+        .map(|(n, v, i)| {
+            (
+                truncate_chars(&n, FIELD_NAME_MAX),
+                truncate_chars(&v, FIELD_VALUE_MAX),
+                i,
+            )
+        })
+        .collect();
+    let used = |fields: &[(String, String, bool)]| -> usize {
+        title.chars().count()
+            + footer.len()
+            + fields
+                .iter()
+                .map(|(n, v, _)| n.chars().count() + v.chars().count())
+                .sum::<usize>()
+    };
+    // Keep the description; drop trailing fields when the total would exceed the limit.
+    while used(&fields) + 200 > EMBED_TOTAL_MAX && !fields.is_empty() {
+        fields.pop();
+    }
+    let room = EMBED_TOTAL_MAX
+        .saturating_sub(used(&fields))
+        .min(DESCRIPTION_MAX);
+    let description = truncate_chars(&d.text, room);
+    let mut embed = json!({
+        "title": title,
+        "description": description,
+        "color": colour(d.kind),
+        "fields": fields.iter().map(|(n, v, i)| json!({ "name": n, "value": if v.is_empty() { "-".to_string() } else { v.clone() }, "inline": i })).collect::<Vec<_>>(),
+        "footer": { "text": footer },
+        "timestamp": super::alertmanager::rfc3339(d.at),
+    });
+    if let Some(l) = &d.link {
+        embed["url"] = json!(l);
+    }
+    json!({
+        "username": "rollguard",
+        "content": truncate_chars(&d.headline, 2000),
+        "allowed_mentions": { "parse": [] },
+        "embeds": [embed],
+    })
+}

@@ -1,0 +1,60 @@
+//! Google Chat incoming webhooks: a `text` message threaded per deployment with
+//! `thread.threadKey` and `messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD`, so the
+//! start, the steps and the result of one deployment stay in one thread. `<` and `>` in
+//! interpolated text become look-alike angle quotes, because Chat reads `<users/all>` as a
+//! mention of everyone. Messages are limited to 32,000 bytes.
+
+use serde_json::{Value, json};
+
+use super::digest::{Digest, truncate_bytes};
+
+/// Google Chat's message size limit, in bytes.
+pub const MAX_BYTES: usize = 32_000;
+
+/// Defuses mentions and links in interpolated text.
+pub fn escape(s: &str) -> String {
+    s.replace('<', "‹").replace('>', "›")
+}
+
+/// The webhook URL with the reply option that makes `threadKey` start or join a thread.
+pub fn url(base: &str) -> String {
+    if base.contains("messageReplyOption=") {
+        base.to_string()
+    } else if base.contains('?') {
+        format!("{base}&messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")
+    } else {
+        format!("{base}?messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")
+    }
+}
+
+/// The webhook body; `key` names the thread (one per deployment).
+pub fn render(d: &Digest, key: &str) -> Value {
+    let mut text = format!("*{}*\n{}", escape(&d.headline), escape(&d.text));
+    for (k, v) in &d.facts {
+        text.push_str(&format!("\n• {k}: {}", escape(v)));
+    }
+    for c in &d.checks {
+        text.push_str(&format!(
+            "\n*{}*: {} — {}",
+            escape(&c.name),
+            c.outcome,
+            escape(&c.numbers())
+        ));
+        if !c.explanation.is_empty() {
+            text.push_str(&format!("\n_{}_", escape(&c.explanation)));
+        }
+    }
+    if d.more_checks > 0 {
+        text.push_str(&format!("\n… and {} more checks", d.more_checks));
+    }
+    let link = d
+        .link
+        .as_ref()
+        .map(|l| format!("\n<{l}|details>"))
+        .unwrap_or_default();
+    let text = format!(
+        "{}{link}",
+        truncate_bytes(&text, MAX_BYTES - 1024 - link.len())
+    );
+    json!({ "text": text, "thread": { "threadKey": key } })
+}

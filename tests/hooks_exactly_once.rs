@@ -1,0 +1,125 @@
+//! Exactly-once in effect, with the real binary: a rollback hook that is running when the
+//! daemon is killed with SIGKILL is neither lost nor run again by the restarted daemon, and
+//! its action ends recorded as succeeded.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, FleetServer, RATIO_RULE};
+use rollguard::sim::{Fault, Scenario};
+use serde_json::json;
+
+/// Extra hooks (indented to continue the helper's `hooks:` map): a rollback that marks its
+/// start, sleeps, then records its effect. No placeholder is built into the shell line.
+fn slow_rollback(dir: &std::path::Path, sleep_s: f64) -> String {
+    let effect = dir.join("effect");
+    format!(
+        "  slow-rollback:\n    exec: [\"/bin/sh\", \"-c\", \"echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0.started\\\"; sleep {sleep_s}; echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0\\\"\", \"{}\"]\n    timeout: 30s\n",
+        effect.display()
+    )
+}
+
+fn lines(p: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn register(d: &Daemon, fleet: &FleetServer, id: &str) {
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &json!({
+            "id": id, "service": "checkout", "analysis": "errors",
+            "baseline": { "targets": [fleet.target("baseline-0"), fleet.target("baseline-1")], "version": "v1" },
+            "canary": { "targets": [fleet.target("canary-0"), fleet.target("canary-1")], "version": "v2" }
+        }),
+    );
+    assert_eq!(code, 201, "{v}");
+}
+
+fn wait_action(d: &Daemon, id: &str) -> serde_json::Value {
+    common::wait_for(Duration::from_secs(30), || {
+        let (_, v) = d.get(&format!("/api/v1/deployments/{id}"));
+        let a = v["actions"].as_array()?.first()?.clone();
+        matches!(a["status"].as_str(), Some("succeeded" | "failed")).then_some(a)
+    })
+    .unwrap_or_else(|| panic!("action never finished; log:\n{}", d.log()))
+}
+
+fn run(case: &str, sleep_s: f64, restart_after_hook: bool) {
+    let fleet = FleetServer::start(
+        Scenario {
+            fault: Fault::ErrorRatio { factor: 8.0 },
+            fault_at_s: 0.0,
+            seed: 21,
+            ..Scenario::default()
+        },
+        20.0,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let effect = dir.path().join("effect");
+    let started = dir.path().join("effect.started");
+    let extra = slow_rollback(dir.path(), sleep_s);
+    let rule = RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [slow-rollback]");
+    let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
+    register(&d, &fleet, case);
+    // The decision is persisted and the hook is running: kill -9 the daemon now.
+    common::wait_for(Duration::from_secs(60), || {
+        (!lines(&started).is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("rollback hook never started; log:\n{}", d.log()));
+    assert!(
+        lines(&effect).is_empty(),
+        "the hook should still be sleeping"
+    );
+    let dir = d.crash();
+    if restart_after_hook {
+        // The hook finishes while no daemon is running.
+        common::wait_for(Duration::from_secs(30), || {
+            (!lines(&effect).is_empty()).then_some(())
+        })
+        .expect("hook outlived the daemon");
+    }
+    let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
+    let a = wait_action(&d, case);
+    assert_eq!(a["status"], "succeeded", "{a:#}\nlog:\n{}", d.log());
+    assert_eq!(a["attempts"], 1, "{a:#}");
+    let action_id = format!("{case}-rollback-0-slow-rollback");
+    assert_eq!(
+        lines(&started),
+        vec![action_id.clone()],
+        "the hook was started once"
+    );
+    assert_eq!(
+        lines(&effect),
+        vec![action_id],
+        "its side effect happened once"
+    );
+    let (_, v) = d.get(&format!("/api/v1/deployments/{case}"));
+    assert_eq!(
+        v["state"], "rolled_back",
+        "never rolled back twice, never un-rolled-back"
+    );
+    assert!(
+        d.log()
+            .contains("found the result of a hook that ran while the daemon was down"),
+        "{}",
+        d.log()
+    );
+    // Nothing runs it again later either.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines(&started).len(), 1);
+}
+
+#[test]
+fn a_rollback_hook_running_during_kill_9_runs_exactly_once() {
+    run("crash-during", 3.0, false);
+}
+
+#[test]
+fn a_rollback_hook_that_finished_while_the_daemon_was_dead_is_not_run_again() {
+    run("crash-before-done", 1.0, true);
+}

@@ -1,0 +1,383 @@
+//! Delivery: Retry-After (header and Discord's JSON), retries with backoff and dead letters,
+//! pacing, the Alertmanager lease, PagerDuty trigger/resolve, and a message queued before a
+//! daemon restart delivered after it (the real binary).
+
+mod common;
+mod notify_fakes;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify_fakes::{Fake, Reply, ends_in};
+use rollguard::action::notify::Notifiers;
+use rollguard::config::{NotifierConfig, NotifierKind, Secret, Severity};
+use rollguard::events::{Notice, NoticeKind, Subject};
+use rollguard::store::{OutboxItem, Store};
+use rollguard::telemetry::Telemetry;
+use tokio_util::sync::CancellationToken;
+
+fn notice(kind: NoticeKind, dep: &str) -> Notice {
+    Notice {
+        kind,
+        at: rollguard::store::now(),
+        subject: Some(Subject {
+            deployment: dep.into(),
+            service: "checkout".into(),
+            analysis: "errors".into(),
+            version: "v2".into(),
+            baseline_version: "v1".into(),
+        }),
+        title: format!("{} {dep}", kind.as_str()),
+        text: "what happened and what rollguard did".into(),
+        checks: Vec::new(),
+        link: None,
+        key: format!("rollguard/{dep}"),
+    }
+}
+
+struct Running {
+    store: Arc<Store>,
+    notifiers: Arc<Notifiers>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(name: &str, cfg: NotifierConfig) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let notifiers = Arc::new(
+            Notifiers::new(
+                store.clone(),
+                BTreeMap::from([(name.to_string(), cfg)]),
+                Arc::new(Telemetry::new()),
+            )
+            .unwrap(),
+        );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(notifiers.clone().run(shutdown.clone()));
+        Running {
+            store,
+            notifiers,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    fn send(&self, name: &str, n: &Notice) {
+        self.notifiers.enqueue(&[name.to_string()], n);
+    }
+
+    async fn settled(&self) -> Vec<OutboxItem> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let items = self.store.outbox(None).unwrap();
+            if items.iter().all(|i| i.status != "pending") || tokio::time::Instant::now() > deadline
+            {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn fast(kind: NotifierKind) -> NotifierConfig {
+    let mut c = NotifierConfig::new(kind);
+    c.pace = Duration::ZERO;
+    c.retry_backoff = Duration::from_millis(50);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_then_200_delivers_exactly_once_after_the_delay() {
+    let fake = Fake::start().await;
+    fake.script([Reply::status(429)
+        .header("Retry-After", "1")
+        .body("rate_limited")]);
+    let r = Running::start(
+        "slack",
+        fast(NotifierKind::Slack {
+            url: Secret::Inline(fake.url("/slack/hook")),
+        }),
+    );
+    r.send("slack", &notice(NoticeKind::RollbackStarted, "d1"));
+    let got = fake.wait_for("/slack", 2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "retried after {gap:?}, Retry-After said 1 s"
+    );
+    assert!(gap < Duration::from_secs(3), "{gap:?}");
+    assert_eq!(got[0].body, got[1].body, "the same message again");
+    let items = r.settled().await;
+    assert_eq!((items[0].status.as_str(), items[0].attempts), ("sent", 2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.received_at("/slack").len(),
+        2,
+        "delivered once, never again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_json_retry_after_is_honoured() {
+    let fake = Fake::start().await;
+    fake.script([Reply::status(429)
+        .header("Content-Type", "application/json")
+        .body(r#"{"message":"You are being rate limited.","retry_after":0.6,"global":false}"#)]);
+    let r = Running::start(
+        "discord",
+        fast(NotifierKind::Discord {
+            url: Secret::Inline(fake.url("/discord/api/webhooks/1/t")),
+        }),
+    );
+    r.send("discord", &notice(NoticeKind::Held, "d2"));
+    let got = fake.wait_for("/discord", 2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    assert!(
+        got[1].at - got[0].at >= Duration::from_millis(550),
+        "{:?}",
+        got[1].at - got[0].at
+    );
+    assert_eq!(r.settled().await[0].status, "sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_with_backoff_then_dead_lettered_and_4xx_is_permanent() {
+    let fake = Fake::start().await;
+    fake.script((0..3).map(|_| Reply::status(503)));
+    let mut cfg = fast(NotifierKind::Mattermost {
+        url: Secret::Inline(fake.url("/mattermost/hooks/x")),
+    });
+    cfg.max_attempts = 3;
+    let r = Running::start("mm", cfg);
+    r.send("mm", &notice(NoticeKind::RollbackFailed, "d3"));
+    let items = r.settled().await;
+    assert_eq!(
+        (items[0].status.as_str(), items[0].attempts),
+        ("dead", 3),
+        "{items:?}"
+    );
+    assert!(items[0].last_error.contains("503"));
+    let got = fake.received_at("/mattermost");
+    assert_eq!(got.len(), 3);
+    assert!(
+        got[2].at - got[1].at > got[1].at - got[0].at,
+        "backoff grows"
+    );
+
+    // A 400 will never succeed: one attempt, dead.
+    fake.script([Reply::status(400).body("invalid_payload")]);
+    r.send("mm", &notice(NoticeKind::RollbackFailed, "d4"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let items = r.settled().await;
+    assert_eq!(
+        (items[1].status.as_str(), items[1].attempts),
+        ("dead", 1),
+        "{items:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_to_one_destination_are_paced() {
+    let fake = Fake::start().await;
+    let mut cfg = fast(NotifierKind::Slack {
+        url: Secret::Inline(fake.url("/slack/hook")),
+    });
+    cfg.pace = Duration::from_millis(300);
+    let r = Running::start("slack", cfg);
+    for i in 0..3 {
+        r.send("slack", &notice(NoticeKind::StepPromoted, &format!("p{i}")));
+    }
+    let got = fake.wait_for("/slack", 3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3);
+    for w in got.windows(2) {
+        assert!(
+            w[1].at - w[0].at >= Duration::from_millis(280),
+            "{:?}",
+            w[1].at - w[0].at
+        );
+    }
+    // In order.
+    let titles: Vec<String> = got
+        .iter()
+        .map(|g| {
+            g.json()["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        titles[0].ends_with("p0") && titles[2].ends_with("p2"),
+        "{titles:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_alerts_are_refreshed_while_active_and_resolved_with_ends_at_now() {
+    let fake = Fake::start().await;
+    let cfg = fast(NotifierKind::Alertmanager {
+        url: fake.url("/am"),
+        labels: BTreeMap::new(),
+        resend: Duration::from_millis(300),
+        max_active: Duration::from_secs(3600),
+    });
+    let r = Running::start("am", cfg);
+    r.send("am", &notice(NoticeKind::Held, "d5"));
+    // The first send plus at least two refreshes, each with a lease of 4 x resend ahead.
+    let got = fake.wait_for("/am", 3, Duration::from_secs(10)).await;
+    assert!(got.len() >= 3, "{}", got.len());
+    let first = &got[0].json()[0];
+    assert_eq!(first["labels"]["alertname"], "RollguardDeploymentHeld");
+    assert_eq!(first["labels"]["deployment"], "d5");
+    let refreshed = &got[2].json()[0];
+    assert_eq!(refreshed["labels"], first["labels"], "same identity");
+    assert_eq!(
+        refreshed["startsAt"], first["startsAt"],
+        "startsAt kept across refreshes"
+    );
+    let lease = ends_in(refreshed);
+    assert!(lease > 0.5 && lease <= 1.3, "lease {lease} s (4 x 300 ms)");
+
+    // Promotion resolves it: same labels, endsAt now; then no more refreshes.
+    r.send("am", &notice(NoticeKind::Promoted, "d5"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let resolved = loop {
+        let all = fake.received_at("/am");
+        if let Some(a) = all
+            .iter()
+            .map(|x| x.json()[0].clone())
+            .find(|a| ends_in(a) <= 0.1)
+        {
+            break a;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never resolved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(resolved["labels"], first["labels"]);
+    let n = fake.received_at("/am").len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        fake.received_at("/am").len(),
+        n,
+        "a resolved alert is not refreshed"
+    );
+    assert!(r.store.incidents("am", None).unwrap().is_empty());
+
+    // A newer problem replaces the older one for the same deployment.
+    r.send("am", &notice(NoticeKind::CheckFailing, "d6"));
+    r.send("am", &notice(NoticeKind::RollbackFailed, "d6"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let open = r.store.incidents("am", None).unwrap();
+        if open.len() == 1 && open[0].alertname == "RollguardRollbackFailed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{open:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_pages_on_failure_and_resolves_with_the_same_dedup_key() {
+    let fake = Fake::start().await;
+    let cfg = fast(NotifierKind::Pagerduty {
+        routing_key: Secret::Inline("R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12".into()),
+        url: Some(fake.url("/pd")),
+        min_severity: Severity::Critical,
+        source: Some("ops-1".into()),
+    });
+    let r = Running::start("pd", cfg);
+    r.send("pd", &notice(NoticeKind::Held, "d7")); // warning: no page
+    r.send("pd", &notice(NoticeKind::RollbackStarted, "d7")); // change event only
+    r.send("pd", &notice(NoticeKind::RollbackFailed, "d7")); // page
+    r.send("pd", &notice(NoticeKind::RollbackSucceeded, "d7")); // resolve + change event
+    r.send("pd", &notice(NoticeKind::Promoted, "other")); // nothing open: no resolve
+    let items = r.settled().await;
+    assert!(
+        items
+            .iter()
+            .all(|i| i.status == "sent" || i.status == "skipped"),
+        "{items:#?}"
+    );
+    assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+    let events: Vec<serde_json::Value> = fake
+        .received_at("/pd/v2/enqueue")
+        .iter()
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[0]["event_action"], "trigger");
+    assert_eq!(events[0]["payload"]["severity"], "critical");
+    assert_eq!(events[0]["payload"]["source"], "ops-1");
+    assert_eq!(events[1]["event_action"], "resolve");
+    assert_eq!(events[0]["dedup_key"], events[1]["dedup_key"]);
+    assert_eq!(
+        fake.received_at("/pd/v2/change/enqueue").len(),
+        3,
+        "rollback started, succeeded, promoted"
+    );
+}
+
+/// The real binary: a notice queued while the destination is down is still queued after a
+/// restart, and delivered once it is up.
+#[test]
+fn a_message_queued_before_a_restart_is_delivered_after_it() {
+    // A free port nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = format!(
+        "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      hmac_secret: {}\n    max_attempts: 100\n    retry_backoff: 200ms\n",
+        notify_fakes::WEBHOOK_SECRET
+    );
+    let rule = common::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
+    let d = common::Daemon::start(&[("errors.yaml", &rule)], &extra);
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &serde_json::json!({"id": "queued", "service": "checkout", "analysis": "errors",
+            "baseline": {"targets": ["http://127.0.0.1:9/metrics"], "version": "v1"},
+            "canary": {"targets": ["http://127.0.0.1:9/metrics"], "version": "v2"}}),
+    );
+    assert_eq!(code, 201, "{v}");
+    let db = d.dir.path().join("state");
+    let pending = common::wait_for(Duration::from_secs(10), || {
+        let s = Store::open(&db).ok()?;
+        let items = s.outbox(Some("chat")).ok()?;
+        items
+            .iter()
+            .any(|i| i.attempts >= 1 && i.status == "pending")
+            .then_some(items)
+    })
+    .expect("the notice is queued and failing while the destination is down");
+    assert!(pending[0].last_error.contains("connection"), "{pending:?}");
+    let dir = d.stop();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(Fake::start_on(&format!("127.0.0.1:{port}")));
+    let d = common::Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
+    let got = rt.block_on(fake.wait_for("/webhook", 1, Duration::from_secs(20)));
+    let started: Vec<_> = got
+        .iter()
+        .filter(|r| r.json()["kind"] == "deployment_started")
+        .collect();
+    assert_eq!(
+        started.len(),
+        1,
+        "delivered after the restart, once; log:\n{}",
+        d.log()
+    );
+    assert_eq!(started[0].json()["subject"]["deployment"], "queued");
+    assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+}

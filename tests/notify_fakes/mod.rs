@@ -1,0 +1,678 @@
+//! Local stand-ins for the third parties rollguard notifies: one axum server on 127.0.0.1:0
+//! that checks each request against the shape its service documents (required fields, types,
+//! size limits, escaping) and answers like the service does (400 with the reason when the
+//! shape is wrong). Nothing of rollguard is faked: requests come from the real notifier code
+//! over real HTTP.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+/// One request as the fake saw it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: tokio::time::Instant,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A scripted answer (used before the default success answer).
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Wait this long before answering (a slow service).
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn body(mut self, b: &str) -> Reply {
+        self.body = b.into();
+        self
+    }
+
+    pub fn delay(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+}
+
+#[derive(Default)]
+struct State {
+    received: Mutex<Vec<Received>>,
+    errors: Mutex<Vec<String>>,
+    script: Mutex<VecDeque<Reply>>,
+    /// Every answer waits this long (a slow destination).
+    slow: Mutex<Duration>,
+}
+
+/// The fake services.
+#[derive(Clone)]
+pub struct Fake {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+/// HMAC secret the webhook fake verifies signatures with.
+pub const WEBHOOK_SECRET: &str = "s3cret-for-tests";
+
+impl Fake {
+    pub async fn start() -> Fake {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Fake {
+        let state = Arc::new(State::default());
+        let st = state.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let st = st.clone();
+                async move { handle(st, method, uri, headers, body).await }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind fake");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Fake { addr, state }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn set_slow(&self, d: Duration) {
+        *self.state.slow.lock().unwrap() = d;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn received_at(&self, prefix: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        self.state.errors.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests under `prefix` arrived.
+    pub async fn wait_for(&self, prefix: &str, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self.received_at(prefix);
+            if got.len() >= n || tokio::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn handle(
+    st: Arc<State>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = Received {
+        at: tokio::time::Instant::now(),
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers,
+        body: body.to_vec(),
+    };
+    let slow = *st.slow.lock().unwrap();
+    if !slow.is_zero() {
+        tokio::time::sleep(slow).await;
+    }
+    let verdict = validate(&r);
+    st.received.lock().unwrap().push(r.clone());
+    if let Err(e) = &verdict {
+        st.errors.lock().unwrap().push(format!("{}: {e}", r.path));
+        return (StatusCode::BAD_REQUEST, e.clone()).into_response();
+    }
+    let scripted = st.script.lock().unwrap().pop_front();
+    if let Some(reply) = scripted {
+        tokio::time::sleep(reply.delay).await;
+        let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+        for (k, v) in reply.headers {
+            resp.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        return resp;
+    }
+    success(&r)
+}
+
+/// What each service answers when it accepts a message.
+fn success(r: &Received) -> Response {
+    let seg = r.path.split('/').nth(1).unwrap_or("");
+    match seg {
+        "slack" | "mattermost" => (StatusCode::OK, "ok").into_response(),
+        "teams" => StatusCode::ACCEPTED.into_response(),
+        "discord" => StatusCode::NO_CONTENT.into_response(),
+        "gchat" => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"name": "spaces/AAA/messages/BBB"})),
+        )
+            .into_response(),
+        "pd" => {
+            let dedup = r.json()["dedup_key"].clone();
+            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "success", "message": "Event processed", "dedup_key": dedup}))).into_response()
+        }
+        "am" => StatusCode::OK.into_response(),
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// Checks a request against its service's documented payload.
+pub fn validate(r: &Received) -> Result<(), String> {
+    if r.path.starts_with("/hook") {
+        // HTTP hooks: any method, any JSON the hook's template produced.
+        return serde_json::from_slice::<Value>(&r.body)
+            .map(drop)
+            .map_err(|e| format!("body is not JSON: {e}"));
+    }
+    if r.method != "POST" {
+        return Err(format!("expected POST, got {}", r.method));
+    }
+    let ct = r
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(format!("Content-Type must be application/json, got `{ct}`"));
+    }
+    let v: Value = serde_json::from_slice(&r.body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let seg = r.path.split('/').nth(1).unwrap_or("");
+    match seg {
+        "slack" => slack(&v),
+        "mattermost" => mattermost(&v),
+        "teams" => teams(&v, r.body.len()),
+        "discord" => discord(&v),
+        "gchat" => google_chat(&v, &r.query),
+        "pd" if r.path.ends_with("/v2/change/enqueue") => pagerduty_change(&v),
+        "pd" if r.path.ends_with("/v2/enqueue") => pagerduty_event(&v),
+        "am" if r.path.ends_with("/api/v2/alerts") => alertmanager(&v),
+        "webhook" => webhook(&v, r),
+        _ => Err(format!("no such endpoint {}", r.path)),
+    }
+}
+
+fn s<'a>(v: &'a Value, field: &str) -> Result<&'a str, String> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("`{field}` must be a string"))
+}
+
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+fn max(field: &str, text: &str, limit: usize) -> Result<(), String> {
+    if chars(text) > limit {
+        Err(format!(
+            "`{field}` has {} characters, limit {limit}",
+            chars(text)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Slack mrkdwn: the only `<` allowed opens a link `<https://…|text>`; `&` only as an
+/// entity. Anything else (`<!channel>`, `<@U123>`) would ping people.
+fn slack_escaped(field: &str, t: &str) -> Result<(), String> {
+    let link = regex::Regex::new(r"<https?://[^|<>\s]+\|[^<>]*>").unwrap();
+    let rest = link.replace_all(t, "");
+    if rest.contains('<') || rest.contains('>') {
+        return Err(format!("`{field}` has an unescaped `<` or `>`: {t:?}"));
+    }
+    let amp = regex::Regex::new(r"&(amp|lt|gt);").unwrap();
+    if amp.replace_all(&rest, "").contains('&') {
+        return Err(format!("`{field}` has an unescaped `&`: {t:?}"));
+    }
+    Ok(())
+}
+
+fn slack(v: &Value) -> Result<(), String> {
+    let text = s(v, "text")?;
+    if text.is_empty() {
+        return Err(
+            "`text` (the notification fallback) must not be empty when sending blocks".into(),
+        );
+    }
+    slack_escaped("text", text)?;
+    let blocks = v
+        .get("blocks")
+        .and_then(Value::as_array)
+        .ok_or("`blocks` must be an array")?;
+    if blocks.is_empty() || blocks.len() > 50 {
+        return Err(format!("{} blocks, must be 1-50", blocks.len()));
+    }
+    for b in blocks {
+        match s(b, "type")? {
+            "header" => {
+                if s(&b["text"], "type")? != "plain_text" {
+                    return Err("header text must be plain_text".into());
+                }
+                max("header.text", s(&b["text"], "text")?, 150)?;
+                if s(&b["text"], "text")?.contains("<!") {
+                    return Err("header looks like a broadcast mention".into());
+                }
+            }
+            "section" => {
+                if let Some(t) = b.get("text") {
+                    max("section.text", s(t, "text")?, 3000)?;
+                    if s(t, "type")? == "mrkdwn" {
+                        slack_escaped("section.text", s(t, "text")?)?;
+                    }
+                } else {
+                    let fields = b
+                        .get("fields")
+                        .and_then(Value::as_array)
+                        .ok_or("section needs text or fields")?;
+                    if fields.len() > 10 {
+                        return Err("more than 10 section fields".into());
+                    }
+                    for f in fields {
+                        max("field", s(f, "text")?, 2000)?;
+                        slack_escaped("field", s(f, "text")?)?;
+                    }
+                }
+            }
+            "context" => {
+                let els = b
+                    .get("elements")
+                    .and_then(Value::as_array)
+                    .ok_or("context needs elements")?;
+                if els.is_empty() || els.len() > 10 {
+                    return Err("context needs 1-10 elements".into());
+                }
+                for e in els {
+                    slack_escaped("context", s(e, "text")?)?;
+                }
+            }
+            other => return Err(format!("unexpected block type {other}")),
+        }
+    }
+    Ok(())
+}
+
+fn mattermost(v: &Value) -> Result<(), String> {
+    let text = s(v, "text")?;
+    max("text", text, 16383)?;
+    let atts = v
+        .get("attachments")
+        .and_then(Value::as_array)
+        .ok_or("`attachments` must be an array")?;
+    for a in atts {
+        s(a, "fallback")?;
+        let colour = s(a, "color")?;
+        if !colour.starts_with('#') || colour.len() != 7 {
+            return Err(format!("color must be #RRGGBB, got {colour}"));
+        }
+        max("attachment.text", s(a, "text")?, 16383)?;
+        for f in a
+            .get("fields")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            s(f, "title")?;
+            s(f, "value")?;
+            f.get("short")
+                .and_then(Value::as_bool)
+                .ok_or("field.short must be a boolean")?;
+        }
+    }
+    let all = v.to_string();
+    for m in ["@channel", "@all", "@here", "@everyone"] {
+        if all.contains(m) {
+            return Err(format!("`{m}` would notify the whole channel"));
+        }
+    }
+    Ok(())
+}
+
+fn teams(v: &Value, size: usize) -> Result<(), String> {
+    if size > 28 * 1024 {
+        return Err(format!("message is {size} bytes, Teams takes about 28 KB"));
+    }
+    if s(v, "type")? != "message" {
+        return Err("envelope `type` must be `message`".into());
+    }
+    let atts = v
+        .get("attachments")
+        .and_then(Value::as_array)
+        .ok_or("`attachments` must be an array")?;
+    if atts.len() != 1 {
+        return Err("exactly one attachment (the card) expected".into());
+    }
+    if s(&atts[0], "contentType")? != "application/vnd.microsoft.card.adaptive" {
+        return Err("contentType must be application/vnd.microsoft.card.adaptive".into());
+    }
+    let card = &atts[0]["content"];
+    if s(card, "type")? != "AdaptiveCard" {
+        return Err("content.type must be AdaptiveCard".into());
+    }
+    let version = s(card, "version")?;
+    if !["1.2", "1.3", "1.4", "1.5"].contains(&version) {
+        return Err(format!("card version {version} is not one Teams renders"));
+    }
+    let body = card
+        .get("body")
+        .and_then(Value::as_array)
+        .ok_or("card body must be an array")?;
+    if body.is_empty() {
+        return Err("card body is empty".into());
+    }
+    fn element(e: &Value) -> Result<(), String> {
+        match s(e, "type")? {
+            "TextBlock" => s(e, "text").map(drop),
+            "FactSet" => {
+                for f in e
+                    .get("facts")
+                    .and_then(Value::as_array)
+                    .ok_or("facts must be an array")?
+                {
+                    s(f, "title")?;
+                    s(f, "value")?;
+                }
+                Ok(())
+            }
+            "Container" => e
+                .get("items")
+                .and_then(Value::as_array)
+                .ok_or("container items")?
+                .iter()
+                .try_for_each(element),
+            other => Err(format!("unexpected element {other}")),
+        }
+    }
+    body.iter().try_for_each(element)?;
+    if card.get("$data").is_some() {
+        return Err(
+            "Workflows do not evaluate Adaptive Card templating ($data); render server-side".into(),
+        );
+    }
+    for a in card
+        .get("actions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if s(a, "type")? != "Action.OpenUrl" || !s(a, "url")?.starts_with("http") {
+            return Err("actions must be Action.OpenUrl with an http(s) url".into());
+        }
+    }
+    Ok(())
+}
+
+fn discord(v: &Value) -> Result<(), String> {
+    if v["allowed_mentions"]["parse"] != serde_json::json!([]) {
+        return Err("allowed_mentions.parse must be [] so no text can ping".into());
+    }
+    if let Some(c) = v.get("content") {
+        max(
+            "content",
+            c.as_str().ok_or("content must be a string")?,
+            2000,
+        )?;
+    }
+    let embeds = v
+        .get("embeds")
+        .and_then(Value::as_array)
+        .ok_or("`embeds` must be an array")?;
+    if embeds.len() > 10 {
+        return Err("more than 10 embeds".into());
+    }
+    for e in embeds {
+        let mut total = 0;
+        let title = s(e, "title")?;
+        max("embed.title", title, 256)?;
+        total += chars(title);
+        let d = s(e, "description")?;
+        max("embed.description", d, 4096)?;
+        total += chars(d);
+        e.get("color")
+            .and_then(Value::as_u64)
+            .ok_or("color must be an integer")?;
+        let fields = e
+            .get("fields")
+            .and_then(Value::as_array)
+            .ok_or("fields must be an array")?;
+        if fields.len() > 25 {
+            return Err("more than 25 fields".into());
+        }
+        for f in fields {
+            let (n, val) = (s(f, "name")?, s(f, "value")?);
+            if n.is_empty() || val.is_empty() {
+                return Err("field name and value must not be empty".into());
+            }
+            max("field.name", n, 256)?;
+            max("field.value", val, 1024)?;
+            total += chars(n) + chars(val);
+        }
+        if let Some(f) = e.get("footer") {
+            total += chars(s(f, "text")?);
+        }
+        if total > 6000 {
+            return Err(format!("embed text totals {total} characters, limit 6000"));
+        }
+        if let Some(ts) = e.get("timestamp") {
+            humantime::parse_rfc3339_weak(ts.as_str().ok_or("timestamp must be a string")?)
+                .map_err(|e| format!("timestamp: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn google_chat(v: &Value, query: &str) -> Result<(), String> {
+    if !query
+        .split('&')
+        .any(|p| p == "messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")
+    {
+        return Err(format!(
+            "threadKey needs messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD in the URL, query was `{query}`"
+        ));
+    }
+    let text = s(v, "text")?;
+    if text.len() > 32_000 {
+        return Err(format!("text is {} bytes, limit 32000", text.len()));
+    }
+    if text.contains("<users/") {
+        return Err("text would mention users".into());
+    }
+    let key = s(&v["thread"], "threadKey")?;
+    if key.is_empty() {
+        return Err("thread.threadKey is empty".into());
+    }
+    Ok(())
+}
+
+fn pagerduty_event(v: &Value) -> Result<(), String> {
+    if s(v, "routing_key")?.len() != 32 {
+        return Err("routing_key must be the 32-character integration key".into());
+    }
+    let action = s(v, "event_action")?;
+    let dedup = v.get("dedup_key").and_then(Value::as_str);
+    if dedup.is_some_and(|d| d.len() > 255) {
+        return Err("dedup_key longer than 255".into());
+    }
+    match action {
+        "trigger" => {
+            let p = &v["payload"];
+            let summary = s(p, "summary")?;
+            if summary.is_empty() {
+                return Err("payload.summary is empty".into());
+            }
+            max("payload.summary", summary, 1024)?;
+            if s(p, "source")?.is_empty() {
+                return Err("payload.source is empty".into());
+            }
+            let sev = s(p, "severity")?;
+            if !["critical", "error", "warning", "info"].contains(&sev) {
+                return Err(format!(
+                    "payload.severity `{sev}` is not critical|error|warning|info"
+                ));
+            }
+            Ok(())
+        }
+        "acknowledge" | "resolve" => dedup
+            .map(drop)
+            .ok_or_else(|| format!("{action} needs the dedup_key of the trigger")),
+        other => Err(format!("event_action `{other}`")),
+    }
+}
+
+fn pagerduty_change(v: &Value) -> Result<(), String> {
+    if s(v, "routing_key")?.len() != 32 {
+        return Err("routing_key must be the 32-character integration key".into());
+    }
+    let p = &v["payload"];
+    let summary = s(p, "summary")?;
+    if summary.is_empty() {
+        return Err("payload.summary is empty".into());
+    }
+    max("payload.summary", summary, 1024)?;
+    if v.get("event_action").is_some() {
+        return Err("change events have no event_action".into());
+    }
+    Ok(())
+}
+
+fn alertmanager(v: &Value) -> Result<(), String> {
+    let alerts = v.as_array().ok_or("body must be a JSON array of alerts")?;
+    if alerts.is_empty() {
+        return Err("no alerts".into());
+    }
+    let name = regex::Regex::new(r"^[a-zA-Z_][a-zA-Z0-9_]*$").unwrap();
+    for a in alerts {
+        let labels = a
+            .get("labels")
+            .and_then(Value::as_object)
+            .ok_or("labels must be an object")?;
+        if labels
+            .get("alertname")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err("labels.alertname is required".into());
+        }
+        for (k, val) in labels {
+            if !name.is_match(k) {
+                return Err(format!("label name `{k}` is invalid"));
+            }
+            if val.as_str().is_none_or(str::is_empty) {
+                return Err(format!("label `{k}` must be a non-empty string"));
+            }
+        }
+        for (k, val) in a
+            .get("annotations")
+            .and_then(Value::as_object)
+            .ok_or("annotations must be an object")?
+        {
+            val.as_str()
+                .ok_or_else(|| format!("annotation `{k}` must be a string"))?;
+        }
+        let starts = humantime::parse_rfc3339_weak(s(a, "startsAt")?)
+            .map_err(|e| format!("startsAt: {e}"))?;
+        let ends =
+            humantime::parse_rfc3339_weak(s(a, "endsAt")?).map_err(|e| format!("endsAt: {e}"))?;
+        if ends < starts {
+            return Err("endsAt before startsAt".into());
+        }
+        if let Some(g) = a.get("generatorURL") {
+            url::Url::parse(g.as_str().ok_or("generatorURL must be a string")?)
+                .map_err(|e| format!("generatorURL: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn webhook(v: &Value, r: &Received) -> Result<(), String> {
+    use hmac::{Hmac, Mac};
+    let sig = r
+        .headers
+        .get("x-rollguard-signature")
+        .and_then(|h| h.to_str().ok())
+        .ok_or("missing X-Rollguard-Signature")?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(&r.body);
+    let want = format!(
+        "sha256={}",
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    if sig != want {
+        return Err("signature does not match the body".into());
+    }
+    s(v, "kind")?;
+    s(v, "title")?;
+    Ok(())
+}
+
+/// When an alert's lease ends, as seconds from now (negative: already ended).
+pub fn ends_in(alert: &Value) -> f64 {
+    let ends = humantime::parse_rfc3339_weak(alert["endsAt"].as_str().unwrap()).unwrap();
+    match ends.duration_since(std::time::SystemTime::now()) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
