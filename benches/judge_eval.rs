@@ -48,8 +48,19 @@ fn run(spec: &AnalysisSpec, s: &Scenario) -> Run {
     let r = record(s);
     let b: Vec<Recording> = recordings(&r.baseline, "baseline").expect("baseline");
     let c: Vec<Recording> = recordings(&r.canary, "canary").expect("canary");
-    let out = replay(spec, Arms { baseline: &b, canary: &c }, None);
-    Run { verdict: out.verdict, decided_at: out.decided_at_s, timeline: out.timeline }
+    let out = replay(
+        spec,
+        Arms {
+            baseline: &b,
+            canary: &c,
+        },
+        None,
+    );
+    Run {
+        verdict: out.verdict,
+        decided_at: out.decided_at_s,
+        timeline: out.timeline,
+    }
 }
 
 /// Per-interval (eA, nA, eB, nB) of the named ratio check, from its cumulative reports.
@@ -57,11 +68,23 @@ fn interval_counts(timeline: &[Step], check: &str) -> Vec<(f64, [f64; 4])> {
     let mut prev = [0.0; 4];
     let mut out = Vec::new();
     for s in timeline {
-        let Some(r): Option<&CheckReport> = s.checks.iter().find(|c| c.name == check) else { continue };
-        let (Some(b), Some(c)) = (&r.baseline, &r.canary) else { continue };
+        let Some(r): Option<&CheckReport> = s.checks.iter().find(|c| c.name == check) else {
+            continue;
+        };
+        let (Some(b), Some(c)) = (&r.baseline, &r.canary) else {
+            continue;
+        };
         let cum = [b.value * b.n, b.n, c.value * c.n, c.n];
         if cum.iter().all(|x| x.is_finite()) && cum[1] > prev[1] {
-            out.push((s.t.as_secs_f64(), [cum[0] - prev[0], cum[1] - prev[1], cum[2] - prev[2], cum[3] - prev[3]]));
+            out.push((
+                s.t.as_secs_f64(),
+                [
+                    cum[0] - prev[0],
+                    cum[1] - prev[1],
+                    cum[2] - prev[2],
+                    cum[3] - prev[3],
+                ],
+            ));
             prev = cum;
         }
     }
@@ -69,7 +92,13 @@ fn interval_counts(timeline: &[Step], check: &str) -> Vec<(f64, [f64; 4])> {
 }
 
 /// The oracle SPRT: knows the true ratio and when the fault starts; same threshold.
-fn oracle_delay(counts: &[(f64, [f64; 4])], ratio: f64, r0: f64, fault_at: f64, threshold: f64) -> Option<f64> {
+fn oracle_delay(
+    counts: &[(f64, [f64; 4])],
+    ratio: f64,
+    r0: f64,
+    fault_at: f64,
+    threshold: f64,
+) -> Option<f64> {
     let mut ll = 0.0;
     for (t, [ea, na, eb, nb]) in counts {
         if *t <= fault_at {
@@ -111,7 +140,10 @@ fn fmt_s(x: Option<f64>) -> String {
 }
 
 fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(1);
     let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
     std::thread::scope(|sc| {
         let chunks: Vec<&mut [Option<T>]> = out.chunks_mut(n.div_ceil(threads).max(1)).collect();
@@ -135,7 +167,13 @@ fn main() {
     let quick = std::env::var_os("JUDGE_EVAL_QUICK").is_some();
     let seeds_fault = if quick { 6 } else { 24 };
     let seeds_aa = if quick { 6 } else { 40 };
-    let aa_ratio_runs = if std::env::var_os("JUDGE_EVAL_ONLY").is_some() { 0 } else if quick { 100 } else { 1000 };
+    let aa_ratio_runs = if std::env::var_os("JUDGE_EVAL_ONLY").is_some() {
+        0
+    } else if quick {
+        100
+    } else {
+        1000
+    };
     let started = std::time::Instant::now();
 
     // 1. The ratio check alone, at its H0 boundary (tolerance 1.0, alpha 0.05), A/A.
@@ -143,7 +181,12 @@ fn main() {
     let t = parse_rule_file(Path::new("ratio-only.yaml"), ratio_rule, None).expect("rule");
     let rspec = t.instantiate(&BTreeMap::new()).expect("spec");
     let fp = parallel(aa_ratio_runs, |i| {
-        let s = Scenario { seed: 10_000 + i as u64, canary_share: if i % 2 == 0 { 0.5 } else { 0.1 }, error_ratio: 0.01, ..Scenario::default() };
+        let s = Scenario {
+            seed: 10_000 + i as u64,
+            canary_share: if i % 2 == 0 { 0.5 } else { 0.1 },
+            error_ratio: 0.01,
+            ..Scenario::default()
+        };
         let r = run(&rspec, &s);
         let counts = interval_counts(&r.timeline, "error-ratio");
         // Peeking fixed-horizon z-test at the same alpha, every interval.
@@ -157,15 +200,28 @@ fn main() {
     let peek = fp.iter().filter(|x| x.1).count();
     let once = fp.iter().filter(|x| x.2).count();
     println!("## Ratio check, A/A, continuous monitoring (tolerance 1.0, alpha 0.05)\n");
-    println!("{aa_ratio_runs} runs of 30 min, a look every 10 s (180 looks), 1 % errors, canary share 50 % or 10 %, load varying ±20 %.\n");
+    println!(
+        "{aa_ratio_runs} runs of 30 min, a look every 10 s (180 looks), 1 % errors, canary share 50 % or 10 %, load varying ±20 %.\n"
+    );
     println!("| test | false rollbacks | rate |\n|---|---|---|");
-    println!("| rollguard ratio e-process | {rb} | {:.4} |", rb as f64 / n);
-    println!("| z-test re-run every interval (peeking) | {peek} | {:.4} |", peek as f64 / n);
-    println!("| z-test once at 30 min (fixed horizon) | {once} | {:.4} |\n", once as f64 / n);
+    println!(
+        "| rollguard ratio e-process | {rb} | {:.4} |",
+        rb as f64 / n
+    );
+    println!(
+        "| z-test re-run every interval (peeking) | {peek} | {:.4} |",
+        peek as f64 / n
+    );
+    println!(
+        "| z-test once at 30 min (fixed horizon) | {once} | {:.4} |\n",
+        once as f64 / n
+    );
 
     // 2. Shipped rules on every scenario kind.
     let only = std::env::var("JUDGE_EVAL_ONLY").ok();
-    let fault_at: Option<f64> = std::env::var("JUDGE_EVAL_FAULT_AT").ok().and_then(|v| v.parse().ok());
+    let fault_at: Option<f64> = std::env::var("JUDGE_EVAL_FAULT_AT")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let kinds: Vec<(Scenario, bool)> = catalogue(1)
         .into_iter()
         .filter(|(s, _)| only.as_ref().is_none_or(|o| s.name.contains(o.as_str())))
@@ -182,25 +238,46 @@ fn main() {
         let spec = spec_from(&Path::new(RULES).join(format!("{analysis}.yaml")));
         let seeds = if *faulty { seeds_fault } else { seeds_aa };
         let threshold = spec.acting_checks() as f64 / spec.alpha;
-        let ratio_check = spec.checks.iter().find(|c| matches!(c.config, rollguard::rules::CheckConfig::Ratio { .. })).map(|c| (c.name.clone(), match c.config {
-            rollguard::rules::CheckConfig::Ratio { tolerance, .. } => tolerance,
-            _ => 1.0,
-        }));
+        let ratio_check = spec
+            .checks
+            .iter()
+            .find(|c| matches!(c.config, rollguard::rules::CheckConfig::Ratio { .. }))
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    match c.config {
+                        rollguard::rules::CheckConfig::Ratio { tolerance, .. } => tolerance,
+                        _ => 1.0,
+                    },
+                )
+            });
         // An observer that never decides, to see each run's counts to the end.
         let observer = ratio_check.as_ref().map(|(name, _)| {
-            let text = std::fs::read_to_string(Path::new(RULES).join(format!("{analysis}.yaml"))).expect("rule");
-            let mut o = parse_rule_file(Path::new("observer.yaml"), &text, None).expect("rule").instantiate(&BTreeMap::new()).expect("spec");
+            let text = std::fs::read_to_string(Path::new(RULES).join(format!("{analysis}.yaml")))
+                .expect("rule");
+            let mut o = parse_rule_file(Path::new("observer.yaml"), &text, None)
+                .expect("rule")
+                .instantiate(&BTreeMap::new())
+                .expect("spec");
             o.checks.retain(|c| &c.name == name);
-            if let Some(rollguard::rules::CheckConfig::Ratio { tolerance, .. }) = o.checks.first_mut().map(|c| &mut c.config) {
+            if let Some(rollguard::rules::CheckConfig::Ratio { tolerance, .. }) =
+                o.checks.first_mut().map(|c| &mut c.config)
+            {
                 *tolerance = 100.0;
             }
             o.timing.min_duration = o.timing.max_duration;
             o
         });
         let results = parallel(seeds, |i| {
-            let s = Scenario { seed: 1 + i as u64 * 7919, ..proto.clone() };
+            let s = Scenario {
+                seed: 1 + i as u64 * 7919,
+                ..proto.clone()
+            };
             let r = run(&spec, &s);
-            let full = observer.as_ref().map(|o| run(o, &s).timeline).unwrap_or_default();
+            let full = observer
+                .as_ref()
+                .map(|o| run(o, &s).timeline)
+                .unwrap_or_default();
             let delay = match (&r.verdict[..], r.decided_at) {
                 ("rollback", Some(t)) => Some(t - s.fault_at_s),
                 _ => None,
@@ -214,7 +291,13 @@ fn main() {
             }
             if let (Some((name, r0)), Fault::RateLimit { share }) = (&ratio_check, &s.fault) {
                 let counts = interval_counts(&full, name);
-                oracle = oracle_delay(&counts, share / s.upstream_429, *r0, s.fault_at_s, threshold);
+                oracle = oracle_delay(
+                    &counts,
+                    share / s.upstream_429,
+                    *r0,
+                    s.fault_at_s,
+                    threshold,
+                );
                 let z = normal_quantile(1.0 - 1.0 / threshold);
                 fixed = Some(z_at(&counts, 600.0) > z);
             }
@@ -227,14 +310,32 @@ fn main() {
         let mut oracle: Vec<f64> = results.iter().filter_map(|r| r.2).collect();
         let fixed_n = results.iter().filter(|r| r.3 == Some(true)).count();
         let has_fixed = results.iter().any(|r| r.3.is_some());
-        rows.push((proto.name.clone(), analysis, *faulty, total, rollbacks, promotes, median(&mut delays), median(&mut oracle), has_fixed.then_some(fixed_n)));
+        rows.push((
+            proto.name.clone(),
+            analysis,
+            *faulty,
+            total,
+            rollbacks,
+            promotes,
+            median(&mut delays),
+            median(&mut oracle),
+            has_fixed.then_some(fixed_n),
+        ));
     }
     println!("## Shipped rules on the simulated fleet\n");
-    println!("Runs of 30 min, 2 instances per arm, 120 req/s in all, fault (if any) from t = 120 s; delay = decision time − fault time.\n");
-    println!("| scenario | rules | runs | rollbacks | promotes | median delay | oracle SPRT median | fixed horizon (10 min) detects |");
+    println!(
+        "Runs of 30 min, 2 instances per arm, 120 req/s in all, fault (if any) from t = 120 s; delay = decision time − fault time.\n"
+    );
+    println!(
+        "| scenario | rules | runs | rollbacks | promotes | median delay | oracle SPRT median | fixed horizon (10 min) detects |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (name, analysis, faulty, total, rb, pr, d, o, f) in &rows {
-        let rb_s = if *faulty { format!("{rb}/{total}") } else { format!("**{rb}**/{total}") };
+        let rb_s = if *faulty {
+            format!("{rb}/{total}")
+        } else {
+            format!("**{rb}**/{total}")
+        };
         println!(
             "| {name} | {analysis} | {total} | {rb_s} | {pr} | {} | {} | {} |",
             if *faulty { fmt_s(*d) } else { "—".into() },

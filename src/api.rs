@@ -69,7 +69,11 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-async fn auth(State(api): State<Api>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn auth(
+    State(api): State<Api>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     if let Some(token) = &api.token {
         let given = req
             .headers()
@@ -79,7 +83,10 @@ async fn auth(State(api): State<Api>, req: axum::extract::Request, next: axum::m
             .map(str::trim);
         let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
         if !ok {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (Authorization: Bearer <token>)");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+            );
         }
     }
     next.run(req).await
@@ -89,14 +96,26 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn create(State(api): State<Api>, body: Result<Json<DeploymentRequest>, JsonRejection>) -> Response {
+async fn create(
+    State(api): State<Api>,
+    body: Result<Json<DeploymentRequest>, JsonRejection>,
+) -> Response {
     let req = match body {
         Ok(Json(r)) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid deployment request: {}", e.body_text())),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid deployment request: {}", e.body_text()),
+            );
+        }
     };
     match api.engine.register(req) {
         Ok((rec, created)) => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             (status, Json(describe(&rec))).into_response()
         }
         Err(e) => e.into_response(),
@@ -118,8 +137,13 @@ async fn list(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
             None => return error(StatusCode::BAD_REQUEST, format!("unknown state `{s}`")),
         },
     };
-    match api.engine.store.list(state, q.service.as_deref(), q.limit.unwrap_or(100).min(1000)) {
-        Ok(v) => Json(json!({ "deployments": v.iter().map(describe).collect::<Vec<_>>() })).into_response(),
+    match api.engine.store.list(
+        state,
+        q.service.as_deref(),
+        q.limit.unwrap_or(100).min(1000),
+    ) {
+        Ok(v) => Json(json!({ "deployments": v.iter().map(describe).collect::<Vec<_>>() }))
+            .into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -130,12 +154,23 @@ async fn show(State(api): State<Api>, Path(id): Path<String>) -> Response {
         Ok(Some(rec)) => {
             let mut v = describe(&rec);
             if let Some(o) = v.as_object_mut() {
-                o.insert("events".into(), serde_json::to_value(store.events(&id, 0, 500).unwrap_or_default()).unwrap_or_default());
-                o.insert("actions".into(), serde_json::to_value(store.actions_of(&id).unwrap_or_default()).unwrap_or_default());
+                o.insert(
+                    "events".into(),
+                    serde_json::to_value(store.events(&id, 0, 500).unwrap_or_default())
+                        .unwrap_or_default(),
+                );
+                o.insert(
+                    "actions".into(),
+                    serde_json::to_value(store.actions_of(&id).unwrap_or_default())
+                        .unwrap_or_default(),
+                );
             }
             Json(v).into_response()
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("deployment `{id}` not found")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("deployment `{id}` not found"),
+        ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -147,7 +182,11 @@ struct EventsQuery {
     wait: Option<u64>,
 }
 
-async fn events(State(api): State<Api>, Path(id): Path<String>, Query(q): Query<EventsQuery>) -> Response {
+async fn events(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
     let after = q.after.unwrap_or(0);
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(60));
     let mut rx = api.engine.changes.subscribe();
@@ -158,10 +197,16 @@ async fn events(State(api): State<Api>, Path(id): Path<String>, Query(q): Query<
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
         let state = api.engine.store.get(&id).ok().flatten();
-        let Some(rec) = state else { return error(StatusCode::NOT_FOUND, format!("deployment `{id}` not found")) };
+        let Some(rec) = state else {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("deployment `{id}` not found"),
+            );
+        };
         if !evs.is_empty() || rec.state.is_terminal() || tokio::time::Instant::now() >= deadline {
             let last = evs.last().map_or(after, |e| e.seq);
-            return Json(json!({ "state": rec.state, "events": evs, "next": last })).into_response();
+            return Json(json!({ "state": rec.state, "events": evs, "next": last }))
+                .into_response();
         }
         // Wait for any change (or the deadline), then look again.
         let _ = tokio::time::timeout_at(deadline, async {
@@ -202,7 +247,10 @@ async fn verdict(State(api): State<Api>, Path(id): Path<String>) -> Response {
             }))
             .into_response()
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("deployment `{id}` not found")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("deployment `{id}` not found"),
+        ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -216,20 +264,45 @@ struct ActBody {
     reason: Option<String>,
 }
 
-async fn act(State(api): State<Api>, Path((id, action)): Path<(String, String)>, headers: HeaderMap, body: Option<Json<ActBody>>) -> Response {
+async fn act(
+    State(api): State<Api>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<ActBody>>,
+) -> Response {
     let b = body.map(|Json(b)| b).unwrap_or_default();
-    let who = b.who.or_else(|| headers.get("x-rollguard-user").and_then(|v| v.to_str().ok()).map(str::to_string)).unwrap_or_else(|| "api".into());
+    let who = b
+        .who
+        .or_else(|| {
+            headers
+                .get("x-rollguard-user")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "api".into());
     let Some(c) = Control::parse(&action, who, b.reason.unwrap_or_default()) else {
-        return error(StatusCode::NOT_FOUND, format!("unknown action `{action}` (use pause, resume, promote or abort)"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown action `{action}` (use pause, resume, promote or abort)"),
+        );
     };
     match api.engine.control(&id, c).await {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "id": id, "action": action, "accepted": true }))).into_response(),
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "action": action, "accepted": true })),
+        )
+            .into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 async fn rules(State(api): State<Api>) -> Response {
-    let st = api.rules.status.lock().map(|s| s.clone()).unwrap_or_default();
+    let st = api
+        .rules
+        .status
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
     Json(st).into_response()
 }
 
@@ -244,15 +317,23 @@ struct FlaggerHook {
 }
 
 fn flagger_id(h: &FlaggerHook) -> String {
-    h.metadata.get("rollguard_id").cloned().unwrap_or_else(|| format!("{}-{}", h.namespace, h.name))
+    h.metadata
+        .get("rollguard_id")
+        .cloned()
+        .unwrap_or_else(|| format!("{}-{}", h.namespace, h.name))
 }
 
 async fn flagger_gate(State(api): State<Api>, Json(h): Json<FlaggerHook>) -> Response {
     let id = flagger_id(&h);
     match api.engine.store.get(&id) {
-        Ok(Some(r)) if r.state == DState::Promoted => (StatusCode::OK, "promoted\n").into_response(),
+        Ok(Some(r)) if r.state == DState::Promoted => {
+            (StatusCode::OK, "promoted\n").into_response()
+        }
         Ok(Some(r)) => (StatusCode::FORBIDDEN, format!("{}\n", r.state)).into_response(),
-        Ok(None) => error(StatusCode::FORBIDDEN, format!("deployment `{id}` not registered")),
+        Ok(None) => error(
+            StatusCode::FORBIDDEN,
+            format!("deployment `{id}` not registered"),
+        ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -260,7 +341,9 @@ async fn flagger_gate(State(api): State<Api>, Json(h): Json<FlaggerHook>) -> Res
 async fn flagger_rollback(State(api): State<Api>, Json(h): Json<FlaggerHook>) -> Response {
     let id = flagger_id(&h);
     match api.engine.store.get(&id) {
-        Ok(Some(r)) if matches!(r.state, DState::RolledBack | DState::Aborted) => (StatusCode::OK, "rollback\n").into_response(),
+        Ok(Some(r)) if matches!(r.state, DState::RolledBack | DState::Aborted) => {
+            (StatusCode::OK, "rollback\n").into_response()
+        }
         Ok(Some(r)) => (StatusCode::FORBIDDEN, format!("{}\n", r.state)).into_response(),
         Ok(None) => (StatusCode::FORBIDDEN, "not registered\n").into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -268,7 +351,14 @@ async fn flagger_rollback(State(api): State<Api>, Json(h): Json<FlaggerHook>) ->
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], api.engine.telemetry.encode()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        api.engine.telemetry.encode(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(api): State<Api>) -> Response {
@@ -282,6 +372,10 @@ async fn readyz(State(api): State<Api>) -> Response {
     if problems.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true, "rules": api.rules.status.lock().map(|s| s.version.clone()).unwrap_or_default()}))).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "problems": problems}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "problems": problems})),
+        )
+            .into_response()
     }
 }

@@ -52,7 +52,9 @@ pub struct BacktestArgs {
 }
 
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
 }
 
 /// One series of a recorded file.
@@ -85,23 +87,50 @@ pub struct InputError {
 /// Parses one recorded file. Every malformed line and every sample without a timestamp is an
 /// error naming the file and line.
 pub fn parse_recording(name: &str, text: &str) -> Result<Recording, InputError> {
-    let format = if text.lines().any(|l| l.trim() == "# EOF") || text.contains("# UNIT ") { Format::OpenMetrics } else { Format::Prometheus };
+    let format = if text.lines().any(|l| l.trim() == "# EOF") || text.contains("# UNIT ") {
+        Format::OpenMetrics
+    } else {
+        Format::Prometheus
+    };
     let exp = expo::parse(text, format);
     if let Some(e) = exp.errors.first() {
-        return Err(InputError { path: name.into(), line: e.line, message: format!("{} ({} malformed lines in all)", e.message, exp.errors.len()) });
+        return Err(InputError {
+            path: name.into(),
+            line: e.line,
+            message: format!(
+                "{} ({} malformed lines in all)",
+                e.message,
+                exp.errors.len()
+            ),
+        });
     }
     let mut index: BTreeMap<(String, Vec<(String, String)>), usize> = BTreeMap::new();
     let mut series: Vec<Series> = Vec::new();
     let (mut first, mut last) = (None::<i64>, None::<i64>);
     for s in &exp.samples {
         let Some(ts) = s.timestamp_ms else {
-            return Err(InputError { path: name.into(), line: s.line, message: format!("sample `{}` has no timestamp (recorded files need one on every sample)", s.name) });
+            return Err(InputError {
+                path: name.into(),
+                line: s.line,
+                message: format!(
+                    "sample `{}` has no timestamp (recorded files need one on every sample)",
+                    s.name
+                ),
+            });
         };
-        let mut labels: Vec<(String, String)> = s.labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect();
+        let mut labels: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .map(|l| (l.name.to_string(), l.value.to_string()))
+            .collect();
         labels.sort();
         let key = (s.name.to_string(), labels);
         let i = *index.entry(key.clone()).or_insert_with(|| {
-            series.push(Series { name: key.0.clone(), labels: key.1.clone(), points: Vec::new() });
+            series.push(Series {
+                name: key.0.clone(),
+                labels: key.1.clone(),
+                points: Vec::new(),
+            });
             series.len() - 1
         });
         series[i].points.push((ts, s.value));
@@ -112,9 +141,18 @@ pub fn parse_recording(name: &str, text: &str) -> Result<Recording, InputError> 
         s.points.sort_by_key(|p| p.0);
     }
     if series.is_empty() {
-        return Err(InputError { path: name.into(), line: 0, message: "no samples".into() });
+        return Err(InputError {
+            path: name.into(),
+            line: 0,
+            message: "no samples".into(),
+        });
     }
-    Ok(Recording { name: name.into(), series, first_ms: first, last_ms: last })
+    Ok(Recording {
+        name: name.into(),
+        series,
+        first_ms: first,
+        last_ms: last,
+    })
 }
 
 /// A series' value at an evaluation time.
@@ -128,10 +166,18 @@ impl SeriesRef for At<'_> {
         &self.series.name
     }
     fn label(&self, name: &str) -> Option<&str> {
-        self.series.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.series
+            .labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     fn labels(&self) -> Vec<(&str, &str)> {
-        self.series.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        self.series
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
     fn value(&self) -> f64 {
         self.value
@@ -144,7 +190,10 @@ fn at(rec: &Recording, t_ms: i64) -> Vec<At<'_>> {
         .filter_map(|s| {
             let i = s.points.partition_point(|p| p.0 <= t_ms);
             let p = s.points.get(i.checked_sub(1)?)?;
-            (t_ms - p.0 <= LOOKBACK_MS).then_some(At { series: s, value: p.1 })
+            (t_ms - p.0 <= LOOKBACK_MS).then_some(At {
+                series: s,
+                value: p.1,
+            })
         })
         .collect()
 }
@@ -201,13 +250,20 @@ impl JsonCheck {
 
 /// Replays recordings through the judge. Stops at the first terminal verdict; if the data
 /// ends first the verdict is `inconclusive` with `decided_at_s` null.
-pub fn replay(spec: &AnalysisSpec, recs: Arms<&[Recording]>, expected_share: Option<f64>) -> Outcome {
+pub fn replay(
+    spec: &AnalysisSpec,
+    recs: Arms<&[Recording]>,
+    expected_share: Option<f64>,
+) -> Outcome {
     let all = recs.baseline.iter().chain(recs.canary.iter());
     let start = all.clone().filter_map(|r| r.first_ms).min().unwrap_or(0);
     let end = all.filter_map(|r| r.last_ms).max().unwrap_or(0);
     let interval_ms = spec.timing.interval.as_millis().max(1) as i64;
     let mut judge = Judge::new(spec);
-    let mut cols = Arms { baseline: ArmCollector::new(), canary: ArmCollector::new() };
+    let mut cols = Arms {
+        baseline: ArmCollector::new(),
+        canary: ArmCollector::new(),
+    };
     let mut timeline = Vec::new();
     let mut k: i64 = 0;
     loop {
@@ -220,13 +276,26 @@ pub fn replay(spec: &AnalysisSpec, recs: Arms<&[Recording]>, expected_share: Opt
             let targets: Vec<TargetSamples<'_, At<'_>>> = arm
                 .iter()
                 .zip(&views)
-                .map(|(r, v)| TargetSamples { target: r.name.as_str(), samples: if v.is_empty() { Err("no fresh samples".to_string()) } else { Ok(v.as_slice()) } })
+                .map(|(r, v)| TargetSamples {
+                    target: r.name.as_str(),
+                    samples: if v.is_empty() {
+                        Err("no fresh samples".to_string())
+                    } else {
+                        Ok(v.as_slice())
+                    },
+                })
                 .collect();
             col.collect(&spec.queries, &targets)
         };
         let b = collect(&mut cols.baseline, recs.baseline);
         let c = collect(&mut cols.canary, recs.canary);
-        let frame = Frame { values: b.into_iter().zip(c).map(|(baseline, canary)| Arms { baseline, canary }).collect() };
+        let frame = Frame {
+            values: b
+                .into_iter()
+                .zip(c)
+                .map(|(baseline, canary)| Arms { baseline, canary })
+                .collect(),
+        };
         let t = Duration::from_millis((k * interval_ms) as u64);
         let step = judge.step(spec, t, &frame, expected_share);
         let terminal = step.verdict.is_terminal();
@@ -237,22 +306,46 @@ pub fn replay(spec: &AnalysisSpec, recs: Arms<&[Recording]>, expected_share: Opt
         k += 1;
     }
     let last = timeline.last();
-    let checks = last.map(|s| s.checks.iter().map(JsonCheck::from).collect()).unwrap_or_default();
+    let checks = last
+        .map(|s| s.checks.iter().map(JsonCheck::from).collect())
+        .unwrap_or_default();
     let (verdict, decided, reason) = match last.map(|s| &s.verdict) {
-        Some(v @ (Verdict::Rollback { .. } | Verdict::Promote { .. } | Verdict::Inconclusive { .. })) => {
-            (v.name().to_string(), last.map(|s| s.t.as_secs_f64()), v.reason().to_string())
-        }
-        _ => ("inconclusive".to_string(), None, "the recording ended before a decision".to_string()),
+        Some(
+            v @ (Verdict::Rollback { .. } | Verdict::Promote { .. } | Verdict::Inconclusive { .. }),
+        ) => (
+            v.name().to_string(),
+            last.map(|s| s.t.as_secs_f64()),
+            v.reason().to_string(),
+        ),
+        _ => (
+            "inconclusive".to_string(),
+            None,
+            "the recording ended before a decision".to_string(),
+        ),
     };
-    Outcome { verdict, decided_at_s: decided, reason, checks, timeline }
+    Outcome {
+        verdict,
+        decided_at_s: decided,
+        reason,
+        checks,
+        timeline,
+    }
 }
 
 fn load(paths: &[PathBuf]) -> Result<Vec<Recording>, InputError> {
     paths
         .iter()
         .map(|p| {
-            let text = std::fs::read(p).map_err(|e| InputError { path: p.display().to_string(), line: 0, message: format!("cannot read: {e}") })?;
-            let text = String::from_utf8(text).map_err(|e| InputError { path: p.display().to_string(), line: 0, message: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()) })?;
+            let text = std::fs::read(p).map_err(|e| InputError {
+                path: p.display().to_string(),
+                line: 0,
+                message: format!("cannot read: {e}"),
+            })?;
+            let text = String::from_utf8(text).map_err(|e| InputError {
+                path: p.display().to_string(),
+                line: 0,
+                message: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+            })?;
             parse_recording(&p.display().to_string(), &text)
         })
         .collect()
@@ -260,16 +353,38 @@ fn load(paths: &[PathBuf]) -> Result<Vec<Recording>, InputError> {
 
 /// Loads rules and recordings and runs the replay.
 pub fn run(args: &BacktestArgs) -> Result<Outcome, String> {
-    let rules = load_rules(std::slice::from_ref(&args.rules), None).map_err(|d| d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let rules = load_rules(std::slice::from_ref(&args.rules), None).map_err(|d| {
+        d.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     let template = rules.analyses.get(&args.analysis).ok_or_else(|| {
-        format!("no analysis `{}` in {} (have: {})", args.analysis, args.rules.display(), rules.analyses.keys().cloned().collect::<Vec<_>>().join(", "))
+        format!(
+            "no analysis `{}` in {} (have: {})",
+            args.analysis,
+            args.rules.display(),
+            rules
+                .analyses
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     })?;
     let params: BTreeMap<String, String> = args.params.iter().cloned().collect();
     let spec = template.instantiate(&params).map_err(|e| e.to_string())?;
     let b = load(&args.baseline).map_err(|e| e.to_string())?;
     let c = load(&args.canary).map_err(|e| e.to_string())?;
     let share = args.canary_weight.map(|w| w / 100.0);
-    Ok(replay(&spec, Arms { baseline: &b, canary: &c }, share))
+    Ok(replay(
+        &spec,
+        Arms {
+            baseline: &b,
+            canary: &c,
+        },
+        share,
+    ))
 }
 
 /// `rollguard backtest`: exit 0 for any verdict, 1 for bad input.
@@ -298,18 +413,39 @@ pub fn render_timeline(out: &Outcome) -> String {
         for c in &step.checks {
             let o = c.outcome.as_str().to_string();
             if last.get(&c.name) != Some(&o) || step.verdict.is_terminal() {
-                s.push_str(&format!("{:>7}  {:<18} {:<12} {}\n", crate::units::format_duration(step.t), c.name, o, c.explanation));
+                s.push_str(&format!(
+                    "{:>7}  {:<18} {:<12} {}\n",
+                    crate::units::format_duration(step.t),
+                    c.name,
+                    o,
+                    c.explanation
+                ));
                 last.insert(c.name.clone(), o);
             }
         }
     }
-    let at = out.decided_at_s.map(|d| format!(" at {}", crate::units::format_duration(Duration::from_secs_f64(d)))).unwrap_or_default();
-    s.push_str(&format!("verdict: {}{at}: {}\n", out.verdict.to_uppercase(), out.reason));
+    let at = out
+        .decided_at_s
+        .map(|d| {
+            format!(
+                " at {}",
+                crate::units::format_duration(Duration::from_secs_f64(d))
+            )
+        })
+        .unwrap_or_default();
+    s.push_str(&format!(
+        "verdict: {}{at}: {}\n",
+        out.verdict.to_uppercase(),
+        out.reason
+    ));
     s
 }
 
 /// Convenience for tests and benches: in-memory texts.
 pub fn recordings(texts: &[String], prefix: &str) -> Result<Vec<Recording>, InputError> {
-    texts.iter().enumerate().map(|(i, t)| parse_recording(&format!("{prefix}-{i}"), t)).collect()
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| parse_recording(&format!("{prefix}-{i}"), t))
+        .collect()
 }
-

@@ -15,17 +15,28 @@ pub const EX_CONFIG: u8 = 78;
 pub const EX_USAGE: u8 = 64;
 
 #[derive(Parser, Debug)]
-#[command(name = "rollguard", version, about = "Judges canary releases against their baseline with anytime-valid statistics and rolls back bad ones.")]
+#[command(
+    name = "rollguard",
+    version,
+    about = "Judges canary releases against their baseline with anytime-valid statistics and rolls back bad ones."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+// Parsed once per process; boxing the large variants would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon.
     Run {
-        #[arg(long, short, env = "ROLLGUARD_CONFIG", default_value = "/etc/rollguard/config.yaml")]
+        #[arg(
+            long,
+            short,
+            env = "ROLLGUARD_CONFIG",
+            default_value = "/etc/rollguard/config.yaml"
+        )]
         config: PathBuf,
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -54,7 +65,12 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    #[arg(long, short, env = "ROLLGUARD_CONFIG", default_value = "/etc/rollguard/config.yaml")]
+    #[arg(
+        long,
+        short,
+        env = "ROLLGUARD_CONFIG",
+        default_value = "/etc/rollguard/config.yaml"
+    )]
     pub config: PathBuf,
     /// How far back (e.g. 30d, 12h).
     #[arg(long, default_value = "30d")]
@@ -87,7 +103,11 @@ pub fn main(cli: Cli) -> ExitCode {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("rollguard: {e:#}");
-                        ExitCode::from(if format!("{e:#}").contains("invalid rules") { EX_CONFIG } else { 1 })
+                        ExitCode::from(if format!("{e:#}").contains("invalid rules") {
+                            EX_CONFIG
+                        } else {
+                            1
+                        })
                     }
                 }
             })
@@ -107,7 +127,10 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn runtime<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(f),
         Err(e) => {
             eprintln!("rollguard: cannot start the async runtime: {e}");
@@ -124,14 +147,23 @@ enum FileKind {
 }
 
 fn classify(path: &std::path::Path) -> FileKind {
-    let Ok(text) = crate::rules::read_limited(path) else { return FileKind::Rule };
+    let Ok(text) = crate::rules::read_limited(path) else {
+        return FileKind::Rule;
+    };
     if text.trim().is_empty() {
         return FileKind::Rule;
     }
-    let keys: Result<std::collections::BTreeMap<String, serde::de::IgnoredAny>, _> = serde_saphyr::from_str_with_options(&text, crate::rules::yaml_options());
+    let keys: Result<std::collections::BTreeMap<String, serde::de::IgnoredAny>, _> =
+        serde_saphyr::from_str_with_options(&text, crate::rules::yaml_options());
     match keys {
         Ok(k) if k.contains_key("analysis") => FileKind::Rule,
-        Ok(k) if ["rules_dir", "listen", "state_dir", "hooks", "notifiers"].iter().any(|x| k.contains_key(*x)) => FileKind::Config,
+        Ok(k)
+            if ["rules_dir", "listen", "state_dir", "hooks", "notifiers"]
+                .iter()
+                .any(|x| k.contains_key(*x)) =>
+        {
+            FileKind::Config
+        }
         Ok(_) => FileKind::Unknown,
         // Unparseable: guess from the text, and let that loader report the located error.
         Err(_) if text.lines().any(|l| l.starts_with("rules_dir:")) => FileKind::Config,
@@ -160,7 +192,12 @@ pub fn check(paths: &[PathBuf], format: &str) -> ExitCode {
             match classify(&f) {
                 FileKind::Config => configs.push(f),
                 FileKind::Rule => rule_paths.push(f),
-                FileKind::Unknown => diags.push(crate::diag::Diagnostic::new(&f, 1, 1, "neither a rule file (no `analysis:`) nor a daemon config (no `rules_dir:`)")),
+                FileKind::Unknown => diags.push(crate::diag::Diagnostic::new(
+                    &f,
+                    1,
+                    1,
+                    "neither a rule file (no `analysis:`) nor a daemon config (no `rules_dir:`)",
+                )),
             }
         }
     }
@@ -171,7 +208,10 @@ pub fn check(paths: &[PathBuf], format: &str) -> ExitCode {
             Ok(cfg) => {
                 let set = actions.get_or_insert_with(Default::default);
                 set.extend(cfg.action_names());
-                match crate::rules::load_rules(std::slice::from_ref(&cfg.rules_dir), Some(&cfg.action_names())) {
+                match crate::rules::load_rules(
+                    std::slice::from_ref(&cfg.rules_dir),
+                    Some(&cfg.action_names()),
+                ) {
                     Ok(r) => analyses.extend(r.analyses.keys().cloned()),
                     Err(mut d) => diags.append(&mut d),
                 }
@@ -181,7 +221,9 @@ pub fn check(paths: &[PathBuf], format: &str) -> ExitCode {
     }
     if !rule_paths.is_empty() {
         if actions.is_none() {
-            notes.push("hook and notifier names were not checked: pass the daemon config too".into());
+            notes.push(
+                "hook and notifier names were not checked: pass the daemon config too".into(),
+            );
         }
         match crate::rules::load_rules(&rule_paths, actions.as_ref()) {
             Ok(r) => analyses.extend(r.analyses.keys().cloned()),
@@ -203,12 +245,21 @@ pub fn check(paths: &[PathBuf], format: &str) -> ExitCode {
             eprintln!("note: {n}");
         }
         if diags.is_empty() {
-            println!("ok: {} analyses ({}), {} config file(s)", analyses.len(), analyses.join(", "), configs.len());
+            println!(
+                "ok: {} analyses ({}), {} config file(s)",
+                analyses.len(),
+                analyses.join(", "),
+                configs.len()
+            );
         } else {
             eprintln!("{} error(s)", diags.len());
         }
     }
-    if diags.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EX_CONFIG) }
+    if diags.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EX_CONFIG)
+    }
 }
 
 fn report(args: ReportArgs) -> ExitCode {

@@ -13,7 +13,12 @@ use serde_json::{Value, json};
 #[derive(Args, Debug)]
 pub struct DeployArgs {
     /// rollguard's API base URL.
-    #[arg(long, env = "ROLLGUARD_URL", default_value = "http://127.0.0.1:9797", global = true)]
+    #[arg(
+        long,
+        env = "ROLLGUARD_URL",
+        default_value = "http://127.0.0.1:9797",
+        global = true
+    )]
     pub server: String,
     /// File holding the API bearer token (or set ROLLGUARD_TOKEN).
     #[arg(long, env = "ROLLGUARD_TOKEN_FILE", global = true)]
@@ -25,12 +30,16 @@ pub struct DeployArgs {
     pub command: DeployCommand,
 }
 
+// Parsed once per process; boxing the large variants would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum DeployCommand {
     /// Register a deployment (idempotent on --id).
     Start(StartArgs),
     /// Show one deployment.
-    Status { id: String },
+    Status {
+        id: String,
+    },
     /// List deployments.
     List {
         #[arg(long)]
@@ -120,19 +129,32 @@ struct Client {
 
 impl Client {
     fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(m, format!("{}{path}", self.base.trim_end_matches('/')));
+        let r = self
+            .http
+            .request(m, format!("{}{path}", self.base.trim_end_matches('/')));
         match &self.token {
             Some(t) => r.bearer_auth(t),
             None => r,
         }
     }
 
-    async fn call(&self, m: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
+    async fn call(
+        &self,
+        m: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
         let mut r = self.req(m, path);
         if let Some(b) = body {
             r = r.json(&b);
         }
-        let resp = r.send().await.map_err(|e| format!("cannot reach rollguard at {}: {}", self.base, crate::net::redact_error(&e)))?;
+        let resp = r.send().await.map_err(|e| {
+            format!(
+                "cannot reach rollguard at {}: {}",
+                self.base,
+                crate::net::redact_error(&e)
+            )
+        })?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         Ok((status, v))
@@ -152,7 +174,11 @@ pub async fn main(args: DeployArgs) -> ExitCode {
         },
         (None, t) => t,
     };
-    let client = Client { http: reqwest::Client::new(), base: args.server.clone(), token };
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: args.server.clone(),
+        token,
+    };
     match run(&client, &args).await {
         Ok(code) => code,
         Err(e) => {
@@ -165,7 +191,10 @@ pub async fn main(args: DeployArgs) -> ExitCode {
 async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
     match &args.command {
         DeployCommand::Start(s) => {
-            let arm = |targets: &[String], selector: &Option<String>, version: &Option<String>, weight: Option<f64>| {
+            let arm = |targets: &[String],
+                       selector: &Option<String>,
+                       version: &Option<String>,
+                       weight: Option<f64>| {
                 let mut a = serde_json::Map::new();
                 if !targets.is_empty() {
                     a.insert("targets".into(), json!(targets));
@@ -193,16 +222,31 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
                 body["service"] = json!(svc);
             }
             if !s.steps.is_empty() {
-                body["strategy"] = json!({"type": "canary", "steps": s.steps, "step_duration": s.step_duration});
+                body["strategy"] =
+                    json!({"type": "canary", "steps": s.steps, "step_duration": s.step_duration});
             }
-            let (status, v) = c.call(reqwest::Method::POST, "/api/v1/deployments", Some(body)).await?;
+            let (status, v) = c
+                .call(reqwest::Method::POST, "/api/v1/deployments", Some(body))
+                .await?;
             if status >= 300 {
-                return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+                return Err(format!(
+                    "HTTP {status}: {}",
+                    v.get("error").and_then(Value::as_str).unwrap_or("")
+                ));
             }
             if args.json && !s.wait {
                 println!("{v}");
             } else {
-                eprintln!("{} deployment {} (analysis {})", if status == 201 { "registered" } else { "already registered:" }, s.id, s.analysis);
+                eprintln!(
+                    "{} deployment {} (analysis {})",
+                    if status == 201 {
+                        "registered"
+                    } else {
+                        "already registered:"
+                    },
+                    s.id,
+                    s.analysis
+                );
             }
             if s.wait {
                 return wait(c, &s.id, &s.timeout, args.json).await;
@@ -210,9 +254,18 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         DeployCommand::Status { id } => {
-            let (status, v) = c.call(reqwest::Method::GET, &format!("/api/v1/deployments/{id}"), None).await?;
+            let (status, v) = c
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/deployments/{id}"),
+                    None,
+                )
+                .await?;
             if status >= 300 {
-                return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+                return Err(format!(
+                    "HTTP {status}: {}",
+                    v.get("error").and_then(Value::as_str).unwrap_or("")
+                ));
             }
             if args.json {
                 println!("{v}");
@@ -229,14 +282,26 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
             if let Some(s) = service {
                 q.push(format!("service={s}"));
             }
-            let (status, v) = c.call(reqwest::Method::GET, &format!("/api/v1/deployments?{}", q.join("&")), None).await?;
+            let (status, v) = c
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/deployments?{}", q.join("&")),
+                    None,
+                )
+                .await?;
             if status >= 300 {
-                return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+                return Err(format!(
+                    "HTTP {status}: {}",
+                    v.get("error").and_then(Value::as_str).unwrap_or("")
+                ));
             }
             if args.json {
                 println!("{v}");
             } else {
-                println!("{:<28} {:<16} {:<14} {:<13} {:>8}  REASON", "ID", "SERVICE", "ANALYSIS", "STATE", "ELAPSED");
+                println!(
+                    "{:<28} {:<16} {:<14} {:<13} {:>8}  REASON",
+                    "ID", "SERVICE", "ANALYSIS", "STATE", "ELAPSED"
+                );
                 for d in v["deployments"].as_array().cloned().unwrap_or_default() {
                     println!(
                         "{:<28} {:<16} {:<14} {:<13} {:>7.0}s  {}",
@@ -245,13 +310,21 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
                         d["analysis"].as_str().unwrap_or(""),
                         d["state"].as_str().unwrap_or(""),
                         d["elapsed_s"].as_f64().unwrap_or(0.0),
-                        d["reason"].as_str().unwrap_or("").chars().take(60).collect::<String>()
+                        d["reason"]
+                            .as_str()
+                            .unwrap_or("")
+                            .chars()
+                            .take(60)
+                            .collect::<String>()
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        DeployCommand::Pause(a) | DeployCommand::Resume(a) | DeployCommand::Promote(a) | DeployCommand::Abort(a) => {
+        DeployCommand::Pause(a)
+        | DeployCommand::Resume(a)
+        | DeployCommand::Promote(a)
+        | DeployCommand::Abort(a) => {
             let action = match &args.command {
                 DeployCommand::Pause(_) => "pause",
                 DeployCommand::Resume(_) => "resume",
@@ -259,9 +332,18 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
                 _ => "abort",
             };
             let body = json!({"who": a.who.clone().unwrap_or_else(|| "cli".into()), "reason": a.reason.clone().unwrap_or_default()});
-            let (status, v) = c.call(reqwest::Method::POST, &format!("/api/v1/deployments/{}/{action}", a.id), Some(body)).await?;
+            let (status, v) = c
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/deployments/{}/{action}", a.id),
+                    Some(body),
+                )
+                .await?;
             if status >= 300 {
-                return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+                return Err(format!(
+                    "HTTP {status}: {}",
+                    v.get("error").and_then(Value::as_str).unwrap_or("")
+                ));
             }
             eprintln!("{action} accepted for {}", a.id);
             Ok(ExitCode::SUCCESS)
@@ -271,10 +353,21 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
 }
 
 fn print_status(v: &Value) {
-    println!("deployment {}  state {}  step {}  elapsed {:.0}s", v["id"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or(""), v["step"], v["elapsed_s"].as_f64().unwrap_or(0.0));
+    println!(
+        "deployment {}  state {}  step {}  elapsed {:.0}s",
+        v["id"].as_str().unwrap_or(""),
+        v["state"].as_str().unwrap_or(""),
+        v["step"],
+        v["elapsed_s"].as_f64().unwrap_or(0.0)
+    );
     println!("reason: {}", v["reason"].as_str().unwrap_or(""));
     for c in v["checks"].as_array().cloned().unwrap_or_default() {
-        println!("  {:<18} {:<12} {}", c["name"].as_str().unwrap_or(""), c["outcome"].as_str().unwrap_or(""), c["explanation"].as_str().unwrap_or(""));
+        println!(
+            "  {:<18} {:<12} {}",
+            c["name"].as_str().unwrap_or(""),
+            c["outcome"].as_str().unwrap_or(""),
+            c["explanation"].as_str().unwrap_or("")
+        );
     }
 }
 
@@ -283,19 +376,41 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
     let start = tokio::time::Instant::now();
     let mut after = 0i64;
     loop {
-        let (status, v) = c.call(reqwest::Method::GET, &format!("/api/v1/deployments/{id}/events?after={after}&wait=20"), None).await?;
+        let (status, v) = c
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/deployments/{id}/events?after={after}&wait=20"),
+                None,
+            )
+            .await?;
         if status >= 300 {
-            return Err(format!("HTTP {status}: {}", v.get("error").and_then(Value::as_str).unwrap_or("")));
+            return Err(format!(
+                "HTTP {status}: {}",
+                v.get("error").and_then(Value::as_str).unwrap_or("")
+            ));
         }
         for e in v["events"].as_array().cloned().unwrap_or_default() {
             if !json_out {
-                eprintln!("{:<10} {}", e["kind"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
+                eprintln!(
+                    "{:<10} {}",
+                    e["kind"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                );
             }
         }
         after = v["next"].as_i64().unwrap_or(after);
         let state = v["state"].as_str().unwrap_or("").to_string();
-        if matches!(state.as_str(), "promoted" | "rolled_back" | "aborted" | "inconclusive") {
-            let (_, full) = c.call(reqwest::Method::GET, &format!("/api/v1/deployments/{id}"), None).await?;
+        if matches!(
+            state.as_str(),
+            "promoted" | "rolled_back" | "aborted" | "inconclusive"
+        ) {
+            let (_, full) = c
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/deployments/{id}"),
+                    None,
+                )
+                .await?;
             if json_out {
                 println!("{full}");
             } else {

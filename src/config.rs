@@ -69,7 +69,9 @@ impl Secret {
                     .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                     .map_err(|e| format!("cannot read secret file {}: {e}", p.display()))
             }
-            Secret::Env { env } => std::env::var(env).map_err(|_| format!("environment variable {env} is not set")),
+            Secret::Env { env } => {
+                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))
+            }
         }
     }
 
@@ -192,11 +194,21 @@ struct RawHttpHook {
 /// Notifier destinations (see docs/notifications.md for each payload).
 #[derive(Clone, Debug, PartialEq)]
 pub enum NotifierKind {
-    Slack { url: Secret },
-    Mattermost { url: Secret },
-    Teams { url: Secret },
-    Discord { url: Secret },
-    GoogleChat { url: Secret },
+    Slack {
+        url: Secret,
+    },
+    Mattermost {
+        url: Secret,
+    },
+    Teams {
+        url: Secret,
+    },
+    Discord {
+        url: Secret,
+    },
+    GoogleChat {
+        url: Secret,
+    },
     Pagerduty {
         routing_key: Secret,
         /// Base URL of the Events API (`https://events.pagerduty.com`); `/v2/enqueue` and
@@ -218,7 +230,10 @@ pub enum NotifierKind {
         /// resolves must not fire forever); they then expire in Alertmanager.
         max_active: Duration,
     },
-    Webhook { url: Secret, hmac_secret: Option<Secret> },
+    Webhook {
+        url: Secret,
+        hmac_secret: Option<Secret>,
+    },
 }
 
 impl NotifierKind {
@@ -241,8 +256,12 @@ impl NotifierKind {
     /// Discord about 5 per 2 s per webhook, PagerDuty about 120/min per key.
     pub fn default_pace(&self) -> Duration {
         match self {
-            NotifierKind::Slack { .. } | NotifierKind::GoogleChat { .. } | NotifierKind::Teams { .. } => Duration::from_secs(1),
-            NotifierKind::Discord { .. } | NotifierKind::Pagerduty { .. } => Duration::from_millis(500),
+            NotifierKind::Slack { .. }
+            | NotifierKind::GoogleChat { .. }
+            | NotifierKind::Teams { .. } => Duration::from_secs(1),
+            NotifierKind::Discord { .. } | NotifierKind::Pagerduty { .. } => {
+                Duration::from_millis(500)
+            }
             NotifierKind::Mattermost { .. } => Duration::from_millis(200),
             NotifierKind::Alertmanager { .. } | NotifierKind::Webhook { .. } => Duration::ZERO,
         }
@@ -288,7 +307,14 @@ pub struct NotifierConfig {
 impl NotifierConfig {
     /// A destination with the defaults for its kind.
     pub fn new(kind: NotifierKind) -> NotifierConfig {
-        NotifierConfig { pace: kind.default_pace(), kind, max_attempts: 8, retry_backoff: Duration::from_secs(1), timeout: Duration::from_secs(10), public_url: None }
+        NotifierConfig {
+            pace: kind.default_pace(),
+            kind,
+            max_attempts: 8,
+            retry_backoff: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            public_url: None,
+        }
     }
 }
 
@@ -413,8 +439,18 @@ pub struct PrometheusConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub enum HookKind {
     /// argv, each element a template over deployment facts (no shell).
-    Exec { argv: Vec<String>, env: Vec<String>, workdir: Option<PathBuf> },
-    Http { url: Secret, method: String, headers: BTreeMap<String, Secret>, body: Option<serde_json::Value>, success_codes: Vec<u16> },
+    Exec {
+        argv: Vec<String>,
+        env: Vec<String>,
+        workdir: Option<PathBuf>,
+    },
+    Http {
+        url: Secret,
+        method: String,
+        headers: BTreeMap<String, Secret>,
+        body: Option<serde_json::Value>,
+        success_codes: Vec<u16>,
+    },
 }
 
 /// A named hook with its limits.
@@ -443,7 +479,11 @@ impl HookConfig {
     pub fn exec(name: &str, argv: Vec<String>) -> HookConfig {
         HookConfig {
             name: name.to_string(),
-            kind: HookKind::Exec { argv, env: Vec::new(), workdir: None },
+            kind: HookKind::Exec {
+                argv,
+                env: Vec::new(),
+                workdir: None,
+            },
             timeout: Duration::from_secs(60),
             retries: 2,
             kill_grace: Duration::from_secs(5),
@@ -477,7 +517,11 @@ pub struct Config {
 impl Config {
     /// Names rule files may use in `on_fail`, `on_pass`, ...
     pub fn action_names(&self) -> BTreeSet<String> {
-        self.hooks.keys().chain(self.notifiers.keys()).cloned().collect()
+        self.hooks
+            .keys()
+            .chain(self.notifiers.keys())
+            .cloned()
+            .collect()
     }
 
     /// A configuration for tests and the demo, rooted in `dir`.
@@ -513,9 +557,13 @@ pub fn load_config(path: &Path) -> Result<Config, Vec<Diagnostic>> {
 /// relative paths).
 pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let raw: RawConfig = if text.trim().is_empty() {
-        return Err(vec![Diagnostic::file(path, "config file is empty (expected at least `rules_dir:`)")]);
+        return Err(vec![Diagnostic::file(
+            path,
+            "config file is empty (expected at least `rules_dir:`)",
+        )]);
     } else {
-        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| vec![Diagnostic::from_yaml(path, &e)])?
+        serde_saphyr::from_str_with_options(text, yaml_options())
+            .map_err(|e| vec![Diagnostic::from_yaml(path, &e)])?
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut diags = Vec::new();
@@ -525,7 +573,10 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         let p = PathBuf::from(p);
         if p.is_absolute() { p } else { base.join(p) }
     };
-    let duration = |v: &Option<Spanned<String>>, default: Duration, field: &str, err: &mut dyn FnMut((u64, u64), String)| match v {
+    let duration = |v: &Option<Spanned<String>>,
+                    default: Duration,
+                    field: &str,
+                    err: &mut dyn FnMut((u64, u64), String)| match v {
         None => default,
         Some(s) => match units::parse_duration(&s.value) {
             Ok(d) if !d.is_zero() => d,
@@ -545,7 +596,13 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         Some(l) => match l.value.parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
-                err(loc(l), format!("`listen` must be IP:PORT such as 127.0.0.1:9797, got `{}`", l.value));
+                err(
+                    loc(l),
+                    format!(
+                        "`listen` must be IP:PORT such as 127.0.0.1:9797, got `{}`",
+                        l.value
+                    ),
+                );
                 SocketAddr::from(([127, 0, 0, 1], 9797))
             }
         },
@@ -562,21 +619,30 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             PathBuf::new()
         }
     };
-    let state_dir = raw.state_dir.as_ref().map_or_else(|| PathBuf::from("/var/lib/rollguard"), |s| resolve(&s.value));
+    let state_dir = raw.state_dir.as_ref().map_or_else(
+        || PathBuf::from("/var/lib/rollguard"),
+        |s| resolve(&s.value),
+    );
 
     let mut scrape = ScrapeConfig::default();
     if let Some(s) = &raw.scrape {
         scrape.timeout = duration(&s.timeout, scrape.timeout, "scrape.timeout", &mut err);
         if let Some(m) = &s.max_body {
             match units::parse_bytes(&m.value) {
-                Ok(v) if v >= 1024.0 && v <= 1e9 => scrape.max_body_bytes = v as usize,
-                Ok(_) => err(loc(m), "`scrape.max_body` must be between 1KiB and 1GB".into()),
+                Ok(v) if (1024.0..=1e9).contains(&v) => scrape.max_body_bytes = v as usize,
+                Ok(_) => err(
+                    loc(m),
+                    "`scrape.max_body` must be between 1KiB and 1GB".into(),
+                ),
                 Err(e) => err(loc(m), format!("`scrape.max_body`: {e}")),
             }
         }
         if let Some(c) = &s.concurrency {
             if c.value == 0 || c.value > 10_000 {
-                err((c.referenced.line(), c.referenced.column()), "`scrape.concurrency` must be between 1 and 10000".into());
+                err(
+                    (c.referenced.line(), c.referenced.column()),
+                    "`scrape.concurrency` must be between 1 and 10000".into(),
+                );
             } else {
                 scrape.concurrency = c.value;
             }
@@ -590,15 +656,27 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
     let prometheus = raw.prometheus.as_ref().map(|p| {
         let url = p.value.url.value.trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            err(loc(&p.value.url), format!("`prometheus.url` must start with http:// or https://, got `{url}`"));
+            err(
+                loc(&p.value.url),
+                format!("`prometheus.url` must start with http:// or https://, got `{url}`"),
+            );
         }
         PrometheusConfig {
             url,
             headers: p.value.headers.clone(),
             bearer_token: p.value.bearer_token.clone(),
             basic_auth: p.value.basic_auth.clone(),
-            timeout: duration(&p.value.timeout, Duration::from_secs(10), "prometheus.timeout", &mut err),
-            instance_label: p.value.instance_label.clone().unwrap_or_else(|| "instance".into()),
+            timeout: duration(
+                &p.value.timeout,
+                Duration::from_secs(10),
+                "prometheus.timeout",
+                &mut err,
+            ),
+            instance_label: p
+                .value
+                .instance_label
+                .clone()
+                .unwrap_or_else(|| "instance".into()),
             tls: tls(p.value.tls.clone(), &resolve),
         }
     });
@@ -610,55 +688,125 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         let kind = match (&r.exec, &r.http) {
             (Some(argv), None) => {
                 if argv.is_empty() || argv[0].trim().is_empty() {
-                    err(at, format!("hook `{name}`: `exec` needs a program, e.g. [\"/usr/local/bin/rollback\", \"{{{{id}}}}\"]"));
+                    err(
+                        at,
+                        format!(
+                            "hook `{name}`: `exec` needs a program, e.g. [\"/usr/local/bin/rollback\", \"{{{{id}}}}\"]"
+                        ),
+                    );
                 }
-                if argv.len() == 3 && matches!(argv[0].as_str(), "sh" | "/bin/sh" | "bash" | "/bin/bash") && argv[1] == "-c" && argv[2].contains("{{") {
-                    err(at, format!("hook `{name}`: do not build a shell command line from deployment data; pass facts as separate argv elements or read ROLLGUARD_* environment variables"));
+                if argv.len() == 3
+                    && matches!(argv[0].as_str(), "sh" | "/bin/sh" | "bash" | "/bin/bash")
+                    && argv[1] == "-c"
+                    && argv[2].contains("{{")
+                {
+                    err(
+                        at,
+                        format!(
+                            "hook `{name}`: do not build a shell command line from deployment data; pass facts as separate argv elements or read ROLLGUARD_* environment variables"
+                        ),
+                    );
                 }
                 for a in argv {
                     check_placeholders(a, name, "exec", at, &mut err);
                 }
-                HookKind::Exec { argv: argv.clone(), env: r.env.clone(), workdir: r.workdir.as_ref().map(|w| resolve(&w.to_string_lossy())) }
+                HookKind::Exec {
+                    argv: argv.clone(),
+                    env: r.env.clone(),
+                    workdir: r.workdir.as_ref().map(|w| resolve(&w.to_string_lossy())),
+                }
             }
             (None, Some(http)) => {
-                let method = http.method.clone().unwrap_or_else(|| "POST".into()).to_ascii_uppercase();
+                let method = http
+                    .method
+                    .clone()
+                    .unwrap_or_else(|| "POST".into())
+                    .to_ascii_uppercase();
                 if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
                     err(at, format!("hook `{name}`: unsupported method `{method}`"));
                 }
                 if let Secret::Inline(u) = &http.url {
                     check_placeholders(u, name, "url", at, &mut err);
                     if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        err(at, format!("hook `{name}`: `url` must start with http:// or https://"));
+                        err(
+                            at,
+                            format!("hook `{name}`: `url` must start with http:// or https://"),
+                        );
                     }
                 }
                 if let Some(body) = &http.body {
-                    json_strings(body, &mut |t| check_placeholders(t, name, "body", at, &mut err));
+                    json_strings(body, &mut |t| {
+                        check_placeholders(t, name, "body", at, &mut err)
+                    });
                 }
                 if http.success_codes.iter().any(|c| !(100..=599).contains(c)) {
-                    err(at, format!("hook `{name}`: `success_codes` must be HTTP status codes (100-599)"));
+                    err(
+                        at,
+                        format!(
+                            "hook `{name}`: `success_codes` must be HTTP status codes (100-599)"
+                        ),
+                    );
                 }
                 HookKind::Http {
                     url: http.url.clone(),
                     method,
                     headers: http.headers.clone(),
                     body: http.body.clone(),
-                    success_codes: if http.success_codes.is_empty() { vec![200, 201, 202, 204] } else { http.success_codes.clone() },
+                    success_codes: if http.success_codes.is_empty() {
+                        vec![200, 201, 202, 204]
+                    } else {
+                        http.success_codes.clone()
+                    },
                 }
             }
             _ => {
-                err(at, format!("hook `{name}` needs exactly one of `exec` or `http`"));
+                err(
+                    at,
+                    format!("hook `{name}` needs exactly one of `exec` or `http`"),
+                );
                 continue;
             }
         };
-        if matches!(kind, HookKind::Http { .. }) && (!r.env.is_empty() || r.workdir.is_some() || r.kill_grace.is_some()) {
-            err(at, format!("hook `{name}`: `env`, `workdir` and `kill_grace` apply only to exec hooks"));
+        if matches!(kind, HookKind::Http { .. })
+            && (!r.env.is_empty() || r.workdir.is_some() || r.kill_grace.is_some())
+        {
+            err(
+                at,
+                format!(
+                    "hook `{name}`: `env`, `workdir` and `kill_grace` apply only to exec hooks"
+                ),
+            );
         }
-        let timeout = duration(&r.timeout, Duration::from_secs(60), &format!("hooks.{name}.timeout"), &mut err);
-        let kill_grace = duration(&r.kill_grace, Duration::from_secs(5), &format!("hooks.{name}.kill_grace"), &mut err);
-        let retry_backoff = duration(&r.retry_backoff, Duration::from_secs(1), &format!("hooks.{name}.retry_backoff"), &mut err).min(MAX_HOOK_BACKOFF);
+        let timeout = duration(
+            &r.timeout,
+            Duration::from_secs(60),
+            &format!("hooks.{name}.timeout"),
+            &mut err,
+        );
+        let kill_grace = duration(
+            &r.kill_grace,
+            Duration::from_secs(5),
+            &format!("hooks.{name}.kill_grace"),
+            &mut err,
+        );
+        let retry_backoff = duration(
+            &r.retry_backoff,
+            Duration::from_secs(1),
+            &format!("hooks.{name}.retry_backoff"),
+            &mut err,
+        )
+        .min(MAX_HOOK_BACKOFF);
         hooks.insert(
             name.clone(),
-            HookConfig { name: name.clone(), kind, timeout, retries: r.retries.unwrap_or(2).min(20), kill_grace, retry_backoff, dry_run: r.dry_run },
+            HookConfig {
+                name: name.clone(),
+                kind,
+                timeout,
+                retries: r.retries.unwrap_or(2).min(20),
+                kill_grace,
+                retry_backoff,
+                dry_run: r.dry_run,
+            },
         );
     }
     let public_url = raw.public_url.map(|u| u.trim_end_matches('/').to_string());
@@ -666,9 +814,16 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
     for (name, n) in &raw.notifiers {
         let at = (n.referenced.line(), n.referenced.column());
         if hooks.contains_key(name) {
-            err(at, format!("`{name}` is both a hook and a notifier; rule files name them in the same lists, so names must be unique"));
+            err(
+                at,
+                format!(
+                    "`{name}` is both a hook and a notifier; rule files name them in the same lists, so names must be unique"
+                ),
+            );
         }
-        let Some(kind) = notifier_kind(name, &n.value, at, &mut err) else { continue };
+        let Some(kind) = notifier_kind(name, &n.value, at, &mut err) else {
+            continue;
+        };
         let mut cfg = NotifierConfig::new(kind);
         if let Some(p) = &n.value.pace {
             match units::parse_duration(&p.value) {
@@ -678,25 +833,54 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         }
         if let Some(m) = n.value.max_attempts {
             if m == 0 || m > 100 {
-                err(at, format!("notifier `{name}`: `max_attempts` must be between 1 and 100"));
+                err(
+                    at,
+                    format!("notifier `{name}`: `max_attempts` must be between 1 and 100"),
+                );
             } else {
                 cfg.max_attempts = m;
             }
         }
-        cfg.timeout = duration(&n.value.timeout, cfg.timeout, &format!("notifiers.{name}.timeout"), &mut err);
-        cfg.retry_backoff = duration(&n.value.retry_backoff, cfg.retry_backoff, &format!("notifiers.{name}.retry_backoff"), &mut err);
+        cfg.timeout = duration(
+            &n.value.timeout,
+            cfg.timeout,
+            &format!("notifiers.{name}.timeout"),
+            &mut err,
+        );
+        cfg.retry_backoff = duration(
+            &n.value.retry_backoff,
+            cfg.retry_backoff,
+            &format!("notifiers.{name}.retry_backoff"),
+            &mut err,
+        );
         cfg.public_url = public_url.clone();
         notifiers.insert(name.clone(), cfg);
     }
     let mut ops_notifiers = Vec::new();
     for o in &raw.ops_notifiers {
         if !notifiers.contains_key(&o.value) {
-            err(loc(o), format!("`ops_notifiers` names `{}`, which is not under `notifiers:`", o.value));
+            err(
+                loc(o),
+                format!(
+                    "`ops_notifiers` names `{}`, which is not under `notifiers:`",
+                    o.value
+                ),
+            );
         }
         ops_notifiers.push(o.value.clone());
     }
-    let shutdown_grace = duration(&raw.shutdown_grace, Duration::from_secs(30), "shutdown_grace", &mut err);
-    let source_grace = duration(&raw.source_grace, Duration::from_secs(60), "source_grace", &mut err);
+    let shutdown_grace = duration(
+        &raw.shutdown_grace,
+        Duration::from_secs(30),
+        "shutdown_grace",
+        &mut err,
+    );
+    let source_grace = duration(
+        &raw.source_grace,
+        Duration::from_secs(60),
+        "source_grace",
+        &mut err,
+    );
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -720,7 +904,12 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
 }
 
 /// Builds the typed destination from the one kind key a notifier names.
-fn notifier_kind(name: &str, raw: &RawNotifier, at: (u64, u64), err: &mut dyn FnMut((u64, u64), String)) -> Option<NotifierKind> {
+fn notifier_kind(
+    name: &str,
+    raw: &RawNotifier,
+    at: (u64, u64),
+    err: &mut dyn FnMut((u64, u64), String),
+) -> Option<NotifierKind> {
     let mut kinds = Vec::new();
     if let Some(r) = &raw.slack {
         kinds.push(NotifierKind::Slack { url: r.url.clone() });
@@ -732,7 +921,12 @@ fn notifier_kind(name: &str, raw: &RawNotifier, at: (u64, u64), err: &mut dyn Fn
         if let Secret::Inline(u) = &r.url
             && is_retired_teams_url(u)
         {
-            err(at, format!("notifier `{name}`: Office 365 connector URLs (webhook.office.com) are retired; create a Teams Workflows webhook and use its URL"));
+            err(
+                at,
+                format!(
+                    "notifier `{name}`: Office 365 connector URLs (webhook.office.com) are retired; create a Teams Workflows webhook and use its URL"
+                ),
+            );
         }
         kinds.push(NotifierKind::Teams { url: r.url.clone() });
     }
@@ -746,7 +940,10 @@ fn notifier_kind(name: &str, raw: &RawNotifier, at: (u64, u64), err: &mut dyn Fn
         if let Some(u) = &r.url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
-            err(at, format!("notifier `{name}`: `pagerduty.url` must start with http:// or https://"));
+            err(
+                at,
+                format!("notifier `{name}`: `pagerduty.url` must start with http:// or https://"),
+            );
         }
         kinds.push(NotifierKind::Pagerduty {
             routing_key: r.routing_key.clone(),
@@ -757,12 +954,26 @@ fn notifier_kind(name: &str, raw: &RawNotifier, at: (u64, u64), err: &mut dyn Fn
     }
     if let Some(r) = &raw.alertmanager {
         if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
-            err(at, format!("notifier `{name}`: `alertmanager.url` must start with http:// or https://"));
+            err(
+                at,
+                format!(
+                    "notifier `{name}`: `alertmanager.url` must start with http:// or https://"
+                ),
+            );
         }
         for k in r.labels.keys() {
-            let ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let ok = k
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok || k == "alertname" {
-                err(at, format!("notifier `{name}`: label `{k}` is not a valid extra Prometheus label name (`alertname` is set by rollguard)"));
+                err(
+                    at,
+                    format!(
+                        "notifier `{name}`: label `{k}` is not a valid extra Prometheus label name (`alertname` is set by rollguard)"
+                    ),
+                );
             }
         }
         let mut dur = |v: &Option<Spanned<String>>, default: Duration, field: &str| match v {
@@ -770,20 +981,40 @@ fn notifier_kind(name: &str, raw: &RawNotifier, at: (u64, u64), err: &mut dyn Fn
             Some(s) => match units::parse_duration(&s.value) {
                 Ok(d) if !d.is_zero() => d,
                 _ => {
-                    err((s.referenced.line(), s.referenced.column()), format!("notifier `{name}`: `{field}` must be a duration above zero"));
+                    err(
+                        (s.referenced.line(), s.referenced.column()),
+                        format!("notifier `{name}`: `{field}` must be a duration above zero"),
+                    );
                     default
                 }
             },
         };
-        let resend = dur(&r.resend_interval, Duration::from_secs(60), "resend_interval");
+        let resend = dur(
+            &r.resend_interval,
+            Duration::from_secs(60),
+            "resend_interval",
+        );
         let max_active = dur(&r.max_active, Duration::from_secs(24 * 3600), "max_active");
-        kinds.push(NotifierKind::Alertmanager { url: r.url.trim_end_matches('/').to_string(), labels: r.labels.clone(), resend, max_active });
+        kinds.push(NotifierKind::Alertmanager {
+            url: r.url.trim_end_matches('/').to_string(),
+            labels: r.labels.clone(),
+            resend,
+            max_active,
+        });
     }
     if let Some(r) = &raw.webhook {
-        kinds.push(NotifierKind::Webhook { url: r.url.clone(), hmac_secret: r.hmac_secret.clone() });
+        kinds.push(NotifierKind::Webhook {
+            url: r.url.clone(),
+            hmac_secret: r.hmac_secret.clone(),
+        });
     }
     if kinds.len() != 1 {
-        err(at, format!("notifier `{name}` needs exactly one of slack, mattermost, teams, discord, google_chat, pagerduty, alertmanager, webhook"));
+        err(
+            at,
+            format!(
+                "notifier `{name}` needs exactly one of slack, mattermost, teams, discord, google_chat, pagerduty, alertmanager, webhook"
+            ),
+        );
         return None;
     }
     kinds.pop()
@@ -792,16 +1023,34 @@ fn notifier_kind(name: &str, raw: &RawNotifier, at: (u64, u64), err: &mut dyn Fn
 /// Office 365 connector URLs stopped working when Microsoft retired connectors; only Teams
 /// Workflows URLs accept messages now.
 pub fn is_retired_teams_url(u: &str) -> bool {
-    url::Url::parse(u).ok().and_then(|p| p.host_str().map(|h| h == "webhook.office.com" || h.ends_with(".webhook.office.com"))).unwrap_or(false)
+    url::Url::parse(u)
+        .ok()
+        .and_then(|p| {
+            p.host_str()
+                .map(|h| h == "webhook.office.com" || h.ends_with(".webhook.office.com"))
+        })
+        .unwrap_or(false)
         || u.contains("webhook.office.com/")
 }
 
 /// Reports `{{name}}` placeholders a hook uses that no deployment fact fills, at config
 /// time rather than during a rollback.
-fn check_placeholders(template: &str, hook: &str, field: &str, at: (u64, u64), err: &mut dyn FnMut((u64, u64), String)) {
+fn check_placeholders(
+    template: &str,
+    hook: &str,
+    field: &str,
+    at: (u64, u64),
+    err: &mut dyn FnMut((u64, u64), String),
+) {
     for (p, _) in crate::template::placeholders(template) {
         if !crate::action::Facts::knows(&p) {
-            err(at, format!("hook `{hook}`: unknown placeholder `{{{{{p}}}}}` in `{field}` (known: {})", crate::action::PLACEHOLDERS.join(", ")));
+            err(
+                at,
+                format!(
+                    "hook `{hook}`: unknown placeholder `{{{{{p}}}}}` in `{field}` (known: {})",
+                    crate::action::PLACEHOLDERS.join(", ")
+                ),
+            );
         }
     }
 }
@@ -866,19 +1115,43 @@ ops_notifiers: [ops]
         assert_eq!(c.scrape.max_body_bytes, 8 * 1024 * 1024);
         assert_eq!(c.prometheus.as_ref().unwrap().url, "http://127.0.0.1:9090");
         assert_eq!(c.hooks["rollback"].timeout, Duration::from_secs(30));
-        assert!(matches!(c.notifiers["chat"].kind, NotifierKind::Slack { url: Secret::File { .. } }));
+        assert!(matches!(
+            c.notifiers["chat"].kind,
+            NotifierKind::Slack {
+                url: Secret::File { .. }
+            }
+        ));
         assert_eq!(c.action_names().len(), 4);
     }
 
     #[test]
     fn errors_are_located_and_collected() {
         let text = "listen: 0.0.0.0:9797\nrules_dir: r\nhooks:\n  rb:\n    timeout: 5s\nops_notifiers: [nope]\nshutdown_grace: soon\n";
-        let e: Vec<String> = parse_config(Path::new("c.yaml"), text).unwrap_err().iter().map(|d| d.to_string()).collect();
+        let e: Vec<String> = parse_config(Path::new("c.yaml"), text)
+            .unwrap_err()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         assert_eq!(e.len(), 4, "{e:#?}");
-        assert!(e[0].starts_with("c.yaml:1:9: `listen` is not a loopback address"), "{e:#?}");
-        assert!(e.iter().any(|m| m.contains("hook `rb` needs exactly one of")), "{e:#?}");
-        assert!(e.iter().any(|m| m.starts_with("c.yaml:6:17: `ops_notifiers` names `nope`")), "{e:#?}");
-        assert!(e.iter().any(|m| m.starts_with("c.yaml:7:17: `shutdown_grace`")), "{e:#?}");
+        assert!(
+            e[0].starts_with("c.yaml:1:9: `listen` is not a loopback address"),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("hook `rb` needs exactly one of")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("c.yaml:6:17: `ops_notifiers` names `nope`")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("c.yaml:7:17: `shutdown_grace`")),
+            "{e:#?}"
+        );
     }
 
     #[test]
@@ -912,26 +1185,77 @@ notifiers:
 "#;
         let c = parse_config(Path::new("/etc/rollguard/config.yaml"), text).unwrap();
         let rb = &c.hooks["rb"];
-        assert_eq!((rb.kill_grace, rb.retry_backoff, rb.dry_run), (Duration::from_secs(2), Duration::from_millis(100), true));
-        assert!(matches!(&rb.kind, HookKind::Exec { workdir: Some(w), .. } if w == Path::new("/etc/rollguard/work")));
+        assert_eq!(
+            (rb.kill_grace, rb.retry_backoff, rb.dry_run),
+            (Duration::from_secs(2), Duration::from_millis(100), true)
+        );
+        assert!(
+            matches!(&rb.kind, HookKind::Exec { workdir: Some(w), .. } if w == Path::new("/etc/rollguard/work"))
+        );
         let s = &c.notifiers["s"];
-        assert_eq!((s.pace, s.max_attempts, s.retry_backoff, s.timeout), (Duration::from_secs(2), 3, Duration::from_millis(50), Duration::from_secs(3)));
+        assert_eq!(
+            (s.pace, s.max_attempts, s.retry_backoff, s.timeout),
+            (
+                Duration::from_secs(2),
+                3,
+                Duration::from_millis(50),
+                Duration::from_secs(3)
+            )
+        );
         assert_eq!(s.public_url.as_deref(), Some("https://rg.example"));
-        assert_eq!(c.notifiers["g"].pace, Duration::from_secs(1), "kind default");
-        assert!(matches!(c.notifiers["p"].kind, NotifierKind::Pagerduty { min_severity: Severity::Warning, .. }));
-        assert!(matches!(&c.notifiers["a"].kind, NotifierKind::Alertmanager { url, resend, .. } if url == "http://am:9093" && *resend == Duration::from_secs(30)));
+        assert_eq!(
+            c.notifiers["g"].pace,
+            Duration::from_secs(1),
+            "kind default"
+        );
+        assert!(matches!(
+            c.notifiers["p"].kind,
+            NotifierKind::Pagerduty {
+                min_severity: Severity::Warning,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&c.notifiers["a"].kind, NotifierKind::Alertmanager { url, resend, .. } if url == "http://am:9093" && *resend == Duration::from_secs(30))
+        );
         assert_eq!(c.notifiers.len(), 8);
     }
 
     #[test]
     fn bad_hooks_and_notifiers_are_reported() {
         let text = "rules_dir: r\nhooks:\n  rb:\n    exec: [\"/bin/x\", \"{{nope}}\"]\n  h:\n    http: {url: \"http://x/{{id}}\", body: {a: \"{{verdikt}}\"}}\n    kill_grace: 1s\nnotifiers:\n  two: {slack: {url: a}, discord: {url: b}}\n  none: {pace: 1s}\n  am: {alertmanager: {url: \"am:9093\", labels: {alertname: x}}}\n";
-        let e: Vec<String> = parse_config(Path::new("c.yaml"), text).unwrap_err().iter().map(|d| d.to_string()).collect();
-        assert!(e.iter().any(|m| m.contains("unknown placeholder `{{nope}}`")), "{e:#?}");
-        assert!(e.iter().any(|m| m.contains("unknown placeholder `{{verdikt}}` in `body`")), "{e:#?}");
-        assert!(e.iter().any(|m| m.contains("`kill_grace` apply only to exec hooks")), "{e:#?}");
-        assert_eq!(e.iter().filter(|m| m.contains("needs exactly one of slack")).count(), 2, "{e:#?}");
-        assert!(e.iter().any(|m| m.contains("`alertmanager.url` must start with http")), "{e:#?}");
+        let e: Vec<String> = parse_config(Path::new("c.yaml"), text)
+            .unwrap_err()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert!(
+            e.iter()
+                .any(|m| m.contains("unknown placeholder `{{nope}}`")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("unknown placeholder `{{verdikt}}` in `body`")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`kill_grace` apply only to exec hooks")),
+            "{e:#?}"
+        );
+        assert_eq!(
+            e.iter()
+                .filter(|m| m.contains("needs exactly one of slack"))
+                .count(),
+            2,
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`alertmanager.url` must start with http")),
+            "{e:#?}"
+        );
         assert!(e.iter().any(|m| m.contains("label `alertname`")), "{e:#?}");
     }
 }

@@ -49,41 +49,84 @@ impl Daemon {
         crate::net::install_crypto_provider();
         let config = Arc::new(config);
         let telemetry = Arc::new(Telemetry::new());
-        let rules = Rules::load(config.rules_dir.clone(), config.action_names(), telemetry.clone()).map_err(|d| {
-            anyhow::anyhow!("invalid rules:\n{}", d.iter().map(|x| format!("  {x}")).collect::<Vec<_>>().join("\n"))
+        let rules = Rules::load(
+            config.rules_dir.clone(),
+            config.action_names(),
+            telemetry.clone(),
+        )
+        .map_err(|d| {
+            anyhow::anyhow!(
+                "invalid rules:\n{}",
+                d.iter()
+                    .map(|x| format!("  {x}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
         })?;
         let rules = Arc::new(rules);
-        let store = Arc::new(Store::open(&config.state_dir).with_context(|| "cannot open the state store")?);
+        let store = Arc::new(
+            Store::open(&config.state_dir).with_context(|| "cannot open the state store")?,
+        );
         store.check_writable().context("the state directory is not writable; refusing to start (rollguard never acts without a record)")?;
         let token = match &config.api_token_file {
             Some(p) => Some(Arc::<str>::from(
-                std::fs::read_to_string(p).with_context(|| format!("cannot read api_token_file {}", p.display()))?.trim(),
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read api_token_file {}", p.display()))?
+                    .trim(),
             )),
             None => None,
         };
         if token.as_ref().is_some_and(|t| t.len() < 16) {
-            anyhow::bail!("the API token in {:?} is shorter than 16 characters", config.api_token_file);
+            anyhow::bail!(
+                "the API token in {:?} is shorter than 16 characters",
+                config.api_token_file
+            );
         }
-        let mut notifiers = Notifiers::new(store.clone(), config.notifiers.clone(), telemetry.clone()).map_err(anyhow::Error::msg)?;
+        let mut notifiers =
+            Notifiers::new(store.clone(), config.notifiers.clone(), telemetry.clone())
+                .map_err(anyhow::Error::msg)?;
         if let Some(p) = opts.notify_pace {
             notifiers = notifiers.with_pace(p);
         }
         let notifiers = Arc::new(notifiers);
         let actions = Arc::new(
-            ActionRunner::new(store.clone(), config.hooks.clone(), config.state_dir.clone(), telemetry.clone(), notifiers.clone(), config.dry_run)
-                .map_err(anyhow::Error::msg)?,
+            ActionRunner::new(
+                store.clone(),
+                config.hooks.clone(),
+                config.state_dir.clone(),
+                telemetry.clone(),
+                notifiers.clone(),
+                config.dry_run,
+            )
+            .map_err(anyhow::Error::msg)?,
         );
         let shutdown = CancellationToken::new();
-        let engine = Engine::new(config.clone(), store.clone(), rules.set.clone(), telemetry.clone(), notifiers.clone(), actions.clone(), shutdown.clone())
-            .map_err(anyhow::Error::msg)?;
+        let engine = Engine::new(
+            config.clone(),
+            store.clone(),
+            rules.set.clone(),
+            telemetry.clone(),
+            notifiers.clone(),
+            actions.clone(),
+            shutdown.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
 
-        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let _ = std::fs::write(config.state_dir.join("listen.addr"), addr.to_string());
-        let app = api::router(Api { engine: engine.clone(), rules: rules.clone(), token });
+        let app = api::router(Api {
+            engine: engine.clone(),
+            rules: rules.clone(),
+            token,
+        });
         let sd = shutdown.clone();
         let server = tokio::spawn(async move {
-            let r = axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await }).await;
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { sd.cancelled().await })
+                .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "API server stopped");
             }
@@ -110,7 +153,12 @@ impl Daemon {
                 }
             }));
         }
-        let (r2, n2, ops, sd) = (rules.clone(), notifiers.clone(), config.ops_notifiers.clone(), shutdown.clone());
+        let (r2, n2, ops, sd) = (
+            rules.clone(),
+            notifiers.clone(),
+            config.ops_notifiers.clone(),
+            shutdown.clone(),
+        );
         background.push(tokio::spawn(async move {
             let mut periodic = tokio::time::interval(Duration::from_secs(60));
             periodic.tick().await;
@@ -124,8 +172,16 @@ impl Daemon {
                     systemd::reloading();
                 }
                 if let Err(diags) = r2.reload() {
-                    let text = diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
-                    let version = r2.status.lock().map(|s| s.version.clone()).unwrap_or_default();
+                    let text = diags
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    let version = r2
+                        .status
+                        .lock()
+                        .map(|s| s.version.clone())
+                        .unwrap_or_default();
                     n2.enqueue(
                         &ops,
                         &Notice {
@@ -146,11 +202,26 @@ impl Daemon {
             }
         }));
         let e2 = engine.clone();
-        background.push(tokio::spawn(systemd::watchdog(Arc::new(move || e2.healthy()), shutdown.clone())));
+        background.push(tokio::spawn(systemd::watchdog(
+            Arc::new(move || e2.healthy()),
+            shutdown.clone(),
+        )));
 
-        let resumed = engine.resume_all().await.context("cannot read unfinished deployments")?;
+        let resumed = engine
+            .resume_all()
+            .await
+            .context("cannot read unfinished deployments")?;
         tracing::info!(%addr, resumed, rules = %rules.status.lock().map(|s| s.version.clone()).unwrap_or_default(), "rollguard listening on http://{addr}");
-        Ok(Daemon { addr, engine, rules, shutdown, server, background, grace: config.shutdown_grace, _watcher: watcher })
+        Ok(Daemon {
+            addr,
+            engine,
+            rules,
+            shutdown,
+            server,
+            background,
+            grace: config.shutdown_grace,
+            _watcher: watcher,
+        })
     }
 
     /// Stops: persists analysis state, lets running hooks finish (bounded by the grace
@@ -175,7 +246,14 @@ impl Daemon {
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let reloads = crate::signals::reloads().context("cannot install the SIGHUP handler")?;
-    let d = Daemon::start(config, StartOptions { reloads: Some(reloads), notify_pace: None }).await?;
+    let d = Daemon::start(
+        config,
+        StartOptions {
+            reloads: Some(reloads),
+            notify_pace: None,
+        },
+    )
+    .await?;
     systemd::ready(&format!("listening on {}", d.addr));
     shutdown.await;
     d.stop().await;

@@ -24,8 +24,14 @@ use crate::sim::{Fault, Instance, Scenario};
 
 /// The shipped rule templates, embedded so the demo works from any directory.
 pub const SHIPPED_RULES: &[(&str, &str)] = &[
-    ("http-service.yaml", include_str!("../rules/http-service.yaml")),
-    ("memory-leak.yaml", include_str!("../rules/memory-leak.yaml")),
+    (
+        "http-service.yaml",
+        include_str!("../rules/http-service.yaml"),
+    ),
+    (
+        "memory-leak.yaml",
+        include_str!("../rules/memory-leak.yaml"),
+    ),
     ("db-pool.yaml", include_str!("../rules/db-pool.yaml")),
     ("rate-limit.yaml", include_str!("../rules/rate-limit.yaml")),
     ("blue-green.yaml", include_str!("../rules/blue-green.yaml")),
@@ -68,7 +74,15 @@ impl Fleet {
                 instances.insert(inst.name.clone(), inst);
             }
         }
-        Fleet { inner: Arc::new(Mutex::new(FleetInner { instances, start: tokio::time::Instant::now(), speed, rolled_back: false, log: Vec::new() })) }
+        Fleet {
+            inner: Arc::new(Mutex::new(FleetInner {
+                instances,
+                start: tokio::time::Instant::now(),
+                speed,
+                rolled_back: false,
+                log: Vec::new(),
+            })),
+        }
     }
 
     /// Serves `/<instance>/metrics` and `POST /admin/rollback` on 127.0.0.1:0.
@@ -95,7 +109,10 @@ impl Fleet {
     }
 }
 
-async fn metrics(State(fleet): State<Fleet>, Path(instance): Path<String>) -> axum::response::Response {
+async fn metrics(
+    State(fleet): State<Fleet>,
+    Path(instance): Path<String>,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let Ok(mut f) = fleet.inner.lock() else {
         return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "poisoned").into_response();
@@ -107,7 +124,14 @@ async fn metrics(State(fleet): State<Fleet>, Path(instance): Path<String>) -> ax
             if inst.down() {
                 return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "restarting").into_response();
             }
-            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], inst.exposition()).into_response()
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                inst.exposition(),
+            )
+                .into_response()
         }
         None => (axum::http::StatusCode::NOT_FOUND, "no such instance").into_response(),
     }
@@ -159,8 +183,13 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         fault_at_s: 25.0 * speed,
         ..Scenario::default()
     };
-    println!("rollguard demo: a simulated fleet (2 baseline + 2 canary instances, {speed}x real time),");
-    println!("the daemon with the shipped rules, and a canary whose 5xx ratio jumps x{} after ~25 s.\n", args.fault);
+    println!(
+        "rollguard demo: a simulated fleet (2 baseline + 2 canary instances, {speed}x real time),"
+    );
+    println!(
+        "the daemon with the shipped rules, and a canary whose 5xx ratio jumps x{} after ~25 s.\n",
+        args.fault
+    );
     let fleet = Fleet::new(&scenario, speed);
     let fleet_addr = fleet.serve().await?;
 
@@ -207,14 +236,58 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     );
     // The shipped template names `rollback` in on_fail; add the announcing hook for the demo.
     let http = std::fs::read_to_string(rules_dir.join("http-service.yaml"))?;
-    std::fs::write(rules_dir.join("http-service.yaml"), http.replace("on_fail: [rollback", "on_fail: [rollback, announce"))?;
-    config.hooks.insert("promote".into(), HookConfig { name: "promote".into(), kind: HookKind::Exec { argv: vec!["/bin/true".into()], env: vec![], workdir: None }, timeout: Duration::from_secs(5), retries: 0, ..HookConfig::exec("promote", Vec::new()) });
+    std::fs::write(
+        rules_dir.join("http-service.yaml"),
+        http.replace("on_fail: [rollback", "on_fail: [rollback, announce"),
+    )?;
+    config.hooks.insert(
+        "promote".into(),
+        HookConfig {
+            name: "promote".into(),
+            kind: HookKind::Exec {
+                argv: vec!["/bin/true".into()],
+                env: vec![],
+                workdir: None,
+            },
+            timeout: Duration::from_secs(5),
+            retries: 0,
+            ..HookConfig::exec("promote", Vec::new())
+        },
+    );
     for name in ["step", "switch", "hold"] {
-        config.hooks.insert(name.into(), HookConfig { name: name.into(), kind: HookKind::Exec { argv: vec!["/bin/true".into()], env: vec![], workdir: None }, timeout: Duration::from_secs(5), retries: 0, ..HookConfig::exec(name, Vec::new()) });
+        config.hooks.insert(
+            name.into(),
+            HookConfig {
+                name: name.into(),
+                kind: HookKind::Exec {
+                    argv: vec!["/bin/true".into()],
+                    env: vec![],
+                    workdir: None,
+                },
+                timeout: Duration::from_secs(5),
+                retries: 0,
+                ..HookConfig::exec(name, Vec::new())
+            },
+        );
     }
-    config.notifiers.insert("chat".into(), crate::config::NotifierConfig::new(crate::config::NotifierKind::Webhook { url: Secret::Inline(format!("http://{fleet_addr}/chat")), hmac_secret: None }));
+    config.notifiers.insert(
+        "chat".into(),
+        crate::config::NotifierConfig::new(crate::config::NotifierKind::Webhook {
+            url: Secret::Inline(format!("http://{fleet_addr}/chat")),
+            hmac_secret: None,
+        }),
+    );
     let daemon = Daemon::start(config, StartOptions::default()).await?;
-    println!("daemon listening on http://{} with rules {}", daemon.addr, daemon.rules.status.lock().map(|s| s.analyses.join(", ")).unwrap_or_default());
+    println!(
+        "daemon listening on http://{} with rules {}",
+        daemon.addr,
+        daemon
+            .rules
+            .status
+            .lock()
+            .map(|s| s.analyses.join(", "))
+            .unwrap_or_default()
+    );
 
     let target = |n: &str| format!("http://{fleet_addr}/{n}/metrics");
     let body = serde_json::json!({
@@ -227,8 +300,16 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         "timing": { "interval": "2s", "warmup": "10s", "min_duration": "90s", "max_duration": "110s" }
     });
     let client = reqwest::Client::new();
-    let resp = client.post(format!("http://{}/api/v1/deployments", daemon.addr)).json(&body).send().await?;
-    anyhow::ensure!(resp.status().is_success(), "registration failed: {}", resp.text().await.unwrap_or_default());
+    let resp = client
+        .post(format!("http://{}/api/v1/deployments", daemon.addr))
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "registration failed: {}",
+        resp.text().await.unwrap_or_default()
+    );
     println!("registered deployment checkout-v2 (POST /api/v1/deployments)\n");
 
     let started = tokio::time::Instant::now();
@@ -236,9 +317,16 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let mut rolled = false;
     while started.elapsed() < Duration::from_secs(115) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let Some(rec) = daemon.engine.store.get("checkout-v2")? else { continue };
-        let checks: Vec<CheckReport> = serde_json::from_value(rec.checks.clone()).unwrap_or_default();
-        let line = checks.iter().map(|c| format!("{} {}", c.name, c.outcome.as_str())).collect::<Vec<_>>().join(" | ");
+        let Some(rec) = daemon.engine.store.get("checkout-v2")? else {
+            continue;
+        };
+        let checks: Vec<CheckReport> =
+            serde_json::from_value(rec.checks.clone()).unwrap_or_default();
+        let line = checks
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.outcome.as_str()))
+            .collect::<Vec<_>>()
+            .join(" | ");
         if line != last_print && !checks.is_empty() {
             println!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
             if let Some(c) = checks.iter().find(|c| c.name == "error-ratio") {
@@ -247,12 +335,30 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
             last_print = line;
         }
         if rec.state.is_terminal() {
-            println!("\n=== decision after {:.0} s: {} ===", rec.elapsed_ms as f64 / 1000.0, rec.state.as_str().to_uppercase());
+            println!(
+                "\n=== decision after {:.0} s: {} ===",
+                rec.elapsed_ms as f64 / 1000.0,
+                rec.state.as_str().to_uppercase()
+            );
             println!("{}", rec.reason);
-            for c in checks.iter().filter(|c| c.outcome == crate::judge::Outcome::Fail) {
-                println!("  {}: evidence {:.0} (threshold {:.0})", c.name, c.evidence.min(1e9), c.threshold);
+            for c in checks
+                .iter()
+                .filter(|c| c.outcome == crate::judge::Outcome::Fail)
+            {
+                println!(
+                    "  {}: evidence {:.0} (threshold {:.0})",
+                    c.name,
+                    c.evidence.min(1e9),
+                    c.threshold
+                );
                 if let (Some(b), Some(k)) = (&c.baseline, &c.canary) {
-                    println!("  baseline {:.3} % of {:.0} requests; canary {:.3} % of {:.0}", b.value * 100.0, b.n, k.value * 100.0, k.n);
+                    println!(
+                        "  baseline {:.3} % of {:.0} requests; canary {:.3} % of {:.0}",
+                        b.value * 100.0,
+                        b.n,
+                        k.value * 100.0,
+                        k.n
+                    );
                 }
             }
             rolled = rec.state == DState::RolledBack;
@@ -263,11 +369,17 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let wait = tokio::time::Instant::now();
     loop {
         let actions = daemon.engine.store.actions_of("checkout-v2")?;
-        let done = !actions.is_empty() && actions.iter().all(|a| !matches!(a.status.as_str(), "pending" | "running"));
+        let done = !actions.is_empty()
+            && actions
+                .iter()
+                .all(|a| !matches!(a.status.as_str(), "pending" | "running"));
         if done || wait.elapsed() > Duration::from_secs(15) {
             println!();
             for a in &actions {
-                println!("hook `{}` ({}): {} — {}", a.hook, a.purpose, a.status, a.summary);
+                println!(
+                    "hook `{}` ({}): {} — {}",
+                    a.hook, a.purpose, a.status, a.summary
+                );
                 for l in a.output.lines().take(5) {
                     println!("    {l}");
                 }

@@ -62,7 +62,14 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                self.line,
+                self.column,
+                self.message
+            )?;
         } else {
             write!(f, "{}: {}", self.path.display(), self.message)?;
         }
@@ -122,7 +129,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[(i - 1) * w + j] + 1).min(d[i * w + j - 1] + 1).min(d[(i - 1) * w + j - 1] + cost);
+            let mut v = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[(i - 2) * w + j - 2] + 1);
             }
@@ -149,7 +158,10 @@ mod tests {
     #[test]
     fn hint_for_misspelt_field() {
         let m = "unknown field `treshold`, expected one of name, threshold, kind";
-        assert_eq!(spelling_hint(m).as_deref(), Some("did you mean `threshold`?"));
+        assert_eq!(
+            spelling_hint(m).as_deref(),
+            Some("did you mean `threshold`?")
+        );
         let m = "unknown variant `zzz`, expected one of ratio, histogram";
         assert_eq!(spelling_hint(m), None);
     }
@@ -157,13 +169,19 @@ mod tests {
     #[test]
     fn location_suffix_is_stripped() {
         assert_eq!(strip_location_suffix("bad at line 4, column 5"), "bad");
-        assert_eq!(strip_location_suffix("look at line items"), "look at line items");
+        assert_eq!(
+            strip_location_suffix("look at line items"),
+            "look at line items"
+        );
     }
 
     #[test]
     fn display_is_path_line_col() {
         let d = Diagnostic::new(Path::new("r.yaml"), 3, 7, "boom").with_hint("try x");
         assert_eq!(d.to_string(), "r.yaml:3:7: boom (try x)");
-        assert_eq!(Diagnostic::file(Path::new("r.yaml"), "empty").to_string(), "r.yaml: empty");
+        assert_eq!(
+            Diagnostic::file(Path::new("r.yaml"), "empty").to_string(),
+            "r.yaml: empty"
+        );
     }
 }

@@ -24,17 +24,23 @@ pub fn client(tls: &TlsConfig, timeout: Duration) -> Result<reqwest::Client, Str
         .pool_idle_timeout(Duration::from_secs(60))
         .gzip(true);
     if let Some(ca) = &tls.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("bad CA file {}: {e}", ca.display()))?;
+        let pem =
+            std::fs::read(ca).map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("bad CA file {}: {e}", ca.display()))?;
         for c in certs {
             b = b.add_root_certificate(c);
         }
     }
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
-            let mut pem = std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
-            pem.extend(std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| format!("bad client certificate: {e}"))?;
+            let mut pem =
+                std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+            pem.extend(
+                std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?,
+            );
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("bad client certificate: {e}"))?;
             b = b.identity(id);
         }
         (None, None) => {}
@@ -43,7 +49,8 @@ pub fn client(tls: &TlsConfig, timeout: Duration) -> Result<reqwest::Client, Str
     if tls.insecure_skip_verify {
         b = b.danger_accept_invalid_certs(true);
     }
-    b.build().map_err(|e| format!("cannot build HTTP client: {e}"))
+    b.build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
 }
 
 /// `Retry-After` as seconds or an HTTP date, capped at one hour.
@@ -53,7 +60,8 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
         Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
     } else {
         let at = httpdate::parse_http_date(v).ok()?;
-        at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
     };
     Some(d.min(Duration::from_secs(3600)))
 }
@@ -69,11 +77,14 @@ pub enum BodyError {
 
 /// Reads a response body, refusing to buffer more than `limit` bytes (a target that sends
 /// 50 MB must not take the daemon's memory).
-pub async fn read_body_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
-    if let Some(len) = resp.content_length() {
-        if len as usize > limit {
-            return Err(BodyError::TooLarge { limit });
-        }
+pub async fn read_body_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if let Some(len) = resp.content_length()
+        && len as usize > limit
+    {
+        return Err(BodyError::TooLarge { limit });
     }
     let mut buf = Vec::new();
     loop {
@@ -131,7 +142,14 @@ pub fn redact_error(e: &reqwest::Error) -> String {
 /// A URL with any userinfo, path beyond the host and query hidden, for logs.
 pub fn redact_url(u: &str) -> String {
     match url::Url::parse(u) {
-        Ok(p) => format!("{}://{}{}", p.scheme(), p.host_str().unwrap_or("?"), p.port().map(|x| format!(":{x}")).unwrap_or_default()) + "/…",
+        Ok(p) => {
+            format!(
+                "{}://{}{}",
+                p.scheme(),
+                p.host_str().unwrap_or("?"),
+                p.port().map(|x| format!(":{x}")).unwrap_or_default()
+            ) + "/…"
+        }
         Err(_) => "<invalid url>".into(),
     }
 }
@@ -145,7 +163,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("retry-after", "2".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
@@ -153,6 +174,9 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact_url("https://hooks.slack.com/services/T/B/secret"), "https://hooks.slack.com/…");
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T/B/secret"),
+            "https://hooks.slack.com/…"
+        );
     }
 }

@@ -36,7 +36,9 @@ impl MetricQuery {
     /// The sample name the source must look for (`_bucket` for histograms).
     pub fn sample_selector(&self) -> Selector {
         match self.kind {
-            QueryKind::Histogram => self.selector.with_name(&format!("{}_bucket", self.selector.name)),
+            QueryKind::Histogram => self
+                .selector
+                .with_name(&format!("{}_bucket", self.selector.name)),
             _ => self.selector.clone(),
         }
     }
@@ -78,7 +80,10 @@ impl<T> Arms<T> {
     }
 
     pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Arms<U> {
-        Arms { baseline: f(&self.baseline), canary: f(&self.canary) }
+        Arms {
+            baseline: f(&self.baseline),
+            canary: f(&self.canary),
+        }
     }
 }
 

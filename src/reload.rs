@@ -41,7 +41,11 @@ pub struct Rules {
 
 impl Rules {
     /// Loads the rules for the first time (failure here stops the daemon from starting).
-    pub fn load(dir: PathBuf, actions: std::collections::BTreeSet<String>, telemetry: Arc<Telemetry>) -> Result<Rules, Vec<Diagnostic>> {
+    pub fn load(
+        dir: PathBuf,
+        actions: std::collections::BTreeSet<String>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Rules, Vec<Diagnostic>> {
         let set = load_rules(std::slice::from_ref(&dir), Some(&actions))?;
         telemetry.rules_last_success.set(now());
         Telemetry::inc(&telemetry.rule_reloads, &[("result", "success")]);
@@ -52,7 +56,13 @@ impl Rules {
             files: set.files.iter().map(|f| f.display().to_string()).collect(),
             ..Default::default()
         };
-        Ok(Rules { set: Arc::new(ArcSwap::from_pointee(set)), status: Mutex::new(status), dir, actions, telemetry })
+        Ok(Rules {
+            set: Arc::new(ArcSwap::from_pointee(set)),
+            status: Mutex::new(status),
+            dir,
+            actions,
+            telemetry,
+        })
     }
 
     /// Re-reads every rule file; swaps the new set in only if all of it is valid.
@@ -91,16 +101,33 @@ impl Rules {
 
 /// Watches the rules directory and sends a message after each debounced batch of changes to
 /// rule files. The returned watcher must be kept alive.
-pub fn watch(dir: &std::path::Path, tx: mpsc::Sender<()>) -> Result<notify_debouncer_full::Debouncer<notify_debouncer_full::notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>, String> {
-    let mut debouncer = notify_debouncer_full::new_debouncer(Duration::from_millis(250), None, move |res: notify_debouncer_full::DebounceEventResult| {
-        if let Ok(events) = res {
-            let relevant = events.iter().any(|e| e.paths.iter().any(|p| is_rule_file_name(p)));
-            if relevant {
-                let _ = tx.try_send(());
+pub fn watch(
+    dir: &std::path::Path,
+    tx: mpsc::Sender<()>,
+) -> Result<
+    notify_debouncer_full::Debouncer<
+        notify_debouncer_full::notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+    String,
+> {
+    let mut debouncer = notify_debouncer_full::new_debouncer(
+        Duration::from_millis(250),
+        None,
+        move |res: notify_debouncer_full::DebounceEventResult| {
+            if let Ok(events) = res {
+                let relevant = events
+                    .iter()
+                    .any(|e| e.paths.iter().any(|p| is_rule_file_name(p)));
+                if relevant {
+                    let _ = tx.try_send(());
+                }
             }
-        }
-    })
+        },
+    )
     .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    debouncer.watch(dir, RecursiveMode::NonRecursive).map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    debouncer
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     Ok(debouncer)
 }

@@ -40,7 +40,15 @@ pub fn dora(store: &Store, since: Duration) -> Result<Report, StoreError> {
     let days = (since.as_secs_f64() / 86400.0).max(1e-9);
     let mut by: BTreeMap<String, (ServiceReport, Vec<f64>)> = BTreeMap::new();
     for (svc, state, created, finished) in rows {
-        let e = by.entry(svc.clone()).or_insert_with(|| (ServiceReport { service: if svc.is_empty() { "(none)".into() } else { svc }, ..Default::default() }, Vec::new()));
+        let e = by.entry(svc.clone()).or_insert_with(|| {
+            (
+                ServiceReport {
+                    service: if svc.is_empty() { "(none)".into() } else { svc },
+                    ..Default::default()
+                },
+                Vec::new(),
+            )
+        });
         e.0.deployments += 1;
         match state {
             State::Promoted => e.0.promoted += 1,
@@ -55,18 +63,32 @@ pub fn dora(store: &Store, since: Duration) -> Result<Report, StoreError> {
         .into_values()
         .map(|(mut r, mut d)| {
             r.frequency_per_day = r.deployments as f64 / days;
-            r.change_failure_rate = (r.rolled_back + r.aborted) as f64 / r.deployments.max(1) as f64;
+            r.change_failure_rate =
+                (r.rolled_back + r.aborted) as f64 / r.deployments.max(1) as f64;
             d.sort_by(f64::total_cmp);
             r.median_decision_s = d.get(d.len() / 2).copied().unwrap_or(f64::NAN);
             r
         })
         .collect();
-    Ok(Report { window_days: days, services })
+    Ok(Report {
+        window_days: days,
+        services,
+    })
 }
 
 /// A table for people.
 pub fn render(r: &Report) -> String {
-    let mut s = format!("last {:.0} days\n{:<24} {:>7} {:>9} {:>8} {:>12} {:>8} {:>14}\n", r.window_days, "SERVICE", "DEPLOYS", "PER DAY", "FAILED", "FAILURE RATE", "INCONCL", "MEDIAN DECIDE");
+    let mut s = format!(
+        "last {:.0} days\n{:<24} {:>7} {:>9} {:>8} {:>12} {:>8} {:>14}\n",
+        r.window_days,
+        "SERVICE",
+        "DEPLOYS",
+        "PER DAY",
+        "FAILED",
+        "FAILURE RATE",
+        "INCONCL",
+        "MEDIAN DECIDE"
+    );
     for x in &r.services {
         s.push_str(&format!(
             "{:<24} {:>7} {:>9.2} {:>8} {:>11.1}% {:>8} {:>13.0}s\n",

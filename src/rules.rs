@@ -208,12 +208,41 @@ pub enum ReloadPolicy {
 /// [`AnalysisSpec::queries`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum CheckConfig {
-    Ratio { errors: usize, requests: usize, tolerance: f64, worse_when: Direction },
-    Histogram { metric: usize, quantiles: Vec<f64>, tolerance: f64 },
-    Growth { metric: usize, max_extra_slope: f64, limit: Option<f64>, min_time_to_limit: Duration },
-    Gauge { metric: usize, worse_when: Direction, tolerance: f64, above: Option<f64> },
-    Threshold { source: ThresholdSource, max: Option<f64>, min: Option<f64>, for_: Duration },
-    MannWhitney { metric: usize, worse_when: Direction, tolerance: f64, confidence: f64 },
+    Ratio {
+        errors: usize,
+        requests: usize,
+        tolerance: f64,
+        worse_when: Direction,
+    },
+    Histogram {
+        metric: usize,
+        quantiles: Vec<f64>,
+        tolerance: f64,
+    },
+    Growth {
+        metric: usize,
+        max_extra_slope: f64,
+        limit: Option<f64>,
+        min_time_to_limit: Duration,
+    },
+    Gauge {
+        metric: usize,
+        worse_when: Direction,
+        tolerance: f64,
+        above: Option<f64>,
+    },
+    Threshold {
+        source: ThresholdSource,
+        max: Option<f64>,
+        min: Option<f64>,
+        for_: Duration,
+    },
+    MannWhitney {
+        metric: usize,
+        worse_when: Direction,
+        tolerance: f64,
+        confidence: f64,
+    },
 }
 
 /// What an absolute guard measures on the canary.
@@ -238,7 +267,11 @@ impl CheckSpec {
     /// What a failure of this check may do: its enforcement, capped at `hold` when it is
     /// not critical.
     pub fn effective_enforcement(&self) -> Enforcement {
-        if self.critical { self.enforce } else { self.enforce.min(Enforcement::Hold) }
+        if self.critical {
+            self.enforce
+        } else {
+            self.enforce.min(Enforcement::Hold)
+        }
     }
 }
 
@@ -335,7 +368,11 @@ pub struct AnalysisSpec {
 impl AnalysisSpec {
     /// Number of checks that can act (shadow checks do not spend the error budget).
     pub fn acting_checks(&self) -> usize {
-        self.checks.iter().filter(|c| c.enforce != Enforcement::Shadow).count().max(1)
+        self.checks
+            .iter()
+            .filter(|c| c.enforce != Enforcement::Shadow)
+            .count()
+            .max(1)
     }
 }
 
@@ -345,7 +382,11 @@ pub enum ParamError {
     #[error("analysis `{analysis}` needs parameter `{name}` (no default)")]
     Missing { analysis: String, name: String },
     #[error("analysis `{analysis}` has no parameter `{name}`{hint}")]
-    Unknown { analysis: String, name: String, hint: String },
+    Unknown {
+        analysis: String,
+        name: String,
+        hint: String,
+    },
     #[error("parameter `{name}` has a character that is not allowed in a label value: {value:?}")]
     Unsafe { name: String, value: String },
     #[error("check `{check}`: {message}")]
@@ -355,12 +396,16 @@ pub enum ParamError {
 /// Parameter values end up inside quoted PromQL label values; quotes, backslashes, braces
 /// and control characters could escape the quotes and change which series are selected.
 fn param_value_is_safe(v: &str) -> bool {
-    !v.chars().any(|c| matches!(c, '"' | '\'' | '`' | '\\' | '{' | '}') || c.is_control())
+    !v.chars()
+        .any(|c| matches!(c, '"' | '\'' | '`' | '\\' | '{' | '}') || c.is_control())
 }
 
 impl AnalysisTemplate {
     /// Resolves parameters (deployment overrides over defaults) and compiles the selectors.
-    pub fn instantiate(&self, overrides: &BTreeMap<String, String>) -> Result<AnalysisSpec, ParamError> {
+    pub fn instantiate(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<AnalysisSpec, ParamError> {
         let mut params = BTreeMap::new();
         for (k, v) in overrides {
             if !self.params.contains_key(k) {
@@ -373,7 +418,10 @@ impl AnalysisTemplate {
                 });
             }
             if !param_value_is_safe(v) {
-                return Err(ParamError::Unsafe { name: k.clone(), value: v.clone() });
+                return Err(ParamError::Unsafe {
+                    name: k.clone(),
+                    value: v.clone(),
+                });
             }
             params.insert(k.clone(), v.clone());
         }
@@ -383,7 +431,12 @@ impl AnalysisTemplate {
                     Some(d) => {
                         params.insert(k.clone(), d.clone());
                     }
-                    None => return Err(ParamError::Missing { analysis: self.name.clone(), name: k.clone() }),
+                    None => {
+                        return Err(ParamError::Missing {
+                            analysis: self.name.clone(),
+                            name: k.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -399,29 +452,45 @@ impl AnalysisTemplate {
         let mut checks = Vec::new();
         for c in &self.checks {
             let sel = |role: SelectorRole| -> Result<Option<Selector>, ParamError> {
-                let Some((_, text)) = c.selectors.iter().find(|(r, _)| *r == role) else { return Ok(None) };
-                let rendered = template::render(text, |n| params.get(n).cloned()).map_err(|u| ParamError::Selector {
-                    check: c.name.clone(),
-                    message: format!("unknown parameter `{}`", u.name),
+                let Some((_, text)) = c.selectors.iter().find(|(r, _)| *r == role) else {
+                    return Ok(None);
+                };
+                let rendered = template::render(text, |n| params.get(n).cloned()).map_err(|u| {
+                    ParamError::Selector {
+                        check: c.name.clone(),
+                        message: format!("unknown parameter `{}`", u.name),
+                    }
                 })?;
                 Selector::parse(&rendered)
                     .map(Some)
-                    .map_err(|e| ParamError::Selector { check: c.name.clone(), message: format!("`{rendered}`: {e}") })
+                    .map_err(|e| ParamError::Selector {
+                        check: c.name.clone(),
+                        message: format!("`{rendered}`: {e}"),
+                    })
             };
             let need = |role: SelectorRole| -> Result<Selector, ParamError> {
-                sel(role)?.ok_or_else(|| ParamError::Selector { check: c.name.clone(), message: "missing selector".into() })
+                sel(role)?.ok_or_else(|| ParamError::Selector {
+                    check: c.name.clone(),
+                    message: "missing selector".into(),
+                })
             };
             let s = &c.settings;
-            let gauge = |intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
-                Ok(intern(MetricQuery {
-                    kind: QueryKind::Gauge,
-                    selector: need(SelectorRole::Metric)?,
-                    divide_by: sel(SelectorRole::DivideBy)?,
-                }))
-            };
-            let counter = |role, intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
-                Ok(intern(MetricQuery { kind: QueryKind::Counter, selector: need(role)?, divide_by: None }))
-            };
+            let gauge =
+                |intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
+                    Ok(intern(MetricQuery {
+                        kind: QueryKind::Gauge,
+                        selector: need(SelectorRole::Metric)?,
+                        divide_by: sel(SelectorRole::DivideBy)?,
+                    }))
+                };
+            let counter =
+                |role, intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
+                    Ok(intern(MetricQuery {
+                        kind: QueryKind::Counter,
+                        selector: need(role)?,
+                        divide_by: None,
+                    }))
+                };
             let config = match c.kind {
                 CheckKind::Ratio => CheckConfig::Ratio {
                     errors: counter(SelectorRole::Errors, &mut intern)?,
@@ -457,9 +526,16 @@ impl AnalysisTemplate {
                             requests: counter(SelectorRole::Requests, &mut intern)?,
                         }
                     } else {
-                        ThresholdSource::Gauge { metric: gauge(&mut intern)? }
+                        ThresholdSource::Gauge {
+                            metric: gauge(&mut intern)?,
+                        }
                     };
-                    CheckConfig::Threshold { source, max: s.max, min: s.min, for_: s.for_ }
+                    CheckConfig::Threshold {
+                        source,
+                        max: s.max,
+                        min: s.min,
+                        for_: s.for_,
+                    }
                 }
                 CheckKind::MannWhitney => CheckConfig::MannWhitney {
                     metric: gauge(&mut intern)?,
@@ -503,7 +579,10 @@ pub struct RuleSet {
 
 /// Loads every `*.yaml`/`*.yml` file under `paths` (files or directories), validating hook
 /// and notifier names against `actions` when given. Returns every problem found.
-pub fn load_rules(paths: &[PathBuf], actions: Option<&BTreeSet<String>>) -> Result<RuleSet, Vec<Diagnostic>> {
+pub fn load_rules(
+    paths: &[PathBuf],
+    actions: Option<&BTreeSet<String>>,
+) -> Result<RuleSet, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut files = Vec::new();
     for p in paths {
@@ -519,11 +598,16 @@ pub fn load_rules(paths: &[PathBuf], actions: Option<&BTreeSet<String>>) -> Resu
             Ok(text) => match parse_rule_file(f, &text, actions) {
                 Ok(t) => {
                     if let Some(prev) = origin.get(&t.name) {
-                        diags.push(Diagnostic::new(f, 1, 1, format!(
-                            "analysis `{}` is already defined in {}",
-                            t.name,
-                            prev.display()
-                        )));
+                        diags.push(Diagnostic::new(
+                            f,
+                            1,
+                            1,
+                            format!(
+                                "analysis `{}` is already defined in {}",
+                                t.name,
+                                prev.display()
+                            ),
+                        ));
                     } else {
                         origin.insert(t.name.clone(), f.clone());
                         set.analyses.insert(t.name.clone(), Arc::new(t));
@@ -537,7 +621,11 @@ pub fn load_rules(paths: &[PathBuf], actions: Option<&BTreeSet<String>>) -> Resu
     if !diags.is_empty() {
         return Err(diags);
     }
-    let joined: String = set.analyses.values().map(|a| format!("{}={};", a.name, a.version)).collect();
+    let joined: String = set
+        .analyses
+        .values()
+        .map(|a| format!("{}={};", a.name, a.version))
+        .collect();
     set.version = short_hash(joined.as_bytes());
     set.files = files;
     Ok(set)
@@ -546,11 +634,13 @@ pub fn load_rules(paths: &[PathBuf], actions: Option<&BTreeSet<String>>) -> Resu
 /// Lists rule files: a file as given, or a directory's `*.yaml`/`*.yml` (sorted, hidden and
 /// editor temp files skipped).
 pub fn rule_files(p: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
-    let meta = std::fs::metadata(p).map_err(|e| Diagnostic::file(p, format!("cannot read: {e}")))?;
+    let meta =
+        std::fs::metadata(p).map_err(|e| Diagnostic::file(p, format!("cannot read: {e}")))?;
     if meta.is_file() {
         return Ok(vec![p.to_path_buf()]);
     }
-    let rd = std::fs::read_dir(p).map_err(|e| Diagnostic::file(p, format!("cannot list directory: {e}")))?;
+    let rd = std::fs::read_dir(p)
+        .map_err(|e| Diagnostic::file(p, format!("cannot list directory: {e}")))?;
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| is_rule_file_name(p))
@@ -561,26 +651,38 @@ pub fn rule_files(p: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
 
 /// Whether a path looks like a rule file rather than an editor's swap or temp file.
 pub fn is_rule_file_name(p: &Path) -> bool {
-    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
 /// Reads a hand-edited file with a size cap and a UTF-8 check, reporting where the first
 /// invalid byte is.
 pub fn read_limited(path: &Path) -> Result<String, Diagnostic> {
-    let meta = std::fs::metadata(path).map_err(|e| Diagnostic::file(path, format!("cannot read: {e}")))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Diagnostic::file(path, format!("cannot read: {e}")))?;
     if meta.len() > MAX_RULE_FILE_BYTES {
         return Err(Diagnostic::file(
             path,
-            format!("file is {} bytes, over the {MAX_RULE_FILE_BYTES}-byte limit for rule and config files", meta.len()),
+            format!(
+                "file is {} bytes, over the {MAX_RULE_FILE_BYTES}-byte limit for rule and config files",
+                meta.len()
+            ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| Diagnostic::file(path, format!("cannot read: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Diagnostic::file(path, format!("cannot read: {e}")))?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        let col = (at - bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)) as u64 + 1;
+        let col = (at
+            - bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1)) as u64
+            + 1;
         Diagnostic::new(path, line, col, "file is not valid UTF-8")
     })
 }
@@ -612,13 +714,24 @@ fn loc<T>(s: &Spanned<T>) -> (u64, u64) {
 }
 
 /// Parses and validates one rule file.
-pub fn parse_rule_file(path: &Path, text: &str, actions: Option<&BTreeSet<String>>) -> Result<AnalysisTemplate, Vec<Diagnostic>> {
+pub fn parse_rule_file(
+    path: &Path,
+    text: &str,
+    actions: Option<&BTreeSet<String>>,
+) -> Result<AnalysisTemplate, Vec<Diagnostic>> {
     if text.trim().is_empty() {
-        return Err(vec![Diagnostic::file(path, "file is empty (expected an `analysis:` with `checks:`)")]);
+        return Err(vec![Diagnostic::file(
+            path,
+            "file is empty (expected an `analysis:` with `checks:`)",
+        )]);
     }
     let raw: RawRuleFile = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| vec![Diagnostic::from_yaml(path, &e)])?;
-    Validator { path, diags: Vec::new() }.rule_file(raw, text, actions)
+    Validator {
+        path,
+        diags: Vec::new(),
+    }
+    .rule_file(raw, text, actions)
 }
 
 struct Validator<'a> {
@@ -631,7 +744,13 @@ impl Validator<'_> {
         self.diags.push(Diagnostic::new(self.path, at.0, at.1, msg));
     }
 
-    fn duration(&mut self, v: &Option<Spanned<String>>, default: Duration, field: &str, allow_zero: bool) -> Duration {
+    fn duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        default: Duration,
+        field: &str,
+        allow_zero: bool,
+    ) -> Duration {
         let Some(s) = v else { return default };
         match units::parse_duration(&s.value) {
             Ok(d) if d.is_zero() && !allow_zero => {
@@ -646,32 +765,58 @@ impl Validator<'_> {
         }
     }
 
-    fn rule_file(mut self, raw: RawRuleFile, text: &str, actions: Option<&BTreeSet<String>>) -> Result<AnalysisTemplate, Vec<Diagnostic>> {
+    fn rule_file(
+        mut self,
+        raw: RawRuleFile,
+        text: &str,
+        actions: Option<&BTreeSet<String>>,
+    ) -> Result<AnalysisTemplate, Vec<Diagnostic>> {
         let name = raw.analysis.value.trim().to_string();
         if !is_valid_name(&name) {
-            self.err(loc(&raw.analysis), "analysis name must be 1-64 characters of letters, digits, `-`, `_` or `.`");
+            self.err(
+                loc(&raw.analysis),
+                "analysis name must be 1-64 characters of letters, digits, `-`, `_` or `.`",
+            );
         }
         let timing = Timing {
             interval: self.duration(&raw.interval, Duration::from_secs(10), "interval", false),
             warmup: self.duration(&raw.warmup, Duration::from_secs(60), "warmup", true),
-            min_duration: self.duration(&raw.min_duration, Duration::from_secs(300), "min_duration", true),
-            max_duration: self.duration(&raw.max_duration, Duration::from_secs(1800), "max_duration", false),
-            no_data_grace: self.duration(&raw.no_data_grace, Duration::from_secs(60), "no_data_grace", true),
+            min_duration: self.duration(
+                &raw.min_duration,
+                Duration::from_secs(300),
+                "min_duration",
+                true,
+            ),
+            max_duration: self.duration(
+                &raw.max_duration,
+                Duration::from_secs(1800),
+                "max_duration",
+                false,
+            ),
+            no_data_grace: self.duration(
+                &raw.no_data_grace,
+                Duration::from_secs(60),
+                "no_data_grace",
+                true,
+            ),
         };
-        if timing.interval < Duration::from_secs(1) {
-            if let Some(i) = &raw.interval {
-                self.err(loc(i), "`interval` must be at least 1s");
-            }
+        if timing.interval < Duration::from_secs(1)
+            && let Some(i) = &raw.interval
+        {
+            self.err(loc(i), "`interval` must be at least 1s");
         }
-        if timing.max_duration < timing.min_duration {
-            if let Some(m) = raw.max_duration.as_ref().or(raw.min_duration.as_ref()) {
-                self.err(loc(m), "`max_duration` must not be shorter than `min_duration`");
-            }
+        if timing.max_duration < timing.min_duration
+            && let Some(m) = raw.max_duration.as_ref().or(raw.min_duration.as_ref())
+        {
+            self.err(
+                loc(m),
+                "`max_duration` must not be shorter than `min_duration`",
+            );
         }
-        if timing.max_duration <= timing.warmup {
-            if let Some(m) = raw.max_duration.as_ref().or(raw.warmup.as_ref()) {
-                self.err(loc(m), "`max_duration` must be longer than `warmup`");
-            }
+        if timing.max_duration <= timing.warmup
+            && let Some(m) = raw.max_duration.as_ref().or(raw.warmup.as_ref())
+        {
+            self.err(loc(m), "`max_duration` must be longer than `warmup`");
         }
         let alpha = match &raw.alpha {
             Some(a) if !(a.value > 0.0 && a.value < 0.5) => {
@@ -693,19 +838,28 @@ impl Validator<'_> {
         let mut params = BTreeMap::new();
         for (k, v) in raw.params {
             if !is_valid_param(&k) {
-                self.err(loc(&v), format!("parameter name `{k}` must be letters, digits and `_`"));
+                self.err(
+                    loc(&v),
+                    format!("parameter name `{k}` must be letters, digits and `_`"),
+                );
             }
             let at = loc(&v);
             let val = v.value.map(ParamValue::into_string);
-            if let Some(d) = &val {
-                if !param_value_is_safe(d) {
-                    self.err(at, format!("default of `{k}` has a character not allowed in a label value"));
-                }
+            if let Some(d) = &val
+                && !param_value_is_safe(d)
+            {
+                self.err(
+                    at,
+                    format!("default of `{k}` has a character not allowed in a label value"),
+                );
             }
             params.insert(k, val);
         }
 
-        let default_enforce = raw.enforce.as_ref().map_or(Enforcement::Rollback, |e| e.value);
+        let default_enforce = raw
+            .enforce
+            .as_ref()
+            .map_or(Enforcement::Rollback, |e| e.value);
         let mut checks = Vec::new();
         let mut seen: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         if raw.checks.value.is_empty() {
@@ -714,10 +868,16 @@ impl Validator<'_> {
         for c in raw.checks.value {
             let cname = c.name.value.trim().to_string();
             if !is_valid_name(&cname) {
-                self.err(loc(&c.name), "check name must be 1-64 characters of letters, digits, `-`, `_` or `.`");
+                self.err(
+                    loc(&c.name),
+                    "check name must be 1-64 characters of letters, digits, `-`, `_` or `.`",
+                );
             }
             if let Some(prev) = seen.get(&cname) {
-                self.err(loc(&c.name), format!("duplicate check name `{cname}` (first at line {})", prev.0));
+                self.err(
+                    loc(&c.name),
+                    format!("duplicate check name `{cname}` (first at line {})", prev.0),
+                );
             } else {
                 seen.insert(cname.clone(), loc(&c.name));
             }
@@ -729,18 +889,21 @@ impl Validator<'_> {
         let list = |v: Vec<Spanned<String>>, field: &str, me: &mut Self| -> Vec<String> {
             let mut out = Vec::new();
             for a in v {
-                if let Some(known) = actions {
-                    if !known.contains(&a.value) {
-                        let hint = suggest(&a.value, known.iter().map(String::as_str));
-                        let mut d = Diagnostic::new(
-                            me.path,
-                            a.referenced.line(),
-                            a.referenced.column(),
-                            format!("`{field}` names `{}`, which is not a hook or notifier in the daemon config", a.value),
-                        );
-                        d.hint = hint;
-                        me.diags.push(d);
-                    }
+                if let Some(known) = actions
+                    && !known.contains(&a.value)
+                {
+                    let hint = suggest(&a.value, known.iter().map(String::as_str));
+                    let mut d = Diagnostic::new(
+                        me.path,
+                        a.referenced.line(),
+                        a.referenced.column(),
+                        format!(
+                            "`{field}` names `{}`, which is not a hook or notifier in the daemon config",
+                            a.value
+                        ),
+                    );
+                    d.hint = hint;
+                    me.diags.push(d);
                 }
                 out.push(a.value);
             }
@@ -799,10 +962,30 @@ impl Validator<'_> {
         let allowed: &[&str] = match kind {
             CheckKind::Ratio => &["errors", "requests", "worse_when", "tolerance"],
             CheckKind::Histogram => &["metric", "quantiles", "tolerance"],
-            CheckKind::Growth => &["metric", "divide_by", "max_extra_slope", "limit", "min_time_to_limit"],
+            CheckKind::Growth => &[
+                "metric",
+                "divide_by",
+                "max_extra_slope",
+                "limit",
+                "min_time_to_limit",
+            ],
             CheckKind::Gauge => &["metric", "divide_by", "worse_when", "tolerance", "above"],
-            CheckKind::Threshold => &["errors", "requests", "metric", "divide_by", "max", "min", "for"],
-            CheckKind::MannWhitney => &["metric", "divide_by", "worse_when", "tolerance", "confidence"],
+            CheckKind::Threshold => &[
+                "errors",
+                "requests",
+                "metric",
+                "divide_by",
+                "max",
+                "min",
+                "for",
+            ],
+            CheckKind::MannWhitney => &[
+                "metric",
+                "divide_by",
+                "worse_when",
+                "tolerance",
+                "confidence",
+            ],
         };
         let present: [(&str, Option<(u64, u64)>); 16] = [
             ("errors", c.errors.as_ref().map(loc)),
@@ -823,15 +1006,25 @@ impl Validator<'_> {
             ("enforce", None),
         ];
         for (field, l) in present {
-            if let Some(l) = l {
-                if !allowed.contains(&field) {
-                    self.err(l, format!("`{field}` does not apply to a `{kind}` check (it takes: {})", allowed.join(", ")));
-                }
+            if let Some(l) = l
+                && !allowed.contains(&field)
+            {
+                self.err(
+                    l,
+                    format!(
+                        "`{field}` does not apply to a `{kind}` check (it takes: {})",
+                        allowed.join(", ")
+                    ),
+                );
             }
         }
 
         let mut selectors = Vec::new();
-        let mut selector = |me: &mut Self, role: SelectorRole, field: &str, v: &Option<Spanned<String>>, required: bool| {
+        let mut selector = |me: &mut Self,
+                            role: SelectorRole,
+                            field: &str,
+                            v: &Option<Spanned<String>>,
+                            required: bool| {
             match v {
                 Some(s) => {
                     me.selector_ok(s, field, params);
@@ -850,12 +1043,21 @@ impl Validator<'_> {
                 selector(self, SelectorRole::Errors, "errors", &c.errors, true);
                 selector(self, SelectorRole::Requests, "requests", &c.requests, true);
                 if let Some(m) = &c.metric {
-                    self.err(loc(m), "a threshold check takes either `errors`+`requests` or `metric`, not both");
+                    self.err(
+                        loc(m),
+                        "a threshold check takes either `errors`+`requests` or `metric`, not both",
+                    );
                 }
             }
             _ => {
                 selector(self, SelectorRole::Metric, "metric", &c.metric, true);
-                selector(self, SelectorRole::DivideBy, "divide_by", &c.divide_by, false);
+                selector(
+                    self,
+                    SelectorRole::DivideBy,
+                    "divide_by",
+                    &c.divide_by,
+                    false,
+                );
             }
         }
 
@@ -874,9 +1076,15 @@ impl Validator<'_> {
                 };
                 if !ok {
                     let msg = match kind {
-                        CheckKind::Ratio => "`tolerance` is the canary/baseline ratio allowed before a check counts as worse: at least 1.0 (e.g. 1.1 = 10 % worse)",
-                        CheckKind::Histogram => "`tolerance` is the odds ratio of slow requests allowed: at least 1.0 (e.g. 1.25)",
-                        CheckKind::MannWhitney => "`tolerance` is the fraction of the effect estimate (Kayenta uses 0.25)",
+                        CheckKind::Ratio => {
+                            "`tolerance` is the canary/baseline ratio allowed before a check counts as worse: at least 1.0 (e.g. 1.1 = 10 % worse)"
+                        }
+                        CheckKind::Histogram => {
+                            "`tolerance` is the odds ratio of slow requests allowed: at least 1.0 (e.g. 1.25)"
+                        }
+                        CheckKind::MannWhitney => {
+                            "`tolerance` is the fraction of the effect estimate (Kayenta uses 0.25)"
+                        }
                         _ => "`tolerance` must be a non-negative number",
                     };
                     self.err(loc(t), msg);
@@ -914,26 +1122,34 @@ impl Validator<'_> {
             }
             _ => 0.0,
         };
-        let limit = c.limit.as_ref().and_then(|l| match units::parse_bytes(&l.value) {
-            Ok(v) if v > 0.0 => Some(v),
-            Ok(_) => {
-                self.err(loc(l), "`limit` must be positive");
-                None
-            }
-            Err(e) => {
-                self.err(loc(l), format!("`limit`: {e}"));
-                None
-            }
-        });
-        let min_time_to_limit = self.duration(&c.min_time_to_limit, Duration::from_secs(3600), "min_time_to_limit", false);
+        let limit = c
+            .limit
+            .as_ref()
+            .and_then(|l| match units::parse_bytes(&l.value) {
+                Ok(v) if v > 0.0 => Some(v),
+                Ok(_) => {
+                    self.err(loc(l), "`limit` must be positive");
+                    None
+                }
+                Err(e) => {
+                    self.err(loc(l), format!("`limit`: {e}"));
+                    None
+                }
+            });
+        let min_time_to_limit = self.duration(
+            &c.min_time_to_limit,
+            Duration::from_secs(3600),
+            "min_time_to_limit",
+            false,
+        );
         let for_ = self.duration(&c.for_, Duration::ZERO, "for", true);
         if kind == CheckKind::Threshold && c.max.is_none() && c.min.is_none() {
             self.err(at, "a `threshold` check needs `max` or `min`");
         }
-        if let (Some(lo), Some(hi)) = (&c.min, &c.max) {
-            if lo.value >= hi.value {
-                self.err(loc(lo), "`min` must be below `max`");
-            }
+        if let (Some(lo), Some(hi)) = (&c.min, &c.max)
+            && lo.value >= hi.value
+        {
+            self.err(loc(lo), "`min` must be below `max`");
         }
         for v in [&c.max, &c.min, &c.above].into_iter().flatten() {
             if !v.value.is_finite() {
@@ -977,7 +1193,12 @@ impl Validator<'_> {
 
     /// Checks placeholders against the declared parameters and the selector's syntax with
     /// placeholder values, reporting the column inside the YAML value.
-    fn selector_ok(&mut self, s: &Spanned<String>, field: &str, params: &BTreeMap<String, Option<String>>) {
+    fn selector_ok(
+        &mut self,
+        s: &Spanned<String>,
+        field: &str,
+        params: &BTreeMap<String, Option<String>>,
+    ) {
         let (line, col) = loc(s);
         let mut ok = true;
         for (name, offset) in template::placeholders(&s.value) {
@@ -987,7 +1208,9 @@ impl Validator<'_> {
                     self.path,
                     line,
                     col + offset as u64,
-                    format!("`{field}` uses `{{{{{name}}}}}`, which is not declared under `params:`"),
+                    format!(
+                        "`{field}` uses `{{{{{name}}}}}`, which is not declared under `params:`"
+                    ),
                 );
                 d.hint = suggest(&name, params.keys().map(String::as_str));
                 self.diags.push(d);
@@ -996,18 +1219,32 @@ impl Validator<'_> {
         if !ok {
             return;
         }
-        let probe = template::render(&s.value, |n| Some(params.get(n).cloned().flatten().unwrap_or_else(|| "x".into())));
-        if let Ok(text) = probe {
-            if let Err(e) = Selector::parse(&text) {
-                // The column is exact when no placeholder precedes the error.
-                self.err((line, col + e.column as u64), format!("`{field}`: invalid selector: {}", e.message));
-            }
+        let probe = template::render(&s.value, |n| {
+            Some(
+                params
+                    .get(n)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| "x".into()),
+            )
+        });
+        if let Ok(text) = probe
+            && let Err(e) = Selector::parse(&text)
+        {
+            // The column is exact when no placeholder precedes the error.
+            self.err(
+                (line, col + e.column as u64),
+                format!("`{field}`: invalid selector: {}", e.message),
+            );
         }
     }
 }
 
 fn is_valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn is_valid_param(s: &str) -> bool {
@@ -1047,7 +1284,10 @@ on_fail: [rollback, chat]
 "#;
 
     fn actions() -> BTreeSet<String> {
-        ["rollback", "chat", "promote"].iter().map(|s| s.to_string()).collect()
+        ["rollback", "chat", "promote"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     fn errs(text: &str) -> Vec<String> {
@@ -1074,14 +1314,22 @@ on_fail: [rollback, chat]
         assert!(matches!(t.instantiate(&p), Err(ParamError::Unsafe { .. })));
         p.insert("evn".to_string(), "a".to_string());
         p.remove("env");
-        assert!(t.instantiate(&p).unwrap_err().to_string().contains("did you mean `env`"));
+        assert!(
+            t.instantiate(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("did you mean `env`")
+        );
     }
 
     #[test]
     fn typo_is_located_with_hint() {
         let e = errs(&GOOD.replace("    tolerance: 1.1", "    tolerence: 1.1"));
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("r.yaml:16:5: unknown field `tolerence`"), "{e:?}");
+        assert!(
+            e[0].starts_with("r.yaml:16:5: unknown field `tolerence`"),
+            "{e:?}"
+        );
         assert!(e[0].contains("did you mean `tolerance`?"), "{e:?}");
     }
 
@@ -1091,22 +1339,50 @@ on_fail: [rollback, chat]
             .replace("alpha: 0.01", "alpha: 1.5")
             .replace("on_fail: [rollback, chat]", "on_fail: [rollbak, chat]")
             .replace("quantiles: [0.5, 0.99]", "quantiles: [0.5, 99]")
-            .replace("{{job}}\",env=\"{{env}}\",code", "{{jbo}}\",env=\"{{env}}\",code")
+            .replace(
+                "{{job}}\",env=\"{{env}}\",code",
+                "{{jbo}}\",env=\"{{env}}\",code",
+            )
             .replace("max_duration: 10m", "max_duration: -5m");
         let e = errs(&bad);
         assert_eq!(e.len(), 5, "{e:#?}");
-        assert!(e.iter().any(|m| m.starts_with("r.yaml:9:15: `max_duration`")), "{e:#?}");
-        assert!(e.iter().any(|m| m.starts_with("r.yaml:10:8: `alpha`")), "{e:#?}");
-        assert!(e.iter().any(|m| m.contains("`{{jbo}}`") && m.contains("did you mean `job`")), "{e:#?}");
-        assert!(e.iter().any(|m| m.starts_with("r.yaml:20:16: `quantiles`")), "{e:#?}");
-        assert!(e.iter().any(|m| m.starts_with("r.yaml:26:11: `on_fail` names `rollbak`") && m.contains("did you mean `rollback`")), "{e:#?}");
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("r.yaml:9:15: `max_duration`")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with("r.yaml:10:8: `alpha`")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`{{jbo}}`") && m.contains("did you mean `job`")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with("r.yaml:20:16: `quantiles`")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("r.yaml:26:11: `on_fail` names `rollbak`")
+                    && m.contains("did you mean `rollback`")),
+            "{e:#?}"
+        );
     }
 
     #[test]
     fn misplaced_field_and_bad_selector() {
-        let bad = GOOD.replace("    quantiles: [0.5, 0.99]", "    quantiles: [0.5, 0.99]\n    max_extra_slope: 1MiB/min");
+        let bad = GOOD.replace(
+            "    quantiles: [0.5, 0.99]",
+            "    quantiles: [0.5, 0.99]\n    max_extra_slope: 1MiB/min",
+        );
         let e = errs(&bad);
-        assert!(e[0].contains("`max_extra_slope` does not apply to a `histogram` check"), "{e:?}");
+        assert!(
+            e[0].contains("`max_extra_slope` does not apply to a `histogram` check"),
+            "{e:?}"
+        );
         let bad = GOOD.replace(r#"code=~"5..""#, r#"code~"5..""#);
         let e = errs(&bad);
         assert!(e[0].contains("invalid selector"), "{e:?}");

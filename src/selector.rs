@@ -47,13 +47,22 @@ impl PartialEq for Matcher {
 impl Matcher {
     pub fn new(label: &str, op: MatchOp, value: &str) -> Result<Self, String> {
         let re = match op {
-            MatchOp::Re | MatchOp::Nre => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("invalid regex for label `{label}`: {}", crate::diag::one_line(&e.to_string())))?,
-            ),
+            MatchOp::Re | MatchOp::Nre => {
+                Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                    format!(
+                        "invalid regex for label `{label}`: {}",
+                        crate::diag::one_line(&e.to_string())
+                    )
+                })?)
+            }
             _ => None,
         };
-        Ok(Matcher { label: label.to_string(), op, value: value.to_string(), re })
+        Ok(Matcher {
+            label: label.to_string(),
+            op,
+            value: value.to_string(),
+            re,
+        })
     }
 
     /// PromQL semantics: a missing label compares as the empty string.
@@ -71,7 +80,13 @@ impl Matcher {
 
 impl fmt::Display for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}\"{}\"", self.label, self.op.as_str(), escape(&self.value))
+        write!(
+            f,
+            "{}{}\"{}\"",
+            self.label,
+            self.op.as_str(),
+            escape(&self.value)
+        )
     }
 }
 
@@ -113,7 +128,12 @@ impl std::error::Error for SelectorError {}
 impl Selector {
     /// Parses `name{l="v", l2=~"re"}`, `name`, or `{__name__="name", ...}`.
     pub fn parse(input: &str) -> Result<Selector, SelectorError> {
-        Parser { s: input, chars: input.char_indices().collect(), i: 0 }.selector()
+        Parser {
+            s: input,
+            chars: input.char_indices().collect(),
+            i: 0,
+        }
+        .selector()
     }
 
     /// Whether a series with this name and labels is selected.
@@ -123,13 +143,20 @@ impl Selector {
 
     /// The same matchers on another metric name (`x` → `x_bucket` for histograms).
     pub fn with_name(&self, name: &str) -> Selector {
-        Selector { name: name.to_string(), matchers: self.matchers.clone() }
+        Selector {
+            name: name.to_string(),
+            matchers: self.matchers.clone(),
+        }
     }
 
     /// Renders PromQL with extra matchers appended (the deployment's arm selector).
     pub fn to_promql(&self, extra: &[Matcher]) -> String {
-        let all: Vec<String> =
-            self.matchers.iter().chain(extra.iter()).map(|m| m.to_string()).collect();
+        let all: Vec<String> = self
+            .matchers
+            .iter()
+            .chain(extra.iter())
+            .map(|m| m.to_string())
+            .collect();
         if all.is_empty() {
             self.name.clone()
         } else {
@@ -148,11 +175,20 @@ impl fmt::Display for Selector {
 /// used for the arms of a deployment watched through Prometheus.
 pub fn parse_matchers(input: &str) -> Result<Vec<Matcher>, SelectorError> {
     let t = input.trim();
-    let wrapped = if t.starts_with('{') { format!("__x{t}") } else { format!("__x{{{t}}}") };
-    Selector::parse(&wrapped).map(|s| s.matchers).map_err(|e| SelectorError {
-        column: e.column.saturating_sub(if t.starts_with('{') { 3 } else { 4 }).max(1),
-        message: e.message,
-    })
+    let wrapped = if t.starts_with('{') {
+        format!("__x{t}")
+    } else {
+        format!("__x{{{t}}}")
+    };
+    Selector::parse(&wrapped)
+        .map(|s| s.matchers)
+        .map_err(|e| SelectorError {
+            column: e
+                .column
+                .saturating_sub(if t.starts_with('{') { 3 } else { 4 })
+                .max(1),
+            message: e.message,
+        })
 }
 
 struct Parser<'a> {
@@ -171,7 +207,10 @@ fn is_name_char(c: char) -> bool {
 
 impl Parser<'_> {
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, SelectorError> {
-        Err(SelectorError { column: self.i + 1, message: msg.into() })
+        Err(SelectorError {
+            column: self.i + 1,
+            message: msg.into(),
+        })
     }
 
     fn peek(&self) -> Option<char> {
@@ -190,7 +229,10 @@ impl Parser<'_> {
             Some(c) if is_name_start(c) && (metric || c != ':') => self.i += 1,
             _ => return None,
         }
-        while self.peek().is_some_and(|c| is_name_char(c) && (metric || c != ':')) {
+        while self
+            .peek()
+            .is_some_and(|c| is_name_char(c) && (metric || c != ':'))
+        {
             self.i += 1;
         }
         let from = self.chars[start].0;
@@ -276,12 +318,17 @@ impl Parser<'_> {
                 let value = self.string()?;
                 if label == "__name__" && op == MatchOp::Eq {
                     if name.is_some() {
-                        return Err(SelectorError { column: col, message: "metric name given twice".into() });
+                        return Err(SelectorError {
+                            column: col,
+                            message: "metric name given twice".into(),
+                        });
                     }
                     name = Some(value);
                 } else {
-                    let m = Matcher::new(&label, op, &value)
-                        .map_err(|message| SelectorError { column: col, message })?;
+                    let m = Matcher::new(&label, op, &value).map_err(|message| SelectorError {
+                        column: col,
+                        message,
+                    })?;
                     matchers.push(m);
                 }
                 self.skip_ws();
@@ -297,11 +344,16 @@ impl Parser<'_> {
         }
         self.skip_ws();
         if self.peek().is_some() {
-            return self.err("unexpected text after the selector (write a full `query:` for PromQL expressions)");
+            return self.err(
+                "unexpected text after the selector (write a full `query:` for PromQL expressions)",
+            );
         }
         match name {
             Some(name) if !name.is_empty() => Ok(Selector { name, matchers }),
-            _ => Err(SelectorError { column: 1, message: "a selector needs a metric name".into() }),
+            _ => Err(SelectorError {
+                column: 1,
+                message: "a selector needs a metric name".into(),
+            }),
         }
     }
 }
@@ -318,9 +370,18 @@ mod tests {
     fn parses_and_matches() {
         let s = Selector::parse(r#"http_requests_total{job="api", code=~"5.."}"#).unwrap();
         assert_eq!(s.name, "http_requests_total");
-        assert!(s.matches("http_requests_total", labels(&[("job", "api"), ("code", "503")])));
-        assert!(!s.matches("http_requests_total", labels(&[("job", "api"), ("code", "200")])));
-        assert!(!s.matches("http_requests_total", labels(&[("job", "api"), ("code", "5000")])));
+        assert!(s.matches(
+            "http_requests_total",
+            labels(&[("job", "api"), ("code", "503")])
+        ));
+        assert!(!s.matches(
+            "http_requests_total",
+            labels(&[("job", "api"), ("code", "200")])
+        ));
+        assert!(!s.matches(
+            "http_requests_total",
+            labels(&[("job", "api"), ("code", "5000")])
+        ));
         assert!(!s.matches("other", labels(&[("job", "api"), ("code", "503")])));
     }
 
@@ -353,8 +414,18 @@ mod tests {
     fn errors_have_columns() {
         let e = Selector::parse(r#"m{code~"5"}"#).unwrap_err();
         assert_eq!(e.column, 7);
-        assert!(Selector::parse(r#"m{code="5"#).unwrap_err().message.contains("unterminated"));
-        assert!(Selector::parse(r#"m{code=~"("}"#).unwrap_err().message.contains("regex"));
+        assert!(
+            Selector::parse(r#"m{code="5"#)
+                .unwrap_err()
+                .message
+                .contains("unterminated")
+        );
+        assert!(
+            Selector::parse(r#"m{code=~"("}"#)
+                .unwrap_err()
+                .message
+                .contains("regex")
+        );
         assert!(Selector::parse("").is_err());
         assert!(Selector::parse("rate(m[5m])").is_err());
     }

@@ -30,7 +30,10 @@ impl SeriesRef for crate::expo::Sample<'_> {
         crate::expo::Sample::label(self, name)
     }
     fn labels(&self) -> Vec<(&str, &str)> {
-        self.labels.iter().map(|l| (l.name, l.value.as_ref())).collect()
+        self.labels
+            .iter()
+            .map(|l| (l.name, l.value.as_ref()))
+            .collect()
     }
     fn value(&self) -> f64 {
         self.value
@@ -50,10 +53,16 @@ impl SeriesRef for OwnedSample {
         &self.name
     }
     fn label(&self, name: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     fn labels(&self) -> Vec<(&str, &str)> {
-        self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        self.labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
     fn value(&self) -> f64 {
         self.value
@@ -111,11 +120,16 @@ impl ArmCollector {
     }
 
     /// Computes every query's value for this interval from the targets' samples.
-    pub fn collect<S: SeriesRef>(&mut self, queries: &[MetricQuery], targets: &[TargetSamples<'_, S>]) -> Vec<Fetch> {
+    pub fn collect<S: SeriesRef>(
+        &mut self,
+        queries: &[MetricQuery],
+        targets: &[TargetSamples<'_, S>],
+    ) -> Vec<Fetch> {
         self.round += 1;
         let round = self.round;
         // Targets no longer listed stop contributing and are forgotten.
-        self.targets.retain(|k, _| targets.iter().any(|t| t.target == k));
+        self.targets
+            .retain(|k, _| targets.iter().any(|t| t.target == k));
 
         let mut out: Vec<Acc> = queries.iter().map(|q| Acc::new(q.kind)).collect();
         let mut errors = Vec::new();
@@ -149,7 +163,13 @@ impl ArmCollector {
                                 None if first => None,
                                 None => Some(v), // new series on a known instance
                             };
-                            mem.counters.insert(key, CounterMemory { value: v, seen_round: round });
+                            mem.counters.insert(
+                                key,
+                                CounterMemory {
+                                    value: v,
+                                    seen_round: round,
+                                },
+                            );
                             let Some(d) = delta else { continue };
                             acc.had_delta = true;
                             if q.kind == QueryKind::Counter {
@@ -178,7 +198,8 @@ impl ArmCollector {
                 }
             }
             mem.scraped_before = true;
-            mem.counters.retain(|_, c| round - c.seen_round < PRUNE_AFTER_ROUNDS);
+            mem.counters
+                .retain(|_, c| round - c.seen_round < PRUNE_AFTER_ROUNDS);
         }
 
         queries
@@ -186,8 +207,16 @@ impl ArmCollector {
             .zip(out)
             .map(|(q, acc)| {
                 if ok_targets == 0 {
-                    let msg = if errors.is_empty() { "no targets".to_string() } else { errors.join("; ") };
-                    return if errors.is_empty() { Fetch::NoData(msg) } else { Fetch::Error(msg) };
+                    let msg = if errors.is_empty() {
+                        "no targets".to_string()
+                    } else {
+                        errors.join("; ")
+                    };
+                    return if errors.is_empty() {
+                        Fetch::NoData(msg)
+                    } else {
+                        Fetch::Error(msg)
+                    };
                 }
                 if !acc.matched {
                     return Fetch::NoData(format!("no series matched {}", q.sample_selector()));
@@ -233,7 +262,14 @@ struct Acc {
 
 impl Acc {
     fn new(kind: QueryKind) -> Self {
-        Acc { kind, matched: false, had_delta: false, total: 0.0, gauges: Vec::new(), buckets: HashMap::new() }
+        Acc {
+            kind,
+            matched: false,
+            had_delta: false,
+            total: 0.0,
+            gauges: Vec::new(),
+            buckets: HashMap::new(),
+        }
     }
 
     fn finish(self) -> Observed {
@@ -241,7 +277,11 @@ impl Acc {
             QueryKind::Counter => Observed::Counter(self.total),
             QueryKind::Gauge => Observed::Gauge(self.gauges),
             QueryKind::Histogram => {
-                let mut b: Vec<(f64, f64)> = self.buckets.into_iter().map(|(k, v)| (f64::from_bits(k), v)).collect();
+                let mut b: Vec<(f64, f64)> = self
+                    .buckets
+                    .into_iter()
+                    .map(|(k, v)| (f64::from_bits(k), v))
+                    .collect();
                 b.sort_by(|a, b| a.0.total_cmp(&b.0));
                 // Per-series resets can leave a bucket below its predecessor; cumulative
                 // counts must not decrease.
@@ -263,18 +303,30 @@ mod tests {
     fn s(name: &str, labels: &[(&str, &str)], value: f64) -> OwnedSample {
         OwnedSample {
             name: name.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             value,
         }
     }
 
     fn q(kind: QueryKind, sel: &str) -> MetricQuery {
-        MetricQuery { kind, selector: Selector::parse(sel).unwrap(), divide_by: None }
+        MetricQuery {
+            kind,
+            selector: Selector::parse(sel).unwrap(),
+            divide_by: None,
+        }
     }
 
     fn run(c: &mut ArmCollector, qs: &[MetricQuery], t: &[(&str, Vec<OwnedSample>)]) -> Vec<Fetch> {
-        let ts: Vec<TargetSamples<OwnedSample>> =
-            t.iter().map(|(n, v)| TargetSamples { target: n, samples: Ok(v.as_slice()) }).collect();
+        let ts: Vec<TargetSamples<OwnedSample>> = t
+            .iter()
+            .map(|(n, v)| TargetSamples {
+                target: n,
+                samples: Ok(v.as_slice()),
+            })
+            .collect();
         c.collect(qs, &ts)
     }
 
@@ -282,14 +334,42 @@ mod tests {
     fn counter_increase_with_reset_and_new_series() {
         let qs = [q(QueryKind::Counter, r#"req{code=~"5.."}"#)];
         let mut c = ArmCollector::new();
-        let r = run(&mut c, &qs, &[("a", vec![s("req", &[("code", "500")], 10.0)])]);
+        let r = run(
+            &mut c,
+            &qs,
+            &[("a", vec![s("req", &[("code", "500")], 10.0)])],
+        );
         assert!(matches!(r[0], Fetch::NoData(_)));
-        let r = run(&mut c, &qs, &[("a", vec![s("req", &[("code", "500")], 15.0), s("req", &[("code", "503")], 2.0)])]);
+        let r = run(
+            &mut c,
+            &qs,
+            &[(
+                "a",
+                vec![
+                    s("req", &[("code", "500")], 15.0),
+                    s("req", &[("code", "503")], 2.0),
+                ],
+            )],
+        );
         assert_eq!(r[0], Fetch::Value(Observed::Counter(7.0)));
         // Reset: 15 -> 3 counts 3; the 503 series is unchanged.
-        let r = run(&mut c, &qs, &[("a", vec![s("req", &[("code", "500")], 3.0), s("req", &[("code", "503")], 2.0)])]);
+        let r = run(
+            &mut c,
+            &qs,
+            &[(
+                "a",
+                vec![
+                    s("req", &[("code", "500")], 3.0),
+                    s("req", &[("code", "503")], 2.0),
+                ],
+            )],
+        );
         assert_eq!(r[0], Fetch::Value(Observed::Counter(3.0)));
-        let r = run(&mut c, &qs, &[("a", vec![s("req", &[("code", "200")], 3.0)])]);
+        let r = run(
+            &mut c,
+            &qs,
+            &[("a", vec![s("req", &[("code", "200")], 3.0)])],
+        );
         assert!(matches!(&r[0], Fetch::NoData(m) if m.contains("no series matched")));
     }
 
@@ -299,17 +379,32 @@ mod tests {
         let mut c = ArmCollector::new();
         let good = [s("req", &[], 1.0)];
         let ts = [
-            TargetSamples { target: "a", samples: Ok(&good[..]) },
-            TargetSamples { target: "b", samples: Err("timeout".to_string()) },
+            TargetSamples {
+                target: "a",
+                samples: Ok(&good[..]),
+            },
+            TargetSamples {
+                target: "b",
+                samples: Err("timeout".to_string()),
+            },
         ];
         c.collect(&qs, &ts);
         let good2 = [s("req", &[], 4.0)];
         let ts = [
-            TargetSamples { target: "a", samples: Ok(&good2[..]) },
-            TargetSamples { target: "b", samples: Err("timeout".to_string()) },
+            TargetSamples {
+                target: "a",
+                samples: Ok(&good2[..]),
+            },
+            TargetSamples {
+                target: "b",
+                samples: Err("timeout".to_string()),
+            },
         ];
         assert_eq!(c.collect(&qs, &ts)[0], Fetch::Value(Observed::Counter(3.0)));
-        let ts: [TargetSamples<OwnedSample>; 1] = [TargetSamples { target: "a", samples: Err("refused".into()) }];
+        let ts: [TargetSamples<OwnedSample>; 1] = [TargetSamples {
+            target: "a",
+            samples: Err("refused".into()),
+        }];
         assert!(matches!(&c.collect(&qs, &ts)[0], Fetch::Error(m) if m.contains("a: refused")));
     }
 
@@ -325,9 +420,24 @@ mod tests {
                 s("lat_count", &[("job", "x")], inf),
             ]
         };
-        run(&mut c, &qs, &[("a", mk(1.0, 2.0, 3.0)), ("b", mk(0.0, 0.0, 0.0))]);
-        let r = run(&mut c, &qs, &[("a", mk(5.0, 8.0, 10.0)), ("b", mk(1.0, 1.0, 2.0))]);
-        assert_eq!(r[0], Fetch::Value(Observed::Buckets(vec![(0.1, 5.0), (0.5, 7.0), (f64::INFINITY, 9.0)])));
+        run(
+            &mut c,
+            &qs,
+            &[("a", mk(1.0, 2.0, 3.0)), ("b", mk(0.0, 0.0, 0.0))],
+        );
+        let r = run(
+            &mut c,
+            &qs,
+            &[("a", mk(5.0, 8.0, 10.0)), ("b", mk(1.0, 1.0, 2.0))],
+        );
+        assert_eq!(
+            r[0],
+            Fetch::Value(Observed::Buckets(vec![
+                (0.1, 5.0),
+                (0.5, 7.0),
+                (f64::INFINITY, 9.0)
+            ]))
+        );
     }
 
     #[test]
@@ -339,7 +449,14 @@ mod tests {
             &mut c,
             &[g],
             &[
-                ("a", vec![s("inuse", &[("pool", "p1")], 3.0), s("inuse", &[("pool", "p2")], 1.0), s("max", &[], 8.0)]),
+                (
+                    "a",
+                    vec![
+                        s("inuse", &[("pool", "p1")], 3.0),
+                        s("inuse", &[("pool", "p2")], 1.0),
+                        s("max", &[], 8.0),
+                    ],
+                ),
                 ("b", vec![s("inuse", &[], f64::NAN), s("max", &[], 8.0)]),
                 ("c", vec![s("inuse", &[], 2.0), s("max", &[], 0.0)]),
             ],

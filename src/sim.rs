@@ -18,10 +18,16 @@ use serde::{Deserialize, Serialize};
 use crate::stats::rng::Rng;
 
 /// Classic Prometheus default latency buckets (seconds).
-pub const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// Pool acquire-time buckets (seconds).
 pub const ACQUIRE_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
-const ROUTES: [(&str, f64); 3] = [("/api/v1/cart/{id}", 0.6), ("/api/v1/checkout", 0.3), ("/api/v1/search?q=a,b", 0.1)];
+const ROUTES: [(&str, f64); 3] = [
+    ("/api/v1/cart/{id}", 0.6),
+    ("/api/v1/checkout", 0.3),
+    ("/api/v1/search?q=a,b", 0.1),
+];
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// A regression the canary may carry, starting at `Scenario::fault_at_s`.
@@ -30,17 +36,28 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub enum Fault {
     None,
     /// 5xx ratio multiplied by `factor`.
-    ErrorRatio { factor: f64 },
+    ErrorRatio {
+        factor: f64,
+    },
     /// Median latency multiplied by `factor`.
-    LatencyMedian { factor: f64 },
+    LatencyMedian {
+        factor: f64,
+    },
     /// A `share` of requests become `factor` times slower (tail only).
-    LatencyTail { share: f64, factor: f64 },
+    LatencyTail {
+        share: f64,
+        factor: f64,
+    },
     /// RSS grows by this many MiB per minute.
-    Leak { mib_per_min: f64 },
+    Leak {
+        mib_per_min: f64,
+    },
     /// The database pool saturates: every connection in use, acquire waits of ~0.5 s.
     PoolExhaustion,
     /// Upstream answers 429 to this share of calls.
-    RateLimit { share: f64 },
+    RateLimit {
+        share: f64,
+    },
 }
 
 /// Disturbances that must not cause a rollback.
@@ -109,6 +126,12 @@ impl Default for Scenario {
     }
 }
 
+/// One sample: (family, sample name, labels, value).
+pub type SampleRow = (String, String, Vec<(String, String)>, f64);
+
+/// A recorded series: (sample name, labels, (time, value) points).
+type RecordedSeries = (String, Vec<(String, String)>, Vec<(f64, f64)>);
+
 /// One simulated instance.
 #[derive(Clone, Debug)]
 pub struct Instance {
@@ -149,10 +172,19 @@ impl Instance {
     /// An instance of `scenario`; `index` numbers instances within the arm.
     pub fn new(s: &Scenario, canary: bool, index: usize) -> Instance {
         let n = s.instances_per_arm.max(1) as f64;
-        let share = if canary { s.canary_share } else { 1.0 - s.canary_share };
-        let mut rng = Rng::new(s.seed.wrapping_mul(1_000_003).wrapping_add(index as u64 * 2 + u64::from(canary)));
+        let share = if canary {
+            s.canary_share
+        } else {
+            1.0 - s.canary_share
+        };
+        let mut rng = Rng::new(
+            s.seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(index as u64 * 2 + u64::from(canary)),
+        );
         let jitter = 1.0 + s.host_jitter * (rng.uniform() * 2.0 - 1.0);
-        let restart_at = (s.nuisances.restarts && index == 0).then(|| s.duration_s * (0.35 + 0.1 * f64::from(u8::from(canary))));
+        let restart_at = (s.nuisances.restarts && index == 0)
+            .then(|| s.duration_s * (0.35 + 0.1 * f64::from(u8::from(canary))));
         Instance {
             name: format!("{}-{index}", if canary { "canary" } else { "baseline" }),
             canary,
@@ -198,7 +230,8 @@ impl Instance {
 
     /// Whether the instance is down (restarting) at its current time.
     pub fn down(&self) -> bool {
-        self.restart_at.is_some_and(|r| self.t >= r && self.t < r + 30.0)
+        self.restart_at
+            .is_some_and(|r| self.t >= r && self.t < r + 30.0)
     }
 
     /// Advances the simulation to time `t` (seconds) in steps of at most one second.
@@ -237,10 +270,10 @@ impl Instance {
         rps *= 1.0 + 0.2 * (self.t / 600.0 * std::f64::consts::TAU).sin();
         let n = self.rng.poisson(rps * dt) as f64;
         let mut err = self.error_ratio;
-        if self.faulty() {
-            if let Fault::ErrorRatio { factor } = self.fault {
-                err *= factor;
-            }
+        if self.faulty()
+            && let Fault::ErrorRatio { factor } = self.fault
+        {
+            err *= factor;
         }
         let outage = self.nuisances.shared_outage && self.t >= 600.0 && self.t < 720.0;
         if outage {
@@ -278,10 +311,10 @@ impl Instance {
         self.observe_lognormal(slow, med * tail_factor, self.latency_sigma, false);
         // Upstream calls: one per request; 429 share rises under the rate-limit fault.
         let mut r429 = self.upstream_429;
-        if self.faulty() {
-            if let Fault::RateLimit { share } = self.fault {
-                r429 = share;
-            }
+        if self.faulty()
+            && let Fault::RateLimit { share } = self.fault
+        {
+            r429 = share;
         }
         let limited = self.rng.binomial(n as u64, r429) as f64;
         *self.upstream.entry("429").or_default() += limited;
@@ -298,10 +331,10 @@ impl Instance {
             self.pool_pending = 0.0;
             self.observe_lognormal(n, 0.0008, 0.6, true);
         }
-        if self.faulty() {
-            if let Fault::Leak { mib_per_min } = self.fault {
-                self.leak += mib_per_min * MIB / 60.0 * dt;
-            }
+        if self.faulty()
+            && let Fault::Leak { mib_per_min } = self.fault
+        {
+            self.leak += mib_per_min * MIB / 60.0 * dt;
         }
     }
 
@@ -309,7 +342,11 @@ impl Instance {
         if n <= 0.0 {
             return;
         }
-        let (buckets, counts): (&[f64], &mut Vec<f64>) = if acquire { (&ACQUIRE_BUCKETS, &mut self.acquire) } else { (&LATENCY_BUCKETS, &mut self.latency) };
+        let (buckets, counts): (&[f64], &mut Vec<f64>) = if acquire {
+            (&ACQUIRE_BUCKETS, &mut self.acquire)
+        } else {
+            (&LATENCY_BUCKETS, &mut self.latency)
+        };
         let mut left = n as u64;
         let mut prev = 0.0;
         let mut cum = 0.0;
@@ -342,37 +379,105 @@ impl Instance {
     }
 
     /// Every sample of the instance now: (name, labels, value), in family order.
-    pub fn samples(&mut self) -> Vec<(String, String, Vec<(String, String)>, f64)> {
+    pub fn samples(&mut self) -> Vec<SampleRow> {
         let mut out = Vec::new();
-        let job = [("job".to_string(), "api".to_string()), ("instance".to_string(), self.name.clone())];
+        let job = [
+            ("job".to_string(), "api".to_string()),
+            ("instance".to_string(), self.name.clone()),
+        ];
         let base = |extra: &[(&str, String)]| {
             let mut v: Vec<(String, String)> = job.to_vec();
             v.extend(extra.iter().map(|(k, x)| (k.to_string(), x.clone())));
             v
         };
         for ((ri, code), v) in &self.requests {
-            out.push(("http_requests".into(), "http_requests_total".into(), base(&[("route", ROUTES[*ri].0.into()), ("code", (*code).into())]), *v));
+            out.push((
+                "http_requests".into(),
+                "http_requests_total".into(),
+                base(&[("route", ROUTES[*ri].0.into()), ("code", (*code).into())]),
+                *v,
+            ));
         }
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            out.push(("http_request_duration_seconds".into(), "http_request_duration_seconds_bucket".into(), base(&[("le", fmt_le(*b))]), self.latency[i]));
+            out.push((
+                "http_request_duration_seconds".into(),
+                "http_request_duration_seconds_bucket".into(),
+                base(&[("le", fmt_le(*b))]),
+                self.latency[i],
+            ));
         }
-        out.push(("http_request_duration_seconds".into(), "http_request_duration_seconds_bucket".into(), base(&[("le", "+Inf".into())]), self.latency_count));
-        out.push(("http_request_duration_seconds".into(), "http_request_duration_seconds_sum".into(), base(&[]), self.latency_sum));
-        out.push(("http_request_duration_seconds".into(), "http_request_duration_seconds_count".into(), base(&[]), self.latency_count));
+        out.push((
+            "http_request_duration_seconds".into(),
+            "http_request_duration_seconds_bucket".into(),
+            base(&[("le", "+Inf".into())]),
+            self.latency_count,
+        ));
+        out.push((
+            "http_request_duration_seconds".into(),
+            "http_request_duration_seconds_sum".into(),
+            base(&[]),
+            self.latency_sum,
+        ));
+        out.push((
+            "http_request_duration_seconds".into(),
+            "http_request_duration_seconds_count".into(),
+            base(&[]),
+            self.latency_count,
+        ));
         for (code, v) in &self.upstream {
-            out.push(("http_client_requests".into(), "http_client_requests_total".into(), base(&[("upstream", "payments".into()), ("code", (*code).into())]), *v));
+            out.push((
+                "http_client_requests".into(),
+                "http_client_requests_total".into(),
+                base(&[("upstream", "payments".into()), ("code", (*code).into())]),
+                *v,
+            ));
         }
         let nan = self.nuisances.nan && self.rng.uniform() < 0.02;
         let rss = if nan { f64::NAN } else { self.rss() };
-        out.push(("process_resident_memory_bytes".into(), "process_resident_memory_bytes".into(), base(&[]), rss.round()));
-        out.push(("hikaricp_connections_active".into(), "hikaricp_connections_active".into(), base(&[("pool", "main".into())]), self.pool_in_use));
-        out.push(("hikaricp_connections_max".into(), "hikaricp_connections_max".into(), base(&[("pool", "main".into())]), 20.0));
-        out.push(("hikaricp_connections_pending".into(), "hikaricp_connections_pending".into(), base(&[("pool", "main".into())]), self.pool_pending));
+        out.push((
+            "process_resident_memory_bytes".into(),
+            "process_resident_memory_bytes".into(),
+            base(&[]),
+            rss.round(),
+        ));
+        out.push((
+            "hikaricp_connections_active".into(),
+            "hikaricp_connections_active".into(),
+            base(&[("pool", "main".into())]),
+            self.pool_in_use,
+        ));
+        out.push((
+            "hikaricp_connections_max".into(),
+            "hikaricp_connections_max".into(),
+            base(&[("pool", "main".into())]),
+            20.0,
+        ));
+        out.push((
+            "hikaricp_connections_pending".into(),
+            "hikaricp_connections_pending".into(),
+            base(&[("pool", "main".into())]),
+            self.pool_pending,
+        ));
         for (i, b) in ACQUIRE_BUCKETS.iter().enumerate() {
-            out.push(("hikaricp_connections_acquire_seconds".into(), "hikaricp_connections_acquire_seconds_bucket".into(), base(&[("pool", "main".into()), ("le", fmt_le(*b))]), self.acquire[i]));
+            out.push((
+                "hikaricp_connections_acquire_seconds".into(),
+                "hikaricp_connections_acquire_seconds_bucket".into(),
+                base(&[("pool", "main".into()), ("le", fmt_le(*b))]),
+                self.acquire[i],
+            ));
         }
-        out.push(("hikaricp_connections_acquire_seconds".into(), "hikaricp_connections_acquire_seconds_bucket".into(), base(&[("pool", "main".into()), ("le", "+Inf".into())]), self.acquire_count));
-        out.push(("hikaricp_connections_acquire_seconds".into(), "hikaricp_connections_acquire_seconds_count".into(), base(&[("pool", "main".into())]), self.acquire_count));
+        out.push((
+            "hikaricp_connections_acquire_seconds".into(),
+            "hikaricp_connections_acquire_seconds_bucket".into(),
+            base(&[("pool", "main".into()), ("le", "+Inf".into())]),
+            self.acquire_count,
+        ));
+        out.push((
+            "hikaricp_connections_acquire_seconds".into(),
+            "hikaricp_connections_acquire_seconds_count".into(),
+            base(&[("pool", "main".into())]),
+            self.acquire_count,
+        ));
         out
     }
 
@@ -383,8 +488,15 @@ impl Instance {
         for (family, name, labels, v) in self.samples() {
             if family != last_family {
                 let kind = family_type(&family);
-                let tname = if kind == "counter" { format!("{family}_total") } else { family.clone() };
-                let _ = writeln!(s, "# HELP {tname} Simulated {family}.\n# TYPE {tname} {kind}");
+                let tname = if kind == "counter" {
+                    format!("{family}_total")
+                } else {
+                    family.clone()
+                };
+                let _ = writeln!(
+                    s,
+                    "# HELP {tname} Simulated {family}.\n# TYPE {tname} {kind}"
+                );
                 last_family = family;
             }
             let _ = writeln!(s, "{name}{} {}", render_labels(&labels), fmt_value(v));
@@ -399,7 +511,11 @@ fn normal_cdf(z: f64) -> f64 {
 
 fn fmt_le(b: f64) -> String {
     let s = format!("{b}");
-    if s.contains('.') || s.contains('e') { s } else { format!("{s}.0") }
+    if s.contains('.') || s.contains('e') {
+        s
+    } else {
+        format!("{s}.0")
+    }
 }
 
 fn fmt_value(v: f64) -> String {
@@ -427,7 +543,14 @@ pub fn render_labels(labels: &[(String, String)]) -> String {
     }
     let parts: Vec<String> = labels
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
         .collect();
     format!("{{{}}}", parts.join(","))
 }
@@ -448,7 +571,7 @@ pub fn record(s: &Scenario) -> Recorded {
             let mut inst = Instance::new(s, canary, i);
             let mut gap_rng = Rng::new(s.seed ^ 0x9e37_79b9 ^ (i as u64) << 8 ^ u64::from(canary));
             // family → series (name+labels) → points
-            let mut fams: Vec<(String, Vec<(String, Vec<(String, String)>, Vec<(f64, f64)>)>)> = Vec::new();
+            let mut fams: Vec<(String, Vec<RecordedSeries>)> = Vec::new();
             let mut t = 0.0;
             while t <= s.duration_s + 1e-9 {
                 inst.advance_to(t);
@@ -482,7 +605,12 @@ pub fn record(s: &Scenario) -> Recorded {
                 }
                 for (name, labels, pts) in series {
                     for (ts, v) in pts {
-                        let _ = writeln!(out, "{name}{} {} {ts:.3}", render_labels(&labels), fmt_value(v));
+                        let _ = writeln!(
+                            out,
+                            "{name}{} {} {ts:.3}",
+                            render_labels(&labels),
+                            fmt_value(v)
+                        );
                     }
                 }
             }
@@ -496,7 +624,10 @@ pub fn record(s: &Scenario) -> Recorded {
 
 /// The scenario catalogue used by `rollguard simulate` and the judge evaluation.
 pub fn catalogue(seed: u64) -> Vec<(Scenario, bool)> {
-    let base = Scenario { seed, ..Scenario::default() };
+    let base = Scenario {
+        seed,
+        ..Scenario::default()
+    };
     let mut v = Vec::new();
     let mut add = |name: &str, f: &dyn Fn(&mut Scenario), faulty: bool| {
         let mut s = base.clone();
@@ -507,28 +638,65 @@ pub fn catalogue(seed: u64) -> Vec<(Scenario, bool)> {
     add("aa", &|_| {}, false);
     add("aa-low-rate", &|s| s.error_ratio = 0.001, false);
     add("aa-restarts", &|s| s.nuisances.restarts = true, false);
-    add("aa-gaps-nan", &|s| {
-        s.nuisances.gaps = true;
-        s.nuisances.nan = true;
-    }, false);
+    add(
+        "aa-gaps-nan",
+        &|s| {
+            s.nuisances.gaps = true;
+            s.nuisances.nan = true;
+        },
+        false,
+    );
     add("aa-surge", &|s| s.nuisances.surge = true, false);
     add("aa-low-traffic-canary", &|s| s.canary_share = 0.02, false);
-    add("aa-shared-outage", &|s| s.nuisances.shared_outage = true, false);
+    add(
+        "aa-shared-outage",
+        &|s| s.nuisances.shared_outage = true,
+        false,
+    );
     for (rate, tag) in [(0.001, "0.1pct"), (0.01, "1pct")] {
         for f in [1.5, 2.0, 5.0, 20.0] {
-            add(&format!("errors-x{f}-{tag}"), &|s| {
-                s.error_ratio = rate;
-                s.fault = Fault::ErrorRatio { factor: f };
-            }, true);
+            add(
+                &format!("errors-x{f}-{tag}"),
+                &|s| {
+                    s.error_ratio = rate;
+                    s.fault = Fault::ErrorRatio { factor: f };
+                },
+                true,
+            );
         }
     }
-    add("latency-median-x1.2", &|s| s.fault = Fault::LatencyMedian { factor: 1.2 }, true);
-    add("latency-tail", &|s| s.fault = Fault::LatencyTail { share: 0.03, factor: 8.0 }, true);
+    add(
+        "latency-median-x1.2",
+        &|s| s.fault = Fault::LatencyMedian { factor: 1.2 },
+        true,
+    );
+    add(
+        "latency-tail",
+        &|s| {
+            s.fault = Fault::LatencyTail {
+                share: 0.03,
+                factor: 8.0,
+            }
+        },
+        true,
+    );
     for m in [0.5, 2.0, 10.0] {
-        add(&format!("leak-{m}mib-min"), &|s| s.fault = Fault::Leak { mib_per_min: m }, true);
+        add(
+            &format!("leak-{m}mib-min"),
+            &|s| s.fault = Fault::Leak { mib_per_min: m },
+            true,
+        );
     }
-    add("pool-exhaustion", &|s| s.fault = Fault::PoolExhaustion, true);
-    add("upstream-429", &|s| s.fault = Fault::RateLimit { share: 0.05 }, true);
+    add(
+        "pool-exhaustion",
+        &|s| s.fault = Fault::PoolExhaustion,
+        true,
+    );
+    add(
+        "upstream-429",
+        &|s| s.fault = Fault::RateLimit { share: 0.05 },
+        true,
+    );
     v
 }
 
@@ -550,7 +718,11 @@ pub struct SimulateArgs {
 /// `rollguard simulate`.
 pub fn main(args: SimulateArgs) -> ExitCode {
     for (mut s, faulty) in catalogue(args.seed) {
-        if args.only.as_ref().is_some_and(|o| !s.name.contains(o.as_str())) {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !s.name.contains(o.as_str()))
+        {
             continue;
         }
         if let Some(d) = args.duration {
@@ -567,7 +739,10 @@ pub fn main(args: SimulateArgs) -> ExitCode {
                 std::fs::write(dir.join(format!("canary-{i}.om")), t)?;
             }
             let truth = serde_json::json!({ "scenario": s, "faulty": faulty });
-            std::fs::write(dir.join("truth.json"), serde_json::to_string_pretty(&truth).unwrap_or_default())
+            std::fs::write(
+                dir.join("truth.json"),
+                serde_json::to_string_pretty(&truth).unwrap_or_default(),
+            )
         };
         if let Err(e) = write() {
             eprintln!("cannot write {}: {e}", dir.display());

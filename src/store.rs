@@ -788,7 +788,6 @@ mod tests {
             strategy: Strategy::Analysis,
             timing: None,
             labels: Default::default(),
-            timing: None,
         }
     }
 

@@ -37,7 +37,9 @@ pub fn status(s: &str) {
 /// Pings the watchdog at half its period while `healthy()` holds. A stuck analysis loop makes
 /// `healthy()` false, the pings stop, and systemd restarts the service.
 pub async fn watchdog(healthy: Arc<dyn Fn() -> bool + Send + Sync>, shutdown: CancellationToken) {
-    let Some(period) = sd_notify::watchdog_enabled() else { return };
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
     let every = (period / 2).max(Duration::from_millis(100));
     loop {
         tokio::select! {

@@ -15,7 +15,10 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(String, String)>;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// All metric families of the daemon.
@@ -56,7 +59,9 @@ impl Telemetry {
             deployments_started: Family::default(),
             deployments_finished: Family::default(),
             active_deployments: Family::default(),
-            time_to_detect: Histogram::new([10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0]),
+            time_to_detect: Histogram::new([
+                10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+            ]),
             decision_to_hook: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
             hook_runs: Family::default(),
             notifications: Family::default(),
@@ -67,22 +72,86 @@ impl Telemetry {
             analysis_steps: Counter::default(),
             registry: Registry::default(),
         };
-        r.register("target_up", "Whether the last scrape of a target succeeded (1) or not (0)", t.target_up.clone());
-        r.register("scrape_duration_seconds", "Duration of the last scrape of a target", t.scrape_duration.clone());
-        r.register("scrape_errors", "Failed scrapes by reason", t.scrape_errors.clone());
-        r.register("source_errors", "Failed metric fetches by source", t.source_errors.clone());
-        r.register("deployments_started", "Deployments registered, by service", t.deployments_started.clone());
-        r.register("deployments_finished", "Deployments finished, by service and outcome", t.deployments_finished.clone());
-        r.register("active_deployments", "Unfinished deployments by state", t.active_deployments.clone());
-        r.register("time_to_detect_seconds", "Analysis time from start to a rollback decision", t.time_to_detect.clone());
-        r.register("decision_to_hook_seconds", "Time from a persisted decision to its hook starting", t.decision_to_hook.clone());
-        r.register("hook_runs", "Hook attempts by hook and result", t.hook_runs.clone());
-        r.register("notifications", "Notification deliveries by notifier and result", t.notifications.clone());
-        r.register("rule_reloads", "Rule reloads by result", t.rule_reloads.clone());
-        r.register("rules_last_success_timestamp_seconds", "When the rules were last loaded successfully", t.rules_last_success.clone());
-        r.register("check_evidence", "Latest evidence (e-value) of each check of each running deployment", t.check_evidence.clone());
-        r.register("metrics_backend_down", "1 while the circuit breaker considers the metrics backend down", t.backend_down.clone());
-        r.register("analysis_steps", "Judge updates performed (one per deployment per interval)", t.analysis_steps.clone());
+        r.register(
+            "target_up",
+            "Whether the last scrape of a target succeeded (1) or not (0)",
+            t.target_up.clone(),
+        );
+        r.register(
+            "scrape_duration_seconds",
+            "Duration of the last scrape of a target",
+            t.scrape_duration.clone(),
+        );
+        r.register(
+            "scrape_errors",
+            "Failed scrapes by reason",
+            t.scrape_errors.clone(),
+        );
+        r.register(
+            "source_errors",
+            "Failed metric fetches by source",
+            t.source_errors.clone(),
+        );
+        r.register(
+            "deployments_started",
+            "Deployments registered, by service",
+            t.deployments_started.clone(),
+        );
+        r.register(
+            "deployments_finished",
+            "Deployments finished, by service and outcome",
+            t.deployments_finished.clone(),
+        );
+        r.register(
+            "active_deployments",
+            "Unfinished deployments by state",
+            t.active_deployments.clone(),
+        );
+        r.register(
+            "time_to_detect_seconds",
+            "Analysis time from start to a rollback decision",
+            t.time_to_detect.clone(),
+        );
+        r.register(
+            "decision_to_hook_seconds",
+            "Time from a persisted decision to its hook starting",
+            t.decision_to_hook.clone(),
+        );
+        r.register(
+            "hook_runs",
+            "Hook attempts by hook and result",
+            t.hook_runs.clone(),
+        );
+        r.register(
+            "notifications",
+            "Notification deliveries by notifier and result",
+            t.notifications.clone(),
+        );
+        r.register(
+            "rule_reloads",
+            "Rule reloads by result",
+            t.rule_reloads.clone(),
+        );
+        r.register(
+            "rules_last_success_timestamp_seconds",
+            "When the rules were last loaded successfully",
+            t.rules_last_success.clone(),
+        );
+        r.register(
+            "check_evidence",
+            "Latest evidence (e-value) of each check of each running deployment",
+            t.check_evidence.clone(),
+        );
+        r.register(
+            "metrics_backend_down",
+            "1 while the circuit breaker considers the metrics backend down",
+            t.backend_down.clone(),
+        );
+        r.register(
+            "analysis_steps",
+            "Judge updates performed (one per deployment per interval)",
+            t.analysis_steps.clone(),
+        );
         Telemetry { registry: r, ..t }
     }
 

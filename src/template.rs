@@ -18,12 +18,19 @@ pub fn render(template: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
     let mut rest = template;
     let mut base = 0;
     while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else { break };
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
         let name = rest[start + 2..start + 2 + len].trim();
         out.push_str(&rest[..start]);
         match lookup(name) {
             Some(v) => out.push_str(&v),
-            None => return Err(Unknown { name: name.to_string(), offset: base + start }),
+            None => {
+                return Err(Unknown {
+                    name: name.to_string(),
+                    offset: base + start,
+                });
+            }
         }
         let consumed = start + 2 + len + 2;
         base += consumed;
@@ -39,8 +46,13 @@ pub fn placeholders(template: &str) -> Vec<(String, usize)> {
     let mut rest = template;
     let mut base = 0;
     while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else { break };
-        v.push((rest[start + 2..start + 2 + len].trim().to_string(), base + start));
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
+        v.push((
+            rest[start + 2..start + 2 + len].trim().to_string(),
+            base + start,
+        ));
         let consumed = start + 2 + len + 2;
         base += consumed;
         rest = &rest[consumed..];
@@ -54,10 +66,21 @@ mod tests {
 
     #[test]
     fn renders_single_pass() {
-        let r = render("a{{x}}b{{ y }}", |n| Some(if n == "x" { "{{y}}".into() } else { "Y".into() }));
+        let r = render("a{{x}}b{{ y }}", |n| {
+            Some(if n == "x" { "{{y}}".into() } else { "Y".into() })
+        });
         assert_eq!(r.unwrap(), "a{{y}}bY");
-        assert_eq!(render("{{nope}}", |_| None).unwrap_err(), Unknown { name: "nope".into(), offset: 0 });
+        assert_eq!(
+            render("{{nope}}", |_| None).unwrap_err(),
+            Unknown {
+                name: "nope".into(),
+                offset: 0
+            }
+        );
         assert_eq!(render("x{{open", |_| None).unwrap(), "x{{open");
-        assert_eq!(placeholders("{{a}}-{{b}}"), vec![("a".into(), 0), ("b".into(), 6)]);
+        assert_eq!(
+            placeholders("{{a}}-{{b}}"),
+            vec![("a".into(), 0), ("b".into(), 6)]
+        );
     }
 }

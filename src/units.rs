@@ -37,7 +37,11 @@ pub fn parse_bytes(s: &str) -> Result<f64, String> {
         "MiB" => 1024.0 * 1024.0,
         "GiB" => 1024.0 * 1024.0 * 1024.0,
         "TiB" => 1024.0f64.powi(4),
-        other => return Err(format!("unknown size unit `{other}` in `{s}` (use B, KB, MB, GB, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}` (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
     };
     if !n.is_finite() {
         return Err(format!("invalid size `{s}`"));
@@ -59,7 +63,11 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         "h" | "hour" => 3600.0,
         "d" | "day" => 86400.0,
         other => parse_duration(other)
-            .map_err(|_| format!("invalid rate `{s}`: unknown period `{other}` (use s, min, h, d or a duration)"))?
+            .map_err(|_| {
+                format!(
+                    "invalid rate `{s}`: unknown period `{other}` (use s, min, h, d or a duration)"
+                )
+            })?
             .as_secs_f64(),
     };
     if secs <= 0.0 {

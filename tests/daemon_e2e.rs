@@ -20,21 +20,59 @@ fn deployment(id: &str, fleet: &FleetServer, canary_targets: Vec<String>) -> ser
 
 #[test]
 fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
-    let fleet = FleetServer::start(Scenario { fault: Fault::ErrorRatio { factor: 8.0 }, fault_at_s: 0.0, seed: 11, ..Scenario::default() }, 20.0);
+    let fleet = FleetServer::start(
+        Scenario {
+            fault: Fault::ErrorRatio { factor: 8.0 },
+            fault_at_s: 0.0,
+            seed: 11,
+            ..Scenario::default()
+        },
+        20.0,
+    );
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    let (code, v) = d.post("/api/v1/deployments", &deployment("bad", &fleet, vec![fleet.target("canary-0"), fleet.target("canary-1")]));
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &deployment(
+            "bad",
+            &fleet,
+            vec![fleet.target("canary-0"), fleet.target("canary-1")],
+        ),
+    );
     assert_eq!(code, 201, "{v}");
-    let v = d.wait_state("bad", &["rolled_back", "promoted", "inconclusive"], Duration::from_secs(60));
+    let v = d.wait_state(
+        "bad",
+        &["rolled_back", "promoted", "inconclusive"],
+        Duration::from_secs(60),
+    );
     assert_eq!(v["state"], "rolled_back", "{v:#}");
     let check = &v["checks"][0];
     assert_eq!(check["outcome"], "fail");
-    assert!(check["explanation"].as_str().unwrap().contains("worse than the x1.5 tolerance"), "{check}");
+    assert!(
+        check["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("worse than the x1.5 tolerance"),
+        "{check}"
+    );
     assert!(check["evidence"].as_f64().unwrap() >= 100.0);
     // The hook's side effect, exactly once.
-    let lines = common::wait_for(Duration::from_secs(20), || Some(d.marker_lines()).filter(|l| !l.is_empty())).unwrap();
-    assert_eq!(lines, vec!["rollback bad bad-rollback-0-rollback".to_string()]);
+    let lines = common::wait_for(Duration::from_secs(20), || {
+        Some(d.marker_lines()).filter(|l| !l.is_empty())
+    })
+    .unwrap();
+    assert_eq!(
+        lines,
+        vec!["rollback bad bad-rollback-0-rollback".to_string()]
+    );
     // A retried registration is idempotent and does not start a second analysis.
-    let (code, _) = d.post("/api/v1/deployments", &deployment("bad", &fleet, vec![fleet.target("canary-0"), fleet.target("canary-1")]));
+    let (code, _) = d.post(
+        "/api/v1/deployments",
+        &deployment(
+            "bad",
+            &fleet,
+            vec![fleet.target("canary-0"), fleet.target("canary-1")],
+        ),
+    );
     assert_eq!(code, 200);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(d.marker_lines().len(), 1);
@@ -42,19 +80,45 @@ fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
 
 #[test]
 fn good_canary_is_promoted() {
-    let fleet = FleetServer::start(Scenario { seed: 12, ..Scenario::default() }, 50.0);
+    let fleet = FleetServer::start(
+        Scenario {
+            seed: 12,
+            ..Scenario::default()
+        },
+        50.0,
+    );
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    let (code, v) = d.post("/api/v1/deployments", &deployment("good", &fleet, vec![fleet.target("canary-0"), fleet.target("canary-1")]));
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &deployment(
+            "good",
+            &fleet,
+            vec![fleet.target("canary-0"), fleet.target("canary-1")],
+        ),
+    );
     assert_eq!(code, 201, "{v}");
-    let v = d.wait_state("good", &["rolled_back", "promoted", "inconclusive"], Duration::from_secs(60));
+    let v = d.wait_state(
+        "good",
+        &["rolled_back", "promoted", "inconclusive"],
+        Duration::from_secs(60),
+    );
     assert_eq!(v["state"], "promoted", "{v:#}");
-    let lines = common::wait_for(Duration::from_secs(20), || Some(d.marker_lines()).filter(|l| !l.is_empty())).unwrap();
+    let lines = common::wait_for(Duration::from_secs(20), || {
+        Some(d.marker_lines()).filter(|l| !l.is_empty())
+    })
+    .unwrap();
     assert_eq!(lines, vec!["promote good".to_string()]);
 }
 
 #[test]
 fn dead_canary_target_is_held_never_rolled_back() {
-    let fleet = FleetServer::start(Scenario { seed: 13, ..Scenario::default() }, 20.0);
+    let fleet = FleetServer::start(
+        Scenario {
+            seed: 13,
+            ..Scenario::default()
+        },
+        20.0,
+    );
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
     // Nothing listens on port 9 (discard) on loopback here: connection refused.
     let mut body = deployment("dead", &fleet, vec!["http://127.0.0.1:9/metrics".into()]);
@@ -62,11 +126,25 @@ fn dead_canary_target_is_held_never_rolled_back() {
     let (code, v) = d.post("/api/v1/deployments", &body);
     assert_eq!(code, 201, "{v}");
     let v = d.wait_state("dead", &["held"], Duration::from_secs(30));
-    assert!(v["reason"].as_str().unwrap().contains("metrics source failing"), "{v:#}");
-    let v = d.wait_state("dead", &["rolled_back", "promoted", "inconclusive"], Duration::from_secs(30));
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("metrics source failing"),
+        "{v:#}"
+    );
+    let v = d.wait_state(
+        "dead",
+        &["rolled_back", "promoted", "inconclusive"],
+        Duration::from_secs(30),
+    );
     assert_eq!(v["state"], "inconclusive", "{v:#}");
     assert_eq!(v["checks"][0]["outcome"], "source_error");
-    assert!(d.marker_lines().is_empty(), "no hook may run: {:?}", d.marker_lines());
+    assert!(
+        d.marker_lines().is_empty(),
+        "no hook may run: {:?}",
+        d.marker_lines()
+    );
 }
 
 #[test]
@@ -79,8 +157,23 @@ fn healthz_and_unknown_analysis() {
         &json!({"id": "x", "analysis": "erors", "baseline": {"targets": ["http://127.0.0.1:1/m"]}, "canary": {"targets": ["http://127.0.0.1:2/m"]}}),
     );
     assert_eq!(code, 422);
-    assert!(v["error"].as_str().unwrap().contains("did you mean `errors`?"), "{v}");
-    let (code, v) = d.post("/api/v1/deployments", &json!({"id": "x", "analysis": "errors", "baseline": {"targetz": []}}));
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `errors`?"),
+        "{v}"
+    );
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &json!({"id": "x", "analysis": "errors", "baseline": {"targetz": []}}),
+    );
     assert_eq!(code, 400);
-    assert!(v["error"].as_str().unwrap().contains("unknown field `targetz`"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `targetz`"),
+        "{v}"
+    );
 }

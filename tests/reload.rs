@@ -21,7 +21,12 @@ fn wait_version_change(d: &Daemon, from: &str) -> String {
         let now = v["version"].as_str().unwrap_or("").to_string();
         (now != from).then_some(now)
     })
-    .unwrap_or_else(|| panic!("rules version did not change from {from}; log:\n{}", d.log()))
+    .unwrap_or_else(|| {
+        panic!(
+            "rules version did not change from {from}; log:\n{}",
+            d.log()
+        )
+    })
 }
 
 #[test]
@@ -39,7 +44,11 @@ fn edits_in_place_by_rename_and_sed_are_live_and_broken_edits_are_rejected() {
     let pinned_version = dep["rule_version"].as_str().unwrap().to_string();
 
     // 1. In place.
-    std::fs::write(&file, RATIO_RULE.replace("tolerance: 1.5", "tolerance: 1.6")).unwrap();
+    std::fs::write(
+        &file,
+        RATIO_RULE.replace("tolerance: 1.5", "tolerance: 1.6"),
+    )
+    .unwrap();
     let v2 = wait_version_change(&d, &v1);
 
     // 2. Write a temporary file and rename it over (editors, config management).
@@ -49,14 +58,31 @@ fn edits_in_place_by_rename_and_sed_are_live_and_broken_edits_are_rejected() {
     let v3 = wait_version_change(&d, &v2);
 
     // 3. sed -i (writes a new file and renames it; a file watch would go deaf here).
-    let st = Command::new("sed").args(["-i", "s/tolerance: 1.7/tolerance: 1.8/"]).arg(&file).status().unwrap();
+    let st = Command::new("sed")
+        .args(["-i", "s/tolerance: 1.7/tolerance: 1.8/"])
+        .arg(&file)
+        .status()
+        .unwrap();
     assert!(st.success());
     let v4 = wait_version_change(&d, &v3);
 
     // 4. A broken edit is rejected with its location; the last good version stays.
-    std::fs::write(&file, RATIO_RULE.replace("tolerance: 1.5", "tolerence: 1.5")).unwrap();
-    let err = wait_for(Duration::from_secs(10), || rules(&d)["last_error"].as_array().cloned()).expect("reload error reported");
-    assert!(err[0].as_str().unwrap().contains("errors.yaml:15:5: unknown field `tolerence`"), "{err:?}");
+    std::fs::write(
+        &file,
+        RATIO_RULE.replace("tolerance: 1.5", "tolerence: 1.5"),
+    )
+    .unwrap();
+    let err = wait_for(Duration::from_secs(10), || {
+        rules(&d)["last_error"].as_array().cloned()
+    })
+    .expect("reload error reported");
+    assert!(
+        err[0]
+            .as_str()
+            .unwrap()
+            .contains("errors.yaml:15:5: unknown field `tolerence`"),
+        "{err:?}"
+    );
     assert_eq!(rules(&d)["version"], v4.as_str());
     // The daemon keeps serving and registering with the last good rules.
     let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
@@ -74,16 +100,27 @@ fn edits_in_place_by_rename_and_sed_are_live_and_broken_edits_are_rejected() {
 
     // 5. Fixing the file clears the error.
     std::fs::write(&file, RATIO_RULE).unwrap();
-    wait_for(Duration::from_secs(10), || rules(&d)["last_error"].is_null().then_some(())).expect("error cleared");
+    wait_for(Duration::from_secs(10), || {
+        rules(&d)["last_error"].is_null().then_some(())
+    })
+    .expect("error cleared");
 
     // 6. The rules directory deleted: rejected, last good rules kept, daemon alive.
     let moved = d.dir.path().join("rules-moved");
     std::fs::rename(d.dir.path().join("rules"), &moved).unwrap();
     let before = rules(&d)["reloads"].as_u64().unwrap();
-    let _ = Command::new("kill").args(["-HUP", &d.child.id().to_string()]).status();
-    wait_for(Duration::from_secs(10), || (rules(&d)["reloads"].as_u64().unwrap() > before).then_some(())).expect("SIGHUP reload");
+    let _ = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status();
+    wait_for(Duration::from_secs(10), || {
+        (rules(&d)["reloads"].as_u64().unwrap() > before).then_some(())
+    })
+    .expect("SIGHUP reload");
     let v = rules(&d);
-    assert!(v["last_error"][0].as_str().unwrap().contains("cannot read"), "{v}");
+    assert!(
+        v["last_error"][0].as_str().unwrap().contains("cannot read"),
+        "{v}"
+    );
     assert!(!v["analyses"].as_array().unwrap().is_empty());
 }
 
@@ -91,9 +128,15 @@ fn edits_in_place_by_rename_and_sed_are_live_and_broken_edits_are_rejected() {
 fn sighup_reloads() {
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
     let before = rules(&d)["reloads"].as_u64().unwrap();
-    let st = Command::new("kill").args(["-HUP", &d.child.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
-    wait_for(Duration::from_secs(10), || (rules(&d)["reloads"].as_u64().unwrap() > before).then_some(())).expect("reloaded on SIGHUP");
+    wait_for(Duration::from_secs(10), || {
+        (rules(&d)["reloads"].as_u64().unwrap() > before).then_some(())
+    })
+    .expect("reloaded on SIGHUP");
     // Still alive (SIGHUP's default action would have killed it).
     let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);

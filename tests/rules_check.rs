@@ -12,8 +12,16 @@ const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
 const EXAMPLE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.yaml");
 
 fn check(args: &[&Path]) -> (i32, String) {
-    let out = Command::new(BIN).arg("check").args(args).output().expect("run check");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("run check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -33,7 +41,10 @@ fn expect_error(name: &str, text: &[u8], line_col: &str, needle: &str) {
     let (code, out) = check_rule(name, text);
     assert_eq!(code, 78, "{name}: {out}");
     let want = format!("{name}:{line_col}");
-    assert!(out.lines().any(|l| l.contains(&want) && l.contains(needle)), "{name}: expected `{want}` … `{needle}` in:\n{out}");
+    assert!(
+        out.lines().any(|l| l.contains(&want) && l.contains(needle)),
+        "{name}: expected `{want}` … `{needle}` in:\n{out}"
+    );
 }
 
 #[test]
@@ -45,22 +56,48 @@ fn shipped_templates_and_example_config_are_valid() {
 
 #[test]
 fn wrong_type() {
-    expect_error("wrongtype.yaml", template().replace("alpha: 0.01", "alpha: high").as_bytes(), "24:8", "invalid floating point");
+    expect_error(
+        "wrongtype.yaml",
+        template().replace("alpha: 0.01", "alpha: high").as_bytes(),
+        "24:8",
+        "invalid floating point",
+    );
 }
 
 #[test]
 fn unknown_field_with_hint() {
-    expect_error("typo.yaml", template().replace("    tolerance: 1.1", "    tolerence: 1.1").as_bytes(), "32:5", "did you mean `tolerance`?");
+    expect_error(
+        "typo.yaml",
+        template()
+            .replace("    tolerance: 1.1", "    tolerence: 1.1")
+            .as_bytes(),
+        "32:5",
+        "did you mean `tolerance`?",
+    );
 }
 
 #[test]
 fn duplicate_check_names() {
-    expect_error("dup.yaml", template().replace("name: latency", "name: error-ratio").as_bytes(), "33:11", "duplicate check name `error-ratio`");
+    expect_error(
+        "dup.yaml",
+        template()
+            .replace("name: latency", "name: error-ratio")
+            .as_bytes(),
+        "33:11",
+        "duplicate check name `error-ratio`",
+    );
 }
 
 #[test]
 fn unknown_check_kind() {
-    expect_error("kind.yaml", template().replace("kind: growth", "kind: growht").as_bytes(), "40:11", "did you mean `growth`?");
+    expect_error(
+        "kind.yaml",
+        template()
+            .replace("kind: growth", "kind: growht")
+            .as_bytes(),
+        "40:11",
+        "did you mean `growth`?",
+    );
 }
 
 #[test]
@@ -72,14 +109,21 @@ fn empty_file() {
 
 #[test]
 fn non_utf8() {
-    expect_error("bytes.yaml", b"analysis: x\ndescription: \"\xff\xfe\"\n", "2:15", "not valid UTF-8");
+    expect_error(
+        "bytes.yaml",
+        b"analysis: x\ndescription: \"\xff\xfe\"\n",
+        "2:15",
+        "not valid UTF-8",
+    );
 }
 
 #[test]
 fn one_gigabyte_file_is_refused_unread() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("huge.yaml");
-    std::fs::File::create(&f).and_then(|h| h.set_len(1 << 30)).expect("sparse file");
+    std::fs::File::create(&f)
+        .and_then(|h| h.set_len(1 << 30))
+        .expect("sparse file");
     let (code, out) = check(&[&f]);
     assert_eq!(code, 78);
     assert!(out.contains("over the 1048576-byte limit"), "{out}");
@@ -87,16 +131,30 @@ fn one_gigabyte_file_is_refused_unread() {
 
 #[test]
 fn deep_nesting() {
-    let text = format!("analysis: x\nchecks: {}{}\n", "[".repeat(500), "]".repeat(500));
-    expect_error("deep.yaml", text.as_bytes(), "2:", "recursion limit exceeded");
+    let text = format!(
+        "analysis: x\nchecks: {}{}\n",
+        "[".repeat(500),
+        "]".repeat(500)
+    );
+    expect_error(
+        "deep.yaml",
+        text.as_bytes(),
+        "2:",
+        "recursion limit exceeded",
+    );
 }
 
 #[test]
 fn alias_bomb_in_the_config() {
-    let mut s = String::from("rules_dir: rules\nhooks:\n  h:\n    http:\n      url: http://x/\n      body:\n        a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut s = String::from(
+        "rules_dir: rules\nhooks:\n  h:\n    http:\n      url: http://x/\n      body:\n        a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     let mut prev = 'a';
     for n in "bcdefghi".chars() {
-        s.push_str(&format!("        {n}: &{n} [{}]\n", vec![format!("*{prev}"); 10].join(",")));
+        s.push_str(&format!(
+            "        {n}: &{n} [{}]\n",
+            vec![format!("*{prev}"); 10].join(",")
+        ));
         prev = n;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -104,57 +162,129 @@ fn alias_bomb_in_the_config() {
     std::fs::write(&f, s).expect("write");
     let (code, out) = check(&[&f]);
     assert_eq!(code, 78);
-    assert!(out.contains("config.yaml:") && out.contains("alias replay limit exceeded"), "{out}");
+    assert!(
+        out.contains("config.yaml:") && out.contains("alias replay limit exceeded"),
+        "{out}"
+    );
 }
 
 #[test]
 fn tab_indentation() {
-    expect_error("tabs.yaml", b"analysis: x\nchecks:\n\t- name: a\n\t  kind: ratio\n", "3:2", "tabs disallowed");
+    expect_error(
+        "tabs.yaml",
+        b"analysis: x\nchecks:\n\t- name: a\n\t  kind: ratio\n",
+        "3:2",
+        "tabs disallowed",
+    );
 }
 
 #[test]
 fn missing_hook() {
-    expect_error("hook.yaml", template().replace("on_fail: [rollback, chat]", "on_fail: [rollbak, chat]").as_bytes(), "44:11", "did you mean `rollback`?");
+    expect_error(
+        "hook.yaml",
+        template()
+            .replace("on_fail: [rollback, chat]", "on_fail: [rollbak, chat]")
+            .as_bytes(),
+        "44:11",
+        "did you mean `rollback`?",
+    );
 }
 
 #[test]
 fn invalid_label_matchers() {
-    expect_error("matcher.yaml", template().replace(r#"{{code_label}}=~"{{error_codes}}""#, r#"{{code_label}}~"5..""#).as_bytes(), "30:", "invalid selector");
-    expect_error("regex.yaml", template().replace(r#"=~"{{error_codes}}""#, r#"=~"[5..""#).as_bytes(), "30:", "unclosed character class");
+    expect_error(
+        "matcher.yaml",
+        template()
+            .replace(
+                r#"{{code_label}}=~"{{error_codes}}""#,
+                r#"{{code_label}}~"5..""#,
+            )
+            .as_bytes(),
+        "30:",
+        "invalid selector",
+    );
+    expect_error(
+        "regex.yaml",
+        template()
+            .replace(r#"=~"{{error_codes}}""#, r#"=~"[5..""#)
+            .as_bytes(),
+        "30:",
+        "unclosed character class",
+    );
 }
 
 #[test]
 fn negative_and_zero_durations() {
-    let t = template().replace("warmup: 1m", "warmup: -1m").replace("interval: 10s", "interval: 0s");
+    let t = template()
+        .replace("warmup: 1m", "warmup: -1m")
+        .replace("interval: 10s", "interval: 0s");
     let (code, out) = check_rule("durations.yaml", t.as_bytes());
     assert_eq!(code, 78);
-    assert!(out.contains("durations.yaml:20:11: `interval` must be longer than zero"), "{out}");
-    assert!(out.contains("durations.yaml:21:9: `warmup`: invalid duration `-1m`"), "{out}");
+    assert!(
+        out.contains("durations.yaml:20:11: `interval` must be longer than zero"),
+        "{out}"
+    );
+    assert!(
+        out.contains("durations.yaml:21:9: `warmup`: invalid duration `-1m`"),
+        "{out}"
+    );
 }
 
 #[test]
 fn alpha_outside_unit_interval() {
-    expect_error("alpha.yaml", template().replace("alpha: 0.01", "alpha: 1.5").as_bytes(), "24:8", "`alpha` must be in (0, 0.5)");
-    expect_error("alpha0.yaml", template().replace("alpha: 0.01", "alpha: 0").as_bytes(), "24:8", "`alpha` must be in (0, 0.5)");
+    expect_error(
+        "alpha.yaml",
+        template().replace("alpha: 0.01", "alpha: 1.5").as_bytes(),
+        "24:8",
+        "`alpha` must be in (0, 0.5)",
+    );
+    expect_error(
+        "alpha0.yaml",
+        template().replace("alpha: 0.01", "alpha: 0").as_bytes(),
+        "24:8",
+        "`alpha` must be in (0, 0.5)",
+    );
 }
 
 #[test]
 fn deleted_rules_directory() {
     let (code, out) = check(&[Path::new("/nonexistent/rollguard-rules")]);
     assert_eq!(code, 78);
-    assert!(out.contains("/nonexistent/rollguard-rules: cannot read"), "{out}");
+    assert!(
+        out.contains("/nonexistent/rollguard-rules: cannot read"),
+        "{out}"
+    );
 }
 
 #[test]
 fn all_errors_of_all_files_at_once_and_json() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("a.yaml"), template().replace("alpha: 0.01", "alpha: 2").replace("interval: 10s", "interval: nope")).expect("w");
-    std::fs::write(dir.path().join("b.yaml"), template().replace("analysis: http-service", "analysis: other").replace("kind: growth", "kind: grow")).expect("w");
-    let out = Command::new(BIN).args(["check", "--format", "json"]).arg(dir.path()).output().expect("run");
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        template()
+            .replace("alpha: 0.01", "alpha: 2")
+            .replace("interval: 10s", "interval: nope"),
+    )
+    .expect("w");
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        template()
+            .replace("analysis: http-service", "analysis: other")
+            .replace("kind: growth", "kind: grow"),
+    )
+    .expect("w");
+    let out = Command::new(BIN)
+        .args(["check", "--format", "json"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(78));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["valid"], false);
     let errs = v["errors"].as_array().expect("errors");
     assert_eq!(errs.len(), 3, "{v:#}");
-    assert!(errs.iter().all(|e| e["line"].as_u64().unwrap_or(0) > 0 && e["path"].as_str().is_some()));
+    assert!(
+        errs.iter()
+            .all(|e| e["line"].as_u64().unwrap_or(0) > 0 && e["path"].as_str().is_some())
+    );
 }

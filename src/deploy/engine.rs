@@ -173,7 +173,13 @@ impl Engine {
     pub fn healthy(&self) -> bool {
         let slack = self.config.scrape.timeout + Duration::from_secs(60);
         let now = tokio::time::Instant::now();
-        self.heartbeats.lock().map(|h| h.values().all(|(at, every)| now.duration_since(*at) <= *every * 2 + slack)).unwrap_or(false)
+        self.heartbeats
+            .lock()
+            .map(|h| {
+                h.values()
+                    .all(|(at, every)| now.duration_since(*at) <= *every * 2 + slack)
+            })
+            .unwrap_or(false)
     }
 
     fn beat(&self, id: &str, every: Option<Duration>) {
@@ -195,30 +201,53 @@ impl Engine {
     }
 
     /// Registers a deployment (idempotent on `id`) and starts its analysis.
-    pub fn register(self: &Arc<Self>, req: DeploymentRequest) -> Result<(DeploymentRecord, bool), EngineError> {
+    pub fn register(
+        self: &Arc<Self>,
+        req: DeploymentRequest,
+    ) -> Result<(DeploymentRecord, bool), EngineError> {
         if self.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
         req.validate().map_err(EngineError::Invalid)?;
         let rules = self.rules.load();
         let Some(template) = rules.analyses.get(&req.analysis) else {
-            let hint = crate::diag::suggest(&req.analysis, rules.analyses.keys().map(String::as_str)).map(|h| format!(" ({h})")).unwrap_or_default();
+            let hint =
+                crate::diag::suggest(&req.analysis, rules.analyses.keys().map(String::as_str))
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
             return Err(EngineError::Invalid(format!(
                 "no analysis named `{}` in the loaded rules{hint}; loaded: {}",
                 req.analysis,
-                rules.analyses.keys().cloned().collect::<Vec<_>>().join(", ")
+                rules
+                    .analyses
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
-        let mut spec = template.instantiate(&req.params).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let mut spec = template
+            .instantiate(&req.params)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         if let Some(o) = &req.timing {
             o.apply(&mut spec.timing).map_err(EngineError::Invalid)?;
         }
         if req.uses_prometheus() && self.prom.is_none() {
-            return Err(EngineError::Invalid("the arms use `selector`, but no `prometheus:` source is configured".into()));
+            return Err(EngineError::Invalid(
+                "the arms use `selector`, but no `prometheus:` source is configured".into(),
+            ));
         }
         self.source_for(&req)?;
-        let rec = new_record(req, template.path.display().to_string(), template.version.clone(), template.source.to_string());
-        let msg = format!("registered for analysis `{}` (rule version {})", rec.request.analysis, rec.rule_version);
+        let rec = new_record(
+            req,
+            template.path.display().to_string(),
+            template.version.clone(),
+            template.source.to_string(),
+        );
+        let msg = format!(
+            "registered for analysis `{}` (rule version {})",
+            rec.request.analysis, rec.rule_version
+        );
         match self.store.register(&rec, &msg)? {
             Registered::Existing(existing) => {
                 if existing.request != rec.request {
@@ -266,9 +295,15 @@ impl Engine {
     pub async fn control(&self, id: &str, c: Control) -> Result<(), EngineError> {
         let tx = self.controls.lock().ok().and_then(|m| m.get(id).cloned());
         match tx {
-            Some(tx) => tx.send(c).await.map_err(|_| EngineError::NotFound(id.to_string())),
+            Some(tx) => tx
+                .send(c)
+                .await
+                .map_err(|_| EngineError::NotFound(id.to_string())),
             None => match self.store.get(id)? {
-                Some(r) => Err(EngineError::Finished { id: id.to_string(), state: r.state }),
+                Some(r) => Err(EngineError::Finished {
+                    id: id.to_string(),
+                    state: r.state,
+                }),
                 None => Err(EngineError::NotFound(id.to_string())),
             },
         }
@@ -278,7 +313,9 @@ impl Engine {
     pub async fn stop(&self, grace: Duration) -> bool {
         self.shutdown.cancel();
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 
     fn spawn(self: &Arc<Self>, id: String) {
@@ -303,17 +340,33 @@ impl Engine {
 
     fn source_for(&self, req: &DeploymentRequest) -> Result<Source, EngineError> {
         if req.uses_prometheus() {
-            let prom = self.prom.clone().ok_or_else(|| EngineError::Invalid("no Prometheus source configured".into()))?;
+            let prom = self
+                .prom
+                .clone()
+                .ok_or_else(|| EngineError::Invalid("no Prometheus source configured".into()))?;
             let m = |sel: &Option<String>, arm: &str| {
-                parse_matchers(sel.as_deref().unwrap_or_default()).map_err(|e| EngineError::Invalid(format!("`{arm}.selector`: {e}")))
+                parse_matchers(sel.as_deref().unwrap_or_default())
+                    .map_err(|e| EngineError::Invalid(format!("`{arm}.selector`: {e}")))
             };
-            Ok(Source::Prometheus { client: prom, arms: Arms { baseline: m(&req.baseline.selector, "baseline")?, canary: m(&req.canary.selector, "canary")? } })
+            Ok(Source::Prometheus {
+                client: prom,
+                arms: Arms {
+                    baseline: m(&req.baseline.selector, "baseline")?,
+                    canary: m(&req.canary.selector, "canary")?,
+                },
+            })
         } else {
             let t = |a: &super::model::ArmSpec| match &a.file_sd {
                 Some(f) => ArmTargets::FileSd(f.into()),
                 None => ArmTargets::Urls(a.targets.clone()),
             };
-            Ok(Source::Scrape { scraper: self.scraper.clone(), arms: Arms { baseline: t(&req.baseline), canary: t(&req.canary) } })
+            Ok(Source::Scrape {
+                scraper: self.scraper.clone(),
+                arms: Arms {
+                    baseline: t(&req.baseline),
+                    canary: t(&req.canary),
+                },
+            })
         }
     }
 
@@ -328,10 +381,20 @@ impl Engine {
     }
 
     fn link(&self, id: &str) -> Option<String> {
-        self.config.public_url.as_ref().map(|u| format!("{u}/api/v1/deployments/{id}"))
+        self.config
+            .public_url
+            .as_ref()
+            .map(|u| format!("{u}/api/v1/deployments/{id}"))
     }
 
-    fn notice(&self, rec: &DeploymentRecord, kind: NoticeKind, title: String, text: String, checks: Vec<CheckReport>) -> Notice {
+    fn notice(
+        &self,
+        rec: &DeploymentRecord,
+        kind: NoticeKind,
+        title: String,
+        text: String,
+        checks: Vec<CheckReport>,
+    ) -> Notice {
         Notice {
             kind,
             at: now(),
@@ -345,28 +408,55 @@ impl Engine {
     }
 
     /// The analysis loop of one deployment.
-    async fn run(self: &Arc<Self>, id: &str, mut rx: mpsc::Receiver<Control>) -> Result<(), EngineError> {
-        let Some(mut rec) = self.store.get(id)? else { return Err(EngineError::NotFound(id.into())) };
+    async fn run(
+        self: &Arc<Self>,
+        id: &str,
+        mut rx: mpsc::Receiver<Control>,
+    ) -> Result<(), EngineError> {
+        let Some(mut rec) = self.store.get(id)? else {
+            return Err(EngineError::NotFound(id.into()));
+        };
         if rec.state.is_terminal() {
             return Ok(());
         }
         let mut spec = compile(&rec).map_err(EngineError::Invalid)?;
         let mut judge = Judge::restore(&spec, rec.judge.as_deref());
-        let mut source = DeploymentSource::new(self.source_for(&rec.request)?, id, self.telemetry.clone());
+        let mut source =
+            DeploymentSource::new(self.source_for(&rec.request)?, id, self.telemetry.clone());
         let mut step_duration = step_duration(&rec.request.strategy, &spec);
         if rec.state == State::Pending {
             rec.state = State::Analysing;
             rec.reason = "analysing".into();
             let mut actions = Vec::new();
-            let mut events = vec![("started".to_string(), format!("analysis `{}` started", spec.name), serde_json::Value::Null)];
+            let mut events = vec![(
+                "started".to_string(),
+                format!("analysis `{}` started", spec.name),
+                serde_json::Value::Null,
+            )];
             if let Some(w) = weight_at(&rec.request.strategy, 0) {
                 actions = self.owed(&rec, &spec.actions.on_step, "step", &Verdict::Continue, &[]);
-                events.push(("step".into(), format!("step 1 at weight {w}"), serde_json::Value::Null));
+                events.push((
+                    "step".into(),
+                    format!("step 1 at weight {w}"),
+                    serde_json::Value::Null,
+                ));
             }
             self.persist(&mut rec, &judge, events, &actions)?;
-            let n = self.notice(&rec, NoticeKind::DeploymentStarted, format!("Canary analysis started: {id}"), format!("analysis `{}` (rule {}), watching {} checks", spec.name, spec.version, spec.checks.len()), Vec::new());
+            let n = self.notice(
+                &rec,
+                NoticeKind::DeploymentStarted,
+                format!("Canary analysis started: {id}"),
+                format!(
+                    "analysis `{}` (rule {}), watching {} checks",
+                    spec.name,
+                    spec.version,
+                    spec.checks.len()
+                ),
+                Vec::new(),
+            );
             self.notifiers.enqueue(&spec.actions.on_fail, &n);
-            self.actions.start(actions, Vec::new(), tokio::time::Instant::now());
+            self.actions
+                .start(actions, Vec::new(), tokio::time::Instant::now());
         }
         let interval = spec.timing.interval;
         self.beat(id, Some(interval));
@@ -374,7 +464,10 @@ impl Engine {
         let base = Duration::from_millis(rec.elapsed_ms);
         let mut t = base;
         loop {
-            let next = Duration::from_millis(((t.as_millis() / interval.as_millis().max(1)) as u64 + 1) * interval.as_millis() as u64);
+            let next = Duration::from_millis(
+                ((t.as_millis() / interval.as_millis().max(1)) as u64 + 1)
+                    * interval.as_millis() as u64,
+            );
             let wake = resumed + next.saturating_sub(base);
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
@@ -393,23 +486,28 @@ impl Engine {
             }
             t = next;
             // `follow` rules switch to a newer version of the same analysis, with a fresh judge.
-            if spec.reload == ReloadPolicy::Follow {
-                if let Some(newer) = self.rules.load().analyses.get(&spec.name).filter(|a| a.version != spec.version) {
-                    if let Ok(s) = newer.instantiate(&rec.request.params) {
-                        tracing::info!(deployment = id, from = %spec.version, to = %s.version, "following the edited rule");
-                        rec.rule_version = s.version.clone();
-                        rec.rule_source = newer.source.to_string();
-                        spec = s;
-                        judge = Judge::new(&spec);
-                        step_duration = self::step_duration(&rec.request.strategy, &spec);
-                    }
-                }
+            if spec.reload == ReloadPolicy::Follow
+                && let Some(newer) = self
+                    .rules
+                    .load()
+                    .analyses
+                    .get(&spec.name)
+                    .filter(|a| a.version != spec.version)
+                && let Ok(s) = newer.instantiate(&rec.request.params)
+            {
+                tracing::info!(deployment = id, from = %spec.version, to = %s.version, "following the edited rule");
+                rec.rule_version = s.version.clone();
+                rec.rule_source = newer.source.to_string();
+                spec = s;
+                judge = Judge::new(&spec);
+                step_duration = self::step_duration(&rec.request.strategy, &spec);
             }
             let frame = source.fetch(&spec.queries).await;
             let share = expected_share(&rec, rec.step);
             let step = judge.step(&spec, t, &frame, share);
             self.telemetry.analysis_steps.inc();
-            self.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.progress
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.beat(id, Some(spec.timing.interval));
             rec.elapsed_ms = t.as_millis() as u64;
             self.observe_breaker(id, &step);
@@ -420,9 +518,20 @@ impl Engine {
     }
 
     fn observe_breaker(&self, id: &str, step: &Step) {
-        let any_data = step.checks.iter().any(|c| !matches!(c.outcome, Outcome::SourceError));
-        let errored = step.checks.iter().any(|c| c.outcome == Outcome::SourceError) && !any_data;
-        let change = self.breaker.lock().ok().and_then(|mut b| b.update(id, Some(errored)));
+        let any_data = step
+            .checks
+            .iter()
+            .any(|c| !matches!(c.outcome, Outcome::SourceError));
+        let errored = step
+            .checks
+            .iter()
+            .any(|c| c.outcome == Outcome::SourceError)
+            && !any_data;
+        let change = self
+            .breaker
+            .lock()
+            .ok()
+            .and_then(|mut b| b.update(id, Some(errored)));
         match change {
             Some(true) => {
                 self.telemetry.backend_down.set(1);
@@ -461,29 +570,64 @@ impl Engine {
     }
 
     /// Applies one judge step. Returns true when the deployment is finished.
-    fn apply_step(self: &Arc<Self>, rec: &mut DeploymentRecord, spec: &AnalysisSpec, judge: &Judge, step: Step, step_duration: Duration) -> Result<bool, EngineError> {
+    fn apply_step(
+        self: &Arc<Self>,
+        rec: &mut DeploymentRecord,
+        spec: &AnalysisSpec,
+        judge: &Judge,
+        step: Step,
+        step_duration: Duration,
+    ) -> Result<bool, EngineError> {
         let id = rec.request.id.clone();
         rec.checks = serde_json::to_value(&step.checks).unwrap_or_default();
         for c in &step.checks {
-            Telemetry::set_f(&self.telemetry.check_evidence, &[("deployment", &id), ("check", &c.name)], if c.evidence.is_finite() { c.evidence } else { f64::MAX });
+            Telemetry::set_f(
+                &self.telemetry.check_evidence,
+                &[("deployment", &id), ("check", &c.name)],
+                if c.evidence.is_finite() {
+                    c.evidence
+                } else {
+                    f64::MAX
+                },
+            );
         }
         let mut events: Vec<(String, String, serde_json::Value)> = Vec::new();
         let mut notify: Option<(Vec<String>, Notice)> = None;
         let mut actions = Vec::new();
         for name in &step.newly_failed {
             if let Some(r) = step.checks.iter().find(|c| &c.name == name) {
-                events.push(("check_failed".into(), format!("{}: {}", r.name, r.explanation), serde_json::to_value(r).unwrap_or_default()));
+                events.push((
+                    "check_failed".into(),
+                    format!("{}: {}", r.name, r.explanation),
+                    serde_json::to_value(r).unwrap_or_default(),
+                ));
                 if r.enforce == crate::rules::Enforcement::Notify {
-                    notify = Some((spec.actions.on_fail.clone(), self.notice(rec, NoticeKind::CheckFailing, format!("Check failing: {} on {id}", r.name), r.explanation.clone(), vec![r.clone()])));
+                    notify = Some((
+                        spec.actions.on_fail.clone(),
+                        self.notice(
+                            rec,
+                            NoticeKind::CheckFailing,
+                            format!("Check failing: {} on {id}", r.name),
+                            r.explanation.clone(),
+                            vec![r.clone()],
+                        ),
+                    ));
                 }
             }
         }
         for s in &step.shadow {
             events.push(("shadow".into(), s.clone(), serde_json::Value::Null));
         }
-        let failing: Vec<CheckReport> = step.checks.iter().filter(|c| c.outcome == Outcome::Fail).cloned().collect();
+        let failing: Vec<CheckReport> = step
+            .checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Fail)
+            .cloned()
+            .collect();
         let verdict = if rec.paused && matches!(step.verdict, Verdict::Promote { .. }) {
-            Verdict::Hold { reason: "paused by a person; promotion waits for resume".into() }
+            Verdict::Hold {
+                reason: "paused by a person; promotion waits for resume".into(),
+            }
         } else {
             step.verdict.clone()
         };
@@ -494,13 +638,33 @@ impl Engine {
                 rec.reason = reason.clone();
                 rec.finished_at = Some(now());
                 self.telemetry.time_to_detect.observe(step.t.as_secs_f64());
-                actions = self.owed(rec, &spec.actions.on_fail, "rollback", &verdict, &step.checks);
-                events.push(("decision".into(), format!("rollback: {reason}"), serde_json::to_value(&step.checks).unwrap_or_default()));
+                actions = self.owed(
+                    rec,
+                    &spec.actions.on_fail,
+                    "rollback",
+                    &verdict,
+                    &step.checks,
+                );
+                events.push((
+                    "decision".into(),
+                    format!("rollback: {reason}"),
+                    serde_json::to_value(&step.checks).unwrap_or_default(),
+                ));
                 let hooks: Vec<String> = actions.iter().map(|a| a.hook.clone()).collect();
-                let did = if hooks.is_empty() { "no rollback hook is configured for this analysis".to_string() } else { format!("running {}", hooks.join(", ")) };
+                let did = if hooks.is_empty() {
+                    "no rollback hook is configured for this analysis".to_string()
+                } else {
+                    format!("running {}", hooks.join(", "))
+                };
                 notify = Some((
                     spec.actions.on_fail.clone(),
-                    self.notice(rec, NoticeKind::RollbackStarted, format!("Rolling back {id}: {check} failed"), format!("{reason}. Action: {did}."), failing.clone()),
+                    self.notice(
+                        rec,
+                        NoticeKind::RollbackStarted,
+                        format!("Rolling back {id}: {check} failed"),
+                        format!("{reason}. Action: {did}."),
+                        failing.clone(),
+                    ),
                 ));
             }
             Verdict::Promote { reason } => {
@@ -511,18 +675,56 @@ impl Engine {
                     rec.state = State::Promoted;
                     rec.reason = reason.clone();
                     rec.finished_at = Some(now());
-                    actions = self.owed(rec, &spec.actions.on_pass, "promote", &verdict, &step.checks);
-                    events.push(("decision".into(), format!("promote: {reason}"), serde_json::Value::Null));
-                    notify = Some((spec.actions.on_pass.clone(), self.notice(rec, NoticeKind::Promoted, format!("Promoted {id}"), reason.clone(), step.checks.clone())));
+                    actions = self.owed(
+                        rec,
+                        &spec.actions.on_pass,
+                        "promote",
+                        &verdict,
+                        &step.checks,
+                    );
+                    events.push((
+                        "decision".into(),
+                        format!("promote: {reason}"),
+                        serde_json::Value::Null,
+                    ));
+                    notify = Some((
+                        spec.actions.on_pass.clone(),
+                        self.notice(
+                            rec,
+                            NoticeKind::Promoted,
+                            format!("Promoted {id}"),
+                            reason.clone(),
+                            step.checks.clone(),
+                        ),
+                    ));
                 }
             }
             Verdict::Inconclusive { reason } => {
                 rec.state = State::Inconclusive;
                 rec.reason = reason.clone();
                 rec.finished_at = Some(now());
-                actions = self.owed(rec, &spec.actions.on_inconclusive, "inconclusive", &verdict, &step.checks);
-                events.push(("decision".into(), format!("inconclusive: {reason}"), serde_json::Value::Null));
-                notify = Some((spec.actions.on_inconclusive.clone(), self.notice(rec, NoticeKind::Inconclusive, format!("Inconclusive: {id}"), reason.clone(), step.checks.clone())));
+                actions = self.owed(
+                    rec,
+                    &spec.actions.on_inconclusive,
+                    "inconclusive",
+                    &verdict,
+                    &step.checks,
+                );
+                events.push((
+                    "decision".into(),
+                    format!("inconclusive: {reason}"),
+                    serde_json::Value::Null,
+                ));
+                notify = Some((
+                    spec.actions.on_inconclusive.clone(),
+                    self.notice(
+                        rec,
+                        NoticeKind::Inconclusive,
+                        format!("Inconclusive: {id}"),
+                        reason.clone(),
+                        step.checks.clone(),
+                    ),
+                ));
             }
             Verdict::Hold { reason } => {
                 rec.state = State::Held;
@@ -530,29 +732,68 @@ impl Engine {
                     rec.reason = reason.clone();
                     events.push(("held".into(), reason.clone(), serde_json::Value::Null));
                     if !self.backend_down() {
-                        actions = self.owed(rec, &spec.actions.on_no_data, "hold", &verdict, &step.checks);
+                        actions = self.owed(
+                            rec,
+                            &spec.actions.on_no_data,
+                            "hold",
+                            &verdict,
+                            &step.checks,
+                        );
                         notify = Some((spec.actions.on_no_data.clone(), self.notice(rec, NoticeKind::Held, format!("Holding {id}"), format!("{reason}. Nothing is promoted or rolled back until the evidence is back."), step.checks.clone())));
                     }
                 }
             }
             Verdict::Continue => {
-                rec.state = if rec.paused { State::Held } else { State::Analysing };
+                rec.state = if rec.paused {
+                    State::Held
+                } else {
+                    State::Analysing
+                };
                 if was == State::Held && !rec.paused {
                     rec.reason = "analysing".into();
-                    events.push(("resumed".into(), "evidence is back; analysis continues".into(), serde_json::Value::Null));
+                    events.push((
+                        "resumed".into(),
+                        "evidence is back; analysis continues".into(),
+                        serde_json::Value::Null,
+                    ));
                 }
             }
         }
         // Canary steps advance when the current one has run its time with nothing failing.
         let in_step = Duration::from_millis(rec.elapsed_ms.saturating_sub(rec.step_started_ms));
         let last = steps_len(&rec.request.strategy).saturating_sub(1) as u32;
-        if !rec.state.is_terminal() && rec.state == State::Analysing && rec.step < last && in_step >= step_duration && failing.is_empty() && rec.elapsed_ms > spec.timing.warmup.as_millis() as u64 {
+        if !rec.state.is_terminal()
+            && rec.state == State::Analysing
+            && rec.step < last
+            && in_step >= step_duration
+            && failing.is_empty()
+            && rec.elapsed_ms > spec.timing.warmup.as_millis() as u64
+        {
             rec.step += 1;
             rec.step_started_ms = rec.elapsed_ms;
             let w = weight_at(&rec.request.strategy, rec.step as usize).unwrap_or(100.0);
-            actions = self.owed(rec, &spec.actions.on_step, "step", &Verdict::Continue, &step.checks);
-            events.push(("step".into(), format!("step {} at weight {w}", rec.step + 1), serde_json::Value::Null));
-            notify = Some((spec.actions.on_fail.clone(), self.notice(rec, NoticeKind::StepPromoted, format!("{id}: step {} ({w} %)", rec.step + 1), "no check failing; traffic increased".into(), step.checks.clone())));
+            actions = self.owed(
+                rec,
+                &spec.actions.on_step,
+                "step",
+                &Verdict::Continue,
+                &step.checks,
+            );
+            events.push((
+                "step".into(),
+                format!("step {} at weight {w}", rec.step + 1),
+                serde_json::Value::Null,
+            ));
+            notify = Some((
+                spec.actions.on_fail.clone(),
+                self.notice(
+                    rec,
+                    NoticeKind::StepPromoted,
+                    format!("{id}: step {} ({w} %)", rec.step + 1),
+                    "no check failing; traffic increased".into(),
+                    step.checks.clone(),
+                ),
+            ));
         }
         self.persist(rec, judge, events, &actions)?;
         let decided = tokio::time::Instant::now();
@@ -563,9 +804,15 @@ impl Engine {
         self.actions.start(actions, names, decided);
         if rec.state.is_terminal() {
             let svc = rec.request.service.clone().unwrap_or_default();
-            Telemetry::inc(&self.telemetry.deployments_finished, &[("service", &svc), ("outcome", rec.state.as_str())]);
+            Telemetry::inc(
+                &self.telemetry.deployments_finished,
+                &[("service", &svc), ("outcome", rec.state.as_str())],
+            );
             for c in &step.checks {
-                Telemetry::remove(&self.telemetry.check_evidence, &[("deployment", &id), ("check", &c.name)]);
+                Telemetry::remove(
+                    &self.telemetry.check_evidence,
+                    &[("deployment", &id), ("check", &c.name)],
+                );
             }
             return Ok(true);
         }
@@ -573,7 +820,14 @@ impl Engine {
     }
 
     /// The hook actions owed by a decision (notifier names in the list are skipped here).
-    fn owed(&self, rec: &DeploymentRecord, names: &[String], purpose: &str, verdict: &Verdict, checks: &[CheckReport]) -> Vec<Action> {
+    fn owed(
+        &self,
+        rec: &DeploymentRecord,
+        names: &[String],
+        purpose: &str,
+        verdict: &Verdict,
+        checks: &[CheckReport],
+    ) -> Vec<Action> {
         names
             .iter()
             .filter(|n| self.actions.is_hook(n))
@@ -589,7 +843,8 @@ impl Engine {
                     reason: verdict.reason().to_string(),
                     version: rec.request.canary.version.clone().unwrap_or_default(),
                     baseline_version: rec.request.baseline.version.clone().unwrap_or_default(),
-                    step: matches!(rec.request.strategy, Strategy::Canary { .. }).then_some(rec.step + 1),
+                    step: matches!(rec.request.strategy, Strategy::Canary { .. })
+                        .then_some(rec.step + 1),
                     weight: weight_at(&rec.request.strategy, rec.step as usize),
                     dry_run: self.config.dry_run,
                     params: rec.request.params.clone(),
@@ -615,21 +870,43 @@ impl Engine {
 
     /// Persists the record, judge state, events and owed actions in one transaction. If this
     /// fails nothing is acted upon.
-    fn persist(&self, rec: &mut DeploymentRecord, judge: &Judge, events: Vec<(String, String, serde_json::Value)>, actions: &[Action]) -> Result<(), EngineError> {
+    fn persist(
+        &self,
+        rec: &mut DeploymentRecord,
+        judge: &Judge,
+        events: Vec<(String, String, serde_json::Value)>,
+        actions: &[Action],
+    ) -> Result<(), EngineError> {
         rec.updated_at = now();
         rec.judge = serde_json::to_string(judge).ok();
         if let Err(e) = self.store.save(rec, &events, actions) {
             tracing::error!(deployment = %rec.request.id, error = %e, "cannot persist the deployment's state: refusing to act without a record");
             return Err(e.into());
         }
-        let _ = self.changes.send(Change { deployment: rec.request.id.clone() });
+        let _ = self.changes.send(Change {
+            deployment: rec.request.id.clone(),
+        });
         Ok(())
     }
 
     /// Applies a person's action. Returns true when the deployment is finished.
-    fn apply_control(self: &Arc<Self>, rec: &mut DeploymentRecord, spec: &AnalysisSpec, judge: &Judge, c: Control, checks: &[CheckReport]) -> Result<bool, EngineError> {
+    fn apply_control(
+        self: &Arc<Self>,
+        rec: &mut DeploymentRecord,
+        spec: &AnalysisSpec,
+        judge: &Judge,
+        c: Control,
+        checks: &[CheckReport],
+    ) -> Result<bool, EngineError> {
         let (what, who, why) = c.describe();
-        let msg = format!("{what} by {who}{}", if why.is_empty() { String::new() } else { format!(": {why}") });
+        let msg = format!(
+            "{what} by {who}{}",
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
+        );
         let id = rec.request.id.clone();
         let mut actions = Vec::new();
         let mut notice = None;
@@ -643,34 +920,75 @@ impl Engine {
                 rec.paused = false;
                 rec.state = State::Analysing;
                 rec.reason = msg.clone();
-                notice = Some((spec.actions.on_fail.clone(), self.notice(rec, NoticeKind::Resumed, format!("Resumed {id}"), msg.clone(), Vec::new())));
+                notice = Some((
+                    spec.actions.on_fail.clone(),
+                    self.notice(
+                        rec,
+                        NoticeKind::Resumed,
+                        format!("Resumed {id}"),
+                        msg.clone(),
+                        Vec::new(),
+                    ),
+                ));
             }
             Control::Promote { .. } => {
                 rec.state = State::Promoted;
                 rec.reason = msg.clone();
                 rec.finished_at = Some(now());
-                let v = Verdict::Promote { reason: msg.clone() };
+                let v = Verdict::Promote {
+                    reason: msg.clone(),
+                };
                 actions = self.owed(rec, &spec.actions.on_pass, "promote", &v, checks);
-                notice = Some((spec.actions.on_pass.clone(), self.notice(rec, NoticeKind::Promoted, format!("Promoted {id} by hand"), msg.clone(), Vec::new())));
+                notice = Some((
+                    spec.actions.on_pass.clone(),
+                    self.notice(
+                        rec,
+                        NoticeKind::Promoted,
+                        format!("Promoted {id} by hand"),
+                        msg.clone(),
+                        Vec::new(),
+                    ),
+                ));
             }
             Control::Abort { .. } => {
                 rec.state = State::Aborted;
                 rec.reason = msg.clone();
                 rec.finished_at = Some(now());
-                let v = Verdict::Rollback { check: "person".into(), reason: msg.clone() };
+                let v = Verdict::Rollback {
+                    check: "person".into(),
+                    reason: msg.clone(),
+                };
                 actions = self.owed(rec, &spec.actions.on_fail, "rollback", &v, checks);
-                notice = Some((spec.actions.on_fail.clone(), self.notice(rec, NoticeKind::Aborted, format!("Aborted {id}"), format!("{msg}; rolling back"), Vec::new())));
+                notice = Some((
+                    spec.actions.on_fail.clone(),
+                    self.notice(
+                        rec,
+                        NoticeKind::Aborted,
+                        format!("Aborted {id}"),
+                        format!("{msg}; rolling back"),
+                        Vec::new(),
+                    ),
+                ));
             }
         }
-        self.persist(rec, judge, vec![("person".into(), msg, serde_json::Value::Null)], &actions)?;
+        self.persist(
+            rec,
+            judge,
+            vec![("person".into(), msg, serde_json::Value::Null)],
+            &actions,
+        )?;
         let names = notice.as_ref().map(|n| n.0.clone()).unwrap_or_default();
         if let Some((names, n)) = &notice {
             self.notifiers.enqueue(names, n);
         }
-        self.actions.start(actions, names, tokio::time::Instant::now());
+        self.actions
+            .start(actions, names, tokio::time::Instant::now());
         if rec.state.is_terminal() {
             let svc = rec.request.service.clone().unwrap_or_default();
-            Telemetry::inc(&self.telemetry.deployments_finished, &[("service", &svc), ("outcome", rec.state.as_str())]);
+            Telemetry::inc(
+                &self.telemetry.deployments_finished,
+                &[("service", &svc), ("outcome", rec.state.as_str())],
+            );
         }
         Ok(rec.state.is_terminal())
     }
@@ -680,9 +998,16 @@ impl Engine {
 /// are checked when actions run, against the current config).
 pub fn compile(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
     let path = std::path::PathBuf::from(&rec.rule_path);
-    let template: AnalysisTemplate = parse_rule_file(&path, &rec.rule_source, None)
-        .map_err(|d| d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; "))?;
-    let mut spec = template.instantiate(&rec.request.params).map_err(|e| e.to_string())?;
+    let template: AnalysisTemplate =
+        parse_rule_file(&path, &rec.rule_source, None).map_err(|d| {
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+    let mut spec = template
+        .instantiate(&rec.request.params)
+        .map_err(|e| e.to_string())?;
     if let Some(o) = &rec.request.timing {
         o.apply(&mut spec.timing)?;
     }
@@ -705,7 +1030,10 @@ fn weight_at(s: &Strategy, i: usize) -> Option<f64> {
 
 fn step_duration(s: &Strategy, spec: &AnalysisSpec) -> Duration {
     match s {
-        Strategy::Canary { steps, step_duration } => step_duration
+        Strategy::Canary {
+            steps,
+            step_duration,
+        } => step_duration
             .as_deref()
             .and_then(|d| crate::units::parse_duration(d).ok())
             .unwrap_or_else(|| spec.timing.min_duration / (steps.len().max(1) as u32)),

@@ -28,8 +28,10 @@ pub struct ArmSpec {
 /// How the rollout proceeds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Default)]
 pub enum Strategy {
     /// A single analysis window: promote or roll back at the end.
+    #[default]
     Analysis,
     /// Traffic steps (percent). At each step the `on_step` hooks get the new weight once the
     /// step has run `step_duration` with no failing check.
@@ -38,12 +40,6 @@ pub enum Strategy {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step_duration: Option<String>,
     },
-}
-
-impl Default for Strategy {
-    fn default() -> Self {
-        Strategy::Analysis
-    }
 }
 
 /// What a pipeline sends to register a deployment (`POST /api/v1/deployments`, `rollguard
@@ -72,16 +68,28 @@ pub struct DeploymentRequest {
 impl DeploymentRequest {
     /// Checks what can be checked without the rules: id syntax, arms present, URLs sane.
     pub fn validate(&self) -> Result<(), String> {
-        if self.id.is_empty() || self.id.len() > 128 || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        if self.id.is_empty()
+            || self.id.len() > 128
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
             return Err("`id` must be 1-128 characters of letters, digits, `-`, `_` or `.`".into());
         }
         for (name, arm) in [("baseline", &self.baseline), ("canary", &self.canary)] {
-            let ways = usize::from(!arm.targets.is_empty()) + usize::from(arm.selector.is_some()) + usize::from(arm.file_sd.is_some());
+            let ways = usize::from(!arm.targets.is_empty())
+                + usize::from(arm.selector.is_some())
+                + usize::from(arm.file_sd.is_some());
             if ways != 1 {
-                return Err(format!("`{name}` needs exactly one of `targets` (URLs to scrape), `selector` (PromQL label matchers) or `file_sd`"));
+                return Err(format!(
+                    "`{name}` needs exactly one of `targets` (URLs to scrape), `selector` (PromQL label matchers) or `file_sd`"
+                ));
             }
             for t in &arm.targets {
-                let ok = url::Url::parse(t).map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some()).unwrap_or(false);
+                let ok = url::Url::parse(t)
+                    .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .unwrap_or(false);
                 if !ok {
                     return Err(format!("`{name}.targets`: `{t}` is not an http(s) URL"));
                 }
@@ -89,21 +97,29 @@ impl DeploymentRequest {
             if arm.targets.len() > 1000 {
                 return Err(format!("`{name}.targets`: at most 1000 targets per arm"));
             }
-            if let Some(w) = arm.weight {
-                if !(w > 0.0 && w <= 100.0) {
-                    return Err(format!("`{name}.weight` must be in (0, 100]"));
-                }
+            if let Some(w) = arm.weight
+                && !(w > 0.0 && w <= 100.0)
+            {
+                return Err(format!("`{name}.weight` must be in (0, 100]"));
             }
         }
         if (self.baseline.selector.is_some()) != (self.canary.selector.is_some()) {
             return Err("both arms must use the same source: `selector` on both (Prometheus) or targets on both".into());
         }
-        if let Strategy::Canary { steps, step_duration } = &self.strategy {
-            if steps.is_empty() || steps.iter().any(|w| !(*w > 0.0 && *w <= 100.0)) || steps.windows(2).any(|w| w[1] <= w[0]) {
+        if let Strategy::Canary {
+            steps,
+            step_duration,
+        } = &self.strategy
+        {
+            if steps.is_empty()
+                || steps.iter().any(|w| !(*w > 0.0 && *w <= 100.0))
+                || steps.windows(2).any(|w| w[1] <= w[0])
+            {
                 return Err("`strategy.steps` must be increasing weights in (0, 100], e.g. [10, 25, 50, 100]".into());
             }
             if let Some(d) = step_duration {
-                crate::units::parse_duration(d).map_err(|e| format!("`strategy.step_duration`: {e}"))?;
+                crate::units::parse_duration(d)
+                    .map_err(|e| format!("`strategy.step_duration`: {e}"))?;
             }
         }
         for (k, v) in &self.labels {
@@ -137,9 +153,14 @@ pub struct TimingOverride {
 impl TimingOverride {
     /// Applies the overrides to an analysis' timing, checking them.
     pub fn apply(&self, t: &mut crate::rules::Timing) -> Result<(), String> {
-        let parse = |v: &Option<String>, name: &str| -> Result<Option<std::time::Duration>, String> {
-            v.as_deref().map(|s| crate::units::parse_duration(s).map_err(|e| format!("`timing.{name}`: {e}"))).transpose()
-        };
+        let parse =
+            |v: &Option<String>, name: &str| -> Result<Option<std::time::Duration>, String> {
+                v.as_deref()
+                    .map(|s| {
+                        crate::units::parse_duration(s).map_err(|e| format!("`timing.{name}`: {e}"))
+                    })
+                    .transpose()
+            };
         if let Some(d) = parse(&self.interval, "interval")? {
             if d < std::time::Duration::from_secs(1) {
                 return Err("`timing.interval` must be at least 1s".into());
@@ -178,7 +199,10 @@ pub enum State {
 
 impl State {
     pub fn is_terminal(self) -> bool {
-        matches!(self, State::Promoted | State::RolledBack | State::Inconclusive | State::Aborted)
+        matches!(
+            self,
+            State::Promoted | State::RolledBack | State::Inconclusive | State::Aborted
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -194,9 +218,17 @@ impl State {
     }
 
     pub fn parse(s: &str) -> Option<State> {
-        [State::Pending, State::Analysing, State::Held, State::Promoted, State::RolledBack, State::Inconclusive, State::Aborted]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        [
+            State::Pending,
+            State::Analysing,
+            State::Held,
+            State::Promoted,
+            State::RolledBack,
+            State::Inconclusive,
+            State::Aborted,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
     }
 }
 

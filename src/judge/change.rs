@@ -38,13 +38,21 @@ pub struct ChangeGrid {
 impl ChangeGrid {
     /// `every` is the number of updates (intervals) per restart period (one minute).
     pub fn new(base: LogGrid, every: u32) -> Self {
-        ChangeGrid { base, restarts: Vec::new(), every: every.max(1), updates: 0 }
+        ChangeGrid {
+            base,
+            restarts: Vec::new(),
+            every: every.max(1),
+            updates: 0,
+        }
     }
 
     /// Adds one interval's log-likelihood `f(param)` to every grid (skipping non-finite
     /// contributions entirely, as [`LogGrid::add`] does).
     pub fn add(&mut self, f: impl Fn(f64) -> f64) -> bool {
-        if self.updates > 0 && self.updates % self.every == 0 && self.restarts.len() < MAX_RESTARTS {
+        if self.updates > 0
+            && self.updates.is_multiple_of(self.every)
+            && self.restarts.len() < MAX_RESTARTS
+        {
             let mut fresh = self.base.clone();
             fresh.reset();
             self.restarts.push((self.updates / self.every, fresh));
@@ -71,7 +79,11 @@ impl ChangeGrid {
             terms.push(-(2.0 * j * (j + 1.0)).ln() + g.ln_e_value_greater());
         }
         // The weights of restarts not started yet belong to processes still at 1.
-        let started: f64 = self.restarts.iter().map(|(j, _)| 1.0 / (2.0 * f64::from(*j) * (f64::from(*j) + 1.0))).sum();
+        let started: f64 = self
+            .restarts
+            .iter()
+            .map(|(j, _)| 1.0 / (2.0 * f64::from(*j) * (f64::from(*j) + 1.0)))
+            .sum();
         let pending = (0.5 - started).max(0.0);
         if pending > 0.0 {
             terms.push(pending.ln());
@@ -101,6 +113,10 @@ mod tests {
         }
         assert!(before < 0.0);
         assert!(g.ln_e_value_greater() > base_only.ln_e_value_greater() - 0.5f64.ln().abs());
-        assert!(g.ln_e_value_greater() > 300f64.ln(), "{}", g.ln_e_value_greater());
+        assert!(
+            g.ln_e_value_greater() > 300f64.ln(),
+            "{}",
+            g.ln_e_value_greater()
+        );
     }
 }

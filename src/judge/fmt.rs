@@ -17,7 +17,11 @@ pub fn count(n: f64) -> String {
         }
         out.push(c);
     }
-    if rounded < 0.0 { format!("-{out}") } else { out }
+    if rounded < 0.0 {
+        format!("-{out}")
+    } else {
+        out
+    }
 }
 
 /// A share as a percentage with sensible precision (`2.31 %`, `0.042 %`).
@@ -83,7 +87,11 @@ pub fn seconds(s: f64) -> String {
 /// A confidence level as words: 0.01 → `99 %`.
 pub fn level(alpha: f64) -> String {
     let c = (1.0 - alpha) * 100.0;
-    if (c - c.round()).abs() < 1e-9 { format!("{c:.0} %") } else { format!("{c:.1} %") }
+    if (c - c.round()).abs() < 1e-9 {
+        format!("{c:.0} %")
+    } else {
+        format!("{c:.1} %")
+    }
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::change::ChangeGrid;
 use super::fmt::{count, evidence, level, times};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
 use super::{ArmValue, Ctx, Effect, Outcome, Partial, mean};
 use crate::rules::Direction;
-use super::change::ChangeGrid;
 use crate::stats::grid::{LogGrid, thinning_loglik};
 use crate::stats::mixture::{best_rho, one_sided_ln_m, two_sided_boundary};
 
@@ -42,7 +42,12 @@ impl GaugeState {
         GaugeState {
             tolerance,
             above,
-            grid: above.map(|_| ChangeGrid::new(LogGrid::new(tolerance.max(1.0), GRID_HALF_WIDTH, GRID_POINTS), per_minute)),
+            grid: above.map(|_| {
+                ChangeGrid::new(
+                    LogGrid::new(tolerance.max(1.0), GRID_HALF_WIDTH, GRID_POINTS),
+                    per_minute,
+                )
+            }),
             counts: [0.0; 4],
             open: Vec::new(),
             blocks: Vec::new(),
@@ -61,7 +66,10 @@ impl GaugeState {
         let (b, c) = (mean(g.baseline), mean(g.canary));
         self.levels = [b, c];
         if ctx.in_warmup {
-            return Partial::pending(format!("warm-up until {}", crate::units::format_duration(ctx.spec.timing.warmup)));
+            return Partial::pending(format!(
+                "warm-up until {}",
+                crate::units::format_duration(ctx.spec.timing.warmup)
+            ));
         }
         match self.above {
             Some(x) => self.saturation(ctx, g.baseline, g.canary, x, worse_when),
@@ -69,11 +77,29 @@ impl GaugeState {
         }
     }
 
-    fn saturation(&mut self, ctx: &Ctx, base: &[f64], can: &[f64], x: f64, worse_when: Direction) -> Partial {
-        let beyond = |v: &&f64| if worse_when == Direction::Higher { **v > x } else { **v < x };
-        let (ea, eb) = (base.iter().filter(beyond).count() as f64, can.iter().filter(beyond).count() as f64);
+    fn saturation(
+        &mut self,
+        ctx: &Ctx,
+        base: &[f64],
+        can: &[f64],
+        x: f64,
+        worse_when: Direction,
+    ) -> Partial {
+        let beyond = |v: &&f64| {
+            if worse_when == Direction::Higher {
+                **v > x
+            } else {
+                **v < x
+            }
+        };
+        let (ea, eb) = (
+            base.iter().filter(beyond).count() as f64,
+            can.iter().filter(beyond).count() as f64,
+        );
         let (na, nb) = (base.len() as f64, can.len() as f64);
-        let Some(grid) = self.grid.as_mut() else { return Partial::pending("internal: no grid") };
+        let Some(grid) = self.grid.as_mut() else {
+            return Partial::pending("internal: no grid");
+        };
         grid.add(|r| thinning_loglik(r, ea, eb, na, nb));
         self.counts[0] += ea;
         self.counts[1] += na;
@@ -82,8 +108,15 @@ impl GaugeState {
         let ln_e = grid.ln_e_value_greater();
         let ev = ln_e.exp();
         let (lo, hi) = grid.base.confidence_interval(ctx.alpha);
-        let (sa, sb) = (self.counts[0] / self.counts[1], self.counts[2] / self.counts[3]);
-        let cmp = if worse_when == Direction::Higher { "above" } else { "below" };
+        let (sa, sb) = (
+            self.counts[0] / self.counts[1],
+            self.counts[2] / self.counts[3],
+        );
+        let cmp = if worse_when == Direction::Higher {
+            "above"
+        } else {
+            "below"
+        };
         let numbers = format!(
             "instance-intervals {cmp} {x}: canary {} of {}, baseline {} of {} (ratio {}, {} bounds {}–{})",
             count(self.counts[2]),
@@ -97,24 +130,58 @@ impl GaugeState {
         );
         let tol = self.tolerance.max(1.0);
         let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (Outcome::Fail, format!("saturated more often than the baseline (evidence {} ≥ {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Fail,
+                format!(
+                    "saturated more often than the baseline (evidence {} ≥ {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         } else if hi <= tol * PASS_MARGIN || (sb == 0.0 && self.counts[3] >= 30.0) {
-            (Outcome::Pass, "not saturated more often than the baseline".into())
+            (
+                Outcome::Pass,
+                "not saturated more often than the baseline".into(),
+            )
         } else {
-            (Outcome::Pending, format!("not enough evidence yet (evidence {} of {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Pending,
+                format!(
+                    "not enough evidence yet (evidence {} of {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         };
         Partial {
             outcome,
             evidence: ev,
-            effect: Some(Effect { measure: format!("ratio of shares {cmp} {x}"), estimate: if sa > 0.0 { sb / sa } else { f64::NAN }, lower: lo, upper: hi, confidence: 1.0 - ctx.alpha, unit: "ratio".into() }),
-            baseline: Some(ArmValue { value: sa, n: self.counts[1] }),
-            canary: Some(ArmValue { value: sb, n: self.counts[3] }),
+            effect: Some(Effect {
+                measure: format!("ratio of shares {cmp} {x}"),
+                estimate: if sa > 0.0 { sb / sa } else { f64::NAN },
+                lower: lo,
+                upper: hi,
+                confidence: 1.0 - ctx.alpha,
+                unit: "ratio".into(),
+            }),
+            baseline: Some(ArmValue {
+                value: sa,
+                n: self.counts[1],
+            }),
+            canary: Some(ArmValue {
+                value: sb,
+                n: self.counts[3],
+            }),
             explanation: format!("{numbers} — {tail}"),
         }
     }
 
     fn level(&mut self, ctx: &Ctx, b: f64, c: f64, worse_when: Direction) -> Partial {
-        let diff = if worse_when == Direction::Higher { c - b } else { b - c };
+        let diff = if worse_when == Direction::Higher {
+            c - b
+        } else {
+            b - c
+        };
         self.open.push(diff - self.tolerance);
         if self.open.len() >= BLOCK {
             let m = mean(&self.open);
@@ -122,9 +189,11 @@ impl GaugeState {
             if self.blocks.len() >= MIN_BLOCKS {
                 // Variance from earlier blocks only (predictable plug-in).
                 let mu = mean(&self.blocks);
-                let var = self.blocks.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (self.blocks.len() - 1) as f64;
+                let var = self.blocks.iter().map(|x| (x - mu).powi(2)).sum::<f64>()
+                    / (self.blocks.len() - 1) as f64;
                 let var = var.max(1e-12 + mu.abs() * 1e-6);
-                self.rho.get_or_insert_with(|| best_rho(10.0 * var, 1.0 / ctx.threshold));
+                self.rho
+                    .get_or_insert_with(|| best_rho(10.0 * var, 1.0 / ctx.threshold));
                 self.s += m;
                 self.v += var;
             }
@@ -132,7 +201,11 @@ impl GaugeState {
         }
         let levels = format!("canary {c:.4} vs baseline {b:.4}");
         let Some(rho) = self.rho.filter(|_| self.v > 0.0) else {
-            return Partial::pending(format!("{levels}; estimating variability ({} of {} one-minute blocks)", self.blocks.len(), MIN_BLOCKS + 1));
+            return Partial::pending(format!(
+                "{levels}; estimating variability ({} of {} one-minute blocks)",
+                self.blocks.len(),
+                MIN_BLOCKS + 1
+            ));
         };
         let ln_m = one_sided_ln_m(self.s, self.v, rho);
         let ev = ln_m.exp();
@@ -150,18 +223,45 @@ impl GaugeState {
             n
         );
         let (outcome, tail) = if ln_m >= ctx.threshold.ln() {
-            (Outcome::Fail, format!("level worse than tolerated (evidence {} ≥ {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Fail,
+                format!(
+                    "level worse than tolerated (evidence {} ≥ {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         } else if hi < 0.0 {
             (Outcome::Pass, "level within the tolerance".to_string())
         } else {
-            (Outcome::Pending, format!("not enough evidence yet (evidence {} of {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Pending,
+                format!(
+                    "not enough evidence yet (evidence {} of {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         };
         Partial {
             outcome,
             evidence: ev,
-            effect: Some(Effect { measure: "level difference beyond tolerance".into(), estimate: est, lower: lo, upper: hi, confidence: 1.0 - ctx.alpha, unit: "level".into() }),
-            baseline: Some(ArmValue { value: self.levels[0], n }),
-            canary: Some(ArmValue { value: self.levels[1], n }),
+            effect: Some(Effect {
+                measure: "level difference beyond tolerance".into(),
+                estimate: est,
+                lower: lo,
+                upper: hi,
+                confidence: 1.0 - ctx.alpha,
+                unit: "level".into(),
+            }),
+            baseline: Some(ArmValue {
+                value: self.levels[0],
+                n,
+            }),
+            canary: Some(ArmValue {
+                value: self.levels[1],
+                n,
+            }),
             explanation: format!("{numbers} — {tail}"),
         }
     }

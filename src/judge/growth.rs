@@ -50,26 +50,52 @@ impl GrowthState {
                 .chunks(2)
                 .map(|w| {
                     let n = w.len() as f64;
-                    (w.iter().map(|p| p.0).sum::<f64>() / n, w.iter().map(|p| p.1).sum::<f64>() / n, w.iter().map(|p| p.2).sum::<f64>() / n)
+                    (
+                        w.iter().map(|p| p.0).sum::<f64>() / n,
+                        w.iter().map(|p| p.1).sum::<f64>() / n,
+                        w.iter().map(|p| p.2).sum::<f64>() / n,
+                    )
                 })
                 .collect();
         }
     }
 
-    pub(crate) fn step(&mut self, ctx: &Ctx, metric: usize, max_extra_slope: f64, limit: Option<f64>, min_time_to_limit: Duration) -> Partial {
+    pub(crate) fn step(
+        &mut self,
+        ctx: &Ctx,
+        metric: usize,
+        max_extra_slope: f64,
+        limit: Option<f64>,
+        min_time_to_limit: Duration,
+    ) -> Partial {
         let g = match ctx.gauges(metric) {
             Ok(g) => g,
             Err(m) => return Partial::missing(m),
         };
         let (b, c) = (mean(g.baseline), mean(g.canary));
         if !(b.is_finite() && c.is_finite()) {
-            return Partial::missing(super::Missing::NoData("no finite values this interval".into()));
+            return Partial::missing(super::Missing::NoData(
+                "no finite values this interval".into(),
+            ));
         }
-        let bytes = ctx.spec.queries.get(metric).is_some_and(|q| q.selector.name.contains("bytes"));
-        let fmt_v = |v: f64| if bytes { crate::units::format_bytes(v) } else { format!("{v:.3}") };
+        let bytes = ctx
+            .spec
+            .queries
+            .get(metric)
+            .is_some_and(|q| q.selector.name.contains("bytes"));
+        let fmt_v = |v: f64| {
+            if bytes {
+                crate::units::format_bytes(v)
+            } else {
+                format!("{v:.3}")
+            }
+        };
         let levels = format!("canary {} vs baseline {}", fmt_v(c), fmt_v(b));
         if ctx.in_warmup {
-            return Partial::pending(format!("warm-up until {} ({levels})", crate::units::format_duration(ctx.spec.timing.warmup)));
+            return Partial::pending(format!(
+                "warm-up until {} ({levels})",
+                crate::units::format_duration(ctx.spec.timing.warmup)
+            ));
         }
         let now = ctx.t.as_secs_f64();
         let w = WINDOW.as_secs_f64();
@@ -77,13 +103,26 @@ impl GrowthState {
         self.recent.push((now, b, c));
         self.recent.retain(|p| p.0 > now - w);
         if now - first >= w && now >= self.next_point_s {
-            let fb = self.recent.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-            let fc = self.recent.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
+            let fb = self
+                .recent
+                .iter()
+                .map(|p| p.1)
+                .fold(f64::INFINITY, f64::min);
+            let fc = self
+                .recent
+                .iter()
+                .map(|p| p.2)
+                .fold(f64::INFINITY, f64::min);
             self.push_point((now / 60.0, fc - fb, fc));
             self.next_point_s = now + w / 4.0;
         }
         let n = self.points.len();
-        let arms = |v: f64| Some(ArmValue { value: v, n: n as f64 });
+        let arms = |v: f64| {
+            Some(ArmValue {
+                value: v,
+                n: n as f64,
+            })
+        };
         if n < MIN_POINTS {
             return Partial {
                 outcome: Outcome::Pending,
@@ -91,7 +130,10 @@ impl GrowthState {
                 effect: None,
                 baseline: arms(b),
                 canary: arms(c),
-                explanation: format!("{levels}; following the post-GC floor ({n} of {MIN_POINTS} trend points, one per {:.0} s)", w / 4.0),
+                explanation: format!(
+                    "{levels}; following the post-GC floor ({n} of {MIN_POINTS} trend points, one per {:.0} s)",
+                    w / 4.0
+                ),
             };
         }
         let t: Vec<f64> = self.points.iter().map(|p| p.0).collect();
@@ -105,8 +147,18 @@ impl GrowthState {
         let Some(ts) = theil_sen(&t, &d, conf) else {
             return Partial::pending(format!("{levels}; not enough distinct points for a trend"));
         };
-        let p_up = mk.map_or(1.0, |m| if m.z > 0.0 { m.p_value / 2.0 } else { 1.0 - m.p_value / 2.0 });
-        let ev = if p_up > 0.0 { 1.0 / p_up } else { f64::INFINITY };
+        let p_up = mk.map_or(1.0, |m| {
+            if m.z > 0.0 {
+                m.p_value / 2.0
+            } else {
+                1.0 - m.p_value / 2.0
+            }
+        });
+        let ev = if p_up > 0.0 {
+            1.0 / p_up
+        } else {
+            f64::INFINITY
+        };
         let c_floor = self.points.last().map_or(c, |p| p.2);
         let projection = limit.and_then(|lim| {
             let floors: Vec<f64> = self.points.iter().map(|p| p.2).collect();
@@ -126,13 +178,37 @@ impl GrowthState {
         );
         let significant = ev >= ctx.threshold;
         let (outcome, tail) = if ts.lower > per_min && significant {
-            (Outcome::Fail, format!("over the {}/min limit (evidence {} ≥ {})", fmt_v(per_min), evidence(ev), evidence(ctx.threshold)))
-        } else if let Some((minutes, lim)) = projection.filter(|(m, _)| *m < min_time_to_limit.as_secs_f64() / 60.0 && ts.lower > 0.0 && significant) {
-            (Outcome::Fail, format!("would reach {} in {:.0} min (limit {})", fmt_v(lim), minutes, crate::units::format_duration(min_time_to_limit)))
+            (
+                Outcome::Fail,
+                format!(
+                    "over the {}/min limit (evidence {} ≥ {})",
+                    fmt_v(per_min),
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
+        } else if let Some((minutes, lim)) = projection.filter(|(m, _)| {
+            *m < min_time_to_limit.as_secs_f64() / 60.0 && ts.lower > 0.0 && significant
+        }) {
+            (
+                Outcome::Fail,
+                format!(
+                    "would reach {} in {:.0} min (limit {})",
+                    fmt_v(lim),
+                    minutes,
+                    crate::units::format_duration(min_time_to_limit)
+                ),
+            )
         } else if ts.upper < per_min {
-            (Outcome::Pass, format!("below the {}/min limit", fmt_v(per_min)))
+            (
+                Outcome::Pass,
+                format!("below the {}/min limit", fmt_v(per_min)),
+            )
         } else {
-            (Outcome::Pending, format!("not enough evidence yet (limit {}/min)", fmt_v(per_min)))
+            (
+                Outcome::Pending,
+                format!("not enough evidence yet (limit {}/min)", fmt_v(per_min)),
+            )
         };
         Partial {
             outcome,
@@ -143,7 +219,11 @@ impl GrowthState {
                 lower: ts.lower,
                 upper: ts.upper,
                 confidence: 1.0 - 2.0 * a,
-                unit: if bytes { "bytes/min".into() } else { "units/min".into() },
+                unit: if bytes {
+                    "bytes/min".into()
+                } else {
+                    "units/min".into()
+                },
             }),
             baseline: arms(b),
             canary: arms(c),

@@ -11,10 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::change::ChangeGrid;
 use super::fmt::{count, evidence, level, pct, seconds, times};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN, clopper_pearson_upper};
 use super::{ArmValue, Ctx, Effect, Missing, Outcome, Partial};
-use super::change::ChangeGrid;
 use crate::stats::fnch::fnch_loglik;
 use crate::stats::grid::LogGrid;
 use crate::stats::quantile::histogram_quantile;
@@ -63,13 +63,22 @@ fn total(b: &[(f64, f64)]) -> Option<f64> {
 
 impl HistogramState {
     pub fn new(tolerance: f64, per_minute: u32) -> Self {
-        HistogramState { tolerance, per_minute, calibration: Vec::new(), edges: Vec::new(), cum: [Vec::new(), Vec::new()], total: [0.0; 2] }
+        HistogramState {
+            tolerance,
+            per_minute,
+            calibration: Vec::new(),
+            edges: Vec::new(),
+            cum: [Vec::new(), Vec::new()],
+            total: [0.0; 2],
+        }
     }
 
     /// For each quantile, the finite edge whose cumulative share in `cal` is nearest to it
     /// (with at least some requests above it).
     fn choose_edges(&mut self, quantiles: &[f64]) {
-        let Some(tot) = total(&self.calibration).filter(|t| *t > 0.0) else { return };
+        let Some(tot) = total(&self.calibration).filter(|t| *t > 0.0) else {
+            return;
+        };
         let mut les: Vec<f64> = Vec::new();
         for &q in quantiles {
             let best = self
@@ -77,20 +86,33 @@ impl HistogramState {
                 .iter()
                 .filter(|(le, c)| le.is_finite() && *c < tot)
                 .min_by(|a, b| ((a.1 / tot) - q).abs().total_cmp(&((b.1 / tot) - q).abs()));
-            if let Some(&(le, _)) = best {
-                if !les.contains(&le) {
-                    les.push(le);
-                }
+            if let Some(&(le, _)) = best
+                && !les.contains(&le)
+            {
+                les.push(le);
             }
         }
         les.sort_by(f64::total_cmp);
         self.edges = les
             .into_iter()
-            .map(|le| Edge { le, grid: ChangeGrid::new(LogGrid::new(self.tolerance, GRID_HALF_WIDTH, GRID_POINTS), self.per_minute), slow: [0.0; 2] })
+            .map(|le| Edge {
+                le,
+                grid: ChangeGrid::new(
+                    LogGrid::new(self.tolerance, GRID_HALF_WIDTH, GRID_POINTS),
+                    self.per_minute,
+                ),
+                slow: [0.0; 2],
+            })
             .collect();
     }
 
-    pub(crate) fn step(&mut self, ctx: &Ctx, metric: usize, quantiles: &[f64], tolerance: f64) -> Partial {
+    pub(crate) fn step(
+        &mut self,
+        ctx: &Ctx,
+        metric: usize,
+        quantiles: &[f64],
+        tolerance: f64,
+    ) -> Partial {
         let b = match ctx.buckets(metric) {
             Ok(b) => b,
             Err(m) => return Partial::missing(m),
@@ -100,26 +122,38 @@ impl HistogramState {
         };
         if ta <= 0.0 || tb <= 0.0 {
             let which = if tb <= 0.0 { "canary" } else { "baseline" };
-            return Partial::missing(Missing::NoData(format!("no observations in the {which} this interval")));
+            return Partial::missing(Missing::NoData(format!(
+                "no observations in the {which} this interval"
+            )));
         }
         if ctx.in_warmup || self.edges.is_empty() {
             add_into(&mut self.calibration, b.baseline);
             if ctx.in_warmup {
-                return Partial::pending(format!("warm-up until {}", crate::units::format_duration(ctx.spec.timing.warmup)));
+                return Partial::pending(format!(
+                    "warm-up until {}",
+                    crate::units::format_duration(ctx.spec.timing.warmup)
+                ));
             }
             self.choose_edges(quantiles);
             if self.edges.is_empty() {
-                return Partial::missing(Missing::NoData("the baseline histogram has no finite bucket with requests above it yet".into()));
+                return Partial::missing(Missing::NoData(
+                    "the baseline histogram has no finite bucket with requests above it yet".into(),
+                ));
             }
             // The interval used to choose the edges is not tested (edges must not depend on
             // the data they are tested on).
             return Partial::pending(format!(
                 "testing requests slower than {}",
-                self.edges.iter().map(|e| seconds(e.le)).collect::<Vec<_>>().join(", ")
+                self.edges
+                    .iter()
+                    .map(|e| seconds(e.le))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         for e in &mut self.edges {
-            let (Some(ca), Some(cb)) = (count_at(b.baseline, e.le), count_at(b.canary, e.le)) else {
+            let (Some(ca), Some(cb)) = (count_at(b.baseline, e.le), count_at(b.canary, e.le))
+            else {
                 return Partial::missing(Missing::NoData(format!(
                     "bucket le=\"{}\" missing in one arm (did the new version change its buckets?)",
                     e.le
@@ -128,7 +162,8 @@ impl HistogramState {
             let slow_a = (ta - ca).max(0.0).round() as u64;
             let slow_b = (tb - cb).max(0.0).round() as u64;
             let (na, nb) = (ta.round() as u64, tb.round() as u64);
-            e.grid.add(|psi| fnch_loglik(psi, slow_b, nb, na, slow_a + slow_b));
+            e.grid
+                .add(|psi| fnch_loglik(psi, slow_b, nb, na, slow_a + slow_b));
             e.slow[0] += slow_a as f64;
             e.slow[1] += slow_b as f64;
         }
@@ -140,17 +175,31 @@ impl HistogramState {
     }
 
     fn report(&self, ctx: &Ctx, quantiles: &[f64], tolerance: f64) -> Partial {
-        let lns: Vec<f64> = self.edges.iter().map(|e| e.grid.ln_e_value_greater()).collect();
+        let lns: Vec<f64> = self
+            .edges
+            .iter()
+            .map(|e| e.grid.ln_e_value_greater())
+            .collect();
         let ln_e = crate::stats::special::log_mean_exp(&lns);
         let ev = ln_e.exp();
         // Report the edge with the strongest evidence.
-        let (wi, _) = lns.iter().enumerate().fold((0, f64::NEG_INFINITY), |acc, (i, &l)| if l > acc.1 { (i, l) } else { acc });
+        let (wi, _) = lns
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f64::NEG_INFINITY),
+                |acc, (i, &l)| if l > acc.1 { (i, l) } else { acc },
+            );
         let w = &self.edges[wi];
         let (lo, hi) = w.grid.base.confidence_interval(ctx.alpha);
         let sa = w.slow[0] / self.total[0];
         let sb = w.slow[1] / self.total[1];
         let odds = |p: f64| p / (1.0 - p);
-        let estimate = if sa > 0.0 && sa < 1.0 && sb < 1.0 { odds(sb) / odds(sa) } else { w.grid.base.mle() };
+        let estimate = if sa > 0.0 && sa < 1.0 && sb < 1.0 {
+            odds(sb) / odds(sa)
+        } else {
+            w.grid.base.mle()
+        };
         let qs: Vec<String> = quantiles
             .iter()
             .map(|&q| {
@@ -178,14 +227,34 @@ impl HistogramState {
         let all_bounded = self.edges.iter().all(|e| {
             let (_, h) = e.grid.base.confidence_interval(ctx.alpha);
             let (a, b) = (e.slow[0] / self.total[0], e.slow[1] / self.total[1]);
-            h <= tolerance * PASS_MARGIN || (b >= 0.0 && clopper_pearson_upper(e.slow[1], self.total[1], ctx.alpha) - a <= NEGLIGIBLE_SLOW_EXCESS)
+            h <= tolerance * PASS_MARGIN
+                || (b >= 0.0
+                    && clopper_pearson_upper(e.slow[1], self.total[1], ctx.alpha) - a
+                        <= NEGLIGIBLE_SLOW_EXCESS)
         });
         let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (Outcome::Fail, format!("slower than the x{tolerance} tolerance (evidence {} ≥ {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Fail,
+                format!(
+                    "slower than the x{tolerance} tolerance (evidence {} ≥ {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         } else if all_bounded {
-            (Outcome::Pass, "no slower than tolerated at any tested edge".to_string())
+            (
+                Outcome::Pass,
+                "no slower than tolerated at any tested edge".to_string(),
+            )
         } else {
-            (Outcome::Pending, format!("not enough evidence yet (evidence {} of {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Pending,
+                format!(
+                    "not enough evidence yet (evidence {} of {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         };
         Partial {
             outcome,
@@ -198,8 +267,14 @@ impl HistogramState {
                 confidence: 1.0 - ctx.alpha,
                 unit: "ratio".into(),
             }),
-            baseline: Some(ArmValue { value: sa, n: self.total[0] }),
-            canary: Some(ArmValue { value: sb, n: self.total[1] }),
+            baseline: Some(ArmValue {
+                value: sa,
+                n: self.total[0],
+            }),
+            canary: Some(ArmValue {
+                value: sb,
+                n: self.total[1],
+            }),
             explanation: format!("{numbers} — {tail}"),
         }
     }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::fmt::level;
 use super::{ArmValue, Ctx, Effect, Outcome, Partial, mean};
 use crate::rules::Direction;
-use crate::stats::mann_whitney::{Classification, Direction as KDir, KayentaConfig, kayenta_classify};
+use crate::stats::mann_whitney::{
+    Classification, Direction as KDir, KayentaConfig, kayenta_classify,
+};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MwState {
@@ -21,7 +23,14 @@ pub struct MwState {
 }
 
 impl MwState {
-    pub(crate) fn step(&mut self, ctx: &Ctx, metric: usize, worse_when: Direction, tolerance: f64, confidence: f64) -> Partial {
+    pub(crate) fn step(
+        &mut self,
+        ctx: &Ctx,
+        metric: usize,
+        worse_when: Direction,
+        tolerance: f64,
+        confidence: f64,
+    ) -> Partial {
         if let Some((o, est, lo, hi, why)) = &self.decided {
             return self.partial(*o, *est, *lo, *hi, why.clone(), confidence);
         }
@@ -30,7 +39,10 @@ impl MwState {
             Err(m) => return Partial::missing(m),
         };
         if ctx.in_warmup {
-            return Partial::pending(format!("warm-up until {}", crate::units::format_duration(ctx.spec.timing.warmup)));
+            return Partial::pending(format!(
+                "warm-up until {}",
+                crate::units::format_duration(ctx.spec.timing.warmup)
+            ));
         }
         self.baseline.push(mean(g.baseline));
         self.canary.push(mean(g.canary));
@@ -44,26 +56,74 @@ impl MwState {
         let cfg = KayentaConfig {
             tolerance,
             confidence,
-            direction: if worse_when == Direction::Higher { KDir::Increase } else { KDir::Decrease },
+            direction: if worse_when == Direction::Higher {
+                KDir::Increase
+            } else {
+                KDir::Decrease
+            },
             ..KayentaConfig::default()
         };
         let r = kayenta_classify(&self.canary, &self.baseline, &cfg);
         let (o, why) = match r.classification {
-            Classification::High | Classification::Low => (Outcome::Fail, "shifted beyond the tolerance (Kayenta classifier)".to_string()),
-            Classification::Pass => (Outcome::Pass, "no shift beyond the tolerance (Kayenta classifier)".to_string()),
+            Classification::High | Classification::Low => (
+                Outcome::Fail,
+                "shifted beyond the tolerance (Kayenta classifier)".to_string(),
+            ),
+            Classification::Pass => (
+                Outcome::Pass,
+                "no shift beyond the tolerance (Kayenta classifier)".to_string(),
+            ),
             Classification::NoData => (Outcome::NoData, "no data in an arm".to_string()),
         };
-        self.decided = Some((o, r.interval.estimate, r.interval.lower, r.interval.upper, why.clone()));
-        self.partial(o, r.interval.estimate, r.interval.lower, r.interval.upper, why, confidence)
+        self.decided = Some((
+            o,
+            r.interval.estimate,
+            r.interval.lower,
+            r.interval.upper,
+            why.clone(),
+        ));
+        self.partial(
+            o,
+            r.interval.estimate,
+            r.interval.lower,
+            r.interval.upper,
+            why,
+            confidence,
+        )
     }
 
-    fn partial(&self, o: Outcome, est: f64, lo: f64, hi: f64, why: String, confidence: f64) -> Partial {
+    fn partial(
+        &self,
+        o: Outcome,
+        est: f64,
+        lo: f64,
+        hi: f64,
+        why: String,
+        confidence: f64,
+    ) -> Partial {
         Partial {
             outcome: o,
-            evidence: if o == Outcome::Fail { f64::INFINITY } else { 0.0 },
-            effect: Some(Effect { measure: "shift (Hodges–Lehmann)".into(), estimate: est, lower: lo, upper: hi, confidence, unit: "level".into() }),
-            baseline: Some(ArmValue { value: mean(&self.baseline), n: self.baseline.len() as f64 }),
-            canary: Some(ArmValue { value: mean(&self.canary), n: self.canary.len() as f64 }),
+            evidence: if o == Outcome::Fail {
+                f64::INFINITY
+            } else {
+                0.0
+            },
+            effect: Some(Effect {
+                measure: "shift (Hodges–Lehmann)".into(),
+                estimate: est,
+                lower: lo,
+                upper: hi,
+                confidence,
+                unit: "level".into(),
+            }),
+            baseline: Some(ArmValue {
+                value: mean(&self.baseline),
+                n: self.baseline.len() as f64,
+            }),
+            canary: Some(ArmValue {
+                value: mean(&self.canary),
+                n: self.canary.len() as f64,
+            }),
             explanation: format!(
                 "canary mean {:.4} vs baseline {:.4}, shift {est:.4} ({} bounds {lo:.4}–{hi:.4}) over {} points — {why}",
                 mean(&self.canary),

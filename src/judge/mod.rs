@@ -15,8 +15,8 @@
 
 mod change;
 mod fmt;
-mod growth;
 mod gauge;
+mod growth;
 mod histogram;
 mod mann_whitney;
 mod ratio;
@@ -70,7 +70,13 @@ pub(crate) mod lenient_f64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() { s.serialize_f64(*v) } else if v.is_nan() { s.serialize_none() } else { s.serialize_f64(v.signum() * f64::MAX) }
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_none()
+        } else {
+            s.serialize_f64(v.signum() * f64::MAX)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -144,7 +150,10 @@ pub enum Verdict {
 
 impl Verdict {
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Verdict::Rollback { .. } | Verdict::Promote { .. } | Verdict::Inconclusive { .. })
+        matches!(
+            self,
+            Verdict::Rollback { .. } | Verdict::Promote { .. } | Verdict::Inconclusive { .. }
+        )
     }
 
     pub fn name(&self) -> &'static str {
@@ -160,7 +169,10 @@ impl Verdict {
     pub fn reason(&self) -> &str {
         match self {
             Verdict::Continue => "",
-            Verdict::Hold { reason } | Verdict::Rollback { reason, .. } | Verdict::Promote { reason } | Verdict::Inconclusive { reason } => reason,
+            Verdict::Hold { reason }
+            | Verdict::Rollback { reason, .. }
+            | Verdict::Promote { reason }
+            | Verdict::Inconclusive { reason } => reason,
         }
     }
 }
@@ -218,11 +230,25 @@ impl Partial {
             Missing::NoData(s) => (Outcome::NoData, format!("no data: {s}")),
             Missing::Error(s) => (Outcome::SourceError, format!("metrics source error: {s}")),
         };
-        Partial { outcome, evidence: f64::NAN, effect: None, baseline: None, canary: None, explanation }
+        Partial {
+            outcome,
+            evidence: f64::NAN,
+            effect: None,
+            baseline: None,
+            canary: None,
+            explanation,
+        }
     }
 
     pub fn pending(explanation: impl Into<String>) -> Partial {
-        Partial { outcome: Outcome::Pending, evidence: f64::NAN, effect: None, baseline: None, canary: None, explanation: explanation.into() }
+        Partial {
+            outcome: Outcome::Pending,
+            evidence: f64::NAN,
+            effect: None,
+            baseline: None,
+            canary: None,
+            explanation: explanation.into(),
+        }
     }
 }
 
@@ -239,7 +265,10 @@ impl Ctx<'_> {
             return Err(Missing::Error(format!("query {i} was not fetched")));
         };
         match (&a.baseline, &a.canary) {
-            (Fetch::Value(b), Fetch::Value(c)) => Ok(Arms { baseline: b, canary: c }),
+            (Fetch::Value(b), Fetch::Value(c)) => Ok(Arms {
+                baseline: b,
+                canary: c,
+            }),
             (Fetch::Error(e), _) => Err(Missing::Error(format!("baseline: {e}"))),
             (_, Fetch::Error(e)) => Err(Missing::Error(format!("canary: {e}"))),
             (Fetch::NoData(e), _) => Err(Missing::NoData(format!("baseline: {e}"))),
@@ -251,7 +280,10 @@ impl Ctx<'_> {
     pub fn counter(&self, i: usize) -> Result<Arms<f64>, Missing> {
         let a = self.get(i)?;
         match (a.baseline, a.canary) {
-            (Observed::Counter(b), Observed::Counter(c)) => Ok(Arms { baseline: *b, canary: *c }),
+            (Observed::Counter(b), Observed::Counter(c)) => Ok(Arms {
+                baseline: *b,
+                canary: *c,
+            }),
             _ => Err(Missing::Error("unexpected value type for a counter".into())),
         }
     }
@@ -260,8 +292,15 @@ impl Ctx<'_> {
     pub fn gauges(&self, i: usize) -> Result<Arms<&[f64]>, Missing> {
         let a = self.get(i)?;
         match (a.baseline, a.canary) {
-            (Observed::Gauge(b), Observed::Gauge(c)) if !b.is_empty() && !c.is_empty() => Ok(Arms { baseline: b, canary: c }),
-            (Observed::Gauge(_), Observed::Gauge(_)) => Err(Missing::NoData("no instance reported a value".into())),
+            (Observed::Gauge(b), Observed::Gauge(c)) if !b.is_empty() && !c.is_empty() => {
+                Ok(Arms {
+                    baseline: b,
+                    canary: c,
+                })
+            }
+            (Observed::Gauge(_), Observed::Gauge(_)) => {
+                Err(Missing::NoData("no instance reported a value".into()))
+            }
             _ => Err(Missing::Error("unexpected value type for a gauge".into())),
         }
     }
@@ -270,15 +309,23 @@ impl Ctx<'_> {
     pub fn buckets(&self, i: usize) -> Result<Arms<&[(f64, f64)]>, Missing> {
         let a = self.get(i)?;
         match (a.baseline, a.canary) {
-            (Observed::Buckets(b), Observed::Buckets(c)) => Ok(Arms { baseline: b, canary: c }),
-            _ => Err(Missing::Error("unexpected value type for a histogram".into())),
+            (Observed::Buckets(b), Observed::Buckets(c)) => Ok(Arms {
+                baseline: b,
+                canary: c,
+            }),
+            _ => Err(Missing::Error(
+                "unexpected value type for a histogram".into(),
+            )),
         }
     }
 }
 
 /// Mean of finite values (NaN when none).
 pub(crate) fn mean(v: &[f64]) -> f64 {
-    let (sum, n) = v.iter().filter(|x| x.is_finite()).fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    let (sum, n) = v
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     if n == 0 { f64::NAN } else { sum / n as f64 }
 }
 
@@ -302,12 +349,22 @@ impl Judge {
             .checks
             .iter()
             .map(|c| match &c.config {
-                CheckConfig::Ratio { tolerance, .. } => CheckState::Ratio(ratio::RatioState::new(*tolerance, per_minute)),
-                CheckConfig::Histogram { tolerance, .. } => CheckState::Histogram(histogram::HistogramState::new(*tolerance, per_minute)),
+                CheckConfig::Ratio { tolerance, .. } => {
+                    CheckState::Ratio(ratio::RatioState::new(*tolerance, per_minute))
+                }
+                CheckConfig::Histogram { tolerance, .. } => {
+                    CheckState::Histogram(histogram::HistogramState::new(*tolerance, per_minute))
+                }
                 CheckConfig::Growth { .. } => CheckState::Growth(growth::GrowthState::default()),
-                CheckConfig::Gauge { tolerance, above, .. } => CheckState::Gauge(gauge::GaugeState::new(*tolerance, *above, per_minute)),
-                CheckConfig::Threshold { .. } => CheckState::Threshold(threshold::ThresholdState::new(&c.config)),
-                CheckConfig::MannWhitney { .. } => CheckState::MannWhitney(mann_whitney::MwState::default()),
+                CheckConfig::Gauge {
+                    tolerance, above, ..
+                } => CheckState::Gauge(gauge::GaugeState::new(*tolerance, *above, per_minute)),
+                CheckConfig::Threshold { .. } => {
+                    CheckState::Threshold(threshold::ThresholdState::new(&c.config))
+                }
+                CheckConfig::MannWhitney { .. } => {
+                    CheckState::MannWhitney(mann_whitney::MwState::default())
+                }
             })
             .collect();
         Judge {
@@ -329,7 +386,13 @@ impl Judge {
 
     /// Feeds one interval. `t` is the analysis time at the end of the interval;
     /// `expected_canary_share` (0-1) enables the traffic-split check.
-    pub fn step(&mut self, spec: &AnalysisSpec, t: Duration, frame: &Frame, expected_canary_share: Option<f64>) -> Step {
+    pub fn step(
+        &mut self,
+        spec: &AnalysisSpec,
+        t: Duration,
+        frame: &Frame,
+        expected_canary_share: Option<f64>,
+    ) -> Step {
         let m = spec.acting_checks() as f64;
         let ctx = Ctx {
             t,
@@ -343,21 +406,59 @@ impl Judge {
         let mut newly_failed = Vec::new();
         for (i, (c, state)) in spec.checks.iter().zip(self.checks.iter_mut()).enumerate() {
             let mut p = match (state, &c.config) {
-                (CheckState::Ratio(s), CheckConfig::Ratio { errors, requests, tolerance, worse_when }) => {
-                    s.step(&ctx, c, *errors, *requests, *tolerance, *worse_when)
-                }
-                (CheckState::Histogram(s), CheckConfig::Histogram { metric, quantiles, tolerance }) => {
-                    s.step(&ctx, *metric, quantiles, *tolerance)
-                }
-                (CheckState::Growth(s), CheckConfig::Growth { metric, max_extra_slope, limit, min_time_to_limit }) => {
-                    s.step(&ctx, *metric, *max_extra_slope, *limit, *min_time_to_limit)
-                }
-                (CheckState::Gauge(s), CheckConfig::Gauge { metric, worse_when, .. }) => s.step(&ctx, *metric, *worse_when),
-                (CheckState::Threshold(s), CheckConfig::Threshold { source, max, min, for_ }) => s.step(&ctx, source, *max, *min, *for_),
-                (CheckState::MannWhitney(s), CheckConfig::MannWhitney { metric, worse_when, tolerance, confidence }) => {
-                    s.step(&ctx, *metric, *worse_when, *tolerance, *confidence)
-                }
-                _ => Partial::missing(Missing::Error("internal: check state does not match its rule".into())),
+                (
+                    CheckState::Ratio(s),
+                    CheckConfig::Ratio {
+                        errors,
+                        requests,
+                        tolerance,
+                        worse_when,
+                    },
+                ) => s.step(&ctx, c, *errors, *requests, *tolerance, *worse_when),
+                (
+                    CheckState::Histogram(s),
+                    CheckConfig::Histogram {
+                        metric,
+                        quantiles,
+                        tolerance,
+                    },
+                ) => s.step(&ctx, *metric, quantiles, *tolerance),
+                (
+                    CheckState::Growth(s),
+                    CheckConfig::Growth {
+                        metric,
+                        max_extra_slope,
+                        limit,
+                        min_time_to_limit,
+                    },
+                ) => s.step(&ctx, *metric, *max_extra_slope, *limit, *min_time_to_limit),
+                (
+                    CheckState::Gauge(s),
+                    CheckConfig::Gauge {
+                        metric, worse_when, ..
+                    },
+                ) => s.step(&ctx, *metric, *worse_when),
+                (
+                    CheckState::Threshold(s),
+                    CheckConfig::Threshold {
+                        source,
+                        max,
+                        min,
+                        for_,
+                    },
+                ) => s.step(&ctx, source, *max, *min, *for_),
+                (
+                    CheckState::MannWhitney(s),
+                    CheckConfig::MannWhitney {
+                        metric,
+                        worse_when,
+                        tolerance,
+                        confidence,
+                    },
+                ) => s.step(&ctx, *metric, *worse_when, *tolerance, *confidence),
+                _ => Partial::missing(Missing::Error(
+                    "internal: check state does not match its rule".into(),
+                )),
             };
             // A failure is final: the e-process crossed its threshold once and for all.
             if self.last_outcomes[i] == Outcome::Fail && p.outcome != Outcome::Fail {
@@ -389,50 +490,95 @@ impl Judge {
         }
         let traffic = expected_canary_share.and_then(|share| self.traffic.step(&ctx, share));
         let (verdict, shadow) = self.decide(spec, t, &reports, traffic.as_ref());
-        Step { t, verdict, checks: reports, traffic, newly_failed, shadow }
+        Step {
+            t,
+            verdict,
+            checks: reports,
+            traffic,
+            newly_failed,
+            shadow,
+        }
     }
 
-    fn decide(&self, spec: &AnalysisSpec, t: Duration, reports: &[CheckReport], traffic: Option<&CheckReport>) -> (Verdict, Vec<String>) {
+    fn decide(
+        &self,
+        spec: &AnalysisSpec,
+        t: Duration,
+        reports: &[CheckReport],
+        traffic: Option<&CheckReport>,
+    ) -> (Verdict, Vec<String>) {
         let mut shadow = Vec::new();
         let mut hold: Option<String> = None;
         for r in reports.iter().filter(|r| r.outcome == Outcome::Fail) {
             match r.enforce {
                 Enforcement::Rollback => {
-                    return (Verdict::Rollback { check: r.name.clone(), reason: format!("{}: {}", r.name, r.explanation) }, shadow);
+                    return (
+                        Verdict::Rollback {
+                            check: r.name.clone(),
+                            reason: format!("{}: {}", r.name, r.explanation),
+                        },
+                        shadow,
+                    );
                 }
                 Enforcement::Hold => {
-                    hold.get_or_insert_with(|| format!("{} is failing (hold): {}", r.name, r.explanation));
+                    hold.get_or_insert_with(|| {
+                        format!("{} is failing (hold): {}", r.name, r.explanation)
+                    });
                 }
                 Enforcement::Notify => {}
-                Enforcement::Shadow => shadow.push(format!("shadow check {} would fail: {}", r.name, r.explanation)),
+                Enforcement::Shadow => shadow.push(format!(
+                    "shadow check {} would fail: {}",
+                    r.name, r.explanation
+                )),
             }
         }
-        if let Some(tr) = traffic {
-            if tr.outcome == Outcome::Fail {
-                return (Verdict::Inconclusive { reason: format!("traffic misrouted: {}", tr.explanation) }, shadow);
-            }
+        if let Some(tr) = traffic
+            && tr.outcome == Outcome::Fail
+        {
+            return (
+                Verdict::Inconclusive {
+                    reason: format!("traffic misrouted: {}", tr.explanation),
+                },
+                shadow,
+            );
         }
         let acting = |r: &&CheckReport| r.enforce != Enforcement::Shadow;
         if hold.is_none() {
-            for (r, since) in reports.iter().zip(&self.missing_since).filter(|(r, _)| acting(r)) {
-                if let Some(s) = since {
-                    if t.saturating_sub(*s) >= spec.timing.no_data_grace {
-                        let what = if r.outcome == Outcome::SourceError { "metrics source failing" } else { "no data" };
-                        hold = Some(format!(
-                            "{what} for {} for {}: {}",
-                            r.name,
-                            crate::units::format_duration(t.saturating_sub(*s)),
-                            r.explanation
-                        ));
-                        break;
-                    }
+            for (r, since) in reports
+                .iter()
+                .zip(&self.missing_since)
+                .filter(|(r, _)| acting(r))
+            {
+                if let Some(s) = since
+                    && t.saturating_sub(*s) >= spec.timing.no_data_grace
+                {
+                    let what = if r.outcome == Outcome::SourceError {
+                        "metrics source failing"
+                    } else {
+                        "no data"
+                    };
+                    hold = Some(format!(
+                        "{what} for {} for {}: {}",
+                        r.name,
+                        crate::units::format_duration(t.saturating_sub(*s)),
+                        r.explanation
+                    ));
+                    break;
                 }
             }
         }
-        let all_pass = reports.iter().filter(acting).all(|r| r.outcome == Outcome::Pass);
+        let all_pass = reports
+            .iter()
+            .filter(acting)
+            .all(|r| r.outcome == Outcome::Pass);
         if t >= spec.timing.max_duration {
             if all_pass && hold.is_none() {
-                return (Verdict::Promote { reason: "every check passed by the maximum duration".into() }, shadow);
+                return (
+                    Verdict::Promote {
+                        reason: "every check passed by the maximum duration".into(),
+                    },
+                    shadow,
+                );
             }
             let open: Vec<String> = reports
                 .iter()
@@ -443,7 +589,11 @@ impl Judge {
             let why = hold.map(|h| format!("; {h}")).unwrap_or_default();
             return (
                 Verdict::Inconclusive {
-                    reason: format!("maximum duration {} reached without enough evidence: {}{why}", crate::units::format_duration(spec.timing.max_duration), open.join(", ")),
+                    reason: format!(
+                        "maximum duration {} reached without enough evidence: {}{why}",
+                        crate::units::format_duration(spec.timing.max_duration),
+                        open.join(", ")
+                    ),
                 },
                 shadow,
             );
@@ -452,7 +602,12 @@ impl Judge {
             return (Verdict::Hold { reason: h }, shadow);
         }
         if t >= spec.timing.min_duration && all_pass {
-            return (Verdict::Promote { reason: "every check shows the canary is no worse than its tolerance".into() }, shadow);
+            return (
+                Verdict::Promote {
+                    reason: "every check shows the canary is no worse than its tolerance".into(),
+                },
+                shadow,
+            );
         }
         (Verdict::Continue, shadow)
     }

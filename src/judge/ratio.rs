@@ -11,10 +11,10 @@
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{Beta, ContinuousCDF};
 
+use super::change::ChangeGrid;
 use super::fmt::{count, evidence, level, pct, times};
 use super::{ArmValue, Ctx, Effect, Missing, Outcome, Partial};
 use crate::rules::{CheckSpec, Direction};
-use super::change::ChangeGrid;
 use crate::stats::grid::{LogGrid, thinning_loglik};
 
 /// The upper confidence bound must be within this factor of the tolerance to pass.
@@ -39,32 +39,57 @@ pub struct RatioState {
 impl RatioState {
     pub fn new(tolerance: f64, per_minute: u32) -> Self {
         RatioState {
-            grid: ChangeGrid::new(LogGrid::new(tolerance, GRID_HALF_WIDTH, GRID_POINTS), per_minute),
+            grid: ChangeGrid::new(
+                LogGrid::new(tolerance, GRID_HALF_WIDTH, GRID_POINTS),
+                per_minute,
+            ),
             events: [0.0; 2],
             exposure: [0.0; 2],
             intervals: 0,
         }
     }
 
-    pub(crate) fn step(&mut self, ctx: &Ctx, check: &CheckSpec, errors: usize, requests: usize, tolerance: f64, worse_when: Direction) -> Partial {
+    pub(crate) fn step(
+        &mut self,
+        ctx: &Ctx,
+        check: &CheckSpec,
+        errors: usize,
+        requests: usize,
+        tolerance: f64,
+        worse_when: Direction,
+    ) -> Partial {
         let (e, n) = match (ctx.counter(errors), ctx.counter(requests)) {
             (Ok(e), Ok(n)) => (e, n),
             (Err(m), _) | (_, Err(m)) => return Partial::missing(m),
         };
         if n.baseline <= 0.0 || n.canary <= 0.0 {
-            let which = if n.canary <= 0.0 { "canary" } else { "baseline" };
-            return Partial::missing(Missing::NoData(format!("no requests in the {which} this interval")));
+            let which = if n.canary <= 0.0 {
+                "canary"
+            } else {
+                "baseline"
+            };
+            return Partial::missing(Missing::NoData(format!(
+                "no requests in the {which} this interval"
+            )));
         }
         // With `worse_when: lower` (a success ratio) the complement is what must not rise.
         let pick = |ev: f64, ex: f64| {
             let ev = ev.clamp(0.0, ex);
-            if worse_when == Direction::Lower { ex - ev } else { ev }
+            if worse_when == Direction::Lower {
+                ex - ev
+            } else {
+                ev
+            }
         };
         let (ea, eb) = (pick(e.baseline, n.baseline), pick(e.canary, n.canary));
         if ctx.in_warmup {
-            return Partial::pending(format!("warm-up until {}", crate::units::format_duration(ctx.spec.timing.warmup)));
+            return Partial::pending(format!(
+                "warm-up until {}",
+                crate::units::format_duration(ctx.spec.timing.warmup)
+            ));
         }
-        self.grid.add(|r| thinning_loglik(r, ea, eb, n.baseline, n.canary));
+        self.grid
+            .add(|r| thinning_loglik(r, ea, eb, n.baseline, n.canary));
         self.events[0] += ea;
         self.events[1] += eb;
         self.exposure[0] += n.baseline;
@@ -73,14 +98,28 @@ impl RatioState {
         self.report(ctx, check, tolerance, worse_when)
     }
 
-    fn report(&self, ctx: &Ctx, check: &CheckSpec, tolerance: f64, worse_when: Direction) -> Partial {
+    fn report(
+        &self,
+        ctx: &Ctx,
+        check: &CheckSpec,
+        tolerance: f64,
+        worse_when: Direction,
+    ) -> Partial {
         let ln_e = self.grid.ln_e_value_greater();
         let ev = ln_e.exp();
         let (lo, hi) = self.grid.base.confidence_interval(ctx.alpha);
         let pa = self.events[0] / self.exposure[0];
         let pb = self.events[1] / self.exposure[1];
-        let estimate = if self.events[0] > 0.0 && self.exposure[1] > 0.0 { pb / pa } else { self.grid.base.mle() };
-        let what = if worse_when == Direction::Lower { format!("{} shortfall", check.name) } else { check.name.clone() };
+        let estimate = if self.events[0] > 0.0 && self.exposure[1] > 0.0 {
+            pb / pa
+        } else {
+            self.grid.base.mle()
+        };
+        let what = if worse_when == Direction::Lower {
+            format!("{} shortfall", check.name)
+        } else {
+            check.name.clone()
+        };
         let numbers = format!(
             "canary {what} {} vs baseline {} ({}, {} bounds {}–{}) over {} / {} requests",
             pct(pb),
@@ -94,13 +133,36 @@ impl RatioState {
         );
         let canary_upper = clopper_pearson_upper(self.events[1], self.exposure[1], ctx.alpha);
         let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (Outcome::Fail, format!("worse than the x{tolerance} tolerance (evidence {} ≥ {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Fail,
+                format!(
+                    "worse than the x{tolerance} tolerance (evidence {} ≥ {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         } else if hi <= tolerance * PASS_MARGIN {
-            (Outcome::Pass, format!("no worse than tolerated (upper bound {})", times(hi)))
+            (
+                Outcome::Pass,
+                format!("no worse than tolerated (upper bound {})", times(hi)),
+            )
         } else if canary_upper - pa <= NEGLIGIBLE_EXCESS && self.exposure[1] > 0.0 {
-            (Outcome::Pass, format!("any excess is negligible (canary at most {})", pct(canary_upper)))
+            (
+                Outcome::Pass,
+                format!(
+                    "any excess is negligible (canary at most {})",
+                    pct(canary_upper)
+                ),
+            )
         } else {
-            (Outcome::Pending, format!("not enough evidence yet (evidence {} of {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Pending,
+                format!(
+                    "not enough evidence yet (evidence {} of {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         };
         Partial {
             outcome,
@@ -113,8 +175,14 @@ impl RatioState {
                 confidence: 1.0 - ctx.alpha,
                 unit: "ratio".into(),
             }),
-            baseline: Some(ArmValue { value: pa, n: self.exposure[0] }),
-            canary: Some(ArmValue { value: pb, n: self.exposure[1] }),
+            baseline: Some(ArmValue {
+                value: pa,
+                n: self.exposure[0],
+            }),
+            canary: Some(ArmValue {
+                value: pb,
+                n: self.exposure[1],
+            }),
             explanation: format!("{numbers} — {tail}"),
         }
     }
@@ -122,7 +190,7 @@ impl RatioState {
 
 /// One-sided Clopper–Pearson upper bound on a binomial proportion at level 1 − alpha.
 pub(crate) fn clopper_pearson_upper(events: f64, n: f64, alpha: f64) -> f64 {
-    if !(n > 0.0) || !(events >= 0.0) {
+    if n.is_nan() || n <= 0.0 || events.is_nan() || events < 0.0 {
         return 1.0;
     }
     let x = events.min(n);

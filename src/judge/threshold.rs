@@ -37,17 +37,37 @@ fn prob(o: f64) -> f64 {
 impl ThresholdState {
     pub fn new(cfg: &CheckConfig) -> Self {
         let grid = match cfg {
-            CheckConfig::Threshold { source: ThresholdSource::Ratio { .. }, max, min, .. } => {
+            CheckConfig::Threshold {
+                source: ThresholdSource::Ratio { .. },
+                max,
+                min,
+                ..
+            } => {
                 // A `min` on a ratio guards the complement (a success ratio below min).
-                let limit = max.or(min.map(|m| 1.0 - m)).unwrap_or(0.5).clamp(1e-9, 1.0 - 1e-9);
+                let limit = max
+                    .or(min.map(|m| 1.0 - m))
+                    .unwrap_or(0.5)
+                    .clamp(1e-9, 1.0 - 1e-9);
                 Some(LogGrid::new(odds(limit), GRID_HALF_WIDTH, GRID_POINTS))
             }
             _ => None,
         };
-        ThresholdState { grid, events: 0.0, exposure: 0.0, beyond_since: None }
+        ThresholdState {
+            grid,
+            events: 0.0,
+            exposure: 0.0,
+            beyond_since: None,
+        }
     }
 
-    pub(crate) fn step(&mut self, ctx: &Ctx, source: &ThresholdSource, max: Option<f64>, min: Option<f64>, for_: Duration) -> Partial {
+    pub(crate) fn step(
+        &mut self,
+        ctx: &Ctx,
+        source: &ThresholdSource,
+        max: Option<f64>,
+        min: Option<f64>,
+        for_: Duration,
+    ) -> Partial {
         match source {
             ThresholdSource::Ratio { errors, requests } => self.ratio(ctx, *errors, *requests, max),
             ThresholdSource::Gauge { metric } => self.gauge(ctx, *metric, max, min, for_),
@@ -63,7 +83,10 @@ impl ThresholdState {
             return Partial::missing(Missing::NoData("no canary requests this interval".into()));
         }
         if ctx.in_warmup {
-            return Partial::pending(format!("warm-up until {}", crate::units::format_duration(ctx.spec.timing.warmup)));
+            return Partial::pending(format!(
+                "warm-up until {}",
+                crate::units::format_duration(ctx.spec.timing.warmup)
+            ));
         }
         let Some(grid) = self.grid.as_mut() else {
             return Partial::missing(Missing::Error("internal: threshold grid missing".into()));
@@ -99,23 +122,54 @@ impl ThresholdState {
             pct(if max.is_some() { hi } else { 1.0 - lo }),
         );
         let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (Outcome::Fail, format!("beyond the absolute limit (evidence {} ≥ {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Fail,
+                format!(
+                    "beyond the absolute limit (evidence {} ≥ {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         } else if hi < limit {
             (Outcome::Pass, "within the limit".to_string())
         } else {
-            (Outcome::Pending, format!("not enough evidence yet (evidence {} of {})", evidence(ev), evidence(ctx.threshold)))
+            (
+                Outcome::Pending,
+                format!(
+                    "not enough evidence yet (evidence {} of {})",
+                    evidence(ev),
+                    evidence(ctx.threshold)
+                ),
+            )
         };
         Partial {
             outcome,
             evidence: ev,
-            effect: Some(Effect { measure: "canary ratio".into(), estimate: shown, lower: lo, upper: hi, confidence: 1.0 - ctx.alpha, unit: "ratio".into() }),
+            effect: Some(Effect {
+                measure: "canary ratio".into(),
+                estimate: shown,
+                lower: lo,
+                upper: hi,
+                confidence: 1.0 - ctx.alpha,
+                unit: "ratio".into(),
+            }),
             baseline: None,
-            canary: Some(ArmValue { value: shown, n: self.exposure }),
+            canary: Some(ArmValue {
+                value: shown,
+                n: self.exposure,
+            }),
             explanation: format!("{numbers} — {tail}"),
         }
     }
 
-    fn gauge(&mut self, ctx: &Ctx, metric: usize, max: Option<f64>, min: Option<f64>, for_: Duration) -> Partial {
+    fn gauge(
+        &mut self,
+        ctx: &Ctx,
+        metric: usize,
+        max: Option<f64>,
+        min: Option<f64>,
+        for_: Duration,
+    ) -> Partial {
         let g = match ctx.gauges(metric) {
             Ok(g) => g,
             Err(m) => return Partial::missing(m),
@@ -123,14 +177,20 @@ impl ThresholdState {
         let v = mean(g.canary);
         let beyond = max.is_some_and(|m| v > m) || min.is_some_and(|m| v < m);
         if ctx.in_warmup {
-            return Partial::pending(format!("warm-up until {}", crate::units::format_duration(ctx.spec.timing.warmup)));
+            return Partial::pending(format!(
+                "warm-up until {}",
+                crate::units::format_duration(ctx.spec.timing.warmup)
+            ));
         }
         if beyond {
             self.beyond_since.get_or_insert(ctx.t);
         } else {
             self.beyond_since = None;
         }
-        let held = self.beyond_since.map(|s| ctx.t.saturating_sub(s)).unwrap_or_default();
+        let held = self
+            .beyond_since
+            .map(|s| ctx.t.saturating_sub(s))
+            .unwrap_or_default();
         let limit = match (max, min) {
             (Some(m), _) => format!("above {m}"),
             (None, Some(m)) => format!("below {m}"),
@@ -138,18 +198,38 @@ impl ThresholdState {
         };
         let secs = held.as_secs_f64();
         let (outcome, tail) = if beyond && held >= for_ {
-            (Outcome::Fail, format!("{limit} for {}", crate::units::format_duration(held)))
+            (
+                Outcome::Fail,
+                format!("{limit} for {}", crate::units::format_duration(held)),
+            )
         } else if beyond {
-            (Outcome::Pending, format!("{limit} for {} of {}", crate::units::format_duration(held), crate::units::format_duration(for_)))
+            (
+                Outcome::Pending,
+                format!(
+                    "{limit} for {} of {}",
+                    crate::units::format_duration(held),
+                    crate::units::format_duration(for_)
+                ),
+            )
         } else {
             (Outcome::Pass, format!("not {limit}"))
         };
         Partial {
             outcome,
-            evidence: if outcome == Outcome::Fail { f64::INFINITY } else { secs },
+            evidence: if outcome == Outcome::Fail {
+                f64::INFINITY
+            } else {
+                secs
+            },
             effect: None,
-            baseline: Some(ArmValue { value: mean(g.baseline), n: g.baseline.len() as f64 }),
-            canary: Some(ArmValue { value: v, n: g.canary.len() as f64 }),
+            baseline: Some(ArmValue {
+                value: mean(g.baseline),
+                n: g.baseline.len() as f64,
+            }),
+            canary: Some(ArmValue {
+                value: v,
+                n: g.canary.len() as f64,
+            }),
             explanation: format!("canary {v:.4} (baseline {:.4}) — {tail}", mean(g.baseline)),
         }
     }

@@ -55,15 +55,36 @@ impl TrafficState {
         Some(CheckReport {
             name: "traffic-split".into(),
             kind: CheckKind::Ratio,
-            outcome: if misrouted { Outcome::Fail } else { Outcome::Pass },
+            outcome: if misrouted {
+                Outcome::Fail
+            } else {
+                Outcome::Pass
+            },
             enforce: Enforcement::Hold,
             critical: false,
             evidence: if misrouted { f64::INFINITY } else { 0.0 },
             threshold: ctx.threshold,
-            effect: Some(Effect { measure: "canary share of requests".into(), estimate: observed, lower: lo, upper: hi, confidence: 1.0 - ctx.alpha, unit: "share".into() }),
-            baseline: Some(ArmValue { value: 1.0 - observed, n: na }),
-            canary: Some(ArmValue { value: observed, n: nb }),
-            explanation: if misrouted { format!("{explanation} — traffic is misrouted") } else { format!("{explanation} — as configured") },
+            effect: Some(Effect {
+                measure: "canary share of requests".into(),
+                estimate: observed,
+                lower: lo,
+                upper: hi,
+                confidence: 1.0 - ctx.alpha,
+                unit: "share".into(),
+            }),
+            baseline: Some(ArmValue {
+                value: 1.0 - observed,
+                n: na,
+            }),
+            canary: Some(ArmValue {
+                value: observed,
+                n: nb,
+            }),
+            explanation: if misrouted {
+                format!("{explanation} — traffic is misrouted")
+            } else {
+                format!("{explanation} — as configured")
+            },
         })
     }
 }

@@ -19,12 +19,16 @@ pub fn read_targets(path: &Path) -> Result<Vec<String>, String> {
     let groups: Vec<Group> = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
     } else {
-        serde_saphyr::from_str(&text).map_err(|e| crate::diag::Diagnostic::from_yaml(path, &e).to_string())?
+        serde_saphyr::from_str(&text)
+            .map_err(|e| crate::diag::Diagnostic::from_yaml(path, &e).to_string())?
     };
     let mut urls = Vec::new();
     for g in groups {
         let scheme = g.labels.get("__scheme__").map_or("http", String::as_str);
-        let mp = g.labels.get("__metrics_path__").map_or("/metrics", String::as_str);
+        let mp = g
+            .labels
+            .get("__metrics_path__")
+            .map_or("/metrics", String::as_str);
         for t in g.targets {
             urls.push(format!("{scheme}://{t}{mp}"));
         }
@@ -40,8 +44,15 @@ mod tests {
     fn json_and_yaml() {
         let dir = tempfile::tempdir().unwrap();
         let j = dir.path().join("t.json");
-        std::fs::write(&j, r#"[{"targets":["a:9100","b:9100"],"labels":{"__metrics_path__":"/m"}}]"#).unwrap();
-        assert_eq!(read_targets(&j).unwrap(), vec!["http://a:9100/m", "http://b:9100/m"]);
+        std::fs::write(
+            &j,
+            r#"[{"targets":["a:9100","b:9100"],"labels":{"__metrics_path__":"/m"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            read_targets(&j).unwrap(),
+            vec!["http://a:9100/m", "http://b:9100/m"]
+        );
         let y = dir.path().join("t.yaml");
         std::fs::write(&y, "- targets: ['c:1']\n  labels: {__scheme__: https}\n").unwrap();
         assert_eq!(read_targets(&y).unwrap(), vec!["https://c:1/metrics"]);

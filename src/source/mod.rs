@@ -31,8 +31,14 @@ pub enum ArmTargets {
 
 /// A deployment's source, with the per-arm counter memory.
 pub enum Source {
-    Scrape { scraper: Arc<scrape::Scraper>, arms: Arms<ArmTargets> },
-    Prometheus { client: Arc<promql::PromClient>, arms: Arms<Vec<Matcher>> },
+    Scrape {
+        scraper: Arc<scrape::Scraper>,
+        arms: Arms<ArmTargets>,
+    },
+    Prometheus {
+        client: Arc<promql::PromClient>,
+        arms: Arms<Vec<Matcher>>,
+    },
 }
 
 /// A source plus the counter memory of both arms.
@@ -45,7 +51,12 @@ pub struct DeploymentSource {
 
 impl DeploymentSource {
     pub fn new(source: Source, deployment: &str, telemetry: Arc<Telemetry>) -> Self {
-        DeploymentSource { source, collectors: Arms::default(), deployment: deployment.to_string(), telemetry }
+        DeploymentSource {
+            source,
+            collectors: Arms::default(),
+            deployment: deployment.to_string(),
+            telemetry,
+        }
     }
 
     /// Fetches every query for both arms for the interval ending now.
@@ -53,13 +64,31 @@ impl DeploymentSource {
         let (b, c) = match &self.source {
             Source::Scrape { scraper, arms } => {
                 let (b, c) = tokio::join!(
-                    scrape_arm(scraper, &arms.baseline, "baseline", &self.deployment, &self.telemetry),
-                    scrape_arm(scraper, &arms.canary, "canary", &self.deployment, &self.telemetry)
+                    scrape_arm(
+                        scraper,
+                        &arms.baseline,
+                        "baseline",
+                        &self.deployment,
+                        &self.telemetry
+                    ),
+                    scrape_arm(
+                        scraper,
+                        &arms.canary,
+                        "canary",
+                        &self.deployment,
+                        &self.telemetry
+                    )
                 );
-                (self.collect_scraped(queries, b, true), self.collect_scraped(queries, c, false))
+                (
+                    self.collect_scraped(queries, b, true),
+                    self.collect_scraped(queries, c, false),
+                )
             }
             Source::Prometheus { client, arms } => {
-                let (b, c) = tokio::join!(client.fetch_arm(queries, &arms.baseline), client.fetch_arm(queries, &arms.canary));
+                let (b, c) = tokio::join!(
+                    client.fetch_arm(queries, &arms.baseline),
+                    client.fetch_arm(queries, &arms.canary)
+                );
                 if b.is_err() || c.is_err() {
                     Telemetry::inc(&self.telemetry.source_errors, &[("source", "prometheus")]);
                 }
@@ -69,10 +98,21 @@ impl DeploymentSource {
                 )
             }
         };
-        Frame { values: b.into_iter().zip(c).map(|(baseline, canary)| Arms { baseline, canary }).collect() }
+        Frame {
+            values: b
+                .into_iter()
+                .zip(c)
+                .map(|(baseline, canary)| Arms { baseline, canary })
+                .collect(),
+        }
     }
 
-    fn collect_scraped(&mut self, queries: &[MetricQuery], fetched: Vec<(String, Result<scrape::Body, String>)>, baseline: bool) -> Vec<Fetch> {
+    fn collect_scraped(
+        &mut self,
+        queries: &[MetricQuery],
+        fetched: Vec<(String, Result<scrape::Body, String>)>,
+        baseline: bool,
+    ) -> Vec<Fetch> {
         let strict = match &self.source {
             Source::Scrape { scraper, .. } => scraper.strict(),
             Source::Prometheus { .. } => true,
@@ -83,7 +123,11 @@ impl DeploymentSource {
                 let p = match r {
                     Ok(body) => scrape::parse_body(body, strict).map_err(|e| {
                         Telemetry::inc(&self.telemetry.scrape_errors, &[("reason", e.reason())]);
-                        Telemetry::set(&self.telemetry.target_up, &[("deployment", &self.deployment), ("target", t)], 0);
+                        Telemetry::set(
+                            &self.telemetry.target_up,
+                            &[("deployment", &self.deployment), ("target", t)],
+                            0,
+                        );
                         e.to_string()
                     }),
                     Err(e) => Err(e.clone()),
@@ -93,9 +137,19 @@ impl DeploymentSource {
             .collect();
         let targets: Vec<TargetSamples<'_, crate::expo::Sample<'_>>> = parsed
             .iter()
-            .map(|(t, p)| TargetSamples { target: t.as_str(), samples: p.as_ref().map(|e| e.samples.as_slice()).map_err(Clone::clone) })
+            .map(|(t, p)| TargetSamples {
+                target: t.as_str(),
+                samples: p
+                    .as_ref()
+                    .map(|e| e.samples.as_slice())
+                    .map_err(Clone::clone),
+            })
             .collect();
-        let col = if baseline { &mut self.collectors.baseline } else { &mut self.collectors.canary };
+        let col = if baseline {
+            &mut self.collectors.baseline
+        } else {
+            &mut self.collectors.canary
+        };
         col.collect(queries, &targets)
     }
 }
@@ -111,7 +165,12 @@ async fn scrape_arm(
         ArmTargets::Urls(u) => u.clone(),
         ArmTargets::FileSd(path) => match file_sd::read_targets(path) {
             Ok(u) => u,
-            Err(e) => return vec![(format!("file_sd:{}", path.display()), Err(format!("{role}: {e}")))],
+            Err(e) => {
+                return vec![(
+                    format!("file_sd:{}", path.display()),
+                    Err(format!("{role}: {e}")),
+                )];
+            }
         },
     };
     let results = join_all(urls.iter().map(|u| scraper.fetch(u))).await;
@@ -122,7 +181,11 @@ async fn scrape_arm(
             match &r {
                 Ok(b) => {
                     Telemetry::set(&telemetry.target_up, &labels, 1);
-                    Telemetry::set_f(&telemetry.scrape_duration, &labels, b.duration.as_secs_f64());
+                    Telemetry::set_f(
+                        &telemetry.scrape_duration,
+                        &labels,
+                        b.duration.as_secs_f64(),
+                    );
                 }
                 Err(e) => {
                     Telemetry::set(&telemetry.target_up, &labels, 0);

@@ -68,7 +68,11 @@ pub type ArmAnswer = Result<Vec<(String, Vec<OwnedSample>)>, String>;
 
 impl PromClient {
     pub fn new(cfg: &PrometheusConfig) -> Result<Self, String> {
-        Ok(PromClient { http: net::client(&cfg.tls, cfg.timeout)?, cfg: cfg.clone(), backoff: Mutex::new(Backoff::default()) })
+        Ok(PromClient {
+            http: net::client(&cfg.tls, cfg.timeout)?,
+            cfg: cfg.clone(),
+            backoff: Mutex::new(Backoff::default()),
+        })
     }
 
     /// The PromQL sent for a selector on one arm.
@@ -78,7 +82,8 @@ impl PromClient {
 
     fn backing_off(&self) -> Option<Duration> {
         let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        b.until.and_then(|u| u.checked_duration_since(tokio::time::Instant::now()))
+        b.until
+            .and_then(|u| u.checked_duration_since(tokio::time::Instant::now()))
     }
 
     fn record(&self, ok: bool, retry_after: Option<Duration>) {
@@ -96,14 +101,22 @@ impl PromClient {
     /// Runs one instant query.
     pub async fn instant(&self, query: &str) -> Result<Vec<OwnedSample>, String> {
         if let Some(w) = self.backing_off() {
-            return Err(format!("Prometheus is backing off after errors ({}s left)", w.as_secs().max(1)));
+            return Err(format!(
+                "Prometheus is backing off after errors ({}s left)",
+                w.as_secs().max(1)
+            ));
         }
         let url = format!("{}/api/v1/query", self.cfg.url);
-        let form = url::form_urlencoded::Serializer::new(String::new()).append_pair("query", query).finish();
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", query)
+            .finish();
         let mut req = self
             .http
             .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .body(form)
             .timeout(self.cfg.timeout);
         for (k, v) in &self.cfg.headers {
@@ -119,7 +132,11 @@ impl PromClient {
             Ok(r) => r,
             Err(e) => {
                 self.record(false, None);
-                return Err(format!("Prometheus at {}: {}", net::redact_url(&self.cfg.url), net::redact_error(&e)));
+                return Err(format!(
+                    "Prometheus at {}: {}",
+                    net::redact_url(&self.cfg.url),
+                    net::redact_error(&e)
+                ));
             }
         };
         let status = resp.status().as_u16();
@@ -133,14 +150,21 @@ impl PromClient {
         };
         if status == 429 || status >= 500 {
             self.record(false, retry_after);
-            return Err(format!("Prometheus answered HTTP {status}{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default()));
+            return Err(format!(
+                "Prometheus answered HTTP {status}{}",
+                retry_after
+                    .map(|d| format!(" (retry after {}s)", d.as_secs()))
+                    .unwrap_or_default()
+            ));
         }
         let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
         let api = match parsed {
             Ok(a) => a,
             Err(e) => {
                 self.record(false, None);
-                return Err(format!("Prometheus answered HTTP {status} with an unreadable body: {e}"));
+                return Err(format!(
+                    "Prometheus answered HTTP {status} with an unreadable body: {e}"
+                ));
             }
         };
         if status >= 400 || api.status != "success" {
@@ -156,11 +180,17 @@ impl PromClient {
         for w in &api.warnings {
             tracing::warn!(query, warning = %w, "Prometheus returned a warning (results may be partial)");
         }
-        let Some(data) = api.data else { return Ok(Vec::new()) };
+        let Some(data) = api.data else {
+            return Ok(Vec::new());
+        };
         if data.result_type != "vector" {
-            return Err(format!("expected an instant vector from `{query}`, got {}", data.result_type));
+            return Err(format!(
+                "expected an instant vector from `{query}`, got {}",
+                data.result_type
+            ));
         }
-        let items: Vec<VectorItem> = serde_json::from_value(data.result).map_err(|e| format!("unexpected result shape: {e}"))?;
+        let items: Vec<VectorItem> = serde_json::from_value(data.result)
+            .map_err(|e| format!("unexpected result shape: {e}"))?;
         Ok(items
             .into_iter()
             .map(|mut it| {
@@ -171,7 +201,11 @@ impl PromClient {
                     "-Inf" => f64::NEG_INFINITY,
                     v => v.parse().unwrap_or(f64::NAN),
                 };
-                OwnedSample { name, labels: it.metric.into_iter().collect(), value }
+                OwnedSample {
+                    name,
+                    labels: it.metric.into_iter().collect(),
+                    value,
+                }
             })
             .collect())
     }
@@ -191,7 +225,12 @@ impl PromClient {
         let mut by_instance: BTreeMap<String, Vec<OwnedSample>> = BTreeMap::new();
         for a in answers {
             for s in a? {
-                let inst = s.labels.iter().find(|(k, _)| *k == self.cfg.instance_label).map(|(_, v)| v.clone()).unwrap_or_default();
+                let inst = s
+                    .labels
+                    .iter()
+                    .find(|(k, _)| *k == self.cfg.instance_label)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
                 by_instance.entry(inst).or_default().push(s);
             }
         }
@@ -204,8 +243,13 @@ pub fn collect(col: &mut ArmCollector, queries: &[MetricQuery], answer: ArmAnswe
     match answer {
         Err(e) => queries.iter().map(|_| Fetch::Error(e.clone())).collect(),
         Ok(instances) => {
-            let targets: Vec<TargetSamples<'_, OwnedSample>> =
-                instances.iter().map(|(i, s)| TargetSamples { target: i.as_str(), samples: Ok(s.as_slice()) }).collect();
+            let targets: Vec<TargetSamples<'_, OwnedSample>> = instances
+                .iter()
+                .map(|(i, s)| TargetSamples {
+                    target: i.as_str(),
+                    samples: Ok(s.as_slice()),
+                })
+                .collect();
             col.collect(queries, &targets)
         }
     }

@@ -15,7 +15,8 @@ use crate::expo::{self, Format};
 use crate::net;
 
 /// `Accept` header: OpenMetrics preferred, text 0.0.4 accepted.
-pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+pub const ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 /// Why a scrape failed (the message goes into logs, the API and chat).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -73,9 +74,17 @@ impl Scraper {
 
     /// Fetches one target's body.
     pub async fn fetch(&self, url: &str) -> Result<Body, ScrapeError> {
-        let _permit = self.limit.acquire().await.map_err(|_| ScrapeError::Http("scraper is shutting down".into()))?;
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| ScrapeError::Http("scraper is shutting down".into()))?;
         let start = tokio::time::Instant::now();
-        let mut req = self.client.get(url).header(reqwest::header::ACCEPT, ACCEPT).timeout(self.cfg.timeout);
+        let mut req = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, ACCEPT)
+            .timeout(self.cfg.timeout);
         if let Some(t) = &self.cfg.bearer_token {
             let tok = t.resolve().map_err(ScrapeError::Http)?;
             req = req.bearer_auth(tok);
@@ -85,19 +94,37 @@ impl Scraper {
             req = req.basic_auth(&b.username, Some(pw));
         }
         let fut = async {
-            let resp = req.send().await.map_err(|e| ScrapeError::Http(net::redact_error(&e)))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ScrapeError::Http(net::redact_error(&e)))?;
             if !resp.status().is_success() {
                 return Err(ScrapeError::Status(resp.status().as_u16()));
             }
-            let ct = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let bytes = net::read_body_capped(resp, self.cfg.max_body_bytes).await.map_err(|e| ScrapeError::Body(e.to_string()))?;
+            let ct = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let bytes = net::read_body_capped(resp, self.cfg.max_body_bytes)
+                .await
+                .map_err(|e| ScrapeError::Body(e.to_string()))?;
             let text = String::from_utf8(bytes).map_err(|_| ScrapeError::NotUtf8)?;
-            Ok(Body { text, format: Format::from_content_type(ct.as_deref()), duration: Duration::ZERO })
+            Ok(Body {
+                text,
+                format: Format::from_content_type(ct.as_deref()),
+                duration: Duration::ZERO,
+            })
         };
         // The client timeout covers the request; this also bounds a slow-drip body.
         let mut body = tokio::time::timeout(self.cfg.timeout, fut)
             .await
-            .map_err(|_| ScrapeError::Http(format!("timed out after {}", crate::units::format_duration(self.cfg.timeout))))??;
+            .map_err(|_| {
+                ScrapeError::Http(format!(
+                    "timed out after {}",
+                    crate::units::format_duration(self.cfg.timeout)
+                ))
+            })??;
         body.duration = start.elapsed();
         Ok(body)
     }
@@ -112,13 +139,19 @@ impl Scraper {
 pub fn parse_body(body: &Body, strict: bool) -> Result<expo::Exposition<'_>, ScrapeError> {
     let exp = expo::parse(&body.text, body.format);
     if strict && !exp.errors.is_empty() {
-        return Err(ScrapeError::Parse { count: exp.errors.len(), first: exp.errors[0].to_string() });
+        return Err(ScrapeError::Parse {
+            count: exp.errors.len(),
+            first: exp.errors[0].to_string(),
+        });
     }
     if exp.samples.is_empty() {
         return Err(if exp.errors.is_empty() {
             ScrapeError::Empty
         } else {
-            ScrapeError::Parse { count: exp.errors.len(), first: exp.errors[0].to_string() }
+            ScrapeError::Parse {
+                count: exp.errors.len(),
+                first: exp.errors[0].to_string(),
+            }
         });
     }
     Ok(exp)

@@ -75,13 +75,29 @@ hooks:
             .arg("--config")
             .arg(dir.path().join("config.yaml"))
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("daemon.log")).expect("log")))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("daemon.log")).expect("log"),
+            ))
             .spawn()
             .expect("spawn rollguard");
         let addr_file = dir.path().join("state/listen.addr");
-        let addr = wait_for(Duration::from_secs(20), || std::fs::read_to_string(&addr_file).ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| panic!("daemon did not start; log:\n{}", std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()));
-        Daemon { url: format!("http://{addr}"), dir, child, marker }
+        let addr = wait_for(Duration::from_secs(20), || {
+            std::fs::read_to_string(&addr_file)
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "daemon did not start; log:\n{}",
+                std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+            )
+        });
+        Daemon {
+            url: format!("http://{addr}"),
+            dir,
+            child,
+            marker,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -89,15 +105,22 @@ hooks:
     }
 
     pub fn marker_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.marker).unwrap_or_default().lines().map(str::to_string).collect()
+        std::fs::read_to_string(&self.marker)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Stops the daemon with SIGTERM and waits for it; returns the directory for a restart.
     pub fn stop(mut self) -> tempfile::TempDir {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        dir
+
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
     /// kill -9, as a crash.
@@ -120,7 +143,9 @@ hooks:
         let start = std::time::Instant::now();
         let mut after = 0;
         loop {
-            let (code, v) = self.get(&format!("/api/v1/deployments/{id}/events?after={after}&wait=5"));
+            let (code, v) = self.get(&format!(
+                "/api/v1/deployments/{id}/events?after={after}&wait=5"
+            ));
             assert_eq!(code, 200, "events: {v}");
             after = v["next"].as_i64().unwrap_or(after);
             let state = v["state"].as_str().unwrap_or("").to_string();
@@ -128,7 +153,10 @@ hooks:
                 return self.get(&format!("/api/v1/deployments/{id}")).1;
             }
             if start.elapsed() > timeout {
-                panic!("deployment {id} still {state} after {timeout:?}; log:\n{}", self.log());
+                panic!(
+                    "deployment {id} still {state} after {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
         }
     }
@@ -158,10 +186,18 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 /// A blocking HTTP call with a small client (tests stay synchronous).
 pub fn http(method: &str, url: &str, body: Option<&Value>, token: Option<&str>) -> (u16, Value) {
     rollguard::net::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
         let c = reqwest::Client::new();
-        let mut r = c.request(reqwest::Method::from_bytes(method.as_bytes()).expect("method"), url).timeout(Duration::from_secs(30));
+        let mut r = c
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                url,
+            )
+            .timeout(Duration::from_secs(30));
         if let Some(b) = body {
             r = r.json(b);
         }
@@ -172,7 +208,10 @@ pub fn http(method: &str, url: &str, body: Option<&Value>, token: Option<&str>) 
             Ok(resp) => {
                 let code = resp.status().as_u16();
                 let text = resp.text().await.unwrap_or_default();
-                (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+                (
+                    code,
+                    serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                )
             }
             Err(e) => (0, Value::String(e.to_string())),
         }
@@ -188,10 +227,18 @@ pub struct FleetServer {
 
 impl FleetServer {
     pub fn start(scenario: rollguard::sim::Scenario, speed: f64) -> FleetServer {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
         let fleet = rt.block_on(async { rollguard::demo::Fleet::new(&scenario, speed) });
         let addr = rt.block_on(fleet.serve()).expect("serve fleet");
-        FleetServer { addr, fleet, _rt: rt }
+        FleetServer {
+            addr,
+            fleet,
+            _rt: rt,
+        }
     }
 
     pub fn target(&self, instance: &str) -> String {
