@@ -200,7 +200,7 @@ impl Instance {
             gc_period: 60.0 + rng.uniform() * 60.0,
             gc_phase: rng.uniform(),
             gc_amplitude: 24.0 * MIB * (0.8 + 0.4 * rng.uniform()),
-            rss_base: 180.0 * MIB * (0.97 + 0.06 * rng.uniform()),
+            rss_base: 140.0 * MIB * (0.97 + 0.06 * rng.uniform()),
             restart_at,
             restarted: false,
             started_at: 0.0,
@@ -374,7 +374,7 @@ impl Instance {
     fn rss(&mut self) -> f64 {
         let up = self.t - self.started_at;
         let phase = ((up / self.gc_period) + self.gc_phase).fract();
-        let warm = (1.0 - (-up / 120.0).exp()) * 40.0 * MIB;
+        let warm = (1.0 - (-up / 120.0).exp()) * 80.0 * MIB;
         self.rss_base + warm + phase * self.gc_amplitude + self.leak + self.rng.normal() * 0.5 * MIB
     }
 

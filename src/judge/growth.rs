@@ -12,7 +12,12 @@
 //! Hamed–Rao autocorrelation factor, and confirms the trend with the Mann–Kendall test
 //! (statistics.md §5, §7.3). The check fails when the lower bound of the extra slope is above
 //! `max_extra_slope` and the trend is significant, or when an optional `limit` would be
-//! reached within `min_time_to_limit`. A restart's drop and NaN points cannot make it fail.
+//! reached within `min_time_to_limit`.
+//!
+//! A restarted instance starts small and warms up again alone, which would look like a step
+//! and then a climb. So when an arm's smallest instance drops by more than a quarter between
+//! two intervals (a restart; garbage collection does not shrink a process that much), the
+//! trend starts over after ten minutes of settling.
 
 use std::time::Duration;
 
@@ -39,6 +44,18 @@ pub struct GrowthState {
     /// Analysis time (s) when the first post-warm-up sample arrived.
     first_s: Option<f64>,
     next_point_s: f64,
+    /// Smallest instance value per arm at the previous interval, to spot restarts.
+    last_floor: Option<[f64; 2]>,
+    /// Trend collection resumes at this analysis time after a restart.
+    settle_until_s: f64,
+    restarts_seen: u32,
+}
+
+/// Time ignored after an instance restarts (it warms up again alone).
+const SETTLE: Duration = Duration::from_secs(600);
+
+fn smallest(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 impl GrowthState {
@@ -99,6 +116,24 @@ impl GrowthState {
         }
         let now = ctx.t.as_secs_f64();
         let w = WINDOW.as_secs_f64();
+        let cur = [smallest(g.baseline), smallest(g.canary)];
+        let restarted = self
+            .last_floor
+            .is_some_and(|prev| prev.iter().zip(&cur).any(|(p, c)| *c < 0.75 * p));
+        self.last_floor = Some(cur);
+        if restarted {
+            self.recent.clear();
+            self.points.clear();
+            self.first_s = None;
+            self.restarts_seen += 1;
+            self.settle_until_s = now + SETTLE.as_secs_f64();
+        }
+        if now < self.settle_until_s {
+            return Partial::pending(format!(
+                "{levels}; an instance restarted: the trend starts over in {:.0} s",
+                self.settle_until_s - now
+            ));
+        }
         let first = *self.first_s.get_or_insert(now);
         self.recent.push((now, b, c));
         self.recent.retain(|p| p.0 > now - w);
