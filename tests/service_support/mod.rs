@@ -96,12 +96,14 @@ impl Drop for ServiceDir {
                 continue;
             };
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                if let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
-                    if pgid.as_raw() > 1 && pgid != nix::unistd::getpgrp() {
-                        let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
-                    }
-                }
+            if !String::from_utf8_lossy(&cmdline).contains(&needle) {
+                continue;
+            }
+            if let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+                && pgid.as_raw() > 1
+                && pgid != nix::unistd::getpgrp()
+            {
+                let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
             }
         }
     }
