@@ -50,6 +50,8 @@ const RECORD_WAIT: Duration = Duration::from_secs(3);
 const FLUSH_MIN: Duration = Duration::from_secs(3);
 /// An in-flight notification send, and open API connections, get this long to finish.
 const TAIL_WAIT: Duration = Duration::from_secs(2);
+/// Slack in the stop-time bound told to systemd (`EXTEND_TIMEOUT_USEC=`).
+const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// A running daemon (in this process).
 pub struct Daemon {
@@ -305,7 +307,19 @@ impl Daemon {
     pub async fn stop(self) -> StopReport {
         let deadline = Instant::now() + self.grace;
         let left = || deadline.saturating_duration_since(Instant::now());
-        self.systemd.stopping(self.grace);
+        // The longest the whole stop can take: the grace, then stopping hooks, recording them,
+        // the flush, the notifier and the API, plus a margin.
+        let kill_grace = self
+            .engine
+            .config
+            .hooks
+            .values()
+            .map(|h| h.kill_grace)
+            .max()
+            .unwrap_or(DEFAULT_KILL_GRACE);
+        self.systemd.stopping(
+            self.grace + kill_grace + RECORD_WAIT + FLUSH_MIN + TAIL_WAIT * 2 + STOP_MARGIN,
+        );
         self.readiness.set_stopping();
         tracing::info!(grace = ?self.grace, "stopping: no new analysis steps; running hooks may finish");
         let mut report = StopReport {

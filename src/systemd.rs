@@ -106,11 +106,11 @@ impl Notifier {
         }
     }
 
-    /// `STOPPING=1`, plus `EXTEND_TIMEOUT_USEC=` covering the shutdown grace period so a
-    /// `shutdown_grace` raised above the unit's `TimeoutStopSec=` is not cut short by SIGKILL
-    /// (the extension never shortens the configured timeout).
-    pub fn stopping(&self, grace: Duration) {
-        let usec = u32::try_from((grace + Duration::from_secs(15)).as_micros()).unwrap_or(u32::MAX);
+    /// `STOPPING=1`, plus `EXTEND_TIMEOUT_USEC=` set to `within`, the longest the stop can
+    /// take: a `shutdown_grace` raised above the unit's `TimeoutStopSec=` is then not cut
+    /// short by SIGKILL (the extension never shortens the configured timeout).
+    pub fn stopping(&self, within: Duration) {
+        let usec = u32::try_from(within.as_micros()).unwrap_or(u32::MAX);
         self.send_logged(&[
             NotifyState::Stopping,
             NotifyState::ExtendTimeoutUsec(usec),
@@ -263,7 +263,7 @@ mod tests {
         n.reloading();
         let r = recv(&sock);
         assert!(r.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{r}");
-        n.stopping(Duration::from_secs(30));
+        n.stopping(Duration::from_secs(45));
         assert_eq!(
             recv(&sock),
             "STOPPING=1\nEXTEND_TIMEOUT_USEC=45000000\nSTATUS=stopping: finishing hooks\n"
