@@ -2,8 +2,14 @@
 //! rollguard's own metrics. JSON in and out; errors are JSON objects with a clear message.
 //! A bearer token is required on `/api/` whenever one is configured (and the config demands
 //! one when the listener is not loopback).
+//!
+//! `/healthz`, `/readyz` and `/metrics` are the admin paths ([`is_admin_path`]): the daemon
+//! answers them on the API's own runtime thread, never queued behind the analysis engine,
+//! and their handlers take no lock the engine holds for long.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
@@ -15,9 +21,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::config::Config;
 use crate::deploy::engine::{Control, Engine, EngineError, describe};
 use crate::deploy::{DeploymentRequest, State as DState};
 use crate::reload::Rules;
+use crate::source::promql::PromClient;
+use crate::store::Store;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 256 * 1024;
@@ -28,6 +37,7 @@ pub struct Api {
     pub engine: Arc<Engine>,
     pub rules: Arc<Rules>,
     pub token: Option<Arc<str>>,
+    pub readiness: Arc<Readiness>,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -62,7 +72,7 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .merge(protected)
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -361,21 +371,163 @@ async fn metrics(State(api): State<Api>) -> Response {
         .into_response()
 }
 
+/// Paths answered on the API runtime itself, even while every engine worker is busy: the
+/// probes systemd, load balancers and Prometheus rely on.
+pub fn is_admin_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Liveness: the process accepts connections and its API runtime runs. Deliberately checks
+/// nothing else, so a slow dependency never gets a healthy daemon restarted.
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// How long one readiness probe of a dependency may take before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a Prometheus probe result is reused (probes may come every second).
+const PROBE_CACHE: Duration = Duration::from_secs(5);
+
+/// What `/readyz` checks, with its own Prometheus client so that probing never waits behind
+/// the engine's back-off state or its queries.
+pub struct Readiness {
+    state_dir: PathBuf,
+    prometheus: Option<PromClient>,
+    stopping: AtomicBool,
+    store_probe_running: Arc<AtomicBool>,
+    last_prometheus: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
+}
+
+impl Readiness {
+    /// Builds the probes for a validated config.
+    pub fn new(config: &Config) -> Result<Readiness, String> {
+        let prometheus = match &config.prometheus {
+            Some(p) => Some(PromClient::new(p)?),
+            None => None,
+        };
+        Ok(Readiness {
+            state_dir: config.state_dir.clone(),
+            prometheus,
+            stopping: AtomicBool::new(false),
+            store_probe_running: Arc::new(AtomicBool::new(false)),
+            last_prometheus: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// From now on `/readyz` answers 503: the daemon is shutting down.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the state directory and the SQLite store accept writes. Runs on the blocking
+    /// pool with a deadline: a store locked by another process (a backup, an operator's
+    /// `sqlite3` session) makes writes wait up to the busy timeout, and the probe must say
+    /// "busy" rather than hang. At most one probe waits at a time.
+    async fn store_writable(&self, store: Arc<Store>) -> Result<(), String> {
+        if self.store_probe_running.swap(true, Ordering::SeqCst) {
+            return Err(
+                "busy: the previous write probe is still waiting for the database lock".into(),
+            );
+        }
+        let running = self.store_probe_running.clone();
+        let dir = self.state_dir.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let f = dir.join(".readyz-probe");
+                std::fs::write(&f, b"ok")
+                    .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+                let _ = std::fs::remove_file(&f);
+                store.check_writable().map_err(|e| e.to_string())
+            })();
+            running.store(false, Ordering::SeqCst);
+            result
+        });
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(format!("write probe failed: {e}")),
+            Err(_) => Err(format!(
+                "busy: no write within {}s (database locked?)",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// Whether the configured Prometheus answers a trivial query (cached briefly). Errors
+    /// name the (redacted) URL.
+    async fn prometheus_reachable(&self) -> Option<Result<(), String>> {
+        let client = self.prometheus.as_ref()?;
+        let mut last = self.last_prometheus.lock().await;
+        if let Some((_, r)) = last.as_ref().filter(|(at, _)| at.elapsed() < PROBE_CACHE) {
+            return Some(r.clone());
+        }
+        let r = match tokio::time::timeout(PROBE_TIMEOUT, client.instant("vector(1)")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+        };
+        *last = Some((tokio::time::Instant::now(), r.clone()));
+        Some(r)
+    }
+}
+
+/// Readiness: the configuration and rules are loaded (always true once the API answers,
+/// since the daemon validates before binding), the state store accepts writes, and the
+/// metrics sources are reachable. 200 with the details, or 503 with `problems`.
 async fn readyz(State(api): State<Api>) -> Response {
+    let r = &api.readiness;
     let mut problems = Vec::new();
-    if let Err(e) = api.engine.store.check_writable() {
-        problems.push(format!("state store not writable: {e}"));
+    if r.stopping.load(Ordering::SeqCst) {
+        problems.push("shutting down".to_string());
+    }
+    let rules = api
+        .rules
+        .status
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let store = match r.store_writable(api.engine.store.clone()).await {
+        Ok(()) => "ok".to_string(),
+        Err(e) => {
+            problems.push(format!("state store not writable: {e}"));
+            e
+        }
+    };
+    let mut sources = serde_json::Map::new();
+    if let Some(result) = r.prometheus_reachable().await {
+        let v = match result {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                problems.push(format!("metrics source unreachable: {e}"));
+                e
+            }
+        };
+        sources.insert("prometheus".into(), v.into());
     }
     if api.engine.telemetry.backend_down.get() > 0 {
-        problems.push("metrics backend considered down".to_string());
-    }
-    if problems.is_empty() {
-        (StatusCode::OK, Json(json!({"ready": true, "rules": api.rules.status.lock().map(|s| s.version.clone()).unwrap_or_default()}))).into_response()
+        problems.push(
+            "metrics backend considered down: most running deployments cannot fetch metrics"
+                .to_string(),
+        );
+        sources.insert("deployments".into(), "most cannot fetch metrics".into());
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "problems": problems})),
-        )
-            .into_response()
+        sources.insert("deployments".into(), "ok".into());
     }
+    let ready = problems.is_empty();
+    let body = json!({
+        "ready": ready,
+        "rules": rules.version,
+        "checks": {
+            "config": "loaded",
+            "rules": { "version": rules.version, "analyses": rules.analyses.len(), "last_reload_error": rules.last_error },
+            "state_store": store,
+            "sources": sources,
+        },
+        "problems": problems,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }

@@ -1,35 +1,74 @@
 //! Wiring: validated config → store → rules → engine → API, then wait for a shutdown trigger
 //! and stop within a bounded grace period. The shutdown trigger is passed in as a future
 //! (mini-redis style), so tests and the demo stop the daemon without signals.
+//!
+//! Two runtimes. The engine (analysis loops, hooks, notifiers) runs on the caller's
+//! runtime. The HTTP server runs on a small runtime of its own thread: it accepts
+//! connections and answers the admin paths (`/healthz`, `/readyz`, `/metrics`) there, and
+//! hands every other request to the engine's runtime. So probes are answered even when every
+//! engine worker is busy or blocked, and a slow probe never delays an analysis step.
+//!
+//! Stopping (see [`Daemon::stop`]) has one deadline, `shutdown_grace` from the stop request:
+//! analysis loops persist their state and exit, running hooks get until the deadline to
+//! finish, hooks still running then are stopped cleanly (SIGTERM to their process group,
+//! SIGKILL after the hook's `kill_grace`) so their attempt is recorded and the next start retries it,
+//! and due notifications are flushed. Under systemd, `KillMode=mixed` sends SIGTERM to the
+//! daemon only, so this sequence, not systemd, decides how hooks end.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::action::hook;
 use crate::action::notify::Notifiers;
 use crate::action::runner::ActionRunner;
-use crate::api::{self, Api};
-use crate::config::Config;
+use crate::api::{self, Api, Readiness};
+use crate::config::{Config, HookConfig};
 use crate::deploy::engine::Engine;
 use crate::events::{Notice, NoticeKind};
 use crate::reload::Rules;
 use crate::store::{Store, now};
-use crate::systemd;
+use crate::systemd::Notifier;
 use crate::telemetry::Telemetry;
+
+/// SIGTERM→SIGKILL wait for a hook no longer in the config (the config's own default).
+const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+/// After the grace period: how long the runner gets to record the outcome of hooks that
+/// were stopped, before the daemon exits anyway.
+const RECORD_WAIT: Duration = Duration::from_secs(3);
+/// Due notifications get at least this long to go out, even if hooks used the whole grace.
+const FLUSH_MIN: Duration = Duration::from_secs(3);
+/// An in-flight notification send, and open API connections, get this long to finish.
+const TAIL_WAIT: Duration = Duration::from_secs(2);
+/// Slack in the stop-time bound told to systemd (`EXTEND_TIMEOUT_USEC=`).
+const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// A running daemon (in this process).
 pub struct Daemon {
     pub addr: SocketAddr,
     pub engine: Arc<Engine>,
     pub rules: Arc<Rules>,
+    /// Stops the analysis loops and background tasks (the engine cancels it first).
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
+    /// Stops the notification workers, after the final flush.
+    notify_shutdown: CancellationToken,
+    notify_task: tokio::task::JoinHandle<()>,
+    /// Stops the HTTP server, last, so the API answers during the whole shutdown.
+    api_shutdown: CancellationToken,
+    api_done: oneshot::Receiver<()>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    readiness: Arc<Readiness>,
+    systemd: Notifier,
     grace: Duration,
     _watcher: Option<Box<dyn std::any::Any + Send>>,
 }
@@ -41,10 +80,27 @@ pub struct StartOptions {
     pub reloads: Option<mpsc::Receiver<()>>,
     /// Pace between two messages to one notifier (default 1 s).
     pub notify_pace: Option<Duration>,
+    /// The service manager to notify (disabled by default: tests and the demo).
+    pub systemd: Notifier,
+}
+
+/// What a stop achieved, for the log line and for callers that care.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// Every analysis loop persisted its state and exited in time.
+    pub analyses_done: bool,
+    /// Every running hook finished by itself within the grace period.
+    pub hooks_done: bool,
+    /// Actions whose hook was still running at the deadline and was stopped; each is
+    /// recorded and retried on the next start.
+    pub hooks_stopped: Vec<String>,
+    /// Notifications still queued (they go out on the next start).
+    pub notifications_left: usize,
 }
 
 impl Daemon {
-    /// Validates everything, binds the API and resumes unfinished deployments.
+    /// Validates everything, binds the API and resumes unfinished deployments. Returns once
+    /// the daemon can serve; the caller then reports readiness.
     pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<Daemon> {
         crate::net::install_crypto_provider();
         let config = Arc::new(config);
@@ -111,101 +167,116 @@ impl Daemon {
             shutdown.clone(),
         )
         .map_err(anyhow::Error::msg)?;
+        let readiness = Arc::new(Readiness::new(&config).map_err(anyhow::Error::msg)?);
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let _ = std::fs::write(config.state_dir.join("listen.addr"), addr.to_string());
+        let listener = listener
+            .into_std()
+            .context("cannot hand the listener to the API thread")?;
         let app = api::router(Api {
             engine: engine.clone(),
             rules: rules.clone(),
             token,
-        });
-        let sd = shutdown.clone();
-        let server = tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { sd.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "API server stopped");
-            }
-        });
+            readiness: readiness.clone(),
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            tokio::runtime::Handle::current(),
+            on_engine_runtime,
+        ));
+        let api_shutdown = CancellationToken::new();
+        let api_done = serve_api(listener, app, api_shutdown.clone())
+            .context("cannot start the API thread")?;
+        if let Err(e) = std::fs::write(config.state_dir.join("listen.addr"), addr.to_string()) {
+            tracing::warn!(error = %e, "cannot write listen.addr in the state directory");
+        }
 
+        let notify_shutdown = CancellationToken::new();
+        let notify_task = tokio::spawn(notifiers.clone().run(notify_shutdown.clone()));
         let mut background = Vec::new();
-        background.push(tokio::spawn(notifiers.clone().run(shutdown.clone())));
 
-        // Rule reloads: directory watch, SIGHUP, and a periodic safety net for filesystems
-        // without inotify.
-        let (tx, mut rx) = mpsc::channel::<()>(8);
-        let watcher = match crate::reload::watch(&config.rules_dir, tx.clone()) {
+        // Rule reloads: a directory watch, SIGHUP (which systemd's ExecReload sends), and a
+        // periodic safety net for file systems without inotify. Only SIGHUP is a reload in
+        // systemd's sense, so only it is bracketed by RELOADING=1 … READY=1.
+        let (watch_tx, mut watch_rx) = mpsc::channel::<()>(8);
+        let watcher = match crate::reload::watch(&config.rules_dir, watch_tx) {
             Ok(w) => Some(Box::new(w) as Box<dyn std::any::Any + Send>),
             Err(e) => {
                 tracing::warn!(error = %e, "rules directory is not watched; reload with SIGHUP");
                 None
             }
         };
-        if let Some(mut hup) = opts.reloads {
-            let tx = tx.clone();
-            background.push(tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    let _ = tx.send(()).await;
-                }
-            }));
-        }
-        let (r2, n2, ops, sd) = (
+        let mut hup = opts.reloads;
+        let (r2, n2, ops, sd, systemd) = (
             rules.clone(),
             notifiers.clone(),
             config.ops_notifiers.clone(),
             shutdown.clone(),
+            opts.systemd.clone(),
         );
         background.push(tokio::spawn(async move {
             let mut periodic = tokio::time::interval(Duration::from_secs(60));
             periodic.tick().await;
             loop {
-                let manual = tokio::select! {
+                let signalled = tokio::select! {
                     _ = sd.cancelled() => return,
-                    m = rx.recv() => m.is_some(),
+                    Some(()) = next_reload(&mut hup) => true,
+                    Some(()) = watch_rx.recv() => false,
                     _ = periodic.tick() => false,
                 };
-                if manual {
-                    systemd::reloading();
+                if signalled {
+                    systemd.reloading();
                 }
-                if let Err(diags) = r2.reload() {
-                    let text = diags
-                        .iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    let version = r2
-                        .status
-                        .lock()
-                        .map(|s| s.version.clone())
-                        .unwrap_or_default();
-                    n2.enqueue(
-                        &ops,
-                        &Notice {
-                            kind: NoticeKind::RuleReloadFailed,
-                            at: now(),
-                            subject: None,
-                            title: "Rule edit rejected".into(),
-                            text: format!("the rules stay at version {version}; fix:\n{text}"),
-                            checks: Vec::new(),
-                            link: None,
-                            key: "rollguard/rules".into(),
-                        },
-                    );
-                }
-                if manual {
-                    systemd::ready("running");
+                let status = match r2.reload() {
+                    Ok(_) => format!(
+                        "running; rules {}",
+                        r2.status
+                            .lock()
+                            .map(|s| s.version.clone())
+                            .unwrap_or_default()
+                    ),
+                    Err(diags) => {
+                        let text = diags
+                            .iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n");
+                        let version = r2
+                            .status
+                            .lock()
+                            .map(|s| s.version.clone())
+                            .unwrap_or_default();
+                        n2.enqueue(
+                            &ops,
+                            &Notice {
+                                kind: NoticeKind::RuleReloadFailed,
+                                at: now(),
+                                subject: None,
+                                title: "Rule edit rejected".into(),
+                                text: format!("the rules stay at version {version}; fix:\n{text}"),
+                                checks: Vec::new(),
+                                link: None,
+                                key: "rollguard/rules".into(),
+                            },
+                        );
+                        format!("running; rule reload rejected, keeping rules {version}")
+                    }
+                };
+                if signalled {
+                    systemd.ready(&status);
+                } else {
+                    systemd.status(&status);
                 }
             }
         }));
         let e2 = engine.clone();
-        background.push(tokio::spawn(systemd::watchdog(
-            Arc::new(move || e2.healthy()),
-            shutdown.clone(),
-        )));
+        background.push(tokio::spawn(
+            opts.systemd
+                .clone()
+                .watchdog(Arc::new(move || e2.healthy()), shutdown.clone()),
+        ));
 
         let resumed = engine
             .resume_all()
@@ -217,45 +288,267 @@ impl Daemon {
             engine,
             rules,
             shutdown,
-            server,
+            notify_shutdown,
+            notify_task,
+            api_shutdown,
+            api_done,
             background,
+            readiness,
+            systemd: opts.systemd,
             grace: config.shutdown_grace,
             _watcher: watcher,
         })
     }
 
-    /// Stops: persists analysis state, lets running hooks finish (bounded by the grace
-    /// period), stops the API. Logs either way.
-    pub async fn stop(self) {
-        systemd::stopping();
-        let engine_done = self.engine.stop(self.grace).await;
-        let hooks_done = self.engine.actions.drain(self.grace).await;
+    /// Stops within the grace period: analysis loops persist and exit; running hooks may
+    /// finish until the deadline, and those still running then are stopped (SIGTERM, then
+    /// SIGKILL, to their process group) with their attempt recorded, so the next start
+    /// retries them; due notifications are sent; the API stops last. Logs either way.
+    pub async fn stop(self) -> StopReport {
+        let deadline = Instant::now() + self.grace;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        // The longest the whole stop can take: the grace, then stopping hooks, recording them,
+        // the flush, the notifier and the API, plus a margin.
+        let kill_grace = self
+            .engine
+            .config
+            .hooks
+            .values()
+            .map(|h| h.kill_grace)
+            .max()
+            .unwrap_or(DEFAULT_KILL_GRACE);
+        self.systemd.stopping(
+            self.grace + kill_grace + RECORD_WAIT + FLUSH_MIN + TAIL_WAIT * 2 + STOP_MARGIN,
+        );
+        self.readiness.set_stopping();
+        tracing::info!(grace = ?self.grace, "stopping: no new analysis steps; running hooks may finish");
+        let mut report = StopReport {
+            analyses_done: self.engine.stop(left()).await,
+            ..StopReport::default()
+        };
+        report.hooks_done = self.engine.actions.drain(left()).await;
+        if !report.hooks_done {
+            report.hooks_stopped =
+                stop_running_hooks(&self.engine.store, &self.engine.config.hooks).await;
+        }
+        report.notifications_left = flush_notifications(
+            &self.engine.store,
+            &self
+                .engine
+                .config
+                .notifiers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>(),
+            deadline.max(Instant::now() + FLUSH_MIN),
+        )
+        .await;
+        self.notify_shutdown.cancel();
+        let _ = tokio::time::timeout(TAIL_WAIT, self.notify_task).await;
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
         for b in self.background {
             b.abort();
         }
-        if engine_done && hooks_done {
-            tracing::info!("rollguard stopped cleanly");
+        self.api_shutdown.cancel();
+        let _ = tokio::time::timeout(TAIL_WAIT, self.api_done).await;
+        if report.analyses_done && report.hooks_done {
+            tracing::info!(
+                notifications_left = report.notifications_left,
+                "rollguard stopped cleanly"
+            );
         } else {
-            tracing::warn!(engine_done, hooks_done, grace = ?self.grace, "rollguard stopped with work still running; it resumes on the next start");
+            tracing::warn!(
+                analyses_done = report.analyses_done,
+                hooks_stopped = ?report.hooks_stopped,
+                notifications_left = report.notifications_left,
+                grace = ?self.grace,
+                "rollguard stopped with work unfinished; it is recorded and resumes on the next start"
+            );
         }
+        report
     }
 }
 
-/// Runs the daemon until `shutdown` completes.
+/// The next SIGHUP, or never when there is no signal channel (tests, the demo) or it closed.
+async fn next_reload(rx: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(()) => Some(()),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Middleware on the API runtime: admin paths are answered right here; everything else
+/// runs as a task on the engine's runtime (so engine code that spawns, like registering a
+/// deployment, spawns there, as it always did).
+async fn on_engine_runtime(
+    State(engine_rt): State<tokio::runtime::Handle>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if api::is_admin_path(req.uri().path()) {
+        return next.run(req).await;
+    }
+    match engine_rt.spawn(next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "rollguard is shutting down\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Runs the HTTP server on its own thread and single-threaded runtime. The receiver
+/// completes when the server has stopped.
+fn serve_api(
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<oneshot::Receiver<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("rollguard-api".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        if let Err(e) = axum::serve(l, app)
+                            .with_graceful_shutdown(stop.cancelled_owned())
+                            .await
+                        {
+                            tracing::error!(error = %e, "API server stopped");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "API server cannot use its listener"),
+                }
+            });
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
+}
+
+/// Stops the exec hooks still running at the deadline: SIGTERM to each process group, then
+/// SIGKILL after the hook's `kill_grace`. The runner sees the process end and records the
+/// attempt ("terminated by signal 15"); this waits (bounded) until it has, so the record is
+/// on disk before the daemon exits. Returns the stopped actions' ids.
+async fn stop_running_hooks(store: &Store, hooks: &BTreeMap<String, HookConfig>) -> Vec<String> {
+    let running: Vec<_> = match store.open_actions() {
+        Ok(a) => a.into_iter().filter(|a| a.status == "running").collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list running hooks; leaving them to the service manager");
+            return Vec::new();
+        }
+    };
+    let mut stops = Vec::new();
+    for a in &running {
+        match a.pid {
+            Some(pgid) => {
+                tracing::warn!(action = %a.id, hook = %a.hook, deployment = %a.deployment, pgid, "hook still running at the end of the grace period: stopping it; the next start retries it");
+                let _ = store.add_event(&a.deployment, "hook", &format!("hook `{}` was stopped by a rollguard shutdown; it is retried on the next start", a.hook), &serde_json::json!({"action": a.id}));
+                let grace = hooks
+                    .get(&a.hook)
+                    .map_or(DEFAULT_KILL_GRACE, |h| h.kill_grace);
+                // The runner owns the wrapper process and reaps it while this waits.
+                stops.push(hook::terminate_group(pgid, grace, None));
+            }
+            None => {
+                tracing::warn!(action = %a.id, hook = %a.hook, "HTTP hook still in flight at the end of the grace period; it is sent again on the next start")
+            }
+        }
+    }
+    futures_util::future::join_all(stops).await;
+    let ids: Vec<String> = running
+        .iter()
+        .filter(|a| a.pid.is_some())
+        .map(|a| a.id.clone())
+        .collect();
+    // The runner records the outcome as soon as it reaps the process; no event announces
+    // the write, so look at the store a few times.
+    let until = Instant::now() + RECORD_WAIT;
+    let mut every = tokio::time::interval(Duration::from_millis(25));
+    loop {
+        every.tick().await;
+        let open: Vec<String> = store
+            .open_actions()
+            .map(|v| {
+                v.into_iter()
+                    .filter(|a| a.status == "running")
+                    .map(|a| a.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.iter().any(|id| open.contains(id)) || Instant::now() >= until {
+            break;
+        }
+    }
+    ids
+}
+
+/// Lets the notification workers send what is due until the deadline. Messages waiting for
+/// a retry time stay queued for the next start. Returns how many remain queued. Polls the
+/// outbox: the workers announce nothing when it empties.
+async fn flush_notifications(store: &Store, destinations: &[String], deadline: Instant) -> usize {
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        every.tick().await;
+        let due = destinations.iter().any(
+            |d| matches!(store.next_due(d, now()), Ok(Some(item)) if item.status != "waiting"),
+        );
+        if !due || Instant::now() >= deadline {
+            break;
+        }
+    }
+    store
+        .outbox_counts()
+        .map(|c| {
+            c.iter()
+                .filter(|(_, status, _)| status == "pending")
+                .map(|(_, _, n)| *n as usize)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs the daemon until `shutdown` completes: start, `READY=1`, wait, stop. A second
+/// SIGTERM/SIGINT during the stop ends the process at once; everything is persisted at
+/// every step, so the next start resumes from there.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let reloads = crate::signals::reloads().context("cannot install the SIGHUP handler")?;
-    let d = Daemon::start(
+    let systemd = Notifier::from_env();
+    let reloads = crate::signals::reloads()?;
+    let d = match Daemon::start(
         config,
         StartOptions {
             reloads: Some(reloads),
             notify_pace: None,
+            systemd: systemd.clone(),
         },
     )
-    .await?;
-    systemd::ready(&format!("listening on {}", d.addr));
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            systemd.status(&format!("failed to start: {e:#}"));
+            return Err(e);
+        }
+    };
+    let rules = d
+        .rules
+        .status
+        .lock()
+        .map(|s| s.version.clone())
+        .unwrap_or_default();
+    systemd.ready(&format!("running; rules {rules}; API on {}", d.addr));
     shutdown.await;
-    d.stop().await;
+    let again = crate::signals::shutdown();
+    tokio::select! {
+        _ = d.stop() => {}
+        _ = again => tracing::warn!("second stop signal: exiting now; unfinished work resumes on the next start"),
+    }
     Ok(())
 }

@@ -1,38 +1,69 @@
-//! The only module that touches OS signals: SIGTERM/SIGINT mean "shut down", SIGHUP means
-//! "reload the rules". Everything else receives plain futures and channels, so tests can
-//! trigger both without signals.
+//! The only module that touches OS signals: SIGTERM and SIGINT mean "shut down", SIGHUP
+//! means "reload the rules". Everything else receives plain futures and channels, so tests
+//! and the demo trigger both without signals.
+//!
+//! Handlers are installed when these functions are *called*, not when their futures are
+//! first polled. That matters twice over: SIGHUP's default action is to terminate, and a
+//! SIGTERM that arrives while the daemon is still starting (resuming deployments, binding
+//! the API) must be remembered and honoured once start-up is done, not kill the process
+//! half-way. tokio keeps a delivery that arrives before anyone waits for it.
 
-use tokio::signal::unix::{SignalKind, signal};
+use std::future::Future;
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
-/// Completes on the first SIGTERM or SIGINT.
-pub async fn shutdown() {
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => tracing::info!("SIGTERM received"),
-                _ = i.recv() => tracing::info!("SIGINT received"),
+/// A signal handler could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the {signal} handler: {source}")]
+pub struct SignalError {
+    signal: &'static str,
+    source: std::io::Error,
+}
+
+fn install(kind: SignalKind, name: &'static str) -> Result<Signal, SignalError> {
+    signal(kind).map_err(|source| SignalError {
+        signal: name,
+        source,
+    })
+}
+
+/// Installs SIGTERM and SIGINT handlers now; the future completes on the first of them.
+///
+/// If the handlers cannot be installed (no tokio runtime, or the kernel refuses), the
+/// future never completes and the error is logged: the default dispositions stay in force,
+/// so the process can still be stopped, just not gracefully.
+pub fn shutdown() -> impl Future<Output = ()> + Send + 'static {
+    let handlers = install(SignalKind::terminate(), "SIGTERM")
+        .and_then(|t| Ok((t, install(SignalKind::interrupt(), "SIGINT")?)));
+    async move {
+        match handlers {
+            Ok((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+                    _ = int.recv() => tracing::info!("SIGINT received: shutting down"),
+                }
             }
-        }
-        _ => {
-            // Without signal handlers, never return: the process is stopped by SIGKILL.
-            tracing::error!("cannot install SIGTERM/SIGINT handlers");
-            std::future::pending::<()>().await;
+            Err(e) => {
+                tracing::error!(error = %e, "graceful shutdown is not available");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
 
-/// A channel that receives one message per SIGHUP. Installed before READY=1, because the
-/// default action of SIGHUP is to terminate.
-pub fn reloads() -> Result<mpsc::Receiver<()>, std::io::Error> {
-    let mut hup = signal(SignalKind::hangup())?;
-    let (tx, rx) = mpsc::channel(4);
+/// Installs the SIGHUP handler now and returns a channel that receives one message per
+/// SIGHUP (bursts collapse into one pending reload). Install it before `READY=1`: systemd
+/// sends no reload before that, but an operator's `kill -HUP` might.
+pub fn reloads() -> Result<mpsc::Receiver<()>, SignalError> {
+    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
+    let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received: reloading rules");
-            let _ = tx.try_send(());
+            if tx.try_send(()).is_err() && tx.is_closed() {
+                return;
+            }
         }
     });
     Ok(rx)

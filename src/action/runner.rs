@@ -174,6 +174,12 @@ impl ActionRunner {
         let first = a.attempts + 1;
         let last = hook.retries + 1;
         for attempt in first..=last.max(first) {
+            // Once the daemon is stopping (drain closed the tracker), no retry starts: the
+            // action stays pending with its attempts counted, and the next start resumes it.
+            if attempt > 1 && self.tracker.is_closed() {
+                tracing::info!(action = %a.id, hook = %hook.name, next_attempt = attempt, "stopping: the retry waits for the next start");
+                return;
+            }
             if let Err(e) = self.store.action_started(&a.id, attempt, None) {
                 tracing::error!(action = %a.id, error = %e, "cannot record hook start; not running it without a record");
                 return;

@@ -1,0 +1,304 @@
+//! Helpers for the service tests (`tests/service_*.rs`, `tests/systemd_*.rs`): the real
+//! binary started the way systemd starts it — with a notification socket the test binds, the
+//! watchdog variables, its own environment — and real signals sent to it.
+#![allow(dead_code)]
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rollguard");
+
+/// A rule whose deployments are analysed every second and never decide within a test.
+pub const SLOW_RULE: &str = r#"analysis: errors
+params:
+  job: ".*"
+interval: 1s
+warmup: 2s
+min_duration: 10m
+max_duration: 1h
+alpha: 0.01
+checks:
+  - name: error-ratio
+    kind: ratio
+    errors: 'http_requests_total{job=~"{{job}}",code=~"5.."}'
+    requests: 'http_requests_total{job=~"{{job}}"}'
+    tolerance: 1.5
+on_fail: [rollback]
+on_pass: [promote]
+"#;
+
+/// Hooks the rules above name, doing nothing (tests that watch hooks define their own).
+pub const NOOP_HOOKS: &str =
+    "hooks:\n  rollback:\n    exec: [\"/bin/true\"]\n  promote:\n    exec: [\"/bin/true\"]\n";
+
+/// A temporary service directory: `config.yaml`, `rules/`, `state/`.
+pub struct ServiceDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ServiceDir {
+    /// Writes the config (`extra` appended: hooks, grace, …) and the rule files.
+    pub fn new(rules: &[(&str, &str)], extra: &str) -> ServiceDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("rules")).expect("rules dir");
+        for (name, text) in rules {
+            std::fs::write(dir.path().join("rules").join(name), text).expect("rule");
+        }
+        let config = format!("listen: 127.0.0.1:0\nstate_dir: state\nrules_dir: rules\n{extra}");
+        std::fs::write(dir.path().join("config.yaml"), config).expect("config");
+        ServiceDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// The command systemd's `ExecStart=` would run, with a clean environment.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("run").arg("--config").arg(self.config());
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("RUST_LOG", "info");
+        c.stdin(Stdio::null()).stdout(Stdio::null());
+        c
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceDir {
+    /// Hooks run in process groups of their own and may outlive a daemon a failed test left
+    /// behind: end every process group whose command line names this directory.
+    fn drop(&mut self) {
+        let needle = self.dir.path().display().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&cmdline).contains(&needle) {
+                continue;
+            }
+            if let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+                && pgid.as_raw() > 1
+                && pgid != nix::unistd::getpgrp()
+            {
+                let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The notification socket a service manager would listen on.
+pub struct NotifySocket {
+    sock: UnixDatagram,
+    pub path: PathBuf,
+    /// Every message received so far, in order.
+    pub seen: Vec<String>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket {
+            sock,
+            path,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Receives until a message satisfies `pred` (returned) or `timeout` passes (panics
+    /// with everything seen so far).
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let start = Instant::now();
+        loop {
+            let left = timeout
+                .checked_sub(start.elapsed())
+                .unwrap_or_else(|| panic!("no {what} within {timeout:?}; seen: {:#?}", self.seen));
+            match self.recv(left) {
+                Some(m) if pred(&m) => return m,
+                Some(_) => {}
+                None => panic!("no {what} within {timeout:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The next message, or `None` after `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Option<String> {
+        self.sock
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .expect("timeout");
+        let mut buf = vec![0u8; 64 * 1024];
+        match self.sock.recv(&mut buf) {
+            Ok(n) => {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(m.clone());
+                Some(m)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Messages seen so far other than watchdog pings, by their first line.
+    pub fn states(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|m| !m.starts_with("WATCHDOG=1"))
+            .filter_map(|m| m.lines().next().map(str::to_string))
+            .collect()
+    }
+}
+
+/// A running daemon process. Its exit is awaited on a thread, so tests wait on an event
+/// instead of polling.
+pub struct Service {
+    pub pid: i32,
+    exited: mpsc::Receiver<ExitStatus>,
+    status: Option<ExitStatus>,
+}
+
+impl Service {
+    pub fn spawn(mut cmd: Command) -> Service {
+        let mut child: Child = cmd.spawn().expect("spawn rollguard");
+        let pid = child.id() as i32;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(s) = child.wait() {
+                let _ = tx.send(s);
+            }
+        });
+        Service {
+            pid,
+            exited: rx,
+            status: None,
+        }
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid), sig).expect("signal the daemon");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.exited.recv_timeout(timeout).ok();
+        }
+        self.status
+    }
+
+    /// Whether it is still running (without waiting).
+    pub fn running(&mut self) -> bool {
+        self.wait(Duration::ZERO).is_none()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            let _ = self.wait(Duration::from_secs(10));
+        }
+    }
+}
+
+/// The API address from the `READY=1` status line (`… API on 127.0.0.1:PORT`).
+pub fn api_from_ready(msg: &str) -> String {
+    let status = msg
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS="))
+        .unwrap_or_default();
+    let addr = status.rsplit("API on ").next().unwrap_or_default().trim();
+    format!("http://{addr}")
+}
+
+/// Waits for `state/listen.addr` (for daemons started without a notification socket).
+pub fn wait_listen_addr(dir: &Path, timeout: Duration, log: impl Fn() -> String) -> String {
+    let file = dir.join("state/listen.addr");
+    let start = Instant::now();
+    loop {
+        if let Some(a) = std::fs::read_to_string(&file)
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            return format!("http://{a}");
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "daemon did not start; log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A blocking HTTP call (tests stay synchronous): status and the body as JSON (or a JSON
+/// string when the body is not JSON). Status 0 means no answer within `timeout`.
+pub fn http(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> (u16, serde_json::Value) {
+    rollguard::net::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut r = reqwest::Client::new()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                url,
+            )
+            .timeout(timeout);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        match r.send().await {
+            Ok(resp) => {
+                let code = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                (
+                    code,
+                    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+                )
+            }
+            Err(e) => (0, serde_json::Value::String(e.to_string())),
+        }
+    })
+}
+
+pub fn get(url: &str) -> (u16, serde_json::Value) {
+    http("GET", url, None, Duration::from_secs(30))
+}
+
+pub fn post(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    http("POST", url, Some(body), Duration::from_secs(30))
+}
