@@ -114,7 +114,7 @@ async fn create(
         Ok(Json(r)) => r,
         Err(e) => {
             return error(
-                StatusCode::BAD_REQUEST,
+                e.status(),
                 format!("invalid deployment request: {}", e.body_text()),
             );
         }

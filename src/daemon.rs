@@ -282,6 +282,13 @@ impl Daemon {
             .resume_all()
             .await
             .context("cannot read unfinished deployments")?;
+        if let Some(dir) = &config.deployments_dir {
+            background.push(tokio::spawn(crate::deploy::dropin::run(
+                engine.clone(),
+                dir.clone(),
+                shutdown.clone(),
+            )));
+        }
         tracing::info!(%addr, resumed, rules = %rules.status.lock().map(|s| s.version.clone()).unwrap_or_default(), "rollguard listening on http://{addr}");
         Ok(Daemon {
             addr,

@@ -55,6 +55,14 @@ impl Control {
     }
 }
 
+/// What an interval did to a deployment.
+enum Progress {
+    Continue,
+    Finished,
+    /// A blue-green deployment switched traffic to green.
+    Switched,
+}
+
 /// Errors the API turns into HTTP statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -318,10 +326,18 @@ impl Engine {
             .is_ok()
     }
 
+    /// Starts the analysis task of a deployment, unless one is already running (a
+    /// registration can race with the resumption of unfinished deployments at start).
     fn spawn(self: &Arc<Self>, id: String) {
         let (tx, rx) = mpsc::channel(16);
-        if let Ok(mut m) = self.controls.lock() {
-            m.insert(id.clone(), tx);
+        match self.controls.lock() {
+            Ok(mut m) => {
+                if m.contains_key(&id) {
+                    return;
+                }
+                m.insert(id.clone(), tx);
+            }
+            Err(_) => return,
         }
         let me = self.clone();
         self.tracker.spawn(async move {
@@ -511,8 +527,15 @@ impl Engine {
             self.beat(id, Some(spec.timing.interval));
             rec.elapsed_ms = t.as_millis() as u64;
             self.observe_breaker(id, &step);
-            if self.apply_step(&mut rec, &spec, &judge, step, step_duration)? {
-                return Ok(());
+            match self.apply_step(&mut rec, &spec, &judge, step, step_duration)? {
+                Progress::Finished => return Ok(()),
+                Progress::Continue => {}
+                Progress::Switched => {
+                    // Blue-green: from now on only the absolute guards watch green.
+                    spec = compile(&rec).map_err(EngineError::Invalid)?;
+                    judge = Judge::new(&spec);
+                    self.persist(&mut rec, &judge, vec![], &[])?;
+                }
             }
         }
     }
@@ -569,7 +592,7 @@ impl Engine {
         self.breaker.lock().map(|b| b.down).unwrap_or(false)
     }
 
-    /// Applies one judge step. Returns true when the deployment is finished.
+    /// Applies one judge step.
     fn apply_step(
         self: &Arc<Self>,
         rec: &mut DeploymentRecord,
@@ -577,7 +600,7 @@ impl Engine {
         judge: &Judge,
         step: Step,
         step_duration: Duration,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Progress, EngineError> {
         let id = rec.request.id.clone();
         rec.checks = serde_json::to_value(&step.checks).unwrap_or_default();
         for c in &step.checks {
@@ -632,6 +655,7 @@ impl Engine {
             step.verdict.clone()
         };
         let was = rec.state;
+        let mut switched = false;
         match &verdict {
             Verdict::Rollback { check, reason } => {
                 rec.state = State::RolledBack;
@@ -669,8 +693,51 @@ impl Engine {
             }
             Verdict::Promote { reason } => {
                 let last = steps_len(&rec.request.strategy).saturating_sub(1) as u32;
-                if rec.step < last {
+                if rec.request.strategy.post_switch().is_some() && rec.step == 0 {
+                    // Blue-green: green verified; switch traffic, then watch it.
+                    rec.step = 1;
+                    rec.step_started_ms = rec.elapsed_ms;
+                    rec.reason = format!("switched to green: {reason}");
+                    actions =
+                        self.owed(rec, &spec.actions.on_pass, "switch", &verdict, &step.checks);
+                    events.push((
+                        "switch".into(),
+                        format!("green verified, switching traffic: {reason}"),
+                        serde_json::Value::Null,
+                    ));
+                    notify = Some((
+                        spec.actions.on_pass.clone(),
+                        self.notice(
+                            rec,
+                            NoticeKind::StepPromoted,
+                            format!("{id}: switching to green"),
+                            format!("{reason}; watching green after the switch"),
+                            step.checks.clone(),
+                        ),
+                    ));
+                    switched = true;
+                } else if rec.step < last {
                     // Canary steps: advance (handled below with the step timer).
+                } else if rec.request.strategy.post_switch().is_some() {
+                    // Blue-green watch passed: traffic is already on green, nothing to run.
+                    rec.state = State::Promoted;
+                    rec.reason = format!("green held up after the switch: {reason}");
+                    rec.finished_at = Some(now());
+                    events.push((
+                        "decision".into(),
+                        format!("promote: {}", rec.reason),
+                        serde_json::Value::Null,
+                    ));
+                    notify = Some((
+                        spec.actions.on_pass.clone(),
+                        self.notice(
+                            rec,
+                            NoticeKind::Promoted,
+                            format!("Promoted {id}"),
+                            rec.reason.clone(),
+                            step.checks.clone(),
+                        ),
+                    ));
                 } else {
                     rec.state = State::Promoted;
                     rec.reason = reason.clone();
@@ -764,6 +831,7 @@ impl Engine {
         let last = steps_len(&rec.request.strategy).saturating_sub(1) as u32;
         if !rec.state.is_terminal()
             && rec.state == State::Analysing
+            && matches!(rec.request.strategy, Strategy::Canary { .. })
             && rec.step < last
             && in_step >= step_duration
             && failing.is_empty()
@@ -814,9 +882,13 @@ impl Engine {
                     &[("deployment", &id), ("check", &c.name)],
                 );
             }
-            return Ok(true);
+            return Ok(Progress::Finished);
         }
-        Ok(false)
+        Ok(if switched {
+            Progress::Switched
+        } else {
+            Progress::Continue
+        })
     }
 
     /// The hook actions owed by a decision (notifier names in the list are skipped here).
@@ -997,6 +1069,34 @@ impl Engine {
 /// Rebuilds a deployment's analysis from the rule text stored at registration (hook names
 /// are checked when actions run, against the current config).
 pub fn compile(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
+    let spec = compile_verify(rec)?;
+    match rec.request.strategy.post_switch() {
+        Some(watch) if rec.step >= 1 => Ok(post_switch_spec(
+            &spec,
+            Duration::from_millis(rec.step_started_ms),
+            watch,
+        )),
+        _ => Ok(spec),
+    }
+}
+
+/// After a blue-green switch blue has no traffic left to compare with, so only the
+/// analysis' absolute guards keep judging green, from the switch until the watch ends.
+pub fn post_switch_spec(
+    spec: &AnalysisSpec,
+    switched_at: Duration,
+    watch: Duration,
+) -> AnalysisSpec {
+    let mut post = spec.clone();
+    post.checks
+        .retain(|c| c.kind == crate::rules::CheckKind::Threshold);
+    post.timing.warmup = switched_at + spec.timing.interval;
+    post.timing.min_duration = switched_at + watch;
+    post.timing.max_duration = switched_at + watch + spec.timing.interval;
+    post
+}
+
+fn compile_verify(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
     let path = std::path::PathBuf::from(&rec.rule_path);
     let template: AnalysisTemplate =
         parse_rule_file(&path, &rec.rule_source, None).map_err(|d| {
@@ -1017,6 +1117,7 @@ pub fn compile(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
 fn steps_len(s: &Strategy) -> usize {
     match s {
         Strategy::Canary { steps, .. } => steps.len(),
+        Strategy::BlueGreen { .. } => 2,
         Strategy::Analysis => 1,
     }
 }
@@ -1024,7 +1125,7 @@ fn steps_len(s: &Strategy) -> usize {
 fn weight_at(s: &Strategy, i: usize) -> Option<f64> {
     match s {
         Strategy::Canary { steps, .. } => steps.get(i).copied(),
-        Strategy::Analysis => None,
+        Strategy::BlueGreen { .. } | Strategy::Analysis => None,
     }
 }
 
@@ -1037,7 +1138,7 @@ fn step_duration(s: &Strategy, spec: &AnalysisSpec) -> Duration {
             .as_deref()
             .and_then(|d| crate::units::parse_duration(d).ok())
             .unwrap_or_else(|| spec.timing.min_duration / (steps.len().max(1) as u32)),
-        Strategy::Analysis => Duration::MAX,
+        Strategy::BlueGreen { .. } | Strategy::Analysis => Duration::MAX,
     }
 }
 

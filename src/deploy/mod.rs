@@ -1,5 +1,6 @@
 //! Deployments: the registry, their lifecycle, and the per-deployment analysis loop.
 
+pub mod dropin;
 pub mod engine;
 pub mod model;
 

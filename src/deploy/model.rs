@@ -40,6 +40,28 @@ pub enum Strategy {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step_duration: Option<String>,
     },
+    /// Verify green (the canary arm) against blue before the switch; on a pass the `on_pass`
+    /// hooks switch traffic, then the analysis' absolute guards (`threshold` checks) watch
+    /// green for `post_switch` (default 10m); a failure then switches back (`on_fail`).
+    BlueGreen {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        post_switch: Option<String>,
+    },
+}
+
+impl Strategy {
+    /// The post-switch watch of a blue-green deployment.
+    pub fn post_switch(&self) -> Option<std::time::Duration> {
+        match self {
+            Strategy::BlueGreen { post_switch } => Some(
+                post_switch
+                    .as_deref()
+                    .and_then(|d| crate::units::parse_duration(d).ok())
+                    .unwrap_or(std::time::Duration::from_secs(600)),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// What a pipeline sends to register a deployment (`POST /api/v1/deployments`, `rollguard
@@ -105,6 +127,12 @@ impl DeploymentRequest {
         }
         if (self.baseline.selector.is_some()) != (self.canary.selector.is_some()) {
             return Err("both arms must use the same source: `selector` on both (Prometheus) or targets on both".into());
+        }
+        if let Strategy::BlueGreen {
+            post_switch: Some(d),
+        } = &self.strategy
+        {
+            crate::units::parse_duration(d).map_err(|e| format!("`strategy.post_switch`: {e}"))?;
         }
         if let Strategy::Canary {
             steps,
