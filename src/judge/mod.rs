@@ -280,10 +280,19 @@ impl Ctx<'_> {
     pub fn counter(&self, i: usize) -> Result<Arms<f64>, Missing> {
         let a = self.get(i)?;
         match (a.baseline, a.canary) {
-            (Observed::Counter(b), Observed::Counter(c)) => Ok(Arms {
-                baseline: *b,
-                canary: *c,
-            }),
+            // Increases are finite and non-negative; anything else is a broken input, not
+            // evidence.
+            (Observed::Counter(b), Observed::Counter(c))
+                if [b, c].iter().all(|x| x.is_finite() && **x >= 0.0) =>
+            {
+                Ok(Arms {
+                    baseline: *b,
+                    canary: *c,
+                })
+            }
+            (Observed::Counter(_), Observed::Counter(_)) => Err(Missing::Error(
+                "a counter increase was not a finite, non-negative number".into(),
+            )),
             _ => Err(Missing::Error("unexpected value type for a counter".into())),
         }
     }
@@ -309,10 +318,20 @@ impl Ctx<'_> {
     pub fn buckets(&self, i: usize) -> Result<Arms<&[(f64, f64)]>, Missing> {
         let a = self.get(i)?;
         match (a.baseline, a.canary) {
-            (Observed::Buckets(b), Observed::Buckets(c)) => Ok(Arms {
-                baseline: b,
-                canary: c,
-            }),
+            (Observed::Buckets(b), Observed::Buckets(c))
+                if [b, c].iter().all(|v| {
+                    v.iter()
+                        .all(|(le, n)| !le.is_nan() && n.is_finite() && *n >= 0.0)
+                }) =>
+            {
+                Ok(Arms {
+                    baseline: b,
+                    canary: c,
+                })
+            }
+            (Observed::Buckets(_), Observed::Buckets(_)) => Err(Missing::Error(
+                "a histogram bucket was not a finite, non-negative count".into(),
+            )),
             _ => Err(Missing::Error(
                 "unexpected value type for a histogram".into(),
             )),
