@@ -67,7 +67,7 @@ fn run(
     json: bool,
 ) -> (i32, String, String) {
     std::fs::write(dir.join("rule.yaml"), RULE).unwrap();
-    let mut files = |prefix: &str, texts: &[String]| -> Vec<String> {
+    let files = |prefix: &str, texts: &[String]| -> Vec<String> {
         texts
             .iter()
             .enumerate()
@@ -150,7 +150,7 @@ fn bad_input_names_the_file_and_line() {
     let good = instance(10, 1, 10, None, None);
     let (code, _, err) = run(
         dir.path(),
-        &[good.clone()],
+        std::slice::from_ref(&good),
         &["# TYPE x counter\nx_total{a=\"1\" 5 1767225600\n# EOF\n".to_string()],
         true,
     );
