@@ -81,10 +81,10 @@ pub async fn read_body_capped(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, BodyError> {
-    if let Some(len) = resp.content_length()
-        && len as usize > limit
-    {
-        return Err(BodyError::TooLarge { limit });
+    if let Some(len) = resp.content_length() {
+        if len as usize > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
     }
     let mut buf = Vec::new();
     loop {
@@ -154,6 +154,19 @@ pub fn redact_url(u: &str) -> String {
     }
 }
 
+/// A URL without its userinfo (`https://user:secret@host/` → `https://host/`), for labels and
+/// logs that must name a target but never carry its password.
+pub fn redact_userinfo(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut p) if !p.username().is_empty() || p.password().is_some() => {
+            let _ = p.set_username("");
+            let _ = p.set_password(None);
+            p.to_string()
+        }
+        _ => u.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +190,14 @@ mod tests {
         assert_eq!(
             redact_url("https://hooks.slack.com/services/T/B/secret"),
             "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact_userinfo("http://u:pw@10.0.0.1:9100/metrics?x=1"),
+            "http://10.0.0.1:9100/metrics?x=1"
+        );
+        assert_eq!(
+            redact_userinfo("http://10.0.0.1:9100/metrics"),
+            "http://10.0.0.1:9100/metrics"
         );
     }
 }

@@ -253,7 +253,7 @@ impl ArmCollector {
                     let msg = if errors.is_empty() {
                         "no targets".to_string()
                     } else {
-                        errors.join("; ")
+                        summarize(&errors)
                     };
                     return if errors.is_empty() {
                         Fetch::NoData(msg)
@@ -280,6 +280,25 @@ impl ArmCollector {
             })
             .collect()
     }
+}
+
+/// At most three target errors in full, then a count: a thousand dead targets must not make
+/// a thousand-line chat message.
+fn summarize(errors: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut msg = errors
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if errors.len() > SHOWN {
+        msg.push_str(&format!(
+            "; and {} more target(s) failing",
+            errors.len() - SHOWN
+        ));
+    }
+    msg
 }
 
 fn sum_matching<S: SeriesRef>(sel: &Selector, samples: &[S]) -> Option<f64> {
