@@ -73,6 +73,9 @@ pub enum BodyError {
     TooLarge { limit: usize },
     #[error("connection failed while reading the body: {0}")]
     Read(String),
+    /// The request's deadline passed while the body was still arriving (a slow drip).
+    #[error("timed out while reading the body")]
+    Timeout,
 }
 
 /// Reads a response body, refusing to buffer more than `limit` bytes (a target that sends
@@ -96,6 +99,7 @@ pub async fn read_body_capped(
                 buf.extend_from_slice(&c);
             }
             Ok(None) => return Ok(buf),
+            Err(e) if e.is_timeout() => return Err(BodyError::Timeout),
             Err(e) => return Err(BodyError::Read(redact_error(&e))),
         }
     }

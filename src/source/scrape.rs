@@ -155,7 +155,12 @@ impl Scraper {
                 .map(str::to_string);
             let bytes = net::read_body_capped(resp, limit)
                 .await
-                .map_err(|e| ScrapeError::Body(e.to_string()))?;
+                .map_err(|e| match e {
+                    net::BodyError::Timeout => {
+                        ScrapeError::Timeout(crate::units::format_duration(self.cfg.timeout))
+                    }
+                    other => ScrapeError::Body(other.to_string()),
+                })?;
             let text = String::from_utf8(bytes).map_err(|_| ScrapeError::NotUtf8)?;
             Ok(Body {
                 text,
