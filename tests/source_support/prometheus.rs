@@ -193,21 +193,29 @@ fn url_escape(s: &str) -> String {
         .collect()
 }
 
-/// A GET with a short timeout on a throwaway runtime (tests stay synchronous).
+/// A GET with a short timeout, on a throwaway runtime in its own thread, so it can be called
+/// from synchronous tests and from inside a test's runtime alike.
 pub fn blocking_get(url: &str) -> Option<(u16, String)> {
     rollguard::net::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        let code = r.status().as_u16();
-        Some((code, r.text().await.ok()?))
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let r = reqwest::Client::new()
+                    .get(url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .ok()?;
+                let code = r.status().as_u16();
+                Some((code, r.text().await.ok()?))
+            })
+        })
+        .join()
+        .ok()
+        .flatten()
     })
 }
