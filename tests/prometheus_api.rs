@@ -137,7 +137,14 @@ fn counts_match_prometheus_and_missing_nan_and_bad_queries_say_what_they_are() {
     runtime().block_on(async {
         let client = PromClient::new(&PrometheusConfig::new(&prom.url)).unwrap();
         let errors = q(QueryKind::Counter, r#"req_total{code=~"5.."}"#);
-        let queries = [errors.clone(), q(QueryKind::Counter, "absent_total"), q(QueryKind::Gauge, "nan_gauge"), q(QueryKind::Gauge, "mem_bytes")];
+        // `req_total` overlaps the errors selector: the 500 series comes back in both answers.
+        let queries = [
+            errors.clone(),
+            q(QueryKind::Counter, "absent_total"),
+            q(QueryKind::Gauge, "nan_gauge"),
+            q(QueryKind::Gauge, "mem_bytes"),
+            q(QueryKind::Counter, "req_total"),
+        ];
         let canary = arms().canary;
         let (t1, t2) = (now_ms() - 3000, now_ms() - 1000);
         let mut col = rollguard::series::ArmCollector::new();
@@ -153,6 +160,9 @@ fn counts_match_prometheus_and_missing_nan_and_bad_queries_say_what_they_are() {
         assert_eq!(second[1], Fetch::NoData(r#"no series for `absent_total{role="canary"}`"#.into()));
         assert!(matches!(&second[2], Fetch::NoData(m) if m.contains("only NaN")), "{:?}", second[2]);
         assert_eq!(second[3], Fetch::Value(Observed::Gauge(vec![1000.0, 1000.0])));
+        let all = prom_sum(&prom, r#"req_total{role="canary"}"#, t2) - prom_sum(&prom, r#"req_total{role="canary"}"#, t1);
+        assert_eq!(second[4], Fetch::Value(Observed::Counter(all)));
+        assert_eq!(all, 10.0 * expected);
 
         // One evaluation time gives one answer, whenever it is asked.
         let again = client.instant(r#"req_total{role="canary"}"#, t1).await.unwrap();

@@ -445,11 +445,20 @@ impl PromClient {
         let answers =
             futures_util::future::join_all(texts.iter().map(|q| self.instant_at(q, at_ms))).await;
         let mut by_instance: BTreeMap<String, Vec<OwnedSample>> = BTreeMap::new();
+        // Overlapping selectors (`x{code=~"5.."}` and `x`) return the same series, evaluated at
+        // the same time, so with the same value: it is one series and is kept once. A series
+        // repeated within one selector's answer is kept twice, for the collector to refuse.
+        let mut from: HashMap<(String, Vec<(String, String)>), usize> = HashMap::new();
         let mut out = ArmAnswer::default();
-        for ((sel, text), a) in sels.iter().zip(texts).zip(answers) {
+        for (i, ((sel, text), a)) in sels.iter().zip(texts).zip(answers).enumerate() {
             let r = a.map(|samples| {
                 let n = samples.len();
                 for s in samples {
+                    let mut labels = s.labels.clone();
+                    labels.sort_unstable();
+                    if *from.entry((s.name.clone(), labels)).or_insert(i) != i {
+                        continue;
+                    }
                     let inst = s
                         .labels
                         .iter()
