@@ -50,6 +50,9 @@ pub enum ScrapeError {
     Parse { count: usize, first: String },
     #[error("no samples in the body")]
     Empty,
+    /// The same series twice in one body: which value is the truth is unknowable.
+    #[error("series {0} appears more than once; exactly one sample per series is expected")]
+    Duplicate(String),
     /// A credential could not be read (the message names the file or variable, not the value).
     #[error("{0}")]
     Credentials(String),
@@ -66,6 +69,7 @@ impl ScrapeError {
             ScrapeError::NotUtf8 => "encoding",
             ScrapeError::Parse { .. } => "parse",
             ScrapeError::Empty => "empty",
+            ScrapeError::Duplicate(_) => "duplicate",
             ScrapeError::Credentials(_) => "credentials",
         }
     }
@@ -217,6 +221,9 @@ pub fn parse_body(
             }
         });
     }
+    if let Some(dup) = first_duplicate(&exp.samples) {
+        return Err(ScrapeError::Duplicate(dup));
+    }
     if honor_timestamps {
         let oldest = body.scraped_at_ms - LOOKBACK.as_millis() as i64;
         if exp
@@ -235,6 +242,27 @@ pub fn parse_body(
         }
     }
     Ok(exp)
+}
+
+/// The first series that appears twice (name and label set; label order does not matter), as
+/// Prometheus refuses duplicate samples in one scrape.
+fn first_duplicate(samples: &[expo::Sample<'_>]) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    let mut seen = std::collections::HashSet::with_capacity(samples.len());
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    for s in samples {
+        labels.clear();
+        labels.extend(s.labels.iter().map(|l| (l.name, l.value.as_ref())));
+        labels.sort_unstable();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        s.name.hash(&mut h);
+        labels.hash(&mut h);
+        if !seen.insert(h.finish()) {
+            let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            return Some(format!("{}{{{}}}", s.name, inner.join(",")));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -276,6 +304,25 @@ mod tests {
             parse_body(&only_old, true, true).err(),
             Some(ScrapeError::Empty)
         );
+    }
+
+    #[test]
+    fn duplicate_series_fail_the_scrape() {
+        let b = body(
+            "a{x=\"1\",y=\"2\"} 1\nb 2\na{y=\"2\",x=\"1\"} 3\n",
+            Format::Prometheus,
+            0,
+        );
+        assert_eq!(
+            parse_body(&b, true, true).err(),
+            Some(ScrapeError::Duplicate("a{x=\"1\",y=\"2\"}".into()))
+        );
+        let h = body(
+            "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_count 2\n",
+            Format::Prometheus,
+            0,
+        );
+        assert!(parse_body(&h, true, true).is_ok());
     }
 
     #[test]
