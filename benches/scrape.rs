@@ -69,9 +69,8 @@ fn serve(b: Bodies) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
         .build()
         .expect("server runtime");
     let state = Arc::new(b);
-    let addr =
-        rt.block_on(async move {
-            let app =
+    let addr = rt.block_on(async move {
+        let app =
                 Router::new()
                     .route(
                         "/{size}/{i}/metrics",
@@ -94,15 +93,15 @@ fn serve(b: Bodies) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
                         ),
                     )
                     .with_state(state);
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = l.local_addr().expect("addr");
-            tokio::spawn(async move {
-                let _ = axum::serve(l, app).await;
-            });
-            addr
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
         });
+        addr
+    });
     (addr, rt)
 }
 

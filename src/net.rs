@@ -84,10 +84,10 @@ pub async fn read_body_capped(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, BodyError> {
-    if let Some(len) = resp.content_length() {
-        if len as usize > limit {
-            return Err(BodyError::TooLarge { limit });
-        }
+    if let Some(len) = resp.content_length()
+        && len as usize > limit
+    {
+        return Err(BodyError::TooLarge { limit });
     }
     let mut buf = Vec::new();
     loop {

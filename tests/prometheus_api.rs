@@ -316,10 +316,13 @@ fn a_tenant_header_from_a_file_reaches_a_multi_tenant_gateway() {
     });
 }
 
+/// One request to the scripted server: the case (path prefix), the form, the headers.
+type Received = (String, BTreeMap<String, String>, HeaderMap);
+
 /// What the scripted API server received.
 #[derive(Clone, Default)]
 struct Script {
-    requests: Arc<Mutex<Vec<(String, BTreeMap<String, String>, HeaderMap)>>>,
+    requests: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Script {
@@ -523,7 +526,8 @@ async fn an_outage_is_one_backoff_episode_not_one_per_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_answer_is_classified() {
     let (base, _) = script_server().await;
-    let cases: &[(&str, fn(&QueryError) -> bool, &str)] = &[
+    type Case = (&'static str, fn(&QueryError) -> bool, &'static str);
+    let cases: &[Case] = &[
         (
             "unprocessable",
             |e| matches!(e, QueryError::Degraded(_)),

@@ -69,7 +69,7 @@ impl Chaos {
         let addr = rt.block_on(async {
             let app = Router::new()
                 .route("/rotating", get(rotating))
-                .route("/hang", get(|| std::future::pending::<&'static str>()))
+                .route("/hang", get(std::future::pending::<&'static str>))
                 .route(
                     "/500",
                     get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),

@@ -202,7 +202,7 @@ impl PromClient {
     fn failed(&self, retry_after: Option<Duration>, msg: &str) {
         let now = tokio::time::Instant::now();
         let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        if !b.until.is_some_and(|u| u > now) {
+        if b.until.is_none_or(|u| u <= now) {
             b.failures = b.failures.saturating_add(1);
         }
         let exp = Duration::from_secs(1u64 << b.failures.saturating_sub(1).min(16))
