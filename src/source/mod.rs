@@ -73,6 +73,8 @@ pub struct DeploymentSource {
 }
 
 impl DeploymentSource {
+    /// A source for one deployment; the counter memory starts empty, so the first fetch of a
+    /// (re)started analysis establishes baselines rather than counting since process start.
     pub fn new(source: Source, deployment: &str, telemetry: Arc<Telemetry>) -> Self {
         DeploymentSource {
             source,

@@ -162,6 +162,8 @@ impl ArmAnswer {
 }
 
 impl PromClient {
+    /// One client per daemon: the backoff and the concurrency limit protect one backend, so
+    /// they must be shared by every deployment that queries it.
     pub fn new(cfg: &PrometheusConfig) -> Result<Self, String> {
         Ok(PromClient {
             http: net::client(&cfg.tls, cfg.timeout)?,

@@ -100,6 +100,8 @@ pub struct Scraper {
 }
 
 impl Scraper {
+    /// One scraper per daemon, so the concurrency limit is global and connections are pooled
+    /// across deployments. Fails only on unreadable TLS files.
     pub fn new(cfg: &ScrapeConfig) -> Result<Self, String> {
         Ok(Scraper {
             client: net::client(&cfg.tls, cfg.timeout)?,
