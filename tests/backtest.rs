@@ -23,13 +23,7 @@ checks:
 
 /// One instance: `rps` requests and `errors_per_step` errors every 10 s for `steps` steps,
 /// with a restart (counter reset) at `reset_at` and a missing scrape at `gap_at`.
-fn instance(
-    rps: u64,
-    errors_per_step: u64,
-    steps: u64,
-    reset_at: Option<u64>,
-    gap_at: Option<u64>,
-) -> String {
+fn instance(rps: u64, errors_per_step: u64, steps: u64, reset_at: Option<u64>, gap_at: Option<u64>) -> String {
     let t0 = 1_767_225_600u64;
     let mut ok = 0u64;
     let mut err = 0u64;
@@ -44,14 +38,8 @@ fn instance(
         ok += rps * 10 - errors_per_step;
         err += errors_per_step;
         if Some(k) != gap_at {
-            oks.push(format!(
-                "http_requests_total{{code=\"200\",route=\"/api/v1/cart/{{id}}\"}} {ok} {}.000\n",
-                t0 + k * 10
-            ));
-            errs.push(format!(
-                "http_requests_total{{code=\"500\",route=\"/api/v1/cart/{{id}}\"}} {err} {}.5\n",
-                t0 + k * 10
-            ));
+            oks.push(format!("http_requests_total{{code=\"200\",route=\"/api/v1/cart/{{id}}\"}} {ok} {}.000\n", t0 + k * 10));
+            errs.push(format!("http_requests_total{{code=\"500\",route=\"/api/v1/cart/{{id}}\"}} {err} {}.5\n", t0 + k * 10));
         }
     }
     s.extend(oks);
@@ -60,12 +48,7 @@ fn instance(
     s
 }
 
-fn run(
-    dir: &std::path::Path,
-    base: &[String],
-    canary: &[String],
-    json: bool,
-) -> (i32, String, String) {
+fn run(dir: &std::path::Path, base: &[String], canary: &[String], json: bool) -> (i32, String, String) {
     std::fs::write(dir.join("rule.yaml"), RULE).unwrap();
     let mut files = |prefix: &str, texts: &[String]| -> Vec<String> {
         texts
@@ -81,21 +64,12 @@ fn run(
     let b = files("b", base);
     let c = files("c", canary);
     let mut cmd = Command::new(BIN);
-    cmd.args(["backtest", "--rules"])
-        .arg(dir.join("rule.yaml"))
-        .args(["--analysis", "errors", "--baseline"])
-        .args(&b)
-        .arg("--canary")
-        .args(&c);
+    cmd.args(["backtest", "--rules"]).arg(dir.join("rule.yaml")).args(["--analysis", "errors", "--baseline"]).args(&b).arg("--canary").args(&c);
     if json {
         cmd.args(["--format", "json"]);
     }
     let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 #[test]
@@ -103,10 +77,7 @@ fn hand_written_files_roll_back_a_bad_canary() {
     let dir = tempfile::tempdir().unwrap();
     // Baseline: two instances at 1 % errors, one restarts; canary: one instance at 5 %, one
     // missing scrape.
-    let base = vec![
-        instance(10, 1, 60, Some(30), None),
-        instance(10, 1, 60, None, None),
-    ];
+    let base = vec![instance(10, 1, 60, Some(30), None), instance(10, 1, 60, None, None)];
     let canary = vec![instance(10, 5, 60, None, Some(20))];
     let (code, out, err) = run(dir.path(), &base, &canary, true);
     assert_eq!(code, 0, "{err}");
@@ -115,14 +86,7 @@ fn hand_written_files_roll_back_a_bad_canary() {
     let at = v["decided_at_s"].as_f64().unwrap();
     assert!(at > 0.0 && at <= 300.0, "{v:#}");
     let c = &v["checks"][0];
-    for k in [
-        "name",
-        "kind",
-        "outcome",
-        "evidence",
-        "effect",
-        "explanation",
-    ] {
+    for k in ["name", "kind", "outcome", "evidence", "effect", "explanation"] {
         assert!(c.get(k).is_some(), "missing {k}: {c}");
     }
     assert_eq!(c["outcome"], "fail");
@@ -148,23 +112,10 @@ fn equal_arms_are_not_rolled_back() {
 fn bad_input_names_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let good = instance(10, 1, 10, None, None);
-    let (code, _, err) = run(
-        dir.path(),
-        &[good.clone()],
-        &["# TYPE x counter\nx_total{a=\"1\" 5 1767225600\n# EOF\n".to_string()],
-        true,
-    );
+    let (code, _, err) = run(dir.path(), &[good.clone()], &["# TYPE x counter\nx_total{a=\"1\" 5 1767225600\n# EOF\n".to_string()], true);
     assert_eq!(code, 1);
     assert!(err.contains("c0.om:2:"), "{err}");
-    let (code, _, err) = run(
-        dir.path(),
-        &[good],
-        &["http_requests_total{code=\"500\"} 5\n".to_string()],
-        true,
-    );
+    let (code, _, err) = run(dir.path(), &[good], &["http_requests_total{code=\"500\"} 5\n".to_string()], true);
     assert_eq!(code, 1);
-    assert!(
-        err.contains("c0.om:1: sample `http_requests_total` has no timestamp"),
-        "{err}"
-    );
+    assert!(err.contains("c0.om:1: sample `http_requests_total` has no timestamp"), "{err}");
 }

@@ -165,18 +165,18 @@ fn counts_match_prometheus_and_missing_nan_and_bad_queries_say_what_they_are() {
         assert_eq!(all, 10.0 * expected);
 
         // One evaluation time gives one answer, whenever it is asked.
-        let again = client.instant(r#"req_total{role="canary"}"#, t1).await.unwrap();
-        assert_eq!(again, client.instant(r#"req_total{role="canary"}"#, t1).await.unwrap());
-        assert!(client.instant("req_total", t1 - 3_600_000).await.unwrap().is_empty(), "before the data existed");
+        let again = client.instant_at(r#"req_total{role="canary"}"#, t1).await.unwrap();
+        assert_eq!(again, client.instant_at(r#"req_total{role="canary"}"#, t1).await.unwrap());
+        assert!(client.instant_at("req_total", t1 - 3_600_000).await.unwrap().is_empty(), "before the data existed");
 
         // A wrong query is the rule's problem, and says so.
-        let e = client.instant("rate(req_total[", t2).await.unwrap_err();
+        let e = client.instant_at("rate(req_total[", t2).await.unwrap_err();
         assert!(matches!(&e, QueryError::Rejected(m) if m.contains("bad_data") && m.contains("problem in the rule")), "{e:?}");
         assert!(!e.is_backend());
         // Only instant vectors of raw series are expected.
-        let e = client.instant("req_total[1m]", t2).await.unwrap_err();
+        let e = client.instant_at("req_total[1m]", t2).await.unwrap_err();
         assert!(matches!(&e, QueryError::Invalid(m) if m.contains("a range vector")), "{e:?}");
-        let e = client.instant("1 + 1", t2).await.unwrap_err();
+        let e = client.instant_at("1 + 1", t2).await.unwrap_err();
         assert!(matches!(&e, QueryError::Invalid(m) if m.contains("a scalar")), "{e:?}");
     });
 }
@@ -250,9 +250,9 @@ fn a_path_prefix_works_and_a_missing_one_says_so() {
     prom.wait_series("mem_bytes", 4, Duration::from_secs(30));
     runtime().block_on(async {
         let ok = PromClient::new(&PrometheusConfig::new(&prom.url)).unwrap();
-        assert_eq!(ok.instant("mem_bytes", now_ms()).await.unwrap().len(), 4);
+        assert_eq!(ok.instant_at("mem_bytes", now_ms()).await.unwrap().len(), 4);
         let without = PromClient::new(&PrometheusConfig::new(prom.url.trim_end_matches("/prometheus"))).unwrap();
-        let e = without.instant("mem_bytes", now_ms()).await.unwrap_err();
+        let e = without.instant_at("mem_bytes", now_ms()).await.unwrap_err();
         assert!(matches!(&e, QueryError::Config(m) if m.contains("HTTP 404") && m.contains("path prefix")), "{e:?}");
     });
 }
@@ -308,9 +308,9 @@ fn a_tenant_header_from_a_file_reaches_a_multi_tenant_gateway() {
         let mut cfg = PrometheusConfig::new(&gw);
         cfg.headers.insert("X-Scope-OrgID".into(), Secret::File { file: tenant.clone() });
         let c = PromClient::new(&cfg).unwrap();
-        assert_eq!(c.instant("mem_bytes", now_ms()).await.unwrap().len(), 4);
+        assert_eq!(c.instant_at("mem_bytes", now_ms()).await.unwrap().len(), 4);
         std::fs::write(&tenant, "team-b").unwrap();
-        let e = c.instant("mem_bytes", now_ms()).await.unwrap_err();
+        let e = c.instant_at("mem_bytes", now_ms()).await.unwrap_err();
         assert!(matches!(&e, QueryError::Config(m) if m.contains("HTTP 401") && m.contains("tenant header") && m.contains("no org id")), "{e:?}");
         assert!(e.is_backend(), "every deployment is affected");
     });
@@ -454,7 +454,7 @@ async fn what_is_sent_time_timeout_params_and_credentials() {
         });
     });
     let samples = c
-        .instant(r#"up{job="x"}"#, 1_700_000_000_123)
+        .instant_at(r#"up{job="x"}"#, 1_700_000_000_123)
         .await
         .unwrap();
     assert_eq!(samples.len(), 1);
@@ -476,13 +476,13 @@ async fn overload_backs_off_as_long_as_retry_after_asks_then_resumes() {
     let c = client(&base, "overloaded", |c| {
         c.max_backoff = Duration::from_secs(30)
     });
-    let e = c.instant("up", now_ms()).await.unwrap_err();
+    let e = c.instant_at("up", now_ms()).await.unwrap_err();
     assert!(
         matches!(&e, QueryError::Unreachable(m) if m.contains("HTTP 429 (Retry-After 1s)")),
         "{e:?}"
     );
     // Within the wait: fail fast, without a request.
-    let e = c.instant("up", now_ms()).await.unwrap_err();
+    let e = c.instant_at("up", now_ms()).await.unwrap_err();
     assert!(
         matches!(&e, QueryError::Unreachable(m) if m.contains("backing off") && m.contains("HTTP 429")),
         "{e:?}"
@@ -490,7 +490,7 @@ async fn overload_backs_off_as_long_as_retry_after_asks_then_resumes() {
     assert_eq!(script.count("overloaded"), 1);
     // The wait is the server's second, not our exponential guess.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(c.instant("up", now_ms()).await.unwrap().len(), 1);
+    assert_eq!(c.instant_at("up", now_ms()).await.unwrap().len(), 1);
     assert_eq!(script.count("overloaded"), 2);
 }
 
@@ -500,7 +500,7 @@ async fn an_outage_is_one_backoff_episode_not_one_per_query() {
     let c = Arc::new(client(&base, "down", |c| {
         c.max_backoff = Duration::from_secs(30)
     }));
-    let all = futures_util::future::join_all((0..10).map(|_| c.instant("up", now_ms()))).await;
+    let all = futures_util::future::join_all((0..10).map(|_| c.instant_at("up", now_ms()))).await;
     for e in &all {
         assert!(
             matches!(e, Err(QueryError::Unreachable(m)) if m.contains("HTTP 503") && m.contains("ingesters unhealthy")),
@@ -510,7 +510,7 @@ async fn an_outage_is_one_backoff_episode_not_one_per_query() {
     let sent = script.count("down");
     // Ten failures at once are one episode: the wait is 1 s, not 2^10 s.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(c.instant("up", now_ms()).await.is_err());
+    assert!(c.instant_at("up", now_ms()).await.is_err());
     assert_eq!(
         script.count("down"),
         sent + 1,
@@ -518,7 +518,7 @@ async fn an_outage_is_one_backoff_episode_not_one_per_query() {
     );
     // The second episode waits 2 s.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let e = c.instant("up", now_ms()).await.unwrap_err();
+    let e = c.instant_at("up", now_ms()).await.unwrap_err();
     assert!(e.to_string().contains("backing off"), "{e}");
     assert_eq!(script.count("down"), sent + 1);
 }
@@ -576,7 +576,7 @@ async fn every_kind_of_bad_answer_is_classified() {
     ];
     for (case, kind, text) in cases {
         let e = client(&base, case, |_| {})
-            .instant("up", now_ms())
+            .instant_at("up", now_ms())
             .await
             .unwrap_err();
         assert!(kind(&e) && e.to_string().contains(text), "{case}: {e:?}");
@@ -584,7 +584,7 @@ async fn every_kind_of_bad_answer_is_classified() {
     // Partial answers can be accepted on purpose.
     assert_eq!(
         client(&base, "warnings", |c| c.accept_partial = true)
-            .instant("up", now_ms())
+            .instant_at("up", now_ms())
             .await
             .unwrap()
             .len(),

@@ -70,7 +70,6 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
     let prom = Prometheus::start(&all);
     prom.wait_series("http_requests_total", 8, Duration::from_secs(30));
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], &prometheus_config(&prom));
-    source_support::wait_started(|| d.log());
     for (id, fleet) in [("bad", "bad"), ("good", "good")] {
         let (code, v) = d.post("/api/v1/deployments", &deployment(id, fleet, json!({})));
         assert_eq!(code, 201, "{v}");
@@ -150,7 +149,6 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
         ops.url
     );
     let d = Daemon::start(&[("errors.yaml", OUTAGE_RULE)], &extra);
-    source_support::wait_started(|| d.log());
     let ids = ["shop-1", "shop-2", "shop-3"];
     for id in ids {
         let (code, v) = d.post("/api/v1/deployments", &deployment(id, "shop", json!({})));

@@ -2,7 +2,6 @@
 //! visible in rollguard's own `/metrics`, and credentials appear in no log line or label.
 
 mod common;
-mod source_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,7 +115,6 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
     );
     let chaos = Chaos::start();
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], SCRAPE);
-    source_support::wait_started(|| d.log());
     let canary = vec![
         chaos.url("/hang"),
         chaos.url("/500"),
@@ -202,7 +200,6 @@ fn a_flapping_target_beside_healthy_ones_never_causes_a_rollback() {
     );
     let chaos = Chaos::start();
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], SCRAPE);
-    source_support::wait_started(|| d.log());
     let body = json!({
         "id": "flap", "analysis": "errors",
         "baseline": { "targets": [fleet.target("baseline-0"), fleet.target("baseline-1")] },
@@ -241,7 +238,6 @@ fn credentials_never_reach_logs_or_labels() {
         token.display()
     );
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], &extra);
-    source_support::wait_started(|| d.log());
     let body = json!({
         "id": "secret", "analysis": "errors",
         "baseline": { "targets": [chaos.url("/token"), fleet.target("baseline-0")] },

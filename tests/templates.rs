@@ -28,140 +28,62 @@ fn backtest(analysis: &str, s: &Scenario) -> serde_json::Value {
     let b = write("baseline", &r.baseline);
     let c = write("canary", &r.canary);
     let out = Command::new(BIN)
-        .args([
-            "backtest",
-            "--rules",
-            RULES,
-            "--analysis",
-            analysis,
-            "--format",
-            "json",
-            "--baseline",
-        ])
+        .args(["backtest", "--rules", RULES, "--analysis", analysis, "--format", "json", "--baseline"])
         .args(&b)
         .arg("--canary")
         .args(&c)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn scenario(seed: u64, fault: Fault) -> Scenario {
-    Scenario {
-        seed,
-        fault,
-        duration_s: 1200.0,
-        ..Scenario::default()
-    }
+    Scenario { seed, fault, duration_s: 1200.0, ..Scenario::default() }
 }
 
 fn assert_verdict(analysis: &str, s: &Scenario, want: &[&str]) -> serde_json::Value {
     let v = backtest(analysis, s);
-    assert!(
-        want.contains(&v["verdict"].as_str().unwrap()),
-        "{analysis} on {:?}: {v:#}",
-        s.fault
-    );
+    assert!(want.contains(&v["verdict"].as_str().unwrap()), "{analysis} on {:?}: {v:#}", s.fault);
     v
 }
 
 #[test]
 fn templates_exist_and_check() {
-    for f in [
-        "http-service",
-        "memory-leak",
-        "db-pool",
-        "rate-limit",
-        "blue-green",
-    ] {
+    for f in ["http-service", "memory-leak", "db-pool", "rate-limit", "blue-green"] {
         assert!(Path::new(RULES).join(format!("{f}.yaml")).exists(), "{f}");
     }
 }
 
 #[test]
 fn http_service() {
-    let v = assert_verdict(
-        "http-service",
-        &scenario(101, Fault::ErrorRatio { factor: 5.0 }),
-        &["rollback"],
-    );
-    assert!(
-        v["checks"][0]["explanation"]
-            .as_str()
-            .unwrap()
-            .contains("canary error-ratio"),
-        "{v:#}"
-    );
-    assert_verdict(
-        "http-service",
-        &scenario(102, Fault::LatencyMedian { factor: 1.5 }),
-        &["rollback"],
-    );
-    assert_verdict(
-        "http-service",
-        &scenario(103, Fault::None),
-        &["promote", "inconclusive"],
-    );
+    let v = assert_verdict("http-service", &scenario(101, Fault::ErrorRatio { factor: 5.0 }), &["rollback"]);
+    assert!(v["checks"][0]["explanation"].as_str().unwrap().contains("canary error-ratio"), "{v:#}");
+    assert_verdict("http-service", &scenario(102, Fault::LatencyMedian { factor: 1.5 }), &["rollback"]);
+    assert_verdict("http-service", &scenario(103, Fault::None), &["promote", "inconclusive"]);
 }
 
 #[test]
 fn memory_leak() {
-    let v = assert_verdict(
-        "memory-leak",
-        &scenario(104, Fault::Leak { mib_per_min: 5.0 }),
-        &["rollback"],
-    );
+    let v = assert_verdict("memory-leak", &scenario(104, Fault::Leak { mib_per_min: 5.0 }), &["rollback"]);
     assert!(v["decided_at_s"].as_f64().unwrap() < 900.0, "{v:#}");
-    assert_verdict(
-        "memory-leak",
-        &scenario(105, Fault::None),
-        &["promote", "inconclusive"],
-    );
+    assert_verdict("memory-leak", &scenario(105, Fault::None), &["promote", "inconclusive"]);
 }
 
 #[test]
 fn db_pool() {
-    assert_verdict(
-        "db-pool",
-        &scenario(106, Fault::PoolExhaustion),
-        &["rollback"],
-    );
-    assert_verdict(
-        "db-pool",
-        &scenario(107, Fault::None),
-        &["promote", "inconclusive"],
-    );
+    assert_verdict("db-pool", &scenario(106, Fault::PoolExhaustion), &["rollback"]);
+    assert_verdict("db-pool", &scenario(107, Fault::None), &["promote", "inconclusive"]);
 }
 
 #[test]
 fn rate_limit() {
-    assert_verdict(
-        "rate-limit",
-        &scenario(108, Fault::RateLimit { share: 0.05 }),
-        &["rollback"],
-    );
-    assert_verdict(
-        "rate-limit",
-        &scenario(109, Fault::None),
-        &["promote", "inconclusive"],
-    );
+    assert_verdict("rate-limit", &scenario(108, Fault::RateLimit { share: 0.05 }), &["rollback"]);
+    assert_verdict("rate-limit", &scenario(109, Fault::None), &["promote", "inconclusive"]);
 }
 
 #[test]
 fn blue_green() {
-    assert_verdict(
-        "blue-green",
-        &scenario(110, Fault::ErrorRatio { factor: 3.0 }),
-        &["rollback"],
-    );
-    assert_verdict(
-        "blue-green",
-        &scenario(111, Fault::None),
-        &["promote", "inconclusive"],
-    );
+    assert_verdict("blue-green", &scenario(110, Fault::ErrorRatio { factor: 3.0 }), &["rollback"]);
+    assert_verdict("blue-green", &scenario(111, Fault::None), &["promote", "inconclusive"]);
 }

@@ -21,22 +21,6 @@ pub enum Reply {
     Hang,
 }
 
-/// Waits until the daemon has finished starting. Its API answers before it has resumed the
-/// deployments it had in store, and a deployment registered in that window is analysed by two
-/// tasks that end each other silently (a daemon bug reported with this work); the log line
-/// `rollguard listening` is written once resuming is done.
-pub fn wait_started(log: impl Fn() -> String) {
-    let start = std::time::Instant::now();
-    while !log().contains("rollguard listening") {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "daemon did not finish starting:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A complete `200 OK` response with a body and a content type.
 pub fn ok(content_type: &str, body: &str) -> Vec<u8> {
     format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
