@@ -185,7 +185,7 @@ impl PromClient {
 
     /// Where the queries go, without credentials or path details, for messages.
     pub fn describe(&self) -> String {
-        format!("Prometheus API at {}", net::redact_url(&self.cfg.url))
+        format!("Prometheus at {}", net::redact_url(&self.cfg.url))
     }
 
     fn backing_off(&self) -> Option<(Duration, String)> {
