@@ -108,6 +108,8 @@ struct RawScrape {
     #[serde(default)]
     strict: Option<bool>,
     #[serde(default)]
+    honor_timestamps: Option<bool>,
+    #[serde(default)]
     tls: Option<RawTls>,
     #[serde(default)]
     bearer_token: Option<Secret>,
@@ -152,6 +154,16 @@ struct RawPrometheus {
     instance_label: Option<String>,
     #[serde(default)]
     tls: Option<RawTls>,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    #[serde(default)]
+    concurrency: Option<Spanned<usize>>,
+    #[serde(default)]
+    eval_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    max_backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    accept_partial: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,6 +415,10 @@ pub struct ScrapeConfig {
     pub concurrency: usize,
     /// Any malformed line fails the whole scrape, as in Prometheus.
     pub strict: bool,
+    /// Use the timestamps targets expose (Prometheus' `honor_timestamps`): a sample whose
+    /// timestamp is older than the 5-minute lookback is stale and does not count. Off: every
+    /// sample is taken as of the scrape.
+    pub honor_timestamps: bool,
     pub tls: TlsConfig,
     pub bearer_token: Option<Secret>,
     pub basic_auth: Option<BasicAuth>,
@@ -415,6 +431,7 @@ impl Default for ScrapeConfig {
             max_body_bytes: 16 * 1024 * 1024,
             concurrency: 64,
             strict: true,
+            honor_timestamps: true,
             tls: TlsConfig::default(),
             bearer_token: None,
             basic_auth: None,
@@ -433,6 +450,40 @@ pub struct PrometheusConfig {
     pub timeout: Duration,
     pub instance_label: String,
     pub tls: TlsConfig,
+    /// Extra form parameters sent with every query (`dedup`, `partial_response`, VictoriaMetrics'
+    /// `extra_label`, ...); Prometheus ignores ones it does not know.
+    pub params: BTreeMap<String, String>,
+    /// Queries in flight at once, across all deployments (protects the backend).
+    pub concurrency: usize,
+    /// How far behind the wall clock queries are evaluated, so samples still being ingested
+    /// (remote write to Mimir/Thanos/VictoriaMetrics lags by seconds) are not missed now and
+    /// seen later by a backtest of the same data.
+    pub eval_delay: Duration,
+    /// Longest wait between attempts after 429/5xx/timeouts (a `Retry-After` may ask for more).
+    pub max_backoff: Duration,
+    /// Accept answers flagged partial (warnings, `isPartial`); by default they are a
+    /// `source_error`, since a missing shard can hold one arm's data.
+    pub accept_partial: bool,
+}
+
+impl PrometheusConfig {
+    /// A config for `url` with every other setting at its default.
+    pub fn new(url: &str) -> PrometheusConfig {
+        PrometheusConfig {
+            url: url.trim_end_matches('/').to_string(),
+            headers: BTreeMap::new(),
+            bearer_token: None,
+            basic_auth: None,
+            timeout: Duration::from_secs(10),
+            instance_label: "instance".into(),
+            tls: TlsConfig::default(),
+            params: BTreeMap::new(),
+            concurrency: 16,
+            eval_delay: Duration::ZERO,
+            max_backoff: Duration::from_secs(30),
+            accept_partial: false,
+        }
+    }
 }
 
 /// What a hook does.
@@ -648,37 +699,51 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             }
         }
         scrape.strict = s.strict.unwrap_or(true);
+        scrape.honor_timestamps = s.honor_timestamps.unwrap_or(true);
         scrape.tls = tls(s.tls.clone(), &resolve);
         scrape.bearer_token = s.bearer_token.clone();
         scrape.basic_auth = s.basic_auth.clone();
     }
 
     let prometheus = raw.prometheus.as_ref().map(|p| {
-        let url = p.value.url.value.trim_end_matches('/').to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            err(
-                loc(&p.value.url),
-                format!("`prometheus.url` must start with http:// or https://, got `{url}`"),
-            );
+        let r = &p.value;
+        let mut c = PrometheusConfig::new(&r.url.value);
+        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+            err(loc(&r.url), format!("`prometheus.url` must start with http:// or https://, got `{}`", c.url));
+        } else if c.url.contains('?') || c.url.contains('#') {
+            err(loc(&r.url), "`prometheus.url` is a base URL (with any path prefix, e.g. http://mimir/prometheus); put query parameters under `prometheus.params`".into());
+        } else if c.url.ends_with("/api/v1") || c.url.ends_with("/api/v1/query") {
+            err(loc(&r.url), format!("`prometheus.url` is the base URL; rollguard appends /api/v1/query itself (use `{}`)", c.url.trim_end_matches("/query").trim_end_matches("/api/v1")));
         }
-        PrometheusConfig {
-            url,
-            headers: p.value.headers.clone(),
-            bearer_token: p.value.bearer_token.clone(),
-            basic_auth: p.value.basic_auth.clone(),
-            timeout: duration(
-                &p.value.timeout,
-                Duration::from_secs(10),
-                "prometheus.timeout",
-                &mut err,
-            ),
-            instance_label: p
-                .value
-                .instance_label
-                .clone()
-                .unwrap_or_else(|| "instance".into()),
-            tls: tls(p.value.tls.clone(), &resolve),
+        c.headers = r.headers.clone();
+        c.bearer_token = r.bearer_token.clone();
+        c.basic_auth = r.basic_auth.clone();
+        c.timeout = duration(&r.timeout, c.timeout, "prometheus.timeout", &mut err);
+        c.instance_label = r.instance_label.clone().unwrap_or_else(|| "instance".into());
+        c.tls = tls(r.tls.clone(), &resolve);
+        c.params = r.params.clone();
+        for reserved in ["query", "time", "timeout"] {
+            if c.params.contains_key(reserved) {
+                err(loc(&r.url), format!("`prometheus.params` must not set `{reserved}` (rollguard sets it for each query)"));
+            }
         }
+        if let Some(n) = &r.concurrency {
+            if n.value == 0 || n.value > 1000 {
+                err((n.referenced.line(), n.referenced.column()), "`prometheus.concurrency` must be between 1 and 1000".into());
+            } else {
+                c.concurrency = n.value;
+            }
+        }
+        if let Some(d) = &r.eval_delay {
+            match units::parse_duration(&d.value) {
+                Ok(v) if v <= Duration::from_secs(600) => c.eval_delay = v,
+                Ok(_) => err(loc(d), "`prometheus.eval_delay` must be at most 10m".into()),
+                Err(e) => err(loc(d), format!("`prometheus.eval_delay`: {e}")),
+            }
+        }
+        c.max_backoff = duration(&r.max_backoff, c.max_backoff, "prometheus.max_backoff", &mut err);
+        c.accept_partial = r.accept_partial;
+        c
     });
 
     let mut hooks = BTreeMap::new();

@@ -73,6 +73,9 @@ pub enum BodyError {
     TooLarge { limit: usize },
     #[error("connection failed while reading the body: {0}")]
     Read(String),
+    /// The request's deadline passed while the body was still arriving (a slow drip).
+    #[error("timed out while reading the body")]
+    Timeout,
 }
 
 /// Reads a response body, refusing to buffer more than `limit` bytes (a target that sends
@@ -96,6 +99,7 @@ pub async fn read_body_capped(
                 buf.extend_from_slice(&c);
             }
             Ok(None) => return Ok(buf),
+            Err(e) if e.is_timeout() => return Err(BodyError::Timeout),
             Err(e) => return Err(BodyError::Read(redact_error(&e))),
         }
     }
@@ -154,6 +158,19 @@ pub fn redact_url(u: &str) -> String {
     }
 }
 
+/// A URL without its userinfo (`https://user:secret@host/` → `https://host/`), for labels and
+/// logs that must name a target but never carry its password.
+pub fn redact_userinfo(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut p) if !p.username().is_empty() || p.password().is_some() => {
+            let _ = p.set_username("");
+            let _ = p.set_password(None);
+            p.to_string()
+        }
+        _ => u.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +194,14 @@ mod tests {
         assert_eq!(
             redact_url("https://hooks.slack.com/services/T/B/secret"),
             "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact_userinfo("http://u:pw@10.0.0.1:9100/metrics?x=1"),
+            "http://10.0.0.1:9100/metrics?x=1"
+        );
+        assert_eq!(
+            redact_userinfo("http://10.0.0.1:9100/metrics"),
+            "http://10.0.0.1:9100/metrics"
         );
     }
 }

@@ -6,8 +6,14 @@
 //! client libraries create an error series only when the first error happens, and sparse
 //! errors are exactly what a canary judge must not lose. The same collector serves every
 //! source, so scrape, Prometheus and backtest see identical arithmetic.
+//!
+//! Two inputs are refused rather than guessed at, because either would silently bend the
+//! counts a verdict rests on: the same series twice in one target's answer (which sample is
+//! the truth? a duplicated exporter or an undeduplicated HA pair would double-count), which
+//! makes the query a `source_error` saying so; and series whose only values are NaN or
+//! infinite, which are `no_data` with that reason rather than "no series matched".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use crate::query::{Fetch, MetricQuery, Observed, QueryKind};
@@ -84,6 +90,23 @@ fn series_key<S: SeriesRef>(query: usize, s: &S) -> u64 {
     h.finish()
 }
 
+/// `name{a="1",b="2"}` for messages about one series.
+fn describe_series<S: SeriesRef>(s: &S) -> String {
+    let mut labels = s.labels();
+    labels.sort_unstable();
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{}{{{}}}", s.name(), inner.join(","))
+}
+
+/// The message for a series seen twice in one target's answer.
+fn duplicate_message<S: SeriesRef>(target: &str, s: &S) -> String {
+    format!(
+        "{target}: series {} appears more than once in one answer; exactly one sample per series is expected \
+         (a duplicated exporter, or an HA pair the query backend does not deduplicate)",
+        describe_series(s)
+    )
+}
+
 /// One target's samples for one interval, or why there are none.
 pub struct TargetSamples<'a, S> {
     /// Stable identity of the instance (scrape URL, or the `instance` label).
@@ -134,6 +157,7 @@ impl ArmCollector {
         let mut out: Vec<Acc> = queries.iter().map(|q| Acc::new(q.kind)).collect();
         let mut errors = Vec::new();
         let mut ok_targets = 0usize;
+        let mut seen: HashSet<u64> = HashSet::new();
         for t in targets {
             let samples = match &t.samples {
                 Ok(s) => s,
@@ -150,13 +174,20 @@ impl ArmCollector {
                 match q.kind {
                     QueryKind::Counter | QueryKind::Histogram => {
                         let sel = q.sample_selector();
+                        seen.clear();
                         for s in samples.iter().filter(|s| selected(&sel, *s)) {
+                            let key = series_key(qi, s);
+                            if !seen.insert(key) {
+                                acc.duplicate
+                                    .get_or_insert_with(|| duplicate_message(t.target, s));
+                                continue;
+                            }
                             let v = s.value();
                             if !v.is_finite() {
+                                acc.non_finite = true;
                                 continue;
                             }
                             acc.matched = true;
-                            let key = series_key(qi, s);
                             let delta = match mem.counters.get(&key) {
                                 Some(prev) if v >= prev.value => Some(v - prev.value),
                                 Some(_) => Some(v), // reset
@@ -180,7 +211,19 @@ impl ArmCollector {
                         }
                     }
                     QueryKind::Gauge => {
+                        for sel in std::iter::once(&q.selector).chain(q.divide_by.as_ref()) {
+                            seen.clear();
+                            for s in samples.iter().filter(|s| selected(sel, *s)) {
+                                if !seen.insert(series_key(qi, s)) {
+                                    acc.duplicate
+                                        .get_or_insert_with(|| duplicate_message(t.target, s));
+                                }
+                            }
+                        }
                         let num = sum_matching(&q.selector, samples);
+                        if num.is_none() && samples.iter().any(|s| selected(&q.selector, s)) {
+                            acc.non_finite = true;
+                        }
                         let value = match (&q.divide_by, num) {
                             (_, None) => None,
                             (None, Some(n)) => Some(n),
@@ -210,7 +253,7 @@ impl ArmCollector {
                     let msg = if errors.is_empty() {
                         "no targets".to_string()
                     } else {
-                        errors.join("; ")
+                        summarize(&errors)
                     };
                     return if errors.is_empty() {
                         Fetch::NoData(msg)
@@ -218,7 +261,16 @@ impl ArmCollector {
                         Fetch::Error(msg)
                     };
                 }
+                if let Some(dup) = acc.duplicate {
+                    return Fetch::Error(dup);
+                }
                 if !acc.matched {
+                    if acc.non_finite {
+                        return Fetch::NoData(format!(
+                            "{} matched only NaN or infinite values",
+                            q.sample_selector()
+                        ));
+                    }
                     return Fetch::NoData(format!("no series matched {}", q.sample_selector()));
                 }
                 if !acc.had_delta {
@@ -228,6 +280,25 @@ impl ArmCollector {
             })
             .collect()
     }
+}
+
+/// At most three target errors in full, then a count: a thousand dead targets must not make
+/// a thousand-line chat message.
+fn summarize(errors: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut msg = errors
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if errors.len() > SHOWN {
+        msg.push_str(&format!(
+            "; and {} more target(s) failing",
+            errors.len() - SHOWN
+        ));
+    }
+    msg
 }
 
 fn sum_matching<S: SeriesRef>(sel: &Selector, samples: &[S]) -> Option<f64> {
@@ -255,6 +326,10 @@ struct Acc {
     kind: QueryKind,
     matched: bool,
     had_delta: bool,
+    /// Some selected series had a NaN or infinite value (told apart from "nothing matched").
+    non_finite: bool,
+    /// The first series seen twice in one target's answer.
+    duplicate: Option<String>,
     total: f64,
     gauges: Vec<f64>,
     buckets: HashMap<u64, f64>,
@@ -266,6 +341,8 @@ impl Acc {
             kind,
             matched: false,
             had_delta: false,
+            non_finite: false,
+            duplicate: None,
             total: 0.0,
             gauges: Vec::new(),
             buckets: HashMap::new(),
@@ -438,6 +515,61 @@ mod tests {
                 (f64::INFINITY, 9.0)
             ]))
         );
+    }
+
+    #[test]
+    fn duplicate_series_is_an_error_that_says_so() {
+        let qs = [q(QueryKind::Counter, "req"), q(QueryKind::Gauge, "mem")];
+        let mut c = ArmCollector::new();
+        let twice = vec![
+            s("req", &[("code", "500")], 1.0),
+            s("req", &[("code", "500")], 2.0),
+            s("mem", &[], 1.0),
+            s("mem", &[], 1.0),
+        ];
+        let r = run(&mut c, &qs, &[("a", twice)]);
+        for f in &r {
+            assert!(
+                matches!(f, Fetch::Error(m) if m.contains("appears more than once") && m.starts_with("a: series ")),
+                "{f:?}"
+            );
+        }
+        // Label order does not make two series.
+        let r = run(
+            &mut c,
+            &qs[..1],
+            &[(
+                "b",
+                vec![
+                    s("req", &[("x", "1"), ("y", "2")], 1.0),
+                    s("req", &[("y", "2"), ("x", "1")], 1.0),
+                ],
+            )],
+        );
+        assert!(
+            matches!(&r[0], Fetch::Error(m) if m.contains(r#"req{x="1",y="2"}"#)),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn nan_only_is_no_data_with_the_reason() {
+        let qs = [q(QueryKind::Counter, "req"), q(QueryKind::Gauge, "mem")];
+        let mut c = ArmCollector::new();
+        let r = run(
+            &mut c,
+            &qs,
+            &[(
+                "a",
+                vec![s("req", &[], f64::NAN), s("mem", &[], f64::INFINITY)],
+            )],
+        );
+        for f in &r {
+            assert!(
+                matches!(f, Fetch::NoData(m) if m.contains("only NaN or infinite")),
+                "{f:?}"
+            );
+        }
     }
 
     #[test]

@@ -108,35 +108,112 @@ pub struct Engine {
     heartbeats: Mutex<HashMap<String, (tokio::time::Instant, Duration)>>,
 }
 
-/// The circuit breaker: when most deployments see source errors at once, the metrics backend
-/// is the suspect. One alert, and no per-deployment holds are announced while it is down.
+/// The circuit breaker. When most deployments on one kind of source (`prometheus`, `scrape`)
+/// find that source unreachable at once, the metrics backend is the suspect, not the
+/// releases. It trips at once, and from then on the per-deployment "holding" alerts and
+/// hold hooks are suppressed (the judge already holds on missing data: nothing is promoted
+/// or rolled back). The single "metrics backend down" alert goes out once the trip has lasted
+/// `source_grace`, so a blip stays silent; "recovered" follows only an announced trip, when a
+/// deployment of that kind reaches its source again. The input is each source's own verdict
+/// on reachability ([`DeploymentSource::backend_error`]), not the checks' outcomes, so a bad
+/// selector in one rule is never taken for an outage.
 #[derive(Default)]
 struct Breaker {
-    errored: HashMap<String, bool>,
-    down: bool,
+    /// Per running deployment: its source kind and whether its last fetch found it down.
+    deployments: HashMap<String, (&'static str, bool)>,
+    tripped: HashMap<&'static str, Trip>,
+}
+
+struct Trip {
+    since: tokio::time::Instant,
+    announced: bool,
+    error: String,
+}
+
+/// What the breaker wants said.
+#[derive(Debug, PartialEq)]
+enum BreakerEvent {
+    Down {
+        kind: &'static str,
+        error: String,
+        failing: usize,
+        of: usize,
+    },
+    Recovered {
+        kind: &'static str,
+        after: Duration,
+    },
 }
 
 impl Breaker {
-    /// Minimum number of deployments before the breaker can judge "most".
+    /// Minimum number of deployments on a kind of source before the breaker can judge "most".
     const MIN: usize = 2;
 
-    fn update(&mut self, id: &str, source_error: Option<bool>) -> Option<bool> {
-        match source_error {
-            Some(e) => {
-                self.errored.insert(id.to_string(), e);
+    /// Records one deployment's fetch (`error` when its source looked down).
+    fn observe(
+        &mut self,
+        id: &str,
+        kind: &'static str,
+        error: Option<&str>,
+        now: tokio::time::Instant,
+        grace: Duration,
+    ) -> Option<BreakerEvent> {
+        self.deployments
+            .insert(id.to_string(), (kind, error.is_some()));
+        let (n, bad) = self
+            .deployments
+            .values()
+            .filter(|(k, _)| *k == kind)
+            .fold((0, 0), |(n, b), (_, e)| (n + 1, b + usize::from(*e)));
+        let most = n >= Self::MIN && bad * 2 > n;
+        match (self.tripped.get_mut(kind), error) {
+            (None, Some(e)) if most => {
+                self.tripped.insert(
+                    kind,
+                    Trip {
+                        since: now,
+                        announced: false,
+                        error: e.to_string(),
+                    },
+                );
+                None
             }
-            None => {
-                self.errored.remove(id);
+            (Some(t), Some(e)) => {
+                t.error = e.to_string();
+                if !t.announced && now.duration_since(t.since) >= grace {
+                    t.announced = true;
+                    return Some(BreakerEvent::Down {
+                        kind,
+                        error: t.error.clone(),
+                        failing: bad,
+                        of: n,
+                    });
+                }
+                None
             }
+            (Some(t), None) if !most => {
+                let (announced, after) = (t.announced, now.duration_since(t.since));
+                self.tripped.remove(kind);
+                announced.then_some(BreakerEvent::Recovered { kind, after })
+            }
+            _ => None,
         }
-        let n = self.errored.len();
-        let bad = self.errored.values().filter(|e| **e).count();
-        let down = n >= Self::MIN && bad * 2 > n || (n >= 1 && bad == n && n >= Self::MIN);
-        if down != self.down {
-            self.down = down;
-            return Some(down);
-        }
-        None
+    }
+
+    /// A deployment stopped running. A trip stays until a fetch shows the source is back.
+    fn forget(&mut self, id: &str) {
+        self.deployments.remove(id);
+    }
+
+    /// Whether the deployment's kind of source is considered down (holds are not announced).
+    fn down_for(&self, id: &str) -> bool {
+        self.deployments
+            .get(id)
+            .is_some_and(|(k, _)| self.tripped.contains_key(k))
+    }
+
+    fn any_announced(&self) -> bool {
+        self.tripped.values().any(|t| t.announced)
     }
 }
 
@@ -348,7 +425,7 @@ impl Engine {
                 m.remove(&id);
             }
             if let Ok(mut b) = me.breaker.lock() {
-                b.update(&id, None);
+                b.forget(&id);
             }
             me.beat(&id, None);
         });
@@ -526,7 +603,7 @@ impl Engine {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.beat(id, Some(spec.timing.interval));
             rec.elapsed_ms = t.as_millis() as u64;
-            self.observe_breaker(id, &step);
+            self.observe_breaker(id, source.kind(), source.backend_error());
             match self.apply_step(&mut rec, &spec, &judge, step, step_duration)? {
                 Progress::Finished => return Ok(()),
                 Progress::Continue => {}
@@ -540,56 +617,58 @@ impl Engine {
         }
     }
 
-    fn observe_breaker(&self, id: &str, step: &Step) {
-        let any_data = step
-            .checks
-            .iter()
-            .any(|c| !matches!(c.outcome, Outcome::SourceError));
-        let errored = step
-            .checks
-            .iter()
-            .any(|c| c.outcome == Outcome::SourceError)
-            && !any_data;
-        let change = self
-            .breaker
-            .lock()
-            .ok()
-            .and_then(|mut b| b.update(id, Some(errored)));
-        match change {
-            Some(true) => {
-                self.telemetry.backend_down.set(1);
-                let n = Notice {
-                    kind: NoticeKind::BackendDown,
-                    at: now(),
-                    subject: None,
-                    title: "Metrics backend down".into(),
-                    text: "most running deployments cannot fetch metrics; holding all of them (no promotion, no rollback) until the source is back".into(),
-                    checks: Vec::new(),
-                    link: None,
-                    key: "rollguard/backend".into(),
-                };
-                self.notifiers.enqueue(&self.config.ops_notifiers, &n);
-            }
-            Some(false) => {
-                self.telemetry.backend_down.set(0);
-                let n = Notice {
-                    kind: NoticeKind::BackendRecovered,
-                    at: now(),
-                    subject: None,
-                    title: "Metrics backend recovered".into(),
-                    text: "metrics are flowing again; analyses continue".into(),
-                    checks: Vec::new(),
-                    link: None,
-                    key: "rollguard/backend".into(),
-                };
-                self.notifiers.enqueue(&self.config.ops_notifiers, &n);
-            }
-            None => {}
-        }
+    fn observe_breaker(&self, id: &str, kind: &'static str, error: Option<&str>) {
+        let tick = tokio::time::Instant::now();
+        let Ok(mut b) = self.breaker.lock() else {
+            return;
+        };
+        let event = b.observe(id, kind, error, tick, self.config.source_grace);
+        let announced = b.any_announced();
+        drop(b);
+        let source = if kind == "prometheus" {
+            "the Prometheus query API"
+        } else {
+            "their scrape targets"
+        };
+        let (kind_, title, text) = match event {
+            Some(BreakerEvent::Down {
+                kind,
+                error,
+                failing,
+                of,
+            }) => (
+                NoticeKind::BackendDown,
+                format!("Metrics backend down ({kind})"),
+                format!(
+                    "{failing} of {of} running deployments cannot reach {source} (last error: {error}). Holding all of them: nothing is promoted or rolled back until metrics are back; rollguard resumes by itself."
+                ),
+            ),
+            Some(BreakerEvent::Recovered { kind, after }) => (
+                NoticeKind::BackendRecovered,
+                format!("Metrics backend recovered ({kind})"),
+                format!(
+                    "metrics are flowing again after {}; analyses continue",
+                    crate::units::format_duration(after)
+                ),
+            ),
+            None => return,
+        };
+        self.telemetry.backend_down.set(i64::from(announced));
+        let n = Notice {
+            kind: kind_,
+            at: now(),
+            subject: None,
+            title,
+            text,
+            checks: Vec::new(),
+            link: None,
+            key: format!("rollguard/backend/{kind}"),
+        };
+        self.notifiers.enqueue(&self.config.ops_notifiers, &n);
     }
 
-    fn backend_down(&self) -> bool {
-        self.breaker.lock().map(|b| b.down).unwrap_or(false)
+    fn backend_down_for(&self, id: &str) -> bool {
+        self.breaker.lock().map(|b| b.down_for(id)).unwrap_or(false)
     }
 
     /// Applies one judge step.
@@ -798,7 +877,7 @@ impl Engine {
                 if was != State::Held {
                     rec.reason = reason.clone();
                     events.push(("held".into(), reason.clone(), serde_json::Value::Null));
-                    if !self.backend_down() {
+                    if !self.backend_down_for(&id) {
                         actions = self.owed(
                             rec,
                             &spec.actions.on_no_data,
@@ -1158,4 +1237,81 @@ pub fn describe(rec: &DeploymentRecord) -> serde_json::Value {
         o.insert("elapsed_s".into(), (rec.elapsed_ms as f64 / 1000.0).into());
     }
     v
+}
+
+#[cfg(test)]
+mod breaker_tests {
+    use super::*;
+
+    #[test]
+    fn trips_at_once_announces_after_grace_and_recovers_once() {
+        let grace = Duration::from_secs(10);
+        let t0 = tokio::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut b = Breaker::default();
+        assert_eq!(b.observe("a", "prometheus", None, at(0), grace), None);
+        assert_eq!(b.observe("b", "prometheus", None, at(0), grace), None);
+        assert_eq!(
+            b.observe("c", "scrape", Some("refused"), at(0), grace),
+            None,
+            "one scrape deployment is no majority"
+        );
+        assert_eq!(
+            b.observe("a", "prometheus", Some("refused"), at(1), grace),
+            None
+        );
+        assert!(!b.down_for("a"), "1 of 2 is not most");
+        assert_eq!(
+            b.observe("b", "prometheus", Some("refused"), at(1), grace),
+            None
+        );
+        assert!(
+            b.down_for("a") && b.down_for("b") && !b.down_for("c"),
+            "tripped at once, per kind"
+        );
+        assert_eq!(
+            b.observe("a", "prometheus", Some("refused"), at(5), grace),
+            None,
+            "silent within the grace"
+        );
+        assert!(matches!(
+            b.observe("b", "prometheus", Some("timeout"), at(11), grace),
+            Some(BreakerEvent::Down {
+                failing: 2,
+                of: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            b.observe("a", "prometheus", Some("refused"), at(12), grace),
+            None,
+            "announced once"
+        );
+        // A deployment leaving does not fake a recovery.
+        b.forget("a");
+        assert_eq!(
+            b.observe("b", "prometheus", Some("refused"), at(13), grace),
+            None
+        );
+        assert!(matches!(
+            b.observe("b", "prometheus", None, at(14), grace),
+            Some(BreakerEvent::Recovered { .. })
+        ));
+        assert!(!b.down_for("b"));
+    }
+
+    #[test]
+    fn a_blip_shorter_than_the_grace_is_silent() {
+        let grace = Duration::from_secs(10);
+        let t0 = tokio::time::Instant::now();
+        let mut b = Breaker::default();
+        b.observe("a", "prometheus", Some("x"), t0, grace);
+        b.observe("b", "prometheus", Some("x"), t0, grace);
+        assert!(b.down_for("a"));
+        assert_eq!(
+            b.observe("a", "prometheus", None, t0 + Duration::from_secs(2), grace),
+            None
+        );
+        assert!(!b.down_for("a"));
+    }
 }

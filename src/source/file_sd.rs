@@ -1,5 +1,10 @@
 //! Prometheus file-based service discovery (`file_sd_configs`): the same JSON or YAML target
 //! files Prometheus reads, so an SRE can point rollguard at them.
+//!
+//! The file is re-read every interval, so instances that appear or leave (autoscaling, a
+//! replaced host) are followed: a target no longer listed stops contributing at once. A file
+//! that cannot be read or parsed mid-analysis keeps the last good list (as Prometheus does),
+//! because a half-written file during a deploy script's rewrite must not empty an arm.
 
 use std::path::Path;
 
@@ -12,8 +17,10 @@ struct Group {
     labels: std::collections::BTreeMap<String, String>,
 }
 
-/// Reads a `file_sd` file into scrape URLs (`__scheme__` and `__metrics_path__` labels are
-/// honoured; defaults `http` and `/metrics`).
+/// Reads a `file_sd` file into scrape URLs. The labels Prometheus itself uses to build the
+/// URL are honoured: `__scheme__` (default `http`), `__metrics_path__` (default `/metrics`)
+/// and `__param_<name>` (URL query parameters). Other labels are not needed: rollguard tells
+/// instances apart by URL.
 pub fn read_targets(path: &Path) -> Result<Vec<String>, String> {
     let text = crate::rules::read_limited(path).map_err(|d| d.to_string())?;
     let groups: Vec<Group> = if path.extension().is_some_and(|e| e == "json") {
@@ -25,12 +32,35 @@ pub fn read_targets(path: &Path) -> Result<Vec<String>, String> {
     let mut urls = Vec::new();
     for g in groups {
         let scheme = g.labels.get("__scheme__").map_or("http", String::as_str);
+        if !matches!(scheme, "http" | "https") {
+            return Err(format!(
+                "{}: `__scheme__` must be http or https, got `{scheme}`",
+                path.display()
+            ));
+        }
         let mp = g
             .labels
             .get("__metrics_path__")
             .map_or("/metrics", String::as_str);
+        let params: Vec<(&str, &str)> = g
+            .labels
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("__param_").map(|p| (p, v.as_str())))
+            .collect();
         for t in g.targets {
-            urls.push(format!("{scheme}://{t}{mp}"));
+            if t.is_empty() || t.contains('/') || t.contains('@') {
+                return Err(format!(
+                    "{}: target `{t}` must be host:port (the scheme and path come from labels)",
+                    path.display()
+                ));
+            }
+            let mut u = url::Url::parse(&format!("{scheme}://{t}{mp}")).map_err(|e| {
+                format!("{}: target `{t}` does not make a URL: {e}", path.display())
+            })?;
+            if !params.is_empty() {
+                u.query_pairs_mut().extend_pairs(params.iter().copied());
+            }
+            urls.push(u.to_string());
         }
     }
     Ok(urls)
@@ -54,7 +84,26 @@ mod tests {
             vec!["http://a:9100/m", "http://b:9100/m"]
         );
         let y = dir.path().join("t.yaml");
-        std::fs::write(&y, "- targets: ['c:1']\n  labels: {__scheme__: https}\n").unwrap();
-        assert_eq!(read_targets(&y).unwrap(), vec!["https://c:1/metrics"]);
+        std::fs::write(&y, "- targets: ['c:1']\n  labels: {__scheme__: https, __param_module: http_2xx, team: x}\n").unwrap();
+        assert_eq!(
+            read_targets(&y).unwrap(),
+            vec!["https://c:1/metrics?module=http_2xx"]
+        );
+    }
+
+    #[test]
+    fn bad_targets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join("t.json");
+        std::fs::write(&j, r#"[{"targets":["http://a:9100/metrics"]}]"#).unwrap();
+        assert!(read_targets(&j).unwrap_err().contains("must be host:port"));
+        std::fs::write(
+            &j,
+            r#"[{"targets":["a:1"],"labels":{"__scheme__":"file"}}]"#,
+        )
+        .unwrap();
+        assert!(read_targets(&j).unwrap_err().contains("__scheme__"));
+        std::fs::write(&j, r#"[{"targets":"#).unwrap();
+        assert!(read_targets(&j).is_err());
     }
 }

@@ -1,17 +1,24 @@
 //! Metric sources: where an arm's samples come from each interval.
 //!
-//! - [`scrape`]: rollguard fetches the instances' `/metrics` itself;
+//! - [`scrape`]: rollguard fetches the instances' `/metrics` itself (targets given as URLs,
+//!   or discovered from a Prometheus [`file_sd`] file);
 //! - [`promql`]: a Prometheus-compatible server answers instant queries;
 //! - recorded files (`rollguard backtest`, in [`crate::backtest`]).
 //!
 //! All of them hand raw samples to [`crate::series::ArmCollector`], so counter arithmetic is
-//! identical whichever source is used.
+//! identical whichever source is used. A [`DeploymentSource`] also reports, after each fetch,
+//! whether the metrics backend looked down ([`DeploymentSource::backend_error`]); the
+//! engine's circuit breaker reads that rather than the checks' outcomes, so a broken rule
+//! (a bad selector) is never mistaken for an outage.
 
 pub mod file_sd;
 pub mod promql;
 pub mod scrape;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures_util::future::join_all;
 
@@ -26,10 +33,10 @@ pub enum ArmTargets {
     /// Fixed `/metrics` URLs.
     Urls(Vec<String>),
     /// A Prometheus `file_sd` file, re-read every interval.
-    FileSd(std::path::PathBuf),
+    FileSd(PathBuf),
 }
 
-/// A deployment's source, with the per-arm counter memory.
+/// A deployment's source.
 pub enum Source {
     Scrape {
         scraper: Arc<scrape::Scraper>,
@@ -41,61 +48,66 @@ pub enum Source {
     },
 }
 
-/// A source plus the counter memory of both arms.
+impl Source {
+    /// `scrape` or `prometheus`: the circuit breaker judges each kind of backend on its own.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Scrape { .. } => "scrape",
+            Source::Prometheus { .. } => "prometheus",
+        }
+    }
+}
+
+/// A source plus the counter memory of both arms, for one deployment.
 pub struct DeploymentSource {
-    pub source: Source,
+    source: Source,
     collectors: Arms<ArmCollector>,
     deployment: String,
     telemetry: Arc<Telemetry>,
+    /// Last good target list of a `file_sd` arm.
+    file_sd_last: Arms<Option<Vec<String>>>,
+    /// Targets whose `target_up` series this deployment exports, with their last state
+    /// (to log only changes, and to remove the series when the target or deployment goes).
+    exported: BTreeMap<(&'static str, String), bool>,
+    backend_error: Option<String>,
 }
 
 impl DeploymentSource {
+    /// A source for one deployment; the counter memory starts empty, so the first fetch of a
+    /// (re)started analysis establishes baselines rather than counting since process start.
     pub fn new(source: Source, deployment: &str, telemetry: Arc<Telemetry>) -> Self {
         DeploymentSource {
             source,
             collectors: Arms::default(),
             deployment: deployment.to_string(),
             telemetry,
+            file_sd_last: Arms::default(),
+            exported: BTreeMap::new(),
+            backend_error: None,
         }
+    }
+
+    /// `scrape` or `prometheus`.
+    pub fn kind(&self) -> &'static str {
+        self.source.kind()
+    }
+
+    /// After a fetch: why the metrics backend looked down (every target unreachable, or every
+    /// query failed for the backend's reasons), or `None` if something answered.
+    pub fn backend_error(&self) -> Option<&str> {
+        self.backend_error.as_deref()
     }
 
     /// Fetches every query for both arms for the interval ending now.
     pub async fn fetch(&mut self, queries: &[MetricQuery]) -> Frame {
         let (b, c) = match &self.source {
             Source::Scrape { scraper, arms } => {
-                let (b, c) = tokio::join!(
-                    scrape_arm(
-                        scraper,
-                        &arms.baseline,
-                        "baseline",
-                        &self.deployment,
-                        &self.telemetry
-                    ),
-                    scrape_arm(
-                        scraper,
-                        &arms.canary,
-                        "canary",
-                        &self.deployment,
-                        &self.telemetry
-                    )
-                );
-                (
-                    self.collect_scraped(queries, b, true),
-                    self.collect_scraped(queries, c, false),
-                )
+                let (scraper, arms) = (scraper.clone(), arms.clone());
+                self.fetch_scrape(&scraper, &arms, queries).await
             }
             Source::Prometheus { client, arms } => {
-                let (b, c) = tokio::join!(
-                    client.fetch_arm(queries, &arms.baseline),
-                    client.fetch_arm(queries, &arms.canary)
-                );
-                if b.is_err() || c.is_err() {
-                    Telemetry::inc(&self.telemetry.source_errors, &[("source", "prometheus")]);
-                }
-                (
-                    promql::collect(&mut self.collectors.baseline, queries, b),
-                    promql::collect(&mut self.collectors.canary, queries, c),
-                )
+                let (client, arms) = (client.clone(), arms.clone());
+                self.fetch_prometheus(&client, &arms, queries).await
             }
         };
         Frame {
@@ -107,94 +119,241 @@ impl DeploymentSource {
         }
     }
 
-    fn collect_scraped(
+    async fn fetch_prometheus(
         &mut self,
+        client: &promql::PromClient,
+        arms: &Arms<Vec<Matcher>>,
         queries: &[MetricQuery],
-        fetched: Vec<(String, Result<scrape::Body, String>)>,
-        baseline: bool,
-    ) -> Vec<Fetch> {
-        let strict = match &self.source {
-            Source::Scrape { scraper, .. } => scraper.strict(),
-            Source::Prometheus { .. } => true,
-        };
-        let parsed: Vec<(String, Result<crate::expo::Exposition<'_>, String>)> = fetched
-            .iter()
-            .map(|(t, r)| {
-                let p = match r {
-                    Ok(body) => scrape::parse_body(body, strict).map_err(|e| {
-                        Telemetry::inc(&self.telemetry.scrape_errors, &[("reason", e.reason())]);
-                        Telemetry::set(
-                            &self.telemetry.target_up,
-                            &[("deployment", &self.deployment), ("target", t)],
-                            0,
-                        );
-                        e.to_string()
-                    }),
-                    Err(e) => Err(e.clone()),
-                };
-                (t.clone(), p)
-            })
+    ) -> (Vec<Fetch>, Vec<Fetch>) {
+        // One evaluation instant for every selector of both arms (see `promql`).
+        let at = SystemTime::now()
+            .checked_sub(client.config().eval_delay)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let at_ms = scrape::epoch_ms(at);
+        let (b, c) = tokio::join!(
+            client.fetch_arm(queries, &arms.baseline, at_ms),
+            client.fetch_arm(queries, &arms.canary, at_ms)
+        );
+        let total = b.selectors.len() + c.selectors.len();
+        let errors: Vec<&promql::QueryError> = b.errors().chain(c.errors()).collect();
+        for _ in &errors {
+            Telemetry::inc(&self.telemetry.source_errors, &[("source", "prometheus")]);
+        }
+        let down = total > 0 && errors.len() == total && errors.iter().all(|e| e.is_backend());
+        let was = self.backend_error.is_some();
+        self.backend_error =
+            down.then(|| errors.first().map(|e| e.to_string()).unwrap_or_default());
+        match (&self.backend_error, errors.first()) {
+            (Some(e), _) if !was => {
+                tracing::warn!(deployment = %self.deployment, error = %e, "Prometheus source failing")
+            }
+            (None, Some(e)) => {
+                tracing::debug!(deployment = %self.deployment, error = %e, "some Prometheus queries failed")
+            }
+            (None, None) if was => {
+                tracing::info!(deployment = %self.deployment, "Prometheus source answering again")
+            }
+            _ => {}
+        }
+        (
+            promql::collect(&mut self.collectors.baseline, queries, &b),
+            promql::collect(&mut self.collectors.canary, queries, &c),
+        )
+    }
+
+    async fn fetch_scrape(
+        &mut self,
+        scraper: &scrape::Scraper,
+        arms: &Arms<ArmTargets>,
+        queries: &[MetricQuery],
+    ) -> (Vec<Fetch>, Vec<Fetch>) {
+        let targets_b = resolve(
+            &arms.baseline,
+            &mut self.file_sd_last.baseline,
+            &self.deployment,
+        )
+        .await;
+        let targets_c = resolve(
+            &arms.canary,
+            &mut self.file_sd_last.canary,
+            &self.deployment,
+        )
+        .await;
+        let (bodies_b, bodies_c) = tokio::join!(
+            scrape_all(scraper, &targets_b),
+            scrape_all(scraper, &targets_c)
+        );
+
+        let cfg = scraper.config();
+        let parse = |bodies| parse_all(bodies, cfg.strict, cfg.honor_timestamps);
+        let parsed_b = parse(&bodies_b);
+        let parsed_c = parse(&bodies_c);
+
+        // Telemetry and logs per target; only changes of state are logged.
+        let mut seen = Vec::new();
+        let (mut attempted, mut unreachable, mut first_error) = (0usize, 0usize, None::<String>);
+        for (role, parsed) in [("baseline", &parsed_b), ("canary", &parsed_c)] {
+            for (target, result, duration) in parsed {
+                attempted += 1;
+                let labels = [
+                    ("deployment", self.deployment.as_str()),
+                    ("role", role),
+                    ("target", *target),
+                ];
+                let up = result.is_ok();
+                Telemetry::set(&self.telemetry.target_up, &labels, i64::from(up));
+                if let Some(d) = duration {
+                    Telemetry::set_f(&self.telemetry.scrape_duration, &labels, d.as_secs_f64());
+                }
+                let key = (role, target.to_string());
+                let before = self.exported.insert(key.clone(), up);
+                seen.push(key);
+                if let Err(e) = result {
+                    Telemetry::inc(&self.telemetry.scrape_errors, &[("reason", e.reason())]);
+                    if e.is_unreachable() {
+                        unreachable += 1;
+                    }
+                    first_error.get_or_insert_with(|| format!("{target}: {e}"));
+                    if before != Some(false) {
+                        tracing::warn!(deployment = %self.deployment, role, target, error = %e, "scrape failed");
+                    }
+                } else if before == Some(false) {
+                    tracing::info!(deployment = %self.deployment, role, target, "target answering again");
+                }
+            }
+        }
+        // Targets that left the arm (file_sd) stop being exported.
+        let gone: Vec<(&'static str, String)> = self
+            .exported
+            .keys()
+            .filter(|k| !seen.contains(k))
+            .cloned()
             .collect();
-        let targets: Vec<TargetSamples<'_, crate::expo::Sample<'_>>> = parsed
-            .iter()
-            .map(|(t, p)| TargetSamples {
-                target: t.as_str(),
-                samples: p
-                    .as_ref()
-                    .map(|e| e.samples.as_slice())
-                    .map_err(Clone::clone),
-            })
-            .collect();
-        let col = if baseline {
-            &mut self.collectors.baseline
-        } else {
-            &mut self.collectors.canary
-        };
-        col.collect(queries, &targets)
+        for k in gone {
+            self.unexport(&k);
+            self.exported.remove(&k);
+        }
+        self.backend_error =
+            (attempted > 0 && unreachable == attempted).then(|| first_error.unwrap_or_default());
+
+        let tb = to_targets(&parsed_b, &targets_b);
+        let tc = to_targets(&parsed_c, &targets_c);
+        (
+            self.collectors.baseline.collect(queries, &tb),
+            self.collectors.canary.collect(queries, &tc),
+        )
+    }
+
+    fn unexport(&self, (role, target): &(&'static str, String)) {
+        let labels = [
+            ("deployment", self.deployment.as_str()),
+            ("role", *role),
+            ("target", target.as_str()),
+        ];
+        Telemetry::remove(&self.telemetry.target_up, &labels);
+        Telemetry::remove(&self.telemetry.scrape_duration, &labels);
     }
 }
 
-async fn scrape_arm(
-    scraper: &scrape::Scraper,
-    arm: &ArmTargets,
-    role: &str,
-    deployment: &str,
-    telemetry: &Telemetry,
-) -> Vec<(String, Result<scrape::Body, String>)> {
-    let urls = match arm {
-        ArmTargets::Urls(u) => u.clone(),
-        ArmTargets::FileSd(path) => match file_sd::read_targets(path) {
-            Ok(u) => u,
-            Err(e) => {
-                return vec![(
-                    format!("file_sd:{}", path.display()),
-                    Err(format!("{role}: {e}")),
-                )];
-            }
-        },
-    };
-    let results = join_all(urls.iter().map(|u| scraper.fetch(u))).await;
-    urls.into_iter()
-        .zip(results)
-        .map(|(u, r)| {
-            let labels = [("deployment", deployment), ("target", u.as_str())];
-            match &r {
-                Ok(b) => {
-                    Telemetry::set(&telemetry.target_up, &labels, 1);
-                    Telemetry::set_f(
-                        &telemetry.scrape_duration,
-                        &labels,
-                        b.duration.as_secs_f64(),
-                    );
-                }
-                Err(e) => {
-                    Telemetry::set(&telemetry.target_up, &labels, 0);
-                    Telemetry::inc(&telemetry.scrape_errors, &[("reason", e.reason())]);
-                    tracing::warn!(deployment, target = %u, role, error = %e, "scrape failed");
-                }
-            }
-            let r = r.map_err(|e| e.to_string());
-            (u, r)
+impl Drop for DeploymentSource {
+    /// A finished deployment's per-target series leave rollguard's `/metrics`, so a daemon
+    /// that watches thousands of deployments does not grow without bound.
+    fn drop(&mut self) {
+        for k in self.exported.keys() {
+            self.unexport(k);
+        }
+    }
+}
+
+/// One target's parse result (with the scrape's network time, when it got a body).
+type Parsed<'a> = (
+    &'a str,
+    Result<crate::expo::Exposition<'a>, scrape::ScrapeError>,
+    Option<std::time::Duration>,
+);
+
+fn parse_all(
+    bodies: &[(String, Result<scrape::Body, scrape::ScrapeError>)],
+    strict: bool,
+    honor_timestamps: bool,
+) -> Vec<Parsed<'_>> {
+    bodies
+        .iter()
+        .map(|(t, r)| {
+            let parsed = r
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|b| scrape::parse_body(b, strict, honor_timestamps));
+            (t.as_str(), parsed, r.as_ref().ok().map(|b| b.duration))
         })
+        .collect()
+}
+
+/// The collector's view of one arm: every target's samples or error, plus a `file_sd` failure
+/// when the arm's targets could not be listed at all.
+fn to_targets<'a>(
+    parsed: &'a [Parsed<'a>],
+    resolved: &Result<Vec<String>, String>,
+) -> Vec<TargetSamples<'a, crate::expo::Sample<'a>>> {
+    let mut v: Vec<TargetSamples<'a, crate::expo::Sample<'a>>> = parsed
+        .iter()
+        .map(|(t, p, _)| TargetSamples {
+            target: t,
+            samples: p
+                .as_ref()
+                .map(|e| e.samples.as_slice())
+                .map_err(ToString::to_string),
+        })
+        .collect();
+    if let Err(e) = resolved {
+        v.push(TargetSamples {
+            target: "file_sd",
+            samples: Err(e.clone()),
+        });
+    }
+    v
+}
+
+/// An arm's target URLs for this interval (credentials in URLs are removed from the names used
+/// in labels and messages; the request still uses the URL as given).
+async fn resolve(
+    arm: &ArmTargets,
+    last: &mut Option<Vec<String>>,
+    deployment: &str,
+) -> Result<Vec<String>, String> {
+    match arm {
+        ArmTargets::Urls(u) => Ok(u.clone()),
+        ArmTargets::FileSd(path) => {
+            let p = path.clone();
+            let read = tokio::task::spawn_blocking(move || file_sd::read_targets(&p))
+                .await
+                .unwrap_or_else(|e| Err(format!("file_sd reader failed: {e}")));
+            match read {
+                Ok(urls) => {
+                    *last = Some(urls.clone());
+                    Ok(urls)
+                }
+                Err(e) => match last {
+                    Some(prev) => {
+                        tracing::warn!(deployment, file = %path.display(), error = %e, "file_sd unreadable; keeping the last good target list");
+                        Ok(prev.clone())
+                    }
+                    None => Err(format!("file_sd {}: {e}", path.display())),
+                },
+            }
+        }
+    }
+}
+
+/// Scrapes every target of one arm concurrently (the scraper's semaphore bounds the total).
+async fn scrape_all(
+    scraper: &scrape::Scraper,
+    targets: &Result<Vec<String>, String>,
+) -> Vec<(String, Result<scrape::Body, scrape::ScrapeError>)> {
+    let Ok(urls) = targets else { return Vec::new() };
+    let results = join_all(urls.iter().map(|u| scraper.fetch(u))).await;
+    urls.iter()
+        .map(|u| crate::net::redact_userinfo(u))
+        .zip(results)
         .collect()
 }

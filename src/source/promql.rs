@@ -1,19 +1,55 @@
 //! The Prometheus HTTP API v1 as a source (Prometheus, Thanos, Mimir, VictoriaMetrics).
 //!
-//! For each query rollguard sends the rule's selector with the arm's label matchers added
-//! as an instant query, receives the raw series, and computes increases itself with the same
-//! collector the scrape source and `backtest` use — so the same data gives the same verdict
-//! whichever way it arrives, and counter resets are handled per series. Instances are told
-//! apart by the `instance` label (configurable).
+//! # What is sent
 //!
-//! A 429 or 5xx answer or a timeout is a `source_error` (never "no data", never "zero"),
-//! and the client backs off, honouring `Retry-After`. A 4xx is a rule problem and says so.
+//! For each selector a rule needs, rollguard adds the arm's label matchers and sends it as an
+//! **instant query of the raw series** (`POST {url}/api/v1/query`, form `query`, `time`,
+//! `timeout`, plus any configured `params`). It does not send `increase(...)`: increases are
+//! computed by [`crate::series::ArmCollector`], the same code the scrape source and
+//! `rollguard backtest` use, because
+//!
+//! * the same data then gives the same verdict whichever way it arrives (a backtest of the
+//!   recorded series replays exactly these numbers);
+//! * the count tests need event counts; `increase()` extrapolates to the window edges and
+//!   returns fractions (2 errors may read as 2.4);
+//! * an error series that a client library creates on the first error counts from zero on a
+//!   known instance, where `increase()` needs two points and misses sparse errors — the very
+//!   thing a canary judge must see;
+//! * consecutive intervals never overlap or leave gaps, whatever the query latency.
+//!
+//! Every query of one interval — all selectors, both arms — is evaluated at **one `time`**
+//! (the wall clock at the interval's tick, minus `eval_delay`). Without it, the errors and
+//! the requests query could straddle a scrape and give a ratio from two different moments,
+//! and each arm would be read at a slightly different instant. At a given `time`, the API
+//! answers with each series' latest sample within the lookback (5 minutes), the rule
+//! `backtest` applies to recorded files.
+//!
+//! Instances are told apart by the `instance` label (configurable); each is one "target" for
+//! the collector, so counter resets and new series are handled per instance.
+//!
+//! # How answers are read
+//!
+//! * no series: `no_data` naming the PromQL sent (never zero);
+//! * NaN/Inf values: skipped; only such values: `no_data` that says so;
+//! * the same series twice for one instance: `source_error` that says one was expected;
+//! * warnings or a VictoriaMetrics `isPartial` answer: `source_error` ("partial answer"),
+//!   unless `accept_partial` — a missing shard can hold one arm's data;
+//! * 400 / `bad_data`: the query is wrong, a rule problem — `source_error` that says so,
+//!   with no backoff (other queries are fine);
+//! * 401/403/404: a configuration problem (credentials, tenant, URL prefix), said so;
+//! * 422 (`execution`): the backend could not run the query;
+//! * 429, 5xx, timeouts, refused connections: `source_error`, and the client backs off
+//!   (exponentially to `max_backoff`, or as long as `Retry-After` asks), failing fast
+//!   meanwhile so a struggling backend is not hammered by every deployment at once.
+//!
+//! A failed selector fails only the queries that use it.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use crate::config::PrometheusConfig;
 use crate::net;
@@ -24,17 +60,53 @@ use crate::series::{ArmCollector, OwnedSample, TargetSamples};
 /// Largest query answer accepted.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
+/// Why one query gave no samples.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The backend could not be reached or is overloaded (refused, timeout, 429, 5xx, backing
+    /// off). Counts towards "metrics backend down".
+    #[error("{0}")]
+    Unreachable(String),
+    /// The backend refused our credentials or has no API at the URL. Also a backend-wide
+    /// failure: every deployment is affected.
+    #[error("{0}")]
+    Config(String),
+    /// The backend could not run the query (422) or answered with only part of the data.
+    #[error("{0}")]
+    Degraded(String),
+    /// The query itself is wrong (400 `bad_data`): a rule problem.
+    #[error("{0}")]
+    Rejected(String),
+    /// The answer was not what an instant query of raw series returns.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl QueryError {
+    /// Whether the failure is the backend's (for the circuit breaker) rather than one rule's.
+    pub fn is_backend(&self) -> bool {
+        matches!(
+            self,
+            QueryError::Unreachable(_) | QueryError::Config(_) | QueryError::Degraded(_)
+        )
+    }
+}
+
 /// A client for one Prometheus-compatible endpoint, shared by all deployments.
 pub struct PromClient {
     http: reqwest::Client,
     cfg: PrometheusConfig,
     backoff: Mutex<Backoff>,
+    limit: Arc<Semaphore>,
 }
 
 #[derive(Default)]
 struct Backoff {
     until: Option<tokio::time::Instant>,
+    /// Failure episodes in a row (failures that arrive while already backing off are the
+    /// same episode: twelve queries refused at once are one outage, not twelve).
     failures: u32,
+    last_error: String,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +120,9 @@ struct ApiResponse {
     error: Option<String>,
     #[serde(default)]
     warnings: Vec<String>,
+    /// VictoriaMetrics cluster: some storage nodes did not answer.
+    #[serde(default, rename = "isPartial")]
+    is_partial: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -60,19 +135,47 @@ struct ApiData {
 #[derive(Deserialize)]
 struct VectorItem {
     metric: BTreeMap<String, String>,
-    value: (f64, String),
+    #[serde(default)]
+    value: Option<(f64, String)>,
+    /// Native histograms come in this field instead of `value`.
+    #[serde(default)]
+    histogram: Option<serde_json::Value>,
 }
 
-/// One answered arm: per instance, the samples of every query.
-pub type ArmAnswer = Result<Vec<(String, Vec<OwnedSample>)>, String>;
+/// One arm's answers for one interval.
+#[derive(Debug, Default)]
+pub struct ArmAnswer {
+    /// Per instance, the samples of every selector that answered.
+    pub instances: Vec<(String, Vec<OwnedSample>)>,
+    /// Per selector (rendered without the arm matchers): the PromQL sent, and the error if it
+    /// failed or the number of series it returned.
+    pub selectors: HashMap<String, (String, Result<usize, QueryError>)>,
+}
+
+impl ArmAnswer {
+    /// The errors of the failed selectors.
+    pub fn errors(&self) -> impl Iterator<Item = &QueryError> {
+        self.selectors
+            .values()
+            .filter_map(|(_, r)| r.as_ref().err())
+    }
+}
 
 impl PromClient {
+    /// One client per daemon: the backoff and the concurrency limit protect one backend, so
+    /// they must be shared by every deployment that queries it.
     pub fn new(cfg: &PrometheusConfig) -> Result<Self, String> {
         Ok(PromClient {
             http: net::client(&cfg.tls, cfg.timeout)?,
             cfg: cfg.clone(),
             backoff: Mutex::new(Backoff::default()),
+            limit: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
         })
+    }
+
+    /// The configuration this client runs with.
+    pub fn config(&self) -> &PrometheusConfig {
+        &self.cfg
     }
 
     /// The PromQL sent for a selector on one arm.
@@ -80,36 +183,78 @@ impl PromClient {
         sel.to_promql(arm)
     }
 
-    fn backing_off(&self) -> Option<Duration> {
+    /// Where the queries go, without credentials or path details, for messages.
+    pub fn describe(&self) -> String {
+        format!("Prometheus at {}", net::redact_url(&self.cfg.url))
+    }
+
+    fn backing_off(&self) -> Option<(Duration, String)> {
         let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        b.until
-            .and_then(|u| u.checked_duration_since(tokio::time::Instant::now()))
+        let left = b
+            .until
+            .and_then(|u| u.checked_duration_since(tokio::time::Instant::now()))?;
+        Some((left, b.last_error.clone()))
     }
 
-    fn record(&self, ok: bool, retry_after: Option<Duration>) {
+    fn succeeded(&self) {
         let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        if ok {
-            *b = Backoff::default();
-        } else {
-            b.failures = b.failures.saturating_add(1);
-            let exp = Duration::from_secs(1u64 << b.failures.min(6)).min(Duration::from_secs(60));
-            let wait = retry_after.unwrap_or(exp);
-            b.until = Some(tokio::time::Instant::now() + wait);
-        }
+        *b = Backoff::default();
     }
 
-    /// Runs one instant query.
-    pub async fn instant(&self, query: &str) -> Result<Vec<OwnedSample>, String> {
-        if let Some(w) = self.backing_off() {
-            return Err(format!(
-                "Prometheus is backing off after errors ({}s left)",
-                w.as_secs().max(1)
-            ));
+    fn failed(&self, retry_after: Option<Duration>, msg: &str) {
+        let now = tokio::time::Instant::now();
+        let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        if b.until.is_none_or(|u| u <= now) {
+            b.failures = b.failures.saturating_add(1);
         }
+        let exp = Duration::from_secs(1u64 << b.failures.saturating_sub(1).min(16))
+            .min(self.cfg.max_backoff);
+        // `Retry-After` is the server's word on when to come back: honoured even beyond
+        // `max_backoff` (net::retry_after caps it at an hour).
+        let wait = retry_after.unwrap_or(exp);
+        let until = now + wait;
+        b.until = Some(b.until.map_or(until, |u| u.max(until)));
+        b.last_error = msg.to_string();
+    }
+
+    /// Runs one instant query now, with the error as text (the readiness probe's view).
+    pub async fn instant(&self, query: &str) -> Result<Vec<OwnedSample>, String> {
+        let now = crate::source::scrape::epoch_ms(std::time::SystemTime::now());
+        self.instant_at(query, now).await.map_err(|e| e.to_string())
+    }
+
+    /// Runs one instant query evaluated at `at_ms` (milliseconds since the Unix epoch).
+    pub async fn instant_at(
+        &self,
+        query: &str,
+        at_ms: i64,
+    ) -> Result<Vec<OwnedSample>, QueryError> {
+        if let Some((left, last)) = self.backing_off() {
+            return Err(QueryError::Unreachable(format!(
+                "{} is backing off after errors ({}s left; last error: {last})",
+                self.describe(),
+                left.as_secs().max(1)
+            )));
+        }
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| QueryError::Unreachable("shutting down".into()))?;
         let url = format!("{}/api/v1/query", self.cfg.url);
-        let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("query", query)
-            .finish();
+        let form = {
+            let mut f = url::form_urlencoded::Serializer::new(String::new());
+            f.append_pair("query", query)
+                .append_pair(
+                    "time",
+                    &format!("{}.{:03}", at_ms.div_euclid(1000), at_ms.rem_euclid(1000)),
+                )
+                .append_pair("timeout", &format!("{}ms", self.cfg.timeout.as_millis()));
+            for (k, v) in &self.cfg.params {
+                f.append_pair(k, v);
+            }
+            f.finish()
+        };
         let mut req = self
             .http
             .post(&url)
@@ -119,24 +264,25 @@ impl PromClient {
             )
             .body(form)
             .timeout(self.cfg.timeout);
+        // Secrets are read per request so rotated files take effect; errors name the file.
         for (k, v) in &self.cfg.headers {
-            req = req.header(k, v.resolve()?);
+            req = req.header(k, v.resolve().map_err(QueryError::Config)?);
         }
         if let Some(t) = &self.cfg.bearer_token {
-            req = req.bearer_auth(t.resolve()?);
+            req = req.bearer_auth(t.resolve().map_err(QueryError::Config)?);
         }
         if let Some(b) = &self.cfg.basic_auth {
-            req = req.basic_auth(&b.username, Some(b.password.resolve()?));
+            req = req.basic_auth(
+                &b.username,
+                Some(b.password.resolve().map_err(QueryError::Config)?),
+            );
         }
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                self.record(false, None);
-                return Err(format!(
-                    "Prometheus at {}: {}",
-                    net::redact_url(&self.cfg.url),
-                    net::redact_error(&e)
-                ));
+                let msg = format!("{}: {}", self.describe(), net::redact_error(&e));
+                self.failed(None, &msg);
+                return Err(QueryError::Unreachable(msg));
             }
         };
         let status = resp.status().as_u16();
@@ -144,74 +290,151 @@ impl PromClient {
         let body = match net::read_body_capped(resp, MAX_RESPONSE).await {
             Ok(b) => b,
             Err(e) => {
-                self.record(false, None);
-                return Err(format!("Prometheus answer: {e}"));
+                let msg = format!(
+                    "{} answered HTTP {status} but the body failed: {e}",
+                    self.describe()
+                );
+                self.failed(None, &msg);
+                return Err(QueryError::Unreachable(msg));
             }
         };
+        let api: Option<ApiResponse> = serde_json::from_slice(&body).ok();
+        let api_error = || match &api {
+            Some(a) => format!(
+                "{}: {}",
+                a.error_type.as_deref().unwrap_or("error"),
+                crate::diag::one_line(a.error.as_deref().unwrap_or(""))
+            ),
+            None => snippet(&body),
+        };
+        let api_error = api_error();
         if status == 429 || status >= 500 {
-            self.record(false, retry_after);
-            return Err(format!(
-                "Prometheus answered HTTP {status}{}",
-                retry_after
-                    .map(|d| format!(" (retry after {}s)", d.as_secs()))
-                    .unwrap_or_default()
-            ));
+            let wait = retry_after
+                .map(|d| format!(" (Retry-After {}s)", d.as_secs()))
+                .unwrap_or_default();
+            let msg = format!(
+                "{} answered HTTP {status}{wait}: {}",
+                self.describe(),
+                api_error
+            );
+            self.failed(retry_after, &msg);
+            return Err(QueryError::Unreachable(msg));
         }
-        let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
-        let api = match parsed {
-            Ok(a) => a,
-            Err(e) => {
-                self.record(false, None);
-                return Err(format!(
-                    "Prometheus answered HTTP {status} with an unreadable body: {e}"
-                ));
+        // The backend answered: whatever follows is not an outage.
+        self.succeeded();
+        match status {
+            401 | 403 => {
+                return Err(QueryError::Config(format!(
+                    "{} refused the credentials (HTTP {status}: {}); check `prometheus.bearer_token`, `basic_auth` or the tenant header",
+                    self.describe(),
+                    api_error
+                )));
             }
-        };
-        if status >= 400 || api.status != "success" {
-            // 4xx: the query itself is wrong — a rule problem, not an outage.
-            self.record(true, None);
-            return Err(format!(
-                "Prometheus rejected the query `{query}` ({}): {}",
-                api.error_type.unwrap_or_else(|| format!("HTTP {status}")),
-                api.error.unwrap_or_default()
-            ));
+            404 => {
+                return Err(QueryError::Config(format!(
+                    "{} has no /api/v1/query (HTTP 404); check `prometheus.url` and its path prefix (Mimir: /prometheus, VictoriaMetrics cluster: /select/<tenant>/prometheus)",
+                    self.describe()
+                )));
+            }
+            422 => {
+                return Err(QueryError::Degraded(format!(
+                    "the backend could not run `{query}` (HTTP 422 {})",
+                    api_error
+                )));
+            }
+            s if s >= 400 => {
+                return Err(QueryError::Rejected(format!(
+                    "the query `{query}` was rejected (HTTP {s} {}); this is a problem in the rule's selector, not an outage",
+                    api_error
+                )));
+            }
+            _ => {}
         }
-        self.record(true, None);
-        for w in &api.warnings {
-            tracing::warn!(query, warning = %w, "Prometheus returned a warning (results may be partial)");
+        let Some(api) = api else {
+            return Err(QueryError::Invalid(format!(
+                "{} answered HTTP {status} with a body that is not the API's JSON: {}",
+                self.describe(),
+                snippet(&body)
+            )));
+        };
+        if api.status != "success" {
+            return Err(QueryError::Rejected(format!(
+                "the query `{query}` failed ({})",
+                api_error
+            )));
+        }
+        let partial = !api.warnings.is_empty() || api.is_partial == Some(true);
+        if partial {
+            let why = if api.warnings.is_empty() {
+                "isPartial: true".to_string()
+            } else {
+                api.warnings.join("; ")
+            };
+            tracing::warn!(query, warning = %why, "the query backend returned a partial answer");
+            if !self.cfg.accept_partial {
+                return Err(QueryError::Degraded(format!(
+                    "partial answer to `{query}` ({why}); not judged, since a missing shard can hold one arm's data (set `prometheus.accept_partial` to use such answers)"
+                )));
+            }
         }
         let Some(data) = api.data else {
             return Ok(Vec::new());
         };
         if data.result_type != "vector" {
-            return Err(format!(
-                "expected an instant vector from `{query}`, got {}",
+            let what = match data.result_type.as_str() {
+                "matrix" => "a range vector",
+                "scalar" => "a scalar",
+                "string" => "a string",
+                _ => "an unknown result type",
+            };
+            return Err(QueryError::Invalid(format!(
+                "`{query}` returned {what} ({}); exactly one instant vector of raw series is expected",
                 data.result_type
-            ));
+            )));
         }
-        let items: Vec<VectorItem> = serde_json::from_value(data.result)
-            .map_err(|e| format!("unexpected result shape: {e}"))?;
-        Ok(items
-            .into_iter()
-            .map(|mut it| {
-                let name = it.metric.remove("__name__").unwrap_or_default();
-                let value = match it.value.1.as_str() {
-                    "NaN" => f64::NAN,
-                    "+Inf" => f64::INFINITY,
-                    "-Inf" => f64::NEG_INFINITY,
-                    v => v.parse().unwrap_or(f64::NAN),
+        let items: Vec<VectorItem> = serde_json::from_value(data.result).map_err(|e| {
+            QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
+        })?;
+        let mut out = Vec::with_capacity(items.len());
+        for mut it in items {
+            let name = it.metric.remove("__name__").unwrap_or_default();
+            let Some((_, text)) = it.value else {
+                let what = if it.histogram.is_some() {
+                    "a native histogram"
+                } else {
+                    "no value"
                 };
-                OwnedSample {
-                    name,
-                    labels: it.metric.into_iter().collect(),
-                    value,
-                }
-            })
-            .collect())
+                return Err(QueryError::Invalid(format!(
+                    "`{query}` returned {what} for {name}; rules need classic counters, gauges and `_bucket` series"
+                )));
+            };
+            let value = match text.as_str() {
+                "NaN" => f64::NAN,
+                "+Inf" | "Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().map_err(|_| {
+                    QueryError::Invalid(format!(
+                        "`{query}` returned an unreadable value `{v}` for {name}"
+                    ))
+                })?,
+            };
+            out.push(OwnedSample {
+                name,
+                labels: it.metric.into_iter().collect(),
+                value,
+            });
+        }
+        Ok(out)
     }
 
-    /// Fetches every selector the queries need for one arm, grouped by instance.
-    pub async fn fetch_arm(&self, queries: &[MetricQuery], arm: &[Matcher]) -> ArmAnswer {
+    /// Fetches every selector the queries need for one arm, evaluated at `at_ms`, grouped by
+    /// instance.
+    pub async fn fetch_arm(
+        &self,
+        queries: &[MetricQuery],
+        arm: &[Matcher],
+        at_ms: i64,
+    ) -> ArmAnswer {
         let mut sels: Vec<Selector> = Vec::new();
         for q in queries {
             for s in std::iter::once(q.sample_selector()).chain(q.divide_by.clone()) {
@@ -221,36 +444,82 @@ impl PromClient {
             }
         }
         let texts: Vec<String> = sels.iter().map(|s| Self::promql(s, arm)).collect();
-        let answers = futures_util::future::join_all(texts.iter().map(|q| self.instant(q))).await;
+        let answers =
+            futures_util::future::join_all(texts.iter().map(|q| self.instant_at(q, at_ms))).await;
         let mut by_instance: BTreeMap<String, Vec<OwnedSample>> = BTreeMap::new();
-        for a in answers {
-            for s in a? {
-                let inst = s
-                    .labels
-                    .iter()
-                    .find(|(k, _)| *k == self.cfg.instance_label)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
-                by_instance.entry(inst).or_default().push(s);
-            }
+        // Overlapping selectors (`x{code=~"5.."}` and `x`) return the same series, evaluated at
+        // the same time, so with the same value: it is one series and is kept once. A series
+        // repeated within one selector's answer is kept twice, for the collector to refuse.
+        let mut from: HashMap<(String, Vec<(String, String)>), usize> = HashMap::new();
+        let mut out = ArmAnswer::default();
+        for (i, ((sel, text), a)) in sels.iter().zip(texts).zip(answers).enumerate() {
+            let r = a.map(|samples| {
+                let n = samples.len();
+                for s in samples {
+                    let mut labels = s.labels.clone();
+                    labels.sort_unstable();
+                    if *from.entry((s.name.clone(), labels)).or_insert(i) != i {
+                        continue;
+                    }
+                    let inst = s
+                        .labels
+                        .iter()
+                        .find(|(k, _)| *k == self.cfg.instance_label)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default();
+                    by_instance.entry(inst).or_default().push(s);
+                }
+                n
+            });
+            out.selectors.insert(sel.to_string(), (text, r));
         }
-        Ok(by_instance.into_iter().collect())
+        out.instances = by_instance.into_iter().collect();
+        out
     }
 }
 
-/// Feeds one arm's answer into its collector.
-pub fn collect(col: &mut ArmCollector, queries: &[MetricQuery], answer: ArmAnswer) -> Vec<Fetch> {
-    match answer {
-        Err(e) => queries.iter().map(|_| Fetch::Error(e.clone())).collect(),
-        Ok(instances) => {
-            let targets: Vec<TargetSamples<'_, OwnedSample>> = instances
-                .iter()
-                .map(|(i, s)| TargetSamples {
-                    target: i.as_str(),
-                    samples: Ok(s.as_slice()),
-                })
-                .collect();
-            col.collect(queries, &targets)
-        }
+/// The start of a non-JSON body, for an error message.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let one = crate::diag::one_line(text.trim());
+    if one.is_empty() {
+        "(empty body)".into()
+    } else {
+        one
     }
+}
+
+/// Feeds one arm's answer into its collector. Queries whose selectors failed get that error;
+/// queries whose selectors returned no series at all get `no_data` naming the PromQL sent.
+pub fn collect(col: &mut ArmCollector, queries: &[MetricQuery], answer: &ArmAnswer) -> Vec<Fetch> {
+    let targets: Vec<TargetSamples<'_, OwnedSample>> = answer
+        .instances
+        .iter()
+        .map(|(i, s)| TargetSamples {
+            target: i.as_str(),
+            samples: Ok(s.as_slice()),
+        })
+        .collect();
+    let collected = col.collect(queries, &targets);
+    queries
+        .iter()
+        .zip(collected)
+        .map(|(q, fetched)| {
+            let sels = std::iter::once(q.sample_selector()).chain(q.divide_by.clone());
+            let mut empty = None;
+            for s in sels {
+                match answer.selectors.get(&s.to_string()) {
+                    Some((_, Err(e))) => return Fetch::Error(e.to_string()),
+                    Some((text, Ok(0))) => {
+                        empty.get_or_insert_with(|| text.clone());
+                    }
+                    _ => {}
+                }
+            }
+            match (fetched, empty) {
+                (Fetch::NoData(_), Some(text)) => Fetch::NoData(format!("no series for `{text}`")),
+                (f, _) => f,
+            }
+        })
+        .collect()
 }

@@ -1,0 +1,249 @@
+//! The real binary judging deployments through a real Prometheus that scrapes simulated
+//! fleets served by the test: a bad canary is rolled back, a good one promoted, and when
+//! Prometheus dies mid-analysis nothing is rolled back, one "metrics backend down" alert goes
+//! to the ops notifier, and the analyses resume by themselves when it is back.
+
+mod common;
+mod source_support;
+
+use std::time::Duration;
+
+use common::{Daemon, FleetServer, RATIO_RULE};
+use rollguard::sim::{Fault, Scenario};
+use serde_json::json;
+use source_support::Recorder;
+use source_support::prometheus::{Prometheus, Target};
+
+const INSTANCES: [&str; 4] = ["baseline-0", "baseline-1", "canary-0", "canary-1"];
+
+/// Prometheus targets for a fleet: its instances expose `instance` and `job` themselves
+/// (`honor_labels`), and Prometheus adds `fleet`.
+fn targets(fleet: &FleetServer, name: &str) -> Vec<Target> {
+    INSTANCES
+        .iter()
+        .map(|i| Target {
+            address: fleet.addr.to_string(),
+            path: format!("/{i}/metrics"),
+            labels: vec![("fleet".into(), name.into())],
+        })
+        .collect()
+}
+
+fn deployment(id: &str, fleet: &str, timing: serde_json::Value) -> serde_json::Value {
+    json!({
+        "id": id,
+        "service": "checkout",
+        "analysis": "errors",
+        "baseline": { "selector": format!(r#"fleet="{fleet}",instance=~"baseline-.*""#), "version": "v1" },
+        "canary": { "selector": format!(r#"fleet="{fleet}",instance=~"canary-.*""#), "version": "v2" },
+        "timing": timing
+    })
+}
+
+fn prometheus_config(prom: &Prometheus) -> String {
+    format!(
+        "prometheus:\n  url: {}\n  timeout: 1s\n  max_backoff: 2s\n",
+        prom.url
+    )
+}
+
+#[test]
+fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
+    let bad = FleetServer::start(
+        Scenario {
+            fault: Fault::ErrorRatio { factor: 8.0 },
+            fault_at_s: 0.0,
+            seed: 31,
+            ..Scenario::default()
+        },
+        20.0,
+    );
+    let good = FleetServer::start(
+        Scenario {
+            seed: 32,
+            ..Scenario::default()
+        },
+        50.0,
+    );
+    let mut all = targets(&bad, "bad");
+    all.extend(targets(&good, "good"));
+    let prom = Prometheus::start(&all);
+    prom.wait_series("http_requests_total", 8, Duration::from_secs(30));
+    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], &prometheus_config(&prom));
+    for (id, fleet) in [("bad", "bad"), ("good", "good")] {
+        let (code, v) = d.post("/api/v1/deployments", &deployment(id, fleet, json!({})));
+        assert_eq!(code, 201, "{v}");
+    }
+    let v = d.wait_state(
+        "bad",
+        &["rolled_back", "promoted", "inconclusive"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["state"], "rolled_back", "{v:#}");
+    let check = &v["checks"][0];
+    assert_eq!(check["outcome"], "fail");
+    assert!(
+        check["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("worse than the x1.5 tolerance"),
+        "{check}"
+    );
+    let v = d.wait_state(
+        "good",
+        &["rolled_back", "promoted", "inconclusive"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["state"], "promoted", "{v:#}");
+    let mut lines = common::wait_for(Duration::from_secs(20), || {
+        Some(d.marker_lines()).filter(|l| l.len() >= 2)
+    })
+    .unwrap();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            "promote good".to_string(),
+            "rollback bad bad-rollback-0-rollback".to_string()
+        ]
+    );
+}
+
+/// The error-ratio rule with its hold and failure notices going to the `ops` webhook too, so
+/// the test sees any per-deployment alert that the circuit breaker should have suppressed.
+const OUTAGE_RULE: &str = r#"analysis: errors
+params:
+  job: ".*"
+interval: 1s
+warmup: 2s
+min_duration: 30s
+max_duration: 150s
+no_data_grace: 2s
+alpha: 0.01
+checks:
+  - name: error-ratio
+    kind: ratio
+    errors: 'http_requests_total{job=~"{{job}}",code=~"5.."}'
+    requests: 'http_requests_total{job=~"{{job}}"}'
+    tolerance: 1.5
+on_fail: [rollback, ops]
+on_no_data: [ops]
+on_pass: [promote]
+"#;
+
+#[test]
+fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
+    let fleet = FleetServer::start(
+        Scenario {
+            seed: 33,
+            ..Scenario::default()
+        },
+        20.0,
+    );
+    let mut prom = Prometheus::start(&targets(&fleet, "shop"));
+    prom.wait_series("http_requests_total", 4, Duration::from_secs(30));
+    let ops = Recorder::start();
+    let extra = format!(
+        "source_grace: 3s\n{}notifiers:\n  ops:\n    webhook:\n      url: {}\nops_notifiers: [ops]\n",
+        prometheus_config(&prom),
+        ops.url
+    );
+    let d = Daemon::start(&[("errors.yaml", OUTAGE_RULE)], &extra);
+    let ids = ["shop-1", "shop-2", "shop-3"];
+    for id in ids {
+        let (code, v) = d.post("/api/v1/deployments", &deployment(id, "shop", json!({})));
+        assert_eq!(code, 201, "{v}");
+    }
+    // Data flows for every deployment before the outage.
+    for id in ids {
+        common::wait_for(Duration::from_secs(30), || {
+            let (_, v) = d.get(&format!("/api/v1/deployments/{id}"));
+            matches!(v["checks"][0]["outcome"].as_str(), Some("pending" | "pass")).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{id} never saw data; log:\n{}", d.log()));
+    }
+
+    prom.stop();
+    let down = ops
+        .wait_kind("backend_down", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no backend_down alert; log:\n{}", d.log()));
+    assert!(
+        down["title"]
+            .as_str()
+            .unwrap()
+            .contains("Metrics backend down (prometheus)"),
+        "{down}"
+    );
+    assert!(
+        down["text"]
+            .as_str()
+            .unwrap()
+            .contains("3 of 3 running deployments cannot reach the Prometheus query API"),
+        "{down}"
+    );
+    for id in ids {
+        let v = d.wait_state(
+            id,
+            &["held", "rolled_back", "promoted", "inconclusive"],
+            Duration::from_secs(30),
+        );
+        assert_eq!(v["state"], "held", "{v:#}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap()
+                .contains("metrics source failing"),
+            "{v:#}"
+        );
+    }
+    // Held a few more intervals: still one alert, no per-deployment hold alerts, no action.
+    let (_, m) = common::http("GET", &format!("{}/metrics", d.url), None, None);
+    assert!(
+        m.as_str()
+            .unwrap_or_default()
+            .contains("rollguard_metrics_backend_down 1"),
+        "{m}"
+    );
+    assert_eq!(ops.of_kind("backend_down").len(), 1);
+    assert_eq!(
+        ops.of_kind("held").len(),
+        0,
+        "the breaker speaks for all held deployments: {:#?}",
+        ops.bodies()
+    );
+    assert!(
+        d.marker_lines().is_empty(),
+        "nothing may be rolled back or promoted: {:?}",
+        d.marker_lines()
+    );
+
+    prom.restart();
+    ops.wait_kind("backend_recovered", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no backend_recovered alert; log:\n{}", d.log()));
+    for id in ids {
+        let v = d.wait_state(
+            id,
+            &["rolled_back", "promoted", "inconclusive"],
+            Duration::from_secs(120),
+        );
+        assert_eq!(v["state"], "promoted", "{v:#}");
+    }
+    assert_eq!(ops.of_kind("backend_down").len(), 1, "{:#?}", ops.bodies());
+    assert_eq!(
+        ops.of_kind("backend_recovered").len(),
+        1,
+        "{:#?}",
+        ops.bodies()
+    );
+    assert_eq!(ops.of_kind("held").len(), 0);
+    assert_eq!(ops.of_kind("rollback_started").len(), 0);
+    let mut lines = common::wait_for(Duration::from_secs(20), || {
+        Some(d.marker_lines()).filter(|l| l.len() >= 3)
+    })
+    .unwrap();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec!["promote shop-1", "promote shop-2", "promote shop-3"]
+    );
+}
