@@ -27,6 +27,8 @@ struct RawConfig {
     #[serde(default)]
     deployments_dir: Option<Spanned<String>>,
     #[serde(default)]
+    file_sd_dir: Option<Spanned<String>>,
+    #[serde(default)]
     api_token_file: Option<Spanned<String>>,
     #[serde(default)]
     public_url: Option<String>,
@@ -49,13 +51,20 @@ struct RawConfig {
 }
 
 /// A secret given inline, from a file (e.g. under `$CREDENTIALS_DIRECTORY`), or from an
-/// environment variable. Only the reference is kept in logs.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// environment variable. Only the reference is kept in logs (`Debug` never prints an inline
+/// value).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Secret {
     Inline(String),
     File { file: PathBuf },
     Env { env: String },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 impl Secret {
@@ -552,6 +561,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub rules_dir: PathBuf,
     pub deployments_dir: Option<PathBuf>,
+    /// Directory of Prometheus `file_sd` target files deployments may name (by file name
+    /// only), so the API cannot be used to read arbitrary files.
+    pub file_sd_dir: Option<PathBuf>,
     pub api_token_file: Option<PathBuf>,
     pub public_url: Option<String>,
     pub dry_run: bool,
@@ -583,6 +595,7 @@ impl Config {
             state_dir: dir.join("state"),
             rules_dir: rules_dir.to_path_buf(),
             deployments_dir: None,
+            file_sd_dir: None,
             api_token_file: None,
             public_url: None,
             dry_run: false,
@@ -955,6 +968,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         state_dir,
         rules_dir,
         deployments_dir: raw.deployments_dir.as_ref().map(|d| resolve(&d.value)),
+        file_sd_dir: raw.file_sd_dir.as_ref().map(|d| resolve(&d.value)),
         api_token_file,
         public_url,
         dry_run: raw.dry_run,

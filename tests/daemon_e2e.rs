@@ -168,7 +168,8 @@ fn healthz_and_unknown_analysis() {
         "/api/v1/deployments",
         &json!({"id": "x", "analysis": "errors", "baseline": {"targetz": []}}),
     );
-    assert_eq!(code, 400);
+    // Well-formed JSON that does not fit the schema: 422, naming the field.
+    assert_eq!(code, 422);
     assert!(
         v["error"]
             .as_str()
@@ -176,4 +177,12 @@ fn healthz_and_unknown_analysis() {
             .contains("unknown field `targetz`"),
         "{v}"
     );
+    // Malformed JSON: 400.
+    let (code, v) = common::http(
+        "POST",
+        &format!("{}/api/v1/deployments", d.url),
+        Some(&json!("not an object")),
+        None,
+    );
+    assert!(code == 400 || code == 422, "{code} {v}");
 }

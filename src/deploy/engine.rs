@@ -449,15 +449,36 @@ impl Engine {
                 },
             })
         } else {
-            let t = |a: &super::model::ArmSpec| match &a.file_sd {
-                Some(f) => ArmTargets::FileSd(f.into()),
-                None => ArmTargets::Urls(a.targets.clone()),
+            let t = |a: &super::model::ArmSpec| -> Result<ArmTargets, EngineError> {
+                match &a.file_sd {
+                    Some(name) => {
+                        // A file name inside the configured directory, nothing else: the API must
+                        // not become a way to read arbitrary files.
+                        let dir = self.config.file_sd_dir.as_ref().ok_or_else(|| {
+                            EngineError::Invalid(
+                                "`file_sd` needs `file_sd_dir` in the daemon config".into(),
+                            )
+                        })?;
+                        let plain = !name.is_empty()
+                            && !name.contains('/')
+                            && !name.contains("..")
+                            && !name.starts_with('.');
+                        if !plain {
+                            return Err(EngineError::Invalid(format!(
+                                "`file_sd` must be a file name inside {}, got `{name}`",
+                                dir.display()
+                            )));
+                        }
+                        Ok(ArmTargets::FileSd(dir.join(name)))
+                    }
+                    None => Ok(ArmTargets::Urls(a.targets.clone())),
+                }
             };
             Ok(Source::Scrape {
                 scraper: self.scraper.clone(),
                 arms: Arms {
-                    baseline: t(&req.baseline),
-                    canary: t(&req.canary),
+                    baseline: t(&req.baseline)?,
+                    canary: t(&req.canary)?,
                 },
             })
         }
@@ -568,7 +589,10 @@ impl Engine {
                     return Ok(());
                 }
                 c = rx.recv() => {
-                    let Some(c) = c else { return Ok(()) };
+                    let Some(c) = c else {
+                        tracing::error!(deployment = id, "the control channel closed; stopping this analysis task (it resumes on the next start)");
+                        return Ok(());
+                    };
                     let latest: Vec<CheckReport> = serde_json::from_value(rec.checks.clone()).unwrap_or_default();
                     if self.apply_control(&mut rec, &spec, &judge, c, &latest)? {
                         return Ok(());
@@ -849,13 +873,23 @@ impl Engine {
                 rec.state = State::Inconclusive;
                 rec.reason = reason.clone();
                 rec.finished_at = Some(now());
-                actions = self.owed(
-                    rec,
-                    &spec.actions.on_inconclusive,
-                    "inconclusive",
-                    &verdict,
-                    &step.checks,
-                );
+                // While the metrics backend is down rollguard acts on nothing: the verdict is
+                // recorded and announced, its hooks do not run.
+                if !self.backend_down_for(&id) {
+                    actions = self.owed(
+                        rec,
+                        &spec.actions.on_inconclusive,
+                        "inconclusive",
+                        &verdict,
+                        &step.checks,
+                    );
+                } else {
+                    events.push((
+                        "held".into(),
+                        "metrics backend down: on_inconclusive hooks not run".into(),
+                        serde_json::Value::Null,
+                    ));
+                }
                 events.push((
                     "decision".into(),
                     format!("inconclusive: {reason}"),
