@@ -193,6 +193,7 @@ fn deployment_source_reads_both_arms_at_one_time_and_reports_backend_health() {
             Source::Prometheus {
                 client,
                 arms: arms(),
+                baseline_offset: Duration::ZERO,
             },
             "d",
             tel.clone(),
@@ -219,6 +220,7 @@ fn deployment_source_reads_both_arms_at_one_time_and_reports_backend_health() {
             Source::Prometheus {
                 client: dead,
                 arms: arms(),
+                baseline_offset: Duration::ZERO,
             },
             "d2",
             tel.clone(),

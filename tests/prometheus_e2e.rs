@@ -247,3 +247,58 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
         vec!["promote shop-1", "promote shop-2", "promote shop-3"]
     );
 }
+
+/// A bake: the whole fleet runs the new version (the canary selector), judged against the same
+/// instances' recorded behaviour `offset` ago through Prometheus. A version whose error rate
+/// jumped after the rollout is rolled back.
+#[test]
+fn bake_compares_with_the_recorded_past_and_rolls_back() {
+    // The fault starts 15 s (wall) into the fleet's life; the bake starts once Prometheus sees
+    // it, reading the baseline 14 s in the past, when the fleet was still healthy.
+    let fleet = FleetServer::start(
+        Scenario {
+            fault: Fault::ErrorRatio { factor: 8.0 },
+            fault_at_s: 15.0 * 20.0,
+            seed: 41,
+            ..Scenario::default()
+        },
+        20.0,
+    );
+    let prom = Prometheus::start(&targets(&fleet, "bake"));
+    prom.wait_series("http_requests_total", 4, Duration::from_secs(30));
+    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], &prometheus_config(&prom));
+    // Wait until Prometheus sees the new version misbehave.
+    common::wait_for(Duration::from_secs(60), || {
+        let r = prom.query(r#"sum(increase(http_requests_total{fleet="bake",code=~"5.."}[3s])) / sum(increase(http_requests_total{fleet="bake"}[3s]))"#);
+        let v: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
+        (v > 0.04).then_some(())
+    })
+    .expect("the fault shows in Prometheus");
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &json!({
+            "id": "bake", "service": "checkout", "analysis": "errors",
+            "strategy": { "type": "bake", "watch": "20s" },
+            "baseline": { "selector": r#"fleet="bake""#, "offset": "14s", "version": "v1" },
+            "canary": { "selector": r#"fleet="bake""#, "version": "v2" }
+        }),
+    );
+    assert_eq!(code, 201, "{v}");
+    let v = d.wait_state(
+        "bake",
+        &["rolled_back", "promoted", "inconclusive"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["state"], "rolled_back", "{v:#}\n{}", d.log());
+    // Without an offset a bake is refused with a reason.
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &json!({"id": "bake2", "analysis": "errors", "strategy": {"type": "bake"},
+                "baseline": {"selector": r#"fleet="bake""#}, "canary": {"selector": r#"fleet="bake""#}}),
+    );
+    assert_eq!(code, 422, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("baseline.offset"),
+        "{v}"
+    );
+}

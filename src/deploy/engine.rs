@@ -447,6 +447,12 @@ impl Engine {
                     baseline: m(&req.baseline.selector, "baseline")?,
                     canary: m(&req.canary.selector, "canary")?,
                 },
+                baseline_offset: req
+                    .baseline
+                    .offset
+                    .as_deref()
+                    .and_then(|o| crate::units::parse_duration(o).ok())
+                    .unwrap_or_default(),
             })
         } else {
             let t = |a: &super::model::ArmSpec| -> Result<ArmTargets, EngineError> {
@@ -1224,6 +1230,15 @@ fn compile_verify(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
     if let Some(o) = &rec.request.timing {
         o.apply(&mut spec.timing)?;
     }
+    if let Strategy::Bake { watch } = &rec.request.strategy {
+        // A bake watches for a fixed time, then promotes if every check held up.
+        let w = watch
+            .as_deref()
+            .and_then(|w| crate::units::parse_duration(w).ok())
+            .unwrap_or(Duration::from_secs(1800));
+        spec.timing.min_duration = w.max(spec.timing.warmup + spec.timing.interval);
+        spec.timing.max_duration = spec.timing.min_duration + spec.timing.interval;
+    }
     Ok(spec)
 }
 
@@ -1231,14 +1246,14 @@ fn steps_len(s: &Strategy) -> usize {
     match s {
         Strategy::Canary { steps, .. } => steps.len(),
         Strategy::BlueGreen { .. } => 2,
-        Strategy::Analysis => 1,
+        Strategy::Analysis | Strategy::Bake { .. } => 1,
     }
 }
 
 fn weight_at(s: &Strategy, i: usize) -> Option<f64> {
     match s {
         Strategy::Canary { steps, .. } => steps.get(i).copied(),
-        Strategy::BlueGreen { .. } | Strategy::Analysis => None,
+        Strategy::BlueGreen { .. } | Strategy::Analysis | Strategy::Bake { .. } => None,
     }
 }
 
@@ -1251,7 +1266,7 @@ fn step_duration(s: &Strategy, spec: &AnalysisSpec) -> Duration {
             .as_deref()
             .and_then(|d| crate::units::parse_duration(d).ok())
             .unwrap_or_else(|| spec.timing.min_duration / (steps.len().max(1) as u32)),
-        Strategy::BlueGreen { .. } | Strategy::Analysis => Duration::MAX,
+        Strategy::BlueGreen { .. } | Strategy::Analysis | Strategy::Bake { .. } => Duration::MAX,
     }
 }
 

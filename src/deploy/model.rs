@@ -20,6 +20,11 @@ pub struct ArmSpec {
     /// Share of traffic (percent) this arm should get; enables the traffic-split check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,
+    /// Baseline only, Prometheus source only: read the baseline this long ago (`1d` = the same
+    /// time yesterday). This is how a `bake` compares a fully rolled-out version with the
+    /// previous version's recorded behaviour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<String>,
     /// The version running in this arm, for messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -39,6 +44,13 @@ pub enum Strategy {
         steps: Vec<f64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step_duration: Option<String>,
+    },
+    /// After a full rollout: compare the new version (canary arm) with the previous version's
+    /// recorded behaviour (baseline arm with an `offset`, Prometheus source) for `watch`
+    /// (default 30m); promote if it holds up, roll back if not.
+    Bake {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        watch: Option<String>,
     },
     /// Verify green (the canary arm) against blue before the switch; on a pass the `on_pass`
     /// hooks switch traffic, then the analysis' absolute guards (`threshold` checks) watch
@@ -127,6 +139,26 @@ impl DeploymentRequest {
         }
         if (self.baseline.selector.is_some()) != (self.canary.selector.is_some()) {
             return Err("both arms must use the same source: `selector` on both (Prometheus) or targets on both".into());
+        }
+        if let Some(o) = &self.canary.offset {
+            return Err(format!(
+                "`canary.offset` is not allowed (`{o}`): only the baseline can be read from the past"
+            ));
+        }
+        if let Some(o) = &self.baseline.offset {
+            let d =
+                crate::units::parse_duration(o).map_err(|e| format!("`baseline.offset`: {e}"))?;
+            if self.baseline.selector.is_none() || d.is_zero() {
+                return Err("`baseline.offset` needs the Prometheus source (`selector` on both arms) and a duration above zero".into());
+            }
+        }
+        if let Strategy::Bake { watch } = &self.strategy {
+            if self.baseline.offset.is_none() {
+                return Err("a `bake` compares with the past: give `baseline.offset` (e.g. \"1d\") and Prometheus selectors".into());
+            }
+            if let Some(w) = watch {
+                crate::units::parse_duration(w).map_err(|e| format!("`strategy.watch`: {e}"))?;
+            }
         }
         if let Strategy::BlueGreen {
             post_switch: Some(d),

@@ -45,6 +45,8 @@ pub enum Source {
     Prometheus {
         client: Arc<promql::PromClient>,
         arms: Arms<Vec<Matcher>>,
+        /// The baseline is read this long in the past (a bake against recorded behaviour).
+        baseline_offset: std::time::Duration,
     },
 }
 
@@ -105,9 +107,13 @@ impl DeploymentSource {
                 let (scraper, arms) = (scraper.clone(), arms.clone());
                 self.fetch_scrape(&scraper, &arms, queries).await
             }
-            Source::Prometheus { client, arms } => {
-                let (client, arms) = (client.clone(), arms.clone());
-                self.fetch_prometheus(&client, &arms, queries).await
+            Source::Prometheus {
+                client,
+                arms,
+                baseline_offset,
+            } => {
+                let (client, arms, offset) = (client.clone(), arms.clone(), *baseline_offset);
+                self.fetch_prometheus(&client, &arms, offset, queries).await
             }
         };
         Frame {
@@ -123,15 +129,21 @@ impl DeploymentSource {
         &mut self,
         client: &promql::PromClient,
         arms: &Arms<Vec<Matcher>>,
+        baseline_offset: std::time::Duration,
         queries: &[MetricQuery],
     ) -> (Vec<Fetch>, Vec<Fetch>) {
-        // One evaluation instant for every selector of both arms (see `promql`).
+        // One evaluation instant for every selector of both arms (see `promql`); a bake's
+        // baseline is the same instant, `baseline_offset` ago.
         let at = SystemTime::now()
             .checked_sub(client.config().eval_delay)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let at_ms = scrape::epoch_ms(at);
         let (b, c) = tokio::join!(
-            client.fetch_arm(queries, &arms.baseline, at_ms),
+            client.fetch_arm(
+                queries,
+                &arms.baseline,
+                at_ms - baseline_offset.as_millis() as i64
+            ),
             client.fetch_arm(queries, &arms.canary, at_ms)
         );
         let total = b.selectors.len() + c.selectors.len();
