@@ -229,14 +229,27 @@ impl Daemon {
                 if signalled {
                     systemd.reloading();
                 }
+                let was_failing = r2.status.lock().map(|s| s.last_error.is_some()).unwrap_or(false);
                 let status = match r2.reload() {
-                    Ok(_) => format!(
-                        "running; rules {}",
-                        r2.status
-                            .lock()
-                            .map(|s| s.version.clone())
-                            .unwrap_or_default()
-                    ),
+                    Ok(_) => {
+                        let version = r2.status.lock().map(|s| s.version.clone()).unwrap_or_default();
+                        if was_failing {
+                            n2.enqueue(
+                                &ops,
+                                &Notice {
+                                    kind: NoticeKind::RulesReloaded,
+                                    at: now(),
+                                    subject: None,
+                                    title: "Rules valid again".into(),
+                                    text: format!("the rules directory loads cleanly; version {version} is in force"),
+                                    checks: Vec::new(),
+                                    link: None,
+                                    key: "rollguard/rules".into(),
+                                },
+                            );
+                        }
+                        format!("running; rules {version}")
+                    }
                     Err(diags) => {
                         let text = diags
                             .iter()

@@ -24,6 +24,8 @@ pub enum NoticeKind {
     BackendDown,
     BackendRecovered,
     RuleReloadFailed,
+    /// A valid rule edit after a rejected one: closes the reload-failed alert.
+    RulesReloaded,
     /// Dry run (global or per hook): what rollguard would have done, recorded and announced.
     DryRun,
 }
@@ -42,7 +44,7 @@ pub enum Lifecycle {
 
 impl NoticeKind {
     /// Every kind, for tests and docs that must cover them all.
-    pub const ALL: [NoticeKind; 16] = [
+    pub const ALL: [NoticeKind; 17] = [
         NoticeKind::DeploymentStarted,
         NoticeKind::StepPromoted,
         NoticeKind::CheckFailing,
@@ -58,6 +60,7 @@ impl NoticeKind {
         NoticeKind::BackendDown,
         NoticeKind::BackendRecovered,
         NoticeKind::RuleReloadFailed,
+        NoticeKind::RulesReloaded,
         NoticeKind::DryRun,
     ];
 
@@ -78,6 +81,7 @@ impl NoticeKind {
             NoticeKind::BackendDown => "backend_down",
             NoticeKind::BackendRecovered => "backend_recovered",
             NoticeKind::RuleReloadFailed => "rule_reload_failed",
+            NoticeKind::RulesReloaded => "rules_reloaded",
             NoticeKind::DryRun => "dry_run",
         }
     }
@@ -114,7 +118,8 @@ impl NoticeKind {
             | NoticeKind::Resumed
             | NoticeKind::Promoted
             | NoticeKind::Aborted
-            | NoticeKind::BackendRecovered => Lifecycle::Close,
+            | NoticeKind::BackendRecovered
+            | NoticeKind::RulesReloaded => Lifecycle::Close,
             NoticeKind::DeploymentStarted | NoticeKind::StepPromoted | NoticeKind::DryRun => {
                 Lifecycle::Info
             }
@@ -140,6 +145,7 @@ impl NoticeKind {
             NoticeKind::BackendDown => "RollguardMetricsBackendDown",
             NoticeKind::BackendRecovered => "RollguardMetricsBackendRecovered",
             NoticeKind::RuleReloadFailed => "RollguardRuleReloadFailed",
+            NoticeKind::RulesReloaded => "RollguardRulesReloaded",
             NoticeKind::DryRun => "RollguardDryRun",
         }
     }

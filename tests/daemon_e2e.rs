@@ -186,3 +186,44 @@ fn healthz_and_unknown_analysis() {
     );
     assert!(code == 400 || code == 422, "{code} {v}");
 }
+
+#[test]
+fn a_failing_shadow_check_is_recorded_once_and_never_acted_upon() {
+    let fleet = FleetServer::start(
+        Scenario {
+            fault: Fault::ErrorRatio { factor: 8.0 },
+            fault_at_s: 0.0,
+            seed: 14,
+            ..Scenario::default()
+        },
+        20.0,
+    );
+    let rule = RATIO_RULE
+        .replace("    tolerance: 1.5\n", "    tolerance: 1.5\n    enforce: shadow\n")
+        .replace("max_duration: 30s", "max_duration: 12s");
+    let d = Daemon::start(&[("errors.yaml", &rule)], "");
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &deployment("shadow", &fleet, vec![fleet.target("canary-0")]),
+    );
+    assert_eq!(code, 201, "{v}");
+    let v = d.wait_state(
+        "shadow",
+        &["rolled_back", "promoted", "inconclusive"],
+        Duration::from_secs(60),
+    );
+    assert_ne!(v["state"], "rolled_back", "{v:#}");
+    assert_eq!(v["checks"][0]["outcome"], "fail");
+    let failed: Vec<_> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "check_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{v:#}");
+    assert!(
+        !d.marker_lines().iter().any(|l| l.starts_with("rollback")),
+        "no rollback for a shadow check: {:?}",
+        d.marker_lines()
+    );
+}

@@ -733,6 +733,19 @@ impl Engine {
                     format!("{}: {}", r.name, r.explanation),
                     serde_json::to_value(r).unwrap_or_default(),
                 ));
+                if r.enforce == crate::rules::Enforcement::Shadow {
+                    // Shadow: recorded (above) and announced once, never acted upon.
+                    notify = Some((
+                        spec.actions.on_fail.clone(),
+                        self.notice(
+                            rec,
+                            NoticeKind::CheckFailing,
+                            format!("Shadow check would fail: {} on {id}", r.name),
+                            format!("{} (shadow: nothing was done)", r.explanation),
+                            vec![r.clone()],
+                        ),
+                    ));
+                }
                 if r.enforce == crate::rules::Enforcement::Notify {
                     notify = Some((
                         spec.actions.on_fail.clone(),
@@ -746,9 +759,6 @@ impl Engine {
                     ));
                 }
             }
-        }
-        for s in &step.shadow {
-            events.push(("shadow".into(), s.clone(), serde_json::Value::Null));
         }
         let failing: Vec<CheckReport> = step
             .checks

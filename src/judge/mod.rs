@@ -185,10 +185,9 @@ pub struct Step {
     pub checks: Vec<CheckReport>,
     /// The traffic-split check, when the deployment says what share the canary should get.
     pub traffic: Option<CheckReport>,
-    /// Checks that failed for the first time at this interval (for notifications).
+    /// Checks that failed for the first time at this interval (for notifications; shadow
+    /// checks are announced once this way and never acted upon).
     pub newly_failed: Vec<String>,
-    /// Shadow checks that would have acted, in words.
-    pub shadow: Vec<String>,
 }
 
 /// Per-kind state, serialisable for persistence.
@@ -508,14 +507,13 @@ impl Judge {
             });
         }
         let traffic = expected_canary_share.and_then(|share| self.traffic.step(&ctx, share));
-        let (verdict, shadow) = self.decide(spec, t, &reports, traffic.as_ref());
+        let verdict = self.decide(spec, t, &reports, traffic.as_ref());
         Step {
             t,
             verdict,
             checks: reports,
             traffic,
             newly_failed,
-            shadow,
         }
     }
 
@@ -525,41 +523,31 @@ impl Judge {
         t: Duration,
         reports: &[CheckReport],
         traffic: Option<&CheckReport>,
-    ) -> (Verdict, Vec<String>) {
-        let mut shadow = Vec::new();
+    ) -> Verdict {
         let mut hold: Option<String> = None;
         for r in reports.iter().filter(|r| r.outcome == Outcome::Fail) {
             match r.enforce {
                 Enforcement::Rollback => {
-                    return (
-                        Verdict::Rollback {
-                            check: r.name.clone(),
-                            reason: format!("{}: {}", r.name, r.explanation),
-                        },
-                        shadow,
-                    );
+                    return Verdict::Rollback {
+                        check: r.name.clone(),
+                        reason: format!("{}: {}", r.name, r.explanation),
+                    };
                 }
                 Enforcement::Hold => {
                     hold.get_or_insert_with(|| {
                         format!("{} is failing (hold): {}", r.name, r.explanation)
                     });
                 }
-                Enforcement::Notify => {}
-                Enforcement::Shadow => shadow.push(format!(
-                    "shadow check {} would fail: {}",
-                    r.name, r.explanation
-                )),
+                // Announced by the engine when newly failing; never acted upon here.
+                Enforcement::Notify | Enforcement::Shadow => {}
             }
         }
         if let Some(tr) = traffic
             && tr.outcome == Outcome::Fail
         {
-            return (
-                Verdict::Inconclusive {
-                    reason: format!("traffic misrouted: {}", tr.explanation),
-                },
-                shadow,
-            );
+            return Verdict::Inconclusive {
+                reason: format!("traffic misrouted: {}", tr.explanation),
+            };
         }
         let acting = |r: &&CheckReport| r.enforce != Enforcement::Shadow;
         if hold.is_none() {
@@ -592,12 +580,9 @@ impl Judge {
             .all(|r| r.outcome == Outcome::Pass);
         if t >= spec.timing.max_duration {
             if all_pass && hold.is_none() {
-                return (
-                    Verdict::Promote {
-                        reason: "every check passed by the maximum duration".into(),
-                    },
-                    shadow,
-                );
+                return Verdict::Promote {
+                    reason: "every check passed by the maximum duration".into(),
+                };
             }
             let open: Vec<String> = reports
                 .iter()
@@ -606,28 +591,22 @@ impl Judge {
                 .map(|r| format!("{} ({})", r.name, r.outcome.as_str()))
                 .collect();
             let why = hold.map(|h| format!("; {h}")).unwrap_or_default();
-            return (
-                Verdict::Inconclusive {
-                    reason: format!(
-                        "maximum duration {} reached without enough evidence: {}{why}",
-                        crate::units::format_duration(spec.timing.max_duration),
-                        open.join(", ")
-                    ),
-                },
-                shadow,
-            );
+            return Verdict::Inconclusive {
+                reason: format!(
+                    "maximum duration {} reached without enough evidence: {}{why}",
+                    crate::units::format_duration(spec.timing.max_duration),
+                    open.join(", ")
+                ),
+            };
         }
         if let Some(h) = hold {
-            return (Verdict::Hold { reason: h }, shadow);
+            return Verdict::Hold { reason: h };
         }
         if t >= spec.timing.min_duration && all_pass {
-            return (
-                Verdict::Promote {
-                    reason: "every check shows the canary is no worse than its tolerance".into(),
-                },
-                shadow,
-            );
+            return Verdict::Promote {
+                reason: "every check shows the canary is no worse than its tolerance".into(),
+            };
         }
-        (Verdict::Continue, shadow)
+        Verdict::Continue
     }
 }

@@ -125,6 +125,7 @@ pub fn emoji(k: NoticeKind) -> &'static str {
         NoticeKind::BackendDown => "📉",
         NoticeKind::BackendRecovered => "📈",
         NoticeKind::RuleReloadFailed => "📝",
+        NoticeKind::RulesReloaded => "🗒️",
         NoticeKind::DryRun => "🧪",
     }
 }
