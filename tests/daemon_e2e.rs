@@ -199,7 +199,10 @@ fn a_failing_shadow_check_is_recorded_once_and_never_acted_upon() {
         20.0,
     );
     let rule = RATIO_RULE
-        .replace("    tolerance: 1.5\n", "    tolerance: 1.5\n    enforce: shadow\n")
+        .replace(
+            "    tolerance: 1.5\n",
+            "    tolerance: 1.5\n    enforce: shadow\n",
+        )
         .replace("max_duration: 30s", "max_duration: 12s");
     let d = Daemon::start(&[("errors.yaml", &rule)], "");
     let (code, v) = d.post(

@@ -14,7 +14,7 @@
 //! either way.
 
 mod change;
-mod fmt;
+pub mod fmt;
 mod gauge;
 mod growth;
 mod histogram;
@@ -29,8 +29,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::query::{Arms, Fetch, Frame, Observed};
 use crate::rules::{AnalysisSpec, CheckConfig, CheckKind, Enforcement};
-
-pub use fmt::{count as fmt_count, pct as fmt_pct, times as fmt_times};
 
 /// A check's state at one interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,9 @@
 //! bounds, what rollguard did, and a link. Every renderer builds from this, so Slack, Teams
 //! and PagerDuty tell the same story; each escapes and truncates for its own limits.
 
+// The judge's number formats, so messages read exactly like explanations.
 use crate::events::{Notice, NoticeKind};
+use crate::judge::fmt;
 use crate::judge::{CheckReport, Outcome};
 use crate::rules::CheckKind;
 
@@ -281,87 +283,6 @@ pub fn truncate_bytes(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
-}
-
-/// Number formats matching the judge's explanations (`crate::judge::fmt` is private to the
-/// judge; these are the few a message needs).
-mod fmt {
-    /// `38107` → `38 107`.
-    pub fn count(n: f64) -> String {
-        if !n.is_finite() {
-            return "?".into();
-        }
-        let r = n.round();
-        if (n - r).abs() > 0.05 && n.abs() < 1000.0 {
-            return format!("{n:.1}");
-        }
-        let s = format!("{:.0}", r.abs());
-        let mut out = String::new();
-        for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
-                out.push(' ');
-            }
-            out.push(c);
-        }
-        if r < 0.0 { format!("-{out}") } else { out }
-    }
-
-    /// A share as a percentage (`2.31 %`, `0.042 %`).
-    pub fn pct(x: f64) -> String {
-        if !x.is_finite() {
-            return "?".into();
-        }
-        let p = x * 100.0;
-        if p == 0.0 {
-            "0 %".into()
-        } else if p.abs() >= 10.0 {
-            format!("{p:.1} %")
-        } else if p.abs() >= 0.1 {
-            format!("{p:.2} %")
-        } else {
-            format!("{p:.3} %")
-        }
-    }
-
-    /// A ratio as a multiplier (`x2.4`, `x1.07`).
-    pub fn times(x: f64) -> String {
-        if x.is_nan() {
-            "x?".into()
-        } else if x.is_infinite() || x >= 1000.0 {
-            "x1000+".into()
-        } else if x >= 10.0 {
-            format!("x{x:.0}")
-        } else if x >= 2.0 {
-            format!("x{x:.1}")
-        } else {
-            format!("x{x:.2}")
-        }
-    }
-
-    /// An e-value (`412`, `3.2`, `1e6+`).
-    pub fn evidence(e: f64) -> String {
-        if e.is_nan() {
-            "?".into()
-        } else if e >= 1e6 {
-            "1e6+".into()
-        } else if e >= 100.0 {
-            format!("{e:.0}")
-        } else if e >= 10.0 {
-            format!("{e:.1}")
-        } else {
-            format!("{e:.2}")
-        }
-    }
-
-    /// `0.01` → `99 %`.
-    pub fn level(alpha: f64) -> String {
-        let c = (1.0 - alpha) * 100.0;
-        if (c - c.round()).abs() < 1e-9 {
-            format!("{c:.0} %")
-        } else {
-            format!("{c:.1} %")
-        }
-    }
 }
 
 #[cfg(test)]
