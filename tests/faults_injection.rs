@@ -53,15 +53,14 @@ fn receiver() -> (u16, Seen, tokio::runtime::Runtime) {
     let seen: Seen = Arc::default();
     let s2 = seen.clone();
     let port = rt.block_on(async move {
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, body: axum::body::Bytes| {
+        let app =
+            axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
                 let s = s2.clone();
                 async move {
                     s.lock().unwrap().push((uri.to_string(), body.to_vec()));
                     "ok"
                 }
-            },
-        );
+            });
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(l, app).await });
@@ -115,7 +114,10 @@ fn parameters_that_could_rewrite_a_selector_are_rejected_with_the_reason() {
             "unclear message for {bad:?}: {msg}"
         );
         let (code, _) = d.get(&format!("/api/v1/deployments/{id}"));
-        assert_eq!(code, 404, "{bad:?}: a rejected deployment must not be registered");
+        assert_eq!(
+            code, 404,
+            "{bad:?}: a rejected deployment must not be registered"
+        );
     }
     // An id is a path component and an action-id prefix: only [A-Za-z0-9._-].
     for bad in ["a b", "a/b", "$(id)", "a`b`", "{{id}}", "..%2f"] {
