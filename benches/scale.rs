@@ -8,10 +8,13 @@
 //!
 //! For each N (default 10, 100, 1000; `SCALE_N=1000` for one):
 //! 1. registrations spread over one interval (deployments do not all start at once);
-//! 2. warm-up: 40 s (past the rule's 30 s warm-up, every judge state filled);
+//! 2. warm-up: 40 s (past the rule's 30 s warm-up, every judge state filled), plus
+//!    `SCALE_AGE` seconds (default 0) to measure analyses that have been running longer: the
+//!    judge state, kept in memory and persisted every interval, grows with analysis time;
 //! 3. steady window (`SCALE_WINDOW` seconds, default 60): the daemon's CPU (utime + stime
 //!    from /proc/PID/stat) as a share of one core, its RSS (VmRSS, and the peak VmHWM), and
-//!    the analysis steps it completed (must be N per 10 s);
+//!    the analysis steps it completed (must be N per 10 s), and what it wrote to storage
+//!    (`write_bytes` of /proc/PID/io: the SQLite WAL and checkpoints);
 //! 4. fault: the canary of 10 deployments (all of them when N = 10) goes from 1 % to 10 % 5xx;
 //!    for each: the lag from the fault to the persisted decision, how late the deciding step
 //!    ran against its schedule (start + k × interval), and decision → rollback hook start;
@@ -28,7 +31,7 @@ mod farm;
 use std::time::{Duration, Instant};
 
 use daemon::{Daemon, decision, hook_starts, timestamp_hook};
-use farm::{Farm, median, proc_cpu_s, proc_rss_mb, quantile, wall};
+use farm::{Farm, median, proc_cpu_s, proc_rss_mb, quantile};
 use serde_json::json;
 
 const RULE: &str = r#"analysis: scale
@@ -75,6 +78,17 @@ struct Row {
     reload_ms: f64,
     farm_cpu_core: f64,
     decided: usize,
+    write_mb_s: f64,
+}
+
+/// Bytes the process caused to be written to storage (`write_bytes` of /proc/PID/io).
+fn write_bytes(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn env_f(name: &str, default: f64) -> f64 {
@@ -133,16 +147,18 @@ fn run(farm: &Farm, n: usize, window: f64) -> Row {
         );
         assert_eq!(code, 201, "{v}");
     }
-    // 2. Warm-up.
-    sleep_until(t0 + Duration::from_secs(10 + 40));
+    // 2. Warm-up (plus `SCALE_AGE` seconds, to let the judge states grow as in a long canary).
+    sleep_until(t0 + Duration::from_secs_f64(10.0 + 40.0 + env_f("SCALE_AGE", 0.0)));
     // 3. Steady window.
     let steps0 = d.counter("rollguard_analysis_steps_total");
     let cpu0 = proc_cpu_s(pid);
+    let io0 = write_bytes(pid);
     let farm0 = proc_cpu_s(std::process::id());
     let w0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(window));
     let elapsed = w0.elapsed().as_secs_f64();
     let cpu = proc_cpu_s(pid) - cpu0;
+    let written = write_bytes(pid) - io0;
     let farm_cpu = proc_cpu_s(std::process::id()) - farm0;
     let steps = d.counter("rollguard_analysis_steps_total") - steps0;
     let (rss, hwm) = proc_rss_mb(pid);
@@ -229,6 +245,7 @@ fn run(farm: &Farm, n: usize, window: f64) -> Row {
         reload_ms: median(&mut reloads),
         farm_cpu_core: farm_cpu / elapsed,
         decided,
+        write_mb_s: written / elapsed / 1e6,
     }
 }
 
@@ -242,11 +259,13 @@ fn main() {
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10, 100, 1000]);
     let window = env_f("SCALE_WINDOW", 60.0);
+    let age = env_f("SCALE_AGE", 0.0);
     let farm = Farm::start();
     println!(
-        "\ntargets: {} series, {} bytes per body; 4 targets per deployment, 10 s interval; steady window {window:.0} s; {} faulty canaries per run",
+        "\ntargets: {} series, {} bytes per body; 4 targets per deployment, 10 s interval; analyses {:.0} s old at the steady window ({window:.0} s); {} faulty canaries per run",
         farm.series(),
         farm.body_len(),
+        age + 40.0,
         FAULTY
     );
     let started = Instant::now();
@@ -263,12 +282,12 @@ fn main() {
         rows.push(r);
     }
     println!(
-        "\n| deployments | targets scraped/s | daemon CPU (share of one core) | CPU per analysis step | RSS (peak) | fault → decision, median (max) | decision late vs schedule, median (max) | decision → hook start, median (max) | rule save → in force (median of 3) | farm CPU |"
+        "\n| deployments | targets scraped/s | daemon CPU (share of one core) | CPU per analysis step | RSS (peak) | fault → decision, median (max) | decision late vs schedule, median (max) | decision → hook start, median (max) | rule save → in force (median of 3) | state writes | farm CPU |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.3} | {:.2} ms | {:.0} MB ({:.0} MB) | {:.1} s ({:.1} s), {}/{} decided | {:.0} ms ({:.0} ms) | {:.1} ms ({:.1} ms) | {:.0} ms | {:.3} |",
+            "| {} | {:.0} | {:.3} | {:.2} ms | {:.0} MB ({:.0} MB) | {:.1} s ({:.1} s), {}/{} decided | {:.0} ms ({:.0} ms) | {:.1} ms ({:.1} ms) | {:.0} ms | {:.1} MB/s | {:.3} |",
             r.n,
             r.steps_per_s * 4.0,
             r.cpu_core,
@@ -284,6 +303,7 @@ fn main() {
             r.hook_median_ms,
             r.hook_max_ms,
             r.reload_ms,
+            r.write_mb_s,
             r.farm_cpu_core
         );
     }
