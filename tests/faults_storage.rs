@@ -2,13 +2,14 @@
 //! a canary (made read-only, or the disk fills up). rollguard writes a decision and the
 //! actions it owes before it acts, so with no way to write the record it must not act: the
 //! bad canary's rollback hook does not run, the log says why, `/readyz` reports the store,
-//! and once the directory is writable again a restarted daemon resumes the deployment and
-//! rolls it back, exactly once.
+//! and once the directory is writable again the daemon resumes the deployment from its last
+//! record (no restart needed) and rolls it back, exactly once; a restart does not repeat it.
 //!
 //! Tests run as root (CI does), where permission bits stop nothing. "Read-only" is the
 //! immutable attribute (`chattr +i`), which also fails writes through descriptors the daemon
 //! already holds open. "Disk full" is a 4 MiB tmpfs in a private mount namespace (`unshare
-//! -m`), kept alive by a holder process so the daemon can be restarted into the same one.
+//! -m`), held by a process of its own so the test can fill it and empty it from outside the
+//! daemon (`nsenter`).
 
 mod common;
 
@@ -109,7 +110,7 @@ fn assert_refused(d: &Daemon, effect: &Path) {
     assert_eq!(code, 503, "a registration that cannot be recorded: {v}");
 }
 
-/// After the store is writable again and the daemon restarted: rolled back, hook once.
+/// After the store is writable again: rolled back, hook once.
 fn assert_recovers(d: &Daemon, effect: &Path) {
     let v = common::wait_for(Duration::from_secs(60), || {
         let (_, v) = d.get("/api/v1/deployments/bad");
@@ -159,7 +160,15 @@ fn a_read_only_state_directory_mid_canary_means_no_action_and_says_so() {
     let undo = scopeguard(files.clone());
     assert_refused(&d, &effect);
     drop(undo);
-    // Writable again: a restarted daemon resumes from the last record it could write.
+    // Writable again: the same daemon resumes from the last record it could write, without
+    // a restart, and rolls back once.
+    assert_recovers(&d, &effect);
+    assert!(
+        d.log().contains("state store failing"),
+        "the waiting analysis says why: {}",
+        d.log()
+    );
+    // And a restart does not run it again.
     let dir = d.stop();
     let d = Daemon::start_in(dir, &[("errors.yaml", &rule())], &extra);
     assert_recovers(&d, &effect);
@@ -310,9 +319,7 @@ fn a_full_disk_mid_canary_means_no_action_and_says_so() {
         String::from_utf8_lossy(&df.stdout)
     );
     assert_refused(&d, &effect);
-    // Space again: a restarted daemon (same namespace, same tmpfs) resumes and acts once.
+    // Space again: the same daemon resumes and acts once.
     let _ = ns.run(&format!("rm -f {}/fill", state.display()));
-    let dir = d.stop();
-    let d = ns.daemon(dir, &state, &extra);
     assert_recovers(&d, &effect);
 }
