@@ -6,7 +6,9 @@
 //! drops every sample whose label values contain `}`; on that input all three see the same
 //! 11 000+ sample lines. Our parser is also measured on the realistic `{id}` variant.
 //!
-//! Run: `cargo bench --bench parse -- --warm-up-time 1 --measurement-time 3`
+//! Run: `cargo bench --bench parse -- --warm-up-time 1 --measurement-time 3`. Instruction
+//! counts: `PARSE_ONCE=rollguard valgrind --tool=callgrind target/release/deps/parse-<hash>`
+//! (also `prometheus_parse`, `memchr`, `lines_and_values`, and `none`, the baseline); see docs/performance.md.
 
 #[path = "../tests/data/expo/realistic.rs"]
 mod realistic;
@@ -15,7 +17,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use rollguard::expo::{Format, parse};
 
 /// Counts allocation calls so the per-parse allocation figures come from the same binary and
@@ -82,6 +84,50 @@ fn memchr_lines(body: &[u8]) -> usize {
     sum + start
 }
 
+/// The floor for any parser that returns numbers: find every line (memchr), skip comments,
+/// find the value after the last blank (memrchr) and convert it with `str::parse::<f64>`.
+/// No names, no labels, no validation, no allocation: what is left between this and a real
+/// parser is the work of reading names and label pairs and building the samples.
+fn lines_and_values(body: &str) -> usize {
+    let b = body.as_bytes();
+    let mut start = 0;
+    let mut n = 0;
+    let mut acc = 0.0;
+    while start < b.len() {
+        let end = memchr::memchr(b'\n', &b[start..]).map_or(b.len(), |k| start + k);
+        let line = &body[start..end];
+        if !line.starts_with('#') && !line.is_empty() {
+            let v = memchr::memrchr(b' ', line.as_bytes()).map_or(line, |k| &line[k + 1..]);
+            if let Ok(x) = v.parse::<f64>() {
+                acc += x;
+                n += 1;
+            }
+        }
+        start = end + 1;
+    }
+    n + usize::from(acc.is_nan())
+}
+
+/// `PARSE_ONCE=<name>`: parse the body 20 times with one implementation and exit, for
+/// instruction counts under `valgrind --tool=callgrind` (see docs/performance.md).
+fn once(which: &str) {
+    let body = realistic::realistic_body(false);
+    let f: fn(&str) -> usize = match which {
+        "rollguard" => ours,
+        "prometheus_parse" => prometheus_parse,
+        "memchr" => |b| memchr_lines(b.as_bytes()),
+        "lines_and_values" => lines_and_values,
+        // Generating the body only: the baseline to subtract.
+        "none" => |b| b.len(),
+        other => panic!("PARSE_ONCE: unknown {other}"),
+    };
+    let mut n = 0;
+    for _ in 0..20 {
+        n += f(black_box(&body));
+    }
+    println!("{which}: {} bytes x 20, {n} items", body.len());
+}
+
 struct Allocs {
     allocs: usize,
     reallocs: usize,
@@ -141,6 +187,9 @@ fn bench_parse(c: &mut Criterion) {
     g.bench_function("memchr_line_scan", |b| {
         b.iter(|| memchr_lines(black_box(fair.as_bytes())))
     });
+    g.bench_function("memchr_lines_and_f64_values", |b| {
+        b.iter(|| lines_and_values(black_box(&fair)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("parse_2MB_realistic_braces");
@@ -150,4 +199,14 @@ fn bench_parse(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_parse);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(which) = std::env::var("PARSE_ONCE") {
+        once(&which);
+        return;
+    }
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}

@@ -25,6 +25,11 @@ use crate::source::{ArmTargets, DeploymentSource, Source, promql::PromClient, sc
 use crate::store::{Action, Registered, Store, StoreError, new_record, now};
 use crate::telemetry::Telemetry;
 
+/// First wait before an analysis loop that could not write its state tries again; doubles
+/// per failure up to [`STORE_RETRY_MAX`].
+const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// A person's action on a running deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -418,8 +423,27 @@ impl Engine {
         }
         let me = self.clone();
         self.tracker.spawn(async move {
-            if let Err(e) = me.run(&id, rx).await {
-                tracing::error!(deployment = %id, error = %e, "analysis task stopped");
+            let mut rx = rx;
+            let mut wait = STORE_RETRY_FIRST;
+            loop {
+                match me.run(&id, &mut rx).await {
+                    // Nothing was acted on (persist first, then act). Once the state directory
+                    // takes writes again, the loop resumes from the last record it wrote.
+                    Err(EngineError::Store(e)) if !me.shutdown.is_cancelled() => {
+                        tracing::error!(deployment = %id, error = %e, retry_in = ?wait, "state store failing: this deployment's analysis waits until its state can be recorded");
+                        me.beat(&id, None);
+                        tokio::select! {
+                            _ = me.shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        wait = (wait * 2).min(STORE_RETRY_MAX);
+                    }
+                    Err(e) => {
+                        tracing::error!(deployment = %id, error = %e, "analysis task stopped");
+                        break;
+                    }
+                    Ok(()) => break,
+                }
             }
             if let Ok(mut m) = me.controls.lock() {
                 m.remove(&id);
@@ -531,7 +555,7 @@ impl Engine {
     async fn run(
         self: &Arc<Self>,
         id: &str,
-        mut rx: mpsc::Receiver<Control>,
+        rx: &mut mpsc::Receiver<Control>,
     ) -> Result<(), EngineError> {
         let Some(mut rec) = self.store.get(id)? else {
             return Err(EngineError::NotFound(id.into()));
@@ -1080,7 +1104,11 @@ impl Engine {
     ) -> Result<(), EngineError> {
         rec.updated_at = now();
         rec.judge = serde_json::to_string(judge).ok();
-        if let Err(e) = self.store.save(rec, &events, actions) {
+        let saved = self.store.save(rec, &events, actions);
+        // The JSON is only for the store (the loop keeps the live `Judge`); it grows with the
+        // analysis (hundreds of KB after 30 min), so do not keep a copy per deployment.
+        rec.judge = None;
+        if let Err(e) = saved {
             tracing::error!(deployment = %rec.request.id, error = %e, "cannot persist the deployment's state: refusing to act without a record");
             return Err(e.into());
         }

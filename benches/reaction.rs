@@ -1,0 +1,147 @@
+//! How fast rollguard reacts once it knows (`cargo bench --bench reaction`, about a minute).
+//!
+//! * Decision → rollback hook start. 20 deployments whose canaries fail (5xx from 1 % to 10 %,
+//!   1 s interval), against the real binary and the target farm of `benches/support/farm.rs`.
+//!   Two measures: the daemon's own `rollguard_decision_to_hook_seconds` histogram (from the
+//!   persisted decision to the runner starting the action: the decision's transaction is
+//!   committed, then the hook is owed), and, end to end, the hook's own first instruction
+//!   (bash `$EPOCHREALTIME`, written by the hook process) minus the wall time of the persisted
+//!   `decision` event.
+//! * Rule file saved → new rule in force: 20 edits of a rule file (the file written in place),
+//!   each timed until `GET /api/v1/rules` shows the new version (polled every 2 ms). The
+//!   directory watch debounces events for 250 ms, which sets the floor.
+//!
+//! `cargo bench --bench scale` measures the same two under the load of 1 000 deployments.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/farm.rs"]
+mod farm;
+
+use std::time::{Duration, Instant};
+
+use daemon::{Daemon, decision, hook_starts, timestamp_hook};
+use farm::{Farm, median, quantile};
+use serde_json::json;
+
+const RULE: &str = r#"analysis: reaction
+interval: 1s
+warmup: 2s
+min_duration: 1h
+max_duration: 2h
+alpha: 0.01
+no_data_grace: 1m
+checks:
+  - name: error-ratio
+    kind: ratio
+    errors: 'http_requests_total{job="api",code=~"5.."}'
+    requests: 'http_requests_total{job="api"}'
+    tolerance: 1.1
+on_fail: [rollback]
+"#;
+
+const N: usize = 20;
+
+fn reload_ms(d: &Daemon, tag: usize) -> f64 {
+    let (_, v) = d.get("/api/v1/rules");
+    let before = v["version"].as_str().unwrap_or_default().to_string();
+    let path = d.path("rules").join("reaction.yaml");
+    let start = Instant::now();
+    std::fs::write(&path, format!("# edit {tag}\n{RULE}")).expect("write rule");
+    loop {
+        let (_, v) = d.get("/api/v1/rules");
+        if v["version"].as_str().is_some_and(|x| x != before) {
+            return start.elapsed().as_secs_f64() * 1e3;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "rule edit never took effect: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("reaction: run with `cargo bench --bench reaction`");
+        return;
+    }
+    let farm = Farm::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        &[("reaction.yaml", RULE.to_string())],
+        &timestamp_hook("rollback", dir.path()),
+        "",
+    );
+    farm.set_faulty(0..N);
+    farm.start_fault();
+    for i in 0..N {
+        let (code, v) = d.post(
+            "/api/v1/deployments",
+            &json!({
+                "id": format!("r-{i}"), "analysis": "reaction",
+                "baseline": {"targets": farm.targets(i, "baseline")},
+                "canary": {"targets": farm.targets(i, "canary")}
+            }),
+        );
+        assert_eq!(code, 201, "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = (0..N)
+            .filter(|i| {
+                let (_, v) = d.get(&format!("/api/v1/deployments/r-{i}"));
+                v["actions"]
+                    .as_array()
+                    .and_then(|a| a.first())
+                    .is_some_and(|a| a["status"] == "succeeded")
+            })
+            .count();
+        if done == N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done}/{N} rolled back: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let starts = hook_starts(dir.path());
+    let mut e2e: Vec<f64> = (0..N)
+        .filter_map(|i| {
+            let id = format!("r-{i}");
+            let (_, at, _) = decision(&d, &id)?;
+            Some((starts.get(&id)? - at) * 1e3)
+        })
+        .collect();
+    let (sum, count, buckets) = d.histogram("rollguard_decision_to_hook_seconds");
+    let mut reloads: Vec<f64> = (0..20).map(|k| reload_ms(&d, k)).collect();
+    d.stop();
+
+    println!("\n| measure | median | p90 | max | n |");
+    println!("|---|---|---|---|---|");
+    let n = e2e.len();
+    println!(
+        "| decision persisted → hook process running (hook's own clock) | {:.1} ms | {:.1} ms | {:.1} ms | {n} |",
+        median(&mut e2e.clone()),
+        quantile(&mut e2e.clone(), 0.9),
+        quantile(&mut e2e, 1.0),
+    );
+    let n = reloads.len();
+    println!(
+        "| rule file saved → new version in `GET /api/v1/rules` | {:.0} ms | {:.0} ms | {:.0} ms | {n} |",
+        median(&mut reloads.clone()),
+        quantile(&mut reloads.clone(), 0.9),
+        quantile(&mut reloads, 1.0),
+    );
+    println!(
+        "\nrollguard_decision_to_hook_seconds: {count:.0} observations, mean {:.2} ms; buckets {buckets:?}",
+        if count > 0.0 {
+            sum / count * 1e3
+        } else {
+            f64::NAN
+        }
+    );
+}

@@ -1,0 +1,329 @@
+//! A farm of simulated `/metrics` targets for the scale and reaction benches, served on
+//! 127.0.0.1 from the bench process (the daemon under test is a separate process, so the
+//! farm's CPU is not counted against it).
+//!
+//! `GET /d/{deployment}/{role}/{instance}/metrics` answers a Prometheus text body of about
+//! 200 series (request counters by route and code, a latency histogram per route, memory and
+//! a dozen process gauges), whose counters advance with wall time at 50 requests per second
+//! per instance. The bodies are re-rendered once a second and shared by every target (cheap,
+//! static-but-changing); a deployment marked faulty gets a canary body whose 5xx share jumps
+//! from 1 % to 10 % at the moment [`Farm::start_fault`] is called.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+const ROUTES: usize = 10;
+const RPS: f64 = 50.0;
+const BUCKETS: [&str; 12] = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+];
+/// Cumulative share of requests at or below each bucket edge.
+const CDF: [f64; 12] = [
+    0.02, 0.06, 0.22, 0.50, 0.78, 0.94, 0.985, 0.996, 0.999, 0.9997, 0.9999, 1.0,
+];
+
+/// Wall-clock seconds since the Unix epoch.
+pub fn wall() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+struct Bodies {
+    baseline: Bytes,
+    good: Bytes,
+    bad: Bytes,
+}
+
+struct Shared {
+    start: Instant,
+    bodies: RwLock<Arc<Bodies>>,
+    faulty: RwLock<HashSet<usize>>,
+    /// Seconds since `start` at which the fault began, if it has.
+    fault_at: RwLock<Option<f64>>,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+/// The running farm; dropping it stops the server.
+pub struct Farm {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// One instance's body at `t` seconds, with extra 5xx from `fault` (seconds since start).
+fn render(instance_rss: f64, t: f64, fault_since: Option<f64>) -> Bytes {
+    let mut s = String::with_capacity(24 * 1024);
+    let per_route = RPS / ROUTES as f64 * t;
+    let extra = fault_since.map_or(0.0, |f| (t - f).max(0.0) * RPS / ROUTES as f64 * 0.09);
+    s.push_str("# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n");
+    for r in 0..ROUTES {
+        for (code, share) in [
+            ("200", 0.975),
+            ("404", 0.015),
+            ("500", 0.008),
+            ("503", 0.002),
+        ] {
+            let mut v = per_route * share;
+            if code == "500" {
+                v += extra;
+            }
+            let _ = writeln!(
+                s,
+                "http_requests_total{{job=\"api\",route=\"/api/v1/r{r}/{{id}}\",method=\"GET\",code=\"{code}\"}} {v:.0}"
+            );
+        }
+    }
+    s.push_str("# HELP http_request_duration_seconds Latency.\n# TYPE http_request_duration_seconds histogram\n");
+    for r in 0..ROUTES {
+        let n = (per_route + extra).floor();
+        for (le, f) in BUCKETS.iter().zip(CDF) {
+            let _ = writeln!(
+                s,
+                "http_request_duration_seconds_bucket{{job=\"api\",route=\"/api/v1/r{r}/{{id}}\",le=\"{le}\"}} {:.0}",
+                (n * f).floor()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "http_request_duration_seconds_sum{{job=\"api\",route=\"/api/v1/r{r}/{{id}}\"}} {:.3}\nhttp_request_duration_seconds_count{{job=\"api\",route=\"/api/v1/r{r}/{{id}}\"}} {n:.0}",
+            n * 0.061
+        );
+    }
+    let rss = instance_rss + 4.0e6 * (t / 47.0).sin();
+    let _ = writeln!(
+        s,
+        "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss:.0}"
+    );
+    for (name, v) in [
+        ("process_open_fds", 87.0),
+        ("process_max_fds", 1_048_576.0),
+        ("process_virtual_memory_bytes", 1.9e9),
+        ("go_goroutines", 143.0),
+        ("go_threads", 14.0),
+        ("go_memstats_heap_inuse_bytes", 9.3e7),
+        ("go_memstats_heap_objects", 412_345.0),
+        ("hikaricp_connections_active", 6.0),
+        ("hikaricp_connections_max", 20.0),
+        ("hikaricp_connections_pending", 0.0),
+        ("process_start_time_seconds", 1.767e9),
+    ] {
+        let _ = writeln!(s, "# TYPE {name} gauge\n{name} {v}");
+    }
+    let _ = writeln!(
+        s,
+        "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {:.2}",
+        t * 0.21
+    );
+    Bytes::from(s)
+}
+
+fn rebuild(sh: &Shared) {
+    let t = sh.start.elapsed().as_secs_f64().floor();
+    let fault = *sh.fault_at.read().unwrap_or_else(|p| p.into_inner());
+    let b = Bodies {
+        baseline: render(2.1e8, t, None),
+        good: render(2.1e8, t, None),
+        bad: render(2.1e8, t, fault),
+    };
+    *sh.bodies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(b);
+}
+
+async fn serve(
+    State(sh): State<Arc<Shared>>,
+    Path((dep, role, _inst)): Path<(usize, String, usize)>,
+) -> Response {
+    sh.requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let bodies = sh.bodies.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let body = match role.as_str() {
+        "baseline" => bodies.baseline.clone(),
+        "canary"
+            if sh
+                .faulty
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&dep) =>
+        {
+            bodies.bad.clone()
+        }
+        "canary" => bodies.good.clone(),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+impl Farm {
+    pub fn start() -> Farm {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("farm runtime");
+        let shared = Arc::new(Shared {
+            start: Instant::now(),
+            bodies: RwLock::new(Arc::new(Bodies {
+                baseline: Bytes::new(),
+                good: Bytes::new(),
+                bad: Bytes::new(),
+            })),
+            faulty: RwLock::new(HashSet::new()),
+            fault_at: RwLock::new(None),
+            requests: std::sync::atomic::AtomicU64::new(0),
+        });
+        rebuild(&shared);
+        let sh = shared.clone();
+        let addr = rt.block_on(async move {
+            let app = axum::Router::new()
+                .route("/d/{dep}/{role}/{inst}/metrics", axum::routing::get(serve))
+                .with_state(sh.clone());
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind farm");
+            let addr = l.local_addr().expect("farm addr");
+            tokio::spawn(async move { axum::serve(l, app).await });
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    every.tick().await;
+                    rebuild(&sh);
+                }
+            });
+            addr
+        });
+        Farm {
+            addr,
+            shared,
+            _rt: rt,
+        }
+    }
+
+    /// The four targets (two per arm) of deployment `dep`.
+    pub fn targets(&self, dep: usize, role: &str) -> Vec<String> {
+        (0..2)
+            .map(|i| format!("http://{}/d/{dep}/{role}/{i}/metrics", self.addr))
+            .collect()
+    }
+
+    /// Size of one body, for the report.
+    pub fn body_len(&self) -> usize {
+        self.shared
+            .bodies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .baseline
+            .len()
+    }
+
+    /// Number of series in one body.
+    pub fn series(&self) -> usize {
+        let b = self
+            .shared
+            .bodies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .baseline
+            .clone();
+        String::from_utf8_lossy(&b)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count()
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.shared
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks deployments whose canary goes bad at the next [`Farm::start_fault`].
+    pub fn set_faulty(&self, deps: impl IntoIterator<Item = usize>) {
+        let mut f = self
+            .shared
+            .faulty
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        f.clear();
+        f.extend(deps);
+    }
+
+    /// The faulty canaries' 5xx share goes from 1 % to 10 % now. Returns the wall time.
+    /// Bodies are re-rendered at once, so the next scrape sees the fault.
+    pub fn start_fault(&self) -> f64 {
+        let at = wall();
+        *self
+            .shared
+            .fault_at
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(self.shared.start.elapsed().as_secs_f64());
+        rebuild(&self.shared);
+        at
+    }
+
+    pub fn clear_fault(&self) {
+        *self
+            .shared
+            .fault_at
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.set_faulty([]);
+        rebuild(&self.shared);
+    }
+}
+
+/// CPU seconds (user + system) and resident memory of a process, from /proc.
+pub fn proc_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // f[0] is field 3 (state): utime = field 14 → f[11], stime = field 15 → f[12].
+    (ticks(11) + ticks(12)) / clk_tck()
+}
+
+/// /proc reports CPU time in USER_HZ ticks, which Linux fixes at 100 for user space.
+fn clk_tck() -> f64 {
+    100.0
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in MB.
+pub fn proc_rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}

@@ -1,0 +1,268 @@
+//! Fault injection, notifier side, beyond what `notify_delivery.rs` covers (429, 5xx, 4xx,
+//! pacing, a clean restart): a destination whose host name does not resolve, a destination
+//! that answers after the notifier's timeout, and a daemon killed with SIGKILL while a
+//! delivery is in flight. In every case the message stays in the outbox until it is
+//! delivered or dead-lettered with the reason, and other destinations are not held up.
+
+mod common;
+mod notify_fakes;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use notify_fakes::{Fake, Reply};
+use rollguard::action::notify::Notifiers;
+use rollguard::config::{NotifierConfig, NotifierKind, Secret};
+use rollguard::events::{Notice, NoticeKind, Subject};
+use rollguard::store::{OutboxItem, Store};
+use rollguard::telemetry::Telemetry;
+use tokio_util::sync::CancellationToken;
+
+fn notice(dep: &str) -> Notice {
+    Notice {
+        kind: NoticeKind::RollbackStarted,
+        at: rollguard::store::now(),
+        subject: Some(Subject {
+            deployment: dep.into(),
+            service: "checkout".into(),
+            analysis: "errors".into(),
+            version: "v2".into(),
+            baseline_version: "v1".into(),
+        }),
+        title: format!("Rolling back {dep}"),
+        text: "error-ratio failed".into(),
+        checks: Vec::new(),
+        link: None,
+        key: format!("rollguard/{dep}"),
+    }
+}
+
+fn fast(kind: NotifierKind) -> NotifierConfig {
+    let mut c = NotifierConfig::new(kind);
+    c.pace = Duration::ZERO;
+    c.retry_backoff = Duration::from_millis(50);
+    c
+}
+
+/// The real notifier workers on a real store, in this process.
+struct Running {
+    store: Arc<Store>,
+    notifiers: Arc<Notifiers>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(dests: BTreeMap<String, NotifierConfig>) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let notifiers =
+            Arc::new(Notifiers::new(store.clone(), dests, Arc::new(Telemetry::new())).unwrap());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(notifiers.clone().run(shutdown.clone()));
+        Running {
+            store,
+            notifiers,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until `f` holds for `name`'s outbox (polled: the workers announce nothing).
+    async fn until(&self, name: &str, f: impl Fn(&[OutboxItem]) -> bool) -> Vec<OutboxItem> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let items = self.store.outbox(Some(name)).unwrap();
+            if f(&items) {
+                return items;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox of {name} never got there: {items:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolvable_host_is_retried_then_dead_lettered_with_the_reason_and_blocks_no_one() {
+    let fake = Fake::start().await;
+    let mut dns = fast(NotifierKind::Webhook {
+        // `.invalid` never resolves (RFC 6761), on any network.
+        url: Secret::Inline("http://rollguard-fault-test.invalid/hook".into()),
+        hmac_secret: None,
+    });
+    dns.max_attempts = 3;
+    let ok = fast(NotifierKind::Slack {
+        url: Secret::Inline(fake.url("/slack/hook")),
+    });
+    let r = Running::start(BTreeMap::from([
+        ("lost".to_string(), dns),
+        ("chat".to_string(), ok),
+    ]));
+    r.notifiers
+        .enqueue(&["lost".to_string(), "chat".to_string()], &notice("d1"));
+
+    // The working destination gets its message at once, whatever the other one does.
+    let got = fake.wait_for("/slack", 1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+
+    // The unresolvable one: pending with the DNS error while attempts remain...
+    let items = r.until("lost", |i| i[0].attempts >= 1).await;
+    assert!(
+        items[0].status == "pending" || items[0].status == "dead",
+        "{items:?}"
+    );
+    let err = items[0].last_error.to_lowercase();
+    assert!(
+        err.contains("dns") || err.contains("resolve") || err.contains("lookup"),
+        "the reason should say the name does not resolve: {}",
+        items[0].last_error
+    );
+    // ...then dead-lettered after max_attempts, still saying why; never silently dropped.
+    let items = r.until("lost", |i| i[0].status == "dead").await;
+    assert_eq!(items[0].attempts, 3, "{items:?}");
+    assert!(!items[0].last_error.is_empty());
+    assert_eq!(r.store.outbox(Some("chat")).unwrap()[0].status, "sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_after_the_timeout_counts_as_failed_and_the_message_is_sent_again() {
+    let fake = Fake::start().await;
+    // First answer takes 2 s; the notifier waits 300 ms.
+    fake.script([Reply::status(200).delay(Duration::from_secs(2))]);
+    let mut cfg = fast(NotifierKind::Slack {
+        url: Secret::Inline(fake.url("/slack/hook")),
+    });
+    cfg.timeout = Duration::from_millis(300);
+    let r = Running::start(BTreeMap::from([("chat".to_string(), cfg)]));
+    let start = tokio::time::Instant::now();
+    r.notifiers.enqueue(&["chat".to_string()], &notice("d2"));
+
+    let pending = r
+        .until("chat", |i| i[0].attempts == 1 && i[0].status == "pending")
+        .await;
+    assert!(
+        pending[0].last_error.to_lowercase().contains("time"),
+        "{pending:?}"
+    );
+    let items = r.until("chat", |i| i[0].status == "sent").await;
+    assert_eq!(items[0].attempts, 2, "{items:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the retry did not wait for the slow answer: {:?}",
+        start.elapsed()
+    );
+    // The destination saw the timed-out request and the retry: at-least-once, as documented.
+    assert_eq!(fake.received_at("/slack").len(), 2);
+}
+
+/// A TCP server that accepts connections, reads the request and never answers.
+struct BlackHole {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BlackHole {
+    fn start() -> BlackHole {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (accepted.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_read_timeout(Some(Duration::from_millis(200))).ok();
+                        let mut buf = [0u8; 4096];
+                        let _ = c.read(&mut buf);
+                        a.fetch_add(1, Ordering::SeqCst);
+                        held.push(c);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        BlackHole {
+            port,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes the listener and every held connection, freeing the port.
+    fn close(mut self) -> u16 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.port
+    }
+}
+
+/// The real binary: SIGKILL while a notification is being sent (the destination has the
+/// request and has not answered). The restarted daemon sends it again, and it is delivered.
+#[test]
+fn a_kill_9_during_a_delivery_loses_nothing() {
+    let hole = BlackHole::start();
+    let port = hole.port;
+    let extra = format!(
+        "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      hmac_secret: {}\n    timeout: 30s\n    max_attempts: 100\n    retry_backoff: 100ms\n",
+        notify_fakes::WEBHOOK_SECRET
+    );
+    let rule = common::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
+    let d = common::Daemon::start(&[("errors.yaml", &rule)], &extra);
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &serde_json::json!({"id": "inflight", "service": "checkout", "analysis": "errors",
+            "baseline": {"targets": ["http://127.0.0.1:9/metrics"], "version": "v1"},
+            "canary": {"targets": ["http://127.0.0.1:9/metrics"], "version": "v2"}}),
+    );
+    assert_eq!(code, 201, "{v}");
+    common::wait_for(Duration::from_secs(10), || {
+        (hole.accepted.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .expect("the delivery reached the destination");
+    let dir = d.crash();
+    let db = dir.path().join("state");
+    let items = Store::open(&db).unwrap().outbox(Some("chat")).unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|i| i.status == "pending" && i.payload.to_string().contains("inflight")),
+        "the in-flight message must still be owed: {items:#?}"
+    );
+    hole.close();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(Fake::start_on(&format!("127.0.0.1:{port}")));
+    let d = common::Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
+    let got = rt.block_on(fake.wait_for("/webhook", 1, Duration::from_secs(20)));
+    let started: Vec<_> = got
+        .iter()
+        .filter(|r| r.json()["kind"] == "deployment_started")
+        .collect();
+    assert_eq!(
+        started.len(),
+        1,
+        "delivered after the restart, once; log:\n{}",
+        d.log()
+    );
+    assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+}
