@@ -2,7 +2,7 @@
 //! (OpenMetrics with a timestamp on every sample, one file per instance), with a counter
 //! reset and a missing scrape; and bad input answered with the file and line.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! Issue 2's black-box tests: the real binary, real HTTP targets, real hook processes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `promoted` and `rolled_back`; `--wait` exit codes; canary steps and blue-green switches call
 //! their hooks once each, also across a kill -9; person actions; auth and size limits.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

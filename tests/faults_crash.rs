@@ -11,7 +11,7 @@
 //! done; and pseudo-random instants across the whole canary (seeded, printed). A kill while
 //! the hook runs, and a hook that finishes while no daemon is up, are in `hooks_exactly_once.rs`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! only as inert data: one argv element, one environment variable, a JSON string (stdin, HTTP
 //! body) or a percent-encoded URL part, byte for byte, never expanded or executed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

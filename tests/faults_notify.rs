@@ -4,8 +4,8 @@
 //! delivery is in flight. In every case the message stays in the outbox until it is
 //! delivered or dead-lettered with the reason, and other destinations are not held up.
 
-mod common;
-mod notify_fakes;
+use crate::common;
+use crate::notify_fakes;
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -11,7 +11,7 @@
 //! -m`), held by a process of its own so the test can fill it and empty it from outside the
 //! daemon (`nsenter`).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

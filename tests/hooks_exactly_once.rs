@@ -2,7 +2,7 @@
 //! daemon is killed with SIGKILL is neither lost nor run again by the restarted daemon, and
 //! its action ends recorded as succeeded.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,8 +2,8 @@
 //! pacing, the Alertmanager lease, PagerDuty trigger/resolve, and a message queued before a
 //! daemon restart delivered after it (the real binary).
 
-mod common;
-mod notify_fakes;
+use crate::common;
+use crate::notify_fakes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

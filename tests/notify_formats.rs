@@ -2,7 +2,7 @@
 //! (outbox, workers, renderers) sends over real HTTP to local fakes that check each
 //! service's documented payload shape, limits and escaping.
 
-mod notify_fakes;
+use crate::notify_fakes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

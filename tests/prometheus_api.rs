@@ -4,7 +4,7 @@
 //! `Retry-After`, 5xx, 422, partial answers (Thanos warnings, VictoriaMetrics `isPartial`),
 //! native histograms, duplicates, bad bodies, hangs.
 
-mod source_support;
+use crate::source_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

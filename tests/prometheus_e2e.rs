@@ -3,8 +3,8 @@
 //! Prometheus dies mid-analysis nothing is rolled back, one "metrics backend down" alert goes
 //! to the ops notifier, and the analyses resume by themselves when it is back.
 
-mod common;
-mod source_support;
+use crate::common;
+use crate::source_support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Issue 4: hot reload while the daemon runs — edits in place, by rename and by `sed -i` take
 //! effect; a broken edit is rejected and the last good rules stay in force; SIGHUP reloads.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

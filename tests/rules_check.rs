@@ -1,7 +1,7 @@
 //! Issue 4: `rollguard check` on the shipped templates and on every kind of bad input, each
 //! answered with a located message and exit 78 — never a crash.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,8 +1,8 @@
 //! Issue 8: `/healthz` (alive) and `/readyz` (config loaded, state store writable, sources
 //! reachable), both answered while the analysis engine is busy or blocked.
 
-mod common;
-mod service_support;
+use crate::common;
+use crate::service_support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! group) at the end of the grace period, its attempt is recorded, and the next start runs
 //! it again — never lost, never reported as done when it was not.
 
-mod service_support;
+use crate::service_support;
 
 use std::io::Write;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! every bad target is a `source_error` for its interval (never a crash, never a value made
 //! up), the good targets still count, and the limits (timeout, body size, concurrency) hold.
 
-mod source_support;
+use crate::source_support;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! The real binary scraping targets that misbehave: no crash, no rollback, the failures are
 //! visible in rollguard's own `/metrics`, and credentials appear in no log line or label.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

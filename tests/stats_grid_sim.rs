@@ -4,7 +4,7 @@
 //!
 //! The fast versions run in the default (debug) test pass; the `#[ignore]`d ones are the heavier
 //! runs behind the figures reported in the module docs:
-//! `cargo test --release --test stats_grid_sim -- --ignored --nocapture`.
+//! `cargo test --release --test all stats_grid_sim:: -- --ignored --nocapture`.
 
 use rollguard::stats::beta_mix::truncated_beta_ln_e;
 use rollguard::stats::fnch::fnch_loglik;

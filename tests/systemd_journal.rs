@@ -6,7 +6,7 @@
 //! the real binary speaks the real protocol to a real socket without touching the host's
 //! journal.
 
-mod service_support;
+use crate::service_support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

@@ -3,7 +3,7 @@
 //! manager: it binds the notification socket, passes `NOTIFY_SOCKET`, `WATCHDOG_USEC` and
 //! `WATCHDOG_PID` the way systemd does, sends real signals and reads the datagrams.
 
-mod service_support;
+use crate::service_support;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Issue 4: every shipped template, replayed with `rollguard backtest` on simulated recordings:
 //! it rolls back the fault it is written for and does not roll back a healthy canary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
