@@ -585,7 +585,6 @@ impl Engine {
                     serde_json::Value::Null,
                 ));
             }
-            self.persist(&mut rec, &judge, events, &actions)?;
             let n = self.notice(
                 &rec,
                 NoticeKind::DeploymentStarted,
@@ -598,9 +597,14 @@ impl Engine {
                 ),
                 Vec::new(),
             );
-            self.notifiers.enqueue(&spec.actions.on_fail, &n);
-            self.actions
-                .start(actions, Vec::new(), tokio::time::Instant::now());
+            self.commit(
+                &mut rec,
+                &judge,
+                events,
+                actions,
+                Some((spec.actions.on_fail.clone(), n)),
+                &[],
+            )?;
         }
         let interval = spec.timing.interval;
         self.beat(id, Some(interval));
@@ -801,9 +805,7 @@ impl Engine {
         let mut switched = false;
         match &verdict {
             Verdict::Rollback { check, reason } => {
-                rec.state = State::RolledBack;
-                rec.reason = reason.clone();
-                rec.finished_at = Some(now());
+                Self::finish(rec, State::RolledBack, reason.clone());
                 self.telemetry.time_to_detect.observe(step.t.as_secs_f64());
                 actions = self.owed(
                     rec,
@@ -863,9 +865,11 @@ impl Engine {
                     // Canary steps: advance (handled below with the step timer).
                 } else if rec.request.strategy.post_switch().is_some() {
                     // Blue-green watch passed: traffic is already on green, nothing to run.
-                    rec.state = State::Promoted;
-                    rec.reason = format!("green held up after the switch: {reason}");
-                    rec.finished_at = Some(now());
+                    Self::finish(
+                        rec,
+                        State::Promoted,
+                        format!("green held up after the switch: {reason}"),
+                    );
                     events.push((
                         "decision".into(),
                         format!("promote: {}", rec.reason),
@@ -882,9 +886,7 @@ impl Engine {
                         ),
                     ));
                 } else {
-                    rec.state = State::Promoted;
-                    rec.reason = reason.clone();
-                    rec.finished_at = Some(now());
+                    Self::finish(rec, State::Promoted, reason.clone());
                     actions = self.owed(
                         rec,
                         &spec.actions.on_pass,
@@ -910,9 +912,7 @@ impl Engine {
                 }
             }
             Verdict::Inconclusive { reason } => {
-                rec.state = State::Inconclusive;
-                rec.reason = reason.clone();
-                rec.finished_at = Some(now());
+                Self::finish(rec, State::Inconclusive, reason.clone());
                 // While the metrics backend is down rollguard acts on nothing: the verdict is
                 // recorded and announced, its hooks do not run.
                 if !self.backend_down_for(&id) {
@@ -1016,25 +1016,8 @@ impl Engine {
                 ),
             ));
         }
-        self.persist(rec, judge, events, &actions)?;
-        let decided = tokio::time::Instant::now();
-        let names = notify.as_ref().map(|n| n.0.clone()).unwrap_or_default();
-        if let Some((names, n)) = &notify {
-            self.notifiers.enqueue(names, n);
-        }
-        self.actions.start(actions, names, decided);
+        self.commit(rec, judge, events, actions, notify, &step.checks)?;
         if rec.state.is_terminal() {
-            let svc = rec.request.service.clone().unwrap_or_default();
-            Telemetry::inc(
-                &self.telemetry.deployments_finished,
-                &[("service", &svc), ("outcome", rec.state.as_str())],
-            );
-            for c in &step.checks {
-                Telemetry::remove(
-                    &self.telemetry.check_evidence,
-                    &[("deployment", &id), ("check", &c.name)],
-                );
-            }
             return Ok(Progress::Finished);
         }
         Ok(if switched {
@@ -1118,6 +1101,52 @@ impl Engine {
         Ok(())
     }
 
+    /// Persist, then act: records the step's events and owed actions, and only once they are
+    /// written queues the notice and starts the hooks. A deployment that just finished is
+    /// counted, and its per-check gauges are dropped so `/metrics` does not keep stale series.
+    fn commit(
+        &self,
+        rec: &mut DeploymentRecord,
+        judge: &Judge,
+        events: Vec<(String, String, serde_json::Value)>,
+        actions: Vec<Action>,
+        notice: Option<(Vec<String>, Notice)>,
+        checks: &[CheckReport],
+    ) -> Result<(), EngineError> {
+        self.persist(rec, judge, events, &actions)?;
+        let decided = tokio::time::Instant::now();
+        let names = match &notice {
+            Some((names, n)) => {
+                self.notifiers.enqueue(names, n);
+                names.clone()
+            }
+            None => Vec::new(),
+        };
+        self.actions.start(actions, names, decided);
+        if rec.state.is_terminal() {
+            let id = &rec.request.id;
+            let svc = rec.request.service.clone().unwrap_or_default();
+            Telemetry::inc(
+                &self.telemetry.deployments_finished,
+                &[("service", &svc), ("outcome", rec.state.as_str())],
+            );
+            for c in checks {
+                Telemetry::remove(
+                    &self.telemetry.check_evidence,
+                    &[("deployment", id), ("check", &c.name)],
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the deployment in `state` (a decision, or a person's promote or abort).
+    fn finish(rec: &mut DeploymentRecord, state: State, reason: String) {
+        rec.state = state;
+        rec.reason = reason;
+        rec.finished_at = Some(now());
+    }
+
     /// Applies a person's action. Returns true when the deployment is finished.
     fn apply_control(
         self: &Arc<Self>,
@@ -1161,9 +1190,7 @@ impl Engine {
                 ));
             }
             Control::Promote { .. } => {
-                rec.state = State::Promoted;
-                rec.reason = msg.clone();
-                rec.finished_at = Some(now());
+                Self::finish(rec, State::Promoted, msg.clone());
                 let v = Verdict::Promote {
                     reason: msg.clone(),
                 };
@@ -1180,9 +1207,7 @@ impl Engine {
                 ));
             }
             Control::Abort { .. } => {
-                rec.state = State::Aborted;
-                rec.reason = msg.clone();
-                rec.finished_at = Some(now());
+                Self::finish(rec, State::Aborted, msg.clone());
                 let v = Verdict::Rollback {
                     check: "person".into(),
                     reason: msg.clone(),
@@ -1200,25 +1225,14 @@ impl Engine {
                 ));
             }
         }
-        self.persist(
+        self.commit(
             rec,
             judge,
             vec![("person".into(), msg, serde_json::Value::Null)],
-            &actions,
+            actions,
+            notice,
+            checks,
         )?;
-        let names = notice.as_ref().map(|n| n.0.clone()).unwrap_or_default();
-        if let Some((names, n)) = &notice {
-            self.notifiers.enqueue(names, n);
-        }
-        self.actions
-            .start(actions, names, tokio::time::Instant::now());
-        if rec.state.is_terminal() {
-            let svc = rec.request.service.clone().unwrap_or_default();
-            Telemetry::inc(
-                &self.telemetry.deployments_finished,
-                &[("service", &svc), ("outcome", rec.state.as_str())],
-            );
-        }
         Ok(rec.state.is_terminal())
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::change::ChangeGrid;
 use super::fmt::{count, evidence, level, times};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
-use super::{ArmValue, Ctx, Effect, Outcome, Partial, mean};
+use super::{ArmValue, Ctx, Outcome, Partial, mean};
 use crate::rules::Direction;
 use crate::stats::grid::{LogGrid, thinning_loglik};
 use crate::stats::mixture::{best_rho, one_sided_ln_m, two_sided_boundary};
@@ -144,34 +144,20 @@ impl GaugeState {
                 "not saturated more often than the baseline".into(),
             )
         } else {
-            (
-                Outcome::Pending,
-                format!(
-                    "not enough evidence yet (evidence {} of {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
+            ctx.not_yet(ev)
         };
         Partial {
             outcome,
             evidence: ev,
-            effect: Some(Effect {
-                measure: format!("ratio of shares {cmp} {x}"),
-                estimate: if sa > 0.0 { sb / sa } else { f64::NAN },
-                lower: lo,
-                upper: hi,
-                confidence: 1.0 - ctx.alpha,
-                unit: "ratio".into(),
-            }),
-            baseline: Some(ArmValue {
-                value: sa,
-                n: self.counts[1],
-            }),
-            canary: Some(ArmValue {
-                value: sb,
-                n: self.counts[3],
-            }),
+            effect: ctx.effect(
+                format!("ratio of shares {cmp} {x}"),
+                "ratio",
+                if sa > 0.0 { sb / sa } else { f64::NAN },
+                lo,
+                hi,
+            ),
+            baseline: ArmValue::of(sa, self.counts[1]),
+            canary: ArmValue::of(sb, self.counts[3]),
             explanation: format!("{numbers} — {tail}"),
         }
     }
@@ -234,34 +220,14 @@ impl GaugeState {
         } else if hi < 0.0 {
             (Outcome::Pass, "level within the tolerance".to_string())
         } else {
-            (
-                Outcome::Pending,
-                format!(
-                    "not enough evidence yet (evidence {} of {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
+            ctx.not_yet(ev)
         };
         Partial {
             outcome,
             evidence: ev,
-            effect: Some(Effect {
-                measure: "level difference beyond tolerance".into(),
-                estimate: est,
-                lower: lo,
-                upper: hi,
-                confidence: 1.0 - ctx.alpha,
-                unit: "level".into(),
-            }),
-            baseline: Some(ArmValue {
-                value: self.levels[0],
-                n,
-            }),
-            canary: Some(ArmValue {
-                value: self.levels[1],
-                n,
-            }),
+            effect: ctx.effect("level difference beyond tolerance", "level", est, lo, hi),
+            baseline: ArmValue::of(self.levels[0], n),
+            canary: ArmValue::of(self.levels[1], n),
             explanation: format!("{numbers} — {tail}"),
         }
     }

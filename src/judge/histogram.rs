@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::change::ChangeGrid;
 use super::fmt::{count, evidence, level, pct, seconds, times};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN, clopper_pearson_upper};
-use super::{ArmValue, Ctx, Effect, Missing, Outcome, Partial};
+use super::{ArmValue, Ctx, Missing, Outcome, Partial};
 use crate::stats::fnch::fnch_loglik;
 use crate::stats::grid::LogGrid;
 use crate::stats::quantile::histogram_quantile;
@@ -247,34 +247,20 @@ impl HistogramState {
                 "no slower than tolerated at any tested edge".to_string(),
             )
         } else {
-            (
-                Outcome::Pending,
-                format!(
-                    "not enough evidence yet (evidence {} of {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
+            ctx.not_yet(ev)
         };
         Partial {
             outcome,
             evidence: ev,
-            effect: Some(Effect {
-                measure: format!("odds ratio of requests slower than {}", seconds(w.le)),
+            effect: ctx.effect(
+                format!("odds ratio of requests slower than {}", seconds(w.le)),
+                "ratio",
                 estimate,
-                lower: lo,
-                upper: hi,
-                confidence: 1.0 - ctx.alpha,
-                unit: "ratio".into(),
-            }),
-            baseline: Some(ArmValue {
-                value: sa,
-                n: self.total[0],
-            }),
-            canary: Some(ArmValue {
-                value: sb,
-                n: self.total[1],
-            }),
+                lo,
+                hi,
+            ),
+            baseline: ArmValue::of(sa, self.total[0]),
+            canary: ArmValue::of(sb, self.total[1]),
             explanation: format!("{numbers} — {tail}"),
         }
     }

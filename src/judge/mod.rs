@@ -211,6 +211,45 @@ pub(crate) struct Ctx<'a> {
     pub frame: &'a Frame,
 }
 
+impl Ctx<'_> {
+    /// The outcome of a sequential check that has neither failed nor passed yet.
+    pub fn not_yet(&self, ev: f64) -> (Outcome, String) {
+        (
+            Outcome::Pending,
+            format!(
+                "not enough evidence yet (evidence {} of {})",
+                fmt::evidence(ev),
+                fmt::evidence(self.threshold)
+            ),
+        )
+    }
+
+    /// An effect with its bounds at this check's confidence level (1 − alpha).
+    pub fn effect(
+        &self,
+        measure: impl Into<String>,
+        unit: &str,
+        estimate: f64,
+        lower: f64,
+        upper: f64,
+    ) -> Option<Effect> {
+        Some(Effect {
+            measure: measure.into(),
+            estimate,
+            lower,
+            upper,
+            confidence: 1.0 - self.alpha,
+            unit: unit.into(),
+        })
+    }
+}
+
+impl ArmValue {
+    pub(crate) fn of(value: f64, n: f64) -> Option<ArmValue> {
+        Some(ArmValue { value, n })
+    }
+}
+
 /// The part of a report a check kind fills in.
 pub(crate) struct Partial {
     pub outcome: Outcome,

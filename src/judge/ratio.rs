@@ -13,7 +13,7 @@ use statrs::distribution::{Beta, ContinuousCDF};
 
 use super::change::ChangeGrid;
 use super::fmt::{count, evidence, level, pct, times};
-use super::{ArmValue, Ctx, Effect, Missing, Outcome, Partial};
+use super::{ArmValue, Ctx, Missing, Outcome, Partial};
 use crate::rules::{CheckSpec, Direction};
 use crate::stats::grid::{LogGrid, thinning_loglik};
 
@@ -155,34 +155,14 @@ impl RatioState {
                 ),
             )
         } else {
-            (
-                Outcome::Pending,
-                format!(
-                    "not enough evidence yet (evidence {} of {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
+            ctx.not_yet(ev)
         };
         Partial {
             outcome,
             evidence: ev,
-            effect: Some(Effect {
-                measure: "rate ratio".into(),
-                estimate,
-                lower: lo,
-                upper: hi,
-                confidence: 1.0 - ctx.alpha,
-                unit: "ratio".into(),
-            }),
-            baseline: Some(ArmValue {
-                value: pa,
-                n: self.exposure[0],
-            }),
-            canary: Some(ArmValue {
-                value: pb,
-                n: self.exposure[1],
-            }),
+            effect: ctx.effect("rate ratio", "ratio", estimate, lo, hi),
+            baseline: ArmValue::of(pa, self.exposure[0]),
+            canary: ArmValue::of(pb, self.exposure[1]),
             explanation: format!("{numbers} — {tail}"),
         }
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fmt::{count, evidence, level, pct};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS};
-use super::{ArmValue, Ctx, Effect, Missing, Outcome, Partial, mean};
+use super::{ArmValue, Ctx, Missing, Outcome, Partial, mean};
 use crate::rules::{CheckConfig, ThresholdSource};
 use crate::stats::grid::LogGrid;
 
@@ -133,31 +133,14 @@ impl ThresholdState {
         } else if hi < limit {
             (Outcome::Pass, "within the limit".to_string())
         } else {
-            (
-                Outcome::Pending,
-                format!(
-                    "not enough evidence yet (evidence {} of {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
+            ctx.not_yet(ev)
         };
         Partial {
             outcome,
             evidence: ev,
-            effect: Some(Effect {
-                measure: "canary ratio".into(),
-                estimate: shown,
-                lower: lo,
-                upper: hi,
-                confidence: 1.0 - ctx.alpha,
-                unit: "ratio".into(),
-            }),
+            effect: ctx.effect("canary ratio", "ratio", shown, lo, hi),
             baseline: None,
-            canary: Some(ArmValue {
-                value: shown,
-                n: self.exposure,
-            }),
+            canary: ArmValue::of(shown, self.exposure),
             explanation: format!("{numbers} — {tail}"),
         }
     }
@@ -222,14 +205,8 @@ impl ThresholdState {
                 secs
             },
             effect: None,
-            baseline: Some(ArmValue {
-                value: mean(g.baseline),
-                n: g.baseline.len() as f64,
-            }),
-            canary: Some(ArmValue {
-                value: v,
-                n: g.canary.len() as f64,
-            }),
+            baseline: ArmValue::of(mean(g.baseline), g.baseline.len() as f64),
+            canary: ArmValue::of(v, g.canary.len() as f64),
             explanation: format!("canary {v:.4} (baseline {:.4}) — {tail}", mean(g.baseline)),
         }
     }

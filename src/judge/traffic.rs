@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::fmt::{count, pct};
-use super::{ArmValue, CheckReport, Ctx, Effect, Outcome};
+use super::{ArmValue, CheckReport, Ctx, Outcome};
 use crate::rules::{CheckConfig, CheckKind, Enforcement};
 use crate::stats::dirichlet::share_confidence_sequence;
 
@@ -64,22 +64,9 @@ impl TrafficState {
             critical: false,
             evidence: if misrouted { f64::INFINITY } else { 0.0 },
             threshold: ctx.threshold,
-            effect: Some(Effect {
-                measure: "canary share of requests".into(),
-                estimate: observed,
-                lower: lo,
-                upper: hi,
-                confidence: 1.0 - ctx.alpha,
-                unit: "share".into(),
-            }),
-            baseline: Some(ArmValue {
-                value: 1.0 - observed,
-                n: na,
-            }),
-            canary: Some(ArmValue {
-                value: observed,
-                n: nb,
-            }),
+            effect: ctx.effect("canary share of requests", "share", observed, lo, hi),
+            baseline: ArmValue::of(1.0 - observed, na),
+            canary: ArmValue::of(observed, nb),
             explanation: if misrouted {
                 format!("{explanation} — traffic is misrouted")
             } else {
