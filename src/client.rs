@@ -144,6 +144,7 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), String> {
+        // Every answer of 300 or more is an error, with the API's own `error` text.
         let mut r = self.req(m, path);
         if let Some(b) = body {
             r = r.json(&b);
@@ -157,6 +158,12 @@ impl Client {
         })?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status >= 300 {
+            return Err(format!(
+                "HTTP {status}: {}",
+                v.get("error").and_then(Value::as_str).unwrap_or("")
+            ));
+        }
         Ok((status, v))
     }
 }
@@ -228,12 +235,6 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
             let (status, v) = c
                 .call(reqwest::Method::POST, "/api/v1/deployments", Some(body))
                 .await?;
-            if status >= 300 {
-                return Err(format!(
-                    "HTTP {status}: {}",
-                    v.get("error").and_then(Value::as_str).unwrap_or("")
-                ));
-            }
             if args.json && !s.wait {
                 println!("{v}");
             } else {
@@ -254,19 +255,13 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         DeployCommand::Status { id } => {
-            let (status, v) = c
+            let (_, v) = c
                 .call(
                     reqwest::Method::GET,
                     &format!("/api/v1/deployments/{id}"),
                     None,
                 )
                 .await?;
-            if status >= 300 {
-                return Err(format!(
-                    "HTTP {status}: {}",
-                    v.get("error").and_then(Value::as_str).unwrap_or("")
-                ));
-            }
             if args.json {
                 println!("{v}");
             } else {
@@ -282,19 +277,13 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
             if let Some(s) = service {
                 q.push(format!("service={s}"));
             }
-            let (status, v) = c
+            let (_, v) = c
                 .call(
                     reqwest::Method::GET,
                     &format!("/api/v1/deployments?{}", q.join("&")),
                     None,
                 )
                 .await?;
-            if status >= 300 {
-                return Err(format!(
-                    "HTTP {status}: {}",
-                    v.get("error").and_then(Value::as_str).unwrap_or("")
-                ));
-            }
             if args.json {
                 println!("{v}");
             } else {
@@ -332,19 +321,12 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
                 _ => "abort",
             };
             let body = json!({"who": a.who.clone().unwrap_or_else(|| "cli".into()), "reason": a.reason.clone().unwrap_or_default()});
-            let (status, v) = c
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/deployments/{}/{action}", a.id),
-                    Some(body),
-                )
-                .await?;
-            if status >= 300 {
-                return Err(format!(
-                    "HTTP {status}: {}",
-                    v.get("error").and_then(Value::as_str).unwrap_or("")
-                ));
-            }
+            c.call(
+                reqwest::Method::POST,
+                &format!("/api/v1/deployments/{}/{action}", a.id),
+                Some(body),
+            )
+            .await?;
             eprintln!("{action} accepted for {}", a.id);
             Ok(ExitCode::SUCCESS)
         }
@@ -376,19 +358,13 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
     let start = tokio::time::Instant::now();
     let mut after = 0i64;
     loop {
-        let (status, v) = c
+        let (_, v) = c
             .call(
                 reqwest::Method::GET,
                 &format!("/api/v1/deployments/{id}/events?after={after}&wait=20"),
                 None,
             )
             .await?;
-        if status >= 300 {
-            return Err(format!(
-                "HTTP {status}: {}",
-                v.get("error").and_then(Value::as_str).unwrap_or("")
-            ));
-        }
         for e in v["events"].as_array().cloned().unwrap_or_default() {
             if !json_out {
                 eprintln!(
