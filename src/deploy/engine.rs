@@ -1086,7 +1086,14 @@ impl Engine {
         actions: &[Action],
     ) -> Result<(), EngineError> {
         rec.updated_at = now();
-        rec.judge = serde_json::to_string(judge).ok();
+        // A finished deployment is never judged again, and its final check reports carry the
+        // numbers: its judge state (hundreds of KB after 30 minutes) is not kept, or it would
+        // be most of the database after a year of deployments.
+        rec.judge = if rec.state.is_terminal() {
+            None
+        } else {
+            serde_json::to_string(judge).ok()
+        };
         let saved = self.store.save(rec, &events, actions);
         // The JSON is only for the store (the loop keeps the live `Judge`); it grows with the
         // analysis (hundreds of KB after 30 min), so do not keep a copy per deployment.
