@@ -637,6 +637,34 @@ async fn the_global_concurrency_limit_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_of_scrapes_never_outlasts_the_analysis_interval() {
+    let (base, _) = serve_targets().await;
+    // One slot, targets that each hold it for 5 s, and a scrape timeout longer than that:
+    // without a round deadline this round would take 20 s, two intervals and more.
+    let scraper = Arc::new(
+        Scraper::new(&ScrapeConfig {
+            concurrency: 1,
+            ..cfg(10_000)
+        })
+        .unwrap(),
+    );
+    let tel = Arc::new(Telemetry::new());
+    let slow = || vec![format!("{base}/slow"), format!("{base}/slow")];
+    let mut s = source(&scraper, slow(), slow(), &tel);
+    s.set_round_budget(Duration::from_secs(1));
+    let start = tokio::time::Instant::now();
+    let f = s.fetch(&[errors_q()]).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "the round took {took:?}");
+    for arm in [&f.values[0].baseline, &f.values[0].canary] {
+        assert!(
+            error_text(arm).contains("not scraped within the analysis interval (1s)"),
+            "{arm:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_come_from_files_and_are_reread() {
     let (base, _) = serve_targets().await;
     let dir = tempfile::tempdir().unwrap();

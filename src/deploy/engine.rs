@@ -607,6 +607,7 @@ impl Engine {
             )?;
         }
         let interval = spec.timing.interval;
+        source.set_round_budget(interval);
         self.beat(id, Some(interval));
         let resumed = tokio::time::Instant::now();
         let base = Duration::from_millis(rec.elapsed_ms);

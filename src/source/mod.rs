@@ -72,6 +72,9 @@ pub struct DeploymentSource {
     /// (to log only changes, and to remove the series when the target or deployment goes).
     exported: BTreeMap<(&'static str, String), bool>,
     backend_error: Option<String>,
+    /// How long one round of scrapes may take (the analysis interval): a target not scraped
+    /// by then is missing for this interval.
+    round_budget: Option<std::time::Duration>,
 }
 
 impl DeploymentSource {
@@ -86,6 +89,7 @@ impl DeploymentSource {
             file_sd_last: Arms::default(),
             exported: BTreeMap::new(),
             backend_error: None,
+            round_budget: None,
         }
     }
 
@@ -101,6 +105,12 @@ impl DeploymentSource {
     }
 
     /// Fetches every query for both arms for the interval ending now.
+    /// Bounds each round of scrapes to `budget` (the analysis interval), so that slow targets
+    /// behind a saturated concurrency limit cost an interval's data, never the schedule.
+    pub fn set_round_budget(&mut self, budget: std::time::Duration) {
+        self.round_budget = Some(budget);
+    }
+
     pub async fn fetch(&mut self, queries: &[MetricQuery]) -> Frame {
         let (b, c) = match &self.source {
             Source::Scrape { scraper, arms } => {
@@ -191,9 +201,12 @@ impl DeploymentSource {
             &self.deployment,
         )
         .await;
+        let deadline = self
+            .round_budget
+            .map(|b| (tokio::time::Instant::now() + b, b));
         let (bodies_b, bodies_c) = tokio::join!(
-            scrape_all(scraper, &targets_b),
-            scrape_all(scraper, &targets_c)
+            scrape_all(scraper, &targets_b, deadline),
+            scrape_all(scraper, &targets_c, deadline)
         );
 
         let cfg = scraper.config();
@@ -357,13 +370,15 @@ async fn resolve(
     }
 }
 
-/// Scrapes every target of one arm concurrently (the scraper's semaphore bounds the total).
+/// Scrapes every target of one arm concurrently (the scraper's semaphore bounds the total),
+/// each given up at the round's deadline.
 async fn scrape_all(
     scraper: &scrape::Scraper,
     targets: &Result<Vec<String>, String>,
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
 ) -> Vec<(String, Result<scrape::Body, scrape::ScrapeError>)> {
     let Ok(urls) = targets else { return Vec::new() };
-    let results = join_all(urls.iter().map(|u| scraper.fetch(u))).await;
+    let results = join_all(urls.iter().map(|u| scraper.fetch_by(u, deadline))).await;
     urls.iter()
         .map(|u| crate::net::redact_userinfo(u))
         .zip(results)

@@ -56,6 +56,13 @@ pub enum ScrapeError {
     /// A credential could not be read (the message names the file or variable, not the value).
     #[error("{0}")]
     Credentials(String),
+    /// Not done by the end of the analysis interval, mostly waiting for a slot of the
+    /// daemon-wide concurrency limit behind other slow targets. The interval's data is then
+    /// missing rather than late, so one interval never stretches into the next.
+    #[error(
+        "not scraped within the analysis interval ({0}); the scrape concurrency limit is saturated by slow targets"
+    )]
+    Overrun(String),
 }
 
 impl ScrapeError {
@@ -71,13 +78,17 @@ impl ScrapeError {
             ScrapeError::Empty => "empty",
             ScrapeError::Duplicate(_) => "duplicate",
             ScrapeError::Credentials(_) => "credentials",
+            ScrapeError::Overrun(_) => "overrun",
         }
     }
 
     /// Whether the failure says "cannot reach the target" rather than "the target answered
     /// badly": only these count towards the circuit breaker's "metrics backend down".
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, ScrapeError::Http(_) | ScrapeError::Timeout(_))
+        matches!(
+            self,
+            ScrapeError::Http(_) | ScrapeError::Timeout(_) | ScrapeError::Overrun(_)
+        )
     }
 }
 
@@ -118,6 +129,27 @@ impl Scraper {
     /// Fetches one target's body. Waits for a permit of the global concurrency limit first;
     /// the timeout starts once the permit is held, so a long queue is not a target's fault.
     pub async fn fetch(&self, url: &str) -> Result<Body, ScrapeError> {
+        self.fetch_by(url, None).await
+    }
+
+    /// [`Scraper::fetch`], given up at `deadline` (queue wait included) with
+    /// [`ScrapeError::Overrun`].
+    pub async fn fetch_by(
+        &self,
+        url: &str,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+    ) -> Result<Body, ScrapeError> {
+        match deadline {
+            Some((at, budget)) => tokio::time::timeout_at(at, self.fetch_now(url))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ScrapeError::Overrun(crate::units::format_duration(budget)))
+                }),
+            None => self.fetch_now(url).await,
+        }
+    }
+
+    async fn fetch_now(&self, url: &str) -> Result<Body, ScrapeError> {
         let _permit = self
             .limit
             .acquire()
