@@ -269,8 +269,12 @@ fn credentials_never_reach_logs_or_labels() {
     );
     let log = d.log();
     assert!(log.contains("scrape failed"), "{log}");
+    let (_, api) = d.get("/api/v1/deployments/secret");
+    let api = api.to_string();
+    assert!(api.contains("http://127.0.0.1:9/metrics"), "{api}");
     for secret in ["tok-e2e-sEcReT", "pa55w0rd-in-url"] {
         assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
         assert!(!m.contains(secret), "`{secret}` in /metrics:\n{m}");
+        assert!(!api.contains(secret), "`{secret}` in the API:\n{api}");
     }
 }

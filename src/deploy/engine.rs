@@ -1338,8 +1338,21 @@ fn expected_share(rec: &DeploymentRecord, step: u32) -> Option<f64> {
 }
 
 /// Public-facing JSON of a deployment.
+/// A deployment as the API shows it. Target URLs lose any `user:password@` part: the API
+/// may be read by people and tools that should not learn a scrape credential (the scraper
+/// still uses the URL as registered).
 pub fn describe(rec: &DeploymentRecord) -> serde_json::Value {
     let mut v = serde_json::to_value(rec).unwrap_or_default();
+    for arm in ["baseline", "canary"] {
+        let targets = v
+            .pointer_mut(&format!("/request/{arm}/targets"))
+            .and_then(serde_json::Value::as_array_mut);
+        for t in targets.into_iter().flatten() {
+            if let Some(u) = t.as_str() {
+                *t = crate::net::redact_userinfo(u).into();
+            }
+        }
+    }
     if let Some(o) = v.as_object_mut() {
         o.insert("id".into(), rec.request.id.clone().into());
         o.insert("analysis".into(), rec.request.analysis.clone().into());
