@@ -1096,8 +1096,8 @@ impl Engine {
             serde_json::to_string(judge).ok()
         };
         let saved = self.store.save(rec, &events, actions);
-        // The JSON is only for the store (the loop keeps the live `Judge`); it grows with the
-        // analysis (hundreds of KB after 30 min), so do not keep a copy per deployment.
+        // The JSON is only for the store (the loop keeps the live `Judge`): no second copy in
+        // memory per deployment.
         rec.judge = None;
         if let Err(e) = saved {
             tracing::error!(deployment = %rec.request.id, error = %e, "cannot persist the deployment's state: refusing to act without a record");
@@ -1337,7 +1337,6 @@ fn expected_share(rec: &DeploymentRecord, step: u32) -> Option<f64> {
     (c > 0.0 && b > 0.0).then(|| c / (c + b))
 }
 
-/// Public-facing JSON of a deployment.
 /// A deployment as the API shows it. Target URLs lose any `user:password@` part: the API
 /// may be read by people and tools that should not learn a scrape credential (the scraper
 /// still uses the URL as registered).

@@ -104,13 +104,13 @@ impl DeploymentSource {
         self.backend_error.as_deref()
     }
 
-    /// Fetches every query for both arms for the interval ending now.
     /// Bounds each round of scrapes to `budget` (the analysis interval), so that slow targets
     /// behind a saturated concurrency limit cost an interval's data, never the schedule.
     pub fn set_round_budget(&mut self, budget: std::time::Duration) {
         self.round_budget = Some(budget);
     }
 
+    /// Fetches every query for both arms for the interval ending now.
     pub async fn fetch(&mut self, queries: &[MetricQuery]) -> Frame {
         let (b, c) = match &self.source {
             Source::Scrape { scraper, arms } => {
