@@ -531,15 +531,18 @@ impl Engine {
             .map(|u| format!("{u}/api/v1/deployments/{id}"))
     }
 
+    /// A notice about one deployment, addressed to a rule's action list: its notifiers get
+    /// this notice, and later how the decision's hooks ended.
     fn notice(
         &self,
+        to: &[String],
         rec: &DeploymentRecord,
         kind: NoticeKind,
         title: String,
         text: String,
         checks: Vec<CheckReport>,
-    ) -> Notice {
-        Notice {
+    ) -> (Vec<String>, Notice) {
+        let n = Notice {
             kind,
             at: now(),
             subject: Some(Self::subject(rec)),
@@ -548,7 +551,8 @@ impl Engine {
             checks,
             link: self.link(&rec.request.id),
             key: format!("rollguard/{}", rec.request.id),
-        }
+        };
+        (to.to_vec(), n)
     }
 
     /// The analysis loop of one deployment.
@@ -586,6 +590,7 @@ impl Engine {
                 ));
             }
             let n = self.notice(
+                &spec.actions.on_fail,
                 &rec,
                 NoticeKind::DeploymentStarted,
                 format!("Canary analysis started: {id}"),
@@ -597,14 +602,7 @@ impl Engine {
                 ),
                 Vec::new(),
             );
-            self.commit(
-                &mut rec,
-                &judge,
-                events,
-                actions,
-                Some((spec.actions.on_fail.clone(), n)),
-                &[],
-            )?;
+            self.commit(&mut rec, &judge, events, actions, Some(n), &[])?;
         }
         let interval = spec.timing.interval;
         source.set_round_budget(interval);
@@ -764,27 +762,23 @@ impl Engine {
                 ));
                 if r.enforce == crate::rules::Enforcement::Shadow {
                     // Shadow: recorded (above) and announced once, never acted upon.
-                    notify = Some((
-                        spec.actions.on_fail.clone(),
-                        self.notice(
-                            rec,
-                            NoticeKind::CheckFailing,
-                            format!("Shadow check would fail: {} on {id}", r.name),
-                            format!("{} (shadow: nothing was done)", r.explanation),
-                            vec![r.clone()],
-                        ),
+                    notify = Some(self.notice(
+                        &spec.actions.on_fail,
+                        rec,
+                        NoticeKind::CheckFailing,
+                        format!("Shadow check would fail: {} on {id}", r.name),
+                        format!("{} (shadow: nothing was done)", r.explanation),
+                        vec![r.clone()],
                     ));
                 }
                 if r.enforce == crate::rules::Enforcement::Notify {
-                    notify = Some((
-                        spec.actions.on_fail.clone(),
-                        self.notice(
-                            rec,
-                            NoticeKind::CheckFailing,
-                            format!("Check failing: {} on {id}", r.name),
-                            r.explanation.clone(),
-                            vec![r.clone()],
-                        ),
+                    notify = Some(self.notice(
+                        &spec.actions.on_fail,
+                        rec,
+                        NoticeKind::CheckFailing,
+                        format!("Check failing: {} on {id}", r.name),
+                        r.explanation.clone(),
+                        vec![r.clone()],
                     ));
                 }
             }
@@ -826,15 +820,13 @@ impl Engine {
                 } else {
                     format!("running {}", hooks.join(", "))
                 };
-                notify = Some((
-                    spec.actions.on_fail.clone(),
-                    self.notice(
-                        rec,
-                        NoticeKind::RollbackStarted,
-                        format!("Rolling back {id}: {check} failed"),
-                        format!("{reason}. Action: {did}."),
-                        failing.clone(),
-                    ),
+                notify = Some(self.notice(
+                    &spec.actions.on_fail,
+                    rec,
+                    NoticeKind::RollbackStarted,
+                    format!("Rolling back {id}: {check} failed"),
+                    format!("{reason}. Action: {did}."),
+                    failing.clone(),
                 ));
             }
             Verdict::Promote { reason } => {
@@ -851,15 +843,13 @@ impl Engine {
                         format!("green verified, switching traffic: {reason}"),
                         serde_json::Value::Null,
                     ));
-                    notify = Some((
-                        spec.actions.on_pass.clone(),
-                        self.notice(
-                            rec,
-                            NoticeKind::StepPromoted,
-                            format!("{id}: switching to green"),
-                            format!("{reason}; watching green after the switch"),
-                            step.checks.clone(),
-                        ),
+                    notify = Some(self.notice(
+                        &spec.actions.on_pass,
+                        rec,
+                        NoticeKind::StepPromoted,
+                        format!("{id}: switching to green"),
+                        format!("{reason}; watching green after the switch"),
+                        step.checks.clone(),
                     ));
                     switched = true;
                 } else if rec.step < last {
@@ -876,15 +866,13 @@ impl Engine {
                         format!("promote: {}", rec.reason),
                         serde_json::Value::Null,
                     ));
-                    notify = Some((
-                        spec.actions.on_pass.clone(),
-                        self.notice(
-                            rec,
-                            NoticeKind::Promoted,
-                            format!("Promoted {id}"),
-                            rec.reason.clone(),
-                            step.checks.clone(),
-                        ),
+                    notify = Some(self.notice(
+                        &spec.actions.on_pass,
+                        rec,
+                        NoticeKind::Promoted,
+                        format!("Promoted {id}"),
+                        rec.reason.clone(),
+                        step.checks.clone(),
                     ));
                 } else {
                     Self::finish(rec, State::Promoted, reason.clone());
@@ -900,15 +888,13 @@ impl Engine {
                         format!("promote: {reason}"),
                         serde_json::Value::Null,
                     ));
-                    notify = Some((
-                        spec.actions.on_pass.clone(),
-                        self.notice(
-                            rec,
-                            NoticeKind::Promoted,
-                            format!("Promoted {id}"),
-                            reason.clone(),
-                            step.checks.clone(),
-                        ),
+                    notify = Some(self.notice(
+                        &spec.actions.on_pass,
+                        rec,
+                        NoticeKind::Promoted,
+                        format!("Promoted {id}"),
+                        reason.clone(),
+                        step.checks.clone(),
                     ));
                 }
             }
@@ -936,15 +922,13 @@ impl Engine {
                     format!("inconclusive: {reason}"),
                     serde_json::Value::Null,
                 ));
-                notify = Some((
-                    spec.actions.on_inconclusive.clone(),
-                    self.notice(
-                        rec,
-                        NoticeKind::Inconclusive,
-                        format!("Inconclusive: {id}"),
-                        reason.clone(),
-                        step.checks.clone(),
-                    ),
+                notify = Some(self.notice(
+                    &spec.actions.on_inconclusive,
+                    rec,
+                    NoticeKind::Inconclusive,
+                    format!("Inconclusive: {id}"),
+                    reason.clone(),
+                    step.checks.clone(),
                 ));
             }
             Verdict::Hold { reason } => {
@@ -960,7 +944,7 @@ impl Engine {
                             &verdict,
                             &step.checks,
                         );
-                        notify = Some((spec.actions.on_no_data.clone(), self.notice(rec, NoticeKind::Held, format!("Holding {id}"), format!("{reason}. Nothing is promoted or rolled back until the evidence is back."), step.checks.clone())));
+                        notify = Some(self.notice(&spec.actions.on_no_data, rec, NoticeKind::Held, format!("Holding {id}"), format!("{reason}. Nothing is promoted or rolled back until the evidence is back."), step.checks.clone()));
                     }
                 }
             }
@@ -1006,15 +990,13 @@ impl Engine {
                 format!("step {} at weight {w}", rec.step + 1),
                 serde_json::Value::Null,
             ));
-            notify = Some((
-                spec.actions.on_fail.clone(),
-                self.notice(
-                    rec,
-                    NoticeKind::StepPromoted,
-                    format!("{id}: step {} ({w} %)", rec.step + 1),
-                    "no check failing; traffic increased".into(),
-                    step.checks.clone(),
-                ),
+            notify = Some(self.notice(
+                &spec.actions.on_fail,
+                rec,
+                NoticeKind::StepPromoted,
+                format!("{id}: step {} ({w} %)", rec.step + 1),
+                "no check failing; traffic increased".into(),
+                step.checks.clone(),
             ));
         }
         self.commit(rec, judge, events, actions, notify, &step.checks)?;
@@ -1186,15 +1168,13 @@ impl Engine {
                 rec.paused = false;
                 rec.state = State::Analysing;
                 rec.reason = msg.clone();
-                notice = Some((
-                    spec.actions.on_fail.clone(),
-                    self.notice(
-                        rec,
-                        NoticeKind::Resumed,
-                        format!("Resumed {id}"),
-                        msg.clone(),
-                        Vec::new(),
-                    ),
+                notice = Some(self.notice(
+                    &spec.actions.on_fail,
+                    rec,
+                    NoticeKind::Resumed,
+                    format!("Resumed {id}"),
+                    msg.clone(),
+                    Vec::new(),
                 ));
             }
             Control::Promote { .. } => {
@@ -1203,15 +1183,13 @@ impl Engine {
                     reason: msg.clone(),
                 };
                 actions = self.owed(rec, &spec.actions.on_pass, "promote", &v, checks);
-                notice = Some((
-                    spec.actions.on_pass.clone(),
-                    self.notice(
-                        rec,
-                        NoticeKind::Promoted,
-                        format!("Promoted {id} by hand"),
-                        msg.clone(),
-                        Vec::new(),
-                    ),
+                notice = Some(self.notice(
+                    &spec.actions.on_pass,
+                    rec,
+                    NoticeKind::Promoted,
+                    format!("Promoted {id} by hand"),
+                    msg.clone(),
+                    Vec::new(),
                 ));
             }
             Control::Abort { .. } => {
@@ -1221,15 +1199,13 @@ impl Engine {
                     reason: msg.clone(),
                 };
                 actions = self.owed(rec, &spec.actions.on_fail, "rollback", &v, checks);
-                notice = Some((
-                    spec.actions.on_fail.clone(),
-                    self.notice(
-                        rec,
-                        NoticeKind::Aborted,
-                        format!("Aborted {id}"),
-                        format!("{msg}; rolling back"),
-                        Vec::new(),
-                    ),
+                notice = Some(self.notice(
+                    &spec.actions.on_fail,
+                    rec,
+                    NoticeKind::Aborted,
+                    format!("Aborted {id}"),
+                    format!("{msg}; rolling back"),
+                    Vec::new(),
                 ));
             }
         }
