@@ -24,7 +24,10 @@ use crate::stats::special::log_sum_exp;
 pub const MAX_RESTARTS: usize = 60;
 
 /// A grid from the start plus restarted grids.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// Persisted every interval, so restarts are written without the parameters and prior they
+/// share with `base` (see [`Wire`]): about half the size of writing every grid whole.
+#[derive(Clone, Debug)]
 pub struct ChangeGrid {
     /// Since the end of warm-up; also the source of the confidence sequence and estimates.
     pub base: LogGrid,
@@ -33,6 +36,78 @@ pub struct ChangeGrid {
     /// Updates between restarts.
     every: u32,
     updates: u32,
+}
+
+/// How a [`ChangeGrid`] is stored: restarts as `[j, updates, loglik]`.
+#[derive(Serialize)]
+struct Wire<'a> {
+    base: &'a LogGrid,
+    restarts: Vec<(u32, u64, &'a [f64])>,
+    every: u32,
+    updates: u32,
+}
+
+/// A stored restart: compact, or whole as written before the compact form existed.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredRestart {
+    Compact(u32, u64, Vec<f64>),
+    Whole(u32, LogGrid),
+}
+
+#[derive(Deserialize)]
+struct StoredGrid {
+    base: LogGrid,
+    restarts: Vec<StoredRestart>,
+    every: u32,
+    updates: u32,
+}
+
+impl Serialize for ChangeGrid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            base: &self.base,
+            restarts: self
+                .restarts
+                .iter()
+                .map(|(j, g)| (*j, g.updates, g.loglik.as_slice()))
+                .collect(),
+            every: self.every,
+            updates: self.updates,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChangeGrid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = StoredGrid::deserialize(d)?;
+        let n = w.base.params.len();
+        let mut restarts = Vec::with_capacity(w.restarts.len());
+        for r in w.restarts {
+            let (j, g) = match r {
+                StoredRestart::Compact(j, updates, loglik) => {
+                    let mut g = w.base.clone();
+                    g.loglik = loglik;
+                    g.updates = updates;
+                    (j, g)
+                }
+                StoredRestart::Whole(j, g) => (j, g),
+            };
+            if g.loglik.len() != n || g.params.len() != n {
+                return Err(serde::de::Error::custom(
+                    "a restarted grid does not match the base grid",
+                ));
+            }
+            restarts.push((j, g));
+        }
+        Ok(ChangeGrid {
+            base: w.base,
+            restarts,
+            every: w.every.max(1),
+            updates: w.updates,
+        })
+    }
 }
 
 impl ChangeGrid {
@@ -96,6 +171,41 @@ impl ChangeGrid {
 mod tests {
     use super::*;
     use crate::stats::grid::thinning_loglik;
+
+    fn fed(intervals: usize) -> ChangeGrid {
+        let mut g = ChangeGrid::new(LogGrid::new(1.1, 64f64.ln(), 48), 6);
+        for i in 0..intervals {
+            let canary = if i < 20 { 10.0 } else { 25.0 };
+            g.add(|r| thinning_loglik(r, 10.0, canary, 1000.0, 1000.0));
+        }
+        g
+    }
+
+    #[test]
+    fn stored_compactly_and_restored_exactly() {
+        let g = fed(40);
+        let json = serde_json::to_string(&g).unwrap();
+        let back: ChangeGrid = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.ln_e_value_greater(), g.ln_e_value_greater());
+        assert_eq!(back.restarts.len(), 6);
+        // The same grid written whole, as before the compact form: half again as large, and
+        // still read back to the same state.
+        let mut whole = serde_json::to_value(&g).unwrap();
+        whole["restarts"] = serde_json::to_value(&g.restarts).unwrap();
+        let whole = whole.to_string();
+        assert!(
+            json.len() * 3 < whole.len() * 2,
+            "{} vs {}",
+            json.len(),
+            whole.len()
+        );
+        let old: ChangeGrid = serde_json::from_str(&whole).unwrap();
+        assert_eq!(old.ln_e_value_greater(), g.ln_e_value_greater());
+        // A restart that does not fit the base is an error, not a panic later.
+        let mut bad = serde_json::to_value(&g).unwrap();
+        bad["restarts"][0][2] = serde_json::json!([0.0]);
+        assert!(serde_json::from_value::<ChangeGrid>(bad).is_err());
+    }
 
     #[test]
     fn starts_at_one_and_sees_a_late_change() {
