@@ -1070,8 +1070,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         rec.updated_at = now();
         // A finished deployment is never judged again, and its final check reports carry the
-        // numbers: its judge state (up to ~100 KB per check after 30 minutes) is not kept, or it would
-        // be most of the database after a year of deployments.
+        // numbers: its judge state (up to ~100 KB per check after 30 minutes) is not kept, or
+        // it would be most of the database after a year of deployments.
         rec.judge = if rec.state.is_terminal() {
             None
         } else {
