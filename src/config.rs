@@ -39,6 +39,8 @@ struct RawConfig {
     #[serde(default)]
     source_grace: Option<Spanned<String>>,
     #[serde(default)]
+    retention: Option<Spanned<String>>,
+    #[serde(default)]
     scrape: Option<RawScrape>,
     #[serde(default)]
     prometheus: Option<Spanned<RawPrometheus>>,
@@ -570,6 +572,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long a metrics source may fail before a deployment is held and people are told.
     pub source_grace: Duration,
+    /// Finished deployments (with their timeline and hook attempts) and sent or dead
+    /// notifications older than this are deleted; `None` keeps everything.
+    pub retention: Option<Duration>,
     pub scrape: ScrapeConfig,
     pub prometheus: Option<PrometheusConfig>,
     pub hooks: BTreeMap<String, HookConfig>,
@@ -601,6 +606,7 @@ impl Config {
             dry_run: false,
             shutdown_grace: Duration::from_secs(10),
             source_grace: Duration::from_secs(60),
+            retention: None,
             scrape: ScrapeConfig::default(),
             prometheus: None,
             hooks: BTreeMap::new(),
@@ -959,6 +965,20 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         "source_grace",
         &mut err,
     );
+    let retention = raw.retention.as_ref().and_then(|r| {
+        match units::parse_duration(&r.value) {
+            // Shorter than a day would delete what `rollguard report` and people still read.
+            Ok(d) if d >= Duration::from_secs(86_400) => Some(d),
+            Ok(_) => {
+                err(loc(r), "`retention` must be at least 1d".into());
+                None
+            }
+            Err(e) => {
+                err(loc(r), format!("`retention`: {e}"));
+                None
+            }
+        }
+    });
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -974,6 +994,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         dry_run: raw.dry_run,
         shutdown_grace,
         source_grace,
+        retention,
         scrape,
         prometheus,
         hooks,
@@ -1229,6 +1250,18 @@ ops_notifiers: [ops]
         assert!(
             e.iter()
                 .any(|m| m.starts_with("c.yaml:7:17: `shutdown_grace`")),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn retention_is_at_least_a_day() {
+        let ok = parse_config(Path::new("c.yaml"), "rules_dir: r\nretention: 90d\n").unwrap();
+        assert_eq!(ok.retention, Some(Duration::from_secs(90 * 86_400)));
+        let e = parse_config(Path::new("c.yaml"), "rules_dir: r\nretention: 1h\n").unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            "c.yaml:2:12: `retention` must be at least 1d",
             "{e:#?}"
         );
     }

@@ -302,6 +302,13 @@ impl Daemon {
                 shutdown.clone(),
             )));
         }
+        if let Some(keep) = config.retention {
+            background.push(tokio::spawn(prune_history(
+                store.clone(),
+                keep,
+                shutdown.clone(),
+            )));
+        }
         tracing::info!(%addr, resumed, rules = %rules.status.lock().map(|s| s.version.clone()).unwrap_or_default(), "rollguard listening on http://{addr}");
         Ok(Daemon {
             addr,
@@ -508,6 +515,33 @@ async fn stop_running_hooks(store: &Store, hooks: &BTreeMap<String, HookConfig>)
         }
     }
     ids
+}
+
+/// Deletes history older than `keep` at start and then every hour ([`Store::prune`]): an
+/// ops host runs for years, and the store should not grow without bound.
+async fn prune_history(store: Arc<Store>, keep: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let before = now() - keep.as_secs_f64();
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.prune(before)).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((deployments, notifications))) => tracing::info!(
+                deployments,
+                notifications,
+                retention = %crate::units::format_duration(keep),
+                "deleted history older than the retention"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot delete old history; trying again in an hour")
+            }
+            Err(e) => tracing::warn!(error = %e, "the history pruning task failed"),
+        }
+    }
 }
 
 /// Lets the notification workers send what is due until the deadline. Messages waiting for

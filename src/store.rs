@@ -669,6 +669,46 @@ impl Store {
         .map_err(|e| self.err(e))
     }
 
+    /// Deletes what finished before `before` (Unix seconds): deployments with their timeline
+    /// and hook attempts, unless a hook of theirs is still owed, and notifications that were
+    /// sent, skipped or dead-lettered. Returns (deployments, notifications) deleted.
+    pub fn prune(&self, before: f64) -> Result<(usize, usize), StoreError> {
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(|e| self.err(e))?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS pruned (id TEXT PRIMARY KEY); DELETE FROM pruned;",
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO pruned SELECT d.id FROM deployments d
+             WHERE d.finished_at IS NOT NULL AND d.finished_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.deployment = d.id
+                               AND a.status IN ('pending', 'running'))",
+            params![before],
+        )
+        .map_err(|e| self.err(e))?;
+        let deployments = tx
+            .execute_batch(
+                "DELETE FROM events WHERE deployment IN (SELECT id FROM pruned);
+                 DELETE FROM actions WHERE deployment IN (SELECT id FROM pruned);",
+            )
+            .and_then(|()| {
+                tx.execute(
+                    "DELETE FROM deployments WHERE id IN (SELECT id FROM pruned)",
+                    [],
+                )
+            })
+            .map_err(|e| self.err(e))?;
+        let notifications = tx
+            .execute(
+                "DELETE FROM outbox WHERE status IN ('sent', 'skipped', 'dead') AND created_at < ?1",
+                params![before],
+            )
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok((deployments, notifications))
+    }
+
     /// Finished deployments since `since` (Unix seconds): (service, state, created, finished).
     pub fn finished_since(&self, since: f64) -> Result<Vec<(String, State, f64, f64)>, StoreError> {
         let c = self.lock();
@@ -849,6 +889,63 @@ mod tests {
         s.action_finished("d1-rollback", "succeeded", "exit 0", "ok")
             .unwrap();
         assert!(s.open_actions().unwrap().is_empty());
+    }
+
+    #[test]
+    fn prune_deletes_old_finished_history_but_never_an_owed_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let action = |id: &str, dep: &str| Action {
+            id: id.into(),
+            deployment: dep.into(),
+            hook: "rb".into(),
+            purpose: "rollback".into(),
+            status: "pending".into(),
+            attempts: 0,
+            pid: None,
+            started_at: None,
+            finished_at: None,
+            summary: String::new(),
+            output: String::new(),
+            facts: serde_json::json!({}),
+        };
+        for (id, finished) in [
+            ("old", Some(100.0)),
+            ("owed", Some(100.0)),
+            ("new", Some(now())),
+            ("running", None),
+        ] {
+            let mut rec = new_record(req(id), "r.yaml".into(), "v1".into(), "analysis: a".into());
+            s.register(&rec, "registered").unwrap();
+            rec.finished_at = finished;
+            if finished.is_some() {
+                rec.state = State::RolledBack;
+            }
+            s.save(
+                &rec,
+                &[("decision".into(), "x".into(), serde_json::Value::Null)],
+                &[action(&format!("{id}-rb"), id)],
+            )
+            .unwrap();
+        }
+        for id in ["old-rb", "new-rb"] {
+            s.action_finished(id, "succeeded", "exit 0", "").unwrap();
+        }
+        s.enqueue("chat", &serde_json::json!({"n": 1})).unwrap();
+        let sent = s.next_due("chat", now()).unwrap().unwrap();
+        s.outbox_update(sent.id, "sent", 1, now(), "").unwrap();
+        s.enqueue("chat", &serde_json::json!({"n": 2})).unwrap();
+
+        assert_eq!(s.prune(now() - 86_400.0).unwrap(), (1, 0));
+        assert!(s.get("old").unwrap().is_none());
+        assert!(s.events("old", 0, 10).unwrap().is_empty());
+        for kept in ["owed", "new", "running"] {
+            assert!(s.get(kept).unwrap().is_some(), "{kept}");
+        }
+        // Everything sent before `before` goes; a message still to send never does.
+        assert_eq!(s.prune(now() + 1.0).unwrap(), (1, 1));
+        assert_eq!(s.outbox(None).unwrap().len(), 1);
+        assert!(s.get("owed").unwrap().is_some(), "its hook is still owed");
     }
 
     #[test]

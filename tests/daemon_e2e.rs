@@ -230,3 +230,42 @@ fn a_failing_shadow_check_is_recorded_once_and_never_acted_upon() {
         d.marker_lines()
     );
 }
+
+#[test]
+fn history_older_than_the_retention_is_deleted_and_the_rest_kept() {
+    use rollguard::deploy::{DeploymentRequest, State};
+    use rollguard::store::{Store, new_record, now};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    {
+        let s = Store::open(&state).unwrap();
+        for (id, age_days) in [("last-year", 400.0), ("last-week", 7.0)] {
+            let req: DeploymentRequest = serde_json::from_value(json!({
+                "id": id, "analysis": "errors",
+                "baseline": {"targets": ["http://127.0.0.1:1/metrics"]},
+                "canary": {"targets": ["http://127.0.0.1:2/metrics"]}
+            }))
+            .unwrap();
+            let mut rec = new_record(req, "errors.yaml".into(), "v1".into(), RATIO_RULE.into());
+            s.register(&rec, "registered").unwrap();
+            rec.state = State::RolledBack;
+            rec.finished_at = Some(now() - age_days * 86_400.0);
+            s.save(&rec, &[], &[]).unwrap();
+        }
+    }
+    let d = Daemon::start_in(dir, &[("errors.yaml", RATIO_RULE)], "retention: 30d\n");
+    common::wait_for(Duration::from_secs(20), || {
+        d.log()
+            .contains("deleted history older than the retention")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no pruning logged:\n{}", d.log()));
+    assert_eq!(d.get("/api/v1/deployments/last-year").0, 404);
+    let (code, v) = d.get("/api/v1/deployments/last-week");
+    assert_eq!(
+        (code, v["state"].as_str()),
+        (200, Some("rolled_back")),
+        "{v}"
+    );
+}
