@@ -5,7 +5,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{Daemon, FleetServer, RATIO_RULE};
-use rollguard::sim::{Fault, Scenario};
+use rollguard::sim::Scenario;
 use serde_json::json;
 
 fn deployment(id: &str, fleet: &FleetServer, canary_targets: Vec<String>) -> serde_json::Value {
@@ -20,15 +20,7 @@ fn deployment(id: &str, fleet: &FleetServer, canary_targets: Vec<String>) -> ser
 
 #[test]
 fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
-    let fleet = FleetServer::start(
-        Scenario {
-            fault: Fault::ErrorRatio { factor: 8.0 },
-            fault_at_s: 0.0,
-            seed: 11,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::bad(11);
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
     let (code, v) = d.post(
         "/api/v1/deployments",
@@ -44,17 +36,8 @@ fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
         &["rolled_back", "promoted", "inconclusive"],
         Duration::from_secs(60),
     );
-    assert_eq!(v["state"], "rolled_back", "{v:#}");
-    let check = &v["checks"][0];
-    assert_eq!(check["outcome"], "fail");
-    assert!(
-        check["explanation"]
-            .as_str()
-            .unwrap()
-            .contains("worse than the x1.5 tolerance"),
-        "{check}"
-    );
-    assert!(check["evidence"].as_f64().unwrap() >= 100.0);
+    common::assert_rolled_back_by_the_ratio_check(&v);
+    assert!(v["checks"][0]["evidence"].as_f64().unwrap() >= 100.0);
     // The hook's side effect, exactly once.
     let lines = common::wait_for(Duration::from_secs(20), || {
         Some(d.marker_lines()).filter(|l| !l.is_empty())
@@ -80,13 +63,7 @@ fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
 
 #[test]
 fn good_canary_is_promoted() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 12,
-            ..Scenario::default()
-        },
-        50.0,
-    );
+    let fleet = FleetServer::good(12);
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
     let (code, v) = d.post(
         "/api/v1/deployments",
@@ -189,15 +166,7 @@ fn healthz_and_unknown_analysis() {
 
 #[test]
 fn a_failing_shadow_check_is_recorded_once_and_never_acted_upon() {
-    let fleet = FleetServer::start(
-        Scenario {
-            fault: Fault::ErrorRatio { factor: 8.0 },
-            fault_at_s: 0.0,
-            seed: 14,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::bad(14);
     let rule = RATIO_RULE
         .replace(
             "    tolerance: 1.5\n",

@@ -11,28 +11,6 @@ use common::{BIN, Daemon, FleetServer, RATIO_RULE, wait_for};
 use rollguard::sim::{Fault, Scenario};
 use serde_json::json;
 
-fn bad_fleet(seed: u64) -> FleetServer {
-    FleetServer::start(
-        Scenario {
-            fault: Fault::ErrorRatio { factor: 8.0 },
-            fault_at_s: 0.0,
-            seed,
-            ..Scenario::default()
-        },
-        20.0,
-    )
-}
-
-fn good_fleet(seed: u64) -> FleetServer {
-    FleetServer::start(
-        Scenario {
-            seed,
-            ..Scenario::default()
-        },
-        50.0,
-    )
-}
-
 /// Hooks that append `<purpose> <weight>` to the marker (indented into the `hooks:` map).
 fn step_hooks(marker: &std::path::Path) -> String {
     format!(
@@ -61,8 +39,8 @@ fn cli(d: &Daemon, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn cli_wait_exit_codes() {
-    let bad = bad_fleet(31);
-    let good = good_fleet(32);
+    let bad = FleetServer::bad(31);
+    let good = FleetServer::good(32);
     let short = RATIO_RULE
         .replace("analysis: errors", "analysis: errors-short")
         .replace("max_duration: 30s", "max_duration: 8s");
@@ -117,8 +95,8 @@ fn cli_wait_exit_codes() {
 
 #[test]
 fn drop_in_files_register_deployments() {
-    let bad = bad_fleet(33);
-    let good = good_fleet(34);
+    let bad = FleetServer::bad(33);
+    let good = FleetServer::good(34);
     let dir = tempfile::tempdir().unwrap();
     let dropins = dir.path().join("deployments");
     std::fs::create_dir_all(&dropins).unwrap();
@@ -174,7 +152,7 @@ fn drop_in_files_register_deployments() {
 
 #[test]
 fn canary_steps_call_the_step_hook_in_order_across_a_kill_9() {
-    let good = good_fleet(35);
+    let good = FleetServer::good(35);
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("steps");
     let rule = RATIO_RULE
@@ -286,7 +264,7 @@ fn blue_green_switches_then_watches_and_switches_back() {
 
 #[test]
 fn person_actions_pause_promote_abort() {
-    let good = good_fleet(37);
+    let good = FleetServer::good(37);
     let d = Daemon::start(
         &[(
             "errors.yaml",

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Daemon, FleetServer, RATIO_RULE};
-use rollguard::sim::{Fault, Scenario};
+use rollguard::sim::Scenario;
 use serde_json::{Value, json};
 
 /// Hooks that record their start and, after a short sleep, their effect.
@@ -53,15 +53,7 @@ struct World {
 
 impl World {
     fn new(seed: u64) -> World {
-        let bad = FleetServer::start(
-            Scenario {
-                fault: Fault::ErrorRatio { factor: 8.0 },
-                fault_at_s: 0.0,
-                seed,
-                ..Scenario::default()
-            },
-            20.0,
-        );
+        let bad = FleetServer::bad(seed);
         let good = FleetServer::start(
             Scenario {
                 seed: seed + 1,

@@ -19,7 +19,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Daemon, FleetServer, RATIO_RULE};
-use rollguard::sim::{Fault, Scenario};
 use serde_json::json;
 
 const REFUSAL: &str = "refusing to act without a record";
@@ -35,18 +34,6 @@ fn rule() -> String {
     RATIO_RULE
         .replace("on_fail: [rollback]", "on_fail: [rb]")
         .replace("on_pass: [promote]", "on_pass: []")
-}
-
-fn bad_fleet() -> FleetServer {
-    FleetServer::start(
-        Scenario {
-            fault: Fault::ErrorRatio { factor: 8.0 },
-            fault_at_s: 0.0,
-            seed: 77,
-            ..Scenario::default()
-        },
-        20.0,
-    )
 }
 
 fn register(d: &Daemon, fleet: &FleetServer) {
@@ -137,7 +124,7 @@ fn chattr(flag: &str, paths: &[PathBuf]) -> Result<(), String> {
 
 #[test]
 fn a_read_only_state_directory_mid_canary_means_no_action_and_says_so() {
-    let fleet = bad_fleet();
+    let fleet = FleetServer::bad(77);
     let dir = tempfile::tempdir().unwrap();
     let effect = dir.path().join("rb");
     let extra = hooks(dir.path());
@@ -294,7 +281,7 @@ impl Drop for Namespace {
 
 #[test]
 fn a_full_disk_mid_canary_means_no_action_and_says_so() {
-    let fleet = bad_fleet();
+    let fleet = FleetServer::bad(77);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let ns = match Namespace::with_tmpfs(&state, "4m") {

@@ -7,7 +7,6 @@ use crate::common;
 use std::time::Duration;
 
 use common::{Daemon, FleetServer, RATIO_RULE};
-use rollguard::sim::{Fault, Scenario};
 use serde_json::json;
 
 /// Extra hooks (indented to continue the helper's `hooks:` map): a rollback that marks its
@@ -50,15 +49,7 @@ fn wait_action(d: &Daemon, id: &str) -> serde_json::Value {
 }
 
 fn run(case: &str, sleep_s: f64, restart_after_hook: bool) {
-    let fleet = FleetServer::start(
-        Scenario {
-            fault: Fault::ErrorRatio { factor: 8.0 },
-            fault_at_s: 0.0,
-            seed: 21,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::bad(21);
     let dir = tempfile::tempdir().unwrap();
     let effect = dir.path().join("effect");
     let started = dir.path().join("effect.started");

@@ -49,22 +49,8 @@ fn prometheus_config(prom: &Prometheus) -> String {
 
 #[test]
 fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
-    let bad = FleetServer::start(
-        Scenario {
-            fault: Fault::ErrorRatio { factor: 8.0 },
-            fault_at_s: 0.0,
-            seed: 31,
-            ..Scenario::default()
-        },
-        20.0,
-    );
-    let good = FleetServer::start(
-        Scenario {
-            seed: 32,
-            ..Scenario::default()
-        },
-        50.0,
-    );
+    let bad = FleetServer::bad(31);
+    let good = FleetServer::good(32);
     let mut all = targets(&bad, "bad");
     all.extend(targets(&good, "good"));
     let prom = Prometheus::start(&all);
@@ -79,16 +65,7 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
         &["rolled_back", "promoted", "inconclusive"],
         Duration::from_secs(60),
     );
-    assert_eq!(v["state"], "rolled_back", "{v:#}");
-    let check = &v["checks"][0];
-    assert_eq!(check["outcome"], "fail");
-    assert!(
-        check["explanation"]
-            .as_str()
-            .unwrap()
-            .contains("worse than the x1.5 tolerance"),
-        "{check}"
-    );
+    common::assert_rolled_back_by_the_ratio_check(&v);
     let v = d.wait_state(
         "good",
         &["rolled_back", "promoted", "inconclusive"],

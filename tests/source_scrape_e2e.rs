@@ -191,13 +191,7 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
 
 #[test]
 fn a_flapping_target_beside_healthy_ones_never_causes_a_rollback() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 42,
-            ..Scenario::default()
-        },
-        50.0,
-    );
+    let fleet = FleetServer::good(42);
     let chaos = Chaos::start();
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], SCRAPE);
     let body = json!({

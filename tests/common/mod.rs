@@ -10,6 +10,20 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rollguard");
 
+/// The deployment `v` (as the API shows it) was rolled back because RATIO_RULE's check failed.
+pub fn assert_rolled_back_by_the_ratio_check(v: &Value) {
+    assert_eq!(v["state"], "rolled_back", "{v:#}");
+    let check = &v["checks"][0];
+    assert_eq!(check["outcome"], "fail");
+    assert!(
+        check["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("worse than the x1.5 tolerance"),
+        "{check}"
+    );
+}
+
 /// A rule file for tests: one error-ratio check, fast timing (overridable per deployment).
 pub const RATIO_RULE: &str = r#"analysis: errors
 params:
@@ -226,6 +240,31 @@ pub struct FleetServer {
 }
 
 impl FleetServer {
+    /// A fleet whose canaries return 8× the baseline's errors from the start (simulated time
+    /// at 20× speed): the rollback case of most tests.
+    pub fn bad(seed: u64) -> FleetServer {
+        Self::start(
+            rollguard::sim::Scenario {
+                fault: rollguard::sim::Fault::ErrorRatio { factor: 8.0 },
+                fault_at_s: 0.0,
+                seed,
+                ..rollguard::sim::Scenario::default()
+            },
+            20.0,
+        )
+    }
+
+    /// A fleet with no fault (simulated time at 50× speed): the promotion case.
+    pub fn good(seed: u64) -> FleetServer {
+        Self::start(
+            rollguard::sim::Scenario {
+                seed,
+                ..rollguard::sim::Scenario::default()
+            },
+            50.0,
+        )
+    }
+
     pub fn start(scenario: rollguard::sim::Scenario, speed: f64) -> FleetServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

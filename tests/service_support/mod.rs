@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_rollguard");
+pub use crate::common::BIN;
 
 /// A rule whose deployments are analysed every second and never decide within a test.
 pub const SLOW_RULE: &str = r#"analysis: errors
