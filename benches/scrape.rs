@@ -28,7 +28,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use futures_util::future::join_all;
 use rollguard::config::ScrapeConfig;
-use rollguard::query::{Arms, MetricQuery, QueryKind};
+use rollguard::query::{Arms, MetricQuery, QueryKind, SeriesQuery};
 use rollguard::selector::Selector;
 use rollguard::sim::{Instance, Scenario};
 use rollguard::source::scrape::{Scraper, parse_body};
@@ -232,10 +232,13 @@ fn main() {
                 .collect(),
         )
     };
-    let q = |kind, s: &str| MetricQuery {
-        kind,
-        selector: Selector::parse(s).expect("selector"),
-        divide_by: None,
+    let q = |kind, s: &str| -> MetricQuery {
+        SeriesQuery {
+            kind,
+            selector: Selector::parse(s).expect("selector"),
+            divide_by: None,
+        }
+        .into()
     };
     let queries = [
         q(QueryKind::Counter, r#"http_requests_total{code=~"5.."}"#),

@@ -374,6 +374,11 @@ pub fn run(args: &BacktestArgs) -> Result<Outcome, String> {
     })?;
     let params: BTreeMap<String, String> = args.params.iter().cloned().collect();
     let spec = template.instantiate(&params).map_err(|e| e.to_string())?;
+    if let Some(check) = spec.written_query_check() {
+        return Err(format!(
+            "check `{check}` is a written PromQL `query:`; recorded files hold raw series, and only a Prometheus server can evaluate PromQL (write the check with selectors to backtest it)"
+        ));
+    }
     let b = load(&args.baseline).map_err(|e| e.to_string())?;
     let c = load(&args.canary).map_err(|e| e.to_string())?;
     let share = args.canary_weight.map(|w| w / 100.0);

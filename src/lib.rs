@@ -33,3 +33,4 @@ pub mod systemd;
 pub mod telemetry;
 pub mod template;
 pub mod units;
+pub mod written;

@@ -25,14 +25,35 @@ pub enum QueryKind {
 
 /// One thing to fetch for both arms every interval.
 #[derive(Clone, Debug, PartialEq)]
-pub struct MetricQuery {
+pub enum MetricQuery {
+    /// Raw series named by a selector; every source can answer it, and
+    /// [`crate::series::ArmCollector`] turns the samples into a value.
+    Series(SeriesQuery),
+    /// A PromQL expression written in the rule (`query:`); only the Prometheus source can
+    /// evaluate it, and its answer is one value per series, like a gauge per instance.
+    Promql(PromqlQuery),
+}
+
+impl MetricQuery {
+    /// A short name for messages and unit guesses (the metric name, or the PromQL text).
+    pub fn describe(&self) -> String {
+        match self {
+            MetricQuery::Series(q) => q.selector.name.clone(),
+            MetricQuery::Promql(q) => q.text.clone(),
+        }
+    }
+}
+
+/// Raw series to fetch for both arms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesQuery {
     pub kind: QueryKind,
     pub selector: Selector,
     /// For gauges: divide the instance's sum by this selector's sum (e.g. in-use / max).
     pub divide_by: Option<Selector>,
 }
 
-impl MetricQuery {
+impl SeriesQuery {
     /// The sample name the source must look for (`_bucket` for histograms).
     pub fn sample_selector(&self) -> Selector {
         match self.kind {
@@ -42,6 +63,20 @@ impl MetricQuery {
             _ => self.selector.clone(),
         }
     }
+}
+
+impl From<SeriesQuery> for MetricQuery {
+    fn from(q: SeriesQuery) -> Self {
+        MetricQuery::Series(q)
+    }
+}
+
+/// A rule-written PromQL expression with the deployment's parameters filled in; the arm
+/// placeholders (`{{arm}}`, `{{role}}`) are left for the source, which fills them per arm
+/// (see [`crate::written`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromqlQuery {
+    pub text: String,
 }
 
 /// One arm's value for one query over one interval.

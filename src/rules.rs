@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, suggest};
-use crate::query::{MetricQuery, QueryKind};
+use crate::query::{MetricQuery, PromqlQuery, QueryKind, SeriesQuery};
 use crate::selector::Selector;
 use crate::template;
 use crate::units;
+use crate::written;
 
 /// Rule files larger than this are refused before parsing (a 1 GB file must not take the
 /// daemon's memory with it).
@@ -107,6 +108,8 @@ struct RawCheck {
     metric: Option<Spanned<String>>,
     #[serde(default)]
     divide_by: Option<Spanned<String>>,
+    #[serde(default)]
+    query: Option<Spanned<String>>,
     #[serde(default)]
     worse_when: Option<Spanned<Direction>>,
     #[serde(default)]
@@ -315,7 +318,7 @@ pub struct AnalysisTemplate {
     checks: Vec<TemplateCheck>,
 }
 
-/// A check whose selectors may still contain `{{param}}` placeholders.
+/// A check whose selectors (and written query) may still contain `{{param}}` placeholders.
 #[derive(Clone, Debug)]
 struct TemplateCheck {
     name: String,
@@ -333,6 +336,8 @@ enum SelectorRole {
     Requests,
     Metric,
     DivideBy,
+    /// A written PromQL query (`query:`), in place of `metric`.
+    Query,
 }
 
 #[derive(Clone, Debug)]
@@ -366,6 +371,27 @@ pub struct AnalysisSpec {
 }
 
 impl AnalysisSpec {
+    /// The first check that reads a written `query:`, which only the Prometheus source can
+    /// evaluate (the scrape source and `backtest` refuse such analyses up front).
+    pub fn written_query_check(&self) -> Option<&str> {
+        self.checks
+            .iter()
+            .find(|c| {
+                let metric = match &c.config {
+                    CheckConfig::Growth { metric, .. }
+                    | CheckConfig::Gauge { metric, .. }
+                    | CheckConfig::MannWhitney { metric, .. }
+                    | CheckConfig::Threshold {
+                        source: ThresholdSource::Gauge { metric },
+                        ..
+                    } => *metric,
+                    _ => return false,
+                };
+                matches!(self.queries.get(metric), Some(MetricQuery::Promql(_)))
+            })
+            .map(|c| c.name.as_str())
+    }
+
     /// Number of checks that can act (shadow checks do not spend the error budget).
     pub fn acting_checks(&self) -> usize {
         self.checks
@@ -393,6 +419,15 @@ pub enum ParamError {
     Selector { check: String, message: String },
 }
 
+impl ParamError {
+    fn selector(check: &str, message: impl Into<String>) -> Self {
+        ParamError::Selector {
+            check: check.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Parameter values end up inside quoted PromQL label values; quotes, backslashes, braces
 /// and control characters could escape the quotes and change which series are selected.
 fn param_value_is_safe(v: &str) -> bool {
@@ -401,10 +436,22 @@ fn param_value_is_safe(v: &str) -> bool {
 }
 
 impl AnalysisTemplate {
-    /// Resolves parameters (deployment overrides over defaults) and compiles the selectors.
+    /// Resolves parameters (deployment overrides over defaults) and compiles the selectors
+    /// and written queries.
     pub fn instantiate(
         &self,
         overrides: &BTreeMap<String, String>,
+    ) -> Result<AnalysisSpec, ParamError> {
+        self.compile(overrides, true)
+    }
+
+    /// `check_written: false` skips the PromQL syntax check of written queries: the loader's
+    /// trial compilation uses stand-in values for required parameters, which may not be valid
+    /// where a query uses them (`[{{window}}]`); the loader checks the syntax itself when it can.
+    fn compile(
+        &self,
+        overrides: &BTreeMap<String, String>,
+        check_written: bool,
     ) -> Result<AnalysisSpec, ParamError> {
         let mut params = BTreeMap::new();
         for (k, v) in overrides {
@@ -477,19 +524,37 @@ impl AnalysisTemplate {
             let s = &c.settings;
             let gauge =
                 |intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
-                    Ok(intern(MetricQuery {
-                        kind: QueryKind::Gauge,
-                        selector: need(SelectorRole::Metric)?,
-                        divide_by: sel(SelectorRole::DivideBy)?,
-                    }))
+                    if let Some((_, text)) =
+                        c.selectors.iter().find(|(r, _)| *r == SelectorRole::Query)
+                    {
+                        let text = written::fill_params(text, |n| params.get(n).cloned())
+                            .map_err(|e| ParamError::selector(&c.name, e))?;
+                        if check_written {
+                            written::check(&text).map_err(|e| {
+                                ParamError::selector(&c.name, format!("`query` {text:?}: {e}"))
+                            })?;
+                        }
+                        return Ok(intern(MetricQuery::Promql(PromqlQuery { text })));
+                    }
+                    Ok(intern(
+                        SeriesQuery {
+                            kind: QueryKind::Gauge,
+                            selector: need(SelectorRole::Metric)?,
+                            divide_by: sel(SelectorRole::DivideBy)?,
+                        }
+                        .into(),
+                    ))
                 };
             let counter =
                 |role, intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
-                    Ok(intern(MetricQuery {
-                        kind: QueryKind::Counter,
-                        selector: need(role)?,
-                        divide_by: None,
-                    }))
+                    Ok(intern(
+                        SeriesQuery {
+                            kind: QueryKind::Counter,
+                            selector: need(role)?,
+                            divide_by: None,
+                        }
+                        .into(),
+                    ))
                 };
             let config = match c.kind {
                 CheckKind::Ratio => CheckConfig::Ratio {
@@ -499,11 +564,14 @@ impl AnalysisTemplate {
                     worse_when: s.worse_when,
                 },
                 CheckKind::Histogram => CheckConfig::Histogram {
-                    metric: intern(MetricQuery {
-                        kind: QueryKind::Histogram,
-                        selector: need(SelectorRole::Metric)?,
-                        divide_by: None,
-                    }),
+                    metric: intern(
+                        SeriesQuery {
+                            kind: QueryKind::Histogram,
+                            selector: need(SelectorRole::Metric)?,
+                            divide_by: None,
+                        }
+                        .into(),
+                    ),
                     quantiles: s.quantiles.clone(),
                     tolerance: s.tolerance,
                 },
@@ -835,12 +903,19 @@ impl Validator<'_> {
             None => 0.5,
         };
 
+        let has_query = raw.checks.value.iter().any(|c| c.query.is_some());
         let mut params = BTreeMap::new();
         for (k, v) in raw.params {
             if !is_valid_param(&k) {
                 self.err(
                     loc(&v),
                     format!("parameter name `{k}` must be letters, digits and `_`"),
+                );
+            }
+            if has_query && written::is_builtin(&k) {
+                self.err(
+                    loc(&v),
+                    format!("parameter name `{k}` is taken: in `query:`, `{{{{{k}}}}}` is filled per arm by rollguard"),
                 );
             }
             let at = loc(&v);
@@ -941,7 +1016,7 @@ impl Validator<'_> {
             .filter(|(_, d)| d.is_none())
             .map(|(k, _)| (k.clone(), "x".to_string()))
             .collect();
-        if let Err(e) = template.instantiate(&probe) {
+        if let Err(e) = template.compile(&probe, false) {
             return Err(vec![Diagnostic::new(self.path, 1, 1, e.to_string())]);
         }
         Ok(template)
@@ -965,16 +1040,25 @@ impl Validator<'_> {
             CheckKind::Growth => &[
                 "metric",
                 "divide_by",
+                "query",
                 "max_extra_slope",
                 "limit",
                 "min_time_to_limit",
             ],
-            CheckKind::Gauge => &["metric", "divide_by", "worse_when", "tolerance", "above"],
+            CheckKind::Gauge => &[
+                "metric",
+                "divide_by",
+                "query",
+                "worse_when",
+                "tolerance",
+                "above",
+            ],
             CheckKind::Threshold => &[
                 "errors",
                 "requests",
                 "metric",
                 "divide_by",
+                "query",
                 "max",
                 "min",
                 "for",
@@ -982,16 +1066,18 @@ impl Validator<'_> {
             CheckKind::MannWhitney => &[
                 "metric",
                 "divide_by",
+                "query",
                 "worse_when",
                 "tolerance",
                 "confidence",
             ],
         };
-        let present: [(&str, Option<(u64, u64)>); 16] = [
+        let present: [(&str, Option<(u64, u64)>); 17] = [
             ("errors", c.errors.as_ref().map(loc)),
             ("requests", c.requests.as_ref().map(loc)),
             ("metric", c.metric.as_ref().map(loc)),
             ("divide_by", c.divide_by.as_ref().map(loc)),
+            ("query", c.query.as_ref().map(loc)),
             ("worse_when", c.worse_when.as_ref().map(loc)),
             ("tolerance", c.tolerance.as_ref().map(loc)),
             ("quantiles", c.quantiles.as_ref().map(loc)),
@@ -1030,6 +1116,10 @@ impl Validator<'_> {
                     me.selector_ok(s, field, params);
                     selectors.push((role, s.value.clone()));
                 }
+                None if required && field == "metric" && allowed.contains(&"query") => me.err(
+                    at,
+                    format!("a `{kind}` check needs `metric` (a selector) or `query` (PromQL)"),
+                ),
                 None if required => me.err(at, format!("a `{kind}` check needs `{field}`")),
                 None => {}
             }
@@ -1042,10 +1132,22 @@ impl Validator<'_> {
             CheckKind::Threshold if c.errors.is_some() || c.requests.is_some() => {
                 selector(self, SelectorRole::Errors, "errors", &c.errors, true);
                 selector(self, SelectorRole::Requests, "requests", &c.requests, true);
-                if let Some(m) = &c.metric {
+                if let Some(m) = c.metric.as_ref().or(c.query.as_ref()) {
                     self.err(
                         loc(m),
-                        "a threshold check takes either `errors`+`requests` or `metric`, not both",
+                        "a threshold check takes either `errors`+`requests`, `metric` or `query`, not two of them",
+                    );
+                }
+            }
+            _ if c.query.is_some() && allowed.contains(&"query") => {
+                if let Some(q) = &c.query {
+                    self.query_ok(q, params);
+                    selectors.push((SelectorRole::Query, q.value.clone()));
+                }
+                if let Some(m) = c.metric.as_ref().or(c.divide_by.as_ref()) {
+                    self.err(
+                        loc(m),
+                        format!("a `{kind}` check takes either `metric` (with `divide_by`) or `query`, not both"),
                     );
                 }
             }
@@ -1191,6 +1293,64 @@ impl Validator<'_> {
         })
     }
 
+    /// Checks a written query: its placeholders against the declared parameters, that it
+    /// places the arm's matchers, and (when every parameter it uses outside quotes has a
+    /// default) its PromQL syntax and result type. Syntax that depends on a value only a
+    /// deployment gives is checked when the deployment is registered.
+    fn query_ok(&mut self, s: &Spanned<String>, params: &BTreeMap<String, Option<String>>) {
+        let (line, col) = loc(s);
+        let found = written::placeholders(&s.value);
+        let mut ok = true;
+        for p in &found {
+            if !written::is_builtin(&p.name) && !params.contains_key(&p.name) {
+                ok = false;
+                let mut d = Diagnostic::new(
+                    self.path,
+                    line,
+                    col + p.offset as u64,
+                    format!(
+                        "`query` uses `{{{{{}}}}}`, which is neither declared under `params:` nor one of `{{{{arm}}}}`, `{{{{role}}}}`",
+                        p.name
+                    ),
+                );
+                d.hint = suggest(
+                    &p.name,
+                    params
+                        .keys()
+                        .map(String::as_str)
+                        .chain([written::ARM, written::ROLE]),
+                );
+                self.diags.push(d);
+            }
+        }
+        if !found.iter().any(|p| p.name == written::ARM) {
+            ok = false;
+            self.err(
+                (line, col),
+                r#"`query` must place `{{arm}}` inside its selectors' braces (e.g. `sum(rate(http_requests_total{ {{arm}}, code=~"5.." }[1m]))`): without it both arms read the same series"#,
+            );
+        }
+        let decidable = found.iter().all(|p| {
+            p.quoted || written::is_builtin(&p.name) || matches!(params.get(&p.name), Some(Some(_)))
+        });
+        if !ok || !decidable {
+            return;
+        }
+        let probe = written::fill_params(&s.value, |n| {
+            Some(
+                params
+                    .get(n)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| "x".into()),
+            )
+        })
+        .and_then(|text| written::check(&text));
+        if let Err(e) = probe {
+            self.err((line, col), format!("`query`: {e}"));
+        }
+    }
+
     /// Checks placeholders against the declared parameters and the selector's syntax with
     /// placeholder values, reporting the column inside the YAML value.
     fn selector_ok(
@@ -1309,7 +1469,10 @@ on_fail: [rollback, chat]
         assert_eq!(spec.checks.len(), 3);
         assert_eq!(spec.queries.len(), 4);
         assert_eq!(spec.acting_checks(), 2);
-        assert_eq!(spec.queries[0].selector.matchers[1].value, "prod");
+        let MetricQuery::Series(q) = &spec.queries[0] else {
+            panic!("{:?}", spec.queries[0])
+        };
+        assert_eq!(q.selector.matchers[1].value, "prod");
         p.insert("env".to_string(), "x\",job=~\".*".to_string());
         assert!(matches!(t.instantiate(&p), Err(ParamError::Unsafe { .. })));
         p.insert("evn".to_string(), "a".to_string());
@@ -1394,5 +1557,83 @@ on_fail: [rollback, chat]
         assert!(errs(&bad)[0].contains("duplicate check name `error-ratio` (first at line 12)"));
         assert!(errs("")[0].contains("file is empty"));
         assert!(errs("analysis: x\nchecks: []\n")[0].contains("at least one check"));
+    }
+
+    const WRITTEN: &str = r#"analysis: written
+params:
+  window: 1m
+  job: ~
+checks:
+  - name: error-rate
+    kind: threshold
+    query: 'sum(rate(http_requests_total{ {{arm}}, job="{{job}}", code=~"5.." }[{{window}}])) / sum(rate(http_requests_total{ {{arm}}, job="{{job}}" }[{{window}}]))'
+    max: 0.05
+  - name: p99
+    kind: gauge
+    query: 'histogram_quantile(0.99, sum by (le) (rate(lat_bucket{{{arm}}}[{{window}}])))'
+"#;
+
+    #[test]
+    fn written_queries_compile_with_params_and_keep_the_arm() {
+        let t = parse_rule_file(Path::new("w.yaml"), WRITTEN, None).unwrap();
+        let p = BTreeMap::from([("job".to_string(), "api".to_string())]);
+        let spec = t.instantiate(&p).unwrap();
+        assert_eq!(spec.written_query_check(), Some("error-rate"));
+        let MetricQuery::Promql(q) = &spec.queries[1] else {
+            panic!("{:?}", spec.queries)
+        };
+        assert_eq!(
+            q.text,
+            "histogram_quantile(0.99, sum by (le) (rate(lat_bucket{{{arm}}}[1m])))"
+        );
+        // A window that stands outside quotes must be a word, and valid where it stands.
+        let mut p2 = p.clone();
+        p2.insert("window".into(), "1m]) or vector(0) #".into());
+        let e = t.instantiate(&p2).unwrap_err().to_string();
+        assert!(e.contains("outside quotes"), "{e}");
+        p2.insert("window".into(), "banana".into());
+        let e = t.instantiate(&p2).unwrap_err().to_string();
+        assert!(
+            e.contains("check `error-rate`") && e.contains("invalid PromQL"),
+            "{e}"
+        );
+        // Selector-only analyses do not need Prometheus.
+        let g = parse_rule_file(Path::new("r.yaml"), GOOD, Some(&actions())).unwrap();
+        let env = BTreeMap::from([("env".to_string(), "prod".to_string())]);
+        assert_eq!(g.instantiate(&env).unwrap().written_query_check(), None);
+    }
+
+    #[test]
+    fn written_query_mistakes_are_located() {
+        let e = errs(&WRITTEN.replace("[{{window}}])) / sum", "[{{window}}]) / sum"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("r.yaml:8:12: `query`: invalid PromQL"),
+            "{e:?}"
+        );
+        let e = errs(&WRITTEN.replace("lat_bucket{{{arm}}}", "lat_bucket"));
+        assert!(
+            e[0].starts_with("r.yaml:12:12: `query` must place `{{arm}}`"),
+            "{e:?}"
+        );
+        let e = errs(&WRITTEN.replace("[{{window}}])))'", "[{{windw}}])))'"));
+        assert!(
+            e[0].contains("`{{windw}}`") && e[0].contains("did you mean `window`"),
+            "{e:?}"
+        );
+        let e = errs(&WRITTEN.replace("kind: gauge", "kind: ratio"));
+        assert!(
+            e[0].contains("`query` does not apply to a `ratio` check"),
+            "{e:?}"
+        );
+        let e = errs(&WRITTEN.replace("    max: 0.05", "    max: 0.05\n    metric: x"));
+        assert!(e[0].contains("or `query`, not both"), "{e:?}");
+        let e = errs(&WRITTEN.replace("  window: 1m", "  window: 1m\n  role: x"));
+        assert!(e[0].contains("parameter name `role` is taken"), "{e:?}");
+        let e = errs(&WRITTEN.replace(
+            "histogram_quantile(0.99, sum by (le) (rate(lat_bucket{{{arm}}}[{{window}}])))",
+            "lat_bucket{{{arm}}}[{{window}}]",
+        ));
+        assert!(e[0].contains("range vector"), "{e:?}");
     }
 }

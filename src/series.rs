@@ -154,7 +154,13 @@ impl ArmCollector {
         self.targets
             .retain(|k, _| targets.iter().any(|t| t.target == k));
 
-        let mut out: Vec<Acc> = queries.iter().map(|q| Acc::new(q.kind)).collect();
+        let mut out: Vec<Acc> = queries
+            .iter()
+            .map(|q| match q {
+                MetricQuery::Series(q) => Acc::new(q.kind),
+                MetricQuery::Promql(_) => Acc::new(QueryKind::Gauge),
+            })
+            .collect();
         let mut errors = Vec::new();
         let mut ok_targets = 0usize;
         let mut seen: HashSet<u64> = HashSet::new();
@@ -171,6 +177,7 @@ impl ArmCollector {
             let first = !mem.scraped_before;
             for (qi, q) in queries.iter().enumerate() {
                 let acc = &mut out[qi];
+                let MetricQuery::Series(q) = q else { continue };
                 match q.kind {
                     QueryKind::Counter | QueryKind::Histogram => {
                         let sel = q.sample_selector();
@@ -249,6 +256,11 @@ impl ArmCollector {
             .iter()
             .zip(out)
             .map(|(q, acc)| {
+                let MetricQuery::Series(q) = q else {
+                    return Fetch::Error(
+                        "a written `query:` needs the Prometheus source; these samples were scraped or recorded".into(),
+                    );
+                };
                 if ok_targets == 0 {
                     let msg = if errors.is_empty() {
                         "no targets".to_string()
@@ -376,6 +388,7 @@ impl Acc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::SeriesQuery;
 
     fn s(name: &str, labels: &[(&str, &str)], value: f64) -> OwnedSample {
         OwnedSample {
@@ -389,11 +402,12 @@ mod tests {
     }
 
     fn q(kind: QueryKind, sel: &str) -> MetricQuery {
-        MetricQuery {
+        SeriesQuery {
             kind,
             selector: Selector::parse(sel).unwrap(),
             divide_by: None,
         }
+        .into()
     }
 
     fn run(c: &mut ArmCollector, qs: &[MetricQuery], t: &[(&str, Vec<OwnedSample>)]) -> Vec<Fetch> {
@@ -574,8 +588,12 @@ mod tests {
 
     #[test]
     fn gauges_per_instance_with_ratio() {
-        let mut g = q(QueryKind::Gauge, "inuse");
-        g.divide_by = Some(Selector::parse("max").unwrap());
+        let g: MetricQuery = SeriesQuery {
+            kind: QueryKind::Gauge,
+            selector: Selector::parse("inuse").unwrap(),
+            divide_by: Some(Selector::parse("max").unwrap()),
+        }
+        .into();
         let mut c = ArmCollector::new();
         let r = run(
             &mut c,

@@ -168,3 +168,33 @@ fn bad_input_names_the_file_and_line() {
         "{err}"
     );
 }
+
+/// Recorded files hold raw series; PromQL written in a rule needs a Prometheus server to
+/// evaluate it, and `backtest` says so rather than judging without that check.
+#[test]
+fn a_written_query_cannot_be_backtested_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = dir.path().join("rule.yaml");
+    std::fs::write(
+        &rule,
+        "analysis: errors\nchecks:\n  - name: ceiling\n    kind: threshold\n    query: 'sum(rate(http_requests_total{ {{arm}} }[1m]))'\n    max: 10\n",
+    )
+    .unwrap();
+    let rec = dir.path().join("a.om");
+    std::fs::write(&rec, instance(10, 1, 10, None, None)).unwrap();
+    let out = Command::new(BIN)
+        .args(["backtest", "--rules"])
+        .arg(&rule)
+        .args(["--analysis", "errors", "--baseline"])
+        .arg(&rec)
+        .arg("--canary")
+        .arg(&rec)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("check `ceiling` is a written PromQL `query:`"),
+        "{err}"
+    );
+}

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rollguard::config::{PrometheusConfig, Secret, parse_config};
-use rollguard::query::{Arms, Fetch, MetricQuery, Observed, QueryKind};
+use rollguard::query::{Arms, Fetch, MetricQuery, Observed, PromqlQuery, QueryKind, SeriesQuery};
 use rollguard::selector::{Selector, parse_matchers};
 use rollguard::source::promql::{self, PromClient, QueryError};
 use rollguard::source::scrape::epoch_ms;
@@ -93,11 +93,12 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn q(kind: QueryKind, sel: &str) -> MetricQuery {
-    MetricQuery {
+    SeriesQuery {
         kind,
         selector: Selector::parse(sel).unwrap(),
         divide_by: None,
     }
+    .into()
 }
 
 fn now_ms() -> i64 {
@@ -148,9 +149,9 @@ fn counts_match_prometheus_and_missing_nan_and_bad_queries_say_what_they_are() {
         let canary = arms().canary;
         let (t1, t2) = (now_ms() - 3000, now_ms() - 1000);
         let mut col = rollguard::series::ArmCollector::new();
-        let first = promql::collect(&mut col, &queries, &client.fetch_arm(&queries, &canary, t1).await);
+        let first = promql::collect(&mut col, &queries, &client.fetch_arm(&queries, &canary, "canary", t1).await);
         assert!(matches!(&first[0], Fetch::NoData(m) if m.contains("first scrape")), "{first:?}");
-        let a = client.fetch_arm(&queries, &canary, t2).await;
+        let a = client.fetch_arm(&queries, &canary, "canary", t2).await;
         assert_eq!(a.instances.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["canary-0", "canary-1"]);
         let second = promql::collect(&mut col, &queries, &a);
         // The same increase Prometheus computes from the same two instants.
@@ -176,8 +177,66 @@ fn counts_match_prometheus_and_missing_nan_and_bad_queries_say_what_they_are() {
         // Only instant vectors of raw series are expected.
         let e = client.instant_at("req_total[1m]", t2).await.unwrap_err();
         assert!(matches!(&e, QueryError::Invalid(m) if m.contains("a range vector")), "{e:?}");
-        let e = client.instant_at("1 + 1", t2).await.unwrap_err();
-        assert!(matches!(&e, QueryError::Invalid(m) if m.contains("a scalar")), "{e:?}");
+        let e = client.instant_at(r#""text""#, t2).await.unwrap_err();
+        assert!(matches!(&e, QueryError::Invalid(m) if m.contains("a string")), "{e:?}");
+        // A scalar (a written query may end in `scalar(...)`) is one value without labels.
+        let one = client.instant_at("1 + 1", t2).await.unwrap();
+        assert_eq!((one.len(), one[0].value), (1, 2.0));
+    });
+}
+
+/// Rule-written PromQL: the arm's matchers and role are filled per arm, each series of the
+/// answer is one value, and empty, NaN-only and rejected answers say what they are.
+#[test]
+fn written_queries_are_filled_per_arm_and_give_one_value_per_series() {
+    let fleet = Fleet::start();
+    let prom = Prometheus::start(&fleet.targets());
+    prom.wait_series(
+        "count_over_time(req_total{code=\"500\"}[10s]) >= 4",
+        4,
+        Duration::from_secs(30),
+    );
+    runtime().block_on(async {
+        let client = PromClient::new(&PrometheusConfig::new(&prom.url)).unwrap();
+        let w = |t: &str| MetricQuery::Promql(PromqlQuery { text: t.into() });
+        let queries = [
+            w("sum by (instance) (mem_bytes{ {{arm}} }) / 1000"),
+            w("scalar(sum(mem_bytes{{{arm}}}))"),
+            w(r#"sum(rate(req_total{ {{arm}}, code="500" }[10s])) / sum(rate(req_total{ {{arm}} }[10s]))"#),
+            w("nan_gauge{ {{arm}} }"),
+            w(r#"mem_bytes{ {{arm}}, instance="{{role}}-9" }"#),
+            w("rate(req_total{ {{arm}} })"),
+            q(QueryKind::Gauge, "mem_bytes"),
+        ];
+        let at = now_ms();
+        for (role, arm) in [("baseline", &arms().baseline), ("canary", &arms().canary)] {
+            let a = client.fetch_arm(&queries, arm, role, at).await;
+            assert_eq!(
+                a.written[&0].0,
+                format!(r#"sum by (instance) (mem_bytes{{ role="{role}" }}) / 1000"#)
+            );
+            assert_eq!(
+                a.written[&4].0,
+                format!(r#"mem_bytes{{ role="{role}", instance="{role}-9" }}"#)
+            );
+            let f = promql::collect(&mut rollguard::series::ArmCollector::new(), &queries, &a);
+            assert_eq!(f[0], Fetch::Value(Observed::Gauge(vec![1.0, 1.0])), "{role}");
+            assert_eq!(f[1], Fetch::Value(Observed::Gauge(vec![2000.0])), "{role}");
+            match &f[2] {
+                Fetch::Value(Observed::Gauge(v)) => {
+                    assert!(v.len() == 1 && (v[0] - 0.1).abs() < 1e-6, "{v:?}")
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(&f[3], Fetch::NoData(m) if m.contains("only NaN")), "{:?}", f[3]);
+            assert!(matches!(&f[4], Fetch::NoData(m) if m.contains("no series for")), "{:?}", f[4]);
+            assert!(
+                matches!(&f[5], Fetch::Error(m) if m.contains("bad_data") && m.contains("problem in the rule")),
+                "{:?}",
+                f[5]
+            );
+            assert_eq!(f[6], Fetch::Value(Observed::Gauge(vec![1000.0, 1000.0])));
+        }
     });
 }
 
@@ -207,11 +266,12 @@ fn deployment_source_reads_both_arms_at_one_time_and_reports_backend_health() {
         );
         assert_eq!(s.backend_error(), None);
         // A rule mistake is not an outage.
-        let bad = [MetricQuery {
+        let bad = [SeriesQuery {
             kind: QueryKind::Gauge,
             selector: Selector::parse("mem_bytes").unwrap(),
             divide_by: Some(Selector::parse("nope").unwrap()),
-        }];
+        }
+        .into()];
         s.fetch(&bad).await;
         assert_eq!(s.backend_error(), None);
         // A dead backend is.
@@ -599,7 +659,7 @@ async fn the_same_series_twice_for_one_instance_is_an_error_that_says_so() {
     let (base, _) = script_server().await;
     let c = client(&base, "dup", |_| {});
     let queries = [q(QueryKind::Counter, "req_total")];
-    let a = c.fetch_arm(&queries, &[], now_ms()).await;
+    let a = c.fetch_arm(&queries, &[], "canary", now_ms()).await;
     let f = promql::collect(&mut rollguard::series::ArmCollector::new(), &queries, &a);
     assert!(
         matches!(&f[0], Fetch::Error(m) if m.contains(r#"a: series req_total{code="500",instance="a"} appears more than once"#)),

@@ -279,3 +279,74 @@ fn bake_compares_with_the_recorded_past_and_rolls_back() {
         "{v}"
     );
 }
+
+/// An analysis whose only check is PromQL written in the rule: the canary's error ratio over
+/// a window, against an absolute ceiling, with the window a parameter.
+const WRITTEN_RULE: &str = r#"analysis: written
+params:
+  window: 10s
+interval: 1s
+warmup: 3s
+min_duration: 8s
+max_duration: 30s
+no_data_grace: 5s
+checks:
+  - name: error-ceiling
+    kind: threshold
+    query: |
+      sum(rate(http_requests_total{ {{arm}}, code=~"5.." }[{{window}}]))
+        / sum(rate(http_requests_total{ {{arm}} }[{{window}}]))
+    max: 0.03
+    for: 2s
+on_fail: [rollback]
+on_pass: [promote]
+"#;
+
+/// A written `query:` runs a whole analysis through a real Prometheus: the canary whose error
+/// ratio (8 %) crosses the ceiling is rolled back by that check, the healthy one (1 %)
+/// promoted, and an analysis with a written query is refused for scraped arms.
+#[test]
+fn a_written_query_rolls_back_a_bad_canary_and_promotes_a_good_one() {
+    let bad = FleetServer::bad(51);
+    let good = FleetServer::good(52);
+    let mut all = targets(&bad, "bad");
+    all.extend(targets(&good, "good"));
+    let prom = Prometheus::start(&all);
+    prom.wait_series("http_requests_total", 8, Duration::from_secs(30));
+    let d = Daemon::start(&[("written.yaml", WRITTEN_RULE)], &prometheus_config(&prom));
+    for (id, fleet) in [("bad", "bad"), ("good", "good")] {
+        let mut req = deployment(id, fleet, json!({}));
+        req["analysis"] = json!("written");
+        let (code, v) = d.post("/api/v1/deployments", &req);
+        assert_eq!(code, 201, "{v}");
+    }
+    let v = d.wait_state(
+        "bad",
+        &["rolled_back", "promoted", "inconclusive"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["state"], "rolled_back", "{v:#}\n{}", d.log());
+    let check = &v["checks"][0];
+    assert_eq!(check["outcome"], "fail", "{check}");
+    let why = check["explanation"].as_str().unwrap();
+    assert!(why.contains("above 0.03"), "{why}");
+    let v = d.wait_state(
+        "good",
+        &["rolled_back", "promoted", "inconclusive"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["state"], "promoted", "{v:#}\n{}", d.log());
+
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &json!({"id": "scraped", "analysis": "written",
+                "baseline": {"targets": [bad.target("baseline-0")]},
+                "canary": {"targets": [bad.target("canary-0")]}}),
+    );
+    assert_eq!(code, 422, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("`error-ceiling`") && e.contains("needs the Prometheus source"),
+        "{e}"
+    );
+}

@@ -141,3 +141,47 @@ fn sighup_reloads() {
     let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
 }
+
+/// `reload: follow`: a running analysis switches to an edited rule, but not to one that
+/// cannot judge it (a written PromQL `query:` for arms that are scraped): it keeps its
+/// version and the log says why.
+#[test]
+fn follow_switches_running_analyses_unless_the_edit_does_not_fit() {
+    let follow = RATIO_RULE.replace("checks:", "reload: follow\nchecks:");
+    let d = Daemon::start(&[("errors.yaml", &follow)], "");
+    let file = d.dir.path().join("rules/errors.yaml");
+    let (code, dep) = d.post(
+        "/api/v1/deployments",
+        &json!({"id": "f", "analysis": "errors", "baseline": {"targets": ["http://127.0.0.1:9/metrics"]}, "canary": {"targets": ["http://127.0.0.1:9/metrics"]}, "timing": {"max_duration": "1h"}}),
+    );
+    assert_eq!(code, 201, "{dep}");
+    let v1 = dep["rule_version"].as_str().unwrap().to_string();
+    let version = |d: &Daemon| {
+        let (_, v) = d.get("/api/v1/deployments/f");
+        v["rule_version"].as_str().unwrap_or("").to_string()
+    };
+
+    std::fs::write(&file, follow.replace("tolerance: 1.5", "tolerance: 1.6")).unwrap();
+    let v2 = wait_for(Duration::from_secs(20), || {
+        Some(version(&d)).filter(|v| *v != v1)
+    })
+    .unwrap_or_else(|| panic!("did not follow the edit; log:\n{}", d.log()));
+
+    let with_query = follow.replace(
+        "on_fail:",
+        "  - name: ceiling\n    kind: threshold\n    query: 'sum(rate(http_requests_total{ {{arm}} }[1m]))'\n    max: 10\non_fail:",
+    );
+    std::fs::write(&file, with_query).unwrap();
+    wait_for(Duration::from_secs(20), || {
+        d.log()
+            .contains("not following the edited rule")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no refusal logged; log:\n{}", d.log()));
+    assert!(
+        d.log().contains("needs the Prometheus source"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(version(&d), v2);
+}

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rollguard::config::{BasicAuth, ScrapeConfig, Secret, TlsConfig};
-use rollguard::query::{Arms, Fetch, MetricQuery, Observed, QueryKind};
+use rollguard::query::{Arms, Fetch, MetricQuery, Observed, QueryKind, SeriesQuery};
 use rollguard::selector::Selector;
 use rollguard::source::scrape::{ScrapeError, Scraper};
 use rollguard::source::{ArmTargets, DeploymentSource, Source};
@@ -259,11 +259,12 @@ fn cfg(timeout_ms: u64) -> ScrapeConfig {
 }
 
 fn q(kind: QueryKind, sel: &str) -> MetricQuery {
-    MetricQuery {
+    SeriesQuery {
         kind,
         selector: Selector::parse(sel).unwrap(),
         divide_by: None,
     }
+    .into()
 }
 
 fn errors_q() -> MetricQuery {

@@ -327,6 +327,7 @@ impl Engine {
                 "the arms use `selector`, but no `prometheus:` source is configured".into(),
             ));
         }
+        source_fits(&spec, &req).map_err(EngineError::Invalid)?;
         self.source_for(&req)?;
         let rec = new_record(
             req,
@@ -610,6 +611,8 @@ impl Engine {
         let resumed = tokio::time::Instant::now();
         let base = Duration::from_millis(rec.elapsed_ms);
         let mut t = base;
+        // A `follow` rule version this deployment cannot take (said once, not every interval).
+        let mut refused: Option<String> = None;
         loop {
             let next = Duration::from_millis(
                 ((t.as_millis() / interval.as_millis().max(1)) as u64 + 1)
@@ -643,7 +646,17 @@ impl Engine {
                     .analyses
                     .get(&spec.name)
                     .filter(|a| a.version != spec.version)
-                && let Ok(s) = newer.instantiate(&rec.request.params)
+                && refused.as_ref() != Some(&newer.version)
+                && let Some(s) = newer
+                    .instantiate(&rec.request.params)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| source_fits(&s, &rec.request).map(|()| s))
+                    .inspect_err(|e| tracing::warn!(deployment = id, version = %newer.version, error = %e, "not following the edited rule: it does not fit this deployment"))
+                    .ok()
+                    .or_else(|| {
+                        refused = Some(newer.version.clone());
+                        None
+                    })
             {
                 tracing::info!(deployment = id, from = %spec.version, to = %s.version, "following the edited rule");
                 rec.rule_version = s.version.clone();
@@ -1249,6 +1262,18 @@ pub fn post_switch_spec(
     post.timing.min_duration = switched_at + watch;
     post.timing.max_duration = switched_at + watch + spec.timing.interval;
     post
+}
+
+/// A written `query:` is PromQL: only the Prometheus source can answer it, so an analysis
+/// that has one cannot judge scraped arms.
+fn source_fits(spec: &AnalysisSpec, req: &DeploymentRequest) -> Result<(), String> {
+    match spec.written_query_check() {
+        Some(check) if !req.uses_prometheus() => Err(format!(
+            "check `{check}` of analysis `{}` is a written PromQL `query:`, which needs the Prometheus source: give both arms a `selector` instead of `targets` or `file_sd`",
+            spec.name
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn compile_verify(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {

@@ -99,7 +99,7 @@ impl GrowthState {
             .spec
             .queries
             .get(metric)
-            .is_some_and(|q| q.selector.name.contains("bytes"));
+            .is_some_and(|q| q.describe().contains("bytes"));
         let fmt_v = |v: f64| {
             if bytes {
                 crate::units::format_bytes(v)

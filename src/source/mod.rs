@@ -152,11 +152,12 @@ impl DeploymentSource {
             client.fetch_arm(
                 queries,
                 &arms.baseline,
+                "baseline",
                 at_ms - baseline_offset.as_millis() as i64
             ),
-            client.fetch_arm(queries, &arms.canary, at_ms)
+            client.fetch_arm(queries, &arms.canary, "canary", at_ms)
         );
-        let total = b.selectors.len() + c.selectors.len();
+        let total = b.sent() + c.sent();
         let errors: Vec<&promql::QueryError> = b.errors().chain(c.errors()).collect();
         for _ in &errors {
             Telemetry::inc(&self.telemetry.source_errors, &[("source", "prometheus")]);

@@ -27,6 +27,10 @@
 //! Instances are told apart by the `instance` label (configurable); each is one "target" for
 //! the collector, so counter resets and new series are handled per instance.
 //!
+//! A check may instead carry PromQL written in the rule (`query:`, see [`crate::written`]).
+//! It is filled per arm and sent as is, at the same `time`; each series of its answer is one
+//! value (a gauge per instance), never a count.
+//!
 //! # How answers are read
 //!
 //! * no series: `no_data` naming the PromQL sent (never zero);
@@ -53,7 +57,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::PrometheusConfig;
 use crate::net;
-use crate::query::{Fetch, MetricQuery};
+use crate::query::{Fetch, MetricQuery, Observed};
 use crate::selector::{Matcher, Selector};
 use crate::series::{ArmCollector, OwnedSample, TargetSamples};
 
@@ -150,14 +154,22 @@ pub struct ArmAnswer {
     /// Per selector (rendered without the arm matchers): the PromQL sent, and the error if it
     /// failed or the number of series it returned.
     pub selectors: HashMap<String, (String, Result<usize, QueryError>)>,
+    /// Per written query (by its index in the queries): the PromQL sent, and its values (one
+    /// per series, NaN included) or the error.
+    pub written: HashMap<usize, (String, Result<Vec<f64>, QueryError>)>,
 }
 
 impl ArmAnswer {
-    /// The errors of the failed selectors.
+    /// The errors of the failed selectors and written queries.
     pub fn errors(&self) -> impl Iterator<Item = &QueryError> {
-        self.selectors
-            .values()
-            .filter_map(|(_, r)| r.as_ref().err())
+        let selectors = self.selectors.values().map(|(_, r)| r.as_ref().err());
+        let written = self.written.values().map(|(_, r)| r.as_ref().err());
+        selectors.chain(written).flatten()
+    }
+
+    /// How many queries were sent.
+    pub fn sent(&self) -> usize {
+        self.selectors.len() + self.written.len()
     }
 }
 
@@ -344,7 +356,7 @@ impl PromClient {
             }
             s if s >= 400 => {
                 return Err(QueryError::Rejected(format!(
-                    "the query `{query}` was rejected (HTTP {s} {}); this is a problem in the rule's selector, not an outage",
+                    "the query `{query}` was rejected (HTTP {s} {}); this is a problem in the rule (its selector or query), not an outage",
                     api_error
                 )));
             }
@@ -380,15 +392,25 @@ impl PromClient {
         let Some(data) = api.data else {
             return Ok(Vec::new());
         };
+        // A written `query:` may end in `scalar(...)`: one value, no labels.
+        if data.result_type == "scalar" {
+            let (_, text): (f64, String) = serde_json::from_value(data.result).map_err(|e| {
+                QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
+            })?;
+            return Ok(vec![OwnedSample {
+                name: String::new(),
+                labels: Vec::new(),
+                value: parse_value(&text, query, "the scalar")?,
+            }]);
+        }
         if data.result_type != "vector" {
             let what = match data.result_type.as_str() {
                 "matrix" => "a range vector",
-                "scalar" => "a scalar",
                 "string" => "a string",
                 _ => "an unknown result type",
             };
             return Err(QueryError::Invalid(format!(
-                "`{query}` returned {what} ({}); exactly one instant vector of raw series is expected",
+                "`{query}` returned {what} ({}); an instant vector or a scalar is expected",
                 data.result_type
             )));
         }
@@ -408,16 +430,7 @@ impl PromClient {
                     "`{query}` returned {what} for {name}; rules need classic counters, gauges and `_bucket` series"
                 )));
             };
-            let value = match text.as_str() {
-                "NaN" => f64::NAN,
-                "+Inf" | "Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v.parse().map_err(|_| {
-                    QueryError::Invalid(format!(
-                        "`{query}` returned an unreadable value `{v}` for {name}"
-                    ))
-                })?,
-            };
+            let value = parse_value(&text, query, &name)?;
             out.push(OwnedSample {
                 name,
                 labels: it.metric.into_iter().collect(),
@@ -427,25 +440,36 @@ impl PromClient {
         Ok(out)
     }
 
-    /// Fetches every selector the queries need for one arm, evaluated at `at_ms`, grouped by
-    /// instance.
+    /// Fetches every selector and written query the queries need for one arm (`role` is
+    /// `baseline` or `canary`), evaluated at `at_ms`; selector samples are grouped by instance.
     pub async fn fetch_arm(
         &self,
         queries: &[MetricQuery],
         arm: &[Matcher],
+        role: &str,
         at_ms: i64,
     ) -> ArmAnswer {
         let mut sels: Vec<Selector> = Vec::new();
-        for q in queries {
-            for s in std::iter::once(q.sample_selector()).chain(q.divide_by.clone()) {
-                if !sels.contains(&s) {
-                    sels.push(s);
+        let mut written: Vec<(usize, String)> = Vec::new();
+        for (i, q) in queries.iter().enumerate() {
+            match q {
+                MetricQuery::Series(q) => {
+                    for s in std::iter::once(q.sample_selector()).chain(q.divide_by.clone()) {
+                        if !sels.contains(&s) {
+                            sels.push(s);
+                        }
+                    }
+                }
+                MetricQuery::Promql(q) => {
+                    written.push((i, crate::written::fill_arm(&q.text, arm, role)))
                 }
             }
         }
         let texts: Vec<String> = sels.iter().map(|s| Self::promql(s, arm)).collect();
-        let answers =
-            futures_util::future::join_all(texts.iter().map(|q| self.instant_at(q, at_ms))).await;
+        let (answers, written_answers) = tokio::join!(
+            futures_util::future::join_all(texts.iter().map(|q| self.instant_at(q, at_ms))),
+            futures_util::future::join_all(written.iter().map(|(_, q)| self.instant_at(q, at_ms)))
+        );
         let mut by_instance: BTreeMap<String, Vec<OwnedSample>> = BTreeMap::new();
         // Overlapping selectors (`x{code=~"5.."}` and `x`) return the same series, evaluated at
         // the same time, so with the same value: it is one series and is kept once. A series
@@ -474,7 +498,25 @@ impl PromClient {
             out.selectors.insert(sel.to_string(), (text, r));
         }
         out.instances = by_instance.into_iter().collect();
+        for ((i, text), a) in written.into_iter().zip(written_answers) {
+            let values = a.map(|samples| samples.into_iter().map(|s| s.value).collect());
+            out.written.insert(i, (text, values));
+        }
         out
+    }
+}
+
+/// A sample value as the API writes it (a string, with `NaN` and `±Inf` spelled out).
+fn parse_value(text: &str, query: &str, what: &str) -> Result<f64, QueryError> {
+    match text {
+        "NaN" => Ok(f64::NAN),
+        "+Inf" | "Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        v => v.parse().map_err(|_| {
+            QueryError::Invalid(format!(
+                "`{query}` returned an unreadable value `{v}` for {what}"
+            ))
+        }),
     }
 }
 
@@ -491,6 +533,7 @@ fn snippet(body: &[u8]) -> String {
 
 /// Feeds one arm's answer into its collector. Queries whose selectors failed get that error;
 /// queries whose selectors returned no series at all get `no_data` naming the PromQL sent.
+/// Written queries are answered from their own results: one value per series.
 pub fn collect(col: &mut ArmCollector, queries: &[MetricQuery], answer: &ArmAnswer) -> Vec<Fetch> {
     let targets: Vec<TargetSamples<'_, OwnedSample>> = answer
         .instances
@@ -503,8 +546,13 @@ pub fn collect(col: &mut ArmCollector, queries: &[MetricQuery], answer: &ArmAnsw
     let collected = col.collect(queries, &targets);
     queries
         .iter()
+        .enumerate()
         .zip(collected)
-        .map(|(q, fetched)| {
+        .map(|((i, q), fetched)| {
+            let q = match q {
+                MetricQuery::Series(q) => q,
+                MetricQuery::Promql(_) => return written_fetch(answer.written.get(&i)),
+            };
             let sels = std::iter::once(q.sample_selector()).chain(q.divide_by.clone());
             let mut empty = None;
             for s in sels {
@@ -522,4 +570,24 @@ pub fn collect(col: &mut ArmCollector, queries: &[MetricQuery], answer: &ArmAnsw
             }
         })
         .collect()
+}
+
+/// A written query's answer: its finite values, `no_data` for no series or only NaN (a
+/// ratio with no traffic is 0/0), or the error.
+fn written_fetch(answer: Option<&(String, Result<Vec<f64>, QueryError>)>) -> Fetch {
+    let Some((text, r)) = answer else {
+        return Fetch::Error("the written query was not sent".into());
+    };
+    match r {
+        Err(e) => Fetch::Error(e.to_string()),
+        Ok(v) if v.is_empty() => Fetch::NoData(format!("no series for `{text}`")),
+        Ok(v) => {
+            let finite: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+            if finite.is_empty() {
+                Fetch::NoData(format!("`{text}` returned only NaN or infinite values"))
+            } else {
+                Fetch::Value(Observed::Gauge(finite))
+            }
+        }
+    }
 }
