@@ -316,18 +316,11 @@ impl Engine {
                     .join(", ")
             )));
         };
-        let mut spec = template
-            .instantiate(&req.params)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        if let Some(o) = &req.timing {
-            o.apply(&mut spec.timing).map_err(EngineError::Invalid)?;
-        }
         if req.uses_prometheus() && self.prom.is_none() {
             return Err(EngineError::Invalid(
                 "the arms use `selector`, but no `prometheus:` source is configured".into(),
             ));
         }
-        source_fits(&spec, &req).map_err(EngineError::Invalid)?;
         self.source_for(&req)?;
         let rec = new_record(
             req,
@@ -335,6 +328,9 @@ impl Engine {
             template.version.clone(),
             template.source.to_string(),
         );
+        // Exactly what the analysis task will run: a registration is refused for the same
+        // reasons a resumption or a `follow` switch would fail.
+        compile(&rec).map_err(EngineError::Invalid)?;
         let msg = format!(
             "registered for analysis `{}` (rule version {})",
             rec.request.analysis, rec.rule_version
@@ -647,23 +643,24 @@ impl Engine {
                     .get(&spec.name)
                     .filter(|a| a.version != spec.version)
                 && refused.as_ref() != Some(&newer.version)
-                && let Some(s) = newer
-                    .instantiate(&rec.request.params)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| source_fits(&s, &rec.request).map(|()| s))
-                    .inspect_err(|e| tracing::warn!(deployment = id, version = %newer.version, error = %e, "not following the edited rule: it does not fit this deployment"))
-                    .ok()
-                    .or_else(|| {
-                        refused = Some(newer.version.clone());
-                        None
-                    })
             {
-                tracing::info!(deployment = id, from = %spec.version, to = %s.version, "following the edited rule");
-                rec.rule_version = s.version.clone();
-                rec.rule_source = newer.source.to_string();
-                spec = s;
-                judge = Judge::new(&spec);
-                step_duration = self::step_duration(&rec.request.strategy, &spec);
+                let mut next = rec.clone();
+                next.rule_path = newer.path.display().to_string();
+                next.rule_version = newer.version.clone();
+                next.rule_source = newer.source.to_string();
+                match compile(&next) {
+                    Ok(s) => {
+                        tracing::info!(deployment = id, from = %spec.version, to = %s.version, "following the edited rule");
+                        rec = next;
+                        spec = s;
+                        judge = Judge::new(&spec);
+                        step_duration = self::step_duration(&rec.request.strategy, &spec);
+                    }
+                    Err(e) => {
+                        tracing::warn!(deployment = id, version = %newer.version, error = %e, "not following the edited rule: it does not fit this deployment");
+                        refused = Some(newer.version.clone());
+                    }
+                }
             }
             let frame = source.fetch(&spec.queries).await;
             let share = expected_share(&rec, rec.step);
@@ -1300,6 +1297,7 @@ fn compile_verify(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
         spec.timing.min_duration = w.max(spec.timing.warmup + spec.timing.interval);
         spec.timing.max_duration = spec.timing.min_duration + spec.timing.interval;
     }
+    source_fits(&spec, &rec.request)?;
     Ok(spec)
 }
 
