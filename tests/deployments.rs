@@ -193,13 +193,16 @@ fn canary_steps_call_the_step_hook_in_order_across_a_kill_9() {
         vec!["step 25", "step 50", "step 100"],
         "each step once, in order"
     );
-    assert_eq!(
+    // The state says promoted once the decision is recorded; the hook runs just after.
+    let promotes = || {
         d.marker_lines()
             .iter()
             .filter(|l| l.starts_with("promote"))
-            .count(),
-        1
-    );
+            .count()
+    };
+    wait_for(Duration::from_secs(10), || (promotes() >= 1).then_some(()))
+        .unwrap_or_else(|| panic!("no promote hook ran\n{}", d.log()));
+    assert_eq!(promotes(), 1);
 }
 
 #[test]
