@@ -158,7 +158,14 @@ pub fn check(text: &str) -> Result<(), String> {
     )?];
     let promql = fill_arm(text, &probe, "canary");
     use promql_parser::parser::value::ValueType;
-    let expr = promql_parser::parser::parse(&promql).map_err(|e| format!("invalid PromQL: {e}"))?;
+    // The parser is third-party code fed with hand-edited text, and it panics on some inputs
+    // (a range of 10^100 seconds overflows `Duration`). A panic here would take down the rule
+    // reload, so it becomes a rejection like any other.
+    let expr = std::panic::catch_unwind(|| promql_parser::parser::parse(&promql))
+        .map_err(|_| {
+            "invalid PromQL: the parser could not handle it (for example a number too large for a duration)".to_string()
+        })?
+        .map_err(|e| format!("invalid PromQL: {e}"))?;
     match expr.value_type() {
         ValueType::Vector | ValueType::Scalar => {
             Ok(())
@@ -243,5 +250,8 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid PromQL")
         );
+        // Found by fuzzing: promql-parser panics on this; it must be a rejection.
+        let huge = format!("s{{ {{{{arm}}}} }}[4{}]", "1".repeat(100));
+        assert!(check(&huge).unwrap_err().contains("could not handle it"));
     }
 }
