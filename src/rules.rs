@@ -1293,6 +1293,32 @@ impl Validator<'_> {
         })
     }
 
+    /// A `{{name}}` that is neither a declared parameter nor one of `builtins`, with a hint.
+    fn unknown_placeholder(
+        &mut self,
+        at: (u64, u64),
+        field: &str,
+        name: &str,
+        params: &BTreeMap<String, Option<String>>,
+        builtins: &[&str],
+    ) {
+        let mut msg =
+            format!("`{field}` uses `{{{{{name}}}}}`, which is not declared under `params:`");
+        if !builtins.is_empty() {
+            let list: Vec<String> = builtins.iter().map(|b| format!("`{{{{{b}}}}}`")).collect();
+            msg.push_str(&format!(" (nor is it one of {})", list.join(", ")));
+        }
+        let mut d = Diagnostic::new(self.path, at.0, at.1, msg);
+        d.hint = suggest(
+            name,
+            params
+                .keys()
+                .map(String::as_str)
+                .chain(builtins.iter().copied()),
+        );
+        self.diags.push(d);
+    }
+
     /// Checks a written query: its placeholders against the declared parameters, that it
     /// places the arm's matchers, and (when every parameter it uses outside quotes has a
     /// default) its PromQL syntax and result type. Syntax that depends on a value only a
@@ -1304,23 +1330,13 @@ impl Validator<'_> {
         for p in &found {
             if !written::is_builtin(&p.name) && !params.contains_key(&p.name) {
                 ok = false;
-                let mut d = Diagnostic::new(
-                    self.path,
-                    line,
-                    col + p.offset as u64,
-                    format!(
-                        "`query` uses `{{{{{}}}}}`, which is neither declared under `params:` nor one of `{{{{arm}}}}`, `{{{{role}}}}`",
-                        p.name
-                    ),
-                );
-                d.hint = suggest(
+                self.unknown_placeholder(
+                    at_offset((line, col), &s.value, p.offset),
+                    "query",
                     &p.name,
-                    params
-                        .keys()
-                        .map(String::as_str)
-                        .chain([written::ARM, written::ROLE]),
+                    params,
+                    &[written::ARM, written::ROLE],
                 );
-                self.diags.push(d);
             }
         }
         if !found.iter().any(|p| p.name == written::ARM) {
@@ -1336,16 +1352,8 @@ impl Validator<'_> {
         if !ok || !decidable {
             return;
         }
-        let probe = written::fill_params(&s.value, |n| {
-            Some(
-                params
-                    .get(n)
-                    .cloned()
-                    .flatten()
-                    .unwrap_or_else(|| "x".into()),
-            )
-        })
-        .and_then(|text| written::check(&text));
+        let probe = written::fill_params(&s.value, |n| probe_value(params, n))
+            .and_then(|text| written::check(&text));
         if let Err(e) = probe {
             self.err((line, col), format!("`query`: {e}"));
         }
@@ -1364,30 +1372,19 @@ impl Validator<'_> {
         for (name, offset) in template::placeholders(&s.value) {
             if !params.contains_key(&name) {
                 ok = false;
-                let mut d = Diagnostic::new(
-                    self.path,
-                    line,
-                    col + offset as u64,
-                    format!(
-                        "`{field}` uses `{{{{{name}}}}}`, which is not declared under `params:`"
-                    ),
+                self.unknown_placeholder(
+                    at_offset((line, col), &s.value, offset),
+                    field,
+                    &name,
+                    params,
+                    &[],
                 );
-                d.hint = suggest(&name, params.keys().map(String::as_str));
-                self.diags.push(d);
             }
         }
         if !ok {
             return;
         }
-        let probe = template::render(&s.value, |n| {
-            Some(
-                params
-                    .get(n)
-                    .cloned()
-                    .flatten()
-                    .unwrap_or_else(|| "x".into()),
-            )
-        });
+        let probe = template::render(&s.value, |n| probe_value(params, n));
         if let Ok(text) = probe
             && let Err(e) = Selector::parse(&text)
         {
@@ -1398,6 +1395,31 @@ impl Validator<'_> {
             );
         }
     }
+}
+
+/// Where byte `offset` of a YAML string value that starts at `start` is in the file. A value
+/// over several lines is a block scalar (`query: |`), whose lines all start at the first
+/// line's column.
+fn at_offset(start: (u64, u64), text: &str, offset: usize) -> (u64, u64) {
+    let before = &text[..offset.min(text.len())];
+    match before.rfind('\n') {
+        None => (start.0, start.1 + before.chars().count() as u64),
+        Some(nl) => (
+            start.0 + before.matches('\n').count() as u64,
+            start.1 + before[nl + 1..].chars().count() as u64,
+        ),
+    }
+}
+
+/// The value a placeholder takes when a rule is checked on its own: its default, or `x`.
+fn probe_value(params: &BTreeMap<String, Option<String>>, name: &str) -> Option<String> {
+    Some(
+        params
+            .get(name)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| "x".into()),
+    )
 }
 
 fn is_valid_name(s: &str) -> bool {
@@ -1619,6 +1641,15 @@ checks:
         let e = errs(&WRITTEN.replace("[{{window}}])))'", "[{{windw}}])))'"));
         assert!(
             e[0].contains("`{{windw}}`") && e[0].contains("did you mean `window`"),
+            "{e:?}"
+        );
+        // In a block scalar the line and column are those of the placeholder itself.
+        let e = errs(&WRITTEN.replace(
+            "    query: 'histogram_quantile(0.99, sum by (le) (rate(lat_bucket{{{arm}}}[{{window}}])))'",
+            "    query: |\n      histogram_quantile(0.99,\n        sum by (le) (rate(lat_bucket{{{arm}}}[{{windw}}])))",
+        ));
+        assert!(
+            e[0].starts_with("r.yaml:14:47: `query` uses `{{windw}}`"),
             "{e:?}"
         );
         let e = errs(&WRITTEN.replace("kind: gauge", "kind: ratio"));

@@ -125,16 +125,21 @@ fn prom_sum(p: &Prometheus, promql: &str, at_ms: i64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-#[test]
-fn counts_match_prometheus_and_missing_nan_and_bad_queries_say_what_they_are() {
+/// The fleet and a real Prometheus that has scraped every instance for four seconds.
+fn scraped_fleet() -> (Fleet, Prometheus) {
     let fleet = Fleet::start();
     let prom = Prometheus::start(&fleet.targets());
-    // Four seconds of scrapes for every instance.
     prom.wait_series(
         "count_over_time(req_total{code=\"500\"}[10s]) >= 4",
         4,
         Duration::from_secs(30),
     );
+    (fleet, prom)
+}
+
+#[test]
+fn counts_match_prometheus_and_missing_nan_and_bad_queries_say_what_they_are() {
+    let (_fleet, prom) = scraped_fleet();
     runtime().block_on(async {
         let client = PromClient::new(&PrometheusConfig::new(&prom.url)).unwrap();
         let errors = q(QueryKind::Counter, r#"req_total{code=~"5.."}"#);
@@ -189,13 +194,7 @@ fn counts_match_prometheus_and_missing_nan_and_bad_queries_say_what_they_are() {
 /// answer is one value, and empty, NaN-only and rejected answers say what they are.
 #[test]
 fn written_queries_are_filled_per_arm_and_give_one_value_per_series() {
-    let fleet = Fleet::start();
-    let prom = Prometheus::start(&fleet.targets());
-    prom.wait_series(
-        "count_over_time(req_total{code=\"500\"}[10s]) >= 4",
-        4,
-        Duration::from_secs(30),
-    );
+    let (_fleet, prom) = scraped_fleet();
     runtime().block_on(async {
         let client = PromClient::new(&PrometheusConfig::new(&prom.url)).unwrap();
         let w = |t: &str| MetricQuery::Promql(PromqlQuery { text: t.into() });
