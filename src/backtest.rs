@@ -8,6 +8,10 @@
 //! The judge is evaluated every rule `interval` from the first sample; at each evaluation time
 //! every series takes its latest sample no older than the lookback (Prometheus' instant
 //! vector semantics), so missing scrapes and restarts behave as they do live.
+//!
+//! With `--prometheus URL` or `--config FILE` it replays a past window from a
+//! Prometheus-compatible server instead: the daemon's own queries, sent as range queries whose
+//! steps are the rule's interval (see [`replay_prometheus`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,11 +21,14 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
+use crate::config::PrometheusConfig;
 use crate::expo::{self, Format};
 use crate::judge::{CheckReport, Judge, Step, Verdict};
 use crate::query::{Arms, Frame};
 use crate::rules::{AnalysisSpec, load_rules};
+use crate::selector::{Matcher, parse_matchers};
 use crate::series::{ArmCollector, SeriesRef, TargetSamples};
+use crate::source::promql::{self, PromClient};
 
 /// A sample is usable for this long after its timestamp (Prometheus' default lookback).
 pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
@@ -38,11 +45,36 @@ pub struct BacktestArgs {
     #[arg(long = "param", value_parser = parse_kv)]
     pub params: Vec<(String, String)>,
     /// Recorded files of the baseline (one per instance).
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present_any = ["prometheus", "config"])]
     pub baseline: Vec<PathBuf>,
     /// Recorded files of the canary (one per instance).
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present_any = ["prometheus", "config"])]
     pub canary: Vec<PathBuf>,
+    /// Replay a past window from a Prometheus-compatible server at this base URL instead of
+    /// files.
+    #[arg(long, conflicts_with_all = ["baseline", "canary", "config"])]
+    pub prometheus: Option<String>,
+    /// Replay from the server in this daemon config's `prometheus:` section (with its
+    /// credentials, tenant headers and parameters).
+    #[arg(long, conflicts_with_all = ["baseline", "canary"])]
+    pub config: Option<PathBuf>,
+    /// With a server: label matchers of the baseline, as a deployment gives them.
+    #[arg(long, requires = "canary_selector")]
+    pub baseline_selector: Option<String>,
+    /// With a server: label matchers of the canary.
+    #[arg(long, requires = "baseline_selector")]
+    pub canary_selector: Option<String>,
+    /// With a server: read the baseline this long before the canary (a bake), e.g. `1d`.
+    #[arg(long)]
+    pub baseline_offset: Option<String>,
+    /// With a server: start of the window (RFC 3339 such as 2026-11-27T14:00:00Z, or Unix
+    /// seconds).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// With a server: end of the window (default: now); the window never runs past the
+    /// rule's max_duration.
+    #[arg(long)]
+    pub until: Option<String>,
     /// Expected canary share of requests in percent (enables the traffic-split check).
     #[arg(long)]
     pub canary_weight: Option<f64>,
@@ -259,51 +291,60 @@ pub fn replay(
     let start = all.clone().filter_map(|r| r.first_ms).min().unwrap_or(0);
     let end = all.filter_map(|r| r.last_ms).max().unwrap_or(0);
     let interval_ms = spec.timing.interval.as_millis().max(1) as i64;
-    let mut judge = Judge::new(spec);
     let mut cols = Arms {
         baseline: ArmCollector::new(),
         canary: ArmCollector::new(),
     };
+    let frames = (0..)
+        .map(|k| start + k * interval_ms)
+        .take_while(|t_ms| *t_ms <= end)
+        .map(|t_ms| {
+            let collect = |col: &mut ArmCollector, arm: &[Recording]| {
+                let views: Vec<Vec<At<'_>>> = arm.iter().map(|r| at(r, t_ms)).collect();
+                let targets: Vec<TargetSamples<'_, At<'_>>> = arm
+                    .iter()
+                    .zip(&views)
+                    .map(|(r, v)| TargetSamples {
+                        target: r.name.as_str(),
+                        samples: if v.is_empty() {
+                            Err("no fresh samples".to_string())
+                        } else {
+                            Ok(v.as_slice())
+                        },
+                    })
+                    .collect();
+                col.collect(&spec.queries, &targets)
+            };
+            let b = collect(&mut cols.baseline, recs.baseline);
+            let c = collect(&mut cols.canary, recs.canary);
+            Frame::from_arms(b, c)
+        });
+    judge_frames(
+        spec,
+        expected_share,
+        frames,
+        "the recording ended before a decision",
+    )
+}
+
+/// Runs the judge on one frame per interval (the first at analysis time zero), stopping at
+/// the first terminal verdict.
+fn judge_frames(
+    spec: &AnalysisSpec,
+    expected_share: Option<f64>,
+    frames: impl Iterator<Item = Frame>,
+    ended: &str,
+) -> Outcome {
+    let mut judge = Judge::new(spec);
     let mut timeline = Vec::new();
-    let mut k: i64 = 0;
-    loop {
-        let t_ms = start + k * interval_ms;
-        if t_ms > end {
-            break;
-        }
-        let collect = |col: &mut ArmCollector, arm: &[Recording]| {
-            let views: Vec<Vec<At<'_>>> = arm.iter().map(|r| at(r, t_ms)).collect();
-            let targets: Vec<TargetSamples<'_, At<'_>>> = arm
-                .iter()
-                .zip(&views)
-                .map(|(r, v)| TargetSamples {
-                    target: r.name.as_str(),
-                    samples: if v.is_empty() {
-                        Err("no fresh samples".to_string())
-                    } else {
-                        Ok(v.as_slice())
-                    },
-                })
-                .collect();
-            col.collect(&spec.queries, &targets)
-        };
-        let b = collect(&mut cols.baseline, recs.baseline);
-        let c = collect(&mut cols.canary, recs.canary);
-        let frame = Frame {
-            values: b
-                .into_iter()
-                .zip(c)
-                .map(|(baseline, canary)| Arms { baseline, canary })
-                .collect(),
-        };
-        let t = Duration::from_millis((k * interval_ms) as u64);
+    for (k, frame) in frames.enumerate() {
+        let t = spec.timing.interval * k as u32;
         let step = judge.step(spec, t, &frame, expected_share);
         let terminal = step.verdict.is_terminal();
         timeline.push(step);
         if terminal {
             break;
         }
-        k += 1;
     }
     let last = timeline.last();
     let checks = last
@@ -317,11 +358,7 @@ pub fn replay(
             last.map(|s| s.t.as_secs_f64()),
             v.reason().to_string(),
         ),
-        _ => (
-            "inconclusive".to_string(),
-            None,
-            "the recording ended before a decision".to_string(),
-        ),
+        _ => ("inconclusive".to_string(), None, ended.to_string()),
     };
     Outcome {
         verdict,
@@ -330,6 +367,129 @@ pub fn replay(
         checks,
         timeline,
     }
+}
+
+/// Replays a past window from a Prometheus-compatible server: the daemon's own per-interval
+/// path (the same queries, the same collector, one evaluation time per interval for both
+/// arms), with one range query per selector and arm instead of one instant query per
+/// interval.
+pub async fn replay_prometheus(
+    spec: &AnalysisSpec,
+    client: &PromClient,
+    arms: &Arms<Vec<Matcher>>,
+    (start_ms, end_ms): (i64, i64),
+    baseline_offset_ms: i64,
+    expected_share: Option<f64>,
+) -> Outcome {
+    let step = spec.timing.interval.as_millis().max(1) as i64;
+    let (b, c) = tokio::join!(
+        client.fetch_arm_range(
+            &spec.queries,
+            &arms.baseline,
+            "baseline",
+            (
+                start_ms - baseline_offset_ms,
+                end_ms - baseline_offset_ms,
+                step
+            )
+        ),
+        client.fetch_arm_range(
+            &spec.queries,
+            &arms.canary,
+            "canary",
+            (start_ms, end_ms, step)
+        )
+    );
+    let mut cols = Arms {
+        baseline: ArmCollector::new(),
+        canary: ArmCollector::new(),
+    };
+    let frames = b.iter().zip(&c).map(|((_, b), (_, c))| {
+        Frame::from_arms(
+            promql::collect(&mut cols.baseline, &spec.queries, b),
+            promql::collect(&mut cols.canary, &spec.queries, c),
+        )
+    });
+    judge_frames(
+        spec,
+        expected_share,
+        frames,
+        "the window ended before a decision",
+    )
+}
+
+/// A time given on the command line: RFC 3339 or Unix seconds; milliseconds since the epoch.
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Ok((secs * 1000.0) as i64);
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(crate::source::scrape::epoch_ms)
+        .map_err(|e| {
+            format!("`{s}` is neither RFC 3339 (2026-11-27T14:00:00Z) nor Unix seconds: {e}")
+        })
+}
+
+/// `backtest --prometheus/--config`: the client, the arms and the window from the arguments.
+fn run_prometheus(args: &BacktestArgs, spec: &AnalysisSpec) -> Result<Outcome, String> {
+    let cfg = match (&args.prometheus, &args.config) {
+        (Some(url), _) => PrometheusConfig::new(url),
+        (None, Some(path)) => crate::config::load_config(path)
+            .map_err(|d| {
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?
+            .prometheus
+            .ok_or_else(|| format!("{} has no `prometheus:` section", path.display()))?,
+        (None, None) => return Err("give recorded files, --prometheus or --config".into()),
+    };
+    let (Some(b), Some(c)) = (&args.baseline_selector, &args.canary_selector) else {
+        return Err(
+            "replaying from a server needs --baseline-selector and --canary-selector".into(),
+        );
+    };
+    let matchers =
+        |s: &str, which: &str| parse_matchers(s).map_err(|e| format!("--{which}-selector: {e}"));
+    let arms = Arms::new(matchers(b, "baseline")?, matchers(c, "canary")?);
+    let from = parse_time(
+        args.from
+            .as_deref()
+            .ok_or("replaying from a server needs --from")?,
+    )?;
+    let now = crate::source::scrape::epoch_ms(std::time::SystemTime::now());
+    let until = match &args.until {
+        Some(u) => parse_time(u)?,
+        None => now,
+    }
+    .min(from + spec.timing.max_duration.as_millis() as i64);
+    if until <= from {
+        return Err("--until must be after --from".into());
+    }
+    let offset = match &args.baseline_offset {
+        Some(o) => crate::units::parse_duration(o)
+            .map_err(|e| format!("--baseline-offset: {e}"))?
+            .as_millis() as i64,
+        None => 0,
+    };
+    let client = PromClient::new(&cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // An unreachable server is a failed backtest, not a window of source errors.
+    rt.block_on(client.instant("vector(1)"))
+        .map_err(|e| format!("the server did not answer a test query: {e}"))?;
+    let share = args.canary_weight.map(|w| w / 100.0);
+    Ok(rt.block_on(replay_prometheus(
+        spec,
+        &client,
+        &arms,
+        (from, until),
+        offset,
+        share,
+    )))
 }
 
 fn load(paths: &[PathBuf]) -> Result<Vec<Recording>, InputError> {
@@ -374,6 +534,9 @@ pub fn run(args: &BacktestArgs) -> Result<Outcome, String> {
     })?;
     let params: BTreeMap<String, String> = args.params.iter().cloned().collect();
     let spec = template.instantiate(&params).map_err(|e| e.to_string())?;
+    if args.prometheus.is_some() || args.config.is_some() {
+        return run_prometheus(args, &spec);
+    }
     if let Some(check) = spec.written_query_check() {
         return Err(format!(
             "check `{check}` is a written PromQL `query:`; recorded files hold raw series, and only a Prometheus server can evaluate PromQL (write the check with selectors to backtest it)"

@@ -127,3 +127,16 @@ impl<T> Arms<T> {
 pub struct Frame {
     pub values: Vec<Arms<Fetch>>,
 }
+
+impl Frame {
+    /// Pairs the two arms' answers, query by query.
+    pub fn from_arms(baseline: Vec<Fetch>, canary: Vec<Fetch>) -> Frame {
+        Frame {
+            values: baseline
+                .into_iter()
+                .zip(canary)
+                .map(|(baseline, canary)| Arms { baseline, canary })
+                .collect(),
+        }
+    }
+}

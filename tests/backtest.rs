@@ -198,3 +198,30 @@ fn a_written_query_cannot_be_backtested_and_says_why() {
         "{err}"
     );
 }
+
+/// Replaying from a server that does not answer is a failed backtest (exit 1, the reason),
+/// not a window of source errors.
+#[test]
+fn an_unreachable_server_fails_the_backtest_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rule.yaml"), RULE).unwrap();
+    let out = Command::new(BIN)
+        .args(["backtest", "--rules"])
+        .arg(dir.path().join("rule.yaml"))
+        .args(["--analysis", "errors", "--prometheus", "http://127.0.0.1:9"])
+        .args([
+            "--baseline-selector",
+            r#"v="1""#,
+            "--canary-selector",
+            r#"v="2""#,
+        ])
+        .args(["--from", "2026-11-27T14:00:00Z"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("did not answer") && err.contains("127.0.0.1:9"),
+        "{err}"
+    );
+}

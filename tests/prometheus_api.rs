@@ -713,3 +713,56 @@ fn prometheus_and_scrape_settings_parse_and_bad_ones_are_located() {
         "{e:#?}"
     );
 }
+
+/// A range query answers, at each step, what an instant query at that time answers: the
+/// backtest from Prometheus sees what the daemon saw.
+#[test]
+fn range_answers_equal_instant_answers_at_every_step() {
+    let (_fleet, prom) = scraped_fleet();
+    runtime().block_on(async {
+        let client = PromClient::new(&PrometheusConfig::new(&prom.url)).unwrap();
+        let queries = [
+            q(QueryKind::Counter, r#"req_total{code=~"5.."}"#),
+            q(QueryKind::Counter, "req_total"),
+            MetricQuery::Promql(PromqlQuery {
+                text: "sum by (instance) (mem_bytes{ {{arm}} }) / 1000".into(),
+            }),
+        ];
+        let end = now_ms() / 1000 * 1000 - 1000;
+        let range = client
+            .fetch_arm_range(&queries, &arms().canary, "canary", (end - 4000, end, 1000))
+            .await;
+        assert_eq!(range.len(), 5);
+        assert!(!range[4].1.instances.is_empty());
+        let sorted = |a: &promql::ArmAnswer| {
+            let mut i = a.instances.clone();
+            for (_, s) in &mut i {
+                s.sort_by(|x, y| (&x.name, &x.labels).cmp(&(&y.name, &y.labels)));
+            }
+            let mut w: Vec<_> = a.written.values().cloned().collect();
+            w.sort_by(|x, y| x.0.cmp(&y.0));
+            (i, w)
+        };
+        for (t, from_range) in &range {
+            let instant = client
+                .fetch_arm(&queries, &arms().canary, "canary", *t)
+                .await;
+            assert_eq!(sorted(from_range), sorted(&instant), "at {t}");
+        }
+        // A range query the server rejects fails every step of that query, as a rule problem.
+        let bad = [MetricQuery::Promql(PromqlQuery {
+            text: "rate(req_total{ {{arm}} })".into(),
+        })];
+        let r = client
+            .fetch_arm_range(&bad, &arms().canary, "canary", (end - 2000, end, 1000))
+            .await;
+        assert_eq!(r.len(), 3);
+        for (_, a) in &r {
+            let f = promql::collect(&mut rollguard::series::ArmCollector::new(), &bad, a);
+            assert!(
+                matches!(&f[0], Fetch::Error(m) if m.contains("problem in the rule")),
+                "{f:?}"
+            );
+        }
+    });
+}

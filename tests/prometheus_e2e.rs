@@ -40,6 +40,40 @@ fn deployment(id: &str, fleet: &str, timing: serde_json::Value) -> serde_json::V
     })
 }
 
+/// `rollguard backtest` replaying `[from_s, now]` from a Prometheus server (`source`: the
+/// `--prometheus URL` or `--config FILE` arguments) for one fleet's deployment; its JSON.
+fn backtest_from_prometheus(
+    rules: &std::path::Path,
+    analysis: &str,
+    fleet: &str,
+    source: &[&str],
+    from_s: u64,
+) -> serde_json::Value {
+    let out = std::process::Command::new(common::BIN)
+        .arg("backtest")
+        .arg("--rules")
+        .arg(rules)
+        .args(["--analysis", analysis, "--format", "json", "--from"])
+        .arg(from_s.to_string())
+        .args(source)
+        .arg("--baseline-selector")
+        .arg(format!(r#"fleet="{fleet}",instance=~"baseline-.*""#))
+        .arg("--canary-selector")
+        .arg(format!(r#"fleet="{fleet}",instance=~"canary-.*""#))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {err}"))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn prometheus_config(prom: &Prometheus) -> String {
     format!(
         "prometheus:\n  url: {}\n  timeout: 1s\n  max_backoff: 2s\n",
@@ -56,6 +90,7 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
     let prom = Prometheus::start(&all);
     prom.wait_series("http_requests_total", 8, Duration::from_secs(30));
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], &prometheus_config(&prom));
+    let registered = unix_now();
     for (id, fleet) in [("bad", "bad"), ("good", "good")] {
         let (code, v) = d.post("/api/v1/deployments", &deployment(id, fleet, json!({})));
         assert_eq!(code, 201, "{v}");
@@ -84,6 +119,19 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
             "rollback bad bad-rollback-0-rollback".to_string()
         ]
     );
+    // The same window replayed from Prometheus (one range query per selector and arm) gives
+    // the daemon's verdicts.
+    let rules = d.dir.path().join("rules");
+    for (fleet, verdict) in [("bad", "rollback"), ("good", "promote")] {
+        let v = backtest_from_prometheus(
+            &rules,
+            "errors",
+            fleet,
+            &["--prometheus", &prom.url],
+            registered,
+        );
+        assert_eq!(v["verdict"], verdict, "{fleet}: {v:#}");
+    }
 }
 
 /// The error-ratio rule with its hold and failure notices going to the `ops` webhook too, so
@@ -314,6 +362,7 @@ fn a_written_query_rolls_back_a_bad_canary_and_promotes_a_good_one() {
     let prom = Prometheus::start(&all);
     prom.wait_series("http_requests_total", 8, Duration::from_secs(30));
     let d = Daemon::start(&[("written.yaml", WRITTEN_RULE)], &prometheus_config(&prom));
+    let registered = unix_now();
     for (id, fleet) in [("bad", "bad"), ("good", "good")] {
         let mut req = deployment(id, fleet, json!({}));
         req["analysis"] = json!("written");
@@ -336,6 +385,15 @@ fn a_written_query_rolls_back_a_bad_canary_and_promotes_a_good_one() {
         Duration::from_secs(60),
     );
     assert_eq!(v["state"], "promoted", "{v:#}\n{}", d.log());
+    // A written query can be backtested from Prometheus, with the daemon's own config.
+    let rules = d.dir.path().join("rules");
+    let config = d.dir.path().join("config.yaml");
+    let config = ["--config", config.to_str().unwrap()];
+    for (fleet, verdict) in [("bad", "rollback"), ("good", "promote")] {
+        let v = backtest_from_prometheus(&rules, "written", fleet, &config, registered);
+        assert_eq!(v["verdict"], verdict, "{fleet}: {v:#}");
+        assert_eq!(v["checks"][0]["name"], "error-ceiling");
+    }
 
     let (code, v) = d.post(
         "/api/v1/deployments",

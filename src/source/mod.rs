@@ -126,13 +126,7 @@ impl DeploymentSource {
                 self.fetch_prometheus(&client, &arms, offset, queries).await
             }
         };
-        Frame {
-            values: b
-                .into_iter()
-                .zip(c)
-                .map(|(baseline, canary)| Arms { baseline, canary })
-                .collect(),
-        }
+        Frame::from_arms(b, c)
     }
 
     async fn fetch_prometheus(

@@ -52,6 +52,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
@@ -144,6 +145,16 @@ struct VectorItem {
     /// Native histograms come in this field instead of `value`.
     #[serde(default)]
     histogram: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct MatrixItem {
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+    /// Native histograms come in this field instead of `values`.
+    #[serde(default)]
+    histograms: Vec<serde_json::Value>,
 }
 
 /// One arm's answers for one interval.
@@ -241,6 +252,109 @@ impl PromClient {
         query: &str,
         at_ms: i64,
     ) -> Result<Vec<OwnedSample>, QueryError> {
+        let Some(data) = self
+            .call("query", query, &[("time", api_time(at_ms))])
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        // A written `query:` may end in `scalar(...)`: one value, no labels.
+        if data.result_type == "scalar" {
+            let (_, text): (f64, String) = serde_json::from_value(data.result).map_err(|e| {
+                QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
+            })?;
+            return Ok(vec![OwnedSample {
+                name: String::new(),
+                labels: Vec::new(),
+                value: parse_value(&text, query, "the scalar")?,
+            }]);
+        }
+        if data.result_type != "vector" {
+            let what = match data.result_type.as_str() {
+                "matrix" => "a range vector",
+                "string" => "a string",
+                _ => "an unknown result type",
+            };
+            return Err(QueryError::Invalid(format!(
+                "`{query}` returned {what} ({}); an instant vector or a scalar is expected",
+                data.result_type
+            )));
+        }
+        let items: Vec<VectorItem> = serde_json::from_value(data.result).map_err(|e| {
+            QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
+        })?;
+        let mut out = Vec::with_capacity(items.len());
+        for mut it in items {
+            let name = it.metric.remove("__name__").unwrap_or_default();
+            let Some((_, text)) = it.value else {
+                return Err(not_a_float(query, &name, it.histogram.is_some()));
+            };
+            let value = parse_value(&text, query, &name)?;
+            out.push(OwnedSample {
+                name,
+                labels: it.metric.into_iter().collect(),
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs one range query: the query evaluated at `start_ms`, `start_ms + step_ms`, … up
+    /// to `end_ms`, exactly what an instant query at each of those times returns (this is
+    /// how `rollguard backtest --prometheus` replays a past window in one request per
+    /// query). Returns, per evaluation time (ms), the samples at that time.
+    pub async fn range_at(
+        &self,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<BTreeMap<i64, Vec<OwnedSample>>, QueryError> {
+        let params = [
+            ("start", api_time(start_ms)),
+            ("end", api_time(end_ms)),
+            ("step", format!("{}ms", step_ms.max(1))),
+        ];
+        let mut out: BTreeMap<i64, Vec<OwnedSample>> = BTreeMap::new();
+        let Some(data) = self.call("query_range", query, &params).await? else {
+            return Ok(out);
+        };
+        if data.result_type != "matrix" {
+            return Err(QueryError::Invalid(format!(
+                "the range query `{query}` returned {} instead of a matrix",
+                data.result_type
+            )));
+        }
+        let items: Vec<MatrixItem> = serde_json::from_value(data.result).map_err(|e| {
+            QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
+        })?;
+        for mut it in items {
+            let name = it.metric.remove("__name__").unwrap_or_default();
+            if it.values.is_empty() {
+                return Err(not_a_float(query, &name, !it.histograms.is_empty()));
+            }
+            let labels: Vec<(String, String)> = it.metric.into_iter().collect();
+            for (t, text) in it.values {
+                out.entry((t * 1000.0).round() as i64)
+                    .or_default()
+                    .push(OwnedSample {
+                        name: name.clone(),
+                        labels: labels.clone(),
+                        value: parse_value(&text, query, &name)?,
+                    });
+            }
+        }
+        Ok(out)
+    }
+
+    /// One call of the API (`endpoint` is `query` or `query_range`), with the backoff, the
+    /// concurrency limit, credentials, and every failure classified; the answer's data, if any.
+    async fn call(
+        &self,
+        endpoint: &str,
+        query: &str,
+        params: &[(&str, String)],
+    ) -> Result<Option<ApiData>, QueryError> {
         if let Some((left, last)) = self.backing_off() {
             return Err(QueryError::Unreachable(format!(
                 "{} is backing off after errors ({}s left; last error: {last})",
@@ -253,15 +367,14 @@ impl PromClient {
             .acquire()
             .await
             .map_err(|_| QueryError::Unreachable("shutting down".into()))?;
-        let url = format!("{}/api/v1/query", self.cfg.url);
+        let url = format!("{}/api/v1/{endpoint}", self.cfg.url);
         let form = {
             let mut f = url::form_urlencoded::Serializer::new(String::new());
-            f.append_pair("query", query)
-                .append_pair(
-                    "time",
-                    &format!("{}.{:03}", at_ms.div_euclid(1000), at_ms.rem_euclid(1000)),
-                )
-                .append_pair("timeout", &format!("{}ms", self.cfg.timeout.as_millis()));
+            f.append_pair("query", query);
+            for (k, v) in params {
+                f.append_pair(k, v);
+            }
+            f.append_pair("timeout", &format!("{}ms", self.cfg.timeout.as_millis()));
             for (k, v) in &self.cfg.params {
                 f.append_pair(k, v);
             }
@@ -344,7 +457,7 @@ impl PromClient {
             }
             404 => {
                 return Err(QueryError::Config(format!(
-                    "{} has no /api/v1/query (HTTP 404); check `prometheus.url` and its path prefix (Mimir: /prometheus, VictoriaMetrics cluster: /select/<tenant>/prometheus)",
+                    "{} has no /api/v1/{endpoint} (HTTP 404); check `prometheus.url` and its path prefix (Mimir: /prometheus, VictoriaMetrics cluster: /select/<tenant>/prometheus)",
                     self.describe()
                 )));
             }
@@ -389,55 +502,7 @@ impl PromClient {
                 )));
             }
         }
-        let Some(data) = api.data else {
-            return Ok(Vec::new());
-        };
-        // A written `query:` may end in `scalar(...)`: one value, no labels.
-        if data.result_type == "scalar" {
-            let (_, text): (f64, String) = serde_json::from_value(data.result).map_err(|e| {
-                QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
-            })?;
-            return Ok(vec![OwnedSample {
-                name: String::new(),
-                labels: Vec::new(),
-                value: parse_value(&text, query, "the scalar")?,
-            }]);
-        }
-        if data.result_type != "vector" {
-            let what = match data.result_type.as_str() {
-                "matrix" => "a range vector",
-                "string" => "a string",
-                _ => "an unknown result type",
-            };
-            return Err(QueryError::Invalid(format!(
-                "`{query}` returned {what} ({}); an instant vector or a scalar is expected",
-                data.result_type
-            )));
-        }
-        let items: Vec<VectorItem> = serde_json::from_value(data.result).map_err(|e| {
-            QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
-        })?;
-        let mut out = Vec::with_capacity(items.len());
-        for mut it in items {
-            let name = it.metric.remove("__name__").unwrap_or_default();
-            let Some((_, text)) = it.value else {
-                let what = if it.histogram.is_some() {
-                    "a native histogram"
-                } else {
-                    "no value"
-                };
-                return Err(QueryError::Invalid(format!(
-                    "`{query}` returned {what} for {name}; rules need classic counters, gauges and `_bucket` series"
-                )));
-            };
-            let value = parse_value(&text, query, &name)?;
-            out.push(OwnedSample {
-                name,
-                labels: it.metric.into_iter().collect(),
-                value,
-            });
-        }
-        Ok(out)
+        Ok(api.data)
     }
 
     /// Fetches every selector and written query the queries need for one arm (`role` is
@@ -449,34 +514,70 @@ impl PromClient {
         role: &str,
         at_ms: i64,
     ) -> ArmAnswer {
-        let mut sels: Vec<Selector> = Vec::new();
-        let mut written: Vec<(usize, String)> = Vec::new();
-        for (i, q) in queries.iter().enumerate() {
-            match q {
-                MetricQuery::Series(q) => {
-                    for s in std::iter::once(q.sample_selector()).chain(q.divide_by.clone()) {
-                        if !sels.contains(&s) {
-                            sels.push(s);
-                        }
-                    }
-                }
-                MetricQuery::Promql(q) => {
-                    written.push((i, crate::written::fill_arm(&q.text, arm, role)))
-                }
-            }
-        }
-        let texts: Vec<String> = sels.iter().map(|s| Self::promql(s, arm)).collect();
-        let (answers, written_answers) = tokio::join!(
-            futures_util::future::join_all(texts.iter().map(|q| self.instant_at(q, at_ms))),
-            futures_util::future::join_all(written.iter().map(|(_, q)| self.instant_at(q, at_ms)))
+        let plan = Plan::new(queries, arm, role);
+        let (selectors, written) = tokio::join!(
+            join_all(
+                plan.selectors
+                    .iter()
+                    .map(|(_, q)| self.instant_at(q, at_ms))
+            ),
+            join_all(plan.written.iter().map(|(_, q)| self.instant_at(q, at_ms)))
         );
+        self.assemble(&plan, selectors, written)
+    }
+
+    /// The same as [`fetch_arm`](Self::fetch_arm) at every `step_ms` from `start_ms` to
+    /// `end_ms`, with one range query per selector and written query instead of one instant
+    /// query per time: the answers per evaluation time, oldest first.
+    pub async fn fetch_arm_range(
+        &self,
+        queries: &[MetricQuery],
+        arm: &[Matcher],
+        role: &str,
+        (start_ms, end_ms, step_ms): (i64, i64, i64),
+    ) -> Vec<(i64, ArmAnswer)> {
+        let plan = Plan::new(queries, arm, role);
+        let (selectors, written) = tokio::join!(
+            join_all(
+                plan.selectors
+                    .iter()
+                    .map(|(_, q)| self.range_at(q, start_ms, end_ms, step_ms))
+            ),
+            join_all(
+                plan.written
+                    .iter()
+                    .map(|(_, q)| self.range_at(q, start_ms, end_ms, step_ms))
+            )
+        );
+        let at = |all: &[Result<BTreeMap<i64, Vec<OwnedSample>>, QueryError>], t: i64| {
+            all.iter()
+                .map(|r| match r {
+                    Ok(by_time) => Ok(by_time.get(&t).cloned().unwrap_or_default()),
+                    Err(e) => Err(e.clone()),
+                })
+                .collect::<Vec<_>>()
+        };
+        (0..)
+            .map(|k| start_ms + k * step_ms.max(1))
+            .take_while(|t| *t <= end_ms)
+            .map(|t| (t, self.assemble(&plan, at(&selectors, t), at(&written, t))))
+            .collect()
+    }
+
+    /// One arm's answer from the answers to a plan's queries at one time.
+    fn assemble(
+        &self,
+        plan: &Plan,
+        selectors: Vec<Result<Vec<OwnedSample>, QueryError>>,
+        written: Vec<Result<Vec<OwnedSample>, QueryError>>,
+    ) -> ArmAnswer {
         let mut by_instance: BTreeMap<String, Vec<OwnedSample>> = BTreeMap::new();
         // Overlapping selectors (`x{code=~"5.."}` and `x`) return the same series, evaluated at
         // the same time, so with the same value: it is one series and is kept once. A series
         // repeated within one selector's answer is kept twice, for the collector to refuse.
         let mut from: HashMap<(String, Vec<(String, String)>), usize> = HashMap::new();
         let mut out = ArmAnswer::default();
-        for (i, ((sel, text), a)) in sels.iter().zip(texts).zip(answers).enumerate() {
+        for (i, ((sel, text), a)) in plan.selectors.iter().zip(selectors).enumerate() {
             let r = a.map(|samples| {
                 let n = samples.len();
                 for s in samples {
@@ -495,15 +596,68 @@ impl PromClient {
                 }
                 n
             });
-            out.selectors.insert(sel.to_string(), (text, r));
+            out.selectors.insert(sel.to_string(), (text.clone(), r));
         }
         out.instances = by_instance.into_iter().collect();
-        for ((i, text), a) in written.into_iter().zip(written_answers) {
+        for ((i, text), a) in plan.written.iter().zip(written) {
             let values = a.map(|samples| samples.into_iter().map(|s| s.value).collect());
-            out.written.insert(i, (text, values));
+            out.written.insert(*i, (text.clone(), values));
         }
         out
     }
+}
+
+/// What to send for one arm: each distinct selector with its PromQL, and each written query
+/// (by its index in the queries) filled for the arm.
+struct Plan {
+    selectors: Vec<(Selector, String)>,
+    written: Vec<(usize, String)>,
+}
+
+impl Plan {
+    fn new(queries: &[MetricQuery], arm: &[Matcher], role: &str) -> Plan {
+        let mut sels: Vec<Selector> = Vec::new();
+        let mut written = Vec::new();
+        for (i, q) in queries.iter().enumerate() {
+            match q {
+                MetricQuery::Series(q) => {
+                    for s in std::iter::once(q.sample_selector()).chain(q.divide_by.clone()) {
+                        if !sels.contains(&s) {
+                            sels.push(s);
+                        }
+                    }
+                }
+                MetricQuery::Promql(q) => {
+                    written.push((i, crate::written::fill_arm(&q.text, arm, role)))
+                }
+            }
+        }
+        let selectors = sels
+            .into_iter()
+            .map(|s| {
+                let text = PromClient::promql(&s, arm);
+                (s, text)
+            })
+            .collect();
+        Plan { selectors, written }
+    }
+}
+
+/// The API's time format: seconds since the epoch, with milliseconds.
+fn api_time(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// A series with no float value: a native histogram, or nothing usable.
+fn not_a_float(query: &str, name: &str, histogram: bool) -> QueryError {
+    let what = if histogram {
+        "a native histogram"
+    } else {
+        "no value"
+    };
+    QueryError::Invalid(format!(
+        "`{query}` returned {what} for {name}; rules need classic counters, gauges and `_bucket` series"
+    ))
 }
 
 /// A sample value as the API writes it (a string, with `NaN` and `±Inf` spelled out).
