@@ -81,20 +81,46 @@ fn prometheus_config(prom: &Prometheus) -> String {
     )
 }
 
-#[test]
-fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
-    let bad = FleetServer::bad(31);
-    let good = FleetServer::good(32);
+/// A bad and a good fleet scraped by a real Prometheus, and a daemon judging one deployment
+/// of `analysis` per fleet (ids `bad` and `good`).
+struct TwoFleets {
+    bad: FleetServer,
+    _good: FleetServer,
+    prom: Prometheus,
+    d: Daemon,
+    /// Unix seconds just before the deployments were registered.
+    registered: u64,
+}
+
+fn two_fleets(seeds: (u64, u64), rule: (&str, &str), analysis: &str) -> TwoFleets {
+    let bad = FleetServer::bad(seeds.0);
+    let good = FleetServer::good(seeds.1);
     let mut all = targets(&bad, "bad");
     all.extend(targets(&good, "good"));
     let prom = Prometheus::start(&all);
     prom.wait_series("http_requests_total", 8, Duration::from_secs(30));
-    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], &prometheus_config(&prom));
+    let d = Daemon::start(&[rule], &prometheus_config(&prom));
     let registered = unix_now();
     for (id, fleet) in [("bad", "bad"), ("good", "good")] {
-        let (code, v) = d.post("/api/v1/deployments", &deployment(id, fleet, json!({})));
+        let mut req = deployment(id, fleet, json!({}));
+        req["analysis"] = json!(analysis);
+        let (code, v) = d.post("/api/v1/deployments", &req);
         assert_eq!(code, 201, "{v}");
     }
+    TwoFleets {
+        bad,
+        _good: good,
+        prom,
+        d,
+        registered,
+    }
+}
+
+#[test]
+fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
+    // Bound whole: every part must live until the end (the fleets and Prometheus serve).
+    let f = two_fleets((31, 32), ("errors.yaml", RATIO_RULE), "errors");
+    let (prom, d, registered) = (&f.prom, &f.d, f.registered);
     let v = d.wait_state(
         "bad",
         &["rolled_back", "promoted", "inconclusive"],
@@ -355,20 +381,8 @@ on_pass: [promote]
 /// promoted, and an analysis with a written query is refused for scraped arms.
 #[test]
 fn a_written_query_rolls_back_a_bad_canary_and_promotes_a_good_one() {
-    let bad = FleetServer::bad(51);
-    let good = FleetServer::good(52);
-    let mut all = targets(&bad, "bad");
-    all.extend(targets(&good, "good"));
-    let prom = Prometheus::start(&all);
-    prom.wait_series("http_requests_total", 8, Duration::from_secs(30));
-    let d = Daemon::start(&[("written.yaml", WRITTEN_RULE)], &prometheus_config(&prom));
-    let registered = unix_now();
-    for (id, fleet) in [("bad", "bad"), ("good", "good")] {
-        let mut req = deployment(id, fleet, json!({}));
-        req["analysis"] = json!("written");
-        let (code, v) = d.post("/api/v1/deployments", &req);
-        assert_eq!(code, 201, "{v}");
-    }
+    let f = two_fleets((51, 52), ("written.yaml", WRITTEN_RULE), "written");
+    let (bad, d, registered) = (&f.bad, &f.d, f.registered);
     let v = d.wait_state(
         "bad",
         &["rolled_back", "promoted", "inconclusive"],
