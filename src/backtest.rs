@@ -420,7 +420,9 @@ pub async fn replay_prometheus(
 
 /// A time given on the command line: RFC 3339 or Unix seconds; milliseconds since the epoch.
 fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(secs) = s.parse::<f64>() {
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+    {
         return Ok((secs * 1000.0) as i64);
     }
     humantime::parse_rfc3339_weak(s)

@@ -749,6 +749,21 @@ fn range_answers_equal_instant_answers_at_every_step() {
                 .await;
             assert_eq!(sorted(from_range), sorted(&instant), "at {t}");
         }
+        // More steps than Prometheus gives in one answer (11 000) are asked for in parts.
+        let fine = client
+            .range_at(
+                r#"req_total{code="500",role="canary"}"#,
+                end - 12_000,
+                end,
+                1,
+            )
+            .await
+            .unwrap();
+        // Every millisecond from the first scrape on, across the parts' seam at `end - 500`.
+        let first = *fine.keys().next().unwrap();
+        assert!(first < end - 500, "{first} {end}");
+        assert_eq!(fine.len() as i64, end - first + 1);
+        assert_eq!(fine[&end].len(), 2, "both canary instances at the end");
         // A range query the server rejects fails every step of that query, as a rule problem.
         let bad = [MetricQuery::Promql(PromqlQuery {
             text: "rate(req_total{ {{arm}} })".into(),

@@ -310,10 +310,32 @@ impl PromClient {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<BTreeMap<i64, Vec<OwnedSample>>, QueryError> {
+        // Prometheus refuses more than 11 000 points per series in one range query: a long
+        // window at a short interval is asked for in parts.
+        const MAX_STEPS: i64 = 10_000;
+        let step_ms = step_ms.max(1);
+        let mut out = BTreeMap::new();
+        let mut from = start_ms;
+        while from <= end_ms {
+            let to = end_ms.min(from.saturating_add(step_ms * (MAX_STEPS - 1)));
+            out.append(&mut self.range_part(query, from, to, step_ms).await?);
+            from = to + step_ms;
+        }
+        Ok(out)
+    }
+
+    /// One range query of at most 11 000 steps.
+    async fn range_part(
+        &self,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<BTreeMap<i64, Vec<OwnedSample>>, QueryError> {
         let params = [
             ("start", api_time(start_ms)),
             ("end", api_time(end_ms)),
-            ("step", format!("{}ms", step_ms.max(1))),
+            ("step", format!("{step_ms}ms")),
         ];
         let mut out: BTreeMap<i64, Vec<OwnedSample>> = BTreeMap::new();
         let Some(data) = self.call("query_range", query, &params).await? else {
