@@ -47,6 +47,11 @@
 //!   meanwhile so a struggling backend is not hammered by every deployment at once.
 //!
 //! A failed selector fails only the queries that use it.
+//!
+//! `rollguard backtest --prometheus` sends the same queries as **range queries**
+//! (`/api/v1/query_range`, `step` = the interval; [`PromClient::fetch_arm_range`]): at each
+//! step a range query answers what an instant query at that time would, so a past window is
+//! replayed through the same collector and judge in one request per query.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
