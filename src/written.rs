@@ -12,7 +12,9 @@
 //! `http_requests_total`, `0.99`): a value such as `1m]) or vector(0) #` would otherwise
 //! rewrite what the rule measures.
 
-use crate::selector::Matcher;
+use promql_parser::parser::value::ValueType;
+
+use crate::selector::{MatchOp, Matcher};
 use crate::template;
 
 /// Replaced by the arm's label matchers.
@@ -151,13 +153,8 @@ pub fn fill_arm(text: &str, arm: &[Matcher], role: &str) -> String {
 /// Checks the syntax of a query whose parameters are filled, with a stand-in arm, and that it
 /// returns an instant vector or a scalar (one value per series).
 pub fn check(text: &str) -> Result<(), String> {
-    let probe = [Matcher::new(
-        "rollguard_arm",
-        crate::selector::MatchOp::Eq,
-        "probe",
-    )?];
+    let probe = [Matcher::new("rollguard_arm", MatchOp::Eq, "probe")?];
     let promql = fill_arm(text, &probe, "canary");
-    use promql_parser::parser::value::ValueType;
     // The parser is third-party code fed with hand-edited text, and it panics on some inputs
     // (a range of 10^100 seconds overflows `Duration`). A panic here would take down the rule
     // reload, so it becomes a rejection like any other.
