@@ -72,6 +72,32 @@ pub struct Action {
     pub facts: serde_json::Value,
 }
 
+impl Action {
+    /// An action owed and not yet started: what a decision records before any hook runs.
+    pub fn pending(
+        id: String,
+        deployment: &str,
+        hook: &str,
+        purpose: &str,
+        facts: serde_json::Value,
+    ) -> Action {
+        Action {
+            id,
+            deployment: deployment.to_string(),
+            hook: hook.to_string(),
+            purpose: purpose.to_string(),
+            status: "pending".into(),
+            attempts: 0,
+            pid: None,
+            started_at: None,
+            finished_at: None,
+            summary: String::new(),
+            output: String::new(),
+            facts,
+        }
+    }
+}
+
 /// A notification waiting to be delivered.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct OutboxItem {
@@ -851,20 +877,13 @@ mod tests {
         ));
         rec.state = State::RolledBack;
         rec.judge = Some("{}".into());
-        let act = Action {
-            id: "d1-rollback".into(),
-            deployment: "d1".into(),
-            hook: "rb".into(),
-            purpose: "rollback".into(),
-            status: "pending".into(),
-            attempts: 0,
-            pid: None,
-            started_at: None,
-            finished_at: None,
-            summary: String::new(),
-            output: String::new(),
-            facts: serde_json::json!({"x": 1}),
-        };
+        let act = Action::pending(
+            "d1-rollback".into(),
+            "d1",
+            "rb",
+            "rollback",
+            serde_json::json!({"x": 1}),
+        );
         s.save(
             &rec,
             &[(
@@ -895,19 +914,8 @@ mod tests {
     fn prune_deletes_old_finished_history_but_never_an_owed_hook() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let action = |id: &str, dep: &str| Action {
-            id: id.into(),
-            deployment: dep.into(),
-            hook: "rb".into(),
-            purpose: "rollback".into(),
-            status: "pending".into(),
-            attempts: 0,
-            pid: None,
-            started_at: None,
-            finished_at: None,
-            summary: String::new(),
-            output: String::new(),
-            facts: serde_json::json!({}),
+        let action = |id: &str, dep: &str| {
+            Action::pending(id.into(), dep, "rb", "rollback", serde_json::json!({}))
         };
         for (id, finished) in [
             ("old", Some(100.0)),

@@ -119,20 +119,13 @@ impl World {
             )]),
             ..Facts::default()
         };
-        let a = Action {
-            id: id.clone(),
-            deployment: "d1".into(),
-            hook: hook.into(),
-            purpose: purpose.into(),
-            status: "pending".into(),
-            attempts: 0,
-            pid: None,
-            started_at: None,
-            finished_at: None,
-            summary: String::new(),
-            output: String::new(),
-            facts: serde_json::to_value(&facts).unwrap(),
-        };
+        let a = Action::pending(
+            id.clone(),
+            "d1",
+            hook,
+            purpose,
+            serde_json::to_value(&facts).unwrap(),
+        );
         let rec = self.store.get("d1").unwrap().unwrap();
         self.store
             .save(&rec, &[], std::slice::from_ref(&a))

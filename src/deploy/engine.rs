@@ -1051,20 +1051,13 @@ impl Engine {
                     params: rec.request.params.clone(),
                     checks: serde_json::to_value(checks).unwrap_or_default(),
                 };
-                Action {
-                    id: action_id,
-                    deployment: rec.request.id.clone(),
-                    hook: hook.clone(),
-                    purpose: purpose.to_string(),
-                    status: "pending".into(),
-                    attempts: 0,
-                    pid: None,
-                    started_at: None,
-                    finished_at: None,
-                    summary: String::new(),
-                    output: String::new(),
-                    facts: serde_json::to_value(&facts).unwrap_or_default(),
-                }
+                Action::pending(
+                    action_id,
+                    &rec.request.id,
+                    hook,
+                    purpose,
+                    serde_json::to_value(&facts).unwrap_or_default(),
+                )
             })
             .collect()
     }
