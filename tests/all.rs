@@ -8,6 +8,7 @@
 
 mod common;
 mod notify_fakes;
+mod pg_support;
 mod service_support;
 mod source_support;
 
