@@ -216,7 +216,7 @@ fn bench_persist(c: &mut Criterion) {
         g.bench_function(format!("json_and_save_at_{}s", k * 10), |b| {
             b.iter(|| {
                 rec.judge = serde_json::to_string(black_box(&judge)).ok();
-                store.save(&rec, &[], &[]).expect("save");
+                store.save(&rec, &[], &[], &[]).expect("save");
             })
         });
     }

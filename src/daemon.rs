@@ -37,7 +37,7 @@ use crate::config::{Config, HookConfig};
 use crate::deploy::engine::Engine;
 use crate::events::{Notice, NoticeKind};
 use crate::reload::Rules;
-use crate::store::{Store, now};
+use crate::store::{ActionStatus, EventKind, Store, now};
 use crate::systemd::Notifier;
 use crate::telemetry::Telemetry;
 
@@ -466,7 +466,10 @@ fn serve_api(
 /// on disk before the daemon exits. Returns the stopped actions' ids.
 async fn stop_running_hooks(store: &Store, hooks: &BTreeMap<String, HookConfig>) -> Vec<String> {
     let running: Vec<_> = match store.open_actions() {
-        Ok(a) => a.into_iter().filter(|a| a.status == "running").collect(),
+        Ok(a) => a
+            .into_iter()
+            .filter(|a| a.status == ActionStatus::Running)
+            .collect(),
         Err(e) => {
             tracing::error!(error = %e, "cannot list running hooks; leaving them to the service manager");
             return Vec::new();
@@ -477,7 +480,7 @@ async fn stop_running_hooks(store: &Store, hooks: &BTreeMap<String, HookConfig>)
         match a.pid {
             Some(pgid) => {
                 tracing::warn!(action = %a.id, hook = %a.hook, deployment = %a.deployment, pgid, "hook still running at the end of the grace period: stopping it; the next start retries it");
-                let _ = store.add_event(&a.deployment, "hook", &format!("hook `{}` was stopped by a rollguard shutdown; it is retried on the next start", a.hook), &serde_json::json!({"action": a.id}));
+                let _ = store.add_event(&a.deployment, EventKind::Hook, &format!("hook `{}` was stopped by a rollguard shutdown; it is retried on the next start", a.hook), &serde_json::json!({"action": a.id}));
                 let grace = hooks
                     .get(&a.hook)
                     .map_or(DEFAULT_KILL_GRACE, |h| h.kill_grace);
@@ -505,7 +508,7 @@ async fn stop_running_hooks(store: &Store, hooks: &BTreeMap<String, HookConfig>)
             .open_actions()
             .map(|v| {
                 v.into_iter()
-                    .filter(|a| a.status == "running")
+                    .filter(|a| a.status == ActionStatus::Running)
                     .map(|a| a.id)
                     .collect()
             })

@@ -369,10 +369,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let wait = tokio::time::Instant::now();
     loop {
         let actions = daemon.engine.store.actions_of("checkout-v2")?;
-        let done = !actions.is_empty()
-            && actions
-                .iter()
-                .all(|a| !matches!(a.status.as_str(), "pending" | "running"));
+        let done = !actions.is_empty() && actions.iter().all(|a| !a.status.is_open());
         if done || wait.elapsed() > Duration::from_secs(15) {
             println!();
             for a in &actions {

@@ -3,6 +3,9 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the map of the modules.
 
+#[macro_use]
+mod text_enum;
+
 pub mod action;
 pub mod api;
 pub mod backtest;

@@ -220,7 +220,7 @@ fn history_older_than_the_retention_is_deleted_and_the_rest_kept() {
             s.register(&rec, "registered").unwrap();
             rec.state = State::RolledBack;
             rec.finished_at = Some(now() - age_days * 86_400.0);
-            s.save(&rec, &[], &[]).unwrap();
+            s.save(&rec, &[], &[], &[]).unwrap();
         }
     }
     let d = Daemon::start_in(dir, &[("errors.yaml", RATIO_RULE)], "retention: 30d\n");

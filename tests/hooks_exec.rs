@@ -17,7 +17,7 @@ use rollguard::action::notify::Notifiers;
 use rollguard::action::runner::ActionRunner;
 use rollguard::config::{HookConfig, HookKind, NotifierConfig, NotifierKind, Secret};
 use rollguard::deploy::DeploymentRequest;
-use rollguard::store::{Action, Store, new_record};
+use rollguard::store::{Action, Purpose, Store, new_record};
 use rollguard::telemetry::Telemetry;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -119,19 +119,19 @@ impl World {
             )]),
             ..Facts::default()
         };
-        let a = Action::pending(
+        let mut a = Action::pending(
             id.clone(),
             "d1",
             hook,
-            purpose,
+            Purpose::parse(purpose).unwrap(),
             serde_json::to_value(&facts).unwrap(),
         );
+        a.notify = vec!["chat".into()];
         let rec = self.store.get("d1").unwrap().unwrap();
         self.store
-            .save(&rec, &[], std::slice::from_ref(&a))
+            .save(&rec, &[], std::slice::from_ref(&a), &[])
             .unwrap();
-        self.runner
-            .start(vec![a], vec!["chat".into()], tokio::time::Instant::now());
+        self.runner.start(vec![a], tokio::time::Instant::now());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let now = self

@@ -18,7 +18,7 @@ use super::notify::Notifiers;
 use crate::config::{HookConfig, HookKind, MAX_HOOK_BACKOFF};
 use crate::events::{Notice, NoticeKind, Subject};
 use crate::judge::{CheckReport, Outcome};
-use crate::store::{Action, Store, now};
+use crate::store::{Action, ActionStatus, EventKind, Purpose, Store, now};
 use crate::telemetry::Telemetry;
 
 /// Executes and records hook actions.
@@ -64,21 +64,16 @@ impl ActionRunner {
         self.hooks.contains_key(name)
     }
 
-    /// Starts running persisted actions in the background.
-    pub fn start(
-        self: &Arc<Self>,
-        actions: Vec<Action>,
-        notify: Vec<String>,
-        decided: tokio::time::Instant,
-    ) {
+    /// Starts running persisted actions in the background; each tells its own `notify` list
+    /// how it ended.
+    pub fn start(self: &Arc<Self>, actions: Vec<Action>, decided: tokio::time::Instant) {
         for a in actions {
             let me = self.clone();
-            let notify = notify.clone();
             self.tracker.spawn(async move {
                 me.telemetry
                     .decision_to_hook
                     .observe(decided.elapsed().as_secs_f64());
-                me.run(a, notify).await;
+                me.run(a).await;
             });
         }
     }
@@ -91,8 +86,10 @@ impl ActionRunner {
             .is_ok()
     }
 
-    /// Resumes every unfinished action after a restart.
-    pub async fn recover(self: &Arc<Self>, notify_for: impl Fn(&Action) -> Vec<String>) {
+    /// Resumes every unfinished action after a restart. Who is told comes from the stored
+    /// action; `legacy` answers only for actions stored before that was recorded (an empty
+    /// list).
+    pub async fn recover(self: &Arc<Self>, legacy: impl Fn(&Action) -> Vec<String>) {
         let open = match self.store.open_actions() {
             Ok(o) => o,
             Err(e) => {
@@ -102,18 +99,19 @@ impl ActionRunner {
         };
         for a in open {
             tracing::info!(action = %a.id, hook = %a.hook, status = %a.status, "resuming action after restart");
-            let notify = notify_for(&a);
+            let mut a = a;
+            if a.notify.is_empty() {
+                a.notify = legacy(&a);
+            }
             let me = self.clone();
-            self.tracker
-                .spawn(async move { me.resume(a, notify).await });
+            self.tracker.spawn(async move { me.resume(a).await });
         }
     }
 
-    async fn resume(&self, a: Action, notify: Vec<String>) {
-        let running_exec = self
-            .hooks
-            .get(&a.hook)
-            .filter(|h| a.status == "running" && matches!(h.kind, HookKind::Exec { .. }));
+    async fn resume(&self, a: Action) {
+        let running_exec = self.hooks.get(&a.hook).filter(|h| {
+            a.status == ActionStatus::Running && matches!(h.kind, HookKind::Exec { .. })
+        });
         if let Some(hook) = running_exec {
             let attempt = a.attempts.max(1);
             let dir = hook::attempt_dir(&self.state_dir, &a.id, attempt);
@@ -123,7 +121,7 @@ impl ActionRunner {
             if let Some(outcome) = hook::recover_exec(&dir, a.pid, remaining, hook).await {
                 tracing::info!(action = %a.id, result = %outcome.summary, "found the result of a hook that ran while the daemon was down");
                 let done = self
-                    .finish_attempt(&a, hook, attempt, outcome.clone(), &notify)
+                    .finish_attempt(&a, hook, attempt, outcome.clone())
                     .await;
                 hook::discard(&dir);
                 if done {
@@ -134,12 +132,12 @@ impl ActionRunner {
                     ..a
                 };
                 tokio::time::sleep(self.backoff(hook, attempt, &outcome)).await;
-                self.run(again, notify).await;
+                self.run(again).await;
                 return;
             }
             tracing::warn!(action = %a.id, "a hook that was running when the daemon stopped left no status and is gone; running it again with the same action id");
         }
-        self.run(a, notify).await;
+        self.run(a).await;
     }
 
     /// The wait before the next attempt: the server's `Retry-After` when it gave one, else
@@ -154,21 +152,24 @@ impl ActionRunner {
             .min(MAX_HOOK_BACKOFF)
     }
 
-    async fn run(&self, a: Action, notify: Vec<String>) {
+    async fn run(&self, a: Action) {
         let Some(hook) = self.hooks.get(&a.hook).cloned() else {
             let msg = format!(
                 "hook `{}` is not in the daemon config (was it removed?)",
                 a.hook
             );
-            if let Err(e) = self.store.action_finished(&a.id, "failed", &msg, "") {
+            if let Err(e) = self
+                .store
+                .action_finished(&a.id, ActionStatus::Failed, &msg, "")
+            {
                 tracing::error!(action = %a.id, error = %e, "cannot record hook result");
             }
-            self.announce(&a, NoticeKind::HookFailed, &msg, "", &notify);
+            self.announce(&a, NoticeKind::HookFailed, &msg, "");
             return;
         };
         let facts: Facts = serde_json::from_value(a.facts.clone()).unwrap_or_default();
         if self.dry_run || facts.dry_run || hook.dry_run {
-            self.dry(&a, &hook, &facts, &notify);
+            self.dry(&a, &hook, &facts);
             return;
         }
         let first = a.attempts + 1;
@@ -199,9 +200,7 @@ impl ActionRunner {
                 HookKind::Http { .. } => hook::run_http(&hook, &facts, &self.client).await,
             };
             let wait = self.backoff(&hook, attempt, &outcome);
-            let done = self
-                .finish_attempt(&a, &hook, attempt, outcome, &notify)
-                .await;
+            let done = self.finish_attempt(&a, &hook, attempt, outcome).await;
             hook::discard(&dir);
             if done {
                 return;
@@ -211,7 +210,7 @@ impl ActionRunner {
     }
 
     /// Dry run: record and announce what would have run, run nothing.
-    fn dry(&self, a: &Action, hook: &HookConfig, facts: &Facts, notify: &[String]) {
+    fn dry(&self, a: &Action, hook: &HookConfig, facts: &Facts) {
         let what = match &hook.kind {
             HookKind::Exec { argv, .. } => match hook::render_argv(argv, facts) {
                 Ok(v) => format!("exec {}", serde_json::to_string(&v).unwrap_or_default()),
@@ -228,12 +227,15 @@ impl ActionRunner {
             }
         };
         let msg = format!("dry run: would run {} hook `{}`: {what}", a.purpose, a.hook);
-        if let Err(e) = self.store.action_finished(&a.id, "skipped", &msg, "") {
+        if let Err(e) = self
+            .store
+            .action_finished(&a.id, ActionStatus::Skipped, &msg, "")
+        {
             tracing::error!(action = %a.id, error = %e, "cannot record dry-run action");
         }
         let _ = self.store.add_event(
             &a.deployment,
-            "dry_run",
+            EventKind::DryRun,
             &msg,
             &serde_json::json!({"action": a.id}),
         );
@@ -241,7 +243,7 @@ impl ActionRunner {
             &self.telemetry.hook_runs,
             &[("hook", &hook.name), ("result", "dry_run")],
         );
-        self.announce(a, NoticeKind::DryRun, &msg, "", notify);
+        self.announce(a, NoticeKind::DryRun, &msg, "");
     }
 
     /// Records one attempt's result; returns true when the action is finished.
@@ -251,7 +253,6 @@ impl ActionRunner {
         hook: &HookConfig,
         attempt: u32,
         outcome: HookOutcome,
-        notify: &[String],
     ) -> bool {
         let result = if outcome.success {
             "success"
@@ -266,11 +267,11 @@ impl ActionRunner {
         );
         let last = attempt > hook.retries || !outcome.retryable;
         let status = if outcome.success {
-            "succeeded"
+            ActionStatus::Succeeded
         } else if last {
-            "failed"
+            ActionStatus::Failed
         } else {
-            "pending"
+            ActionStatus::Pending
         };
         if let Err(e) = self
             .store
@@ -287,7 +288,7 @@ impl ActionRunner {
         );
         let _ = self.store.add_event(
             &a.deployment,
-            "hook",
+            EventKind::Hook,
             &msg,
             &serde_json::json!({"action": a.id, "attempt": attempt, "output": outcome.output}),
         );
@@ -297,9 +298,11 @@ impl ActionRunner {
             let siblings = self.store.actions_of(&a.deployment).unwrap_or_default();
             let rollback: Vec<_> = siblings
                 .iter()
-                .filter(|x| x.purpose == "rollback")
+                .filter(|x| x.purpose == Purpose::Rollback)
                 .collect();
-            if a.purpose == "rollback" && rollback.iter().all(|x| x.status == "succeeded") {
+            if a.purpose == Purpose::Rollback
+                && rollback.iter().all(|x| x.status == ActionStatus::Succeeded)
+            {
                 let hooks: Vec<String> = rollback
                     .iter()
                     .map(|x| format!("`{}` ({})", x.hook, x.summary))
@@ -309,13 +312,12 @@ impl ActionRunner {
                     NoticeKind::RollbackSucceeded,
                     &format!("rollback hooks finished: {}", hooks.join(", ")),
                     &outcome.output,
-                    notify,
                 );
             }
             true
-        } else if status == "failed" {
+        } else if status == ActionStatus::Failed {
             tracing::error!(action = %a.id, hook = %hook.name, output = %outcome.output, "{msg}; giving up");
-            let kind = if a.purpose == "rollback" {
+            let kind = if a.purpose == Purpose::Rollback {
                 NoticeKind::RollbackFailed
             } else {
                 NoticeKind::HookFailed
@@ -325,7 +327,6 @@ impl ActionRunner {
                 kind,
                 &format!("{msg}; no attempts left"),
                 &outcome.output,
-                notify,
             );
             true
         } else {
@@ -334,7 +335,7 @@ impl ActionRunner {
         }
     }
 
-    fn announce(&self, a: &Action, kind: NoticeKind, msg: &str, output: &str, notify: &[String]) {
+    fn announce(&self, a: &Action, kind: NoticeKind, msg: &str, output: &str) {
         let facts: Facts = serde_json::from_value(a.facts.clone()).unwrap_or_default();
         let tail: String = {
             let chars: Vec<char> = output.trim_end().chars().collect();
@@ -350,10 +351,10 @@ impl ActionRunner {
             NoticeKind::RollbackFailed => format!("Rollback FAILED: {dep}"),
             NoticeKind::DryRun => format!(
                 "Dry run: would {} {dep}",
-                if a.purpose == "rollback" {
+                if a.purpose == Purpose::Rollback {
                     "roll back".to_string()
                 } else {
-                    a.purpose.clone()
+                    a.purpose.to_string()
                 }
             ),
             _ => format!("Hook `{}` failed ({}) for {dep}", a.hook, a.purpose),
@@ -386,6 +387,6 @@ impl ActionRunner {
             link: None,
             key: format!("rollguard/{}", facts.deployment),
         };
-        self.notifiers.enqueue(notify, &notice);
+        self.notifiers.enqueue(&a.notify, &notice);
     }
 }

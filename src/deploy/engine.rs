@@ -12,17 +12,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::model::{DeploymentRecord, DeploymentRequest, State, Strategy};
-use crate::action::Facts;
+use super::policy::{self, Context, Input, expected_share};
 use crate::action::notify::Notifiers;
 use crate::action::runner::ActionRunner;
 use crate::config::Config;
-use crate::events::{Notice, NoticeKind, Subject};
-use crate::judge::{CheckReport, Judge, Outcome, Step, Verdict};
+use crate::events::{Notice, NoticeKind};
+use crate::judge::{CheckReport, Judge};
 use crate::query::Arms;
 use crate::rules::{AnalysisSpec, AnalysisTemplate, ReloadPolicy, RuleSet, parse_rule_file};
 use crate::selector::parse_matchers;
 use crate::source::{ArmTargets, DeploymentSource, Source, promql::PromClient, scrape::Scraper};
-use crate::store::{Action, Registered, Store, StoreError, new_record, now};
+use crate::store::{
+    Action, OutboxRow, Purpose, Registered, Store, StoreError, TimelineEvent, new_record, now,
+};
 use crate::telemetry::Telemetry;
 
 /// First wait before an analysis loop that could not write its state tries again; doubles
@@ -50,7 +52,7 @@ impl Control {
         })
     }
 
-    fn describe(&self) -> (&'static str, &str, &str) {
+    pub(crate) fn describe(&self) -> (&'static str, &str, &str) {
         match self {
             Control::Pause { who, why } => ("paused", who, why),
             Control::Resume { who, why } => ("resumed", who, why),
@@ -58,14 +60,6 @@ impl Control {
             Control::Abort { who, why } => ("aborted", who, why),
         }
     }
-}
-
-/// What an interval did to a deployment.
-enum Progress {
-    Continue,
-    Finished,
-    /// A blue-green deployment switched traffic to green.
-    Switched,
 }
 
 /// Errors the API turns into HTTP statuses.
@@ -361,10 +355,12 @@ impl Engine {
                     .ok()
                     .flatten()
                     .and_then(|r| compile(&r).ok())
-                    .map(|s| match a.purpose.as_str() {
-                        "rollback" => s.actions.on_fail.clone(),
-                        "promote" => s.actions.on_pass.clone(),
-                        _ => Vec::new(),
+                    .map(|s| match a.purpose {
+                        Purpose::Rollback => s.actions.on_fail.clone(),
+                        Purpose::Promote | Purpose::Switch => s.actions.on_pass.clone(),
+                        Purpose::Hold => s.actions.on_no_data.clone(),
+                        Purpose::Inconclusive => s.actions.on_inconclusive.clone(),
+                        Purpose::Step => policy::watchers(&s, &|n| me.actions.is_hook(n)),
                     })
                     .unwrap_or_default()
             })
@@ -511,16 +507,6 @@ impl Engine {
         }
     }
 
-    fn subject(rec: &DeploymentRecord) -> Subject {
-        Subject {
-            deployment: rec.request.id.clone(),
-            service: rec.request.service.clone().unwrap_or_default(),
-            analysis: rec.request.analysis.clone(),
-            version: rec.request.canary.version.clone().unwrap_or_default(),
-            baseline_version: rec.request.baseline.version.clone().unwrap_or_default(),
-        }
-    }
-
     fn link(&self, id: &str) -> Option<String> {
         self.config
             .public_url
@@ -528,31 +514,7 @@ impl Engine {
             .map(|u| format!("{u}/api/v1/deployments/{id}"))
     }
 
-    /// A notice about one deployment, addressed to a rule's action list: its notifiers get
-    /// this notice, and later how the decision's hooks ended.
-    fn notice(
-        &self,
-        to: &[String],
-        rec: &DeploymentRecord,
-        kind: NoticeKind,
-        title: String,
-        text: String,
-        checks: Vec<CheckReport>,
-    ) -> (Vec<String>, Notice) {
-        let n = Notice {
-            kind,
-            at: now(),
-            subject: Some(Self::subject(rec)),
-            title,
-            text,
-            checks,
-            link: self.link(&rec.request.id),
-            key: format!("rollguard/{}", rec.request.id),
-        };
-        (to.to_vec(), n)
-    }
-
-    /// The analysis loop of one deployment.
+    /// The analysis loop of one deployment: fetch → judge → advance → save → start.
     async fn run(
         self: &Arc<Self>,
         id: &str,
@@ -568,38 +530,8 @@ impl Engine {
         let mut judge = Judge::restore(&spec, rec.judge.as_deref());
         let mut source =
             DeploymentSource::new(self.source_for(&rec.request)?, id, self.telemetry.clone());
-        let mut step_duration = step_duration(&rec.request.strategy, &spec);
         if rec.state == State::Pending {
-            rec.state = State::Analysing;
-            rec.reason = "analysing".into();
-            let mut actions = Vec::new();
-            let mut events = vec![(
-                "started".to_string(),
-                format!("analysis `{}` started", spec.name),
-                serde_json::Value::Null,
-            )];
-            if let Some(w) = weight_at(&rec.request.strategy, 0) {
-                actions = self.owed(&rec, &spec.actions.on_step, "step", &Verdict::Continue, &[]);
-                events.push((
-                    "step".into(),
-                    format!("step 1 at weight {w}"),
-                    serde_json::Value::Null,
-                ));
-            }
-            let n = self.notice(
-                &spec.actions.on_fail,
-                &rec,
-                NoticeKind::DeploymentStarted,
-                format!("Canary analysis started: {id}"),
-                format!(
-                    "analysis `{}` (rule {}), watching {} checks",
-                    spec.name,
-                    spec.version,
-                    spec.checks.len()
-                ),
-                Vec::new(),
-            );
-            self.commit(&mut rec, &judge, events, actions, Some(n), &[])?;
+            self.transition(&mut rec, &spec, &judge, Input::Start)?;
         }
         let interval = spec.timing.interval;
         source.set_round_budget(interval);
@@ -617,7 +549,7 @@ impl Engine {
             let wake = resumed + next.saturating_sub(base);
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    self.persist(&mut rec, &judge, vec![], &[])?;
+                    self.persist(&mut rec, &judge, &[], &[], &[])?;
                     return Ok(());
                 }
                 c = rx.recv() => {
@@ -625,8 +557,8 @@ impl Engine {
                         tracing::error!(deployment = id, "the control channel closed; stopping this analysis task (it resumes on the next start)");
                         return Ok(());
                     };
-                    let latest: Vec<CheckReport> = serde_json::from_value(rec.checks.clone()).unwrap_or_default();
-                    if self.apply_control(&mut rec, &spec, &judge, c, &latest)? {
+                    self.transition(&mut rec, &spec, &judge, Input::Control(&c))?;
+                    if rec.state.is_terminal() {
                         return Ok(());
                     }
                     continue;
@@ -634,33 +566,10 @@ impl Engine {
                 _ = tokio::time::sleep_until(wake) => {}
             }
             t = next;
-            // `follow` rules switch to a newer version of the same analysis, with a fresh judge.
-            if spec.reload == ReloadPolicy::Follow
-                && let Some(newer) = self
-                    .rules
-                    .load()
-                    .analyses
-                    .get(&spec.name)
-                    .filter(|a| a.version != spec.version)
-                && refused.as_ref() != Some(&newer.version)
-            {
-                let mut next = rec.clone();
-                next.rule_path = newer.path.display().to_string();
-                next.rule_version = newer.version.clone();
-                next.rule_source = newer.source.to_string();
-                match compile(&next) {
-                    Ok(s) => {
-                        tracing::info!(deployment = id, from = %spec.version, to = %s.version, "following the edited rule");
-                        rec = next;
-                        spec = s;
-                        judge = Judge::new(&spec);
-                        step_duration = self::step_duration(&rec.request.strategy, &spec);
-                    }
-                    Err(e) => {
-                        tracing::warn!(deployment = id, version = %newer.version, error = %e, "not following the edited rule: it does not fit this deployment");
-                        refused = Some(newer.version.clone());
-                    }
-                }
+            if let Some((r, s)) = self.follow(&rec, &spec, &mut refused) {
+                rec = r;
+                spec = s;
+                judge = Judge::new(&spec);
             }
             let frame = source.fetch(&spec.queries).await;
             let share = expected_share(&rec, rec.step);
@@ -671,16 +580,72 @@ impl Engine {
             self.beat(id, Some(spec.timing.interval));
             rec.elapsed_ms = t.as_millis() as u64;
             self.observe_breaker(id, source.kind(), source.backend_error());
-            match self.apply_step(&mut rec, &spec, &judge, step, step_duration)? {
-                Progress::Finished => return Ok(()),
-                Progress::Continue => {}
-                Progress::Switched => {
-                    // Blue-green: from now on only the absolute guards watch green.
-                    spec = compile(&rec).map_err(EngineError::Invalid)?;
-                    judge = Judge::new(&spec);
-                    self.persist(&mut rec, &judge, vec![], &[])?;
-                }
+            self.show_evidence(id, &step.checks);
+            let switched = self.transition(&mut rec, &spec, &judge, Input::Judged(&step))?;
+            if rec.state == State::RolledBack {
+                self.telemetry.time_to_detect.observe(step.t.as_secs_f64());
             }
+            if rec.state.is_terminal() {
+                return Ok(());
+            }
+            if switched {
+                // Blue-green: from now on only the absolute guards watch green.
+                spec = compile(&rec).map_err(EngineError::Invalid)?;
+                judge = Judge::new(&spec);
+                self.persist(&mut rec, &judge, &[], &[], &[])?;
+            }
+        }
+    }
+
+    /// `follow` rules switch to a newer version of the same analysis (the caller starts a
+    /// fresh judge). A version that does not fit the deployment is refused once.
+    fn follow(
+        &self,
+        rec: &DeploymentRecord,
+        spec: &AnalysisSpec,
+        refused: &mut Option<String>,
+    ) -> Option<(DeploymentRecord, AnalysisSpec)> {
+        if spec.reload != ReloadPolicy::Follow {
+            return None;
+        }
+        let rules = self.rules.load();
+        let newer = rules
+            .analyses
+            .get(&spec.name)
+            .filter(|a| a.version != spec.version)?;
+        if refused.as_ref() == Some(&newer.version) {
+            return None;
+        }
+        let id = &rec.request.id;
+        let mut next = rec.clone();
+        next.rule_path = newer.path.display().to_string();
+        next.rule_version = newer.version.clone();
+        next.rule_source = newer.source.to_string();
+        match compile(&next) {
+            Ok(s) => {
+                tracing::info!(deployment = %id, from = %spec.version, to = %s.version, "following the edited rule");
+                Some((next, s))
+            }
+            Err(e) => {
+                tracing::warn!(deployment = %id, version = %newer.version, error = %e, "not following the edited rule: it does not fit this deployment");
+                *refused = Some(newer.version.clone());
+                None
+            }
+        }
+    }
+
+    /// Each check's evidence as a gauge on `/metrics`.
+    fn show_evidence(&self, id: &str, checks: &[CheckReport]) {
+        for c in checks {
+            Telemetry::set_f(
+                &self.telemetry.check_evidence,
+                &[("deployment", id), ("check", &c.name)],
+                if c.evidence.is_finite() {
+                    c.evidence
+                } else {
+                    f64::MAX
+                },
+            );
         }
     }
 
@@ -738,338 +703,67 @@ impl Engine {
         self.breaker.lock().map(|b| b.down_for(id)).unwrap_or(false)
     }
 
-    /// Applies one judge step.
-    fn apply_step(
+    /// Advances a deployment by one input: the policy decides, the store writes the record,
+    /// timeline, owed actions and notices in one transaction, and only then are the notices
+    /// woken and the hooks started. Returns whether a blue-green deployment switched.
+    fn transition(
         self: &Arc<Self>,
         rec: &mut DeploymentRecord,
         spec: &AnalysisSpec,
         judge: &Judge,
-        step: Step,
-        step_duration: Duration,
-    ) -> Result<Progress, EngineError> {
+        input: Input,
+    ) -> Result<bool, EngineError> {
         let id = rec.request.id.clone();
-        rec.checks = serde_json::to_value(&step.checks).unwrap_or_default();
-        for c in &step.checks {
-            Telemetry::set_f(
-                &self.telemetry.check_evidence,
-                &[("deployment", &id), ("check", &c.name)],
-                if c.evidence.is_finite() {
-                    c.evidence
-                } else {
-                    f64::MAX
-                },
-            );
-        }
-        let mut events: Vec<(String, String, serde_json::Value)> = Vec::new();
-        let mut notify: Option<(Vec<String>, Notice)> = None;
-        let mut actions = Vec::new();
-        for name in &step.newly_failed {
-            if let Some(r) = step.checks.iter().find(|c| &c.name == name) {
-                events.push((
-                    "check_failed".into(),
-                    format!("{}: {}", r.name, r.explanation),
-                    serde_json::to_value(r).unwrap_or_default(),
-                ));
-                if r.enforce == crate::rules::Enforcement::Shadow {
-                    // Shadow: recorded (above) and announced once, never acted upon.
-                    notify = Some(self.notice(
-                        &spec.actions.on_fail,
-                        rec,
-                        NoticeKind::CheckFailing,
-                        format!("Shadow check would fail: {} on {id}", r.name),
-                        format!("{} (shadow: nothing was done)", r.explanation),
-                        vec![r.clone()],
-                    ));
-                }
-                if r.enforce == crate::rules::Enforcement::Notify {
-                    notify = Some(self.notice(
-                        &spec.actions.on_fail,
-                        rec,
-                        NoticeKind::CheckFailing,
-                        format!("Check failing: {} on {id}", r.name),
-                        r.explanation.clone(),
-                        vec![r.clone()],
-                    ));
-                }
-            }
-        }
-        let failing: Vec<CheckReport> = step
-            .checks
-            .iter()
-            .filter(|c| c.outcome == Outcome::Fail)
-            .cloned()
-            .collect();
-        let verdict = if rec.paused && matches!(step.verdict, Verdict::Promote { .. }) {
-            Verdict::Hold {
-                reason: "paused by a person; promotion waits for resume".into(),
-            }
-        } else {
-            step.verdict.clone()
+        let is_hook = |n: &str| self.actions.is_hook(n);
+        let ctx = Context {
+            at: now(),
+            is_hook: &is_hook,
+            dry_run: self.config.dry_run,
+            backend_down: self.backend_down_for(&id),
+            link: self.link(&id),
+            schema: None,
         };
-        let was = rec.state;
-        let mut switched = false;
-        match &verdict {
-            Verdict::Rollback { check, reason } => {
-                Self::finish(rec, State::RolledBack, reason.clone());
-                self.telemetry.time_to_detect.observe(step.t.as_secs_f64());
-                actions = self.owed(
-                    rec,
-                    &spec.actions.on_fail,
-                    "rollback",
-                    &verdict,
-                    &step.checks,
-                );
-                events.push((
-                    "decision".into(),
-                    format!("rollback: {reason}"),
-                    serde_json::to_value(&step.checks).unwrap_or_default(),
-                ));
-                let hooks: Vec<String> = actions.iter().map(|a| a.hook.clone()).collect();
-                let did = if hooks.is_empty() {
-                    "no rollback hook is configured for this analysis".to_string()
-                } else {
-                    format!("running {}", hooks.join(", "))
-                };
-                notify = Some(self.notice(
-                    &spec.actions.on_fail,
-                    rec,
-                    NoticeKind::RollbackStarted,
-                    format!("Rolling back {id}: {check} failed"),
-                    format!("{reason}. Action: {did}."),
-                    failing.clone(),
-                ));
-            }
-            Verdict::Promote { reason } => {
-                let last = steps_len(&rec.request.strategy).saturating_sub(1) as u32;
-                if rec.request.strategy.post_switch().is_some() && rec.step == 0 {
-                    // Blue-green: green verified; switch traffic, then watch it.
-                    rec.step = 1;
-                    rec.step_started_ms = rec.elapsed_ms;
-                    rec.reason = format!("switched to green: {reason}");
-                    actions =
-                        self.owed(rec, &spec.actions.on_pass, "switch", &verdict, &step.checks);
-                    events.push((
-                        "switch".into(),
-                        format!("green verified, switching traffic: {reason}"),
-                        serde_json::Value::Null,
-                    ));
-                    notify = Some(self.notice(
-                        &spec.actions.on_pass,
-                        rec,
-                        NoticeKind::StepPromoted,
-                        format!("{id}: switching to green"),
-                        format!("{reason}; watching green after the switch"),
-                        step.checks.clone(),
-                    ));
-                    switched = true;
-                } else if rec.step < last {
-                    // Canary steps: advance (handled below with the step timer).
-                } else if rec.request.strategy.post_switch().is_some() {
-                    // Blue-green watch passed: traffic is already on green, nothing to run.
-                    Self::finish(
-                        rec,
-                        State::Promoted,
-                        format!("green held up after the switch: {reason}"),
-                    );
-                    events.push((
-                        "decision".into(),
-                        format!("promote: {}", rec.reason),
-                        serde_json::Value::Null,
-                    ));
-                    notify = Some(self.notice(
-                        &spec.actions.on_pass,
-                        rec,
-                        NoticeKind::Promoted,
-                        format!("Promoted {id}"),
-                        rec.reason.clone(),
-                        step.checks.clone(),
-                    ));
-                } else {
-                    Self::finish(rec, State::Promoted, reason.clone());
-                    actions = self.owed(
-                        rec,
-                        &spec.actions.on_pass,
-                        "promote",
-                        &verdict,
-                        &step.checks,
-                    );
-                    events.push((
-                        "decision".into(),
-                        format!("promote: {reason}"),
-                        serde_json::Value::Null,
-                    ));
-                    notify = Some(self.notice(
-                        &spec.actions.on_pass,
-                        rec,
-                        NoticeKind::Promoted,
-                        format!("Promoted {id}"),
-                        reason.clone(),
-                        step.checks.clone(),
-                    ));
-                }
-            }
-            Verdict::Inconclusive { reason } => {
-                Self::finish(rec, State::Inconclusive, reason.clone());
-                // While the metrics backend is down rollguard acts on nothing: the verdict is
-                // recorded and announced, its hooks do not run.
-                if !self.backend_down_for(&id) {
-                    actions = self.owed(
-                        rec,
-                        &spec.actions.on_inconclusive,
-                        "inconclusive",
-                        &verdict,
-                        &step.checks,
-                    );
-                } else {
-                    events.push((
-                        "held".into(),
-                        "metrics backend down: on_inconclusive hooks not run".into(),
-                        serde_json::Value::Null,
-                    ));
-                }
-                events.push((
-                    "decision".into(),
-                    format!("inconclusive: {reason}"),
-                    serde_json::Value::Null,
-                ));
-                notify = Some(self.notice(
-                    &spec.actions.on_inconclusive,
-                    rec,
-                    NoticeKind::Inconclusive,
-                    format!("Inconclusive: {id}"),
-                    reason.clone(),
-                    step.checks.clone(),
-                ));
-            }
-            Verdict::Hold { reason } => {
-                rec.state = State::Held;
-                if was != State::Held {
-                    rec.reason = reason.clone();
-                    events.push(("held".into(), reason.clone(), serde_json::Value::Null));
-                    if !self.backend_down_for(&id) {
-                        actions = self.owed(
-                            rec,
-                            &spec.actions.on_no_data,
-                            "hold",
-                            &verdict,
-                            &step.checks,
-                        );
-                        notify = Some(self.notice(&spec.actions.on_no_data, rec, NoticeKind::Held, format!("Holding {id}"), format!("{reason}. Nothing is promoted or rolled back until the evidence is back."), step.checks.clone()));
-                    }
-                }
-            }
-            Verdict::Continue => {
-                rec.state = if rec.paused {
-                    State::Held
-                } else {
-                    State::Analysing
-                };
-                if was == State::Held && !rec.paused {
-                    rec.reason = "analysing".into();
-                    events.push((
-                        "resumed".into(),
-                        "evidence is back; analysis continues".into(),
-                        serde_json::Value::Null,
-                    ));
-                }
-            }
-        }
-        // Canary steps advance when the current one has run its time with nothing failing.
-        let in_step = Duration::from_millis(rec.elapsed_ms.saturating_sub(rec.step_started_ms));
-        let last = steps_len(&rec.request.strategy).saturating_sub(1) as u32;
-        if !rec.state.is_terminal()
-            && rec.state == State::Analysing
-            && matches!(rec.request.strategy, Strategy::Canary { .. })
-            && rec.step < last
-            && in_step >= step_duration
-            && failing.is_empty()
-            && rec.elapsed_ms > spec.timing.warmup.as_millis() as u64
-        {
-            rec.step += 1;
-            rec.step_started_ms = rec.elapsed_ms;
-            let w = weight_at(&rec.request.strategy, rec.step as usize).unwrap_or(100.0);
-            actions = self.owed(
-                rec,
-                &spec.actions.on_step,
-                "step",
-                &Verdict::Continue,
-                &step.checks,
-            );
-            events.push((
-                "step".into(),
-                format!("step {} at weight {w}", rec.step + 1),
-                serde_json::Value::Null,
-            ));
-            notify = Some(self.notice(
-                &spec.actions.on_fail,
-                rec,
-                NoticeKind::StepPromoted,
-                format!("{id}: step {} ({w} %)", rec.step + 1),
-                "no check failing; traffic increased".into(),
-                step.checks.clone(),
-            ));
-        }
-        self.commit(rec, judge, events, actions, notify, &step.checks)?;
-        if rec.state.is_terminal() {
-            return Ok(Progress::Finished);
-        }
-        Ok(if switched {
-            Progress::Switched
-        } else {
-            Progress::Continue
-        })
-    }
-
-    /// The hook actions owed by a decision (notifier names in the list are skipped here).
-    fn owed(
-        &self,
-        rec: &DeploymentRecord,
-        names: &[String],
-        purpose: &str,
-        verdict: &Verdict,
-        checks: &[CheckReport],
-    ) -> Vec<Action> {
-        names
+        let t = policy::advance(rec.clone(), spec, input, &ctx);
+        let outbox: Vec<OutboxRow> = t
+            .notices
             .iter()
-            .filter(|n| self.actions.is_hook(n))
-            .map(|hook| {
-                let action_id = format!("{}-{purpose}-{}-{hook}", rec.request.id, rec.step);
-                let facts = Facts {
-                    deployment: rec.request.id.clone(),
-                    service: rec.request.service.clone().unwrap_or_default(),
-                    analysis: rec.request.analysis.clone(),
-                    action: purpose.to_string(),
-                    action_id: action_id.clone(),
-                    verdict: verdict.name().to_string(),
-                    reason: verdict.reason().to_string(),
-                    version: rec.request.canary.version.clone().unwrap_or_default(),
-                    baseline_version: rec.request.baseline.version.clone().unwrap_or_default(),
-                    step: matches!(rec.request.strategy, Strategy::Canary { .. })
-                        .then_some(rec.step + 1),
-                    weight: weight_at(&rec.request.strategy, rec.step as usize),
-                    dry_run: self.config.dry_run,
-                    params: rec.request.params.clone(),
-                    checks: serde_json::to_value(checks).unwrap_or_default(),
-                };
-                Action::pending(
-                    action_id,
-                    &rec.request.id,
-                    hook,
-                    purpose,
-                    serde_json::to_value(&facts).unwrap_or_default(),
-                )
-            })
-            .collect()
+            .flat_map(|n| self.notifiers.rows(&n.to, &n.notice))
+            .collect();
+        let mut next = t.record;
+        self.persist(&mut next, judge, &t.events, &t.actions, &outbox)?;
+        *rec = next;
+        let decided = tokio::time::Instant::now();
+        for n in &t.notices {
+            self.notifiers.written(&n.to, &n.notice);
+        }
+        self.actions.start(t.actions, decided);
+        if rec.state.is_terminal() {
+            let svc = rec.request.service.clone().unwrap_or_default();
+            Telemetry::inc(
+                &self.telemetry.deployments_finished,
+                &[("service", &svc), ("outcome", rec.state.as_str())],
+            );
+            let checks: Vec<CheckReport> =
+                serde_json::from_value(rec.checks.clone()).unwrap_or_default();
+            for c in &checks {
+                Telemetry::remove(
+                    &self.telemetry.check_evidence,
+                    &[("deployment", &id), ("check", &c.name)],
+                );
+            }
+        }
+        Ok(t.switched)
     }
 
-    /// Persists the record, judge state, events and owed actions in one transaction. If this
-    /// fails nothing is acted upon.
+    /// Persists the record, judge state, timeline, owed actions and notices in one
+    /// transaction. If this fails nothing is acted upon.
     fn persist(
         &self,
         rec: &mut DeploymentRecord,
         judge: &Judge,
-        events: Vec<(String, String, serde_json::Value)>,
+        events: &[TimelineEvent],
         actions: &[Action],
+        outbox: &[OutboxRow],
     ) -> Result<(), EngineError> {
         rec.updated_at = now();
         // A finished deployment is never judged again, and its final check reports carry the
@@ -1080,7 +774,7 @@ impl Engine {
         } else {
             serde_json::to_string(judge).ok()
         };
-        let saved = self.store.save(rec, &events, actions);
+        let saved = self.store.save(rec, events, actions, outbox);
         // The JSON is only for the store (the loop keeps the live `Judge`): no second copy in
         // memory per deployment.
         rec.judge = None;
@@ -1092,135 +786,6 @@ impl Engine {
             deployment: rec.request.id.clone(),
         });
         Ok(())
-    }
-
-    /// Persist, then act: records the step's events and owed actions, and only once they are
-    /// written queues the notice and starts the hooks. A deployment that just finished is
-    /// counted, and its per-check gauges are dropped so `/metrics` does not keep stale series.
-    fn commit(
-        &self,
-        rec: &mut DeploymentRecord,
-        judge: &Judge,
-        events: Vec<(String, String, serde_json::Value)>,
-        actions: Vec<Action>,
-        notice: Option<(Vec<String>, Notice)>,
-        checks: &[CheckReport],
-    ) -> Result<(), EngineError> {
-        self.persist(rec, judge, events, &actions)?;
-        let decided = tokio::time::Instant::now();
-        let names = match &notice {
-            Some((names, n)) => {
-                self.notifiers.enqueue(names, n);
-                names.clone()
-            }
-            None => Vec::new(),
-        };
-        self.actions.start(actions, names, decided);
-        if rec.state.is_terminal() {
-            let id = &rec.request.id;
-            let svc = rec.request.service.clone().unwrap_or_default();
-            Telemetry::inc(
-                &self.telemetry.deployments_finished,
-                &[("service", &svc), ("outcome", rec.state.as_str())],
-            );
-            for c in checks {
-                Telemetry::remove(
-                    &self.telemetry.check_evidence,
-                    &[("deployment", id), ("check", &c.name)],
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends the deployment in `state` (a decision, or a person's promote or abort).
-    fn finish(rec: &mut DeploymentRecord, state: State, reason: String) {
-        rec.state = state;
-        rec.reason = reason;
-        rec.finished_at = Some(now());
-    }
-
-    /// Applies a person's action. Returns true when the deployment is finished.
-    fn apply_control(
-        self: &Arc<Self>,
-        rec: &mut DeploymentRecord,
-        spec: &AnalysisSpec,
-        judge: &Judge,
-        c: Control,
-        checks: &[CheckReport],
-    ) -> Result<bool, EngineError> {
-        let (what, who, why) = c.describe();
-        let msg = format!(
-            "{what} by {who}{}",
-            if why.is_empty() {
-                String::new()
-            } else {
-                format!(": {why}")
-            }
-        );
-        let id = rec.request.id.clone();
-        let mut actions = Vec::new();
-        let mut notice = None;
-        match &c {
-            Control::Pause { .. } => {
-                rec.paused = true;
-                rec.state = State::Held;
-                rec.reason = msg.clone();
-            }
-            Control::Resume { .. } => {
-                rec.paused = false;
-                rec.state = State::Analysing;
-                rec.reason = msg.clone();
-                notice = Some(self.notice(
-                    &spec.actions.on_fail,
-                    rec,
-                    NoticeKind::Resumed,
-                    format!("Resumed {id}"),
-                    msg.clone(),
-                    Vec::new(),
-                ));
-            }
-            Control::Promote { .. } => {
-                Self::finish(rec, State::Promoted, msg.clone());
-                let v = Verdict::Promote {
-                    reason: msg.clone(),
-                };
-                actions = self.owed(rec, &spec.actions.on_pass, "promote", &v, checks);
-                notice = Some(self.notice(
-                    &spec.actions.on_pass,
-                    rec,
-                    NoticeKind::Promoted,
-                    format!("Promoted {id} by hand"),
-                    msg.clone(),
-                    Vec::new(),
-                ));
-            }
-            Control::Abort { .. } => {
-                Self::finish(rec, State::Aborted, msg.clone());
-                let v = Verdict::Rollback {
-                    check: "person".into(),
-                    reason: msg.clone(),
-                };
-                actions = self.owed(rec, &spec.actions.on_fail, "rollback", &v, checks);
-                notice = Some(self.notice(
-                    &spec.actions.on_fail,
-                    rec,
-                    NoticeKind::Aborted,
-                    format!("Aborted {id}"),
-                    format!("{msg}; rolling back"),
-                    Vec::new(),
-                ));
-            }
-        }
-        self.commit(
-            rec,
-            judge,
-            vec![("person".into(), msg, serde_json::Value::Null)],
-            actions,
-            notice,
-            checks,
-        )?;
-        Ok(rec.state.is_terminal())
     }
 }
 
@@ -1292,41 +857,6 @@ fn compile_verify(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
     }
     source_fits(&spec, &rec.request)?;
     Ok(spec)
-}
-
-fn steps_len(s: &Strategy) -> usize {
-    match s {
-        Strategy::Canary { steps, .. } => steps.len(),
-        Strategy::BlueGreen { .. } => 2,
-        Strategy::Analysis | Strategy::Bake { .. } => 1,
-    }
-}
-
-fn weight_at(s: &Strategy, i: usize) -> Option<f64> {
-    match s {
-        Strategy::Canary { steps, .. } => steps.get(i).copied(),
-        Strategy::BlueGreen { .. } | Strategy::Analysis | Strategy::Bake { .. } => None,
-    }
-}
-
-fn step_duration(s: &Strategy, spec: &AnalysisSpec) -> Duration {
-    match s {
-        Strategy::Canary {
-            steps,
-            step_duration,
-        } => step_duration
-            .as_deref()
-            .and_then(|d| crate::units::parse_duration(d).ok())
-            .unwrap_or_else(|| spec.timing.min_duration / (steps.len().max(1) as u32)),
-        Strategy::BlueGreen { .. } | Strategy::Analysis | Strategy::Bake { .. } => Duration::MAX,
-    }
-}
-
-/// The canary's expected share of requests, when the deployment says.
-fn expected_share(rec: &DeploymentRecord, step: u32) -> Option<f64> {
-    let c = weight_at(&rec.request.strategy, step as usize).or(rec.request.canary.weight)?;
-    let b = rec.request.baseline.weight.unwrap_or(100.0 - c);
-    (c > 0.0 && b > 0.0).then(|| c / (c + b))
 }
 
 /// A deployment as the API shows it. Target URLs lose any `user:password@` part: the API

@@ -3,5 +3,6 @@
 pub mod dropin;
 pub mod engine;
 pub mod model;
+pub mod policy;
 
 pub use model::{ArmSpec, DeploymentRecord, DeploymentRequest, State, Strategy};

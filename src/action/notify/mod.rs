@@ -28,7 +28,7 @@ use self::deliver::Delivery;
 use self::render::{Change, Ctx, Plan, Queued};
 use crate::config::{NotifierConfig, NotifierKind};
 use crate::events::Notice;
-use crate::store::{OutboxItem, Store, now};
+use crate::store::{OutboxItem, OutboxRow, Store, now};
 use crate::telemetry::Telemetry;
 
 /// Queues notices and delivers them.
@@ -77,6 +77,16 @@ impl Notifiers {
     /// writes its log line once.
     pub fn enqueue(&self, names: &[String], notice: &Notice) {
         notice.log();
+        for row in self.rows(names, notice) {
+            self.push(&row.notifier, &row.payload);
+        }
+    }
+
+    /// The outbox rows of a notice for the named destinations (names that are hooks are
+    /// ignored): what a deployment's transition writes in its own transaction. Follow the
+    /// write with [`Notifiers::written`].
+    pub fn rows(&self, names: &[String], notice: &Notice) -> Vec<OutboxRow> {
+        let mut out = Vec::new();
         for n in names {
             let Some(dest) = self.destinations.get(n) else {
                 continue;
@@ -87,9 +97,24 @@ impl Notifiers {
                     part,
                 };
                 match serde_json::to_value(&item) {
-                    Ok(payload) => self.push(n, &payload),
+                    Ok(payload) => out.push(OutboxRow {
+                        notifier: n.clone(),
+                        payload,
+                    }),
                     Err(e) => tracing::error!(notifier = %n, error = %e, "cannot serialise notice"),
                 }
+            }
+        }
+        out
+    }
+
+    /// After a transaction wrote a notice's rows: its log line, and the destinations'
+    /// workers woken.
+    pub fn written(&self, names: &[String], notice: &Notice) {
+        notice.log();
+        for n in names {
+            if let Some(w) = self.wakes.get(n) {
+                w.notify_one();
             }
         }
     }

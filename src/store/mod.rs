@@ -40,13 +40,77 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+text_enum! {
+    /// What a timeline entry records.
+    pub enum EventKind {
+        Registered => "registered",
+        Started => "started",
+        /// A canary step (traffic weight) began.
+        Step => "step",
+        CheckFailed => "check_failed",
+        /// A terminal decision: rollback, promote or inconclusive.
+        Decision => "decision",
+        /// Blue-green: traffic switched to green.
+        Switch => "switch",
+        Held => "held",
+        Resumed => "resumed",
+        /// A person's action (pause, resume, promote, abort).
+        Person => "person",
+        /// A hook attempt's result.
+        Hook => "hook",
+        DryRun => "dry_run",
+    }
+}
+
+text_enum! {
+    /// Why a hook runs: the decision that owes it.
+    pub enum Purpose {
+        Rollback => "rollback",
+        Promote => "promote",
+        /// A canary step: the `on_step` hooks set the new weight.
+        Step => "step",
+        /// Blue-green: the `on_pass` hooks switch traffic to green.
+        Switch => "switch",
+        Hold => "hold",
+        Inconclusive => "inconclusive",
+    }
+}
+
+text_enum! {
+    /// Where a hook action is.
+    pub enum ActionStatus {
+        /// Owed, not started (or waiting for a retry).
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        /// Not run: dry run.
+        Skipped => "skipped",
+    }
+}
+
+impl ActionStatus {
+    /// Whether the action still has to run or finish.
+    pub fn is_open(self) -> bool {
+        matches!(self, ActionStatus::Pending | ActionStatus::Running)
+    }
+}
+
+/// A timeline entry to write with a transition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineEvent {
+    pub kind: EventKind,
+    pub message: String,
+    pub data: serde_json::Value,
+}
+
 /// One entry of a deployment's timeline.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     pub seq: i64,
     pub deployment: String,
     pub at: f64,
-    pub kind: String,
+    pub kind: EventKind,
     pub message: String,
     #[serde(skip_serializing_if = "serde_json::Value::is_null", default)]
     pub data: serde_json::Value,
@@ -58,10 +122,8 @@ pub struct Action {
     pub id: String,
     pub deployment: String,
     pub hook: String,
-    /// `rollback`, `promote`, `step`, `hold`, `inconclusive`.
-    pub purpose: String,
-    /// `pending`, `running`, `succeeded`, `failed`, `skipped`.
-    pub status: String,
+    pub purpose: Purpose,
+    pub status: ActionStatus,
     pub attempts: u32,
     pub pid: Option<u32>,
     pub started_at: Option<f64>,
@@ -70,6 +132,10 @@ pub struct Action {
     pub output: String,
     /// The facts the hook receives (JSON).
     pub facts: serde_json::Value,
+    /// The notifiers told how the action ended, decided with the decision that owed it and
+    /// stored with the action, so a restart announces the result the same way.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 impl Action {
@@ -78,15 +144,15 @@ impl Action {
         id: String,
         deployment: &str,
         hook: &str,
-        purpose: &str,
+        purpose: Purpose,
         facts: serde_json::Value,
     ) -> Action {
         Action {
             id,
             deployment: deployment.to_string(),
             hook: hook.to_string(),
-            purpose: purpose.to_string(),
-            status: "pending".into(),
+            purpose,
+            status: ActionStatus::Pending,
             attempts: 0,
             pid: None,
             started_at: None,
@@ -94,8 +160,16 @@ impl Action {
             summary: String::new(),
             output: String::new(),
             facts,
+            notify: Vec::new(),
         }
     }
+}
+
+/// A notification to queue: one destination, one rendered part of a notice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxRow {
+    pub notifier: String,
+    pub payload: serde_json::Value,
 }
 
 /// A notification waiting to be delivered.
@@ -172,6 +246,9 @@ const MIGRATIONS: &[&str] = &[
         updated_at REAL NOT NULL,
         PRIMARY KEY (notifier, key, alertname)
     );",
+    // 3: who is told how an action ended (JSON array of notifier names), stored with the
+    // action instead of recomputed after a restart; NULL on rows written before
+    "ALTER TABLE actions ADD COLUMN notify TEXT;",
 ];
 
 /// An incident a destination was told about and not yet told is over.
@@ -293,7 +370,7 @@ impl Store {
         insert_event(
             &tx,
             &rec.request.id,
-            "registered",
+            EventKind::Registered,
             event,
             &serde_json::Value::Null,
         )
@@ -302,13 +379,14 @@ impl Store {
         Ok(Registered::Created)
     }
 
-    /// Saves a deployment's progress, its new timeline events and the actions its decision
-    /// owes, atomically.
+    /// Saves a deployment's progress, its new timeline events, the actions its decision
+    /// owes and the notifications it sends, atomically: a crash leaves all or none.
     pub fn save(
         &self,
         rec: &DeploymentRecord,
-        events: &[(String, String, serde_json::Value)],
+        events: &[TimelineEvent],
         actions: &[Action],
+        outbox: &[OutboxRow],
     ) -> Result<(), StoreError> {
         let mut c = self.lock();
         let tx = c.transaction().map_err(|e| self.err(e))?;
@@ -324,16 +402,21 @@ impl Store {
                 message: "deployment vanished from the store".into(),
             });
         }
-        for (kind, message, data) in events {
-            insert_event(&tx, &rec.request.id, kind, message, data).map_err(|e| self.err(e))?;
+        for e in events {
+            insert_event(&tx, &rec.request.id, e.kind, &e.message, &e.data)
+                .map_err(|e| self.err(e))?;
         }
         for a in actions {
+            let notify = serde_json::to_string(&a.notify).unwrap_or_else(|_| "[]".into());
             tx.execute(
-                "INSERT OR IGNORE INTO actions (id, deployment, hook, purpose, status, attempts, facts, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
-                params![a.id, a.deployment, a.hook, a.purpose, a.status, a.facts.to_string(), now()],
+                "INSERT OR IGNORE INTO actions (id, deployment, hook, purpose, status, attempts, facts, created_at, notify)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8)",
+                params![a.id, a.deployment, a.hook, a.purpose.as_str(), a.status.as_str(), a.facts.to_string(), now(), notify],
             )
             .map_err(|e| self.err(e))?;
+        }
+        for row in outbox {
+            insert_outbox(&tx, &row.notifier, &row.payload).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -402,7 +485,7 @@ impl Store {
                     seq: r.get(0)?,
                     deployment: r.get(1)?,
                     at: r.get(2)?,
-                    kind: r.get(3)?,
+                    kind: text(r, 3, EventKind::parse)?,
                     message: r.get(4)?,
                     data: data
                         .and_then(|d| serde_json::from_str(&d).ok())
@@ -417,7 +500,7 @@ impl Store {
     pub fn add_event(
         &self,
         id: &str,
-        kind: &str,
+        kind: EventKind,
         message: &str,
         data: &serde_json::Value,
     ) -> Result<(), StoreError> {
@@ -448,18 +531,19 @@ impl Store {
     ) -> Result<Vec<Action>, StoreError> {
         let c = self.lock();
         let sql = format!(
-            "SELECT id, deployment, hook, purpose, status, attempts, pid, started_at, finished_at, summary, output, facts FROM actions {tail}"
+            "SELECT id, deployment, hook, purpose, status, attempts, pid, started_at, finished_at, summary, output, facts, notify FROM actions {tail}"
         );
         let mut stmt = c.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(p, |r| {
                 let facts: String = r.get(11)?;
+                let notify: Option<String> = r.get(12)?;
                 Ok(Action {
                     id: r.get(0)?,
                     deployment: r.get(1)?,
                     hook: r.get(2)?,
-                    purpose: r.get(3)?,
-                    status: r.get(4)?,
+                    purpose: text(r, 3, Purpose::parse)?,
+                    status: text(r, 4, ActionStatus::parse)?,
                     attempts: r.get(5)?,
                     pid: r.get(6)?,
                     started_at: r.get(7)?,
@@ -467,6 +551,9 @@ impl Store {
                     summary: r.get(9)?,
                     output: r.get(10)?,
                     facts: serde_json::from_str(&facts).unwrap_or(serde_json::Value::Null),
+                    notify: notify
+                        .and_then(|n| serde_json::from_str(&n).ok())
+                        .unwrap_or_default(),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -493,19 +580,15 @@ impl Store {
     pub fn action_finished(
         &self,
         id: &str,
-        status: &str,
+        status: ActionStatus,
         summary: &str,
         output: &str,
     ) -> Result<(), StoreError> {
         let c = self.lock();
-        let finished = if status == "pending" {
-            None
-        } else {
-            Some(now())
-        };
+        let finished = (status != ActionStatus::Pending).then(now);
         c.execute(
             "UPDATE actions SET status = ?2, summary = ?3, output = ?4, finished_at = ?5, pid = NULL WHERE id = ?1",
-            params![id, status, summary, output, finished],
+            params![id, status.as_str(), summary, output, finished],
         )
         .map(drop)
         .map_err(|e| self.err(e))
@@ -514,13 +597,7 @@ impl Store {
     /// Queues a notification for delivery.
     pub fn enqueue(&self, notifier: &str, payload: &serde_json::Value) -> Result<(), StoreError> {
         let c = self.lock();
-        let t = now();
-        c.execute(
-            "INSERT INTO outbox (notifier, payload, attempts, next_at, status, created_at) VALUES (?1, ?2, 0, ?3, 'pending', ?3)",
-            params![notifier, payload.to_string(), t],
-        )
-        .map(drop)
-        .map_err(|e| self.err(e))
+        insert_outbox(&c, notifier, payload).map_err(|e| self.err(e))
     }
 
     /// The oldest pending notification for a destination, if it is due.
@@ -781,10 +858,36 @@ fn decode(
     Ok(rec)
 }
 
+fn insert_outbox(
+    c: &Connection,
+    notifier: &str,
+    payload: &serde_json::Value,
+) -> rusqlite::Result<()> {
+    let t = now();
+    c.execute(
+        "INSERT INTO outbox (notifier, payload, attempts, next_at, status, created_at) VALUES (?1, ?2, 0, ?3, 'pending', ?3)",
+        params![notifier, payload.to_string(), t],
+    )
+    .map(drop)
+}
+
+/// Reads a text column as one of its enum's spellings; other text is a conversion error
+/// (the store only ever writes the spellings).
+fn text<T>(r: &rusqlite::Row, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown value `{s}`").into(),
+        )
+    })
+}
+
 fn insert_event(
     c: &Connection,
     id: &str,
-    kind: &str,
+    kind: EventKind,
     message: &str,
     data: &serde_json::Value,
 ) -> rusqlite::Result<()> {
@@ -793,7 +896,7 @@ fn insert_event(
         params![
             id,
             now(),
-            kind,
+            kind.as_str(),
             message,
             if data.is_null() {
                 None
@@ -881,21 +984,22 @@ mod tests {
             "d1-rollback".into(),
             "d1",
             "rb",
-            "rollback",
+            Purpose::Rollback,
             serde_json::json!({"x": 1}),
         );
         s.save(
             &rec,
-            &[(
-                "decision".into(),
-                "rolled back".into(),
-                serde_json::Value::Null,
-            )],
+            &[TimelineEvent {
+                kind: EventKind::Decision,
+                message: "rolled back".into(),
+                data: serde_json::Value::Null,
+            }],
             std::slice::from_ref(&act),
+            &[],
         )
         .unwrap();
         // Saving the same action twice does not duplicate it.
-        s.save(&rec, &[], &[act]).unwrap();
+        s.save(&rec, &[], &[act], &[]).unwrap();
         drop(s);
         let s = Store::open(dir.path()).unwrap();
         let got = s.get("d1").unwrap().unwrap();
@@ -905,7 +1009,7 @@ mod tests {
         assert_eq!(s.events("d1", 0, 10).unwrap().len(), 2);
         assert!(s.unfinished().unwrap().is_empty());
         s.action_started("d1-rollback", 1, Some(42)).unwrap();
-        s.action_finished("d1-rollback", "succeeded", "exit 0", "ok")
+        s.action_finished("d1-rollback", ActionStatus::Succeeded, "exit 0", "ok")
             .unwrap();
         assert!(s.open_actions().unwrap().is_empty());
     }
@@ -915,7 +1019,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let action = |id: &str, dep: &str| {
-            Action::pending(id.into(), dep, "rb", "rollback", serde_json::json!({}))
+            Action::pending(
+                id.into(),
+                dep,
+                "rb",
+                Purpose::Rollback,
+                serde_json::json!({}),
+            )
         };
         for (id, finished) in [
             ("old", Some(100.0)),
@@ -931,13 +1041,19 @@ mod tests {
             }
             s.save(
                 &rec,
-                &[("decision".into(), "x".into(), serde_json::Value::Null)],
+                &[TimelineEvent {
+                    kind: EventKind::Decision,
+                    message: "x".into(),
+                    data: serde_json::Value::Null,
+                }],
                 &[action(&format!("{id}-rb"), id)],
+                &[],
             )
             .unwrap();
         }
         for id in ["old-rb", "new-rb"] {
-            s.action_finished(id, "succeeded", "exit 0", "").unwrap();
+            s.action_finished(id, ActionStatus::Succeeded, "exit 0", "")
+                .unwrap();
         }
         s.enqueue("chat", &serde_json::json!({"n": 1})).unwrap();
         let sent = s.next_due("chat", now()).unwrap().unwrap();
