@@ -665,3 +665,706 @@ pub fn expected_share(rec: &DeploymentRecord, step: u32) -> Option<f64> {
     let b = rec.request.baseline.weight.unwrap_or(100.0 - c);
     (c > 0.0 && b > 0.0).then(|| c / (c + b))
 }
+
+#[cfg(test)]
+mod tests {
+    //! One table: every strategy, pause, hold, breaker and person case, driven through
+    //! [`advance`] alone (no daemon, no clock, no sleeps).
+    use super::*;
+    use crate::deploy::{ArmSpec, DeploymentRequest};
+    use crate::judge::Outcome;
+    use crate::rules::{CheckKind, parse_rule_file};
+
+    const RULE: &str = r#"analysis: web
+interval: 10s
+warmup: 30s
+min_duration: 2m
+max_duration: 10m
+checks:
+  - name: errors
+    kind: ratio
+    errors: 'http_requests_total{code=~"5.."}'
+    requests: 'http_requests_total'
+on_fail: [rollback, chat, pager]
+on_pass: [promote, chat]
+on_no_data: [hold-hook, chat]
+on_inconclusive: [cleanup, pager]
+on_step: [set-weight]
+"#;
+    const HOOKS: &[&str] = &["rollback", "promote", "hold-hook", "cleanup", "set-weight"];
+
+    fn spec() -> AnalysisSpec {
+        parse_rule_file(std::path::Path::new("web.yaml"), RULE, None)
+            .expect("rule")
+            .instantiate(&Default::default())
+            .expect("spec")
+    }
+
+    fn record(strategy: Strategy) -> DeploymentRecord {
+        let arm = |u: &str| ArmSpec {
+            targets: vec![u.into()],
+            ..Default::default()
+        };
+        let req = DeploymentRequest {
+            id: "d1".into(),
+            service: Some("web".into()),
+            analysis: "web".into(),
+            params: Default::default(),
+            baseline: arm("http://127.0.0.1:1/metrics"),
+            canary: arm("http://127.0.0.1:2/metrics"),
+            strategy,
+            timing: None,
+            labels: Default::default(),
+        };
+        let mut r = crate::store::new_record(req, "web.yaml".into(), "v1".into(), RULE.into());
+        r.state = State::Analysing;
+        r
+    }
+
+    fn report(name: &str, outcome: Outcome, enforce: Enforcement) -> CheckReport {
+        CheckReport {
+            name: name.into(),
+            kind: CheckKind::Ratio,
+            outcome,
+            enforce,
+            critical: false,
+            evidence: 1.0,
+            threshold: 100.0,
+            effect: None,
+            baseline: None,
+            canary: None,
+            explanation: format!("{name} explained"),
+        }
+    }
+
+    fn judged(verdict: Verdict, checks: Vec<CheckReport>, newly: &[&str]) -> Step {
+        Step {
+            t: Duration::from_secs(60),
+            verdict,
+            checks,
+            traffic: None,
+            newly_failed: newly.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn pass() -> Vec<CheckReport> {
+        vec![report("errors", Outcome::Pass, Enforcement::Rollback)]
+    }
+
+    fn reason(r: &str) -> String {
+        r.to_string()
+    }
+
+    const CANARY: fn() -> Strategy = || Strategy::Canary {
+        steps: vec![10.0, 50.0, 100.0],
+        step_duration: None,
+    };
+    const BLUE_GREEN: fn() -> Strategy = || Strategy::BlueGreen { post_switch: None };
+    const BAKE: fn() -> Strategy = || Strategy::Bake { watch: None };
+
+    /// What a transition must produce: state, step, timeline kinds, owed actions as
+    /// (purpose, hook, who is told), notices as (kind, to), switched.
+    struct Want {
+        state: State,
+        step: u32,
+        events: &'static [&'static str],
+        actions: &'static [(&'static str, &'static str, &'static [&'static str])],
+        notices: &'static [(&'static str, &'static [&'static str])],
+        switched: bool,
+    }
+
+    const WATCHERS: &[&str] = &["chat", "pager"];
+    const ON_FAIL: &[&str] = &["rollback", "chat", "pager"];
+    const ON_PASS: &[&str] = &["promote", "chat"];
+    const ON_NO_DATA: &[&str] = &["hold-hook", "chat"];
+    const ON_INCONCLUSIVE: &[&str] = &["cleanup", "pager"];
+
+    enum In {
+        Start,
+        Judged(Step),
+        Person(Control),
+    }
+
+    struct Case {
+        name: &'static str,
+        rec: DeploymentRecord,
+        input: In,
+        backend_down: bool,
+        want: Want,
+    }
+
+    fn at(mut r: DeploymentRecord, f: impl FnOnce(&mut DeploymentRecord)) -> DeploymentRecord {
+        f(&mut r);
+        r
+    }
+
+    fn person(what: &str) -> Control {
+        Control::parse(what, "ana".into(), "looks wrong".into()).expect("control")
+    }
+
+    fn cases() -> Vec<Case> {
+        let none: &'static [(&str, &str, &[&str])] = &[];
+        let quiet: &'static [(&str, &[&str])] = &[];
+        let case = |name, rec, input, want| Case {
+            name,
+            rec,
+            input,
+            backend_down: false,
+            want,
+        };
+        let promote = |r: &str| Verdict::Promote { reason: reason(r) };
+        let rollback = || Verdict::Rollback {
+            check: "errors".into(),
+            reason: reason("errors: canary worse"),
+        };
+        let hold = || Verdict::Hold {
+            reason: reason("no data from the canary"),
+        };
+        let inconclusive = || Verdict::Inconclusive {
+            reason: reason("out of time"),
+        };
+        let failing = || vec![report("errors", Outcome::Fail, Enforcement::Rollback)];
+        let held = |s| at(record(s), |r| r.state = State::Held);
+        // A canary that has run past warm-up and its 40 s step (2m / 3 steps).
+        let due = |step: u32| {
+            at(record(CANARY()), move |r| {
+                r.step = step;
+                r.elapsed_ms = 200_000;
+                r.step_started_ms = 100_000;
+            })
+        };
+        let mut v = vec![
+            case(
+                "start: analysis",
+                at(record(Strategy::Analysis), |r| r.state = State::Pending),
+                In::Start,
+                Want {
+                    state: State::Analysing,
+                    step: 0,
+                    events: &["started"],
+                    actions: none,
+                    notices: &[("deployment_started", WATCHERS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "start: canary runs the first step's hooks",
+                at(record(CANARY()), |r| r.state = State::Pending),
+                In::Start,
+                Want {
+                    state: State::Analysing,
+                    step: 0,
+                    events: &["started", "step"],
+                    actions: &[("step", "set-weight", WATCHERS)],
+                    notices: &[("deployment_started", WATCHERS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "continue: nothing to say",
+                record(Strategy::Analysis),
+                In::Judged(judged(Verdict::Continue, pass(), &[])),
+                Want {
+                    state: State::Analysing,
+                    step: 0,
+                    events: &[],
+                    actions: none,
+                    notices: quiet,
+                    switched: false,
+                },
+            ),
+            case(
+                "rollback",
+                record(Strategy::Analysis),
+                In::Judged(judged(rollback(), failing(), &["errors"])),
+                Want {
+                    state: State::RolledBack,
+                    step: 0,
+                    events: &["check_failed", "decision"],
+                    actions: &[("rollback", "rollback", ON_FAIL)],
+                    notices: &[("rollback_started", ON_FAIL)],
+                    switched: false,
+                },
+            ),
+            case(
+                "promote: analysis",
+                record(Strategy::Analysis),
+                In::Judged(judged(promote("all good"), pass(), &[])),
+                Want {
+                    state: State::Promoted,
+                    step: 0,
+                    events: &["decision"],
+                    actions: &[("promote", "promote", ON_PASS)],
+                    notices: &[("promoted", ON_PASS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "inconclusive",
+                record(Strategy::Analysis),
+                In::Judged(judged(inconclusive(), pass(), &[])),
+                Want {
+                    state: State::Inconclusive,
+                    step: 0,
+                    events: &["decision"],
+                    actions: &[("inconclusive", "cleanup", ON_INCONCLUSIVE)],
+                    notices: &[("inconclusive", ON_INCONCLUSIVE)],
+                    switched: false,
+                },
+            ),
+            case(
+                "hold: first interval held",
+                record(Strategy::Analysis),
+                In::Judged(judged(hold(), pass(), &[])),
+                Want {
+                    state: State::Held,
+                    step: 0,
+                    events: &["held"],
+                    actions: &[("hold", "hold-hook", ON_NO_DATA)],
+                    notices: &[("held", ON_NO_DATA)],
+                    switched: false,
+                },
+            ),
+            case(
+                "hold: already held, said once",
+                held(Strategy::Analysis),
+                In::Judged(judged(hold(), pass(), &[])),
+                Want {
+                    state: State::Held,
+                    step: 0,
+                    events: &[],
+                    actions: none,
+                    notices: quiet,
+                    switched: false,
+                },
+            ),
+            case(
+                "hold: evidence back",
+                held(Strategy::Analysis),
+                In::Judged(judged(Verdict::Continue, pass(), &[])),
+                Want {
+                    state: State::Analysing,
+                    step: 0,
+                    events: &["resumed"],
+                    actions: none,
+                    notices: quiet,
+                    switched: false,
+                },
+            ),
+            case(
+                "pause: a promotion waits",
+                at(record(Strategy::Analysis), |r| {
+                    r.paused = true;
+                    r.state = State::Held;
+                }),
+                In::Judged(judged(promote("all good"), pass(), &[])),
+                Want {
+                    state: State::Held,
+                    step: 0,
+                    events: &[],
+                    actions: none,
+                    notices: quiet,
+                    switched: false,
+                },
+            ),
+            case(
+                "pause: a rollback does not wait",
+                at(record(Strategy::Analysis), |r| {
+                    r.paused = true;
+                    r.state = State::Held;
+                }),
+                In::Judged(judged(rollback(), failing(), &[])),
+                Want {
+                    state: State::RolledBack,
+                    step: 0,
+                    events: &["decision"],
+                    actions: &[("rollback", "rollback", ON_FAIL)],
+                    notices: &[("rollback_started", ON_FAIL)],
+                    switched: false,
+                },
+            ),
+            case(
+                "notify and shadow checks failing in one interval: one notice each",
+                record(Strategy::Analysis),
+                In::Judged(judged(
+                    Verdict::Continue,
+                    vec![
+                        report("errors", Outcome::Fail, Enforcement::Notify),
+                        report("latency", Outcome::Fail, Enforcement::Notify),
+                        report("memory", Outcome::Fail, Enforcement::Shadow),
+                    ],
+                    &["errors", "latency", "memory"],
+                )),
+                Want {
+                    state: State::Analysing,
+                    step: 0,
+                    events: &["check_failed", "check_failed", "check_failed"],
+                    actions: none,
+                    notices: &[
+                        ("check_failing", ON_FAIL),
+                        ("check_failing", ON_FAIL),
+                        ("check_failing", ON_FAIL),
+                    ],
+                    switched: false,
+                },
+            ),
+            case(
+                "canary: step not yet due",
+                at(record(CANARY()), |r| r.elapsed_ms = 20_000),
+                In::Judged(judged(Verdict::Continue, pass(), &[])),
+                Want {
+                    state: State::Analysing,
+                    step: 0,
+                    events: &[],
+                    actions: none,
+                    notices: quiet,
+                    switched: false,
+                },
+            ),
+            case(
+                "canary: next step once the step ran its time",
+                due(0),
+                In::Judged(judged(Verdict::Continue, pass(), &[])),
+                Want {
+                    state: State::Analysing,
+                    step: 1,
+                    events: &["step"],
+                    actions: &[("step", "set-weight", WATCHERS)],
+                    notices: &[("step_promoted", WATCHERS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "canary: a notify check failing keeps the step, and is announced",
+                due(0),
+                In::Judged(judged(
+                    Verdict::Continue,
+                    vec![report("errors", Outcome::Fail, Enforcement::Notify)],
+                    &["errors"],
+                )),
+                Want {
+                    state: State::Analysing,
+                    step: 0,
+                    events: &["check_failed"],
+                    actions: none,
+                    notices: &[("check_failing", ON_FAIL)],
+                    switched: false,
+                },
+            ),
+            case(
+                "canary: a pass before the last step steps on, not promotes",
+                due(1),
+                In::Judged(judged(promote("all good"), pass(), &[])),
+                Want {
+                    state: State::Analysing,
+                    step: 2,
+                    events: &["step"],
+                    actions: &[("step", "set-weight", WATCHERS)],
+                    notices: &[("step_promoted", WATCHERS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "canary: promote at the last step",
+                due(2),
+                In::Judged(judged(promote("all good"), pass(), &[])),
+                Want {
+                    state: State::Promoted,
+                    step: 2,
+                    events: &["decision"],
+                    actions: &[("promote", "promote", ON_PASS)],
+                    notices: &[("promoted", ON_PASS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "canary: rollback mid-way",
+                due(1),
+                In::Judged(judged(rollback(), failing(), &["errors"])),
+                Want {
+                    state: State::RolledBack,
+                    step: 1,
+                    events: &["check_failed", "decision"],
+                    actions: &[("rollback", "rollback", ON_FAIL)],
+                    notices: &[("rollback_started", ON_FAIL)],
+                    switched: false,
+                },
+            ),
+            case(
+                "blue-green: verified green switches",
+                record(BLUE_GREEN()),
+                In::Judged(judged(promote("green is fine"), pass(), &[])),
+                Want {
+                    state: State::Analysing,
+                    step: 1,
+                    events: &["switch"],
+                    actions: &[("switch", "promote", ON_PASS)],
+                    notices: &[("step_promoted", ON_PASS)],
+                    switched: true,
+                },
+            ),
+            case(
+                "blue-green: the watch after the switch passes, nothing to run",
+                at(record(BLUE_GREEN()), |r| r.step = 1),
+                In::Judged(judged(promote("guards held"), pass(), &[])),
+                Want {
+                    state: State::Promoted,
+                    step: 1,
+                    events: &["decision"],
+                    actions: none,
+                    notices: &[("promoted", ON_PASS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "blue-green: a failure after the switch switches back",
+                at(record(BLUE_GREEN()), |r| r.step = 1),
+                In::Judged(judged(rollback(), failing(), &[])),
+                Want {
+                    state: State::RolledBack,
+                    step: 1,
+                    events: &["decision"],
+                    actions: &[("rollback", "rollback", ON_FAIL)],
+                    notices: &[("rollback_started", ON_FAIL)],
+                    switched: false,
+                },
+            ),
+            case(
+                "bake: held up for the watch",
+                record(BAKE()),
+                In::Judged(judged(promote("held up"), pass(), &[])),
+                Want {
+                    state: State::Promoted,
+                    step: 0,
+                    events: &["decision"],
+                    actions: &[("promote", "promote", ON_PASS)],
+                    notices: &[("promoted", ON_PASS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "bake: worse than the past rolls back",
+                record(BAKE()),
+                In::Judged(judged(rollback(), failing(), &[])),
+                Want {
+                    state: State::RolledBack,
+                    step: 0,
+                    events: &["decision"],
+                    actions: &[("rollback", "rollback", ON_FAIL)],
+                    notices: &[("rollback_started", ON_FAIL)],
+                    switched: false,
+                },
+            ),
+            case(
+                "person: pause",
+                record(Strategy::Analysis),
+                In::Person(person("pause")),
+                Want {
+                    state: State::Held,
+                    step: 0,
+                    events: &["person"],
+                    actions: none,
+                    notices: quiet,
+                    switched: false,
+                },
+            ),
+            case(
+                "person: resume",
+                at(record(Strategy::Analysis), |r| {
+                    r.paused = true;
+                    r.state = State::Held;
+                }),
+                In::Person(person("resume")),
+                Want {
+                    state: State::Analysing,
+                    step: 0,
+                    events: &["person"],
+                    actions: none,
+                    notices: &[("resumed", WATCHERS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "person: promote",
+                record(CANARY()),
+                In::Person(person("promote")),
+                Want {
+                    state: State::Promoted,
+                    step: 0,
+                    events: &["person"],
+                    actions: &[("promote", "promote", ON_PASS)],
+                    notices: &[("promoted", ON_PASS)],
+                    switched: false,
+                },
+            ),
+            case(
+                "person: abort rolls back",
+                record(BLUE_GREEN()),
+                In::Person(person("abort")),
+                Want {
+                    state: State::Aborted,
+                    step: 0,
+                    events: &["person"],
+                    actions: &[("rollback", "rollback", ON_FAIL)],
+                    notices: &[("aborted", ON_FAIL)],
+                    switched: false,
+                },
+            ),
+        ];
+        // The circuit breaker: the backend is down, so holds are recorded, not announced, and
+        // an inconclusive verdict runs no hooks.
+        v.push(Case {
+            backend_down: true,
+            ..case(
+                "breaker: hold while the backend is down",
+                record(Strategy::Analysis),
+                In::Judged(judged(hold(), pass(), &[])),
+                Want {
+                    state: State::Held,
+                    step: 0,
+                    events: &["held"],
+                    actions: none,
+                    notices: quiet,
+                    switched: false,
+                },
+            )
+        });
+        v.push(Case {
+            backend_down: true,
+            ..case(
+                "breaker: inconclusive while the backend is down",
+                record(Strategy::Analysis),
+                In::Judged(judged(inconclusive(), pass(), &[])),
+                Want {
+                    state: State::Inconclusive,
+                    step: 0,
+                    events: &["held", "decision"],
+                    actions: none,
+                    notices: &[("inconclusive", ON_INCONCLUSIVE)],
+                    switched: false,
+                },
+            )
+        });
+        v
+    }
+
+    #[test]
+    fn every_strategy_and_control_case() {
+        let spec = spec();
+        let is_hook = |n: &str| HOOKS.contains(&n);
+        for c in cases() {
+            let ctx = Context {
+                at: 1_700_000_000.0,
+                is_hook: &is_hook,
+                dry_run: false,
+                backend_down: c.backend_down,
+                link: Some("https://rg.example/api/v1/deployments/d1".into()),
+                schema: None,
+            };
+            let input = match &c.input {
+                In::Start => Input::Start,
+                In::Judged(s) => Input::Judged(s),
+                In::Person(p) => Input::Control(p),
+            };
+            let t = advance(c.rec.clone(), &spec, input, &ctx);
+            let w = &c.want;
+            let name = c.name;
+            assert_eq!(t.record.state, w.state, "{name}: state");
+            assert_eq!(t.record.step, w.step, "{name}: step");
+            assert_eq!(t.switched, w.switched, "{name}: switched");
+            let events: Vec<&str> = t.events.iter().map(|e| e.kind.as_str()).collect();
+            assert_eq!(events, w.events, "{name}: timeline");
+            let actions: Vec<(&str, &str, Vec<&str>)> = t
+                .actions
+                .iter()
+                .map(|a| {
+                    (
+                        a.purpose.as_str(),
+                        a.hook.as_str(),
+                        a.notify.iter().map(String::as_str).collect(),
+                    )
+                })
+                .collect();
+            let want: Vec<(&str, &str, Vec<&str>)> = w
+                .actions
+                .iter()
+                .map(|(p, h, n)| (*p, *h, n.to_vec()))
+                .collect();
+            assert_eq!(actions, want, "{name}: actions");
+            let notices: Vec<(&str, Vec<&str>)> = t
+                .notices
+                .iter()
+                .map(|n| {
+                    (
+                        n.notice.kind.as_str(),
+                        n.to.iter().map(String::as_str).collect(),
+                    )
+                })
+                .collect();
+            let want: Vec<(&str, Vec<&str>)> =
+                w.notices.iter().map(|(k, to)| (*k, to.to_vec())).collect();
+            assert_eq!(notices, want, "{name}: notices");
+            // Terminal states carry their time; nothing else does.
+            assert_eq!(
+                t.record.finished_at.is_some(),
+                w.state.is_terminal(),
+                "{name}: finished_at"
+            );
+            for n in &t.notices {
+                assert_eq!(
+                    n.notice.at, ctx.at,
+                    "{name}: the context's clock, not the wall's"
+                );
+                assert_eq!(n.notice.link, ctx.link, "{name}: link");
+            }
+            for a in &t.actions {
+                let facts: Facts = serde_json::from_value(a.facts.clone()).expect("facts");
+                assert_eq!(facts.action, a.purpose.as_str(), "{name}: facts");
+                assert_eq!(a.status, PENDING, "{name}: owed, not started");
+            }
+        }
+    }
+
+    const PENDING: crate::store::ActionStatus = crate::store::ActionStatus::Pending;
+
+    #[test]
+    fn the_same_input_gives_the_same_transition() {
+        let spec = spec();
+        let is_hook = |n: &str| HOOKS.contains(&n);
+        let ctx = Context {
+            at: 5.0,
+            is_hook: &is_hook,
+            dry_run: true,
+            backend_down: false,
+            link: None,
+            schema: None,
+        };
+        let step = judged(
+            Verdict::Rollback {
+                check: "errors".into(),
+                reason: "x".into(),
+            },
+            vec![report("errors", Outcome::Fail, Enforcement::Rollback)],
+            &["errors"],
+        );
+        let a = advance(record(CANARY()), &spec, Input::Judged(&step), &ctx);
+        let b = advance(record(CANARY()), &spec, Input::Judged(&step), &ctx);
+        assert_eq!(a.actions, b.actions);
+        assert_eq!(a.events, b.events);
+        assert_eq!(
+            a.notices.iter().map(|n| &n.notice).collect::<Vec<_>>(),
+            b.notices.iter().map(|n| &n.notice).collect::<Vec<_>>()
+        );
+        let facts: Facts = serde_json::from_value(a.actions[0].facts.clone()).expect("facts");
+        assert!(facts.dry_run, "a global dry run reaches the hook's facts");
+        assert_eq!(facts.step, Some(1));
+        assert_eq!(facts.weight, Some(10.0));
+        assert_eq!(a.actions[0].id, "d1-rollback-0-rollback");
+    }
+
+    #[test]
+    fn watchers_are_the_notifiers_of_every_list_once() {
+        let is_hook = |n: &str| HOOKS.contains(&n);
+        assert_eq!(watchers(&spec(), &is_hook), vec!["chat", "pager"]);
+    }
+}
