@@ -27,7 +27,7 @@ use rollguard::query::{Arms, Frame};
 use rollguard::rules::{AnalysisSpec, parse_rule_file};
 use rollguard::series::{ArmCollector, TargetSamples};
 use rollguard::sim::{Instance, Scenario};
-use rollguard::store::{Store, new_record};
+use rollguard::store::{SqliteStore, Store, new_record};
 
 const HEADER: &str =
     "interval: 10s\nwarmup: 1m\nmin_duration: 10m\nmax_duration: 30m\nalpha: 0.01\nchecks:\n";
@@ -181,7 +181,7 @@ fn bench_persist(c: &mut Criterion) {
     };
     let frames = frames(&spec, &scenario);
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("store");
+    let store = SqliteStore::open(dir.path()).expect("store");
     let req: DeploymentRequest = serde_json::from_value(serde_json::json!({
         "id": "bench", "analysis": "http-service",
         "baseline": {"targets": ["http://127.0.0.1:1/metrics"]},

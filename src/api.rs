@@ -423,7 +423,7 @@ impl Readiness {
     /// pool with a deadline: a store locked by another process (a backup, an operator's
     /// `sqlite3` session) makes writes wait up to the busy timeout, and the probe must say
     /// "busy" rather than hang. At most one probe waits at a time.
-    async fn store_writable(&self, store: Arc<Store>) -> Result<(), String> {
+    async fn store_writable(&self, store: Arc<dyn Store>) -> Result<(), String> {
         if self.store_probe_running.swap(true, Ordering::SeqCst) {
             return Err(
                 "busy: the previous write probe is still waiting for the database lock".into(),

@@ -279,7 +279,7 @@ fn report(args: ReportArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let store = match crate::store::Store::open(&cfg.state_dir) {
+    let store = match crate::store::SqliteStore::open(&cfg.state_dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");

@@ -37,7 +37,7 @@ use crate::config::{Config, HookConfig};
 use crate::deploy::engine::Engine;
 use crate::events::{Notice, NoticeKind};
 use crate::reload::Rules;
-use crate::store::{ActionStatus, EventKind, Store, now};
+use crate::store::{ActionStatus, EventKind, SqliteStore, Store, now};
 use crate::systemd::Notifier;
 use crate::telemetry::Telemetry;
 
@@ -121,7 +121,7 @@ impl Daemon {
         })?;
         let rules = Arc::new(rules);
         let store = Arc::new(
-            Store::open(&config.state_dir).with_context(|| "cannot open the state store")?,
+            SqliteStore::open(&config.state_dir).with_context(|| "cannot open the state store")?,
         );
         store.check_writable().context("the state directory is not writable; refusing to start (rollguard never acts without a record)")?;
         let token = match &config.api_token_file {
@@ -356,10 +356,10 @@ impl Daemon {
         report.hooks_done = self.engine.actions.drain(left()).await;
         if !report.hooks_done {
             report.hooks_stopped =
-                stop_running_hooks(&self.engine.store, &self.engine.config.hooks).await;
+                stop_running_hooks(&*self.engine.store, &self.engine.config.hooks).await;
         }
         report.notifications_left = flush_notifications(
-            &self.engine.store,
+            &*self.engine.store,
             &self
                 .engine
                 .config
@@ -464,7 +464,10 @@ fn serve_api(
 /// SIGKILL after the hook's `kill_grace`. The runner sees the process end and records the
 /// attempt ("terminated by signal 15"); this waits (bounded) until it has, so the record is
 /// on disk before the daemon exits. Returns the stopped actions' ids.
-async fn stop_running_hooks(store: &Store, hooks: &BTreeMap<String, HookConfig>) -> Vec<String> {
+async fn stop_running_hooks(
+    store: &dyn Store,
+    hooks: &BTreeMap<String, HookConfig>,
+) -> Vec<String> {
     let running: Vec<_> = match store.open_actions() {
         Ok(a) => a
             .into_iter()
@@ -522,7 +525,7 @@ async fn stop_running_hooks(store: &Store, hooks: &BTreeMap<String, HookConfig>)
 
 /// Deletes history older than `keep` at start and then every hour ([`Store::prune`]): an
 /// ops host runs for years, and the store should not grow without bound.
-async fn prune_history(store: Arc<Store>, keep: Duration, shutdown: CancellationToken) {
+async fn prune_history(store: Arc<dyn Store>, keep: Duration, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -550,7 +553,11 @@ async fn prune_history(store: Arc<Store>, keep: Duration, shutdown: Cancellation
 /// Lets the notification workers send what is due until the deadline. Messages waiting for
 /// a retry time stay queued for the next start. Returns how many remain queued. Polls the
 /// outbox: the workers announce nothing when it empties.
-async fn flush_notifications(store: &Store, destinations: &[String], deadline: Instant) -> usize {
+async fn flush_notifications(
+    store: &dyn Store,
+    destinations: &[String],
+    deadline: Instant,
+) -> usize {
     let mut every = tokio::time::interval(Duration::from_millis(50));
     loop {
         every.tick().await;

@@ -34,7 +34,7 @@ pub struct Report {
 }
 
 /// Computes the report over the last `since`.
-pub fn dora(store: &Store, since: Duration) -> Result<Report, StoreError> {
+pub fn dora(store: &dyn Store, since: Duration) -> Result<Report, StoreError> {
     let from = now() - since.as_secs_f64();
     let rows = store.finished_since(from)?;
     let days = (since.as_secs_f64() / 86400.0).max(1e-9);

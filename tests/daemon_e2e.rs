@@ -203,12 +203,12 @@ fn a_failing_shadow_check_is_recorded_once_and_never_acted_upon() {
 #[test]
 fn history_older_than_the_retention_is_deleted_and_the_rest_kept() {
     use rollguard::deploy::{DeploymentRequest, State};
-    use rollguard::store::{Store, new_record, now};
+    use rollguard::store::{SqliteStore, Store, new_record, now};
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     {
-        let s = Store::open(&state).unwrap();
+        let s = SqliteStore::open(&state).unwrap();
         for (id, age_days) in [("last-year", 400.0), ("last-week", 7.0)] {
             let req: DeploymentRequest = serde_json::from_value(json!({
                 "id": id, "analysis": "errors",

@@ -17,7 +17,7 @@ use notify_fakes::{Fake, Reply};
 use rollguard::action::notify::Notifiers;
 use rollguard::config::{NotifierConfig, NotifierKind, Secret};
 use rollguard::events::{Notice, NoticeKind, Subject};
-use rollguard::store::{OutboxItem, Store};
+use rollguard::store::{OutboxItem, SqliteStore, Store};
 use rollguard::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +49,7 @@ fn fast(kind: NotifierKind) -> NotifierConfig {
 
 /// The real notifier workers on a real store, in this process.
 struct Running {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     notifiers: Arc<Notifiers>,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
@@ -58,7 +58,7 @@ struct Running {
 impl Running {
     fn start(dests: BTreeMap<String, NotifierConfig>) -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
         let notifiers =
             Arc::new(Notifiers::new(store.clone(), dests, Arc::new(Telemetry::new())).unwrap());
         let shutdown = CancellationToken::new();
@@ -241,7 +241,10 @@ fn a_kill_9_during_a_delivery_loses_nothing() {
     .expect("the delivery reached the destination");
     let dir = d.crash();
     let db = dir.path().join("state");
-    let items = Store::open(&db).unwrap().outbox(Some("chat")).unwrap();
+    let items = SqliteStore::open(&db)
+        .unwrap()
+        .outbox(Some("chat"))
+        .unwrap();
     assert!(
         items
             .iter()

@@ -17,14 +17,14 @@ use rollguard::action::notify::Notifiers;
 use rollguard::action::runner::ActionRunner;
 use rollguard::config::{HookConfig, HookKind, NotifierConfig, NotifierKind, Secret};
 use rollguard::deploy::DeploymentRequest;
-use rollguard::store::{Action, Purpose, Store, new_record};
+use rollguard::store::{Action, Purpose, SqliteStore, Store, new_record};
 use rollguard::telemetry::Telemetry;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 struct World {
     dir: tempfile::TempDir,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     runner: Arc<ActionRunner>,
     fake: Fake,
     shutdown: CancellationToken,
@@ -40,7 +40,7 @@ impl Drop for World {
 async fn world(hooks: Vec<HookConfig>) -> World {
     let fake = Fake::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("state")).unwrap());
+    let store = Arc::new(SqliteStore::open(&dir.path().join("state")).unwrap());
     let req: DeploymentRequest = serde_json::from_value(json!({
         "id": "d1", "service": "checkout", "analysis": "errors", "params": {"evil": "$(touch pwned); `touch pwned2`"},
         "baseline": {"targets": ["http://127.0.0.1:9/m"], "version": "v1"},

@@ -133,7 +133,7 @@ fn the_rollback_notice_is_written_with_the_rollback() {
     // The outbox refuses the rollback notice until the test lifts the fault: a write that
     // fails between the decision and its notices.
     {
-        rollguard::store::Store::open(&state).expect("store");
+        rollguard::store::SqliteStore::open(&state).expect("store");
         let c = rusqlite::Connection::open(state.join("rollguard.db")).expect("db");
         c.execute_batch(
             "CREATE TRIGGER lose_notice BEFORE INSERT ON outbox

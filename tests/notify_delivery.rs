@@ -13,7 +13,7 @@ use notify_fakes::{Fake, Reply, ends_in};
 use rollguard::action::notify::Notifiers;
 use rollguard::config::{NotifierConfig, NotifierKind, Secret, Severity};
 use rollguard::events::{Notice, NoticeKind, Subject};
-use rollguard::store::{OutboxItem, Store};
+use rollguard::store::{OutboxItem, SqliteStore, Store};
 use rollguard::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +37,7 @@ fn notice(kind: NoticeKind, dep: &str) -> Notice {
 }
 
 struct Running {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     notifiers: Arc<Notifiers>,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
@@ -46,7 +46,7 @@ struct Running {
 impl Running {
     fn start(name: &str, cfg: NotifierConfig) -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
         let notifiers = Arc::new(
             Notifiers::new(
                 store.clone(),
@@ -353,7 +353,7 @@ fn a_message_queued_before_a_restart_is_delivered_after_it() {
     assert_eq!(code, 201, "{v}");
     let db = d.dir.path().join("state");
     let pending = common::wait_for(Duration::from_secs(10), || {
-        let s = Store::open(&db).ok()?;
+        let s = SqliteStore::open(&db).ok()?;
         let items = s.outbox(Some("chat")).ok()?;
         items
             .iter()

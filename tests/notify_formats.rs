@@ -12,7 +12,7 @@ use notify_fakes::{Fake, WEBHOOK_SECRET};
 use rollguard::action::notify::Notifiers;
 use rollguard::config::{NotifierConfig, NotifierKind, Secret, Severity};
 use rollguard::events::{Lifecycle, Notice, NoticeKind, Subject};
-use rollguard::store::Store;
+use rollguard::store::{SqliteStore, Store};
 use rollguard::telemetry::Telemetry;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -135,7 +135,7 @@ fn destinations(fake: &Fake) -> BTreeMap<String, NotifierConfig> {
 }
 
 /// Waits until nothing is pending in the outbox.
-async fn drained(store: &Store) -> Vec<rollguard::store::OutboxItem> {
+async fn drained(store: &dyn Store) -> Vec<rollguard::store::OutboxItem> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let items = store.outbox(None).unwrap();
@@ -150,7 +150,7 @@ async fn drained(store: &Store) -> Vec<rollguard::store::OutboxItem> {
 async fn every_event_reaches_every_notifier_type_in_its_documented_format() {
     let fake = Fake::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
     let dests = destinations(&fake);
     let names: Vec<String> = dests.keys().cloned().collect();
     let n = Arc::new(
@@ -177,7 +177,7 @@ async fn every_event_reaches_every_notifier_type_in_its_documented_format() {
     let huge = format!("{}END", "too much to say. ".repeat(4000));
     n.enqueue(&names, &notice(NoticeKind::RollbackFailed, huge));
 
-    let items = drained(&store).await;
+    let items = drained(&*store).await;
     shutdown.cancel();
     let _ = run.await;
     assert_eq!(

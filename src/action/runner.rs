@@ -23,7 +23,7 @@ use crate::telemetry::Telemetry;
 
 /// Executes and records hook actions.
 pub struct ActionRunner {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     hooks: BTreeMap<String, HookConfig>,
     state_dir: PathBuf,
     client: reqwest::Client,
@@ -36,7 +36,7 @@ pub struct ActionRunner {
 
 impl ActionRunner {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         hooks: BTreeMap<String, HookConfig>,
         state_dir: PathBuf,
         telemetry: Arc<Telemetry>,

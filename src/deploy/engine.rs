@@ -88,7 +88,7 @@ pub struct Change {
 /// The long-lived core of the daemon.
 pub struct Engine {
     pub config: Arc<Config>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub telemetry: Arc<Telemetry>,
     pub notifiers: Arc<Notifiers>,
@@ -220,7 +220,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         rules: Arc<ArcSwap<RuleSet>>,
         telemetry: Arc<Telemetry>,
         notifiers: Arc<Notifiers>,

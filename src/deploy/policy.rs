@@ -779,6 +779,7 @@ on_step: [set-weight]
     const ON_NO_DATA: &[&str] = &["hold-hook", "chat"];
     const ON_INCONCLUSIVE: &[&str] = &["cleanup", "pager"];
 
+    #[allow(clippy::large_enum_variant)] // a test table, built once
     enum In {
         Start,
         Judged(Step),

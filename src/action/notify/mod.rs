@@ -33,7 +33,7 @@ use crate::telemetry::Telemetry;
 
 /// Queues notices and delivers them.
 pub struct Notifiers {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     destinations: BTreeMap<String, NotifierConfig>,
     client: reqwest::Client,
     /// One wake-up per destination; `notify_one` keeps a permit, so a notice queued while
@@ -44,7 +44,7 @@ pub struct Notifiers {
 
 impl Notifiers {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         destinations: BTreeMap<String, NotifierConfig>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, String> {
