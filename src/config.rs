@@ -291,25 +291,7 @@ impl NotifierKind {
     }
 }
 
-/// Notice severity, ordered (`info` < `warning` < `critical`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    /// Parses the names [`crate::events::NoticeKind::severity`] returns.
-    pub fn parse(s: &str) -> Severity {
-        match s {
-            "critical" => Severity::Critical,
-            "warning" => Severity::Warning,
-            _ => Severity::Info,
-        }
-    }
-}
+pub use crate::events::Severity;
 
 /// One configured destination: where and how to deliver.
 #[derive(Clone, Debug, PartialEq)]

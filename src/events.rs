@@ -5,6 +5,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::judge::CheckReport;
 
+text_enum! {
+    /// How much a notice matters, ordered (`info` < `warning` < `critical`): pagers page from
+    /// a minimum, chat colours follow it, logs use its level.
+    pub enum Severity {
+        Info => "info",
+        Warning => "warning",
+        Critical => "critical",
+    }
+}
+
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,18 +96,18 @@ impl NoticeKind {
         }
     }
 
-    /// Severity for pagers and colours: `critical`, `warning` or `info`.
-    pub fn severity(self) -> &'static str {
+    /// Severity for pagers, colours and log levels.
+    pub fn severity(self) -> Severity {
         match self {
-            NoticeKind::RollbackFailed | NoticeKind::HookFailed => "critical",
+            NoticeKind::RollbackFailed | NoticeKind::HookFailed => Severity::Critical,
             NoticeKind::RollbackStarted
             | NoticeKind::CheckFailing
             | NoticeKind::Held
             | NoticeKind::Inconclusive
             | NoticeKind::BackendDown
             | NoticeKind::RuleReloadFailed
-            | NoticeKind::Aborted => "warning",
-            _ => "info",
+            | NoticeKind::Aborted => Severity::Warning,
+            _ => Severity::Info,
         }
     }
 
@@ -203,7 +213,7 @@ impl Notice {
             .unwrap_or("");
         let kind = self.kind.as_str();
         match self.kind.severity() {
-            "critical" => tracing::error!(
+            Severity::Critical => tracing::error!(
                 event = kind,
                 deployment = dep,
                 message_id = self.kind.message_id(),
@@ -211,7 +221,7 @@ impl Notice {
                 self.title,
                 self.text
             ),
-            "warning" => tracing::warn!(
+            Severity::Warning => tracing::warn!(
                 event = kind,
                 deployment = dep,
                 message_id = self.kind.message_id(),

@@ -3,11 +3,11 @@
 //! spelling, and a typo is a compile error rather than a silently unmatched string.
 
 /// Declares a `Copy` enum whose variants are written as the given strings (in the store, in
-/// JSON and in logs). `parse` returns `None` for text no variant spells.
+/// JSON and in logs), ordered as declared. `parse` returns `None` for text no variant spells.
 macro_rules! text_enum {
     ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)+ }) => {
         $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
         pub enum $name {
             $($(#[$vm])* #[serde(rename = $s)] $v,)+
         }

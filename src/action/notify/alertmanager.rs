@@ -176,7 +176,7 @@ fn alert(
 ) -> Value {
     let mut labels: BTreeMap<String, String> = s.labels.clone();
     labels.insert("alertname".into(), alertname.into());
-    labels.insert("severity".into(), n.kind.severity().into());
+    labels.insert("severity".into(), n.kind.severity().as_str().into());
     labels.insert("source".into(), "rollguard".into());
     if let Some(sub) = &n.subject {
         for (k, v) in [

@@ -4,7 +4,7 @@
 //! and PagerDuty tell the same story; each escapes and truncates for its own limits.
 
 // The judge's number formats, so messages read exactly like explanations.
-use crate::events::{Notice, NoticeKind};
+use crate::events::{Notice, NoticeKind, Severity};
 use crate::judge::fmt;
 use crate::judge::{CheckReport, Outcome};
 use crate::rules::CheckKind;
@@ -136,8 +136,8 @@ pub fn emoji(k: NoticeKind) -> &'static str {
 /// news, grey for the rest.
 pub fn colour(k: NoticeKind) -> u32 {
     match (k.severity(), k) {
-        ("critical", _) => 0xE0_1E_5A,
-        ("warning", _) => 0xEC_B2_2E,
+        (Severity::Critical, _) => 0xE0_1E_5A,
+        (Severity::Warning, _) => 0xEC_B2_2E,
         (
             _,
             NoticeKind::RollbackSucceeded

@@ -21,9 +21,7 @@ const INCIDENT: &str = "pagerduty";
 pub fn parts(min_severity: Severity, notice: &Notice) -> Vec<Part> {
     let mut v = Vec::new();
     match notice.kind.lifecycle() {
-        Lifecycle::Open if Severity::parse(notice.kind.severity()) >= min_severity => {
-            v.push(Part::Message)
-        }
+        Lifecycle::Open if notice.kind.severity() >= min_severity => v.push(Part::Message),
         Lifecycle::Close => v.push(Part::Message),
         _ => {}
     }
@@ -85,12 +83,12 @@ pub fn plan(ctx: &Ctx<'_>, notice: &Notice, d: &Digest, part: Part) -> Result<Pl
     }
     let url = format!("{base}/v2/enqueue");
     match notice.kind.lifecycle() {
-        Lifecycle::Open if Severity::parse(notice.kind.severity()) >= *min_severity => {
+        Lifecycle::Open if notice.kind.severity() >= *min_severity => {
             let subject = notice.subject.as_ref();
             let mut payload = json!({
                 "summary": summary,
                 "source": source,
-                "severity": notice.kind.severity(),
+                "severity": notice.kind.severity().as_str(),
                 "timestamp": super::alertmanager::rfc3339(notice.at),
                 "class": notice.kind.as_str(),
                 "custom_details": details(d),

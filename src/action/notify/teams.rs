@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 
 use super::digest::{Digest, truncate_chars};
+use crate::events::Severity;
 
 /// Body budget in bytes (Teams' limit is about 28 KB; keep a margin for the envelope).
 pub const MAX_BYTES: usize = 27 * 1024;
@@ -33,8 +34,8 @@ pub fn render(d: &Digest) -> Value {
 
 fn card(d: &Digest, text_max: usize, checks: usize) -> Value {
     let colour = match d.kind.severity() {
-        "critical" => "Attention",
-        "warning" => "Warning",
+        Severity::Critical => "Attention",
+        Severity::Warning => "Warning",
         _ => "Good",
     };
     let mut body = vec![json!({
