@@ -24,14 +24,11 @@ use serde::Serialize;
 use crate::config::PrometheusConfig;
 use crate::expo::{self, Format};
 use crate::judge::{CheckReport, Judge, Step, Verdict};
-use crate::query::{Arms, Frame};
+use crate::query::{Arms, Frame, LOOKBACK_MS};
 use crate::rules::{AnalysisSpec, load_rules};
 use crate::selector::{Matcher, parse_matchers};
 use crate::series::{ArmCollector, SeriesRef, TargetSamples};
 use crate::source::promql::{self, PromClient};
-
-/// A sample is usable for this long after its timestamp (Prometheus' default lookback).
-pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
 
 #[derive(Args, Debug)]
 pub struct BacktestArgs {

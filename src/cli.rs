@@ -9,10 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
-/// sysexits EX_CONFIG: configuration invalid.
-pub const EX_CONFIG: u8 = 78;
-/// sysexits EX_USAGE.
-pub const EX_USAGE: u8 = 64;
+pub use crate::exit::{EX_CONFIG, EX_USAGE};
 
 #[derive(Parser, Debug)]
 #[command(

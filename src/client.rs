@@ -176,7 +176,7 @@ pub async fn main(args: DeployArgs) -> ExitCode {
             Ok(t) => Some(t.trim().to_string()),
             Err(e) => {
                 eprintln!("cannot read {}: {e}", f.display());
-                return ExitCode::from(crate::cli::EX_USAGE);
+                return ExitCode::from(crate::exit::EX_USAGE);
             }
         },
         (None, t) => t,

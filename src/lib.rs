@@ -17,6 +17,7 @@ pub mod demo;
 pub mod deploy;
 pub mod diag;
 pub mod events;
+pub mod exit;
 pub mod expo;
 pub mod judge;
 pub mod logging;

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::selector::Selector;
 
+/// A sample is usable for this long after its timestamp (Prometheus' default lookback): the
+/// same staleness for every source (a scrape's cached exporter, a recorded file's gap).
+pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
 /// How the samples matched by a selector are turned into one interval's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

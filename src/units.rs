@@ -1,7 +1,15 @@
 //! Durations, byte sizes and growth rates as SREs write them in rule files
-//! (`10s`, `5m`, `1h30m`, `512MiB`, `1MiB/min`).
+//! (`10s`, `5m`, `1h30m`, `512MiB`, `1MiB/min`), and the timestamp format payloads use.
 
 use std::time::Duration;
+
+/// Unix seconds as RFC 3339 UTC with milliseconds (`2025-11-04T10:15:00.000Z`), the time
+/// format of Alertmanager, PagerDuty and Discord payloads.
+pub fn rfc3339(unix: f64) -> String {
+    let t = std::time::UNIX_EPOCH
+        + Duration::from_secs_f64(if unix.is_finite() { unix.max(0.0) } else { 0.0 });
+    humantime::format_rfc3339_millis(t).to_string()
+}
 
 /// Parses a human duration (`250ms`, `10s`, `5m`, `1h30m`). Zero is allowed here; callers
 /// that need a positive duration say so in their own message.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::model::{DeploymentRecord, DeploymentRequest, State, Strategy};
+pub use super::policy::Control;
 use super::policy::{self, Context, Input, expected_share};
 use crate::action::notify::Notifiers;
 use crate::action::runner::ActionRunner;
@@ -31,36 +32,6 @@ use crate::telemetry::Telemetry;
 /// per failure up to [`STORE_RETRY_MAX`].
 const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// A person's action on a running deployment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Control {
-    Pause { who: String, why: String },
-    Resume { who: String, why: String },
-    Promote { who: String, why: String },
-    Abort { who: String, why: String },
-}
-
-impl Control {
-    pub fn parse(action: &str, who: String, why: String) -> Option<Control> {
-        Some(match action {
-            "pause" => Control::Pause { who, why },
-            "resume" => Control::Resume { who, why },
-            "promote" => Control::Promote { who, why },
-            "abort" => Control::Abort { who, why },
-            _ => return None,
-        })
-    }
-
-    pub(crate) fn describe(&self) -> (&'static str, &str, &str) {
-        match self {
-            Control::Pause { who, why } => ("paused", who, why),
-            Control::Resume { who, why } => ("resumed", who, why),
-            Control::Promote { who, why } => ("promoted", who, why),
-            Control::Abort { who, why } => ("aborted", who, why),
-        }
-    }
-}
 
 /// Errors the API turns into HTTP statuses.
 #[derive(Debug, thiserror::Error)]

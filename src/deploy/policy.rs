@@ -16,13 +16,42 @@
 
 use std::time::Duration;
 
-use super::engine::Control;
 use super::model::{DeploymentRecord, State, Strategy};
 use crate::action::Facts;
 use crate::events::{Notice, NoticeKind, Subject};
 use crate::judge::{CheckReport, Outcome, Step, Verdict};
 use crate::rules::{AnalysisSpec, Enforcement};
 use crate::store::{Action, EventKind, Purpose, TimelineEvent};
+
+/// A person's action on a running deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    Pause { who: String, why: String },
+    Resume { who: String, why: String },
+    Promote { who: String, why: String },
+    Abort { who: String, why: String },
+}
+
+impl Control {
+    pub fn parse(action: &str, who: String, why: String) -> Option<Control> {
+        Some(match action {
+            "pause" => Control::Pause { who, why },
+            "resume" => Control::Resume { who, why },
+            "promote" => Control::Promote { who, why },
+            "abort" => Control::Abort { who, why },
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn describe(&self) -> (&'static str, &str, &str) {
+        match self {
+            Control::Pause { who, why } => ("paused", who, why),
+            Control::Resume { who, why } => ("resumed", who, why),
+            Control::Promote { who, why } => ("promoted", who, why),
+            Control::Abort { who, why } => ("aborted", who, why),
+        }
+    }
+}
 
 /// What happened to the deployment.
 #[derive(Clone, Copy, Debug)]

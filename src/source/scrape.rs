@@ -25,9 +25,8 @@ use crate::net;
 /// OpenMetrics 0.0.1, then text 0.0.4, then anything.
 pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
-/// A sample is usable this long after its timestamp (Prometheus' default lookback, and
-/// [`crate::backtest::LOOKBACK_MS`]).
-pub const LOOKBACK: Duration = Duration::from_millis(crate::backtest::LOOKBACK_MS as u64);
+/// A sample is usable this long after its timestamp ([`crate::query::LOOKBACK_MS`]).
+pub const LOOKBACK: Duration = Duration::from_millis(crate::query::LOOKBACK_MS as u64);
 
 /// Why a scrape failed (the message goes into logs, the API and chat; it never contains a
 /// credential).

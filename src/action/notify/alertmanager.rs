@@ -8,7 +8,7 @@
 //! older one, and a closing notice resolves it.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -20,13 +20,6 @@ use crate::store::Incident;
 
 /// Annotation length kept (Alertmanager has no documented limit; chat receivers do).
 const ANNOTATION_MAX: usize = 8000;
-
-/// Unix seconds as RFC 3339 UTC with milliseconds (`2025-11-04T10:15:00.000Z`).
-pub fn rfc3339(unix: f64) -> String {
-    let t =
-        UNIX_EPOCH + Duration::from_secs_f64(if unix.is_finite() { unix.max(0.0) } else { 0.0 });
-    humantime::format_rfc3339_millis(t).to_string()
-}
 
 struct Settings<'a> {
     url: &'a str,
@@ -210,8 +203,8 @@ fn alert(
     let mut a = json!({
         "labels": labels,
         "annotations": annotations,
-        "startsAt": rfc3339(starts),
-        "endsAt": rfc3339(ends.max(starts)),
+        "startsAt": crate::units::rfc3339(starts),
+        "endsAt": crate::units::rfc3339(ends.max(starts)),
     });
     if let Some(l) = &d.link {
         a["generatorURL"] = json!(l);

@@ -72,7 +72,7 @@ pub fn render(d: &Digest) -> Value {
         "color": colour(d.kind),
         "fields": fields.iter().map(|(n, v, i)| json!({ "name": n, "value": if v.is_empty() { "-".to_string() } else { v.clone() }, "inline": i })).collect::<Vec<_>>(),
         "footer": { "text": footer },
-        "timestamp": super::alertmanager::rfc3339(d.at),
+        "timestamp": crate::units::rfc3339(d.at),
     });
     if let Some(l) = &d.link {
         embed["url"] = json!(l);

@@ -9,6 +9,7 @@ pub mod alertmanager;
 pub mod deliver;
 pub mod digest;
 pub mod discord;
+pub mod dispatch;
 pub mod google_chat;
 pub mod mattermost;
 pub mod pagerduty;
@@ -91,7 +92,7 @@ impl Notifiers {
             let Some(dest) = self.destinations.get(n) else {
                 continue;
             };
-            for part in render::parts(&dest.kind, notice) {
+            for part in dispatch::parts(&dest.kind, notice) {
                 let item = Queued::Notice {
                     notice: Box::new(notice.clone()),
                     part,
@@ -243,7 +244,7 @@ impl Notifiers {
             open: &open,
         };
         let plan = match &queued {
-            Some(q) => render::plan(&ctx, q),
+            Some(q) => dispatch::plan(&ctx, q),
             None => Err("unreadable queued notification".into()),
         };
         let attempts = item.attempts + 1;

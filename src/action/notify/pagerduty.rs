@@ -71,7 +71,7 @@ pub fn plan(ctx: &Ctx<'_>, notice: &Notice, d: &Digest, part: Part) -> Result<Pl
             "payload": {
                 "summary": summary,
                 "source": source,
-                "timestamp": super::alertmanager::rfc3339(notice.at),
+                "timestamp": crate::units::rfc3339(notice.at),
                 "custom_details": details(d),
             },
             "links": links,
@@ -89,7 +89,7 @@ pub fn plan(ctx: &Ctx<'_>, notice: &Notice, d: &Digest, part: Part) -> Result<Pl
                 "summary": summary,
                 "source": source,
                 "severity": notice.kind.severity().as_str(),
-                "timestamp": super::alertmanager::rfc3339(notice.at),
+                "timestamp": crate::units::rfc3339(notice.at),
                 "class": notice.kind.as_str(),
                 "custom_details": details(d),
             });
