@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::model::{DeploymentRecord, DeploymentRequest, State, Strategy};
+use super::model::{DeploymentRecord, DeploymentRequest, Stage, State, Strategy};
 pub use super::policy::Control;
 use super::policy::{self, Context, Input, expected_share};
 use crate::action::notify::Notifiers;
@@ -263,7 +263,7 @@ impl Engine {
         if self.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
-        req.validate().map_err(EngineError::Invalid)?;
+        let stage = req.validate().map_err(EngineError::Invalid)?;
         let rules = self.rules.load();
         let Some(template) = rules.analyses.get(&req.analysis) else {
             let hint =
@@ -286,7 +286,7 @@ impl Engine {
                 "the arms use `selector`, but no `prometheus:` source is configured".into(),
             ));
         }
-        self.source_for(&req)?;
+        self.source_for(&req, &stage)?;
         let rec = new_record(
             req,
             template.path.display().to_string(),
@@ -419,7 +419,7 @@ impl Engine {
         });
     }
 
-    fn source_for(&self, req: &DeploymentRequest) -> Result<Source, EngineError> {
+    fn source_for(&self, req: &DeploymentRequest, stage: &Stage) -> Result<Source, EngineError> {
         if req.uses_prometheus() {
             let prom = self
                 .prom
@@ -435,12 +435,7 @@ impl Engine {
                     baseline: m(&req.baseline.selector, "baseline")?,
                     canary: m(&req.canary.selector, "canary")?,
                 },
-                baseline_offset: req
-                    .baseline
-                    .offset
-                    .as_deref()
-                    .and_then(|o| crate::units::parse_duration(o).ok())
-                    .unwrap_or_default(),
+                baseline_offset: stage.baseline_offset,
             })
         } else {
             let t = |a: &super::model::ArmSpec| -> Result<ArmTargets, EngineError> {
@@ -497,12 +492,16 @@ impl Engine {
         if rec.state.is_terminal() {
             return Ok(());
         }
+        let stage = rec.request.validate().map_err(EngineError::Invalid)?;
         let mut spec = compile(&rec).map_err(EngineError::Invalid)?;
         let mut judge = Judge::restore(&spec, rec.judge.as_deref());
-        let mut source =
-            DeploymentSource::new(self.source_for(&rec.request)?, id, self.telemetry.clone());
+        let mut source = DeploymentSource::new(
+            self.source_for(&rec.request, &stage)?,
+            id,
+            self.telemetry.clone(),
+        );
         if rec.state == State::Pending {
-            self.transition(&mut rec, &spec, &judge, Input::Start)?;
+            self.transition(&mut rec, &spec, &judge, &stage, Input::Start)?;
         }
         let interval = spec.timing.interval;
         source.set_round_budget(interval);
@@ -528,7 +527,7 @@ impl Engine {
                         tracing::error!(deployment = id, "the control channel closed; stopping this analysis task (it resumes on the next start)");
                         return Ok(());
                     };
-                    self.transition(&mut rec, &spec, &judge, Input::Control(&c))?;
+                    self.transition(&mut rec, &spec, &judge, &stage, Input::Control(&c))?;
                     if rec.state.is_terminal() {
                         return Ok(());
                     }
@@ -552,7 +551,8 @@ impl Engine {
             rec.elapsed_ms = t.as_millis() as u64;
             self.observe_breaker(id, source.kind(), source.backend_error());
             self.show_evidence(id, &step.checks);
-            let switched = self.transition(&mut rec, &spec, &judge, Input::Judged(&step))?;
+            let switched =
+                self.transition(&mut rec, &spec, &judge, &stage, Input::Judged(&step))?;
             if rec.state == State::RolledBack {
                 self.telemetry.time_to_detect.observe(step.t.as_secs_f64());
             }
@@ -682,6 +682,7 @@ impl Engine {
         rec: &mut DeploymentRecord,
         spec: &AnalysisSpec,
         judge: &Judge,
+        stage: &Stage,
         input: Input,
     ) -> Result<bool, EngineError> {
         let id = rec.request.id.clone();
@@ -692,6 +693,7 @@ impl Engine {
             dry_run: self.config.dry_run,
             backend_down: self.backend_down_for(&id),
             link: self.link(&id),
+            stage,
             schema: None,
         };
         let t = policy::advance(rec.clone(), spec, input, &ctx);
@@ -763,12 +765,13 @@ impl Engine {
 /// Rebuilds a deployment's analysis from the rule text stored at registration (hook names
 /// are checked when actions run, against the current config).
 pub fn compile(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
-    let spec = compile_verify(rec)?;
-    match rec.request.strategy.post_switch() {
-        Some(watch) if rec.step >= 1 => Ok(post_switch_spec(
+    let stage = rec.request.validate()?;
+    let spec = compile_verify(rec, &stage)?;
+    match rec.request.strategy {
+        Strategy::BlueGreen { .. } if rec.step >= 1 => Ok(post_switch_spec(
             &spec,
             Duration::from_millis(rec.step_started_ms),
-            watch,
+            stage.post_switch,
         )),
         _ => Ok(spec),
     }
@@ -802,7 +805,7 @@ fn source_fits(spec: &AnalysisSpec, req: &DeploymentRequest) -> Result<(), Strin
     }
 }
 
-fn compile_verify(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
+fn compile_verify(rec: &DeploymentRecord, stage: &Stage) -> Result<AnalysisSpec, String> {
     let path = std::path::PathBuf::from(&rec.rule_path);
     let template: AnalysisTemplate =
         parse_rule_file(&path, &rec.rule_source, None).map_err(|d| {
@@ -814,15 +817,12 @@ fn compile_verify(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
     let mut spec = template
         .instantiate(&rec.request.params)
         .map_err(|e| e.to_string())?;
-    if let Some(o) = &rec.request.timing {
-        o.apply(&mut spec.timing)?;
+    if rec.request.timing.is_some() {
+        stage.timing.apply(&mut spec.timing)?;
     }
-    if let Strategy::Bake { watch } = &rec.request.strategy {
+    if let Strategy::Bake { .. } = &rec.request.strategy {
         // A bake watches for a fixed time, then promotes if every check held up.
-        let w = watch
-            .as_deref()
-            .and_then(|w| crate::units::parse_duration(w).ok())
-            .unwrap_or(Duration::from_secs(1800));
+        let w = stage.watch;
         spec.timing.min_duration = w.max(spec.timing.warmup + spec.timing.interval);
         spec.timing.max_duration = spec.timing.min_duration + spec.timing.interval;
     }

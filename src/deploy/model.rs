@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,19 +62,57 @@ pub enum Strategy {
     },
 }
 
-impl Strategy {
-    /// The post-switch watch of a blue-green deployment.
-    pub fn post_switch(&self) -> Option<std::time::Duration> {
-        match self {
-            Strategy::BlueGreen { post_switch } => Some(
-                post_switch
-                    .as_deref()
-                    .and_then(|d| crate::units::parse_duration(d).ok())
-                    .unwrap_or(std::time::Duration::from_secs(600)),
-            ),
-            _ => None,
+/// A request's durations, parsed once by [`DeploymentRequest::validate`]: nothing after
+/// validation parses a duration string again, or falls back to a default on a bad one.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stage {
+    /// Canary: how long each step runs (`None`: the analysis' `min_duration` split evenly).
+    pub step_duration: Option<Duration>,
+    /// Bake: how long the new version is watched (default 30m).
+    pub watch: Duration,
+    /// Blue-green: how long green is watched after the switch (default 10m).
+    pub post_switch: Duration,
+    /// Prometheus source: how long ago the baseline is read (zero: now).
+    pub baseline_offset: Duration,
+    /// The per-deployment timing overrides.
+    pub timing: TimingStage,
+}
+
+/// Parsed [`TimingOverride`]: the analysis' timing fields this deployment replaces.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TimingStage {
+    pub interval: Option<Duration>,
+    pub warmup: Option<Duration>,
+    pub min_duration: Option<Duration>,
+    pub max_duration: Option<Duration>,
+}
+
+impl TimingStage {
+    /// Applies the overrides to an analysis' timing, checking the result is coherent.
+    pub fn apply(&self, t: &mut crate::rules::Timing) -> Result<(), String> {
+        if let Some(d) = self.interval {
+            t.interval = d;
         }
+        if let Some(d) = self.warmup {
+            t.warmup = d;
+        }
+        if let Some(d) = self.min_duration {
+            t.min_duration = d;
+        }
+        if let Some(d) = self.max_duration {
+            t.max_duration = d;
+        }
+        if t.max_duration < t.min_duration || t.max_duration <= t.warmup {
+            return Err("timing overrides: max_duration must be at least min_duration and longer than warmup".into());
+        }
+        Ok(())
     }
+}
+
+/// A duration field of a request: parsed, with the field's name in the error.
+fn duration(v: Option<&str>, name: &str) -> Result<Option<Duration>, String> {
+    v.map(|s| crate::units::parse_duration(s).map_err(|e| format!("`{name}`: {e}")))
+        .transpose()
 }
 
 /// What a pipeline sends to register a deployment (`POST /api/v1/deployments`, `rollguard
@@ -100,8 +139,9 @@ pub struct DeploymentRequest {
 }
 
 impl DeploymentRequest {
-    /// Checks what can be checked without the rules: id syntax, arms present, URLs sane.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what can be checked without the rules (id syntax, arms present, URLs sane)
+    /// and parses every duration once.
+    pub fn validate(&self) -> Result<Stage, String> {
         if self.id.is_empty()
             || self.id.len() > 128
             || !self
@@ -145,49 +185,54 @@ impl DeploymentRequest {
                 "`canary.offset` is not allowed (`{o}`): only the baseline can be read from the past"
             ));
         }
-        if let Some(o) = &self.baseline.offset {
-            let d =
-                crate::units::parse_duration(o).map_err(|e| format!("`baseline.offset`: {e}"))?;
+        let mut stage = Stage {
+            watch: Duration::from_secs(1800),
+            post_switch: Duration::from_secs(600),
+            ..Stage::default()
+        };
+        if let Some(d) = duration(self.baseline.offset.as_deref(), "baseline.offset")? {
             if self.baseline.selector.is_none() || d.is_zero() {
                 return Err("`baseline.offset` needs the Prometheus source (`selector` on both arms) and a duration above zero".into());
             }
+            stage.baseline_offset = d;
         }
-        if let Strategy::Bake { watch } = &self.strategy {
-            if self.baseline.offset.is_none() {
-                return Err("a `bake` compares with the past: give `baseline.offset` (e.g. \"1d\") and Prometheus selectors".into());
+        match &self.strategy {
+            Strategy::Bake { watch } => {
+                if self.baseline.offset.is_none() {
+                    return Err("a `bake` compares with the past: give `baseline.offset` (e.g. \"1d\") and Prometheus selectors".into());
+                }
+                if let Some(w) = duration(watch.as_deref(), "strategy.watch")? {
+                    stage.watch = w;
+                }
             }
-            if let Some(w) = watch {
-                crate::units::parse_duration(w).map_err(|e| format!("`strategy.watch`: {e}"))?;
+            Strategy::BlueGreen { post_switch } => {
+                if let Some(d) = duration(post_switch.as_deref(), "strategy.post_switch")? {
+                    stage.post_switch = d;
+                }
             }
+            Strategy::Canary {
+                steps,
+                step_duration,
+            } => {
+                if steps.is_empty()
+                    || steps.iter().any(|w| !(*w > 0.0 && *w <= 100.0))
+                    || steps.windows(2).any(|w| w[1] <= w[0])
+                {
+                    return Err("`strategy.steps` must be increasing weights in (0, 100], e.g. [10, 25, 50, 100]".into());
+                }
+                stage.step_duration = duration(step_duration.as_deref(), "strategy.step_duration")?;
+            }
+            Strategy::Analysis => {}
         }
-        if let Strategy::BlueGreen {
-            post_switch: Some(d),
-        } = &self.strategy
-        {
-            crate::units::parse_duration(d).map_err(|e| format!("`strategy.post_switch`: {e}"))?;
-        }
-        if let Strategy::Canary {
-            steps,
-            step_duration,
-        } = &self.strategy
-        {
-            if steps.is_empty()
-                || steps.iter().any(|w| !(*w > 0.0 && *w <= 100.0))
-                || steps.windows(2).any(|w| w[1] <= w[0])
-            {
-                return Err("`strategy.steps` must be increasing weights in (0, 100], e.g. [10, 25, 50, 100]".into());
-            }
-            if let Some(d) = step_duration {
-                crate::units::parse_duration(d)
-                    .map_err(|e| format!("`strategy.step_duration`: {e}"))?;
-            }
+        if let Some(o) = &self.timing {
+            stage.timing = o.stage()?;
         }
         for (k, v) in &self.labels {
             if k.len() > 64 || v.len() > 256 {
                 return Err("labels: keys at most 64 and values at most 256 characters".into());
             }
         }
-        Ok(())
+        Ok(stage)
     }
 
     /// Whether the arms are queried through Prometheus rather than scraped.
@@ -211,35 +256,19 @@ pub struct TimingOverride {
 }
 
 impl TimingOverride {
-    /// Applies the overrides to an analysis' timing, checking them.
-    pub fn apply(&self, t: &mut crate::rules::Timing) -> Result<(), String> {
-        let parse =
-            |v: &Option<String>, name: &str| -> Result<Option<std::time::Duration>, String> {
-                v.as_deref()
-                    .map(|s| {
-                        crate::units::parse_duration(s).map_err(|e| format!("`timing.{name}`: {e}"))
-                    })
-                    .transpose()
-            };
-        if let Some(d) = parse(&self.interval, "interval")? {
-            if d < std::time::Duration::from_secs(1) {
-                return Err("`timing.interval` must be at least 1s".into());
-            }
-            t.interval = d;
+    /// Parses the overrides (their coherence with the analysis is checked by
+    /// [`TimingStage::apply`]).
+    pub fn stage(&self) -> Result<TimingStage, String> {
+        let interval = duration(self.interval.as_deref(), "timing.interval")?;
+        if interval.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err("`timing.interval` must be at least 1s".into());
         }
-        if let Some(d) = parse(&self.warmup, "warmup")? {
-            t.warmup = d;
-        }
-        if let Some(d) = parse(&self.min_duration, "min_duration")? {
-            t.min_duration = d;
-        }
-        if let Some(d) = parse(&self.max_duration, "max_duration")? {
-            t.max_duration = d;
-        }
-        if t.max_duration < t.min_duration || t.max_duration <= t.warmup {
-            return Err("timing overrides: max_duration must be at least min_duration and longer than warmup".into());
-        }
-        Ok(())
+        Ok(TimingStage {
+            interval,
+            warmup: duration(self.warmup.as_deref(), "timing.warmup")?,
+            min_duration: duration(self.min_duration.as_deref(), "timing.min_duration")?,
+            max_duration: duration(self.max_duration.as_deref(), "timing.max_duration")?,
+        })
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use super::model::{DeploymentRecord, State, Strategy};
+use super::model::{DeploymentRecord, Stage, State, Strategy};
 use crate::action::Facts;
 use crate::events::{Notice, NoticeKind, Subject};
 use crate::judge::{CheckReport, Outcome, Step, Verdict};
@@ -87,6 +87,8 @@ pub struct Context<'a> {
     pub backend_down: bool,
     /// Link to the deployment for notices (`public_url` + API path).
     pub link: Option<String>,
+    /// The request's durations, parsed when it was validated.
+    pub stage: &'a Stage,
     /// The schema gate's facts, when one is configured for the service.
     pub schema: Option<&'a SchemaFacts>,
 }
@@ -442,7 +444,7 @@ fn promote(
     let id = t.record.request.id.clone();
     let strategy = &t.record.request.strategy;
     let last = steps_len(strategy).saturating_sub(1) as u32;
-    let blue_green = strategy.post_switch().is_some();
+    let blue_green = matches!(strategy, Strategy::BlueGreen { .. });
     if blue_green && t.record.step == 0 {
         // Blue-green: green verified; switch traffic, then watch it.
         t.record.step = 1;
@@ -543,7 +545,7 @@ fn next_canary_step(
     let due = rec.state == State::Analysing
         && matches!(strategy, Strategy::Canary { .. })
         && rec.step < last
-        && in_step >= step_duration(strategy, spec)
+        && in_step >= step_duration(strategy, ctx.stage, spec)
         && nothing_failing
         && rec.elapsed_ms > spec.timing.warmup.as_millis() as u64;
     if !due {
@@ -675,14 +677,10 @@ pub fn weight_at(s: &Strategy, i: usize) -> Option<f64> {
 }
 
 /// How long a canary step runs before the next (unbounded for the other strategies).
-pub fn step_duration(s: &Strategy, spec: &AnalysisSpec) -> Duration {
+pub fn step_duration(s: &Strategy, stage: &Stage, spec: &AnalysisSpec) -> Duration {
     match s {
-        Strategy::Canary {
-            steps,
-            step_duration,
-        } => step_duration
-            .as_deref()
-            .and_then(|d| crate::units::parse_duration(d).ok())
+        Strategy::Canary { steps, .. } => stage
+            .step_duration
             .unwrap_or_else(|| spec.timing.min_duration / (steps.len().max(1) as u32)),
         Strategy::BlueGreen { .. } | Strategy::Analysis | Strategy::Bake { .. } => Duration::MAX,
     }
@@ -734,17 +732,29 @@ on_step: [set-weight]
             targets: vec![u.into()],
             ..Default::default()
         };
-        let req = DeploymentRequest {
+        let mut req = DeploymentRequest {
             id: "d1".into(),
             service: Some("web".into()),
             analysis: "web".into(),
             params: Default::default(),
             baseline: arm("http://127.0.0.1:1/metrics"),
             canary: arm("http://127.0.0.1:2/metrics"),
-            strategy,
+            strategy: strategy.clone(),
             timing: None,
             labels: Default::default(),
         };
+        // A bake compares with the past: Prometheus selectors, the baseline a day ago.
+        if matches!(strategy, Strategy::Bake { .. }) {
+            let sel = |v: &str| ArmSpec {
+                selector: Some(format!("version=\"{v}\"")),
+                ..Default::default()
+            };
+            req.baseline = ArmSpec {
+                offset: Some("1d".into()),
+                ..sel("v1")
+            };
+            req.canary = sel("v2");
+        }
         let mut r = crate::store::new_record(req, "web.yaml".into(), "v1".into(), RULE.into());
         r.state = State::Analysing;
         r
@@ -1283,12 +1293,14 @@ on_step: [set-weight]
         let spec = spec();
         let is_hook = |n: &str| HOOKS.contains(&n);
         for c in cases() {
+            let stage = c.rec.request.validate().expect("valid request");
             let ctx = Context {
                 at: 1_700_000_000.0,
                 is_hook: &is_hook,
                 dry_run: false,
                 backend_down: c.backend_down,
                 link: Some("https://rg.example/api/v1/deployments/d1".into()),
+                stage: &stage,
                 schema: None,
             };
             let input = match &c.input {
@@ -1361,12 +1373,14 @@ on_step: [set-weight]
     fn the_same_input_gives_the_same_transition() {
         let spec = spec();
         let is_hook = |n: &str| HOOKS.contains(&n);
+        let stage = record(CANARY()).request.validate().expect("valid request");
         let ctx = Context {
             at: 5.0,
             is_hook: &is_hook,
             dry_run: true,
             backend_down: false,
             link: None,
+            stage: &stage,
             schema: None,
         };
         let step = judged(
