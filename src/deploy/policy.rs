@@ -842,38 +842,62 @@ on_step: [set-weight]
         Control::parse(what, "ana".into(), "looks wrong".into()).expect("control")
     }
 
-    fn cases() -> Vec<Case> {
-        let none: &'static [(&str, &str, &[&str])] = &[];
-        let quiet: &'static [(&str, &[&str])] = &[];
-        let case = |name, rec, input, want| Case {
+    const NONE: &[(&str, &str, &[&str])] = &[];
+    const QUIET: &[(&str, &[&str])] = &[];
+
+    fn case(name: &'static str, rec: DeploymentRecord, input: In, want: Want) -> Case {
+        Case {
             name,
             rec,
             input,
             backend_down: false,
             want,
-        };
-        let promote = |r: &str| Verdict::Promote { reason: reason(r) };
-        let rollback = || Verdict::Rollback {
+        }
+    }
+
+    fn promote(r: &str) -> Verdict {
+        Verdict::Promote { reason: reason(r) }
+    }
+
+    fn rollback() -> Verdict {
+        Verdict::Rollback {
             check: "errors".into(),
             reason: reason("errors: canary worse"),
-        };
-        let hold = || Verdict::Hold {
+        }
+    }
+
+    fn hold() -> Verdict {
+        Verdict::Hold {
             reason: reason("no data from the canary"),
-        };
-        let inconclusive = || Verdict::Inconclusive {
+        }
+    }
+
+    fn inconclusive() -> Verdict {
+        Verdict::Inconclusive {
             reason: reason("out of time"),
-        };
-        let failing = || vec![report("errors", Outcome::Fail, Enforcement::Rollback)];
-        let held = |s| at(record(s), |r| r.state = State::Held);
-        // A canary that has run past warm-up and its 40 s step (2m / 3 steps).
-        let due = |step: u32| {
-            at(record(CANARY()), move |r| {
-                r.step = step;
-                r.elapsed_ms = 200_000;
-                r.step_started_ms = 100_000;
-            })
-        };
-        let mut v = vec![
+        }
+    }
+
+    fn failing() -> Vec<CheckReport> {
+        vec![report("errors", Outcome::Fail, Enforcement::Rollback)]
+    }
+
+    fn held(s: Strategy) -> DeploymentRecord {
+        at(record(s), |r| r.state = State::Held)
+    }
+
+    /// A canary that has run past warm-up and its 40 s step (2m / 3 steps).
+    fn due(step: u32) -> DeploymentRecord {
+        at(record(CANARY()), move |r| {
+            r.step = step;
+            r.elapsed_ms = 200_000;
+            r.step_started_ms = 100_000;
+        })
+    }
+
+    /// The table: the start and each verdict.
+    fn decision_cases() -> Vec<Case> {
+        vec![
             case(
                 "start: analysis",
                 at(record(Strategy::Analysis), |r| r.state = State::Pending),
@@ -882,7 +906,7 @@ on_step: [set-weight]
                     state: State::Analysing,
                     step: 0,
                     events: &["started"],
-                    actions: none,
+                    actions: NONE,
                     notices: &[("deployment_started", WATCHERS)],
                     switched: false,
                 },
@@ -908,8 +932,8 @@ on_step: [set-weight]
                     state: State::Analysing,
                     step: 0,
                     events: &[],
-                    actions: none,
-                    notices: quiet,
+                    actions: NONE,
+                    notices: QUIET,
                     switched: false,
                 },
             ),
@@ -952,6 +976,12 @@ on_step: [set-weight]
                     switched: false,
                 },
             ),
+        ]
+    }
+
+    /// The table: holds, pause and newly failing checks.
+    fn hold_cases() -> Vec<Case> {
+        vec![
             case(
                 "hold: first interval held",
                 record(Strategy::Analysis),
@@ -973,8 +1003,8 @@ on_step: [set-weight]
                     state: State::Held,
                     step: 0,
                     events: &[],
-                    actions: none,
-                    notices: quiet,
+                    actions: NONE,
+                    notices: QUIET,
                     switched: false,
                 },
             ),
@@ -986,8 +1016,8 @@ on_step: [set-weight]
                     state: State::Analysing,
                     step: 0,
                     events: &["resumed"],
-                    actions: none,
-                    notices: quiet,
+                    actions: NONE,
+                    notices: QUIET,
                     switched: false,
                 },
             ),
@@ -1002,8 +1032,8 @@ on_step: [set-weight]
                     state: State::Held,
                     step: 0,
                     events: &[],
-                    actions: none,
-                    notices: quiet,
+                    actions: NONE,
+                    notices: QUIET,
                     switched: false,
                 },
             ),
@@ -1039,7 +1069,7 @@ on_step: [set-weight]
                     state: State::Analysing,
                     step: 0,
                     events: &["check_failed", "check_failed", "check_failed"],
-                    actions: none,
+                    actions: NONE,
                     notices: &[
                         ("check_failing", ON_FAIL),
                         ("check_failing", ON_FAIL),
@@ -1048,6 +1078,12 @@ on_step: [set-weight]
                     switched: false,
                 },
             ),
+        ]
+    }
+
+    /// The table: canary steps.
+    fn canary_cases() -> Vec<Case> {
+        vec![
             case(
                 "canary: step not yet due",
                 at(record(CANARY()), |r| r.elapsed_ms = 20_000),
@@ -1056,8 +1092,8 @@ on_step: [set-weight]
                     state: State::Analysing,
                     step: 0,
                     events: &[],
-                    actions: none,
-                    notices: quiet,
+                    actions: NONE,
+                    notices: QUIET,
                     switched: false,
                 },
             ),
@@ -1086,7 +1122,7 @@ on_step: [set-weight]
                     state: State::Analysing,
                     step: 0,
                     events: &["check_failed"],
-                    actions: none,
+                    actions: NONE,
                     notices: &[("check_failing", ON_FAIL)],
                     switched: false,
                 },
@@ -1130,6 +1166,12 @@ on_step: [set-weight]
                     switched: false,
                 },
             ),
+        ]
+    }
+
+    /// The table: blue-green and bake.
+    fn blue_green_and_bake_cases() -> Vec<Case> {
+        vec![
             case(
                 "blue-green: verified green switches",
                 record(BLUE_GREEN()),
@@ -1151,7 +1193,7 @@ on_step: [set-weight]
                     state: State::Promoted,
                     step: 1,
                     events: &["decision"],
-                    actions: none,
+                    actions: NONE,
                     notices: &[("promoted", ON_PASS)],
                     switched: false,
                 },
@@ -1195,6 +1237,12 @@ on_step: [set-weight]
                     switched: false,
                 },
             ),
+        ]
+    }
+
+    /// The table: a person's pause, resume, promote and abort.
+    fn person_cases() -> Vec<Case> {
+        vec![
             case(
                 "person: pause",
                 record(Strategy::Analysis),
@@ -1203,8 +1251,8 @@ on_step: [set-weight]
                     state: State::Held,
                     step: 0,
                     events: &["person"],
-                    actions: none,
-                    notices: quiet,
+                    actions: NONE,
+                    notices: QUIET,
                     switched: false,
                 },
             ),
@@ -1219,7 +1267,7 @@ on_step: [set-weight]
                     state: State::Analysing,
                     step: 0,
                     events: &["person"],
-                    actions: none,
+                    actions: NONE,
                     notices: &[("resumed", WATCHERS)],
                     switched: false,
                 },
@@ -1250,7 +1298,16 @@ on_step: [set-weight]
                     switched: false,
                 },
             ),
-        ];
+        ]
+    }
+
+    /// The whole table, with the circuit breaker's cases.
+    fn cases() -> Vec<Case> {
+        let mut v = decision_cases();
+        v.extend(hold_cases());
+        v.extend(canary_cases());
+        v.extend(blue_green_and_bake_cases());
+        v.extend(person_cases());
         // The circuit breaker: the backend is down, so holds are recorded, not announced, and
         // an inconclusive verdict runs no hooks.
         v.push(Case {
@@ -1263,8 +1320,8 @@ on_step: [set-weight]
                     state: State::Held,
                     step: 0,
                     events: &["held"],
-                    actions: none,
-                    notices: quiet,
+                    actions: NONE,
+                    notices: QUIET,
                     switched: false,
                 },
             )
@@ -1279,7 +1336,7 @@ on_step: [set-weight]
                     state: State::Inconclusive,
                     step: 0,
                     events: &["held", "decision"],
-                    actions: none,
+                    actions: NONE,
                     notices: &[("inconclusive", ON_INCONCLUSIVE)],
                     switched: false,
                 },

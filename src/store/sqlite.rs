@@ -395,18 +395,7 @@ impl Store for SqliteStore {
             "SELECT id, notifier, payload, attempts, next_at, status, last_error FROM outbox
              WHERE status = 'pending' AND notifier = ?1 ORDER BY id LIMIT 1",
             params![notifier],
-            |r| {
-                let payload: String = r.get(2)?;
-                Ok(OutboxItem {
-                    id: r.get(0)?,
-                    notifier: r.get(1)?,
-                    payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-                    attempts: r.get(3)?,
-                    next_at: r.get(4)?,
-                    status: r.get(5)?,
-                    last_error: r.get(6)?,
-                })
-            },
+            outbox_item,
         )
         .optional()
         .map_err(|e| self.err(e))
@@ -458,18 +447,7 @@ impl Store for SqliteStore {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![notifier], |r| {
-                let payload: String = r.get(2)?;
-                Ok(OutboxItem {
-                    id: r.get(0)?,
-                    notifier: r.get(1)?,
-                    payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-                    attempts: r.get(3)?,
-                    next_at: r.get(4)?,
-                    status: r.get(5)?,
-                    last_error: r.get(6)?,
-                })
-            })
+            .query_map(params![notifier], outbox_item)
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
@@ -621,6 +599,21 @@ fn decode(
     rec.rule_source = rule_source;
     rec.judge = judge;
     Ok(rec)
+}
+
+/// An outbox row as selected by `id, notifier, payload, attempts, next_at, status,
+/// last_error`.
+fn outbox_item(r: &rusqlite::Row) -> rusqlite::Result<OutboxItem> {
+    let payload: String = r.get(2)?;
+    Ok(OutboxItem {
+        id: r.get(0)?,
+        notifier: r.get(1)?,
+        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        attempts: r.get(3)?,
+        next_at: r.get(4)?,
+        status: r.get(5)?,
+        last_error: r.get(6)?,
+    })
 }
 
 fn insert_outbox(
