@@ -100,11 +100,13 @@ pub fn main(cli: Cli) -> ExitCode {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("rollguard: {e:#}");
-                        ExitCode::from(if format!("{e:#}").contains("invalid rules") {
-                            EX_CONFIG
-                        } else {
-                            1
-                        })
+                        ExitCode::from(
+                            if e.chain().any(|c| c.is::<crate::daemon::InvalidRules>()) {
+                                EX_CONFIG
+                            } else {
+                                1
+                            },
+                        )
                     }
                 }
             })
@@ -144,14 +146,14 @@ enum FileKind {
 }
 
 fn classify(path: &std::path::Path) -> FileKind {
-    let Ok(text) = crate::rules::read_limited(path) else {
+    let Ok(text) = crate::yamlfile::read_limited(path) else {
         return FileKind::Rule;
     };
     if text.trim().is_empty() {
         return FileKind::Rule;
     }
     let keys: Result<std::collections::BTreeMap<String, serde::de::IgnoredAny>, _> =
-        serde_saphyr::from_str_with_options(&text, crate::rules::yaml_options());
+        serde_saphyr::from_str_with_options(&text, crate::yamlfile::yaml_options());
     match keys {
         Ok(k) if k.contains_key("analysis") => FileKind::Rule,
         Ok(k)
@@ -175,7 +177,7 @@ pub fn check(paths: &[PathBuf], format: &str) -> ExitCode {
     let mut configs = Vec::new();
     let mut notes = Vec::new();
     for p in paths {
-        let files = match crate::rules::rule_files(p) {
+        let files = match crate::yamlfile::rule_files(p) {
             Ok(f) => f,
             Err(d) => {
                 diags.push(d);

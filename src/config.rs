@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::diag::Diagnostic;
-use crate::rules::{read_limited, yaml_options};
 use crate::units;
+use crate::yamlfile::{read_limited, yaml_options};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

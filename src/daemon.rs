@@ -110,15 +110,7 @@ impl Daemon {
             config.action_names(),
             telemetry.clone(),
         )
-        .map_err(|d| {
-            anyhow::anyhow!(
-                "invalid rules:\n{}",
-                d.iter()
-                    .map(|x| format!("  {x}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })?;
+        .map_err(|d| InvalidRules(d.iter().map(|x| format!("  {x}")).collect()))?;
         let rules = Arc::new(rules);
         let store = Arc::new(
             SqliteStore::open(&config.state_dir).with_context(|| "cannot open the state store")?,
@@ -522,6 +514,12 @@ async fn stop_running_hooks(
     }
     ids
 }
+
+/// The rules directory did not load at start: every diagnostic, located. The command line
+/// exits with EX_CONFIG for this error type (found by downcasting, not by its text).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid rules:\n{}", .0.join("\n"))]
+pub struct InvalidRules(pub Vec<String>);
 
 /// Deletes history older than `keep` at start and then every hour ([`Store::prune`]): an
 /// ops host runs for years, and the store should not grow without bound.

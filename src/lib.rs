@@ -38,3 +38,4 @@ pub mod telemetry;
 pub mod template;
 pub mod units;
 pub mod written;
+pub mod yamlfile;

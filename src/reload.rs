@@ -14,9 +14,10 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::diag::Diagnostic;
-use crate::rules::{RuleSet, is_rule_file_name, load_rules};
+use crate::rules::{RuleSet, load_rules};
 use crate::store::now;
 use crate::telemetry::Telemetry;
+use crate::yamlfile::is_rule_file_name;
 
 /// What `GET /api/v1/rules` shows.
 #[derive(Clone, Debug, Default, Serialize)]

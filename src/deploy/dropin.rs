@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::engine::{Engine, EngineError};
 use super::model::DeploymentRequest;
 use crate::diag::Diagnostic;
-use crate::rules::{is_rule_file_name, read_limited, yaml_options};
+use crate::yamlfile::{is_rule_file_name, read_limited, yaml_options};
 
 /// Parses one drop-in file.
 pub fn parse_file(path: &Path) -> Result<DeploymentRequest, Diagnostic> {
@@ -41,7 +41,7 @@ pub fn scan(engine: &Arc<Engine>, dir: &Path, seen: &mut BTreeMap<PathBuf, Strin
     let mut registered = 0;
     for f in files {
         let stamp = std::fs::read(&f)
-            .map(|b| crate::rules::short_hash(&b))
+            .map(|b| crate::yamlfile::short_hash(&b))
             .unwrap_or_default();
         if seen.get(&f) == Some(&stamp) {
             continue;

@@ -22,7 +22,7 @@ struct Group {
 /// and `__param_<name>` (URL query parameters). Other labels are not needed: rollguard tells
 /// instances apart by URL.
 pub fn read_targets(path: &Path) -> Result<Vec<String>, String> {
-    let text = crate::rules::read_limited(path).map_err(|d| d.to_string())?;
+    let text = crate::yamlfile::read_limited(path).map_err(|d| d.to_string())?;
     let groups: Vec<Group> = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
     } else {
