@@ -43,6 +43,13 @@ pub struct SchemaFacts {
     /// Set when running the baseline again would be unsafe on the live schema: why, in one
     /// sentence.
     pub rollback_unsafe: Option<String>,
+    /// Set when the live schema could not be read (probe failed, timed out, dirty
+    /// migration): the gate never guesses, the rollback holds until it can tell.
+    pub rollback_unknown: Option<String>,
+    /// The service's `roll_forward` hooks, run instead of an unsafe rollback.
+    pub roll_forward: Vec<String>,
+    /// Whether they were already owed to this deployment (they run once).
+    pub roll_forward_owed: bool,
 }
 
 /// Everything outside the record that a transition may depend on, read by the caller.
@@ -374,8 +381,9 @@ fn rollback(
     failing: Vec<CheckReport>,
     ctx: &Context,
 ) {
-    // The schema gate (issue 14) decides here, from `ctx.schema`, whether the rollback may
-    // run or the deployment holds and rolls forward instead.
+    if schema_blocked(t, spec, verdict, &step.checks, failing.clone(), ctx) {
+        return;
+    }
     let to = &spec.actions.on_fail;
     t.finish(ctx, State::RolledBack, reason.to_string());
     t.owe(ctx, to, Purpose::Rollback, verdict, &step.checks, to);
@@ -399,6 +407,82 @@ fn rollback(
         format!("{reason}. Action: {did}."),
         failing,
     );
+}
+
+/// The schema gate (docs/migrations.md): when rolling back would run the baseline on a
+/// schema it does not work with (after a contract), or the live schema cannot be read, no
+/// rollback hook runs and the deployment is held. People hear it once, in one sentence, and
+/// the service's `roll_forward` hooks run once. Returns whether the rollback was blocked.
+fn schema_blocked(
+    t: &mut Transition,
+    spec: &AnalysisSpec,
+    verdict: &Verdict,
+    checks: &[CheckReport],
+    failing: Vec<CheckReport>,
+    ctx: &Context,
+) -> bool {
+    let Some(facts) = ctx.schema else {
+        return false;
+    };
+    let (sentence, unsafe_) = match (&facts.rollback_unsafe, &facts.rollback_unknown) {
+        (Some(s), _) => (s.clone(), true),
+        (None, Some(s)) => (s.clone(), false),
+        (None, None) => return false,
+    };
+    t.record.state = State::Held;
+    if t.record.reason == sentence {
+        return true;
+    }
+    t.record.reason = sentence.clone();
+    let why = verdict.reason().to_string();
+    t.event(
+        EventKind::RollbackBlocked,
+        format!("{sentence} (the rollback was decided: {why})"),
+        serde_json::json!({ "unsafe": unsafe_ }),
+    );
+    let to = &spec.actions.on_fail;
+    let id = t.record.request.id.clone();
+    if unsafe_ {
+        if !facts.roll_forward_owed {
+            t.owe(
+                ctx,
+                &facts.roll_forward,
+                Purpose::RollForward,
+                verdict,
+                checks,
+                to,
+            );
+        }
+        let hooks: Vec<&str> = t
+            .actions
+            .iter()
+            .filter(|a| a.purpose == Purpose::RollForward)
+            .map(|a| a.hook.as_str())
+            .collect();
+        let did = if hooks.is_empty() {
+            "no rollback hook ran".to_string()
+        } else {
+            format!("no rollback hook ran; running {}", hooks.join(", "))
+        };
+        t.tell(
+            ctx,
+            to.clone(),
+            NoticeKind::RollbackUnsafe,
+            format!("Rollback blocked on {id}: roll forward"),
+            format!("{sentence}. The rollback was decided ({why}); {did}; the deployment is held."),
+            failing,
+        );
+    } else {
+        t.tell(
+            ctx,
+            to.clone(),
+            NoticeKind::Held,
+            format!("Holding {id}: the rollback waits for the schema probe"),
+            format!("{sentence}. The rollback was decided ({why})."),
+            failing,
+        );
+    }
+    true
 }
 
 fn promote(
@@ -600,11 +684,19 @@ fn control(t: &mut Transition, spec: &AnalysisSpec, c: &Control, ctx: &Context) 
         }
         Control::Abort { .. } => {
             let to = &spec.actions.on_fail;
-            t.finish(ctx, State::Aborted, msg.clone());
             let v = Verdict::Rollback {
                 check: "person".into(),
                 reason: msg.clone(),
             };
+            // A person's abort runs no rollback hook on a schema the baseline cannot use
+            // either: the deployment ends, the sentence says why, roll forward.
+            if schema_blocked(t, spec, &v, &checks, Vec::new(), ctx) {
+                let sentence = t.record.reason.clone();
+                t.finish(ctx, State::Aborted, format!("{msg}; {sentence}"));
+                t.event(EventKind::Person, msg, serde_json::Value::Null);
+                return;
+            }
+            t.finish(ctx, State::Aborted, msg.clone());
             t.owe(ctx, to, Purpose::Rollback, &v, &checks, to);
             t.tell(
                 ctx,
@@ -779,6 +871,7 @@ on_step: [set-weight]
     const ON_NO_DATA: &[&str] = &["hold-hook", "chat"];
     const ON_INCONCLUSIVE: &[&str] = &["cleanup", "pager"];
 
+    #[allow(clippy::large_enum_variant)] // test-only; a Step per row is fine
     enum In {
         Start,
         Judged(Step),

@@ -326,6 +326,78 @@ pub fn contract_blockers<'a>(to: &SchemaVersion, users: &'a [User]) -> Vec<(&'a 
         .collect()
 }
 
+/// The daemon's view of every configured service's schema: the settings, the prober, and
+/// the last answer per service (for the API and for telling schema changes apart).
+pub struct Schemas {
+    config: std::collections::BTreeMap<String, SchemaConfig>,
+    prober: probe::Prober,
+    last: std::sync::Mutex<std::collections::HashMap<String, (Live, f64)>>,
+}
+
+/// A schema change seen between two probes of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub from: SchemaVersion,
+    pub to: SchemaVersion,
+}
+
+impl Schemas {
+    pub fn new(
+        config: std::collections::BTreeMap<String, SchemaConfig>,
+        prom: Option<std::sync::Arc<crate::source::promql::PromClient>>,
+    ) -> Result<Schemas, String> {
+        Ok(Schemas {
+            config,
+            prober: probe::Prober::new(prom)?,
+            last: Default::default(),
+        })
+    }
+
+    /// The settings of `service`, when it has a `schemas:` entry.
+    pub fn config(&self, service: &str) -> Option<&SchemaConfig> {
+        self.config.get(service)
+    }
+
+    /// Every configured service.
+    pub fn services(&self) -> impl Iterator<Item = &SchemaConfig> {
+        self.config.values()
+    }
+
+    /// Probes `cfg`'s service now. Returns the live schema and, when it differs from the
+    /// last known version, the change (an unknown answer in between is not a change).
+    pub async fn probe(&self, cfg: &SchemaConfig) -> (Live, Option<Change>) {
+        let live = self.prober.live(cfg).await;
+        let Ok(mut last) = self.last.lock() else {
+            return (live, None);
+        };
+        let mut change = None;
+        if let Live::Known(to) = &live {
+            // Compared with the last *known* version: a failed probe in between is no change.
+            if let Some((Live::Known(from), _)) = last.get(&known_key(&cfg.service))
+                && from != to
+            {
+                change = Some(Change {
+                    from: from.clone(),
+                    to: to.clone(),
+                });
+            }
+            last.insert(known_key(&cfg.service), (live.clone(), crate::store::now()));
+        }
+        last.insert(cfg.service.clone(), (live.clone(), crate::store::now()));
+        (live, change)
+    }
+
+    /// The last probe's answer for `service` and when it came (Unix seconds).
+    pub fn last(&self, service: &str) -> Option<(Live, f64)> {
+        self.last.lock().ok()?.get(service).cloned()
+    }
+}
+
+/// Where the last known version of a service is kept, next to its last answer.
+fn known_key(service: &str) -> String {
+    format!("{service}\u{0}known")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

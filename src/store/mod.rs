@@ -59,6 +59,16 @@ text_enum! {
         /// A hook attempt's result.
         Hook => "hook",
         DryRun => "dry_run",
+        /// The service's live schema changed (a migration ran), or a waiting canary's
+        /// migration landed.
+        Schema => "schema",
+        /// The canary waits for a migration (or for the schema probe) before it starts.
+        SchemaWait => "schema_wait",
+        /// The live schema is past what the canary tolerates: it never started.
+        SchemaRefused => "schema_refused",
+        /// A rollback the live schema made unsafe (or that could not be judged): no
+        /// rollback hook ran.
+        RollbackBlocked => "rollback_blocked",
     }
 }
 
@@ -73,6 +83,8 @@ text_enum! {
         Switch => "switch",
         Hold => "hold",
         Inconclusive => "inconclusive",
+        /// Instead of an unsafe rollback: the service's `roll_forward` hooks.
+        RollForward => "roll_forward",
     }
 }
 
@@ -810,6 +822,33 @@ impl Store {
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok((deployments, notifications))
+    }
+
+    /// Timeline entries of one `kind` since `since` (Unix seconds), with their deployment's
+    /// service: (service, data). For `rollguard report`'s migration counts.
+    pub fn events_since(
+        &self,
+        kind: EventKind,
+        since: f64,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare("SELECT d.service, e.data FROM events e JOIN deployments d ON d.id = e.deployment WHERE e.kind = ?1 AND e.at >= ?2 ORDER BY e.seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![kind.as_str(), since], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (svc, data) = r.map_err(|e| self.err(e))?;
+            let data = data
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or(serde_json::Value::Null);
+            out.push((svc, data));
+        }
+        Ok(out)
     }
 
     /// Finished deployments since `since` (Unix seconds): (service, state, created, finished).
