@@ -25,6 +25,7 @@ mod faults_notify;
 mod faults_storage;
 mod hooks_exactly_once;
 mod judge_sim;
+mod migrations;
 mod notify_delivery;
 mod notify_formats;
 mod prometheus_api;

@@ -202,8 +202,8 @@ impl Engine {
     /// only up to a schema below `to`.
     pub fn contract_check(&self, service: &str, to: &str) -> Result<ContractAnswer, EngineError> {
         let cfg = self.schemas.config(service).ok_or_else(|| {
-            EngineError::NotFound(format!(
-                "schemas.{service} (no `schemas:` entry for this service)"
+            EngineError::Invalid(format!(
+                "service `{service}` has no `schemas:` entry in the daemon config"
             ))
         })?;
         let order = cfg.order.as_deref();

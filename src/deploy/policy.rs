@@ -1460,4 +1460,88 @@ on_step: [set-weight]
         let is_hook = |n: &str| HOOKS.contains(&n);
         assert_eq!(watchers(&spec(), &is_hook), vec!["chat", "pager"]);
     }
+
+    /// The schema gate: an unsafe rollback runs no rollback hook, holds, pages `on_fail`
+    /// once with the sentence and owes `roll_forward` once; an unknown schema holds too.
+    #[test]
+    fn an_unsafe_rollback_holds_and_rolls_forward_once() {
+        let spec = spec();
+        let is_hook = |n: &str| HOOKS.contains(&n) || n == "forward";
+        let sentence = "rolling back to v1 is unsafe: schema 42 removed what v1 needs (v1 works up to 41) — roll forward";
+        let facts = SchemaFacts {
+            rollback_unsafe: Some(sentence.into()),
+            roll_forward: vec!["forward".into()],
+            ..Default::default()
+        };
+        let ctx = |schema| Context {
+            at: 5.0,
+            is_hook: &is_hook,
+            dry_run: false,
+            backend_down: false,
+            link: None,
+            schema,
+        };
+        let step = judged(
+            Verdict::Rollback {
+                check: "errors".into(),
+                reason: "errors: canary worse".into(),
+            },
+            vec![report("errors", Outcome::Fail, Enforcement::Rollback)],
+            &[],
+        );
+        let t = advance(
+            record(Strategy::Analysis),
+            &spec,
+            Input::Judged(&step),
+            &ctx(Some(&facts)),
+        );
+        assert_eq!(t.record.state, State::Held);
+        assert_eq!(t.record.reason, sentence);
+        let owed: Vec<(Purpose, &str)> = t
+            .actions
+            .iter()
+            .map(|a| (a.purpose, a.hook.as_str()))
+            .collect();
+        assert_eq!(owed, vec![(Purpose::RollForward, "forward")]);
+        assert_eq!(t.notices.len(), 1);
+        assert_eq!(t.notices[0].notice.kind, NoticeKind::RollbackUnsafe);
+        assert_eq!(t.notices[0].to, vec!["rollback", "chat", "pager"]);
+        assert!(t.notices[0].notice.text.starts_with(sentence));
+        assert_eq!(t.events[0].kind, EventKind::RollbackBlocked);
+
+        // The next interval says the same: nothing new is owed, told or recorded.
+        let owed_facts = SchemaFacts {
+            roll_forward_owed: true,
+            ..facts.clone()
+        };
+        let again = advance(
+            t.record,
+            &spec,
+            Input::Judged(&step),
+            &ctx(Some(&owed_facts)),
+        );
+        assert_eq!(again.record.state, State::Held);
+        assert!(again.actions.is_empty() && again.notices.is_empty() && again.events.is_empty());
+
+        // Unknown schema: held, no hook at all; a safe gate rolls back as usual.
+        let unknown = SchemaFacts {
+            rollback_unknown: Some("cannot tell".into()),
+            ..Default::default()
+        };
+        let t = advance(
+            record(Strategy::Analysis),
+            &spec,
+            Input::Judged(&step),
+            &ctx(Some(&unknown)),
+        );
+        assert_eq!(t.record.state, State::Held);
+        assert!(t.actions.is_empty());
+        let t = advance(
+            record(Strategy::Analysis),
+            &spec,
+            Input::Judged(&step),
+            &ctx(Some(&SchemaFacts::default())),
+        );
+        assert_eq!(t.record.state, State::RolledBack);
+    }
 }
