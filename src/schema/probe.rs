@@ -214,4 +214,104 @@ mod tests {
         assert!(pointed(r#"{"version": null}"#, "/version").is_err());
         assert!(pointed("42", "/version").is_err());
     }
+
+    fn cfg(probe: ProbeKind, timeout: Duration) -> SchemaConfig {
+        SchemaConfig {
+            service: "shop".into(),
+            probe,
+            order: None,
+            timeout,
+            every: Duration::from_secs(30),
+            preflight: crate::schema::Preflight::Refuse,
+            roll_forward: Vec::new(),
+        }
+    }
+
+    fn exec(argv: &[&str]) -> ProbeKind {
+        ProbeKind::Exec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            pointer: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn exec_probes_answer_fail_and_time_out_as_source_errors() {
+        let p = Prober::new(None).unwrap();
+        let ok = p
+            .live(&cfg(exec(&["/bin/echo", " 42 "]), Duration::from_secs(5)))
+            .await;
+        assert_eq!(ok, Live::Known(SchemaVersion::parse("42", None).unwrap()));
+        let dirty = p
+            .live(&cfg(exec(&["/bin/echo", "dirty"]), Duration::from_secs(5)))
+            .await;
+        assert!(
+            matches!(&dirty, Live::Unknown(e) if e.contains("no usable version")),
+            "{dirty:?}"
+        );
+        let failed = p
+            .live(&cfg(
+                exec(&["/bin/sh", "-c", "echo boom >&2; exit 3"]),
+                Duration::from_secs(5),
+            ))
+            .await;
+        assert!(
+            matches!(&failed, Live::Unknown(e) if e.contains("boom")),
+            "{failed:?}"
+        );
+        let started = std::time::Instant::now();
+        let slow = p
+            .live(&cfg(
+                exec(&["/bin/sleep", "30"]),
+                Duration::from_millis(300),
+            ))
+            .await;
+        assert!(
+            matches!(&slow, Live::Unknown(e) if e.contains("timed out")),
+            "{slow:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "killed at the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_probes_read_the_pointer() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for body in [r#"{"schema":{"version":"1.10"}}"#, "oops"] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let status = if body == "oops" {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let p = Prober::new(None).unwrap();
+        let probe = ProbeKind::Http {
+            url: format!("http://{addr}/schema"),
+            pointer: Some("/schema/version".into()),
+            headers: Default::default(),
+        };
+        let c = cfg(probe, Duration::from_secs(5));
+        assert_eq!(
+            p.live(&c).await,
+            Live::Known(SchemaVersion::parse("1.10", None).unwrap())
+        );
+        let err = p.live(&c).await;
+        assert!(
+            matches!(&err, Live::Unknown(e) if e.contains("500")),
+            "{err:?}"
+        );
+    }
 }
