@@ -362,3 +362,72 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
     let (code, v) = d.get("/api/v1/schemas/shop/contract?to=latest");
     assert_eq!(code, 422, "{v}");
 }
+
+#[test]
+fn a_prometheus_probe_reads_one_whole_sample_from_a_real_prometheus() {
+    use crate::source_support::prometheus::{Prometheus, Target};
+    use crate::source_support::{Reply, ok, raw_server};
+    use rollguard::schema::probe::Prober;
+    use rollguard::schema::{Live, ProbeKind, SchemaConfig, SchemaVersion};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let serve = |body: &'static str| {
+        rt.block_on(raw_server(move |_| {
+            Reply::Bytes(ok("text/plain; version=0.0.4", body))
+        }))
+        .0
+    };
+    let targets: Vec<Target> = [
+        serve("app_schema_version 42\n"),
+        serve("app_schema_version 41\n"),
+    ]
+    .iter()
+    .map(|a| Target {
+        address: a.to_string(),
+        path: "/metrics".into(),
+        labels: Vec::new(),
+    })
+    .collect();
+    let prom = Prometheus::start(&targets);
+    prom.wait_series("app_schema_version", 2, Duration::from_secs(30));
+    let client = rollguard::source::promql::PromClient::new(
+        &rollguard::config::PrometheusConfig::new(&prom.url),
+    )
+    .unwrap();
+    let prober = Prober::new(Some(std::sync::Arc::new(client))).unwrap();
+    let cfg = |query: &str| SchemaConfig {
+        service: "shop".into(),
+        probe: ProbeKind::Prometheus {
+            query: query.into(),
+        },
+        order: None,
+        timeout: Duration::from_secs(5),
+        every: Duration::from_secs(30),
+        preflight: rollguard::schema::Preflight::Refuse,
+        roll_forward: Vec::new(),
+    };
+    let live = |q: &str| rt.block_on(prober.live(&cfg(q)));
+    assert_eq!(
+        live("max(app_schema_version)"),
+        Live::Known(SchemaVersion::parse("42", None).unwrap())
+    );
+    let two = live("app_schema_version");
+    assert!(
+        matches!(&two, Live::Unknown(e) if e.contains("2 samples")),
+        "{two:?}"
+    );
+    let none = live("app_schema_version_absent");
+    assert!(
+        matches!(&none, Live::Unknown(e) if e.contains("no sample")),
+        "{none:?}"
+    );
+    let half = live("max(app_schema_version) / 4");
+    assert!(
+        matches!(&half, Live::Unknown(e) if e.contains("not a whole number")),
+        "{half:?}"
+    );
+}
