@@ -237,6 +237,33 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
         d.marker_lines().iter().filter(|l| *l == "forward").count(),
         1
     );
+    let (code, out) = cli(&d, &["deploy", "status", "contracted"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("schema: shop live 42"), "{out}");
+    assert!(
+        out.contains("baseline  works with any .. 41  (contracted_past)"),
+        "{out}"
+    );
+    // A restart resumes the held deployment without paging or rolling forward again.
+    let dir = d.stop();
+    let marker = dir.path().join("marker");
+    let d = Daemon::start_in(
+        dir,
+        &[("errors.yaml", RATIO_RULE)],
+        &config(&pg, &marker, "refuse"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let v = d.get("/api/v1/deployments/contracted").1;
+    assert_eq!(v["state"], "held", "{v:#}");
+    let blocked = timeline(&v)
+        .iter()
+        .filter(|(k, _)| k == "rollback_blocked")
+        .count();
+    assert_eq!(blocked, 1, "{:#?}", timeline(&v));
+    assert_eq!(
+        d.marker_lines().iter().filter(|l| *l == "forward").count(),
+        1
+    );
     // A person's abort still runs no rollback hook on this schema.
     let (code, _) = d.post(
         "/api/v1/deployments/contracted/abort",
@@ -355,6 +382,16 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
     let (code, v) = d.get("/api/v1/schemas");
     assert_eq!(code, 200);
     assert_eq!(v["schemas"][0]["live"], "42", "{v}");
+    // Aborted: the baseline v1 serves again, and it still works only up to 42.
+    let (code, _) = d.post("/api/v1/deployments/running/abort", &json!({"who": "sre"}));
+    assert_eq!(code, 202);
+    d.wait_state("running", &["aborted"], Duration::from_secs(20));
+    let (code, out) = cli(&d, &["migrate", "check", "--service", "shop", "--to", "43"]);
+    assert_eq!(code, 12, "{out}");
+    assert!(
+        out.contains("is still serving and works only up to schema 42"),
+        "{out}"
+    );
     // Unknown services and versions the service's ordering cannot read are clear errors.
     let (code, out) = cli(&d, &["migrate", "check", "--service", "nope", "--to", "43"]);
     assert_eq!(code, 3, "{out}");
