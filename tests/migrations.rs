@@ -264,6 +264,12 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
         d.marker_lines().iter().filter(|l| *l == "forward").count(),
         1
     );
+    let metrics = common::http("GET", &format!("{}/metrics", d.url), None, None).1;
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(
+        metrics.contains("rollguard_schema_probes_total{service=\"shop\",result=\"ok\"}"),
+        "{metrics}"
+    );
     // A person's abort still runs no rollback hook on this schema.
     let (code, _) = d.post(
         "/api/v1/deployments/contracted/abort",

@@ -766,6 +766,13 @@ impl Engine {
         self.persist(&mut next, judge, &t.events, &t.actions, &outbox)?;
         *rec = next;
         let decided = tokio::time::Instant::now();
+        if t.events
+            .iter()
+            .any(|e| e.kind == crate::store::EventKind::RollbackBlocked && e.data["unsafe"] == true)
+        {
+            let svc = rec.request.service.clone().unwrap_or_default();
+            Telemetry::inc(&self.telemetry.rollbacks_blocked, &[("service", &svc)]);
+        }
         for n in &t.notices {
             self.notifiers.written(&n.to, &n.notice);
         }

@@ -260,6 +260,15 @@ impl Engine {
     /// timeline of each running deployment of the service (whichever probe sees it first).
     pub(super) async fn live_schema(&self, cfg: &SchemaConfig) -> Live {
         let (live, change) = self.schemas.probe(cfg).await;
+        let result = if matches!(live, Live::Known(_)) {
+            "ok"
+        } else {
+            "error"
+        };
+        crate::telemetry::Telemetry::inc(
+            &self.telemetry.schema_probes,
+            &[("service", &cfg.service), ("result", result)],
+        );
         if let Some(c) = change {
             tracing::info!(service = %cfg.service, from = %c.from, to = %c.to, "schema changed");
             let open = self
