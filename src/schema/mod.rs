@@ -118,11 +118,15 @@ impl<'de> Deserialize<'de> for Bound {
         enum Raw {
             U(u64),
             S(String),
+            F(f64),
         }
-        Ok(match Raw::deserialize(d)? {
-            Raw::U(n) => Bound(n.to_string()),
-            Raw::S(s) => Bound(s),
-        })
+        match Raw::deserialize(d)? {
+            Raw::U(n) => Ok(Bound(n.to_string())),
+            Raw::S(s) => Ok(Bound(s)),
+            Raw::F(f) => Err(serde::de::Error::custom(format!(
+                "schema version {f} is a decimal number, which loses digits (1.10 becomes 1.1): write dotted versions as strings, e.g. \"1.10\""
+            ))),
+        }
     }
 }
 
@@ -479,6 +483,18 @@ mod tests {
         assert_eq!(
             preflight("db", &r, Some("v2"), &Live::Known(v("42"))),
             Preflighted::Start
+        );
+    }
+
+    #[test]
+    fn bounds_are_numbers_or_strings_never_decimals() {
+        let r: SchemaRange = serde_json::from_str(r#"{"min": 42, "max": "1.10"}"#).unwrap();
+        assert_eq!(r.min, Some(Bound("42".into())));
+        assert_eq!(r.max, Some(Bound("1.10".into())));
+        let e = serde_json::from_str::<SchemaRange>(r#"{"max": 1.10}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("write dotted versions as strings"),
+            "{e}"
         );
     }
 

@@ -34,7 +34,13 @@ impl Prober {
 
     /// Reads the live schema now. Never fails: a failure is [`Live::Unknown`].
     pub async fn live(&self, cfg: &SchemaConfig) -> Live {
-        let got = tokio::time::timeout(cfg.timeout, self.raw(cfg)).await;
+        // An exec probe enforces its own timeout, so that it can kill the process group
+        // first; the others are bounded here.
+        let limit = match cfg.probe {
+            ProbeKind::Exec { .. } => cfg.timeout + Duration::from_secs(5),
+            _ => cfg.timeout,
+        };
+        let got = tokio::time::timeout(limit, self.raw(cfg)).await;
         let text = match got {
             Err(_) => {
                 return Live::Unknown(format!(
