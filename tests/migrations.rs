@@ -474,3 +474,39 @@ fn a_prometheus_probe_reads_one_whole_sample_from_a_real_prometheus() {
         "{half:?}"
     );
 }
+
+#[test]
+fn a_drop_in_canary_waits_for_its_migration() {
+    let pg = database(41);
+    let good = FleetServer::good(145);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dropins = dir.path().join("deployments");
+    std::fs::create_dir_all(&dropins).unwrap();
+    let marker = dir.path().join("marker");
+    let extra = format!(
+        "{}deployments_dir: deployments\n",
+        config(&pg, &marker, "refuse")
+    );
+    let d = Daemon::start_in(dir, &[("errors.yaml", RATIO_RULE)], &extra);
+    std::fs::write(
+        dropins.join("v2.yaml"),
+        format!(
+            "id: drop-v2\nservice: shop\nanalysis: errors\nbaseline:\n  targets: [\"{}\"]\n  version: v1\n  schema: {{max: 42}}\ncanary:\n  targets: [\"{}\"]\n  version: v2\n  schema: {{min: 42}}\n",
+            good.target("baseline-0"),
+            good.target("canary-0")
+        ),
+    )
+    .unwrap();
+    let v = wait_for(Duration::from_secs(30), || {
+        let v = d.get("/api/v1/deployments/drop-v2").1;
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("v2 needs schema 42"))
+            .then_some(v)
+    })
+    .unwrap_or_else(|| panic!("drop-in waiting; log:\n{}", d.log()));
+    assert_eq!(v["state"], "pending", "{v:#}");
+    assert_eq!(v["request"]["canary"]["schema"]["min"], "42");
+    migrate_to(&pg, 42);
+    d.wait_state("drop-v2", &["promoted"], Duration::from_secs(90));
+}
