@@ -52,6 +52,7 @@ impl IntoResponse for EngineError {
             EngineError::Finished { .. } | EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Schema(_) => StatusCode::PRECONDITION_FAILED,
         };
         error(status, self.to_string())
     }
@@ -66,6 +67,8 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/deployments/{id}/verdict", get(verdict))
         .route("/api/v1/deployments/{id}/{action}", post(act))
         .route("/api/v1/rules", get(rules))
+        .route("/api/v1/schemas", get(schemas))
+        .route("/api/v1/schemas/{service}/contract", get(contract))
         .route("/api/v1/flagger/gate", post(flagger_gate))
         .route("/api/v1/flagger/rollback", post(flagger_rollback))
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth));
@@ -119,6 +122,10 @@ async fn create(
             );
         }
     };
+    // Migrations before code: refused here (412) before anything is registered.
+    if let Err(e) = api.engine.preflight(&req).await {
+        return e.into_response();
+    }
     match api.engine.register(req) {
         Ok((rec, created)) => {
             let status = if created {
@@ -164,6 +171,9 @@ async fn show(State(api): State<Api>, Path(id): Path<String>) -> Response {
         Ok(Some(rec)) => {
             let mut v = describe(&rec);
             if let Some(o) = v.as_object_mut() {
+                if let Some(s) = api.engine.schema_view(&rec) {
+                    o.insert("schema".into(), s);
+                }
                 o.insert(
                     "events".into(),
                     serde_json::to_value(store.events(&id, 0, 500).unwrap_or_default())
@@ -302,6 +312,50 @@ async fn act(
             Json(json!({ "id": id, "action": action, "accepted": true })),
         )
             .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Every configured service's live schema, as last probed.
+async fn schemas(State(api): State<Api>) -> Response {
+    let v: Vec<serde_json::Value> = api
+        .engine
+        .schemas
+        .services()
+        .map(|c| api.engine.live_view(&c.service))
+        .collect();
+    Json(json!({ "schemas": v })).into_response()
+}
+
+#[derive(Deserialize)]
+struct ContractQuery {
+    to: String,
+}
+
+/// The contract gate for pipelines: 200 when contracting `service` to `to` is safe, 409 with
+/// the reasons while a version still in use works only with an older schema.
+async fn contract(
+    State(api): State<Api>,
+    Path(service): Path<String>,
+    Query(q): Query<ContractQuery>,
+) -> Response {
+    match api.engine.contract_check(&service, &q.to) {
+        Ok(a) => {
+            let status = if a.safe {
+                StatusCode::OK
+            } else {
+                StatusCode::CONFLICT
+            };
+            let mut v = serde_json::to_value(&a).unwrap_or_default();
+            if !a.safe {
+                v["error"] = json!(format!(
+                    "contracting `{service}` to schema {} is unsafe: {}",
+                    q.to,
+                    a.reasons.join("; ")
+                ));
+            }
+            (status, Json(v)).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -54,6 +54,8 @@ pub enum Command {
     Simulate(crate::sim::SimulateArgs),
     /// Talk to a running daemon: register and follow deployments.
     Deploy(crate::client::DeployArgs),
+    /// Ask the migration gates (`migrate check --service S --to N` before a contract).
+    Migrate(crate::client::MigrateArgs),
     /// Deployment frequency and change failure rate from the state store.
     Report(ReportArgs),
     /// Print the version.
@@ -121,6 +123,7 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Command::Simulate(args) => crate::sim::main(args),
         Command::Deploy(args) => runtime(crate::client::main(args)),
+        Command::Migrate(args) => runtime(crate::client::migrate(args)),
         Command::Report(args) => report(args),
     }
 }

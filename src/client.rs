@@ -1,6 +1,8 @@
 //! `rollguard deploy …`: the CLI client pipelines use. `deploy start --wait` registers a
 //! deployment and follows it, exiting 0 when promoted, 1 when rolled back or aborted, 2 when
-//! inconclusive — so a pipeline step is one line.
+//! inconclusive — so a pipeline step is one line. The migration gates have their own codes
+//! ([`EX_SCHEMA_PREFLIGHT`], [`EX_ROLLBACK_UNSAFE`], [`EX_CONTRACT_BLOCKED`]), and
+//! `rollguard migrate check` asks the contract gate.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -96,6 +98,18 @@ pub struct StartArgs {
     pub baseline_version: Option<String>,
     #[arg(long)]
     pub canary_version: Option<String>,
+    /// Oldest schema the baseline works with (migration gates; docs/migrations.md).
+    #[arg(long)]
+    pub baseline_schema_min: Option<String>,
+    /// Newest schema the baseline tolerates: past it, rolling back is unsafe.
+    #[arg(long)]
+    pub baseline_schema_max: Option<String>,
+    /// Oldest schema the canary needs: its migrations must have run.
+    #[arg(long)]
+    pub canary_schema_min: Option<String>,
+    /// Newest schema the canary tolerates.
+    #[arg(long)]
+    pub canary_schema_max: Option<String>,
     /// Canary share of traffic in percent (enables the traffic-split check).
     #[arg(long)]
     pub canary_weight: Option<f64>,
@@ -110,6 +124,15 @@ pub struct StartArgs {
     #[arg(long, default_value = "2h")]
     pub timeout: String,
 }
+
+/// `deploy start`: the pre-flight gate refused the canary (it needs a migration that has not
+/// run, or the schema was contracted past what it tolerates). Nothing was registered.
+pub const EX_SCHEMA_PREFLIGHT: u8 = 10;
+/// `deploy start --wait` / `deploy wait`: the judge decided to roll back, but rolling back is
+/// unsafe on the live schema; no rollback hook ran, the deployment is held: roll forward.
+pub const EX_ROLLBACK_UNSAFE: u8 = 11;
+/// `migrate check`: a version still in use needs a schema below the contract target.
+pub const EX_CONTRACT_BLOCKED: u8 = 12;
 
 /// Exit codes of `--wait`.
 pub fn exit_for(state: &str) -> ExitCode {
@@ -145,6 +168,23 @@ impl Client {
         body: Option<Value>,
     ) -> Result<(u16, Value), String> {
         // Every answer of 300 or more is an error, with the API's own `error` text.
+        let (status, v) = self.call_any(m, path, body).await?;
+        if status >= 300 {
+            return Err(format!(
+                "HTTP {status}: {}",
+                v.get("error").and_then(Value::as_str).unwrap_or("")
+            ));
+        }
+        Ok((status, v))
+    }
+
+    /// Like [`Client::call`], but any HTTP status is an answer (for the gates' own codes).
+    async fn call_any(
+        &self,
+        m: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
         let mut r = self.req(m, path);
         if let Some(b) = body {
             r = r.json(&b);
@@ -158,12 +198,6 @@ impl Client {
         })?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if status >= 300 {
-            return Err(format!(
-                "HTTP {status}: {}",
-                v.get("error").and_then(Value::as_str).unwrap_or("")
-            ));
-        }
         Ok((status, v))
     }
 }
@@ -218,6 +252,16 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
                 Value::Object(a)
             };
             let params: BTreeMap<String, String> = s.params.iter().cloned().collect();
+            let range = |min: &Option<String>, max: &Option<String>| {
+                let mut r = serde_json::Map::new();
+                if let Some(m) = min {
+                    r.insert("min".into(), json!(m));
+                }
+                if let Some(m) = max {
+                    r.insert("max".into(), json!(m));
+                }
+                (!r.is_empty()).then_some(Value::Object(r))
+            };
             let mut body = json!({
                 "id": s.id,
                 "analysis": s.analysis,
@@ -228,13 +272,27 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
             if let Some(svc) = &s.service {
                 body["service"] = json!(svc);
             }
+            if let Some(r) = range(&s.baseline_schema_min, &s.baseline_schema_max) {
+                body["baseline"]["schema"] = r;
+            }
+            if let Some(r) = range(&s.canary_schema_min, &s.canary_schema_max) {
+                body["canary"]["schema"] = r;
+            }
             if !s.steps.is_empty() {
                 body["strategy"] =
                     json!({"type": "canary", "steps": s.steps, "step_duration": s.step_duration});
             }
             let (status, v) = c
-                .call(reqwest::Method::POST, "/api/v1/deployments", Some(body))
+                .call_any(reqwest::Method::POST, "/api/v1/deployments", Some(body))
                 .await?;
+            let error = v.get("error").and_then(Value::as_str).unwrap_or("");
+            if status == 412 {
+                eprintln!("rollguard deploy: refused by the migration gate: {error}");
+                return Ok(ExitCode::from(EX_SCHEMA_PREFLIGHT));
+            }
+            if status >= 300 {
+                return Err(format!("HTTP {status}: {error}"));
+            }
             if args.json && !s.wait {
                 println!("{v}");
             } else {
@@ -343,6 +401,28 @@ fn print_status(v: &Value) {
         v["elapsed_s"].as_f64().unwrap_or(0.0)
     );
     println!("reason: {}", v["reason"].as_str().unwrap_or(""));
+    if let Some(s) = v.get("schema").filter(|s| s.is_object()) {
+        let live = s["live"].as_str().map(str::to_string).unwrap_or_else(|| {
+            format!(
+                "unknown ({})",
+                s["error"].as_str().unwrap_or("not probed yet")
+            )
+        });
+        println!(
+            "schema: {} live {live}",
+            s["service"].as_str().unwrap_or("")
+        );
+        for arm in ["baseline", "canary"] {
+            if let Some(r) = s.get(arm).filter(|r| r.is_object()) {
+                println!(
+                    "  {arm:<9} works with {} .. {}  ({})",
+                    r["min"].as_str().unwrap_or("any"),
+                    r["max"].as_str().unwrap_or("any"),
+                    r["fit"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
     for c in v["checks"].as_array().cloned().unwrap_or_default() {
         println!(
             "  {:<18} {:<12} {}",
@@ -365,6 +445,7 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
                 None,
             )
             .await?;
+        let mut unsafe_rollback = false;
         for e in v["events"].as_array().cloned().unwrap_or_default() {
             if !json_out {
                 eprintln!(
@@ -373,6 +454,23 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
                     e["message"].as_str().unwrap_or("")
                 );
             }
+            unsafe_rollback |= e["kind"] == crate::store::EventKind::RollbackBlocked.as_str()
+                && e["data"]["unsafe"] == true;
+        }
+        if unsafe_rollback {
+            let (_, full) = c
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/deployments/{id}"),
+                    None,
+                )
+                .await?;
+            if json_out {
+                println!("{full}");
+            } else {
+                print_status(&full);
+            }
+            return Ok(ExitCode::from(EX_ROLLBACK_UNSAFE));
         }
         after = v["next"].as_i64().unwrap_or(after);
         let state = v["state"].as_str().unwrap_or("").to_string();
@@ -399,5 +497,103 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
             return Ok(ExitCode::from(3));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `rollguard migrate …`: asks the daemon's migration gates (for pipelines, before a
+/// contract migration).
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// rollguard's API base URL.
+    #[arg(
+        long,
+        env = "ROLLGUARD_URL",
+        default_value = "http://127.0.0.1:9797",
+        global = true
+    )]
+    pub server: String,
+    /// File holding the API bearer token (or set ROLLGUARD_TOKEN).
+    #[arg(long, env = "ROLLGUARD_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: MigrateCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// Exit 0 if contracting SERVICE's schema to TO is safe; exit 12 with the reasons while
+    /// an active deployment or a still-serving version needs a schema below it.
+    Check {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// `rollguard migrate check`.
+pub async fn migrate(args: MigrateArgs) -> ExitCode {
+    crate::net::install_crypto_provider();
+    let token = match (&args.token_file, std::env::var("ROLLGUARD_TOKEN").ok()) {
+        (Some(f), _) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", f.display());
+                return ExitCode::from(crate::cli::EX_USAGE);
+            }
+        },
+        (None, t) => t,
+    };
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: args.server.clone(),
+        token,
+    };
+    let MigrateCommand::Check { service, to } = &args.command;
+    let path = format!(
+        "/api/v1/schemas/{}/contract?to={}",
+        url::form_urlencoded::byte_serialize(service.as_bytes()).collect::<String>(),
+        url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+    );
+    match c.call_any(reqwest::Method::GET, &path, None).await {
+        Ok((status, v)) => {
+            if args.json {
+                println!("{v}");
+            }
+            match status {
+                200 => {
+                    if !args.json {
+                        println!(
+                            "ok: contracting `{service}` to schema {to} is safe: no version in use needs an older schema"
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                409 => {
+                    if !args.json {
+                        eprintln!(
+                            "unsafe: contracting `{service}` to schema {to} would break versions still in use:"
+                        );
+                        for r in v["reasons"].as_array().cloned().unwrap_or_default() {
+                            eprintln!("  - {}", r.as_str().unwrap_or(""));
+                        }
+                    }
+                    ExitCode::from(EX_CONTRACT_BLOCKED)
+                }
+                _ => {
+                    eprintln!(
+                        "rollguard migrate: HTTP {status}: {}",
+                        v.get("error").and_then(Value::as_str).unwrap_or("")
+                    );
+                    ExitCode::from(3)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("rollguard migrate: {e}");
+            ExitCode::from(3)
+        }
     }
 }

@@ -50,6 +50,9 @@ struct RawConfig {
     notifiers: BTreeMap<String, Spanned<RawNotifier>>,
     #[serde(default)]
     ops_notifiers: Vec<Spanned<String>>,
+    /// Per service: how to read its live schema version (see docs/migrations.md).
+    #[serde(default)]
+    schemas: BTreeMap<String, Spanned<crate::schema::config::RawSchema>>,
 }
 
 /// A secret given inline, from a file (e.g. under `$CREDENTIALS_DIRECTORY`), or from an
@@ -562,6 +565,8 @@ pub struct Config {
     pub hooks: BTreeMap<String, HookConfig>,
     pub notifiers: BTreeMap<String, NotifierConfig>,
     pub ops_notifiers: Vec<String>,
+    /// Per service: its live schema probe and the migration gates' settings.
+    pub schemas: BTreeMap<String, crate::schema::SchemaConfig>,
 }
 
 impl Config {
@@ -594,6 +599,7 @@ impl Config {
             hooks: BTreeMap::new(),
             notifiers: BTreeMap::new(),
             ops_notifiers: Vec::new(),
+            schemas: BTreeMap::new(),
         }
     }
 }
@@ -961,6 +967,9 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             }
         }
     });
+    let hook_names: BTreeSet<String> = hooks.keys().cloned().collect();
+    let schemas =
+        crate::schema::config::validate(&raw.schemas, &hook_names, prometheus.is_some(), &mut err);
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -982,6 +991,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         hooks,
         notifiers,
         ops_notifiers,
+        schemas,
     })
 }
 

@@ -287,6 +287,8 @@ impl Daemon {
             .resume_all()
             .await
             .context("cannot read unfinished deployments")?;
+        // Live schema per configured service: changes onto the running deployments' timelines.
+        engine.watch_schemas();
         if let Some(dir) = &config.deployments_dir {
             background.push(tokio::spawn(crate::deploy::dropin::run(
                 engine.clone(),

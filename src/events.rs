@@ -38,6 +38,9 @@ pub enum NoticeKind {
     RulesReloaded,
     /// Dry run (global or per hook): what rollguard would have done, recorded and announced.
     DryRun,
+    /// Rolling back would run the baseline on a schema it does not work with (after a
+    /// contract migration): no rollback hook ran, the deployment is held; roll forward.
+    RollbackUnsafe,
 }
 
 /// How a notice relates to an ongoing problem, for destinations that track incidents
@@ -54,7 +57,7 @@ pub enum Lifecycle {
 
 impl NoticeKind {
     /// Every kind, for tests and docs that must cover them all.
-    pub const ALL: [NoticeKind; 17] = [
+    pub const ALL: [NoticeKind; 18] = [
         NoticeKind::DeploymentStarted,
         NoticeKind::StepPromoted,
         NoticeKind::CheckFailing,
@@ -72,6 +75,7 @@ impl NoticeKind {
         NoticeKind::RuleReloadFailed,
         NoticeKind::RulesReloaded,
         NoticeKind::DryRun,
+        NoticeKind::RollbackUnsafe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,13 +97,16 @@ impl NoticeKind {
             NoticeKind::RuleReloadFailed => "rule_reload_failed",
             NoticeKind::RulesReloaded => "rules_reloaded",
             NoticeKind::DryRun => "dry_run",
+            NoticeKind::RollbackUnsafe => "rollback_unsafe",
         }
     }
 
     /// Severity for pagers, colours and log levels.
     pub fn severity(self) -> Severity {
         match self {
-            NoticeKind::RollbackFailed | NoticeKind::HookFailed => Severity::Critical,
+            NoticeKind::RollbackFailed | NoticeKind::HookFailed | NoticeKind::RollbackUnsafe => {
+                Severity::Critical
+            }
             NoticeKind::RollbackStarted
             | NoticeKind::CheckFailing
             | NoticeKind::Held
@@ -123,7 +130,8 @@ impl NoticeKind {
             | NoticeKind::Held
             | NoticeKind::Inconclusive
             | NoticeKind::BackendDown
-            | NoticeKind::RuleReloadFailed => Lifecycle::Open,
+            | NoticeKind::RuleReloadFailed
+            | NoticeKind::RollbackUnsafe => Lifecycle::Open,
             NoticeKind::RollbackSucceeded
             | NoticeKind::Resumed
             | NoticeKind::Promoted
@@ -157,6 +165,7 @@ impl NoticeKind {
             NoticeKind::RuleReloadFailed => "RollguardRuleReloadFailed",
             NoticeKind::RulesReloaded => "RollguardRulesReloaded",
             NoticeKind::DryRun => "RollguardDryRun",
+            NoticeKind::RollbackUnsafe => "RollguardRollbackUnsafe",
         }
     }
 
@@ -169,6 +178,7 @@ impl NoticeKind {
             NoticeKind::Promoted => "1a3c5e7f9b2d4f6a8c0e2b4d6f8a0c94",
             NoticeKind::BackendDown => "2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e95",
             NoticeKind::RuleReloadFailed => "3c5e7a9b1d2f4b6d8f0a2c4e6b8d0f96",
+            NoticeKind::RollbackUnsafe => "7e9a1c3e5b4d6f8a0c2e4a6c8e0b2d98",
             _ => "4d6f8b0c2e3a5c7e9a1b3d5f7c9e1a97",
         }
     }

@@ -26,6 +26,7 @@ pub mod query;
 pub mod reload;
 pub mod report;
 pub mod rules;
+pub mod schema;
 pub mod selector;
 pub mod series;
 pub mod signals;

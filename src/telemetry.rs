@@ -40,6 +40,10 @@ pub struct Telemetry {
     pub check_evidence: Family<Labels, Gauge<f64, AtomicU64>>,
     pub backend_down: Gauge,
     pub analysis_steps: Counter,
+    /// Schema probes per service and result (`ok`, `error`).
+    pub schema_probes: Family<Labels, Counter>,
+    /// Rollbacks the live schema made unsafe (no rollback hook ran), per service.
+    pub rollbacks_blocked: Family<Labels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -70,6 +74,8 @@ impl Telemetry {
             check_evidence: Family::default(),
             backend_down: Gauge::default(),
             analysis_steps: Counter::default(),
+            schema_probes: Family::default(),
+            rollbacks_blocked: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -151,6 +157,16 @@ impl Telemetry {
             "analysis_steps",
             "Judge updates performed (one per deployment per interval)",
             t.analysis_steps.clone(),
+        );
+        r.register(
+            "schema_probes",
+            "Live schema probes per service and result (ok, error: a source error the gates hold on)",
+            t.schema_probes.clone(),
+        );
+        r.register(
+            "rollbacks_blocked",
+            "Rollbacks not run because the baseline does not work on the live schema",
+            t.rollbacks_blocked.clone(),
         );
         Telemetry { registry: r, ..t }
     }

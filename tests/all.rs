@@ -26,6 +26,7 @@ mod faults_storage;
 mod hooks_exactly_once;
 mod judge_sim;
 mod lost_messages;
+mod migrations;
 mod notify_delivery;
 mod notify_formats;
 mod prometheus_api;

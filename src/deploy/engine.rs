@@ -48,6 +48,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("rollguard is shutting down")]
     ShuttingDown,
+    /// The pre-flight migration gate refused the canary (HTTP 412, `deploy start` exits 10).
+    #[error("{0}")]
+    Schema(String),
 }
 
 /// Something changed on a deployment (for event streams).
@@ -67,8 +70,10 @@ pub struct Engine {
     scraper: Arc<Scraper>,
     prom: Option<Arc<PromClient>>,
     controls: Mutex<HashMap<String, mpsc::Sender<Control>>>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
+    pub(super) tracker: TaskTracker,
+    pub(super) shutdown: CancellationToken,
+    /// Live schema per service and the migration gates' settings (`schemas:`).
+    pub schemas: Arc<crate::schema::Schemas>,
     pub changes: broadcast::Sender<Change>,
     /// Bumped after every analysis step: the watchdog pings only while this moves or
     /// nothing is running.
@@ -204,7 +209,12 @@ impl Engine {
             None => None,
         };
         let (changes, _) = broadcast::channel(256);
+        let schemas = Arc::new(crate::schema::Schemas::new(
+            config.schemas.clone(),
+            prom.clone(),
+        )?);
         Ok(Arc::new(Engine {
+            schemas,
             config,
             store,
             rules,
@@ -287,6 +297,7 @@ impl Engine {
             ));
         }
         self.source_for(&req, &stage)?;
+        self.check_ranges(&req)?;
         let rec = new_record(
             req,
             template.path.display().to_string(),
@@ -327,7 +338,7 @@ impl Engine {
                     .flatten()
                     .and_then(|r| compile(&r).ok())
                     .map(|s| match a.purpose {
-                        Purpose::Rollback => s.actions.on_fail.clone(),
+                        Purpose::Rollback | Purpose::RollForward => s.actions.on_fail.clone(),
                         Purpose::Promote | Purpose::Switch => s.actions.on_pass.clone(),
                         Purpose::Hold => s.actions.on_no_data.clone(),
                         Purpose::Inconclusive => s.actions.on_inconclusive.clone(),
@@ -500,8 +511,16 @@ impl Engine {
             id,
             self.telemetry.clone(),
         );
+        // Migrations before code: a canary that needs a newer schema waits for it here.
+        if rec.state == State::Pending
+            && !self
+                .wait_for_schema(&mut rec, &spec, &judge, &stage, rx)
+                .await?
+        {
+            return Ok(());
+        }
         if rec.state == State::Pending {
-            self.transition(&mut rec, &spec, &judge, &stage, Input::Start)?;
+            self.transition(&mut rec, &spec, &judge, &stage, Input::Start, None)?;
         }
         let interval = spec.timing.interval;
         source.set_round_budget(interval);
@@ -527,7 +546,12 @@ impl Engine {
                         tracing::error!(deployment = id, "the control channel closed; stopping this analysis task (it resumes on the next start)");
                         return Ok(());
                     };
-                    self.transition(&mut rec, &spec, &judge, &stage, Input::Control(&c))?;
+                    // Before an abort's rollback hooks: is the baseline fine on the live schema?
+                    let facts = match c {
+                        Control::Abort { .. } => self.schema_facts(&rec).await,
+                        _ => None,
+                    };
+                    self.transition(&mut rec, &spec, &judge, &stage, Input::Control(&c), facts.as_ref())?;
                     if rec.state.is_terminal() {
                         return Ok(());
                     }
@@ -551,8 +575,19 @@ impl Engine {
             rec.elapsed_ms = t.as_millis() as u64;
             self.observe_breaker(id, source.kind(), source.backend_error());
             self.show_evidence(id, &step.checks);
-            let switched =
-                self.transition(&mut rec, &spec, &judge, &stage, Input::Judged(&step))?;
+            // Before any rollback hook: is the baseline still fine on the live schema?
+            let facts = match step.verdict {
+                crate::judge::Verdict::Rollback { .. } => self.schema_facts(&rec).await,
+                _ => None,
+            };
+            let switched = self.transition(
+                &mut rec,
+                &spec,
+                &judge,
+                &stage,
+                Input::Judged(&step),
+                facts.as_ref(),
+            )?;
             if rec.state == State::RolledBack {
                 self.telemetry.time_to_detect.observe(step.t.as_secs_f64());
             }
@@ -677,13 +712,14 @@ impl Engine {
     /// Advances a deployment by one input: the policy decides, the store writes the record,
     /// timeline, owed actions and notices in one transaction, and only then are the notices
     /// woken and the hooks started. Returns whether a blue-green deployment switched.
-    fn transition(
+    pub(super) fn transition(
         self: &Arc<Self>,
         rec: &mut DeploymentRecord,
         spec: &AnalysisSpec,
         judge: &Judge,
         stage: &Stage,
         input: Input,
+        schema: Option<&policy::SchemaFacts>,
     ) -> Result<bool, EngineError> {
         let id = rec.request.id.clone();
         let is_hook = |n: &str| self.actions.is_hook(n);
@@ -694,7 +730,7 @@ impl Engine {
             backend_down: self.backend_down_for(&id),
             link: self.link(&id),
             stage,
-            schema: None,
+            schema,
         };
         let t = policy::advance(rec.clone(), spec, input, &ctx);
         let outbox: Vec<OutboxRow> = t
@@ -706,6 +742,13 @@ impl Engine {
         self.persist(&mut next, judge, &t.events, &t.actions, &outbox)?;
         *rec = next;
         let decided = tokio::time::Instant::now();
+        if t.events
+            .iter()
+            .any(|e| e.kind == crate::store::EventKind::RollbackBlocked && e.data["unsafe"] == true)
+        {
+            let svc = rec.request.service.clone().unwrap_or_default();
+            Telemetry::inc(&self.telemetry.rollbacks_blocked, &[("service", &svc)]);
+        }
         for n in &t.notices {
             self.notifiers.written(&n.to, &n.notice);
         }
@@ -730,7 +773,7 @@ impl Engine {
 
     /// Persists the record, judge state, timeline, owed actions and notices in one
     /// transaction. If this fails nothing is acted upon.
-    fn persist(
+    pub(super) fn persist(
         &self,
         rec: &mut DeploymentRecord,
         judge: &Judge,

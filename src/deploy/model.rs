@@ -29,6 +29,10 @@ pub struct ArmSpec {
     /// The version running in this arm, for messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The schemas this arm's version works with (needs `min`, tolerates up to `max`); the
+    /// migration gates use it with the service's `schemas:` probe (docs/migrations.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<crate::schema::SchemaRange>,
 }
 
 /// How the rollout proceeds.

@@ -72,6 +72,13 @@ pub struct SchemaFacts {
     /// Set when running the baseline again would be unsafe on the live schema: why, in one
     /// sentence.
     pub rollback_unsafe: Option<String>,
+    /// Set when the live schema could not be read (probe failed, timed out, dirty
+    /// migration): the gate never guesses, the rollback holds until it can tell.
+    pub rollback_unknown: Option<String>,
+    /// The service's `roll_forward` hooks, run instead of an unsafe rollback.
+    pub roll_forward: Vec<String>,
+    /// Whether they were already owed to this deployment (they run once).
+    pub roll_forward_owed: bool,
 }
 
 /// Everything outside the record that a transition may depend on, read by the caller.
@@ -405,8 +412,9 @@ fn rollback(
     failing: Vec<CheckReport>,
     ctx: &Context,
 ) {
-    // The schema gate (issue 14) decides here, from `ctx.schema`, whether the rollback may
-    // run or the deployment holds and rolls forward instead.
+    if schema_blocked(t, spec, verdict, &step.checks, failing.clone(), ctx) {
+        return;
+    }
     let to = &spec.actions.on_fail;
     t.finish(ctx, State::RolledBack, reason.to_string());
     t.owe(ctx, to, Purpose::Rollback, verdict, &step.checks, to);
@@ -430,6 +438,82 @@ fn rollback(
         format!("{reason}. Action: {did}."),
         failing,
     );
+}
+
+/// The schema gate (docs/migrations.md): when rolling back would run the baseline on a
+/// schema it does not work with (after a contract), or the live schema cannot be read, no
+/// rollback hook runs and the deployment is held. People hear it once, in one sentence, and
+/// the service's `roll_forward` hooks run once. Returns whether the rollback was blocked.
+fn schema_blocked(
+    t: &mut Transition,
+    spec: &AnalysisSpec,
+    verdict: &Verdict,
+    checks: &[CheckReport],
+    failing: Vec<CheckReport>,
+    ctx: &Context,
+) -> bool {
+    let Some(facts) = ctx.schema else {
+        return false;
+    };
+    let (sentence, unsafe_) = match (&facts.rollback_unsafe, &facts.rollback_unknown) {
+        (Some(s), _) => (s.clone(), true),
+        (None, Some(s)) => (s.clone(), false),
+        (None, None) => return false,
+    };
+    t.record.state = State::Held;
+    if t.record.reason == sentence {
+        return true;
+    }
+    t.record.reason = sentence.clone();
+    let why = verdict.reason().to_string();
+    t.event(
+        EventKind::RollbackBlocked,
+        format!("{sentence} (the rollback was decided: {why})"),
+        serde_json::json!({ "unsafe": unsafe_ }),
+    );
+    let to = &spec.actions.on_fail;
+    let id = t.record.request.id.clone();
+    if unsafe_ {
+        if !facts.roll_forward_owed {
+            t.owe(
+                ctx,
+                &facts.roll_forward,
+                Purpose::RollForward,
+                verdict,
+                checks,
+                to,
+            );
+        }
+        let hooks: Vec<&str> = t
+            .actions
+            .iter()
+            .filter(|a| a.purpose == Purpose::RollForward)
+            .map(|a| a.hook.as_str())
+            .collect();
+        let did = if hooks.is_empty() {
+            "no rollback hook ran".to_string()
+        } else {
+            format!("no rollback hook ran; running {}", hooks.join(", "))
+        };
+        t.tell(
+            ctx,
+            to.clone(),
+            NoticeKind::RollbackUnsafe,
+            format!("Rollback blocked on {id}: roll forward"),
+            format!("{sentence}. The rollback was decided ({why}); {did}; the deployment is held."),
+            failing,
+        );
+    } else {
+        t.tell(
+            ctx,
+            to.clone(),
+            NoticeKind::Held,
+            format!("Holding {id}: the rollback waits for the schema probe"),
+            format!("{sentence}. The rollback was decided ({why})."),
+            failing,
+        );
+    }
+    true
 }
 
 fn promote(
@@ -631,11 +715,19 @@ fn control(t: &mut Transition, spec: &AnalysisSpec, c: &Control, ctx: &Context) 
         }
         Control::Abort { .. } => {
             let to = &spec.actions.on_fail;
-            t.finish(ctx, State::Aborted, msg.clone());
             let v = Verdict::Rollback {
                 check: "person".into(),
                 reason: msg.clone(),
             };
+            // A person's abort runs no rollback hook on a schema the baseline cannot use
+            // either: the deployment ends, the sentence says why, roll forward.
+            if schema_blocked(t, spec, &v, &checks, Vec::new(), ctx) {
+                let sentence = t.record.reason.clone();
+                t.finish(ctx, State::Aborted, format!("{msg}; {sentence}"));
+                t.event(EventKind::Person, msg, serde_json::Value::Null);
+                return;
+            }
+            t.finish(ctx, State::Aborted, msg.clone());
             t.owe(ctx, to, Purpose::Rollback, &v, &checks, to);
             t.tell(
                 ctx,
@@ -1467,5 +1559,94 @@ on_step: [set-weight]
     fn watchers_are_the_notifiers_of_every_list_once() {
         let is_hook = |n: &str| HOOKS.contains(&n);
         assert_eq!(watchers(&spec(), &is_hook), vec!["chat", "pager"]);
+    }
+
+    /// The schema gate: an unsafe rollback runs no rollback hook, holds, pages `on_fail`
+    /// once with the sentence and owes `roll_forward` once; an unknown schema holds too.
+    #[test]
+    fn an_unsafe_rollback_holds_and_rolls_forward_once() {
+        let spec = spec();
+        let is_hook = |n: &str| HOOKS.contains(&n) || n == "forward";
+        let sentence = "rolling back to v1 is unsafe: schema 42 removed what v1 needs (v1 works up to 41) — roll forward";
+        let facts = SchemaFacts {
+            rollback_unsafe: Some(sentence.into()),
+            roll_forward: vec!["forward".into()],
+            ..Default::default()
+        };
+        let stage = record(Strategy::Analysis)
+            .request
+            .validate()
+            .expect("valid request");
+        let ctx = |schema| Context {
+            at: 5.0,
+            is_hook: &is_hook,
+            dry_run: false,
+            backend_down: false,
+            link: None,
+            stage: &stage,
+            schema,
+        };
+        let step = judged(
+            Verdict::Rollback {
+                check: "errors".into(),
+                reason: "errors: canary worse".into(),
+            },
+            vec![report("errors", Outcome::Fail, Enforcement::Rollback)],
+            &[],
+        );
+        let t = advance(
+            record(Strategy::Analysis),
+            &spec,
+            Input::Judged(&step),
+            &ctx(Some(&facts)),
+        );
+        assert_eq!(t.record.state, State::Held);
+        assert_eq!(t.record.reason, sentence);
+        let owed: Vec<(Purpose, &str)> = t
+            .actions
+            .iter()
+            .map(|a| (a.purpose, a.hook.as_str()))
+            .collect();
+        assert_eq!(owed, vec![(Purpose::RollForward, "forward")]);
+        assert_eq!(t.notices.len(), 1);
+        assert_eq!(t.notices[0].notice.kind, NoticeKind::RollbackUnsafe);
+        assert_eq!(t.notices[0].to, vec!["rollback", "chat", "pager"]);
+        assert!(t.notices[0].notice.text.starts_with(sentence));
+        assert_eq!(t.events[0].kind, EventKind::RollbackBlocked);
+
+        // The next interval says the same: nothing new is owed, told or recorded.
+        let owed_facts = SchemaFacts {
+            roll_forward_owed: true,
+            ..facts.clone()
+        };
+        let again = advance(
+            t.record,
+            &spec,
+            Input::Judged(&step),
+            &ctx(Some(&owed_facts)),
+        );
+        assert_eq!(again.record.state, State::Held);
+        assert!(again.actions.is_empty() && again.notices.is_empty() && again.events.is_empty());
+
+        // Unknown schema: held, no hook at all; a safe gate rolls back as usual.
+        let unknown = SchemaFacts {
+            rollback_unknown: Some("cannot tell".into()),
+            ..Default::default()
+        };
+        let t = advance(
+            record(Strategy::Analysis),
+            &spec,
+            Input::Judged(&step),
+            &ctx(Some(&unknown)),
+        );
+        assert_eq!(t.record.state, State::Held);
+        assert!(t.actions.is_empty());
+        let t = advance(
+            record(Strategy::Analysis),
+            &spec,
+            Input::Judged(&step),
+            &ctx(Some(&SchemaFacts::default())),
+        );
+        assert_eq!(t.record.state, State::RolledBack);
     }
 }

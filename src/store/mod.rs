@@ -60,6 +60,16 @@ text_enum! {
         /// A hook attempt's result.
         Hook => "hook",
         DryRun => "dry_run",
+        /// The service's live schema changed (a migration ran), or a waiting canary's
+        /// migration landed.
+        Schema => "schema",
+        /// The canary waits for a migration (or for the schema probe) before it starts.
+        SchemaWait => "schema_wait",
+        /// The live schema is past what the canary tolerates: it never started.
+        SchemaRefused => "schema_refused",
+        /// A rollback the live schema made unsafe (or that could not be judged): no
+        /// rollback hook ran.
+        RollbackBlocked => "rollback_blocked",
     }
 }
 
@@ -74,6 +84,8 @@ text_enum! {
         Switch => "switch",
         Hold => "hold",
         Inconclusive => "inconclusive",
+        /// Instead of an unsafe rollback: the service's `roll_forward` hooks.
+        RollForward => "roll_forward",
     }
 }
 
@@ -318,6 +330,14 @@ pub trait Store: Send + Sync {
     /// and hook attempts, unless a hook of theirs is still owed, and notifications that were
     /// sent, skipped or dead-lettered. Returns (deployments, notifications) deleted.
     fn prune(&self, before: f64) -> Result<(usize, usize), StoreError>;
+
+    /// Timeline entries of one `kind` since `since` (Unix seconds), with their deployment's
+    /// service: (service, data). For `rollguard report`'s migration counts.
+    fn events_since(
+        &self,
+        kind: EventKind,
+        since: f64,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
 
     /// Finished deployments since `since` (Unix seconds): (service, state, created, finished).
     fn finished_since(&self, since: f64) -> Result<Vec<(String, State, f64, f64)>, StoreError>;

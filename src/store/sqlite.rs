@@ -309,6 +309,31 @@ impl Store for SqliteStore {
         Ok(v)
     }
 
+    fn events_since(
+        &self,
+        kind: EventKind,
+        since: f64,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare("SELECT d.service, e.data FROM events e JOIN deployments d ON d.id = e.deployment WHERE e.kind = ?1 AND e.at >= ?2 ORDER BY e.seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![kind.as_str(), since], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (svc, data) = r.map_err(|e| self.err(e))?;
+            let data = data
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or(serde_json::Value::Null);
+            out.push((svc, data));
+        }
+        Ok(out)
+    }
+
     fn events(&self, id: &str, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let c = self.lock();
         let mut stmt = c

@@ -129,6 +129,7 @@ pub fn emoji(k: NoticeKind) -> &'static str {
         NoticeKind::RuleReloadFailed => "📝",
         NoticeKind::RulesReloaded => "🗒️",
         NoticeKind::DryRun => "🧪",
+        NoticeKind::RollbackUnsafe => "⛔",
     }
 }
 
