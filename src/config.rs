@@ -612,326 +612,42 @@ pub fn load_config(path: &Path) -> Result<Config, Vec<Diagnostic>> {
 }
 
 /// Parses and validates config text (the file name is used for locations and for resolving
-/// relative paths).
+/// relative paths). Stage one is serde into [`RawConfig`]; stage two validates it section by
+/// section, each section a function that reads its raw part and reports into one [`Check`].
 pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
-    let raw: RawConfig = if text.trim().is_empty() {
+    if text.trim().is_empty() {
         return Err(vec![Diagnostic::file(
             path,
             "config file is empty (expected at least `rules_dir:`)",
         )]);
-    } else {
-        serde_saphyr::from_str_with_options(text, yaml_options())
-            .map_err(|e| vec![Diagnostic::from_yaml(path, &e)])?
-    };
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut diags = Vec::new();
-    let mut err = |at: (u64, u64), msg: String| diags.push(Diagnostic::new(path, at.0, at.1, msg));
-    let loc = |s: &Spanned<String>| (s.referenced.line(), s.referenced.column());
-    let resolve = |p: &str| {
-        let p = PathBuf::from(p);
-        if p.is_absolute() { p } else { base.join(p) }
-    };
-    let duration = |v: &Option<Spanned<String>>,
-                    default: Duration,
-                    field: &str,
-                    err: &mut dyn FnMut((u64, u64), String)| match v {
-        None => default,
-        Some(s) => match units::parse_duration(&s.value) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                err(loc(s), format!("`{field}` must be longer than zero"));
-                default
-            }
-            Err(e) => {
-                err(loc(s), format!("`{field}`: {e}"));
-                default
-            }
-        },
-    };
-
-    let listen = match &raw.listen {
-        None => SocketAddr::from(([127, 0, 0, 1], 9797)),
-        Some(l) => match l.value.parse::<SocketAddr>() {
-            Ok(a) => a,
-            Err(_) => {
-                err(
-                    loc(l),
-                    format!(
-                        "`listen` must be IP:PORT such as 127.0.0.1:9797, got `{}`",
-                        l.value
-                    ),
-                );
-                SocketAddr::from(([127, 0, 0, 1], 9797))
-            }
-        },
-    };
-    let api_token_file = raw.api_token_file.as_ref().map(|p| resolve(&p.value));
-    if !listen.ip().is_loopback() && api_token_file.is_none() {
-        let at = raw.listen.as_ref().map_or((1, 1), loc);
-        err(at, "`listen` is not a loopback address, so `api_token_file` is required (the API can start and abort rollbacks)".into());
     }
+    let raw: RawConfig = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| vec![Diagnostic::from_yaml(path, &e)])?;
+    let mut c = Check {
+        path,
+        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        diags: Vec::new(),
+    };
+    let (listen, api_token_file) = c.listen(&raw);
     let rules_dir = match &raw.rules_dir {
-        Some(r) => resolve(&r.value),
+        Some(r) => c.resolve(&r.value),
         None => {
-            err((1, 1), "`rules_dir` is required".into());
+            c.err((1, 1), "`rules_dir` is required".into());
             PathBuf::new()
         }
     };
     let state_dir = raw.state_dir.as_ref().map_or_else(
         || PathBuf::from("/var/lib/rollguard"),
-        |s| resolve(&s.value),
+        |s| c.resolve(&s.value),
     );
-
-    let mut scrape = ScrapeConfig::default();
-    if let Some(s) = &raw.scrape {
-        scrape.timeout = duration(&s.timeout, scrape.timeout, "scrape.timeout", &mut err);
-        if let Some(m) = &s.max_body {
-            match units::parse_bytes(&m.value) {
-                Ok(v) if (1024.0..=1e9).contains(&v) => scrape.max_body_bytes = v as usize,
-                Ok(_) => err(
-                    loc(m),
-                    "`scrape.max_body` must be between 1KiB and 1GB".into(),
-                ),
-                Err(e) => err(loc(m), format!("`scrape.max_body`: {e}")),
-            }
-        }
-        if let Some(c) = &s.concurrency {
-            if c.value == 0 || c.value > 10_000 {
-                err(
-                    (c.referenced.line(), c.referenced.column()),
-                    "`scrape.concurrency` must be between 1 and 10000".into(),
-                );
-            } else {
-                scrape.concurrency = c.value;
-            }
-        }
-        scrape.strict = s.strict.unwrap_or(true);
-        scrape.honor_timestamps = s.honor_timestamps.unwrap_or(true);
-        scrape.tls = tls(s.tls.clone(), &resolve);
-        scrape.bearer_token = s.bearer_token.clone();
-        scrape.basic_auth = s.basic_auth.clone();
-    }
-
-    let prometheus = raw.prometheus.as_ref().map(|p| {
-        let r = &p.value;
-        let mut c = PrometheusConfig::new(&r.url.value);
-        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-            err(loc(&r.url), format!("`prometheus.url` must start with http:// or https://, got `{}`", c.url));
-        } else if c.url.contains('?') || c.url.contains('#') {
-            err(loc(&r.url), "`prometheus.url` is a base URL (with any path prefix, e.g. http://mimir/prometheus); put query parameters under `prometheus.params`".into());
-        } else if c.url.ends_with("/api/v1") || c.url.ends_with("/api/v1/query") {
-            err(loc(&r.url), format!("`prometheus.url` is the base URL; rollguard appends /api/v1/query itself (use `{}`)", c.url.trim_end_matches("/query").trim_end_matches("/api/v1")));
-        }
-        c.headers = r.headers.clone();
-        c.bearer_token = r.bearer_token.clone();
-        c.basic_auth = r.basic_auth.clone();
-        c.timeout = duration(&r.timeout, c.timeout, "prometheus.timeout", &mut err);
-        c.instance_label = r.instance_label.clone().unwrap_or_else(|| "instance".into());
-        c.tls = tls(r.tls.clone(), &resolve);
-        c.params = r.params.clone();
-        for reserved in ["query", "time", "timeout"] {
-            if c.params.contains_key(reserved) {
-                err(loc(&r.url), format!("`prometheus.params` must not set `{reserved}` (rollguard sets it for each query)"));
-            }
-        }
-        if let Some(n) = &r.concurrency {
-            if n.value == 0 || n.value > 1000 {
-                err((n.referenced.line(), n.referenced.column()), "`prometheus.concurrency` must be between 1 and 1000".into());
-            } else {
-                c.concurrency = n.value;
-            }
-        }
-        if let Some(d) = &r.eval_delay {
-            match units::parse_duration(&d.value) {
-                Ok(v) if v <= Duration::from_secs(600) => c.eval_delay = v,
-                Ok(_) => err(loc(d), "`prometheus.eval_delay` must be at most 10m".into()),
-                Err(e) => err(loc(d), format!("`prometheus.eval_delay`: {e}")),
-            }
-        }
-        c.max_backoff = duration(&r.max_backoff, c.max_backoff, "prometheus.max_backoff", &mut err);
-        c.accept_partial = r.accept_partial;
-        c
-    });
-
-    let mut hooks = BTreeMap::new();
-    for (name, h) in &raw.hooks {
-        let at = (h.referenced.line(), h.referenced.column());
-        let r = &h.value;
-        let kind = match (&r.exec, &r.http) {
-            (Some(argv), None) => {
-                if argv.is_empty() || argv[0].trim().is_empty() {
-                    err(
-                        at,
-                        format!(
-                            "hook `{name}`: `exec` needs a program, e.g. [\"/usr/local/bin/rollback\", \"{{{{id}}}}\"]"
-                        ),
-                    );
-                }
-                if argv.len() == 3
-                    && matches!(argv[0].as_str(), "sh" | "/bin/sh" | "bash" | "/bin/bash")
-                    && argv[1] == "-c"
-                    && argv[2].contains("{{")
-                {
-                    err(
-                        at,
-                        format!(
-                            "hook `{name}`: do not build a shell command line from deployment data; pass facts as separate argv elements or read ROLLGUARD_* environment variables"
-                        ),
-                    );
-                }
-                for a in argv {
-                    check_placeholders(a, name, "exec", at, &mut err);
-                }
-                HookKind::Exec {
-                    argv: argv.clone(),
-                    env: r.env.clone(),
-                    workdir: r.workdir.as_ref().map(|w| resolve(&w.to_string_lossy())),
-                }
-            }
-            (None, Some(http)) => {
-                let method = http
-                    .method
-                    .clone()
-                    .unwrap_or_else(|| "POST".into())
-                    .to_ascii_uppercase();
-                if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
-                    err(at, format!("hook `{name}`: unsupported method `{method}`"));
-                }
-                if let Secret::Inline(u) = &http.url {
-                    check_placeholders(u, name, "url", at, &mut err);
-                    if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        err(
-                            at,
-                            format!("hook `{name}`: `url` must start with http:// or https://"),
-                        );
-                    }
-                }
-                if let Some(body) = &http.body {
-                    json_strings(body, &mut |t| {
-                        check_placeholders(t, name, "body", at, &mut err)
-                    });
-                }
-                if http.success_codes.iter().any(|c| !(100..=599).contains(c)) {
-                    err(
-                        at,
-                        format!(
-                            "hook `{name}`: `success_codes` must be HTTP status codes (100-599)"
-                        ),
-                    );
-                }
-                HookKind::Http {
-                    url: http.url.clone(),
-                    method,
-                    headers: http.headers.clone(),
-                    body: http.body.clone(),
-                    success_codes: if http.success_codes.is_empty() {
-                        vec![200, 201, 202, 204]
-                    } else {
-                        http.success_codes.clone()
-                    },
-                }
-            }
-            _ => {
-                err(
-                    at,
-                    format!("hook `{name}` needs exactly one of `exec` or `http`"),
-                );
-                continue;
-            }
-        };
-        if matches!(kind, HookKind::Http { .. })
-            && (!r.env.is_empty() || r.workdir.is_some() || r.kill_grace.is_some())
-        {
-            err(
-                at,
-                format!(
-                    "hook `{name}`: `env`, `workdir` and `kill_grace` apply only to exec hooks"
-                ),
-            );
-        }
-        let timeout = duration(
-            &r.timeout,
-            Duration::from_secs(60),
-            &format!("hooks.{name}.timeout"),
-            &mut err,
-        );
-        let kill_grace = duration(
-            &r.kill_grace,
-            Duration::from_secs(5),
-            &format!("hooks.{name}.kill_grace"),
-            &mut err,
-        );
-        let retry_backoff = duration(
-            &r.retry_backoff,
-            Duration::from_secs(1),
-            &format!("hooks.{name}.retry_backoff"),
-            &mut err,
-        )
-        .min(MAX_HOOK_BACKOFF);
-        hooks.insert(
-            name.clone(),
-            HookConfig {
-                name: name.clone(),
-                kind,
-                timeout,
-                retries: r.retries.unwrap_or(2).min(20),
-                kill_grace,
-                retry_backoff,
-                dry_run: r.dry_run,
-            },
-        );
-    }
+    let scrape = c.scrape(raw.scrape.as_ref());
+    let prometheus = raw.prometheus.as_ref().map(|p| c.prometheus(&p.value));
+    let hooks = c.hooks(&raw.hooks);
     let public_url = raw.public_url.map(|u| u.trim_end_matches('/').to_string());
-    let mut notifiers = BTreeMap::new();
-    for (name, n) in &raw.notifiers {
-        let at = (n.referenced.line(), n.referenced.column());
-        if hooks.contains_key(name) {
-            err(
-                at,
-                format!(
-                    "`{name}` is both a hook and a notifier; rule files name them in the same lists, so names must be unique"
-                ),
-            );
-        }
-        let Some(kind) = notifier_kind(name, &n.value, at, &mut err) else {
-            continue;
-        };
-        let mut cfg = NotifierConfig::new(kind);
-        if let Some(p) = &n.value.pace {
-            match units::parse_duration(&p.value) {
-                Ok(d) => cfg.pace = d,
-                Err(e) => err(loc(p), format!("`notifiers.{name}.pace`: {e}")),
-            }
-        }
-        if let Some(m) = n.value.max_attempts {
-            if m == 0 || m > 100 {
-                err(
-                    at,
-                    format!("notifier `{name}`: `max_attempts` must be between 1 and 100"),
-                );
-            } else {
-                cfg.max_attempts = m;
-            }
-        }
-        cfg.timeout = duration(
-            &n.value.timeout,
-            cfg.timeout,
-            &format!("notifiers.{name}.timeout"),
-            &mut err,
-        );
-        cfg.retry_backoff = duration(
-            &n.value.retry_backoff,
-            cfg.retry_backoff,
-            &format!("notifiers.{name}.retry_backoff"),
-            &mut err,
-        );
-        cfg.public_url = public_url.clone();
-        notifiers.insert(name.clone(), cfg);
-    }
-    let mut ops_notifiers = Vec::new();
+    let notifiers = c.notifiers(&raw.notifiers, &hooks, public_url.as_ref());
     for o in &raw.ops_notifiers {
         if !notifiers.contains_key(&o.value) {
-            err(
+            c.err(
                 loc(o),
                 format!(
                     "`ops_notifiers` names `{}`, which is not under `notifiers:`",
@@ -939,47 +655,31 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
                 ),
             );
         }
-        ops_notifiers.push(o.value.clone());
     }
-    let shutdown_grace = duration(
+    let shutdown_grace = c.duration(
         &raw.shutdown_grace,
         Duration::from_secs(30),
         "shutdown_grace",
-        &mut err,
     );
-    let source_grace = duration(
-        &raw.source_grace,
-        Duration::from_secs(60),
-        "source_grace",
-        &mut err,
-    );
-    let retention = raw.retention.as_ref().and_then(|r| {
-        match units::parse_duration(&r.value) {
-            // Shorter than a day would delete what `rollguard report` and people still read.
-            Ok(d) if d >= Duration::from_secs(86_400) => Some(d),
-            Ok(_) => {
-                err(loc(r), "`retention` must be at least 1d".into());
-                None
-            }
-            Err(e) => {
-                err(loc(r), format!("`retention`: {e}"));
-                None
-            }
-        }
-    });
+    let source_grace = c.duration(&raw.source_grace, Duration::from_secs(60), "source_grace");
+    let retention = c.retention(raw.retention.as_ref());
     let hook_names: BTreeSet<String> = hooks.keys().cloned().collect();
-    let schemas =
-        crate::schema::config::validate(&raw.schemas, &hook_names, prometheus.is_some(), &mut err);
-    if !diags.is_empty() {
-        return Err(diags);
+    let schemas = crate::schema::config::validate(
+        &raw.schemas,
+        &hook_names,
+        prometheus.is_some(),
+        &mut |at, m| c.err(at, m),
+    );
+    if !c.diags.is_empty() {
+        return Err(c.diags);
     }
     Ok(Config {
         path: path.to_path_buf(),
         listen,
         state_dir,
         rules_dir,
-        deployments_dir: raw.deployments_dir.as_ref().map(|d| resolve(&d.value)),
-        file_sd_dir: raw.file_sd_dir.as_ref().map(|d| resolve(&d.value)),
+        deployments_dir: raw.deployments_dir.as_ref().map(|d| c.resolve(&d.value)),
+        file_sd_dir: raw.file_sd_dir.as_ref().map(|d| c.resolve(&d.value)),
         api_token_file,
         public_url,
         dry_run: raw.dry_run,
@@ -990,9 +690,375 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         prometheus,
         hooks,
         notifiers,
-        ops_notifiers,
+        ops_notifiers: raw.ops_notifiers.iter().map(|o| o.value.clone()).collect(),
         schemas,
     })
+}
+
+/// Where a spanned scalar starts, for diagnostics.
+fn loc<T>(s: &Spanned<T>) -> (u64, u64) {
+    (s.referenced.line(), s.referenced.column())
+}
+
+/// Stage two of config loading: the file (for locations and relative paths) and every problem
+/// found so far. Each section validates its raw part here and returns its typed value, falling
+/// back to a default after reporting, so one run lists all problems.
+struct Check<'a> {
+    path: &'a Path,
+    base: PathBuf,
+    diags: Vec<Diagnostic>,
+}
+
+impl Check<'_> {
+    fn err(&mut self, at: (u64, u64), msg: String) {
+        self.diags.push(Diagnostic::new(self.path, at.0, at.1, msg));
+    }
+
+    /// Relative paths are resolved against the config file's directory.
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// A duration above zero, or `default` when the field is absent (or wrong, after reporting).
+    fn duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        default: Duration,
+        field: &str,
+    ) -> Duration {
+        let Some(s) = v else { return default };
+        match units::parse_duration(&s.value) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.err(loc(s), format!("`{field}` must be longer than zero"));
+                default
+            }
+            Err(e) => {
+                self.err(loc(s), format!("`{field}`: {e}"));
+                default
+            }
+        }
+    }
+
+    /// The API address, and the token file that a non-loopback address requires.
+    fn listen(&mut self, raw: &RawConfig) -> (SocketAddr, Option<PathBuf>) {
+        let default = SocketAddr::from(([127, 0, 0, 1], 9797));
+        let listen = match &raw.listen {
+            None => default,
+            Some(l) => l.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+                self.err(
+                    loc(l),
+                    format!(
+                        "`listen` must be IP:PORT such as 127.0.0.1:9797, got `{}`",
+                        l.value
+                    ),
+                );
+                default
+            }),
+        };
+        let api_token_file = raw.api_token_file.as_ref().map(|p| self.resolve(&p.value));
+        if !listen.ip().is_loopback() && api_token_file.is_none() {
+            let at = raw.listen.as_ref().map_or((1, 1), loc);
+            self.err(at, "`listen` is not a loopback address, so `api_token_file` is required (the API can start and abort rollbacks)".into());
+        }
+        (listen, api_token_file)
+    }
+
+    fn scrape(&mut self, raw: Option<&RawScrape>) -> ScrapeConfig {
+        let mut scrape = ScrapeConfig::default();
+        let Some(s) = raw else { return scrape };
+        scrape.timeout = self.duration(&s.timeout, scrape.timeout, "scrape.timeout");
+        if let Some(m) = &s.max_body {
+            match units::parse_bytes(&m.value) {
+                Ok(v) if (1024.0..=1e9).contains(&v) => scrape.max_body_bytes = v as usize,
+                Ok(_) => self.err(
+                    loc(m),
+                    "`scrape.max_body` must be between 1KiB and 1GB".into(),
+                ),
+                Err(e) => self.err(loc(m), format!("`scrape.max_body`: {e}")),
+            }
+        }
+        if let Some(c) = &s.concurrency {
+            if c.value == 0 || c.value > 10_000 {
+                self.err(
+                    loc(c),
+                    "`scrape.concurrency` must be between 1 and 10000".into(),
+                );
+            } else {
+                scrape.concurrency = c.value;
+            }
+        }
+        scrape.strict = s.strict.unwrap_or(true);
+        scrape.honor_timestamps = s.honor_timestamps.unwrap_or(true);
+        scrape.tls = tls(s.tls.clone(), &|p| self.resolve(p));
+        scrape.bearer_token = s.bearer_token.clone();
+        scrape.basic_auth = s.basic_auth.clone();
+        scrape
+    }
+
+    fn prometheus(&mut self, r: &RawPrometheus) -> PrometheusConfig {
+        let mut c = PrometheusConfig::new(&r.url.value);
+        let at = loc(&r.url);
+        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+            self.err(
+                at,
+                format!(
+                    "`prometheus.url` must start with http:// or https://, got `{}`",
+                    c.url
+                ),
+            );
+        } else if c.url.contains('?') || c.url.contains('#') {
+            self.err(at, "`prometheus.url` is a base URL (with any path prefix, e.g. http://mimir/prometheus); put query parameters under `prometheus.params`".into());
+        } else if c.url.ends_with("/api/v1") || c.url.ends_with("/api/v1/query") {
+            self.err(at, format!("`prometheus.url` is the base URL; rollguard appends /api/v1/query itself (use `{}`)", c.url.trim_end_matches("/query").trim_end_matches("/api/v1")));
+        }
+        c.headers = r.headers.clone();
+        c.bearer_token = r.bearer_token.clone();
+        c.basic_auth = r.basic_auth.clone();
+        c.timeout = self.duration(&r.timeout, c.timeout, "prometheus.timeout");
+        c.instance_label = r
+            .instance_label
+            .clone()
+            .unwrap_or_else(|| "instance".into());
+        c.tls = tls(r.tls.clone(), &|p| self.resolve(p));
+        c.params = r.params.clone();
+        for reserved in ["query", "time", "timeout"] {
+            if c.params.contains_key(reserved) {
+                self.err(at, format!("`prometheus.params` must not set `{reserved}` (rollguard sets it for each query)"));
+            }
+        }
+        if let Some(n) = &r.concurrency {
+            if n.value == 0 || n.value > 1000 {
+                self.err(
+                    loc(n),
+                    "`prometheus.concurrency` must be between 1 and 1000".into(),
+                );
+            } else {
+                c.concurrency = n.value;
+            }
+        }
+        if let Some(d) = &r.eval_delay {
+            match units::parse_duration(&d.value) {
+                Ok(v) if v <= Duration::from_secs(600) => c.eval_delay = v,
+                Ok(_) => self.err(loc(d), "`prometheus.eval_delay` must be at most 10m".into()),
+                Err(e) => self.err(loc(d), format!("`prometheus.eval_delay`: {e}")),
+            }
+        }
+        c.max_backoff = self.duration(&r.max_backoff, c.max_backoff, "prometheus.max_backoff");
+        c.accept_partial = r.accept_partial;
+        c
+    }
+
+    fn hooks(&mut self, raw: &BTreeMap<String, Spanned<RawHook>>) -> BTreeMap<String, HookConfig> {
+        let mut hooks = BTreeMap::new();
+        for (name, h) in raw {
+            if let Some(hook) = self.hook(name, &h.value, loc(h)) {
+                hooks.insert(name.clone(), hook);
+            }
+        }
+        hooks
+    }
+
+    fn hook(&mut self, name: &str, r: &RawHook, at: (u64, u64)) -> Option<HookConfig> {
+        let kind = match (&r.exec, &r.http) {
+            (Some(argv), None) => self.exec_hook(name, argv, r, at),
+            (None, Some(http)) => self.http_hook(name, http, at),
+            _ => {
+                self.err(
+                    at,
+                    format!("hook `{name}` needs exactly one of `exec` or `http`"),
+                );
+                return None;
+            }
+        };
+        if matches!(kind, HookKind::Http { .. })
+            && (!r.env.is_empty() || r.workdir.is_some() || r.kill_grace.is_some())
+        {
+            self.err(
+                at,
+                format!(
+                    "hook `{name}`: `env`, `workdir` and `kill_grace` apply only to exec hooks"
+                ),
+            );
+        }
+        let timeout = self.duration(
+            &r.timeout,
+            Duration::from_secs(60),
+            &format!("hooks.{name}.timeout"),
+        );
+        let kill_grace = self.duration(
+            &r.kill_grace,
+            Duration::from_secs(5),
+            &format!("hooks.{name}.kill_grace"),
+        );
+        let retry_backoff = self
+            .duration(
+                &r.retry_backoff,
+                Duration::from_secs(1),
+                &format!("hooks.{name}.retry_backoff"),
+            )
+            .min(MAX_HOOK_BACKOFF);
+        Some(HookConfig {
+            name: name.to_string(),
+            kind,
+            timeout,
+            retries: r.retries.unwrap_or(2).min(20),
+            kill_grace,
+            retry_backoff,
+            dry_run: r.dry_run,
+        })
+    }
+
+    fn exec_hook(&mut self, name: &str, argv: &[String], r: &RawHook, at: (u64, u64)) -> HookKind {
+        if argv.is_empty() || argv[0].trim().is_empty() {
+            self.err(
+                at,
+                format!(
+                    "hook `{name}`: `exec` needs a program, e.g. [\"/usr/local/bin/rollback\", \"{{{{id}}}}\"]"
+                ),
+            );
+        }
+        if argv.len() == 3
+            && matches!(argv[0].as_str(), "sh" | "/bin/sh" | "bash" | "/bin/bash")
+            && argv[1] == "-c"
+            && argv[2].contains("{{")
+        {
+            self.err(
+                at,
+                format!(
+                    "hook `{name}`: do not build a shell command line from deployment data; pass facts as separate argv elements or read ROLLGUARD_* environment variables"
+                ),
+            );
+        }
+        for a in argv {
+            check_placeholders(a, name, "exec", at, &mut |at, m| self.err(at, m));
+        }
+        HookKind::Exec {
+            argv: argv.to_vec(),
+            env: r.env.clone(),
+            workdir: r
+                .workdir
+                .as_ref()
+                .map(|w| self.resolve(&w.to_string_lossy())),
+        }
+    }
+
+    fn http_hook(&mut self, name: &str, http: &RawHttpHook, at: (u64, u64)) -> HookKind {
+        let method = http
+            .method
+            .clone()
+            .unwrap_or_else(|| "POST".into())
+            .to_ascii_uppercase();
+        if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
+            self.err(at, format!("hook `{name}`: unsupported method `{method}`"));
+        }
+        let mut err = |at: (u64, u64), m: String| self.err(at, m);
+        if let Secret::Inline(u) = &http.url {
+            check_placeholders(u, name, "url", at, &mut err);
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                err(
+                    at,
+                    format!("hook `{name}`: `url` must start with http:// or https://"),
+                );
+            }
+        }
+        if let Some(body) = &http.body {
+            json_strings(body, &mut |t| {
+                check_placeholders(t, name, "body", at, &mut err)
+            });
+        }
+        if http.success_codes.iter().any(|c| !(100..=599).contains(c)) {
+            err(
+                at,
+                format!("hook `{name}`: `success_codes` must be HTTP status codes (100-599)"),
+            );
+        }
+        HookKind::Http {
+            url: http.url.clone(),
+            method,
+            headers: http.headers.clone(),
+            body: http.body.clone(),
+            success_codes: if http.success_codes.is_empty() {
+                vec![200, 201, 202, 204]
+            } else {
+                http.success_codes.clone()
+            },
+        }
+    }
+
+    fn notifiers(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<RawNotifier>>,
+        hooks: &BTreeMap<String, HookConfig>,
+        public_url: Option<&String>,
+    ) -> BTreeMap<String, NotifierConfig> {
+        let mut notifiers = BTreeMap::new();
+        for (name, n) in raw {
+            let at = loc(n);
+            if hooks.contains_key(name) {
+                self.err(
+                    at,
+                    format!(
+                        "`{name}` is both a hook and a notifier; rule files name them in the same lists, so names must be unique"
+                    ),
+                );
+            }
+            let Some(kind) = notifier_kind(name, &n.value, at, &mut |at, m| self.err(at, m)) else {
+                continue;
+            };
+            let mut cfg = NotifierConfig::new(kind);
+            if let Some(p) = &n.value.pace {
+                match units::parse_duration(&p.value) {
+                    Ok(d) => cfg.pace = d,
+                    Err(e) => self.err(loc(p), format!("`notifiers.{name}.pace`: {e}")),
+                }
+            }
+            if let Some(m) = n.value.max_attempts {
+                if m == 0 || m > 100 {
+                    self.err(
+                        at,
+                        format!("notifier `{name}`: `max_attempts` must be between 1 and 100"),
+                    );
+                } else {
+                    cfg.max_attempts = m;
+                }
+            }
+            cfg.timeout = self.duration(
+                &n.value.timeout,
+                cfg.timeout,
+                &format!("notifiers.{name}.timeout"),
+            );
+            cfg.retry_backoff = self.duration(
+                &n.value.retry_backoff,
+                cfg.retry_backoff,
+                &format!("notifiers.{name}.retry_backoff"),
+            );
+            cfg.public_url = public_url.cloned();
+            notifiers.insert(name.clone(), cfg);
+        }
+        notifiers
+    }
+
+    /// Shorter than a day would delete what `rollguard report` and people still read.
+    fn retention(&mut self, raw: Option<&Spanned<String>>) -> Option<Duration> {
+        let r = raw?;
+        match units::parse_duration(&r.value) {
+            Ok(d) if d >= Duration::from_secs(86_400) => Some(d),
+            Ok(_) => {
+                self.err(loc(r), "`retention` must be at least 1d".into());
+                None
+            }
+            Err(e) => {
+                self.err(loc(r), format!("`retention`: {e}"));
+                None
+            }
+        }
+    }
 }
 
 /// Builds the typed destination from the one kind key a notifier names.
