@@ -102,13 +102,11 @@ pub fn main(cli: Cli) -> ExitCode {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("rollguard: {e:#}");
-                        ExitCode::from(
-                            if e.chain().any(|c| c.is::<crate::daemon::InvalidRules>()) {
-                                EX_CONFIG
-                            } else {
-                                1
-                            },
-                        )
+                        ExitCode::from(if e.chain().any(|c| c.is::<crate::preflight::Unusable>()) {
+                            EX_CONFIG
+                        } else {
+                            1
+                        })
                     }
                 }
             })
@@ -208,6 +206,11 @@ pub fn check(paths: &[PathBuf], format: &str) -> ExitCode {
     for c in &configs {
         match crate::config::load_config(c) {
             Ok(cfg) => {
+                // What `run` reads beyond the file: token, secrets, TLS files and clients.
+                match crate::preflight::prepare(&cfg) {
+                    Ok(p) => notes.extend(p.notes),
+                    Err(crate::preflight::Unusable(mut d)) => diags.append(&mut d),
+                }
                 let set = actions.get_or_insert_with(Default::default);
                 set.extend(cfg.action_names());
                 match crate::rules::load_rules(

@@ -105,31 +105,21 @@ impl Daemon {
         crate::net::install_crypto_provider();
         let config = Arc::new(config);
         let telemetry = Arc::new(Telemetry::new());
+        let prepared =
+            crate::preflight::prepare(&config).context("the configuration cannot be used")?;
         let rules = Rules::load(
             config.rules_dir.clone(),
             config.action_names(),
             telemetry.clone(),
         )
-        .map_err(|d| InvalidRules(d.iter().map(|x| format!("  {x}")).collect()))?;
+        .map_err(crate::preflight::Unusable)
+        .context("invalid rules")?;
         let rules = Arc::new(rules);
         let store = Arc::new(
             SqliteStore::open(&config.state_dir).with_context(|| "cannot open the state store")?,
         );
         store.check_writable().context("the state directory is not writable; refusing to start (rollguard never acts without a record)")?;
-        let token = match &config.api_token_file {
-            Some(p) => Some(Arc::<str>::from(
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read api_token_file {}", p.display()))?
-                    .trim(),
-            )),
-            None => None,
-        };
-        if token.as_ref().is_some_and(|t| t.len() < 16) {
-            anyhow::bail!(
-                "the API token in {:?} is shorter than 16 characters",
-                config.api_token_file
-            );
-        }
+        let token = prepared.token;
         let mut notifiers =
             Notifiers::new(store.clone(), config.notifiers.clone(), telemetry.clone())
                 .map_err(anyhow::Error::msg)?;
@@ -516,12 +506,6 @@ async fn stop_running_hooks(
     }
     ids
 }
-
-/// The rules directory did not load at start: every diagnostic, located. The command line
-/// exits with EX_CONFIG for this error type (found by downcasting, not by its text).
-#[derive(Debug, thiserror::Error)]
-#[error("invalid rules:\n{}", .0.join("\n"))]
-pub struct InvalidRules(pub Vec<String>);
 
 /// Deletes history older than `keep` at start and then every hour ([`Store::prune`]): an
 /// ops host runs for years, and the store should not grow without bound.

@@ -22,6 +22,7 @@ pub mod expo;
 pub mod judge;
 pub mod logging;
 pub mod net;
+pub mod preflight;
 pub mod query;
 pub mod reload;
 pub mod report;

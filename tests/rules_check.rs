@@ -288,3 +288,78 @@ fn all_errors_of_all_files_at_once_and_json() {
             .all(|e| e["line"].as_u64().unwrap_or(0) > 0 && e["path"].as_str().is_some())
     );
 }
+
+/// Writes a daemon config over the shipped rules, with the chat notifier's URL given as
+/// `chat` (YAML) and `extra` appended, and returns its path.
+fn config_with(dir: &Path, chat: &str, extra: &str) -> std::path::PathBuf {
+    let cfg = dir.join("config.yaml");
+    let hooks: String = ["rollback", "promote", "step", "switch"]
+        .iter()
+        .map(|h| format!("  {h}: {{exec: [/bin/true]}}\n"))
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            "rules_dir: {SHIPPED}\nstate_dir: state\nlisten: 127.0.0.1:0\nhooks:\n{hooks}\
+             notifiers:\n  chat:\n    webhook:\n      url: {chat}\n{extra}"
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+/// Issue 18: `check` builds what `run` builds short of binding — a missing token file, a
+/// missing secret file and a missing CA file are errors for both, with exit 78 for both.
+#[test]
+fn check_and_run_reject_the_same_missing_files() {
+    let url = "http://127.0.0.1:9/x";
+    let cases = [
+        (
+            url,
+            "api_token_file: nope.token\n",
+            "cannot read api_token_file",
+        ),
+        (
+            "{file: missing-secret}",
+            "",
+            "notifier `chat`: url: cannot read secret file",
+        ),
+        (
+            url,
+            "scrape:\n  tls:\n    ca_file: missing-ca.pem\n",
+            "scrape.tls: cannot read CA file",
+        ),
+    ];
+    for (chat, extra, needle) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config_with(dir.path(), chat, extra);
+        let (code, out) = check(&[&cfg]);
+        assert_eq!(code, 78, "check with {extra}: {out}");
+        assert!(out.contains(needle), "check with {extra}: {out}");
+        let run = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(78), "run with {extra}: {err}");
+        assert!(err.contains(needle), "run with {extra}: {err}");
+    }
+}
+
+/// A secret that systemd hands over at start (`$CREDENTIALS_DIRECTORY`) cannot be read by
+/// `check` from a shell: it is named in a note, not reported as an error.
+#[test]
+fn credentials_directory_secrets_are_noted_not_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_with(dir.path(), "{file: $CREDENTIALS_DIRECTORY/secret_chat}", "");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(&cfg)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run check");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("handed over by systemd"), "{text}");
+}
