@@ -119,7 +119,6 @@ impl Daemon {
             SqliteStore::open(&config.state_dir).with_context(|| "cannot open the state store")?,
         );
         store.check_writable().context("the state directory is not writable; refusing to start (rollguard never acts without a record)")?;
-        let token = prepared.token;
         let mut notifiers =
             Notifiers::new(store.clone(), config.notifiers.clone(), telemetry.clone())
                 .map_err(anyhow::Error::msg)?;
@@ -151,121 +150,28 @@ impl Daemon {
         .map_err(anyhow::Error::msg)?;
         let readiness = Arc::new(Readiness::new(&config).map_err(anyhow::Error::msg)?);
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        let listener = listener
-            .into_std()
-            .context("cannot hand the listener to the API thread")?;
-        let app = api::router(Api {
+        let api = Api {
             engine: engine.clone(),
             rules: rules.clone(),
-            token,
+            token: prepared.token,
             readiness: readiness.clone(),
-        })
-        .layer(axum::middleware::from_fn_with_state(
-            tokio::runtime::Handle::current(),
-            on_engine_runtime,
-        ));
-        let api_shutdown = CancellationToken::new();
-        let api_done = serve_api(listener, app, api_shutdown.clone())
-            .context("cannot start the API thread")?;
-        if let Err(e) = std::fs::write(config.state_dir.join("listen.addr"), addr.to_string()) {
-            tracing::warn!(error = %e, "cannot write listen.addr in the state directory");
-        }
+        };
+        let (addr, api_shutdown, api_done) = bind_api(&config, api).await?;
 
         let notify_shutdown = CancellationToken::new();
         let notify_task = tokio::spawn(notifiers.clone().run(notify_shutdown.clone()));
         let mut background = Vec::new();
 
-        // Rule reloads: a directory watch, SIGHUP (which systemd's ExecReload sends), and a
-        // periodic safety net for file systems without inotify. Only SIGHUP is a reload in
-        // systemd's sense, so only it is bracketed by RELOADING=1 … READY=1.
-        let (watch_tx, mut watch_rx) = mpsc::channel::<()>(8);
-        let watcher = match crate::reload::watch(&config.rules_dir, watch_tx) {
-            Ok(w) => Some(Box::new(w) as Box<dyn std::any::Any + Send>),
-            Err(e) => {
-                tracing::warn!(error = %e, "rules directory is not watched; reload with SIGHUP");
-                None
-            }
-        };
-        let mut hup = opts.reloads;
-        let (r2, n2, ops, sd, systemd) = (
+        let (watcher, watch_rx) = watch_rules(&config.rules_dir);
+        background.push(tokio::spawn(reload_loop(
             rules.clone(),
             notifiers.clone(),
             config.ops_notifiers.clone(),
-            shutdown.clone(),
+            opts.reloads,
+            watch_rx,
             opts.systemd.clone(),
-        );
-        background.push(tokio::spawn(async move {
-            let mut periodic = tokio::time::interval(Duration::from_secs(60));
-            periodic.tick().await;
-            loop {
-                let signalled = tokio::select! {
-                    _ = sd.cancelled() => return,
-                    Some(()) = next_reload(&mut hup) => true,
-                    Some(()) = watch_rx.recv() => false,
-                    _ = periodic.tick() => false,
-                };
-                if signalled {
-                    systemd.reloading();
-                }
-                let was_failing = r2.status.lock().map(|s| s.last_error.is_some()).unwrap_or(false);
-                let status = match r2.reload() {
-                    Ok(_) => {
-                        let version = r2.status.lock().map(|s| s.version.clone()).unwrap_or_default();
-                        if was_failing {
-                            n2.enqueue(
-                                &ops,
-                                &Notice {
-                                    kind: NoticeKind::RulesReloaded,
-                                    at: now(),
-                                    subject: None,
-                                    title: "Rules valid again".into(),
-                                    text: format!("the rules directory loads cleanly; version {version} is in force"),
-                                    checks: Vec::new(),
-                                    link: None,
-                                    key: "rollguard/rules".into(),
-                                },
-                            );
-                        }
-                        format!("running; rules {version}")
-                    }
-                    Err(diags) => {
-                        let text = diags
-                            .iter()
-                            .map(|d| d.to_string())
-                            .collect::<Vec<_>>()
-                            .join("\n");
-                        let version = r2
-                            .status
-                            .lock()
-                            .map(|s| s.version.clone())
-                            .unwrap_or_default();
-                        n2.enqueue(
-                            &ops,
-                            &Notice {
-                                kind: NoticeKind::RuleReloadFailed,
-                                at: now(),
-                                subject: None,
-                                title: "Rule edit rejected".into(),
-                                text: format!("the rules stay at version {version}; fix:\n{text}"),
-                                checks: Vec::new(),
-                                link: None,
-                                key: "rollguard/rules".into(),
-                            },
-                        );
-                        format!("running; rule reload rejected, keeping rules {version}")
-                    }
-                };
-                if signalled {
-                    systemd.ready(&status);
-                } else {
-                    systemd.status(&status);
-                }
-            }
-        }));
+            shutdown.clone(),
+        )));
         let e2 = engine.clone();
         background.push(tokio::spawn(
             opts.systemd
@@ -505,6 +411,140 @@ async fn stop_running_hooks(
         }
     }
     ids
+}
+
+/// Binds the API address and serves it on its own thread (see the module docs), and writes
+/// the bound address to `listen.addr` in the state directory for tools and tests that asked
+/// for port 0.
+async fn bind_api(
+    config: &Config,
+    api: Api,
+) -> anyhow::Result<(SocketAddr, CancellationToken, oneshot::Receiver<()>)> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let listener = listener
+        .into_std()
+        .context("cannot hand the listener to the API thread")?;
+    let app = api::router(api).layer(axum::middleware::from_fn_with_state(
+        tokio::runtime::Handle::current(),
+        on_engine_runtime,
+    ));
+    let api_shutdown = CancellationToken::new();
+    let api_done =
+        serve_api(listener, app, api_shutdown.clone()).context("cannot start the API thread")?;
+    if let Err(e) = std::fs::write(config.state_dir.join("listen.addr"), addr.to_string()) {
+        tracing::warn!(error = %e, "cannot write listen.addr in the state directory");
+    }
+    Ok((addr, api_shutdown, api_done))
+}
+
+/// Watches the rules directory (the directory, not the files: a file watch goes deaf after
+/// `sed -i`). Without inotify the reload loop still has SIGHUP and its periodic check.
+fn watch_rules(
+    dir: &std::path::Path,
+) -> (Option<Box<dyn std::any::Any + Send>>, mpsc::Receiver<()>) {
+    let (tx, rx) = mpsc::channel::<()>(8);
+    let watcher = match crate::reload::watch(dir, tx) {
+        Ok(w) => Some(Box::new(w) as Box<dyn std::any::Any + Send>),
+        Err(e) => {
+            tracing::warn!(error = %e, "rules directory is not watched; reload with SIGHUP");
+            None
+        }
+    };
+    (watcher, rx)
+}
+
+/// Rule reloads: a directory watch, SIGHUP (which systemd's ExecReload sends), and a periodic
+/// safety net for file systems without inotify. Only SIGHUP is a reload in systemd's sense,
+/// so only it is bracketed by RELOADING=1 … READY=1. A rejected edit keeps the last good rules
+/// and is told to `ops`; the first clean load after one is told too.
+async fn reload_loop(
+    rules: Arc<Rules>,
+    notifiers: Arc<Notifiers>,
+    ops: Vec<String>,
+    mut reloads: Option<mpsc::Receiver<()>>,
+    mut watch_rx: mpsc::Receiver<()>,
+    systemd: Notifier,
+    shutdown: CancellationToken,
+) {
+    let mut periodic = tokio::time::interval(Duration::from_secs(60));
+    periodic.tick().await;
+    loop {
+        let signalled = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some(()) = next_reload(&mut reloads) => true,
+            Some(()) = watch_rx.recv() => false,
+            _ = periodic.tick() => false,
+        };
+        if signalled {
+            systemd.reloading();
+        }
+        let was_failing = rules
+            .status
+            .lock()
+            .map(|s| s.last_error.is_some())
+            .unwrap_or(false);
+        let status = match rules.reload() {
+            Ok(_) => {
+                let version = rules
+                    .status
+                    .lock()
+                    .map(|s| s.version.clone())
+                    .unwrap_or_default();
+                if was_failing {
+                    notifiers.enqueue(
+                        &ops,
+                        &Notice {
+                            kind: NoticeKind::RulesReloaded,
+                            at: now(),
+                            subject: None,
+                            title: "Rules valid again".into(),
+                            text: format!(
+                                "the rules directory loads cleanly; version {version} is in force"
+                            ),
+                            checks: Vec::new(),
+                            link: None,
+                            key: "rollguard/rules".into(),
+                        },
+                    );
+                }
+                format!("running; rules {version}")
+            }
+            Err(diags) => {
+                let text = diags
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let version = rules
+                    .status
+                    .lock()
+                    .map(|s| s.version.clone())
+                    .unwrap_or_default();
+                notifiers.enqueue(
+                    &ops,
+                    &Notice {
+                        kind: NoticeKind::RuleReloadFailed,
+                        at: now(),
+                        subject: None,
+                        title: "Rule edit rejected".into(),
+                        text: format!("the rules stay at version {version}; fix:\n{text}"),
+                        checks: Vec::new(),
+                        link: None,
+                        key: "rollguard/rules".into(),
+                    },
+                );
+                format!("running; rule reload rejected, keeping rules {version}")
+            }
+        };
+        if signalled {
+            systemd.ready(&status);
+        } else {
+            systemd.status(&status);
+        }
+    }
 }
 
 /// Deletes history older than `keep` at start and then every hour ([`Store::prune`]): an
