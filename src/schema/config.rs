@@ -102,68 +102,8 @@ pub fn validate(
         let at = (s.referenced.line(), s.referenced.column());
         let r = &s.value;
         let loc = |x: &Spanned<String>| (x.referenced.line(), x.referenced.column());
-        let probe = match (&r.exec, &r.http, &r.prometheus) {
-            (Some(argv), None, None) => {
-                if argv.is_empty() || argv[0].trim().is_empty() {
-                    err(
-                        at,
-                        format!(
-                            "schemas.{service}: `exec` needs a program, e.g. [\"psql\", \"-XAtc\", \"select max(version) from schema_migrations\"]"
-                        ),
-                    );
-                }
-                ProbeKind::Exec {
-                    argv: argv.clone(),
-                    pointer: r.pointer.clone(),
-                }
-            }
-            (None, Some(h), None) => {
-                if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
-                    err(
-                        at,
-                        format!(
-                            "schemas.{service}: `http.url` must start with http:// or https://"
-                        ),
-                    );
-                }
-                if r.pointer.is_some() {
-                    err(
-                        at,
-                        format!("schemas.{service}: put the JSON pointer under `http.pointer`"),
-                    );
-                }
-                ProbeKind::Http {
-                    url: h.url.clone(),
-                    pointer: h.pointer.clone(),
-                    headers: h.headers.clone(),
-                }
-            }
-            (None, None, Some(q)) => {
-                if !has_prometheus {
-                    err(
-                        at,
-                        format!(
-                            "schemas.{service}: a `prometheus` probe needs the `prometheus:` source configured"
-                        ),
-                    );
-                }
-                if r.pointer.is_some() {
-                    err(
-                        at,
-                        format!("schemas.{service}: `pointer` applies only to exec probes"),
-                    );
-                }
-                ProbeKind::Prometheus { query: q.clone() }
-            }
-            _ => {
-                err(
-                    at,
-                    format!(
-                        "schemas.{service} needs exactly one probe: `exec` (argv), `http` (url and pointer) or `prometheus` (a PromQL expression)"
-                    ),
-                );
-                continue;
-            }
+        let Some(probe) = probe(service, r, at, has_prometheus, err) else {
+            continue;
         };
         for p in [&r.pointer, &http_pointer(&probe)].into_iter().flatten() {
             if !p.is_empty() && !p.starts_with('/') {
@@ -247,6 +187,78 @@ pub fn validate(
         );
     }
     out
+}
+
+/// The one probe a service names, checked for the fields that belong to it.
+fn probe(
+    service: &str,
+    r: &RawSchema,
+    at: (u64, u64),
+    has_prometheus: bool,
+    err: &mut dyn FnMut((u64, u64), String),
+) -> Option<ProbeKind> {
+    let probe = match (&r.exec, &r.http, &r.prometheus) {
+        (Some(argv), None, None) => {
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                err(
+                    at,
+                    format!(
+                        "schemas.{service}: `exec` needs a program, e.g. [\"psql\", \"-XAtc\", \"select max(version) from schema_migrations\"]"
+                    ),
+                );
+            }
+            ProbeKind::Exec {
+                argv: argv.clone(),
+                pointer: r.pointer.clone(),
+            }
+        }
+        (None, Some(h), None) => {
+            if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
+                err(
+                    at,
+                    format!("schemas.{service}: `http.url` must start with http:// or https://"),
+                );
+            }
+            if r.pointer.is_some() {
+                err(
+                    at,
+                    format!("schemas.{service}: put the JSON pointer under `http.pointer`"),
+                );
+            }
+            ProbeKind::Http {
+                url: h.url.clone(),
+                pointer: h.pointer.clone(),
+                headers: h.headers.clone(),
+            }
+        }
+        (None, None, Some(q)) => {
+            if !has_prometheus {
+                err(
+                    at,
+                    format!(
+                        "schemas.{service}: a `prometheus` probe needs the `prometheus:` source configured"
+                    ),
+                );
+            }
+            if r.pointer.is_some() {
+                err(
+                    at,
+                    format!("schemas.{service}: `pointer` applies only to exec probes"),
+                );
+            }
+            ProbeKind::Prometheus { query: q.clone() }
+        }
+        _ => {
+            err(
+                at,
+                format!(
+                    "schemas.{service} needs exactly one probe: `exec` (argv), `http` (url and pointer) or `prometheus` (a PromQL expression)"
+                ),
+            );
+            return None;
+        }
+    };
+    Some(probe)
 }
 
 fn http_pointer(p: &ProbeKind) -> Option<String> {
