@@ -520,6 +520,9 @@ pub struct HookConfig {
 /// Longest wait between two attempts of a hook (also caps an HTTP hook's `Retry-After`):
 /// a rollback that waits longer than this is not a rollback any more.
 pub const MAX_HOOK_BACKOFF: Duration = Duration::from_secs(300);
+/// SIGTERM→SIGKILL wait of an exec hook that sets no `kill_grace` (and of one no longer in the
+/// config when a shutdown stops it).
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 
 impl HookConfig {
     /// An exec hook with default limits (timeout 60 s, 2 retries, 5 s kill grace).
@@ -893,7 +896,7 @@ impl Check<'_> {
         );
         let kill_grace = self.duration(
             &r.kill_grace,
-            Duration::from_secs(5),
+            DEFAULT_KILL_GRACE,
             &format!("hooks.{name}.kill_grace"),
         );
         let retry_backoff = self

@@ -15,7 +15,6 @@
 //! and due notifications are flushed. Under systemd, `KillMode=mixed` sends SIGTERM to the
 //! daemon only, so this sequence, not systemd, decides how hooks end.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,20 +28,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::action::hook;
 use crate::action::notify::Notifiers;
 use crate::action::runner::ActionRunner;
 use crate::api::{self, Api, Readiness};
-use crate::config::{Config, HookConfig};
+use crate::config::Config;
 use crate::deploy::engine::Engine;
 use crate::events::{Notice, NoticeKind};
 use crate::reload::Rules;
-use crate::store::{ActionStatus, EventKind, SqliteStore, Store, now};
+use crate::store::{SqliteStore, Store, now};
 use crate::systemd::Notifier;
 use crate::telemetry::Telemetry;
 
-/// SIGTERM→SIGKILL wait for a hook no longer in the config (the config's own default).
-const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 /// After the grace period: how long the runner gets to record the outcome of hooks that
 /// were stopped, before the daemon exits anyway.
 const RECORD_WAIT: Duration = Duration::from_secs(3);
@@ -233,7 +229,7 @@ impl Daemon {
             .values()
             .map(|h| h.kill_grace)
             .max()
-            .unwrap_or(DEFAULT_KILL_GRACE);
+            .unwrap_or(crate::config::DEFAULT_KILL_GRACE);
         self.systemd.stopping(
             self.grace + kill_grace + RECORD_WAIT + FLUSH_MIN + TAIL_WAIT * 2 + STOP_MARGIN,
         );
@@ -245,21 +241,13 @@ impl Daemon {
         };
         report.hooks_done = self.engine.actions.drain(left()).await;
         if !report.hooks_done {
-            report.hooks_stopped =
-                stop_running_hooks(&*self.engine.store, &self.engine.config.hooks).await;
+            report.hooks_stopped = self.engine.actions.stop_running(RECORD_WAIT).await;
         }
-        report.notifications_left = flush_notifications(
-            &*self.engine.store,
-            &self
-                .engine
-                .config
-                .notifiers
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>(),
-            deadline.max(Instant::now() + FLUSH_MIN),
-        )
-        .await;
+        report.notifications_left = self
+            .engine
+            .notifiers
+            .flush(deadline.max(Instant::now() + FLUSH_MIN))
+            .await;
         self.notify_shutdown.cancel();
         let _ = tokio::time::timeout(TAIL_WAIT, self.notify_task).await;
         self.shutdown.cancel();
@@ -348,69 +336,6 @@ fn serve_api(
             let _ = done_tx.send(());
         })?;
     Ok(done_rx)
-}
-
-/// Stops the exec hooks still running at the deadline: SIGTERM to each process group, then
-/// SIGKILL after the hook's `kill_grace`. The runner sees the process end and records the
-/// attempt ("terminated by signal 15"); this waits (bounded) until it has, so the record is
-/// on disk before the daemon exits. Returns the stopped actions' ids.
-async fn stop_running_hooks(
-    store: &dyn Store,
-    hooks: &BTreeMap<String, HookConfig>,
-) -> Vec<String> {
-    let running: Vec<_> = match store.open_actions() {
-        Ok(a) => a
-            .into_iter()
-            .filter(|a| a.status == ActionStatus::Running)
-            .collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot list running hooks; leaving them to the service manager");
-            return Vec::new();
-        }
-    };
-    let mut stops = Vec::new();
-    for a in &running {
-        match a.pid {
-            Some(pgid) => {
-                tracing::warn!(action = %a.id, hook = %a.hook, deployment = %a.deployment, pgid, "hook still running at the end of the grace period: stopping it; the next start retries it");
-                let _ = store.add_event(&a.deployment, EventKind::Hook, &format!("hook `{}` was stopped by a rollguard shutdown; it is retried on the next start", a.hook), &serde_json::json!({"action": a.id}));
-                let grace = hooks
-                    .get(&a.hook)
-                    .map_or(DEFAULT_KILL_GRACE, |h| h.kill_grace);
-                // The runner owns the wrapper process and reaps it while this waits.
-                stops.push(hook::terminate_group(pgid, grace, None));
-            }
-            None => {
-                tracing::warn!(action = %a.id, hook = %a.hook, "HTTP hook still in flight at the end of the grace period; it is sent again on the next start")
-            }
-        }
-    }
-    futures_util::future::join_all(stops).await;
-    let ids: Vec<String> = running
-        .iter()
-        .filter(|a| a.pid.is_some())
-        .map(|a| a.id.clone())
-        .collect();
-    // The runner records the outcome as soon as it reaps the process; no event announces
-    // the write, so look at the store a few times.
-    let until = Instant::now() + RECORD_WAIT;
-    let mut every = tokio::time::interval(Duration::from_millis(25));
-    loop {
-        every.tick().await;
-        let open: Vec<String> = store
-            .open_actions()
-            .map(|v| {
-                v.into_iter()
-                    .filter(|a| a.status == ActionStatus::Running)
-                    .map(|a| a.id)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !ids.iter().any(|id| open.contains(id)) || Instant::now() >= until {
-            break;
-        }
-    }
-    ids
 }
 
 /// Binds the API address and serves it on its own thread (see the module docs), and writes
@@ -572,35 +497,6 @@ async fn prune_history(store: Arc<dyn Store>, keep: Duration, shutdown: Cancella
             Err(e) => tracing::warn!(error = %e, "the history pruning task failed"),
         }
     }
-}
-
-/// Lets the notification workers send what is due until the deadline. Messages waiting for
-/// a retry time stay queued for the next start. Returns how many remain queued. Polls the
-/// outbox: the workers announce nothing when it empties.
-async fn flush_notifications(
-    store: &dyn Store,
-    destinations: &[String],
-    deadline: Instant,
-) -> usize {
-    let mut every = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        every.tick().await;
-        let due = destinations.iter().any(
-            |d| matches!(store.next_due(d, now()), Ok(Some(item)) if item.status != "waiting"),
-        );
-        if !due || Instant::now() >= deadline {
-            break;
-        }
-    }
-    store
-        .outbox_counts()
-        .map(|c| {
-            c.iter()
-                .filter(|(_, status, _)| status == "pending")
-                .map(|(_, _, n)| *n as usize)
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// Runs the daemon until `shutdown` completes: start, `READY=1`, wait, stop. A second

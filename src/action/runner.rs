@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::Facts;
 use super::hook::{self, HookOutcome};
 use super::notify::Notifiers;
-use crate::config::{HookConfig, HookKind, MAX_HOOK_BACKOFF};
+use crate::config::{DEFAULT_KILL_GRACE, HookConfig, HookKind, MAX_HOOK_BACKOFF};
 use crate::events::{Notice, NoticeKind, Subject};
 use crate::judge::{CheckReport, Outcome};
 use crate::store::{Action, ActionStatus, EventKind, Purpose, Store, now};
@@ -84,6 +84,53 @@ impl ActionRunner {
         tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_ok()
+    }
+
+    /// After [`drain`](Self::drain) ran out of time: stops the exec hooks still running
+    /// (SIGTERM to each process group, SIGKILL after the hook's `kill_grace`) and waits at most
+    /// `record_wait` for their attempts to be recorded, so the next start retries them. HTTP
+    /// hooks in flight are sent again on the next start. Returns the stopped actions' ids.
+    pub async fn stop_running(&self, record_wait: Duration) -> Vec<String> {
+        let running: Vec<Action> = match self.store.open_actions() {
+            Ok(a) => a
+                .into_iter()
+                .filter(|a| a.status == ActionStatus::Running)
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list running hooks; leaving them to the service manager");
+                return Vec::new();
+            }
+        };
+        let mut stops = Vec::new();
+        let mut ids = Vec::new();
+        for a in &running {
+            let Some(pgid) = a.pid else {
+                tracing::warn!(action = %a.id, hook = %a.hook, "HTTP hook still in flight at the end of the grace period; it is sent again on the next start");
+                continue;
+            };
+            tracing::warn!(action = %a.id, hook = %a.hook, deployment = %a.deployment, pgid, "hook still running at the end of the grace period: stopping it; the next start retries it");
+            let _ = self.store.add_event(
+                &a.deployment,
+                EventKind::Hook,
+                &format!(
+                    "hook `{}` was stopped by a rollguard shutdown; it is retried on the next start",
+                    a.hook
+                ),
+                &serde_json::json!({"action": a.id}),
+            );
+            let grace = self
+                .hooks
+                .get(&a.hook)
+                .map_or(DEFAULT_KILL_GRACE, |h| h.kill_grace);
+            // The task that runs the hook owns the wrapper process and reaps it.
+            stops.push(hook::terminate_group(pgid, grace, None));
+            ids.push(a.id.clone());
+        }
+        futures_util::future::join_all(stops).await;
+        // Each task records its attempt once the process is reaped, and starts no retry now
+        // that the tracker is closed; so the tracker empties when every record is written.
+        let _ = tokio::time::timeout(record_wait, self.tracker.wait()).await;
+        ids
     }
 
     /// Resumes every unfinished action after a restart. Who is told comes from the stored

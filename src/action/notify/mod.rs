@@ -180,6 +180,31 @@ impl Notifiers {
         }
     }
 
+    /// At shutdown: lets the workers send what is due until `deadline`. Messages waiting for
+    /// a retry time stay queued for the next start. Returns how many remain queued. Polls the
+    /// outbox, because the workers announce nothing when it empties.
+    pub async fn flush(&self, deadline: tokio::time::Instant) -> usize {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            let due = self.destinations.keys().any(|d| {
+                matches!(self.store.next_due(d, now()), Ok(Some(item)) if item.status != "waiting")
+            });
+            if !due || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.store
+            .outbox_counts()
+            .map(|c| {
+                c.iter()
+                    .filter(|(_, status, _)| status == "pending")
+                    .map(|(_, _, n)| *n as usize)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     async fn worker(&self, name: &str, shutdown: CancellationToken) {
         let (Some(dest), Some(wake)) = (self.destinations.get(name), self.wakes.get(name)) else {
             return;
