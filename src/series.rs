@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use crate::query::{Fetch, MetricQuery, Observed, QueryKind};
+use crate::query::{Fetch, MetricQuery, Observed, QueryKind, SeriesQuery};
 use crate::selector::Selector;
 
 /// A sample as any source presents it.
@@ -180,71 +180,9 @@ impl ArmCollector {
                 let MetricQuery::Series(q) = q else { continue };
                 match q.kind {
                     QueryKind::Counter | QueryKind::Histogram => {
-                        let sel = q.sample_selector();
-                        seen.clear();
-                        for s in samples.iter().filter(|s| selected(&sel, *s)) {
-                            let key = series_key(qi, s);
-                            if !seen.insert(key) {
-                                acc.duplicate
-                                    .get_or_insert_with(|| duplicate_message(t.target, s));
-                                continue;
-                            }
-                            let v = s.value();
-                            if !v.is_finite() {
-                                acc.non_finite = true;
-                                continue;
-                            }
-                            acc.matched = true;
-                            let delta = match mem.counters.get(&key) {
-                                Some(prev) if v >= prev.value => Some(v - prev.value),
-                                Some(_) => Some(v), // reset
-                                None if first => None,
-                                None => Some(v), // new series on a known instance
-                            };
-                            mem.counters.insert(
-                                key,
-                                CounterMemory {
-                                    value: v,
-                                    seen_round: round,
-                                },
-                            );
-                            let Some(d) = delta else { continue };
-                            acc.had_delta = true;
-                            if q.kind == QueryKind::Counter {
-                                acc.total += d;
-                            } else if let Some(le) = s.label("le").and_then(parse_le) {
-                                *acc.buckets.entry(le.to_bits()).or_insert(0.0) += d;
-                            }
-                        }
+                        fold_counters(acc, mem, qi, q, samples, t.target, first, round, &mut seen)
                     }
-                    QueryKind::Gauge => {
-                        for sel in std::iter::once(&q.selector).chain(q.divide_by.as_ref()) {
-                            seen.clear();
-                            for s in samples.iter().filter(|s| selected(sel, *s)) {
-                                if !seen.insert(series_key(qi, s)) {
-                                    acc.duplicate
-                                        .get_or_insert_with(|| duplicate_message(t.target, s));
-                                }
-                            }
-                        }
-                        let num = sum_matching(&q.selector, samples);
-                        if num.is_none() && samples.iter().any(|s| selected(&q.selector, s)) {
-                            acc.non_finite = true;
-                        }
-                        let value = match (&q.divide_by, num) {
-                            (_, None) => None,
-                            (None, Some(n)) => Some(n),
-                            (Some(den), Some(n)) => match sum_matching(den, samples) {
-                                Some(d) if d != 0.0 => Some(n / d),
-                                _ => None,
-                            },
-                        };
-                        if let Some(v) = value.filter(|v| v.is_finite()) {
-                            acc.matched = true;
-                            acc.had_delta = true;
-                            acc.gauges.push(v);
-                        }
-                    }
+                    QueryKind::Gauge => fold_gauge(acc, qi, q, samples, t.target, &mut seen),
                 }
             }
             mem.scraped_before = true;
@@ -255,43 +193,137 @@ impl ArmCollector {
         queries
             .iter()
             .zip(out)
-            .map(|(q, acc)| {
-                let MetricQuery::Series(q) = q else {
-                    return Fetch::Error(
-                        "a written `query:` needs the Prometheus source; these samples were scraped or recorded".into(),
-                    );
-                };
-                if ok_targets == 0 {
-                    let msg = if errors.is_empty() {
-                        "no targets".to_string()
-                    } else {
-                        summarize(&errors)
-                    };
-                    return if errors.is_empty() {
-                        Fetch::NoData(msg)
-                    } else {
-                        Fetch::Error(msg)
-                    };
-                }
-                if let Some(dup) = acc.duplicate {
-                    return Fetch::Error(dup);
-                }
-                if !acc.matched {
-                    if acc.non_finite {
-                        return Fetch::NoData(format!(
-                            "{} matched only NaN or infinite values",
-                            q.sample_selector()
-                        ));
-                    }
-                    return Fetch::NoData(format!("no series matched {}", q.sample_selector()));
-                }
-                if !acc.had_delta {
-                    return Fetch::NoData("first scrape: establishing counter baselines".into());
-                }
-                Fetch::Value(acc.finish())
-            })
+            .map(|(q, acc)| finish(q, acc, ok_targets, &errors))
             .collect()
     }
+}
+
+/// One target's counter or histogram-bucket samples for query `qi`: the increase since the
+/// last interval per series (a drop is a reset; a series new on a known target counts from
+/// zero; everything on a target's first scrape only sets the baseline).
+#[allow(clippy::too_many_arguments)]
+fn fold_counters<S: SeriesRef>(
+    acc: &mut Acc,
+    mem: &mut TargetMemory,
+    qi: usize,
+    q: &SeriesQuery,
+    samples: &[S],
+    target: &str,
+    first: bool,
+    round: u64,
+    seen: &mut HashSet<u64>,
+) {
+    let sel = q.sample_selector();
+    seen.clear();
+    for s in samples.iter().filter(|s| selected(&sel, *s)) {
+        let key = series_key(qi, s);
+        if !seen.insert(key) {
+            acc.duplicate
+                .get_or_insert_with(|| duplicate_message(target, s));
+            continue;
+        }
+        let v = s.value();
+        if !v.is_finite() {
+            acc.non_finite = true;
+            continue;
+        }
+        acc.matched = true;
+        let delta = match mem.counters.get(&key) {
+            Some(prev) if v >= prev.value => Some(v - prev.value),
+            Some(_) => Some(v), // reset
+            None if first => None,
+            None => Some(v), // new series on a known instance
+        };
+        mem.counters.insert(
+            key,
+            CounterMemory {
+                value: v,
+                seen_round: round,
+            },
+        );
+        let Some(d) = delta else { continue };
+        acc.had_delta = true;
+        if q.kind == QueryKind::Counter {
+            acc.total += d;
+        } else if let Some(le) = s.label("le").and_then(parse_le) {
+            *acc.buckets.entry(le.to_bits()).or_insert(0.0) += d;
+        }
+    }
+}
+
+/// One target's gauge value for query `qi` (summed over the selector, divided by `divide_by`
+/// when given); duplicates are reported, never summed twice.
+fn fold_gauge<S: SeriesRef>(
+    acc: &mut Acc,
+    qi: usize,
+    q: &SeriesQuery,
+    samples: &[S],
+    target: &str,
+    seen: &mut HashSet<u64>,
+) {
+    for sel in std::iter::once(&q.selector).chain(q.divide_by.as_ref()) {
+        seen.clear();
+        for s in samples.iter().filter(|s| selected(sel, *s)) {
+            if !seen.insert(series_key(qi, s)) {
+                acc.duplicate
+                    .get_or_insert_with(|| duplicate_message(target, s));
+            }
+        }
+    }
+    let num = sum_matching(&q.selector, samples);
+    if num.is_none() && samples.iter().any(|s| selected(&q.selector, s)) {
+        acc.non_finite = true;
+    }
+    let value = match (&q.divide_by, num) {
+        (_, None) => None,
+        (None, Some(n)) => Some(n),
+        (Some(den), Some(n)) => match sum_matching(den, samples) {
+            Some(d) if d != 0.0 => Some(n / d),
+            _ => None,
+        },
+    };
+    if let Some(v) = value.filter(|v| v.is_finite()) {
+        acc.matched = true;
+        acc.had_delta = true;
+        acc.gauges.push(v);
+    }
+}
+
+/// A query's answer for the interval, from what every target contributed.
+fn finish(q: &MetricQuery, acc: Acc, ok_targets: usize, errors: &[String]) -> Fetch {
+    let MetricQuery::Series(q) = q else {
+        return Fetch::Error(
+            "a written `query:` needs the Prometheus source; these samples were scraped or recorded".into(),
+        );
+    };
+    if ok_targets == 0 {
+        let msg = if errors.is_empty() {
+            "no targets".to_string()
+        } else {
+            summarize(&errors)
+        };
+        return if errors.is_empty() {
+            Fetch::NoData(msg)
+        } else {
+            Fetch::Error(msg)
+        };
+    }
+    if let Some(dup) = acc.duplicate {
+        return Fetch::Error(dup);
+    }
+    if !acc.matched {
+        if acc.non_finite {
+            return Fetch::NoData(format!(
+                "{} matched only NaN or infinite values",
+                q.sample_selector()
+            ));
+        }
+        return Fetch::NoData(format!("no series matched {}", q.sample_selector()));
+    }
+    if !acc.had_delta {
+        return Fetch::NoData("first scrape: establishing counter baselines".into());
+    }
+    Fetch::Value(acc.finish())
 }
 
 /// At most three target errors in full, then a count: a thousand dead targets must not make
