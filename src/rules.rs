@@ -151,6 +151,48 @@ pub enum CheckKind {
 }
 
 impl CheckKind {
+    /// The fields a check of this kind takes: any other is an error, not ignored.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            CheckKind::Ratio => &["errors", "requests", "worse_when", "tolerance"],
+            CheckKind::Histogram => &["metric", "quantiles", "tolerance"],
+            CheckKind::Growth => &[
+                "metric",
+                "divide_by",
+                "query",
+                "max_extra_slope",
+                "limit",
+                "min_time_to_limit",
+            ],
+            CheckKind::Gauge => &[
+                "metric",
+                "divide_by",
+                "query",
+                "worse_when",
+                "tolerance",
+                "above",
+            ],
+            CheckKind::Threshold => &[
+                "errors",
+                "requests",
+                "metric",
+                "divide_by",
+                "query",
+                "max",
+                "min",
+                "for",
+            ],
+            CheckKind::MannWhitney => &[
+                "metric",
+                "divide_by",
+                "query",
+                "worse_when",
+                "tolerance",
+                "confidence",
+            ],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CheckKind::Ratio => "ratio",
@@ -442,14 +484,12 @@ impl AnalysisTemplate {
         self.compile(overrides, true)
     }
 
-    /// `check_written: false` skips the PromQL syntax check of written queries: the loader's
-    /// trial compilation uses stand-in values for required parameters, which may not be valid
-    /// where a query uses them (`[{{window}}]`); the loader checks the syntax itself when it can.
-    fn compile(
+    /// The template's parameters for one deployment: overrides checked (known and safe to put
+    /// in a selector), defaults filled in, required ones present.
+    fn params_for(
         &self,
         overrides: &BTreeMap<String, String>,
-        check_written: bool,
-    ) -> Result<AnalysisSpec, ParamError> {
+    ) -> Result<BTreeMap<String, String>, ParamError> {
         let mut params = BTreeMap::new();
         for (k, v) in overrides {
             if !self.params.contains_key(k) {
@@ -484,6 +524,18 @@ impl AnalysisTemplate {
                 }
             }
         }
+        Ok(params)
+    }
+
+    /// `check_written: false` skips the PromQL syntax check of written queries: the loader's
+    /// trial compilation uses stand-in values for required parameters, which may not be valid
+    /// where a query uses them (`[{{window}}]`); the loader checks the syntax itself when it can.
+    fn compile(
+        &self,
+        overrides: &BTreeMap<String, String>,
+        check_written: bool,
+    ) -> Result<AnalysisSpec, ParamError> {
+        let params = self.params_for(overrides)?;
         let mut queries: Vec<MetricQuery> = Vec::new();
         let mut intern = |q: MetricQuery| -> usize {
             if let Some(i) = queries.iter().position(|x| *x == q) {
@@ -495,128 +547,7 @@ impl AnalysisTemplate {
         };
         let mut checks = Vec::new();
         for c in &self.checks {
-            let sel = |role: SelectorRole| -> Result<Option<Selector>, ParamError> {
-                let Some((_, text)) = c.selectors.iter().find(|(r, _)| *r == role) else {
-                    return Ok(None);
-                };
-                let rendered = template::render(text, |n| params.get(n).cloned()).map_err(|u| {
-                    ParamError::Selector {
-                        check: c.name.clone(),
-                        message: format!("unknown parameter `{}`", u.name),
-                    }
-                })?;
-                Selector::parse(&rendered)
-                    .map(Some)
-                    .map_err(|e| ParamError::Selector {
-                        check: c.name.clone(),
-                        message: format!("`{rendered}`: {e}"),
-                    })
-            };
-            let need = |role: SelectorRole| -> Result<Selector, ParamError> {
-                sel(role)?.ok_or_else(|| ParamError::Selector {
-                    check: c.name.clone(),
-                    message: "missing selector".into(),
-                })
-            };
-            let s = &c.settings;
-            let gauge =
-                |intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
-                    if let Some((_, text)) =
-                        c.selectors.iter().find(|(r, _)| *r == SelectorRole::Query)
-                    {
-                        let text = written::fill_params(text, |n| params.get(n).cloned())
-                            .map_err(|e| ParamError::selector(&c.name, e))?;
-                        if check_written {
-                            written::check(&text).map_err(|e| {
-                                ParamError::selector(&c.name, format!("`query` {text:?}: {e}"))
-                            })?;
-                        }
-                        return Ok(intern(MetricQuery::Promql(PromqlQuery { text })));
-                    }
-                    Ok(intern(
-                        SeriesQuery {
-                            kind: QueryKind::Gauge,
-                            selector: need(SelectorRole::Metric)?,
-                            divide_by: sel(SelectorRole::DivideBy)?,
-                        }
-                        .into(),
-                    ))
-                };
-            let counter =
-                |role, intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
-                    Ok(intern(
-                        SeriesQuery {
-                            kind: QueryKind::Counter,
-                            selector: need(role)?,
-                            divide_by: None,
-                        }
-                        .into(),
-                    ))
-                };
-            let config = match c.kind {
-                CheckKind::Ratio => CheckConfig::Ratio {
-                    errors: counter(SelectorRole::Errors, &mut intern)?,
-                    requests: counter(SelectorRole::Requests, &mut intern)?,
-                    tolerance: s.tolerance,
-                    worse_when: s.worse_when,
-                },
-                CheckKind::Histogram => CheckConfig::Histogram {
-                    metric: intern(
-                        SeriesQuery {
-                            kind: QueryKind::Histogram,
-                            selector: need(SelectorRole::Metric)?,
-                            divide_by: None,
-                        }
-                        .into(),
-                    ),
-                    quantiles: s.quantiles.clone(),
-                    tolerance: s.tolerance,
-                },
-                CheckKind::Growth => CheckConfig::Growth {
-                    metric: gauge(&mut intern)?,
-                    max_extra_slope: s.max_extra_slope,
-                    limit: s.limit,
-                    min_time_to_limit: s.min_time_to_limit,
-                },
-                CheckKind::Gauge => CheckConfig::Gauge {
-                    metric: gauge(&mut intern)?,
-                    worse_when: s.worse_when,
-                    tolerance: s.tolerance,
-                    above: s.above,
-                },
-                CheckKind::Threshold => {
-                    let source = if c.selectors.iter().any(|(r, _)| *r == SelectorRole::Errors) {
-                        ThresholdSource::Ratio {
-                            errors: counter(SelectorRole::Errors, &mut intern)?,
-                            requests: counter(SelectorRole::Requests, &mut intern)?,
-                        }
-                    } else {
-                        ThresholdSource::Gauge {
-                            metric: gauge(&mut intern)?,
-                        }
-                    };
-                    CheckConfig::Threshold {
-                        source,
-                        max: s.max,
-                        min: s.min,
-                        for_: s.for_,
-                    }
-                }
-                CheckKind::MannWhitney => CheckConfig::MannWhitney {
-                    metric: gauge(&mut intern)?,
-                    worse_when: s.worse_when,
-                    tolerance: s.tolerance,
-                    confidence: s.confidence,
-                },
-            };
-            checks.push(CheckSpec {
-                name: c.name.clone(),
-                kind: c.kind,
-                description: c.description.clone(),
-                critical: c.critical,
-                enforce: c.enforce,
-                config,
-            });
+            checks.push(compile_check(c, &params, check_written, &mut intern)?);
         }
         Ok(AnalysisSpec {
             name: self.name.clone(),
@@ -631,6 +562,142 @@ impl AnalysisTemplate {
             queries,
         })
     }
+}
+
+/// The check's selector in `role` with the deployment's parameters filled in, parsed; `None`
+/// when the check has no selector in that role.
+fn render_selector(
+    c: &TemplateCheck,
+    params: &BTreeMap<String, String>,
+    role: SelectorRole,
+) -> Result<Option<Selector>, ParamError> {
+    let Some((_, text)) = c.selectors.iter().find(|(r, _)| *r == role) else {
+        return Ok(None);
+    };
+    let rendered =
+        template::render(text, |n| params.get(n).cloned()).map_err(|u| ParamError::Selector {
+            check: c.name.clone(),
+            message: format!("unknown parameter `{}`", u.name),
+        })?;
+    Selector::parse(&rendered)
+        .map(Some)
+        .map_err(|e| ParamError::Selector {
+            check: c.name.clone(),
+            message: format!("`{rendered}`: {e}"),
+        })
+}
+
+/// One check of a template with its parameters filled in: selectors rendered and parsed,
+/// queries interned (`intern` returns the index of an equal query when one exists, so two
+/// checks that read the same series fetch it once).
+fn compile_check(
+    c: &TemplateCheck,
+    params: &BTreeMap<String, String>,
+    check_written: bool,
+    intern: &mut dyn FnMut(MetricQuery) -> usize,
+) -> Result<CheckSpec, ParamError> {
+    let sel = |role| render_selector(c, params, role);
+    let need = |role: SelectorRole| -> Result<Selector, ParamError> {
+        sel(role)?.ok_or_else(|| ParamError::Selector {
+            check: c.name.clone(),
+            message: "missing selector".into(),
+        })
+    };
+    let s = &c.settings;
+    let gauge = |intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
+        if let Some((_, text)) = c.selectors.iter().find(|(r, _)| *r == SelectorRole::Query) {
+            let text = written::fill_params(text, |n| params.get(n).cloned())
+                .map_err(|e| ParamError::selector(&c.name, e))?;
+            if check_written {
+                written::check(&text)
+                    .map_err(|e| ParamError::selector(&c.name, format!("`query` {text:?}: {e}")))?;
+            }
+            return Ok(intern(MetricQuery::Promql(PromqlQuery { text })));
+        }
+        Ok(intern(
+            SeriesQuery {
+                kind: QueryKind::Gauge,
+                selector: need(SelectorRole::Metric)?,
+                divide_by: sel(SelectorRole::DivideBy)?,
+            }
+            .into(),
+        ))
+    };
+    let counter =
+        |role, intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
+            Ok(intern(
+                SeriesQuery {
+                    kind: QueryKind::Counter,
+                    selector: need(role)?,
+                    divide_by: None,
+                }
+                .into(),
+            ))
+        };
+    let config = match c.kind {
+        CheckKind::Ratio => CheckConfig::Ratio {
+            errors: counter(SelectorRole::Errors, intern)?,
+            requests: counter(SelectorRole::Requests, intern)?,
+            tolerance: s.tolerance,
+            worse_when: s.worse_when,
+        },
+        CheckKind::Histogram => CheckConfig::Histogram {
+            metric: intern(
+                SeriesQuery {
+                    kind: QueryKind::Histogram,
+                    selector: need(SelectorRole::Metric)?,
+                    divide_by: None,
+                }
+                .into(),
+            ),
+            quantiles: s.quantiles.clone(),
+            tolerance: s.tolerance,
+        },
+        CheckKind::Growth => CheckConfig::Growth {
+            metric: gauge(intern)?,
+            max_extra_slope: s.max_extra_slope,
+            limit: s.limit,
+            min_time_to_limit: s.min_time_to_limit,
+        },
+        CheckKind::Gauge => CheckConfig::Gauge {
+            metric: gauge(intern)?,
+            worse_when: s.worse_when,
+            tolerance: s.tolerance,
+            above: s.above,
+        },
+        CheckKind::Threshold => {
+            let source = if c.selectors.iter().any(|(r, _)| *r == SelectorRole::Errors) {
+                ThresholdSource::Ratio {
+                    errors: counter(SelectorRole::Errors, intern)?,
+                    requests: counter(SelectorRole::Requests, intern)?,
+                }
+            } else {
+                ThresholdSource::Gauge {
+                    metric: gauge(intern)?,
+                }
+            };
+            CheckConfig::Threshold {
+                source,
+                max: s.max,
+                min: s.min,
+                for_: s.for_,
+            }
+        }
+        CheckKind::MannWhitney => CheckConfig::MannWhitney {
+            metric: gauge(intern)?,
+            worse_when: s.worse_when,
+            tolerance: s.tolerance,
+            confidence: s.confidence,
+        },
+    };
+    Ok(CheckSpec {
+        name: c.name.clone(),
+        kind: c.kind,
+        description: c.description.clone(),
+        critical: c.critical,
+        enforce: c.enforce,
+        config,
+    })
 }
 
 /// All analyses loaded from a rules directory, swapped in as one unit.
@@ -765,6 +832,98 @@ impl Validator<'_> {
                 "analysis name must be 1-64 characters of letters, digits, `-`, `_` or `.`",
             );
         }
+        let timing = self.timing(&raw);
+        let alpha = match &raw.alpha {
+            Some(a) if !(a.value > 0.0 && a.value < 0.5) => {
+                self.err(loc(a), format!("`alpha` must be in (0, 0.5) — it is the false-rollback budget, e.g. 0.01; got {}", a.value));
+                0.01
+            }
+            Some(a) => a.value,
+            None => 0.01,
+        };
+        let traffic_tolerance = match &raw.traffic_tolerance {
+            Some(t) if !(t.value > 0.0 && t.value < 1.0) => {
+                self.err(loc(t), "`traffic_tolerance` must be in (0, 1): the relative deviation of the canary's traffic share that makes the verdict inconclusive");
+                0.5
+            }
+            Some(t) => t.value,
+            None => 0.5,
+        };
+
+        let has_query = raw.checks.value.iter().any(|c| c.query.is_some());
+        let params = self.params(raw.params, has_query);
+
+        let default_enforce = raw
+            .enforce
+            .as_ref()
+            .map_or(Enforcement::Rollback, |e| e.value);
+        let mut checks = Vec::new();
+        let mut seen: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        if raw.checks.value.is_empty() {
+            self.err(loc(&raw.checks), "an analysis needs at least one check");
+        }
+        for c in raw.checks.value {
+            let cname = c.name.value.trim().to_string();
+            if !is_valid_name(&cname) {
+                self.err(
+                    loc(&c.name),
+                    "check name must be 1-64 characters of letters, digits, `-`, `_` or `.`",
+                );
+            }
+            if let Some(prev) = seen.get(&cname) {
+                self.err(
+                    loc(&c.name),
+                    format!("duplicate check name `{cname}` (first at line {})", prev.0),
+                );
+            } else {
+                seen.insert(cname.clone(), loc(&c.name));
+            }
+            if let Some(tc) = self.check(c, cname, default_enforce, &params) {
+                checks.push(tc);
+            }
+        }
+
+        let mut list = |v, field| self.action_list(v, field, actions);
+        let actions = Actions {
+            on_fail: list(raw.on_fail, "on_fail"),
+            on_no_data: list(raw.on_no_data, "on_no_data"),
+            on_pass: list(raw.on_pass, "on_pass"),
+            on_inconclusive: list(raw.on_inconclusive, "on_inconclusive"),
+            on_step: list(raw.on_step, "on_step"),
+        };
+        if !self.diags.is_empty() {
+            return Err(self.diags);
+        }
+        let template = AnalysisTemplate {
+            name,
+            description: raw.description,
+            path: self.path.to_path_buf(),
+            source: Arc::from(text),
+            version: short_hash(text.as_bytes()),
+            params,
+            timing,
+            alpha,
+            traffic_tolerance,
+            reload: raw.reload.unwrap_or_default(),
+            actions,
+            checks,
+        };
+        // Compile once with placeholder values so selector mistakes are found now, not when
+        // the first deployment arrives.
+        let probe: BTreeMap<String, String> = template
+            .params
+            .iter()
+            .filter(|(_, d)| d.is_none())
+            .map(|(k, _)| (k.clone(), "x".to_string()))
+            .collect();
+        if let Err(e) = template.compile(&probe, false) {
+            return Err(vec![Diagnostic::new(self.path, 1, 1, e.to_string())]);
+        }
+        Ok(template)
+    }
+
+    /// The analysis' timing, each duration checked against the others.
+    fn timing(&mut self, raw: &RawRuleFile) -> Timing {
         let timing = Timing {
             interval: self.duration(&raw.interval, Duration::from_secs(10), "interval", false),
             warmup: self.duration(&raw.warmup, Duration::from_secs(60), "warmup", true),
@@ -805,26 +964,18 @@ impl Validator<'_> {
         {
             self.err(loc(m), "`max_duration` must be longer than `warmup`");
         }
-        let alpha = match &raw.alpha {
-            Some(a) if !(a.value > 0.0 && a.value < 0.5) => {
-                self.err(loc(a), format!("`alpha` must be in (0, 0.5) — it is the false-rollback budget, e.g. 0.01; got {}", a.value));
-                0.01
-            }
-            Some(a) => a.value,
-            None => 0.01,
-        };
-        let traffic_tolerance = match &raw.traffic_tolerance {
-            Some(t) if !(t.value > 0.0 && t.value < 1.0) => {
-                self.err(loc(t), "`traffic_tolerance` must be in (0, 1): the relative deviation of the canary's traffic share that makes the verdict inconclusive");
-                0.5
-            }
-            Some(t) => t.value,
-            None => 0.5,
-        };
+        timing
+    }
 
-        let has_query = raw.checks.value.iter().any(|c| c.query.is_some());
+    /// Parameter names and defaults: names usable in `{{…}}`, defaults safe in a label value,
+    /// and no name that a written `query:` fills itself.
+    fn params(
+        &mut self,
+        raw: BTreeMap<String, Spanned<Option<ParamValue>>>,
+        has_query: bool,
+    ) -> BTreeMap<String, Option<String>> {
         let mut params = BTreeMap::new();
-        for (k, v) in raw.params {
+        for (k, v) in raw {
             if !is_valid_param(&k) {
                 self.err(
                     loc(&v),
@@ -833,9 +984,9 @@ impl Validator<'_> {
             }
             if has_query && written::is_builtin(&k) {
                 self.err(
-                    loc(&v),
-                    format!("parameter name `{k}` is taken: in `query:`, `{{{{{k}}}}}` is filled per arm by rollguard"),
-                );
+                loc(&v),
+                format!("parameter name `{k}` is taken: in `query:`, `{{{{{k}}}}}` is filled per arm by rollguard"),
+            );
             }
             let at = loc(&v);
             let val = v.value.map(ParamValue::into_string);
@@ -849,148 +1000,42 @@ impl Validator<'_> {
             }
             params.insert(k, val);
         }
-
-        let default_enforce = raw
-            .enforce
-            .as_ref()
-            .map_or(Enforcement::Rollback, |e| e.value);
-        let mut checks = Vec::new();
-        let mut seen: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        if raw.checks.value.is_empty() {
-            self.err(loc(&raw.checks), "an analysis needs at least one check");
-        }
-        for c in raw.checks.value {
-            let cname = c.name.value.trim().to_string();
-            if !is_valid_name(&cname) {
-                self.err(
-                    loc(&c.name),
-                    "check name must be 1-64 characters of letters, digits, `-`, `_` or `.`",
-                );
-            }
-            if let Some(prev) = seen.get(&cname) {
-                self.err(
-                    loc(&c.name),
-                    format!("duplicate check name `{cname}` (first at line {})", prev.0),
-                );
-            } else {
-                seen.insert(cname.clone(), loc(&c.name));
-            }
-            if let Some(tc) = self.check(c, cname, default_enforce, &params) {
-                checks.push(tc);
-            }
-        }
-
-        let list = |v: Vec<Spanned<String>>, field: &str, me: &mut Self| -> Vec<String> {
-            let mut out = Vec::new();
-            for a in v {
-                if let Some(known) = actions
-                    && !known.contains(&a.value)
-                {
-                    let hint = suggest(&a.value, known.iter().map(String::as_str));
-                    let mut d = Diagnostic::new(
-                        me.path,
-                        a.referenced.line(),
-                        a.referenced.column(),
-                        format!(
-                            "`{field}` names `{}`, which is not a hook or notifier in the daemon config",
-                            a.value
-                        ),
-                    );
-                    d.hint = hint;
-                    me.diags.push(d);
-                }
-                out.push(a.value);
-            }
-            out
-        };
-        let actions = Actions {
-            on_fail: list(raw.on_fail, "on_fail", &mut self),
-            on_no_data: list(raw.on_no_data, "on_no_data", &mut self),
-            on_pass: list(raw.on_pass, "on_pass", &mut self),
-            on_inconclusive: list(raw.on_inconclusive, "on_inconclusive", &mut self),
-            on_step: list(raw.on_step, "on_step", &mut self),
-        };
-        if !self.diags.is_empty() {
-            return Err(self.diags);
-        }
-        let template = AnalysisTemplate {
-            name,
-            description: raw.description,
-            path: self.path.to_path_buf(),
-            source: Arc::from(text),
-            version: short_hash(text.as_bytes()),
-            params,
-            timing,
-            alpha,
-            traffic_tolerance,
-            reload: raw.reload.unwrap_or_default(),
-            actions,
-            checks,
-        };
-        // Compile once with placeholder values so selector mistakes are found now, not when
-        // the first deployment arrives.
-        let probe: BTreeMap<String, String> = template
-            .params
-            .iter()
-            .filter(|(_, d)| d.is_none())
-            .map(|(k, _)| (k.clone(), "x".to_string()))
-            .collect();
-        if let Err(e) = template.compile(&probe, false) {
-            return Err(vec![Diagnostic::new(self.path, 1, 1, e.to_string())]);
-        }
-        Ok(template)
+        params
     }
 
-    fn check(
+    /// An action list (`on_fail`, …): every name must be a hook or notifier of the daemon
+    /// config, when the config is known.
+    fn action_list(
         &mut self,
-        c: RawCheck,
-        name: String,
-        default_enforce: Enforcement,
-        params: &BTreeMap<String, Option<String>>,
-    ) -> Option<TemplateCheck> {
-        let kind = c.kind.value;
-        let at = loc(&c.name);
-        let before = self.diags.len();
+        v: Vec<Spanned<String>>,
+        field: &str,
+        actions: Option<&BTreeSet<String>>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in v {
+            if let Some(known) = actions
+                && !known.contains(&a.value)
+            {
+                let mut d = Diagnostic::new(
+                    self.path,
+                    a.referenced.line(),
+                    a.referenced.column(),
+                    format!(
+                        "`{field}` names `{}`, which is not a hook or notifier in the daemon config",
+                        a.value
+                    ),
+                );
+                d.hint = suggest(&a.value, known.iter().map(String::as_str));
+                self.diags.push(d);
+            }
+            out.push(a.value);
+        }
+        out
+    }
 
-        // Which fields each kind accepts, so a misplaced field is an error, not ignored.
-        let allowed: &[&str] = match kind {
-            CheckKind::Ratio => &["errors", "requests", "worse_when", "tolerance"],
-            CheckKind::Histogram => &["metric", "quantiles", "tolerance"],
-            CheckKind::Growth => &[
-                "metric",
-                "divide_by",
-                "query",
-                "max_extra_slope",
-                "limit",
-                "min_time_to_limit",
-            ],
-            CheckKind::Gauge => &[
-                "metric",
-                "divide_by",
-                "query",
-                "worse_when",
-                "tolerance",
-                "above",
-            ],
-            CheckKind::Threshold => &[
-                "errors",
-                "requests",
-                "metric",
-                "divide_by",
-                "query",
-                "max",
-                "min",
-                "for",
-            ],
-            CheckKind::MannWhitney => &[
-                "metric",
-                "divide_by",
-                "query",
-                "worse_when",
-                "tolerance",
-                "confidence",
-            ],
-        };
+    /// Reports every field set that the check's kind does not take.
+    fn misplaced(&mut self, kind: CheckKind, c: &RawCheck) {
+        let allowed = kind.fields();
         let present: [(&str, Option<(u64, u64)>); 17] = [
             ("errors", c.errors.as_ref().map(loc)),
             ("requests", c.requests.as_ref().map(loc)),
@@ -1023,7 +1068,18 @@ impl Validator<'_> {
                 );
             }
         }
+    }
 
+    /// The check's selectors (or written query) by role, each checked; a missing required
+    /// one is reported at the check's name.
+    fn selectors(
+        &mut self,
+        kind: CheckKind,
+        c: &RawCheck,
+        at: (u64, u64),
+        params: &BTreeMap<String, Option<String>>,
+    ) -> Vec<(SelectorRole, String)> {
+        let allowed = kind.fields();
         let mut selectors = Vec::new();
         let mut selector = |me: &mut Self,
                             role: SelectorRole,
@@ -1053,9 +1109,9 @@ impl Validator<'_> {
                 selector(self, SelectorRole::Requests, "requests", &c.requests, true);
                 if let Some(m) = c.metric.as_ref().or(c.query.as_ref()) {
                     self.err(
-                        loc(m),
-                        "a threshold check takes either `errors`+`requests`, `metric` or `query`, not two of them",
-                    );
+                    loc(m),
+                    "a threshold check takes either `errors`+`requests`, `metric` or `query`, not two of them",
+                );
                 }
             }
             _ if c.query.is_some() && allowed.contains(&"query") => {
@@ -1065,9 +1121,9 @@ impl Validator<'_> {
                 }
                 if let Some(m) = c.metric.as_ref().or(c.divide_by.as_ref()) {
                     self.err(
-                        loc(m),
-                        format!("a `{kind}` check takes either `metric` (with `divide_by`) or `query`, not both"),
-                    );
+                    loc(m),
+                    format!("a `{kind}` check takes either `metric` (with `divide_by`) or `query`, not both"),
+                );
                 }
             }
             _ => {
@@ -1081,14 +1137,18 @@ impl Validator<'_> {
                 );
             }
         }
+        selectors
+    }
 
+    /// The allowed worsening, whose meaning (and so whose valid range) depends on the kind.
+    fn tolerance(&mut self, kind: CheckKind, t: Option<&Spanned<f64>>) -> f64 {
         let default_tolerance = match kind {
             CheckKind::Ratio => 1.1,
             CheckKind::Histogram => 1.25,
             CheckKind::MannWhitney => 0.25,
             _ => 0.0,
         };
-        let tolerance = match &c.tolerance {
+        match t {
             Some(t) => {
                 let ok = match kind {
                     CheckKind::Ratio | CheckKind::Histogram => t.value >= 1.0 && t.value <= 100.0,
@@ -1113,7 +1173,23 @@ impl Validator<'_> {
                 t.value
             }
             None => default_tolerance,
-        };
+        }
+    }
+
+    fn check(
+        &mut self,
+        c: RawCheck,
+        name: String,
+        default_enforce: Enforcement,
+        params: &BTreeMap<String, Option<String>>,
+    ) -> Option<TemplateCheck> {
+        let kind = c.kind.value;
+        let at = loc(&c.name);
+        let before = self.diags.len();
+
+        self.misplaced(kind, &c);
+        let selectors = self.selectors(kind, &c, at, params);
+        let tolerance = self.tolerance(kind, c.tolerance.as_ref());
 
         let quantiles = match &c.quantiles {
             Some(q) => {

@@ -300,7 +300,7 @@ fn finish(q: &MetricQuery, acc: Acc, ok_targets: usize, errors: &[String]) -> Fe
         let msg = if errors.is_empty() {
             "no targets".to_string()
         } else {
-            summarize(&errors)
+            summarize(errors)
         };
         return if errors.is_empty() {
             Fetch::NoData(msg)
