@@ -75,9 +75,18 @@ pub struct BacktestArgs {
     /// Expected canary share of requests in percent (enables the traffic-split check).
     #[arg(long)]
     pub canary_weight: Option<f64>,
-    /// `text` (timeline) or `json` (one object).
-    #[arg(long, default_value = "text")]
-    pub format: String,
+    /// How to print the replay.
+    #[arg(long, value_enum, default_value_t = BacktestFormat::Text)]
+    pub format: BacktestFormat,
+}
+
+/// `rollguard backtest --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BacktestFormat {
+    /// One line per check state change, then the verdict.
+    Text,
+    /// One JSON object with every interval's checks and the verdict.
+    Json,
 }
 
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -558,7 +567,7 @@ pub fn run(args: &BacktestArgs) -> Result<Outcome, String> {
 pub fn main(args: BacktestArgs) -> ExitCode {
     match run(&args) {
         Ok(out) => {
-            if args.format == "json" {
+            if args.format == BacktestFormat::Json {
                 println!("{}", serde_json::to_string(&out).unwrap_or_default());
             } else {
                 print!("{}", render_timeline(&out));

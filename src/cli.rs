@@ -42,9 +42,9 @@ pub enum Command {
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// `text` (file:line:col: message) or `json` (for CI annotations).
-        #[arg(long, default_value = "text")]
-        format: String,
+        /// How to print the result: file:line:col lines, or one document for CI annotations.
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
     },
     /// Replay recorded metrics (OpenMetrics with timestamps) through the judge.
     Backtest(crate::backtest::BacktestArgs),
@@ -78,6 +78,17 @@ pub struct ReportArgs {
     pub json: bool,
 }
 
+/// `rollguard check --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// `file:line:col: message` lines, notes on stderr, a summary line.
+    Text,
+    /// One JSON object: `valid`, `errors` (with path, line, column), `analyses`, `notes`.
+    Json,
+    /// The same object as YAML.
+    Yaml,
+}
+
 /// Runs a parsed command line.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
@@ -85,7 +96,7 @@ pub fn main(cli: Cli) -> ExitCode {
             println!("rollguard {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { paths, format } => check(&paths, &format),
+        Command::Check { paths, format } => check(&paths, format),
         Command::Run { config, log_format } => {
             crate::logging::init(log_format);
             let cfg = match crate::config::load_config(&config) {
@@ -172,7 +183,7 @@ fn classify(path: &std::path::Path) -> FileKind {
 }
 
 /// `rollguard check`: the exact loaders the daemon uses at start and on reload.
-pub fn check(paths: &[PathBuf], format: &str) -> ExitCode {
+pub fn check(paths: &[PathBuf], format: CheckFormat) -> ExitCode {
     let mut diags = Vec::new();
     let mut rule_paths = Vec::new();
     let mut configs = Vec::new();
@@ -239,9 +250,13 @@ pub fn check(paths: &[PathBuf], format: &str) -> ExitCode {
     diags.dedup();
     analyses.sort();
     analyses.dedup();
-    if format == "json" {
+    if format != CheckFormat::Text {
         let v = serde_json::json!({ "valid": diags.is_empty(), "errors": diags, "analyses": analyses, "notes": notes });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        let doc = match format {
+            CheckFormat::Yaml => serde_saphyr::to_string(&v).unwrap_or_default(),
+            _ => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        };
+        println!("{}", doc.trim_end());
     } else {
         for d in &diags {
             println!("{d}");

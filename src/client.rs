@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use crate::exit;
+
 #[derive(Args, Debug)]
 pub struct DeployArgs {
     /// rollguard's API base URL.
@@ -125,22 +127,13 @@ pub struct StartArgs {
     pub timeout: String,
 }
 
-/// `deploy start`: the pre-flight gate refused the canary (it needs a migration that has not
-/// run, or the schema was contracted past what it tolerates). Nothing was registered.
-pub const EX_SCHEMA_PREFLIGHT: u8 = 10;
-/// `deploy start --wait` / `deploy wait`: the judge decided to roll back, but rolling back is
-/// unsafe on the live schema; no rollback hook ran, the deployment is held: roll forward.
-pub const EX_ROLLBACK_UNSAFE: u8 = 11;
-/// `migrate check`: a version still in use needs a schema below the contract target.
-pub const EX_CONTRACT_BLOCKED: u8 = 12;
-
 /// Exit codes of `--wait`.
 pub fn exit_for(state: &str) -> ExitCode {
     match state {
-        "promoted" => ExitCode::SUCCESS,
-        "rolled_back" | "aborted" => ExitCode::from(1),
-        "inconclusive" => ExitCode::from(2),
-        _ => ExitCode::from(3),
+        "promoted" => ExitCode::from(exit::OK),
+        "rolled_back" | "aborted" => ExitCode::from(exit::ROLLED_BACK),
+        "inconclusive" => ExitCode::from(exit::INCONCLUSIVE),
+        _ => ExitCode::from(exit::UNREACHABLE),
     }
 }
 
@@ -210,7 +203,7 @@ pub async fn main(args: DeployArgs) -> ExitCode {
             Ok(t) => Some(t.trim().to_string()),
             Err(e) => {
                 eprintln!("cannot read {}: {e}", f.display());
-                return ExitCode::from(crate::exit::EX_USAGE);
+                return ExitCode::from(exit::EX_USAGE);
             }
         },
         (None, t) => t,
@@ -224,7 +217,7 @@ pub async fn main(args: DeployArgs) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rollguard deploy: {e}");
-            ExitCode::from(3)
+            ExitCode::from(exit::UNREACHABLE)
         }
     }
 }
@@ -288,7 +281,7 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
             let error = v.get("error").and_then(Value::as_str).unwrap_or("");
             if status == 412 {
                 eprintln!("rollguard deploy: refused by the migration gate: {error}");
-                return Ok(ExitCode::from(EX_SCHEMA_PREFLIGHT));
+                return Ok(ExitCode::from(exit::EX_SCHEMA_PREFLIGHT));
             }
             if status >= 300 {
                 return Err(format!("HTTP {status}: {error}"));
@@ -470,7 +463,7 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
             } else {
                 print_status(&full);
             }
-            return Ok(ExitCode::from(EX_ROLLBACK_UNSAFE));
+            return Ok(ExitCode::from(exit::EX_ROLLBACK_UNSAFE));
         }
         after = v["next"].as_i64().unwrap_or(after);
         let state = v["state"].as_str().unwrap_or("").to_string();
@@ -494,7 +487,7 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
         }
         if start.elapsed() > limit {
             eprintln!("timed out after {timeout} waiting for {id} (state {state})");
-            return Ok(ExitCode::from(3));
+            return Ok(ExitCode::from(exit::UNREACHABLE));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -541,7 +534,7 @@ pub async fn migrate(args: MigrateArgs) -> ExitCode {
             Ok(t) => Some(t.trim().to_string()),
             Err(e) => {
                 eprintln!("cannot read {}: {e}", f.display());
-                return ExitCode::from(crate::cli::EX_USAGE);
+                return ExitCode::from(exit::EX_USAGE);
             }
         },
         (None, t) => t,
@@ -580,20 +573,20 @@ pub async fn migrate(args: MigrateArgs) -> ExitCode {
                             eprintln!("  - {}", r.as_str().unwrap_or(""));
                         }
                     }
-                    ExitCode::from(EX_CONTRACT_BLOCKED)
+                    ExitCode::from(exit::EX_CONTRACT_BLOCKED)
                 }
                 _ => {
                     eprintln!(
                         "rollguard migrate: HTTP {status}: {}",
                         v.get("error").and_then(Value::as_str).unwrap_or("")
                     );
-                    ExitCode::from(3)
+                    ExitCode::from(exit::UNREACHABLE)
                 }
             }
         }
         Err(e) => {
             eprintln!("rollguard migrate: {e}");
-            ExitCode::from(3)
+            ExitCode::from(exit::UNREACHABLE)
         }
     }
 }

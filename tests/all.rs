@@ -13,6 +13,7 @@ mod service_support;
 mod source_support;
 
 mod backtest;
+mod cli_usage;
 mod daemon_e2e;
 mod deployments;
 mod expo_corpus;
