@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -193,6 +195,42 @@ impl Client {
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         Ok((status, v))
     }
+
+    /// Like [`Client::call_any`], but rides out a daemon restart: a refused or dropped
+    /// connection and a 502/503/504 are retried with backoff (0.1 s doubling to 2 s) until
+    /// `until`, and no attempt runs past it. Only then is rollguard "unreachable". Safe for
+    /// reads and for registration, which is idempotent on the deployment id.
+    async fn call_until(
+        &self,
+        m: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        until: Instant,
+    ) -> Result<(u16, Value), String> {
+        let mut backoff = Duration::from_millis(100);
+        let mut told = false;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let err = match tokio::time::timeout(left, self.call_any(m.clone(), path, body.clone()))
+                .await
+            {
+                Ok(Ok((status, v))) if !(502..=504).contains(&status) => return Ok((status, v)),
+                Ok(Ok((status, _))) => format!("rollguard at {} answered HTTP {status}", self.base),
+                Ok(Err(e)) => e,
+                Err(_) => format!("no answer from rollguard at {} in time", self.base),
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(err);
+            }
+            if !told {
+                eprintln!("{err}; retrying until the timeout");
+                told = true;
+            }
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
 }
 
 /// `rollguard deploy …`.
@@ -275,9 +313,16 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
                 body["strategy"] =
                     json!({"type": "canary", "steps": s.steps, "step_duration": s.step_duration});
             }
-            let (status, v) = c
-                .call_any(reqwest::Method::POST, "/api/v1/deployments", Some(body))
-                .await?;
+            // With --wait the pipeline gave rollguard `--timeout`: a daemon restarting right
+            // now is waited for. Without it, one attempt.
+            let path = "/api/v1/deployments";
+            let (status, v) = if s.wait {
+                let until = Instant::now() + crate::units::parse_duration(&s.timeout)?;
+                c.call_until(reqwest::Method::POST, path, Some(body), until)
+                    .await?
+            } else {
+                c.call_any(reqwest::Method::POST, path, Some(body)).await?
+            };
             let error = v.get("error").and_then(Value::as_str).unwrap_or("");
             if status == 412 {
                 eprintln!("rollguard deploy: refused by the migration gate: {error}");
@@ -426,18 +471,40 @@ fn print_status(v: &Value) {
     }
 }
 
+/// Follows a deployment until its verdict, for at most `timeout` in all: the long poll asks
+/// for no more than the time left, and a daemon restart in between is ridden out
+/// ([`Client::call_until`]), so the pipeline gets the verdict's exit code, not "unreachable".
 async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<ExitCode, String> {
-    let limit = crate::units::parse_duration(timeout)?;
-    let start = tokio::time::Instant::now();
+    let until = Instant::now() + crate::units::parse_duration(timeout)?;
+    let get = |path: String| async move {
+        let (status, v) = c
+            .call_until(reqwest::Method::GET, &path, None, until)
+            .await?;
+        if status >= 300 {
+            return Err(format!(
+                "HTTP {status}: {}",
+                v.get("error").and_then(Value::as_str).unwrap_or("")
+            ));
+        }
+        Ok::<Value, String>(v)
+    };
+    let finish = |full: Value| {
+        if json_out {
+            println!("{full}");
+        } else {
+            print_status(&full);
+        }
+    };
     let mut after = 0i64;
     loop {
-        let (_, v) = c
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/v1/deployments/{id}/events?after={after}&wait=20"),
-                None,
-            )
-            .await?;
+        let poll = until
+            .saturating_duration_since(Instant::now())
+            .as_secs()
+            .min(20);
+        let v = get(format!(
+            "/api/v1/deployments/{id}/events?after={after}&wait={poll}"
+        ))
+        .await?;
         let mut unsafe_rollback = false;
         for e in v["events"].as_array().cloned().unwrap_or_default() {
             if !json_out {
@@ -451,18 +518,7 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
                 && e["data"]["unsafe"] == true;
         }
         if unsafe_rollback {
-            let (_, full) = c
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/deployments/{id}"),
-                    None,
-                )
-                .await?;
-            if json_out {
-                println!("{full}");
-            } else {
-                print_status(&full);
-            }
+            finish(get(format!("/api/v1/deployments/{id}")).await?);
             return Ok(ExitCode::from(exit::EX_ROLLBACK_UNSAFE));
         }
         after = v["next"].as_i64().unwrap_or(after);
@@ -471,25 +527,18 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
             state.as_str(),
             "promoted" | "rolled_back" | "aborted" | "inconclusive"
         ) {
-            let (_, full) = c
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/deployments/{id}"),
-                    None,
-                )
-                .await?;
-            if json_out {
-                println!("{full}");
-            } else {
-                print_status(&full);
-            }
+            finish(get(format!("/api/v1/deployments/{id}")).await?);
             return Ok(exit_for(&state));
         }
-        if start.elapsed() > limit {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             eprintln!("timed out after {timeout} waiting for {id} (state {state})");
             return Ok(ExitCode::from(exit::UNREACHABLE));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A poll of under a second returns at once: pace those.
+        if poll == 0 {
+            tokio::time::sleep(Duration::from_millis(200).min(left)).await;
+        }
     }
 }
 

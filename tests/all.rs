@@ -14,6 +14,7 @@ mod source_support;
 
 mod backtest;
 mod cli_usage;
+mod client_wait;
 mod daemon_e2e;
 mod deployments;
 mod expo_corpus;

@@ -61,6 +61,16 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, rules: &[(&str, &str)], extra: &str) -> Daemon {
+        Self::start_at(dir, rules, extra, "127.0.0.1:0")
+    }
+
+    /// Like [`Daemon::start_in`] on a given `listen` address (a restart on the same port).
+    pub fn start_at(
+        dir: tempfile::TempDir,
+        rules: &[(&str, &str)],
+        extra: &str,
+        listen: &str,
+    ) -> Daemon {
         let rules_dir = dir.path().join("rules");
         std::fs::create_dir_all(&rules_dir).expect("rules dir");
         for (name, text) in rules {
@@ -68,7 +78,7 @@ impl Daemon {
         }
         let marker = dir.path().join("marker");
         let config = format!(
-            r#"listen: 127.0.0.1:0
+            r#"listen: {listen}
 state_dir: state
 rules_dir: rules
 shutdown_grace: 5s

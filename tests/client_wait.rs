@@ -1,0 +1,145 @@
+//! Issue 17: `rollguard deploy start --wait` and `deploy wait` as a pipeline runs them — the
+//! daemon is killed with SIGKILL while the CLI waits and comes back on the same port: the CLI
+//! ends with the verdict's exit code, not "cannot reach". `--timeout` is the whole budget: a
+//! long poll never runs past it, and only a daemon unreachable until then gives exit 3.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{self, BIN, Daemon, FleetServer, RATIO_RULE};
+
+/// A port free right now, to restart a daemon on the same address.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn wait_rides_out_a_daemon_crash_and_ends_with_the_verdict() {
+    let fleet = FleetServer::good(31);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let rules = [("errors.yaml", RATIO_RULE)];
+    let d = Daemon::start_at(tempfile::tempdir().expect("tempdir"), &rules, "", &listen);
+    let cli = Command::new(BIN)
+        .args([
+            "deploy",
+            "--server",
+            &d.url,
+            "start",
+            "--id",
+            "ride",
+            "--analysis",
+            "errors",
+        ])
+        .args([
+            "--baseline",
+            &fleet.target("baseline-0"),
+            &fleet.target("baseline-1"),
+        ])
+        .args([
+            "--canary",
+            &fleet.target("canary-0"),
+            &fleet.target("canary-1"),
+        ])
+        .args(["--wait", "--timeout", "90s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deploy start --wait");
+    // Registered and being judged: now the daemon dies under the waiting CLI.
+    let running = common::wait_for(Duration::from_secs(20), || {
+        let (code, v) = d.get("/api/v1/deployments/ride");
+        (code == 200 && v["state"] == "analysing").then_some(())
+    });
+    if running.is_none() {
+        let mut cli = cli;
+        let _ = cli.kill();
+        let out = cli.wait_with_output().expect("CLI output");
+        panic!(
+            "the deployment never ran: {:?}\nCLI: {}\ndaemon: {}",
+            d.get("/api/v1/deployments/ride"),
+            String::from_utf8_lossy(&out.stderr),
+            d.log()
+        );
+    }
+    let dir = d.crash();
+    let d = Daemon::start_at(dir, &rules, "", &listen);
+    let out = cli.wait_with_output().expect("CLI ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "expected promoted; CLI said:\n{err}\ndaemon:\n{}",
+        d.log()
+    );
+    assert!(err.contains("retrying until the timeout"), "{err}");
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("state promoted"), "{status}");
+}
+
+#[test]
+fn timeout_is_exact_and_unreachable_is_exit_3() {
+    let fleet = FleetServer::good(32);
+    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &serde_json::json!({
+            "id": "slow", "analysis": "errors",
+            "baseline": {"targets": [fleet.target("baseline-0")]},
+            "canary": {"targets": [fleet.target("canary-0")]}
+        }),
+    );
+    assert_eq!(code, 201, "{v}");
+    // Running for at least min_duration (8 s): a 2 s wait must end at 2 s, not after a 20 s poll.
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "deploy",
+            "--server",
+            &d.url,
+            "wait",
+            "slow",
+            "--timeout",
+            "2s",
+        ])
+        .output()
+        .expect("deploy wait");
+    let took = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out after 2s"));
+    assert!(
+        took < Duration::from_millis(3500),
+        "--timeout 2s took {took:?}"
+    );
+
+    // Nothing listens there: retried for the whole second, then exit 3 with the reason.
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "deploy",
+            "--server",
+            &nobody,
+            "wait",
+            "slow",
+            "--timeout",
+            "1s",
+        ])
+        .output()
+        .expect("deploy wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot reach rollguard"), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "gave up early: {err}"
+    );
+}
