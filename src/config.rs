@@ -55,60 +55,7 @@ struct RawConfig {
     schemas: BTreeMap<String, Spanned<crate::schema::config::RawSchema>>,
 }
 
-/// A secret given inline, from a file (e.g. under `$CREDENTIALS_DIRECTORY`), or from an
-/// environment variable. Only the reference is kept in logs (`Debug` never prints an inline
-/// value).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum Secret {
-    Inline(String),
-    File { file: PathBuf },
-    Env { env: String },
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl Secret {
-    /// Reads the secret's value now (files are re-read so rotated secrets take effect).
-    pub fn resolve(&self) -> Result<String, String> {
-        match self {
-            Secret::Inline(s) => Ok(s.clone()),
-            Secret::File { file } => {
-                let p = expand_credentials(file);
-                std::fs::read_to_string(&p)
-                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                    .map_err(|e| format!("cannot read secret file {}: {e}", p.display()))
-            }
-            Secret::Env { env } => {
-                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))
-            }
-        }
-    }
-
-    /// How the secret is referenced, for logs (never the value).
-    pub fn describe(&self) -> String {
-        match self {
-            Secret::Inline(_) => "<inline secret>".into(),
-            Secret::File { file } => format!("file {}", file.display()),
-            Secret::Env { env } => format!("env {env}"),
-        }
-    }
-}
-
-/// `$CREDENTIALS_DIRECTORY/name` lets systemd's `LoadCredential=` supply secrets.
-fn expand_credentials(p: &Path) -> PathBuf {
-    match p.strip_prefix("$CREDENTIALS_DIRECTORY") {
-        Ok(rest) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) => PathBuf::from(dir).join(rest),
-            None => p.to_path_buf(),
-        },
-        Err(_) => p.to_path_buf(),
-    }
-}
+pub use crate::secret::Secret;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -258,7 +205,9 @@ pub enum NotifierKind {
     },
     Webhook {
         url: Secret,
-        hmac_secret: Option<Secret>,
+        /// Standard Webhooks key(s): `whsec_<base64>`, several separated by spaces while
+        /// rotating.
+        secret: Option<Secret>,
     },
 }
 
@@ -360,6 +309,9 @@ struct RawAlertmanager {
 #[serde(deny_unknown_fields)]
 struct RawWebhook {
     url: Secret,
+    #[serde(default)]
+    secret: Option<Secret>,
+    /// The body-only HMAC of wave 1, replaced by `secret`: named here only to say so.
     #[serde(default)]
     hmac_secret: Option<Secret>,
 }
@@ -569,7 +521,7 @@ pub struct Config {
     pub notifiers: BTreeMap<String, NotifierConfig>,
     pub ops_notifiers: Vec<String>,
     /// Per service: its live schema probe and the migration gates' settings.
-    pub schemas: BTreeMap<String, crate::schema::SchemaConfig>,
+    pub schemas: BTreeMap<String, crate::schema::config::SchemaConfig>,
 }
 
 impl Config {
@@ -1164,9 +1116,22 @@ fn notifier_kind(
         });
     }
     if let Some(r) = &raw.webhook {
+        if r.hmac_secret.is_some() {
+            err(
+                at,
+                format!(
+                    "notifier `{name}`: `hmac_secret` (an HMAC over the body only, replayable) is replaced by Standard Webhooks signing: set `secret: whsec_<base64>` (e.g. `echo whsec_$(openssl rand -base64 32)`) and verify with a Standard Webhooks library (docs/notifications.md)"
+                ),
+            );
+        }
+        if let Some(Secret::Inline(v)) = &r.secret
+            && let Err(e) = crate::standard_webhooks::keys(v)
+        {
+            err(at, format!("notifier `{name}`: `secret`: {e}"));
+        }
         kinds.push(NotifierKind::Webhook {
             url: r.url.clone(),
-            hmac_secret: r.hmac_secret.clone(),
+            secret: r.secret.clone(),
         });
     }
     if kinds.len() != 1 {
@@ -1354,7 +1319,7 @@ notifiers:
   g: {google_chat: {url: "https://chat.googleapis.com/v1/spaces/S/messages?key=k&token=t"}}
   p: {pagerduty: {routing_key: {env: PD}, min_severity: warning, source: ops-1}}
   a: {alertmanager: {url: "http://am:9093/", labels: {team: pay}, resend_interval: 30s, max_active: 2h}}
-  w: {webhook: {url: "http://127.0.0.1:1/h", hmac_secret: {file: /etc/s}}}
+  w: {webhook: {url: "http://127.0.0.1:1/h", secret: {file: /etc/s}}}
 "#;
         let c = parse_config(Path::new("/etc/rollguard/config.yaml"), text).unwrap();
         let rb = &c.hooks["rb"];
@@ -1430,5 +1395,43 @@ notifiers:
             "{e:#?}"
         );
         assert!(e.iter().any(|m| m.contains("label `alertname`")), "{e:#?}");
+    }
+
+    #[test]
+    fn schemas_section_is_read_with_defaults() {
+        let cfg = parse_config(
+            Path::new("/etc/rollguard/config.yaml"),
+            "rules_dir: rules\nhooks:\n  forward:\n    exec: [/bin/true]\nschemas:\n  checkout:\n    exec: [psql, -XAtc, select max(version) from schema_migrations]\n    preflight: wait\n    roll_forward: [forward]\n",
+        )
+        .unwrap();
+        let s = &cfg.schemas["checkout"];
+        assert_eq!(s.preflight, crate::schema::config::Preflight::Wait);
+        assert_eq!(s.timeout, Duration::from_secs(10));
+        assert_eq!(s.roll_forward, vec!["forward".to_string()]);
+    }
+
+    #[test]
+    fn every_schemas_mistake_is_located() {
+        let text = "rules_dir: rules\nschemas:\n  checkout:\n    exec: [psql]\n    http: {url: http://x/v, pointer: /v}\n  billing:\n    prometheus: schema_version\n    timeout: soon\n    preflight: maybe\n    roll_forward: [nope]\n";
+        let diags = parse_config(Path::new("c.yaml"), text).unwrap_err();
+        let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        let joined = all.join("\n");
+        assert!(
+            joined.contains("c.yaml:4:5: schemas.checkout needs exactly one probe"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("needs the `prometheus:` source"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("c.yaml:8:14: schemas.billing.timeout"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("c.yaml:9:16: schemas.billing.preflight"),
+            "{joined}"
+        );
+        assert!(joined.contains("no hook named `nope`"), "{joined}");
     }
 }

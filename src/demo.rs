@@ -274,7 +274,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         "chat".into(),
         crate::config::NotifierConfig::new(crate::config::NotifierKind::Webhook {
             url: Secret::Inline(format!("http://{fleet_addr}/chat")),
-            hmac_secret: None,
+            secret: None,
         }),
     );
     let daemon = Daemon::start(config, StartOptions::default()).await?;

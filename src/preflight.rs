@@ -122,10 +122,10 @@ fn secrets(config: &Config) -> Vec<(String, &Secret)> {
                 out.push((place("routing_key"), routing_key));
             }
             NotifierKind::Alertmanager { .. } => {}
-            NotifierKind::Webhook { url, hmac_secret } => {
+            NotifierKind::Webhook { url, secret } => {
                 out.push((place("url"), url));
-                if let Some(s) = hmac_secret {
-                    out.push((place("hmac_secret"), s));
+                if let Some(s) = secret {
+                    out.push((place("secret"), s));
                 }
             }
         }

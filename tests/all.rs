@@ -44,3 +44,4 @@ mod stats_robustness;
 mod systemd_journal;
 mod systemd_notify;
 mod templates;
+mod webhook_receiver;

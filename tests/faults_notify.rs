@@ -100,7 +100,7 @@ async fn an_unresolvable_host_is_retried_then_dead_lettered_with_the_reason_and_
     let mut dns = fast(NotifierKind::Webhook {
         // `.invalid` never resolves (RFC 6761), on any network.
         url: Secret::Inline("http://rollguard-fault-test.invalid/hook".into()),
-        hmac_secret: None,
+        secret: None,
     });
     dns.max_attempts = 3;
     let ok = fast(NotifierKind::Slack {
@@ -223,7 +223,7 @@ fn a_kill_9_during_a_delivery_loses_nothing() {
     let hole = BlackHole::start();
     let port = hole.port;
     let extra = format!(
-        "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      hmac_secret: {}\n    timeout: 30s\n    max_attempts: 100\n    retry_backoff: 100ms\n",
+        "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      secret: {}\n    timeout: 30s\n    max_attempts: 100\n    retry_backoff: 100ms\n",
         notify_fakes::WEBHOOK_SECRET
     );
     let rule = common::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");

@@ -55,7 +55,7 @@ async fn world(hooks: Vec<HookConfig>) -> World {
         .unwrap();
     let mut chat = NotifierConfig::new(NotifierKind::Webhook {
         url: Secret::Inline(fake.url("/webhook")),
-        hmac_secret: Some(Secret::Inline(notify_fakes::WEBHOOK_SECRET.into())),
+        secret: Some(Secret::Inline(notify_fakes::WEBHOOK_SECRET.into())),
     });
     chat.pace = Duration::ZERO;
     let telemetry = Arc::new(Telemetry::new());
@@ -226,14 +226,20 @@ async fn exec_hook_gets_facts_in_env_and_stdin_an_allow_listed_environment_and_i
         "{out}"
     );
     assert!(!work.path().join("pwned").exists() && !work.path().join("pwned2").exists());
-    // The attempt's files are gone once the result is in the store.
-    assert!(
-        !w.dir
-            .path()
-            .join("state/actions/d1-rollback-0-rb/attempt-1")
-            .exists()
-    );
+    // The attempt's files go right after the result is in the store (and its notice queued):
+    // no event announces the removal itself, so look a few times.
     let n = w.notices(1).await;
+    let attempt = w
+        .dir
+        .path()
+        .join("state/actions/d1-rollback-0-rb/attempt-1");
+    for _ in 0..100 {
+        if !attempt.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!attempt.exists(), "{} is still there", attempt.display());
     assert_eq!(n[0]["kind"], "rollback_succeeded");
 }
 

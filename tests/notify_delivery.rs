@@ -339,7 +339,7 @@ fn a_message_queued_before_a_restart_is_delivered_after_it() {
         .unwrap()
         .port();
     let extra = format!(
-        "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      hmac_secret: {}\n    max_attempts: 100\n    retry_backoff: 200ms\n",
+        "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      secret: {}\n    max_attempts: 100\n    retry_backoff: 200ms\n",
         notify_fakes::WEBHOOK_SECRET
     );
     let rule = common::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
@@ -379,5 +379,18 @@ fn a_message_queued_before_a_restart_is_delivered_after_it() {
         d.log()
     );
     assert_eq!(started[0].json()["subject"]["deployment"], "queued");
+    // The delivery id was given when the row was queued, not per attempt or per process.
+    let queued_id = pending
+        .iter()
+        .find(|i| i.payload.to_string().contains("deployment_started"))
+        .map(|i| i.delivery_id.clone())
+        .expect("the started notice was queued");
+    assert_eq!(
+        started[0]
+            .headers
+            .get("webhook-id")
+            .and_then(|h| h.to_str().ok()),
+        Some(queued_id.as_str())
+    );
     assert!(fake.errors().is_empty(), "{:?}", fake.errors());
 }

@@ -128,7 +128,7 @@ fn destinations(fake: &Fake) -> BTreeMap<String, NotifierConfig> {
         "webhook",
         NotifierKind::Webhook {
             url: url("/webhook"),
-            hmac_secret: Some(Secret::Inline(WEBHOOK_SECRET.into())),
+            secret: Some(Secret::Inline(WEBHOOK_SECRET.into())),
         },
     );
     d

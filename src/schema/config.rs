@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::units;
 
 #[derive(Debug, Deserialize)]
@@ -265,50 +265,5 @@ fn http_pointer(p: &ProbeKind) -> Option<String> {
     match p {
         ProbeKind::Http { pointer, .. } => pointer.clone(),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    #[test]
-    fn a_valid_section_is_read_with_defaults() {
-        let cfg = crate::config::parse_config(
-            Path::new("/etc/rollguard/config.yaml"),
-            "rules_dir: rules\nhooks:\n  forward:\n    exec: [/bin/true]\nschemas:\n  checkout:\n    exec: [psql, -XAtc, select max(version) from schema_migrations]\n    preflight: wait\n    roll_forward: [forward]\n",
-        )
-        .unwrap();
-        let s = &cfg.schemas["checkout"];
-        assert_eq!(s.preflight, Preflight::Wait);
-        assert_eq!(s.timeout, Duration::from_secs(10));
-        assert_eq!(s.roll_forward, vec!["forward".to_string()]);
-    }
-
-    #[test]
-    fn every_mistake_is_located() {
-        let text = "rules_dir: rules\nschemas:\n  checkout:\n    exec: [psql]\n    http: {url: http://x/v, pointer: /v}\n  billing:\n    prometheus: schema_version\n    timeout: soon\n    preflight: maybe\n    roll_forward: [nope]\n";
-        let diags = crate::config::parse_config(Path::new("c.yaml"), text).unwrap_err();
-        let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-        let joined = all.join("\n");
-        assert!(
-            joined.contains("c.yaml:4:5: schemas.checkout needs exactly one probe"),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("needs the `prometheus:` source"),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("c.yaml:8:14: schemas.billing.timeout"),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("c.yaml:9:16: schemas.billing.preflight"),
-            "{joined}"
-        );
-        assert!(joined.contains("no hook named `nope`"), "{joined}");
     }
 }

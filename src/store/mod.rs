@@ -189,6 +189,9 @@ pub struct OutboxRow {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct OutboxItem {
     pub id: i64,
+    /// The delivery's own id (UUIDv7): the same on every attempt and after restarts, unique
+    /// across daemons and state directories, so receivers can drop repeats safely.
+    pub delivery_id: String,
     pub notifier: String,
     pub payload: serde_json::Value,
     pub attempts: u32,

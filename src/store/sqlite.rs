@@ -74,6 +74,9 @@ const MIGRATIONS: &[&str] = &[
     // 3: who is told how an action ended (JSON array of notifier names), stored with the
     // action instead of recomputed after a restart; NULL on rows written before
     "ALTER TABLE actions ADD COLUMN notify TEXT;",
+    // 4: each notification's delivery id (a UUIDv7, `webhook-id` and `X-Rollguard-Delivery`),
+    // generated once when the row is queued; rows queued before get theirs at open
+    "ALTER TABLE outbox ADD COLUMN delivery_id TEXT;",
 ];
 
 /// The SQLite-backed store. Calls are short and synchronous; a `Mutex` serialises them.
@@ -111,6 +114,7 @@ impl SqliteStore {
             ))
             .map_err(err)?;
         }
+        fill_delivery_ids(&conn).map_err(err)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             path,
@@ -417,7 +421,7 @@ impl Store for SqliteStore {
     fn next_due(&self, notifier: &str, at: f64) -> Result<Option<OutboxItem>, StoreError> {
         let c = self.lock();
         c.query_row(
-            "SELECT id, notifier, payload, attempts, next_at, status, last_error FROM outbox
+            "SELECT id, notifier, payload, attempts, next_at, status, last_error, delivery_id FROM outbox
              WHERE status = 'pending' AND notifier = ?1 ORDER BY id LIMIT 1",
             params![notifier],
             outbox_item,
@@ -467,7 +471,7 @@ impl Store for SqliteStore {
         let c = self.lock();
         let mut stmt = c
             .prepare(
-                "SELECT id, notifier, payload, attempts, next_at, status, last_error FROM outbox
+                "SELECT id, notifier, payload, attempts, next_at, status, last_error, delivery_id FROM outbox
                  WHERE (?1 IS NULL OR notifier = ?1) ORDER BY id",
             )
             .map_err(|e| self.err(e))?;
@@ -627,7 +631,7 @@ fn decode(
 }
 
 /// An outbox row as selected by `id, notifier, payload, attempts, next_at, status,
-/// last_error`.
+/// last_error, delivery_id`.
 fn outbox_item(r: &rusqlite::Row) -> rusqlite::Result<OutboxItem> {
     let payload: String = r.get(2)?;
     Ok(OutboxItem {
@@ -638,7 +642,23 @@ fn outbox_item(r: &rusqlite::Row) -> rusqlite::Result<OutboxItem> {
         next_at: r.get(4)?,
         status: r.get(5)?,
         last_error: r.get(6)?,
+        delivery_id: r.get(7)?,
     })
+}
+
+/// Gives every queued row without a delivery id (queued before migration 4) one of its own.
+fn fill_delivery_ids(c: &Connection) -> rusqlite::Result<()> {
+    let ids: Vec<i64> = c
+        .prepare("SELECT id FROM outbox WHERE delivery_id IS NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in ids {
+        c.execute(
+            "UPDATE outbox SET delivery_id = ?2 WHERE id = ?1",
+            params![id, crate::ids::new_id()],
+        )?;
+    }
+    Ok(())
 }
 
 fn insert_outbox(
@@ -648,8 +668,8 @@ fn insert_outbox(
 ) -> rusqlite::Result<()> {
     let t = now();
     c.execute(
-        "INSERT INTO outbox (notifier, payload, attempts, next_at, status, created_at) VALUES (?1, ?2, 0, ?3, 'pending', ?3)",
-        params![notifier, payload.to_string(), t],
+        "INSERT INTO outbox (notifier, payload, attempts, next_at, status, created_at, delivery_id) VALUES (?1, ?2, 0, ?3, 'pending', ?3, ?4)",
+        params![notifier, payload.to_string(), t, crate::ids::new_id()],
     )
     .map(drop)
 }

@@ -89,7 +89,8 @@ pub struct Fake {
 }
 
 /// HMAC secret the webhook fake verifies signatures with.
-pub const WEBHOOK_SECRET: &str = "s3cret-for-tests";
+/// A Standard Webhooks secret (`whsec_` + base64 of the key).
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 impl Fake {
     pub async fn start() -> Fake {
@@ -643,26 +644,33 @@ fn alertmanager(v: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Standard Webhooks: `webhook-id` equal to `X-Rollguard-Delivery` (a UUIDv7), a fresh
+/// `webhook-timestamp`, and a `v1,` signature over `id.timestamp.body` with the test secret.
 fn webhook(v: &Value, r: &Received) -> Result<(), String> {
-    use hmac::{Hmac, Mac};
-    let sig = r
-        .headers
-        .get("x-rollguard-signature")
-        .and_then(|h| h.to_str().ok())
-        .ok_or("missing X-Rollguard-Signature")?;
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
-    mac.update(&r.body);
-    let want = format!(
-        "sha256={}",
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    if sig != want {
-        return Err("signature does not match the body".into());
+    use rollguard::standard_webhooks::{keys, verify};
+    let h = |name: &str| {
+        r.headers
+            .get(name)
+            .and_then(|h| h.to_str().ok())
+            .ok_or(format!("missing {name}"))
+    };
+    let id = h("webhook-id")?;
+    if h("x-rollguard-delivery")? != id {
+        return Err("X-Rollguard-Delivery differs from webhook-id".into());
     }
+    let uuid = uuid::Uuid::parse_str(id).map_err(|e| format!("webhook-id {id}: {e}"))?;
+    if uuid.get_version_num() != 7 {
+        return Err(format!("webhook-id {id} is not a UUIDv7"));
+    }
+    let ts: i64 = h("webhook-timestamp")?
+        .parse()
+        .map_err(|e| format!("webhook-timestamp: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let keys = keys(WEBHOOK_SECRET).map_err(|e| e.to_string())?;
+    verify(&keys, id, ts, h("webhook-signature")?, &r.body, now, 300)
+        .map_err(|e| format!("signature: {e}"))?;
     s(v, "kind")?;
     s(v, "title")?;
     Ok(())

@@ -64,12 +64,13 @@ pub fn plan(ctx: &Ctx<'_>, item: &Queued) -> Result<Plan, String> {
         )?),
         NotifierKind::Pagerduty { .. } => pagerduty::plan(ctx, notice, &d, part),
         NotifierKind::Alertmanager { .. } => alertmanager::plan(ctx, notice, &d),
-        NotifierKind::Webhook { url, hmac_secret } => send(webhook::render(
+        NotifierKind::Webhook { url, secret } => send(webhook::render(
             url,
-            hmac_secret.as_ref(),
+            secret.as_ref(),
             notice,
             &d,
             ctx.delivery,
+            ctx.now,
         )?),
     }
 }

@@ -265,7 +265,7 @@ impl Notifiers {
         let ctx = Ctx {
             config: dest,
             now: now(),
-            delivery: item.id,
+            delivery: &item.delivery_id,
             open: &open,
         };
         let plan = match &queued {

@@ -107,8 +107,9 @@ pub struct Ctx<'a> {
     pub config: &'a NotifierConfig,
     /// Unix seconds now.
     pub now: f64,
-    /// The outbox row id: stable across retries, so receivers can drop repeats.
-    pub delivery: i64,
+    /// The delivery id (UUIDv7, stored with the outbox row): stable across retries and
+    /// restarts, unique across daemons, so receivers can drop repeats.
+    pub delivery: &'a str,
     /// This destination's open incidents: for the notice's key, or all of them for a refresh.
     pub open: &'a [Incident],
 }
