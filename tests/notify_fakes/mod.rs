@@ -202,7 +202,13 @@ fn success(r: &Received) -> Response {
     match seg {
         "slack" | "mattermost" => (StatusCode::OK, "ok").into_response(),
         "teams" => StatusCode::ACCEPTED.into_response(),
-        "discord" => StatusCode::NO_CONTENT.into_response(),
+        // With `?wait=true` Discord answers the created message (without it, 204 and no
+        // error even for a message it did not keep).
+        "discord" => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"id": "1234567890", "type": 0, "content": ""})),
+        )
+            .into_response(),
         "gchat" => (
             StatusCode::OK,
             axum::Json(serde_json::json!({"name": "spaces/AAA/messages/BBB"})),
@@ -242,6 +248,9 @@ pub fn validate(r: &Received) -> Result<(), String> {
         "slack" => slack(&v),
         "mattermost" => mattermost(&v),
         "teams" => teams(&v, r.body.len()),
+        "discord" if !r.query.split('&').any(|p| p == "wait=true") => {
+            Err("Discord webhooks must be posted with ?wait=true (else a dropped message is not an error)".into())
+        }
         "discord" => discord(&v),
         "gchat" => google_chat(&v, &r.query),
         "pd" if r.path.ends_with("/v2/change/enqueue") => pagerduty_change(&v),

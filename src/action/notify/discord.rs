@@ -15,6 +15,28 @@ const FIELDS_MAX: usize = 25;
 /// Discord's limit on all embed text together.
 pub const EMBED_TOTAL_MAX: usize = 6000;
 
+/// The webhook URL with `wait=true`: only then does Discord confirm that it saved the message
+/// (200 with the message) or say why not; without it a message it drops still gets a 204,
+/// and rollguard would record a lost message as sent.
+pub fn url(base: &str) -> String {
+    match url::Url::parse(base) {
+        Ok(mut u) => {
+            let others: Vec<(String, String)> = u
+                .query_pairs()
+                .filter(|(k, _)| k != "wait")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            u.query_pairs_mut()
+                .clear()
+                .extend_pairs(others)
+                .append_pair("wait", "true");
+            u.to_string()
+        }
+        // Sending reports the unparseable URL.
+        Err(_) => base.to_string(),
+    }
+}
+
 /// The webhook body.
 pub fn render(d: &Digest) -> Value {
     let title = truncate_chars(&d.headline, TITLE_MAX);
@@ -83,4 +105,20 @@ pub fn render(d: &Digest) -> Value {
         "allowed_mentions": { "parse": [] },
         "embeds": [embed],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url;
+
+    #[test]
+    fn wait_true_is_added_once_and_other_parameters_kept() {
+        let base = "https://discord.com/api/webhooks/1/tok";
+        assert_eq!(url(base), format!("{base}?wait=true"));
+        assert_eq!(
+            url(&format!("{base}?thread_id=9&wait=false")),
+            format!("{base}?thread_id=9&wait=true")
+        );
+        assert_eq!(url(&url(base)), url(base));
+    }
 }

@@ -55,9 +55,10 @@ pub fn plan(ctx: &Ctx<'_>, item: &Queued) -> Result<Plan, String> {
             }
             send(Rendered::json(url, &teams::render(&d))?)
         }
-        NotifierKind::Discord { url } => {
-            send(Rendered::json(url.resolve()?, &discord::render(&d))?)
-        }
+        NotifierKind::Discord { url } => send(Rendered::json(
+            discord::url(&url.resolve()?),
+            &discord::render(&d),
+        )?),
         NotifierKind::GoogleChat { url } => send(Rendered::json(
             google_chat::url(&url.resolve()?),
             &google_chat::render(&d, &notice.key),
