@@ -44,6 +44,8 @@ pub struct Telemetry {
     pub schema_probes: Family<Labels, Counter>,
     /// Rollbacks the live schema made unsafe (no rollback hook ran), per service.
     pub rollbacks_blocked: Family<Labels, Counter>,
+    /// Annotations (`PromQL info:`/`warning:`) the query backend returned with good data.
+    pub query_warnings: Counter,
 }
 
 impl Default for Telemetry {
@@ -76,6 +78,7 @@ impl Telemetry {
             analysis_steps: Counter::default(),
             schema_probes: Family::default(),
             rollbacks_blocked: Family::default(),
+            query_warnings: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -92,6 +95,11 @@ impl Telemetry {
             "scrape_errors",
             "Failed scrapes by reason",
             t.scrape_errors.clone(),
+        );
+        r.register(
+            "query_warnings",
+            "Annotations (PromQL info or warning) the query backend returned with an answer that was used",
+            t.query_warnings.clone(),
         );
         r.register(
             "source_errors",

@@ -781,3 +781,44 @@ fn range_answers_equal_instant_answers_at_every_step() {
         }
     });
 }
+
+/// A Prometheus-compatible backend that answers with `warnings` (Thanos and Mimir report
+/// missing stores that way; Prometheus 2.50+ annotates queries, which Debian's 2.42 cannot
+/// yet, so this one backend is a local server answering the documented shape). An annotation
+/// is counted and its answer used; any other warning is a partial answer, not judged.
+#[test]
+fn annotations_are_counted_and_used_but_partial_answers_are_not_judged() {
+    async fn backend(warning: &'static str) -> String {
+        let app = Router::new().route(
+            "/api/v1/query",
+            axum::routing::any(move || async move {
+                axum::Json(serde_json::json!({
+                    "status": "success",
+                    "data": {"resultType": "vector",
+                             "result": [{"metric": {"instance": "a"}, "value": [1, "5"]}]},
+                    "warnings": [warning],
+                }))
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        url
+    }
+    runtime().block_on(async {
+        let annotated = backend(
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"x\"",
+        )
+        .await;
+        let client = PromClient::new(&PrometheusConfig::new(&annotated)).unwrap();
+        let got = client.instant_at("rate(x[1m])", now_ms()).await;
+        assert_eq!(got.map(|v| v.len()), Ok(1), "an annotated answer is used");
+        assert_eq!(client.warnings_seen(), 1);
+
+        let partial = backend("No StoreAPIs matched for this query").await;
+        let client = PromClient::new(&PrometheusConfig::new(&partial)).unwrap();
+        let e = client.instant_at("x", now_ms()).await.unwrap_err();
+        assert!(matches!(&e, QueryError::Degraded(m) if m.contains("partial answer") && m.contains("No StoreAPIs")), "{e:?}");
+        assert_eq!(client.warnings_seen(), 0);
+    });
+}

@@ -205,7 +205,9 @@ impl Engine {
     ) -> Result<Arc<Engine>, String> {
         let scraper = Arc::new(Scraper::new(&config.scrape)?);
         let prom = match &config.prometheus {
-            Some(p) => Some(Arc::new(PromClient::new(p)?)),
+            Some(p) => Some(Arc::new(
+                PromClient::new(p)?.with_warning_counter(telemetry.query_warnings.clone()),
+            )),
             None => None,
         };
         let (changes, _) = broadcast::channel(256);

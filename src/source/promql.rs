@@ -36,8 +36,12 @@
 //! * no series: `no_data` naming the PromQL sent (never zero);
 //! * NaN/Inf values: skipped; only such values: `no_data` that says so;
 //! * the same series twice for one instance: `source_error` that says one was expected;
-//! * warnings or a VictoriaMetrics `isPartial` answer: `source_error` ("partial answer"),
-//!   unless `accept_partial` — a missing shard can hold one arm's data;
+//! * Prometheus' own annotations on the query (`PromQL info: …`, `PromQL warning: …`, and the
+//!   `infos` field): logged and counted (`rollguard_query_warnings_total`), the answer used —
+//!   they are about the query, not about missing data;
+//! * other warnings (Thanos and Mimir report missing stores that way) or a VictoriaMetrics
+//!   `isPartial` answer: `source_error` ("partial answer"), unless `accept_partial` — a
+//!   missing shard can hold one arm's data;
 //! * 400 / `bad_data`: the query is wrong, a rule problem — `source_error` that says so,
 //!   with no backoff (other queries are fine);
 //! * 401/403/404: a configuration problem (credentials, tenant, URL prefix), said so;
@@ -53,6 +57,7 @@
 //! step a range query answers what an instant query at that time would, so a past window is
 //! replayed through the same collector and judge in one request per query.
 
+use prometheus_client::metrics::counter::Counter;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,6 +113,14 @@ pub struct PromClient {
     cfg: PrometheusConfig,
     backoff: Mutex<Backoff>,
     limit: Arc<Semaphore>,
+    /// Annotations answered with otherwise good data.
+    warnings: Counter,
+}
+
+/// Prometheus' annotations describe the query (a rate over something that may not be a
+/// counter, a histogram bucket without `le`), not data the backend failed to read.
+fn is_annotation(warning: &str) -> bool {
+    warning.starts_with("PromQL info:") || warning.starts_with("PromQL warning:")
 }
 
 #[derive(Default)]
@@ -130,6 +143,9 @@ struct ApiResponse {
     error: Option<String>,
     #[serde(default)]
     warnings: Vec<String>,
+    /// Prometheus 3: informational annotations, apart from `warnings`.
+    #[serde(default)]
+    infos: Vec<String>,
     /// VictoriaMetrics cluster: some storage nodes did not answer.
     #[serde(default, rename = "isPartial")]
     is_partial: Option<bool>,
@@ -198,7 +214,20 @@ impl PromClient {
             cfg: cfg.clone(),
             backoff: Mutex::new(Backoff::default()),
             limit: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            warnings: Counter::default(),
         })
+    }
+
+    /// Counts the backend's annotations into `counter` (the daemon's
+    /// `rollguard_query_warnings_total`).
+    pub fn with_warning_counter(mut self, counter: Counter) -> Self {
+        self.warnings = counter;
+        self
+    }
+
+    /// How many annotations the backend returned so far.
+    pub fn warnings_seen(&self) -> u64 {
+        self.warnings.get()
     }
 
     /// The configuration this client runs with.
@@ -515,12 +544,21 @@ impl PromClient {
                 api_error
             )));
         }
-        let partial = !api.warnings.is_empty() || api.is_partial == Some(true);
-        if partial {
-            let why = if api.warnings.is_empty() {
+        let (notes, missing): (Vec<&String>, Vec<&String>) =
+            api.warnings.iter().partition(|w| is_annotation(w));
+        for note in notes.iter().copied().chain(&api.infos) {
+            tracing::info!(query, note = %note, "the query backend annotated the answer");
+            self.warnings.inc();
+        }
+        if !missing.is_empty() || api.is_partial == Some(true) {
+            let why = if missing.is_empty() {
                 "isPartial: true".to_string()
             } else {
-                api.warnings.join("; ")
+                missing
+                    .iter()
+                    .map(|w| w.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             };
             tracing::warn!(query, warning = %why, "the query backend returned a partial answer");
             if !self.cfg.accept_partial {
