@@ -135,7 +135,11 @@ pub fn init(format: LogFormat) -> Sink {
     let (layer, sink) = match format {
         LogFormat::Json => (fmt.json().with_ansi(false).boxed(), Sink::Json),
         LogFormat::Text => (
-            fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+            fmt.with_ansi(colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            ))
+            .boxed(),
             Sink::Text,
         ),
     };
@@ -148,6 +152,14 @@ pub fn init(format: LogFormat) -> Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_color_wins_over_a_terminal() {
+        assert!(super::colour(true, None));
+        assert!(super::colour(true, Some("".into())));
+        assert!(!super::colour(true, Some("1".into())));
+        assert!(!super::colour(false, None));
+    }
 
     #[test]
     fn journal_stream_must_name_the_file() {
@@ -166,4 +178,11 @@ mod tests {
         assert_eq!(syslog_prefix(&Level::INFO), "<6>");
         assert_eq!(syslog_prefix(&Level::DEBUG), "<7>");
     }
+}
+
+/// Colours only on a terminal, and never when `NO_COLOR` is set to anything but the empty
+/// string (<https://no-color.org>). Setting `with_ansi` explicitly would otherwise override
+/// tracing-subscriber's own `NO_COLOR` check.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
