@@ -430,12 +430,26 @@ async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
     }
 }
 
+/// The step as hooks (`ROLLGUARD_STEP`) and chat number it: from 1, with the total and the
+/// canary weight; the API's `step` is the 0-based index into `strategy.steps`.
+fn step_text(v: &Value) -> String {
+    let steps = v["request"]["strategy"]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let index = v["step"].as_u64().unwrap_or(0) as usize;
+    match steps.get(index) {
+        Some(w) => format!("step {}/{} ({w} %)", index + 1, steps.len()),
+        None => "no steps".to_string(),
+    }
+}
+
 fn print_status(v: &Value) {
     println!(
-        "deployment {}  state {}  step {}  elapsed {:.0}s",
+        "deployment {}  state {}  {}  elapsed {:.0}s",
         v["id"].as_str().unwrap_or(""),
         v["state"].as_str().unwrap_or(""),
-        v["step"],
+        step_text(v),
         v["elapsed_s"].as_f64().unwrap_or(0.0)
     );
     println!("reason: {}", v["reason"].as_str().unwrap_or(""));
@@ -637,5 +651,21 @@ pub async fn migrate(args: MigrateArgs) -> ExitCode {
             eprintln!("rollguard migrate: {e}");
             ExitCode::from(exit::UNREACHABLE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbered as hooks and chat number it (ROLLGUARD_STEP=1 for the first step).
+    #[test]
+    fn status_numbers_steps_from_one() {
+        let v = json!({"step": 0, "request": {"strategy": {"type": "canary", "steps": [10.0, 50.0, 100.0]}}});
+        assert_eq!(step_text(&v), "step 1/3 (10.0 %)");
+        let v =
+            json!({"step": 2, "request": {"strategy": {"type": "canary", "steps": [10, 50, 100]}}});
+        assert_eq!(step_text(&v), "step 3/3 (100 %)");
+        assert_eq!(step_text(&json!({"step": 0, "request": {}})), "no steps");
     }
 }
