@@ -28,6 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Run {
+        /// The daemon config.
         #[arg(
             long,
             short,
@@ -35,11 +36,13 @@ pub enum Command {
             default_value = "/etc/rollguard/config.yaml"
         )]
         config: PathBuf,
+        /// Log lines as text or JSON (under systemd they go to the journal with fields).
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
     /// Validate rule files and daemon configs (files or directories); exit 78 when invalid.
     Check {
+        /// Rule files, daemon configs, or directories of them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// How to print the result: file:line:col lines, or one document for CI annotations.
@@ -60,10 +63,19 @@ pub enum Command {
     Report(ReportArgs),
     /// Print the version.
     Version,
+    /// Print a shell completion script (the .deb installs them for bash, zsh and fish).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `rollguard man | man -l -`).
+    Man,
 }
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
+    /// The daemon config (its state directory holds the history).
     #[arg(
         long,
         short,
@@ -74,6 +86,7 @@ pub struct ReportArgs {
     /// How far back (e.g. 30d, 12h).
     #[arg(long, default_value = "30d")]
     pub since: String,
+    /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -97,6 +110,26 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { paths, format } => check(&paths, format),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rollguard",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rollguard man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, log_format } => {
             crate::logging::init(log_format);
             let cfg = match crate::config::load_config(&config) {

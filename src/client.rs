@@ -44,17 +44,22 @@ pub enum DeployCommand {
     Start(StartArgs),
     /// Show one deployment.
     Status {
+        /// The deployment id.
         id: String,
     },
     /// List deployments.
     List {
+        /// Only deployments in this state (pending, analysing, held, promoted, rolled_back,
+        /// inconclusive, aborted).
         #[arg(long)]
         state: Option<String>,
+        /// Only deployments of this service.
         #[arg(long)]
         service: Option<String>,
     },
     /// Hold a deployment: no promotion or step until resumed (rollbacks still happen).
     Pause(ActArgs),
+    /// Lift a pause: steps and promotion go on.
     Resume(ActArgs),
     /// Promote now, whatever the analysis says.
     Promote(ActArgs),
@@ -62,7 +67,9 @@ pub enum DeployCommand {
     Abort(ActArgs),
     /// Follow a deployment until it finishes (exit codes as with `start --wait`).
     Wait {
+        /// The deployment id.
         id: String,
+        /// The whole budget, daemon restarts included; exit 3 when no verdict came by then.
         #[arg(long, default_value = "2h")]
         timeout: String,
     },
@@ -70,19 +77,25 @@ pub enum DeployCommand {
 
 #[derive(Args, Debug)]
 pub struct ActArgs {
+    /// The deployment id.
     pub id: String,
+    /// Why, for the timeline and the chat message.
     #[arg(long)]
     pub reason: Option<String>,
+    /// Who acted (default: $USER), for the timeline.
     #[arg(long, env = "USER")]
     pub who: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct StartArgs {
+    /// The deployment id; registering the same id again is a no-op (pipelines may retry).
     #[arg(long)]
     pub id: String,
+    /// The rule (`analysis:` name) that judges it.
     #[arg(long)]
     pub analysis: String,
+    /// The service, for reports, chat and the migration gates.
     #[arg(long)]
     pub service: Option<String>,
     /// Baseline /metrics URLs.
@@ -94,12 +107,16 @@ pub struct StartArgs {
     /// Baseline PromQL label matchers (Prometheus source), e.g. 'version="v1"'.
     #[arg(long)]
     pub baseline_selector: Option<String>,
+    /// Canary PromQL label matchers (Prometheus source), e.g. 'version="v2"'.
     #[arg(long)]
     pub canary_selector: Option<String>,
+    /// A rule parameter, KEY=VALUE (repeatable).
     #[arg(long = "param", value_parser = crate::backtest::parse_kv)]
     pub params: Vec<(String, String)>,
+    /// The baseline's version, for hooks, chat and reports.
     #[arg(long)]
     pub baseline_version: Option<String>,
+    /// The canary's version, for hooks, chat and reports.
     #[arg(long)]
     pub canary_version: Option<String>,
     /// Oldest schema the baseline works with (migration gates; docs/migrations.md).
@@ -120,11 +137,13 @@ pub struct StartArgs {
     /// Canary steps in percent, e.g. 10,25,50,100.
     #[arg(long, value_delimiter = ',')]
     pub steps: Vec<f64>,
+    /// How long each canary step is judged before the next, e.g. 5m.
     #[arg(long)]
     pub step_duration: Option<String>,
     /// Follow the deployment until it finishes.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: the whole budget, daemon restarts included.
     #[arg(long, default_value = "2h")]
     pub timeout: String,
 }
@@ -571,6 +590,7 @@ pub struct MigrateArgs {
     /// File holding the API bearer token (or set ROLLGUARD_TOKEN).
     #[arg(long, env = "ROLLGUARD_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// Print the gate's JSON answer instead of text.
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -582,8 +602,10 @@ pub enum MigrateCommand {
     /// Exit 0 if contracting SERVICE's schema to TO is safe; exit 12 with the reasons while
     /// an active deployment or a still-serving version needs a schema below it.
     Check {
+        /// The service whose schema is to be contracted (a `schemas:` entry).
         #[arg(long)]
         service: String,
+        /// The schema version the contract migration would leave.
         #[arg(long)]
         to: String,
     },

@@ -708,6 +708,7 @@ pub struct SimulateArgs {
     /// Only scenarios whose name contains this.
     #[arg(long)]
     pub only: Option<String>,
+    /// Seed of the simulated fleet's randomness (the same seed writes the same files).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Run length in seconds.

@@ -94,3 +94,44 @@ fn exit_code_table_in_the_docs_matches_the_code() {
         .collect();
     assert_eq!(documented, rollguard::exit::ALL);
 }
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let (code, out, err) = run(&["completions", "bash"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("_rollguard()") && out.contains("deploy"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["man"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(".TH rollguard 1"), "{out}");
+}
+
+/// Every option and subcommand says what it is for in `--help`.
+#[test]
+fn every_option_has_help_text() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let builtin = matches!(a.get_id().as_str(), "help" | "version");
+            if !builtin && a.get_help().is_none() && a.get_long_help().is_none() {
+                missing.push(format!("{path} --{}", a.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                missing.push(format!("{p} (the subcommand)"));
+            }
+            walk(sub, &p, missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&rollguard::cli::Cli::command(), "rollguard", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "no --help text:\n{}",
+        missing.join("\n")
+    );
+}
