@@ -149,6 +149,13 @@ pub fn init(format: LogFormat) -> Sink {
     sink
 }
 
+/// Colours only on a terminal, and never when `NO_COLOR` is set to anything but the empty
+/// string (<https://no-color.org>). Setting `with_ansi` explicitly would otherwise override
+/// tracing-subscriber's own `NO_COLOR` check.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,11 +185,4 @@ mod tests {
         assert_eq!(syslog_prefix(&Level::INFO), "<6>");
         assert_eq!(syslog_prefix(&Level::DEBUG), "<7>");
     }
-}
-
-/// Colours only on a terminal, and never when `NO_COLOR` is set to anything but the empty
-/// string (<https://no-color.org>). Setting `with_ansi` explicitly would otherwise override
-/// tracing-subscriber's own `NO_COLOR` check.
-fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
-    terminal && no_color.is_none_or(|v| v.is_empty())
 }
