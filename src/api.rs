@@ -585,3 +585,30 @@ async fn readyz(State(api): State<Api>) -> Response {
     };
     (status, Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+
+    /// docs/openapi.yaml documents exactly the paths the router serves.
+    #[test]
+    fn openapi_lists_every_route() {
+        let source = include_str!("api.rs");
+        let mut routes: Vec<&str> = source
+            .split(".route(\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .filter(|p| p.starts_with('/'))
+            .collect();
+        routes.sort_unstable();
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(include_str!("../docs/openapi.yaml")).expect("openapi.yaml");
+        let mut documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(routes, documented);
+    }
+}
