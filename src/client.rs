@@ -279,59 +279,66 @@ pub async fn main(args: DeployArgs) -> ExitCode {
     }
 }
 
+/// The registration body of `deploy start`: the API's `DeploymentRequest` fields from the
+/// command line.
+fn start_body(s: &StartArgs) -> Value {
+    let arm = |targets: &[String],
+               selector: &Option<String>,
+               version: &Option<String>,
+               weight: Option<f64>| {
+        let mut a = serde_json::Map::new();
+        if !targets.is_empty() {
+            a.insert("targets".into(), json!(targets));
+        }
+        if let Some(sel) = selector {
+            a.insert("selector".into(), json!(sel));
+        }
+        if let Some(v) = version {
+            a.insert("version".into(), json!(v));
+        }
+        if let Some(w) = weight {
+            a.insert("weight".into(), json!(w));
+        }
+        Value::Object(a)
+    };
+    let params: BTreeMap<String, String> = s.params.iter().cloned().collect();
+    let range = |min: &Option<String>, max: &Option<String>| {
+        let mut r = serde_json::Map::new();
+        if let Some(m) = min {
+            r.insert("min".into(), json!(m));
+        }
+        if let Some(m) = max {
+            r.insert("max".into(), json!(m));
+        }
+        (!r.is_empty()).then_some(Value::Object(r))
+    };
+    let mut body = json!({
+        "id": s.id,
+        "analysis": s.analysis,
+        "params": params,
+        "baseline": arm(&s.baseline, &s.baseline_selector, &s.baseline_version, None),
+        "canary": arm(&s.canary, &s.canary_selector, &s.canary_version, s.canary_weight),
+    });
+    if let Some(svc) = &s.service {
+        body["service"] = json!(svc);
+    }
+    if let Some(r) = range(&s.baseline_schema_min, &s.baseline_schema_max) {
+        body["baseline"]["schema"] = r;
+    }
+    if let Some(r) = range(&s.canary_schema_min, &s.canary_schema_max) {
+        body["canary"]["schema"] = r;
+    }
+    if !s.steps.is_empty() {
+        body["strategy"] =
+            json!({"type": "canary", "steps": s.steps, "step_duration": s.step_duration});
+    }
+    body
+}
+
 async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
     match &args.command {
         DeployCommand::Start(s) => {
-            let arm = |targets: &[String],
-                       selector: &Option<String>,
-                       version: &Option<String>,
-                       weight: Option<f64>| {
-                let mut a = serde_json::Map::new();
-                if !targets.is_empty() {
-                    a.insert("targets".into(), json!(targets));
-                }
-                if let Some(sel) = selector {
-                    a.insert("selector".into(), json!(sel));
-                }
-                if let Some(v) = version {
-                    a.insert("version".into(), json!(v));
-                }
-                if let Some(w) = weight {
-                    a.insert("weight".into(), json!(w));
-                }
-                Value::Object(a)
-            };
-            let params: BTreeMap<String, String> = s.params.iter().cloned().collect();
-            let range = |min: &Option<String>, max: &Option<String>| {
-                let mut r = serde_json::Map::new();
-                if let Some(m) = min {
-                    r.insert("min".into(), json!(m));
-                }
-                if let Some(m) = max {
-                    r.insert("max".into(), json!(m));
-                }
-                (!r.is_empty()).then_some(Value::Object(r))
-            };
-            let mut body = json!({
-                "id": s.id,
-                "analysis": s.analysis,
-                "params": params,
-                "baseline": arm(&s.baseline, &s.baseline_selector, &s.baseline_version, None),
-                "canary": arm(&s.canary, &s.canary_selector, &s.canary_version, s.canary_weight),
-            });
-            if let Some(svc) = &s.service {
-                body["service"] = json!(svc);
-            }
-            if let Some(r) = range(&s.baseline_schema_min, &s.baseline_schema_max) {
-                body["baseline"]["schema"] = r;
-            }
-            if let Some(r) = range(&s.canary_schema_min, &s.canary_schema_max) {
-                body["canary"]["schema"] = r;
-            }
-            if !s.steps.is_empty() {
-                body["strategy"] =
-                    json!({"type": "canary", "steps": s.steps, "step_duration": s.step_duration});
-            }
+            let body = start_body(s);
             // With --wait the pipeline gave rollguard `--timeout`: a daemon restarting right
             // now is waited for. Without it, one attempt.
             let path = "/api/v1/deployments";

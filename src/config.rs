@@ -1066,73 +1066,10 @@ fn notifier_kind(
         });
     }
     if let Some(r) = &raw.alertmanager {
-        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
-            err(
-                at,
-                format!(
-                    "notifier `{name}`: `alertmanager.url` must start with http:// or https://"
-                ),
-            );
-        }
-        for k in r.labels.keys() {
-            let ok = k
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok || k == "alertname" {
-                err(
-                    at,
-                    format!(
-                        "notifier `{name}`: label `{k}` is not a valid extra Prometheus label name (`alertname` is set by rollguard)"
-                    ),
-                );
-            }
-        }
-        let mut dur = |v: &Option<Spanned<String>>, default: Duration, field: &str| match v {
-            None => default,
-            Some(s) => match units::parse_duration(&s.value) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    err(
-                        (s.referenced.line(), s.referenced.column()),
-                        format!("notifier `{name}`: `{field}` must be a duration above zero"),
-                    );
-                    default
-                }
-            },
-        };
-        let resend = dur(
-            &r.resend_interval,
-            Duration::from_secs(60),
-            "resend_interval",
-        );
-        let max_active = dur(&r.max_active, Duration::from_secs(24 * 3600), "max_active");
-        kinds.push(NotifierKind::Alertmanager {
-            url: r.url.trim_end_matches('/').to_string(),
-            labels: r.labels.clone(),
-            resend,
-            max_active,
-        });
+        kinds.push(alertmanager_kind(name, r, at, err));
     }
     if let Some(r) = &raw.webhook {
-        if r.hmac_secret.is_some() {
-            err(
-                at,
-                format!(
-                    "notifier `{name}`: `hmac_secret` (an HMAC over the body only, replayable) is replaced by Standard Webhooks signing: set `secret: whsec_<base64>` (e.g. `echo whsec_$(openssl rand -base64 32)`) and verify with a Standard Webhooks library (docs/notifications.md)"
-                ),
-            );
-        }
-        if let Some(Secret::Inline(v)) = &r.secret
-            && let Err(e) = crate::standard_webhooks::keys(v)
-        {
-            err(at, format!("notifier `{name}`: `secret`: {e}"));
-        }
-        kinds.push(NotifierKind::Webhook {
-            url: r.url.clone(),
-            secret: r.secret.clone(),
-        });
+        kinds.push(webhook_kind(name, r, at, err));
     }
     if kinds.len() != 1 {
         err(
@@ -1144,6 +1081,88 @@ fn notifier_kind(
         return None;
     }
     kinds.pop()
+}
+
+/// An Alertmanager destination: the URL, extra labels that are valid label names, and the
+/// refresh timings.
+fn alertmanager_kind(
+    name: &str,
+    r: &RawAlertmanager,
+    at: (u64, u64),
+    err: &mut dyn FnMut((u64, u64), String),
+) -> NotifierKind {
+    if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+        err(
+            at,
+            format!("notifier `{name}`: `alertmanager.url` must start with http:// or https://"),
+        );
+    }
+    for k in r.labels.keys() {
+        let ok = k
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok || k == "alertname" {
+            err(
+                at,
+                format!(
+                    "notifier `{name}`: label `{k}` is not a valid extra Prometheus label name (`alertname` is set by rollguard)"
+                ),
+            );
+        }
+    }
+    let mut dur = |v: &Option<Spanned<String>>, default: Duration, field: &str| match v {
+        None => default,
+        Some(s) => match units::parse_duration(&s.value) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                err(
+                    (s.referenced.line(), s.referenced.column()),
+                    format!("notifier `{name}`: `{field}` must be a duration above zero"),
+                );
+                default
+            }
+        },
+    };
+    let resend = dur(
+        &r.resend_interval,
+        Duration::from_secs(60),
+        "resend_interval",
+    );
+    let max_active = dur(&r.max_active, Duration::from_secs(24 * 3600), "max_active");
+    NotifierKind::Alertmanager {
+        url: r.url.trim_end_matches('/').to_string(),
+        labels: r.labels.clone(),
+        resend,
+        max_active,
+    }
+}
+
+/// A generic webhook: an inline `secret` must be `whsec_` keys; `hmac_secret` says how to move.
+fn webhook_kind(
+    name: &str,
+    r: &RawWebhook,
+    at: (u64, u64),
+    err: &mut dyn FnMut((u64, u64), String),
+) -> NotifierKind {
+    if r.hmac_secret.is_some() {
+        err(
+            at,
+            format!(
+                "notifier `{name}`: `hmac_secret` (an HMAC over the body only, replayable) is replaced by Standard Webhooks signing: set `secret: whsec_<base64>` (e.g. `echo whsec_$(openssl rand -base64 32)`) and verify with a Standard Webhooks library (docs/notifications.md)"
+            ),
+        );
+    }
+    if let Some(Secret::Inline(v)) = &r.secret
+        && let Err(e) = crate::standard_webhooks::keys(v)
+    {
+        err(at, format!("notifier `{name}`: `secret`: {e}"));
+    }
+    NotifierKind::Webhook {
+        url: r.url.clone(),
+        secret: r.secret.clone(),
+    }
 }
 
 /// Office 365 connector URLs stopped working when Microsoft retired connectors; only Teams

@@ -81,102 +81,107 @@ impl Telemetry {
             query_warnings: Counter::default(),
             registry: Registry::default(),
         };
+        t.register(&mut r);
+        Telemetry { registry: r, ..t }
+    }
+
+    /// Names and describes every family in `r` (one place to read what `/metrics` exports).
+    fn register(&self, r: &mut Registry) {
         r.register(
             "target_up",
             "Whether the last scrape of a target succeeded (1) or not (0)",
-            t.target_up.clone(),
+            self.target_up.clone(),
         );
         r.register(
             "scrape_duration_seconds",
             "Duration of the last scrape of a target",
-            t.scrape_duration.clone(),
+            self.scrape_duration.clone(),
         );
         r.register(
             "scrape_errors",
             "Failed scrapes by reason",
-            t.scrape_errors.clone(),
+            self.scrape_errors.clone(),
         );
         r.register(
             "query_warnings",
             "Annotations (PromQL info or warning) the query backend returned with an answer that was used",
-            t.query_warnings.clone(),
+            self.query_warnings.clone(),
         );
         r.register(
             "source_errors",
             "Failed metric fetches by source",
-            t.source_errors.clone(),
+            self.source_errors.clone(),
         );
         r.register(
             "deployments_started",
             "Deployments registered, by service",
-            t.deployments_started.clone(),
+            self.deployments_started.clone(),
         );
         r.register(
             "deployments_finished",
             "Deployments finished, by service and outcome",
-            t.deployments_finished.clone(),
+            self.deployments_finished.clone(),
         );
         r.register(
             "active_deployments",
             "Unfinished deployments by state",
-            t.active_deployments.clone(),
+            self.active_deployments.clone(),
         );
         r.register(
             "time_to_detect_seconds",
             "Analysis time from start to a rollback decision",
-            t.time_to_detect.clone(),
+            self.time_to_detect.clone(),
         );
         r.register(
             "decision_to_hook_seconds",
             "Time from a persisted decision to its hook starting",
-            t.decision_to_hook.clone(),
+            self.decision_to_hook.clone(),
         );
         r.register(
             "hook_runs",
             "Hook attempts by hook and result",
-            t.hook_runs.clone(),
+            self.hook_runs.clone(),
         );
         r.register(
             "notifications",
             "Notification deliveries by notifier and result",
-            t.notifications.clone(),
+            self.notifications.clone(),
         );
         r.register(
             "rule_reloads",
             "Rule reloads by result",
-            t.rule_reloads.clone(),
+            self.rule_reloads.clone(),
         );
         r.register(
             "rules_last_success_timestamp_seconds",
             "When the rules were last loaded successfully",
-            t.rules_last_success.clone(),
+            self.rules_last_success.clone(),
         );
         r.register(
             "check_evidence",
             "Latest evidence (e-value) of each check of each running deployment",
-            t.check_evidence.clone(),
+            self.check_evidence.clone(),
         );
         r.register(
             "metrics_backend_down",
             "1 while the circuit breaker considers the metrics backend down",
-            t.backend_down.clone(),
+            self.backend_down.clone(),
         );
         r.register(
             "analysis_steps",
             "Judge updates performed (one per deployment per interval)",
-            t.analysis_steps.clone(),
+            self.analysis_steps.clone(),
         );
         r.register(
             "schema_probes",
             "Live schema probes per service and result (ok, error: a source error the gates hold on)",
-            t.schema_probes.clone(),
+            self.schema_probes.clone(),
         );
         r.register(
             "rollbacks_blocked",
             "Rollbacks not run because the baseline does not work on the live schema",
-            t.rollbacks_blocked.clone(),
+            self.rollbacks_blocked.clone(),
         );
-        Telemetry { registry: r, ..t }
     }
 
     /// The OpenMetrics text exposition of every family.
