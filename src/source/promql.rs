@@ -423,41 +423,7 @@ impl PromClient {
             .acquire()
             .await
             .map_err(|_| QueryError::Unreachable("shutting down".into()))?;
-        let url = format!("{}/api/v1/{endpoint}", self.cfg.url);
-        let form = {
-            let mut f = url::form_urlencoded::Serializer::new(String::new());
-            f.append_pair("query", query);
-            for (k, v) in params {
-                f.append_pair(k, v);
-            }
-            f.append_pair("timeout", &format!("{}ms", self.cfg.timeout.as_millis()));
-            for (k, v) in &self.cfg.params {
-                f.append_pair(k, v);
-            }
-            f.finish()
-        };
-        let mut req = self
-            .http
-            .post(&url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(form)
-            .timeout(self.cfg.timeout);
-        // Secrets are read per request so rotated files take effect; errors name the file.
-        for (k, v) in &self.cfg.headers {
-            req = req.header(k, v.resolve().map_err(QueryError::Config)?);
-        }
-        if let Some(t) = &self.cfg.bearer_token {
-            req = req.bearer_auth(t.resolve().map_err(QueryError::Config)?);
-        }
-        if let Some(b) = &self.cfg.basic_auth {
-            req = req.basic_auth(
-                &b.username,
-                Some(b.password.resolve().map_err(QueryError::Config)?),
-            );
-        }
+        let req = self.request(endpoint, query, params)?;
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -544,6 +510,59 @@ impl PromClient {
                 api_error
             )));
         }
+        self.check_warnings(query, &api)?;
+        Ok(api.data)
+    }
+
+    /// The POST of one query: form-encoded parameters, the server-side timeout, the
+    /// configured extra parameters and credentials (secrets read now, so rotated files count).
+    fn request(
+        &self,
+        endpoint: &str,
+        query: &str,
+        params: &[(&str, String)],
+    ) -> Result<reqwest::RequestBuilder, QueryError> {
+        let url = format!("{}/api/v1/{endpoint}", self.cfg.url);
+        let form = {
+            let mut f = url::form_urlencoded::Serializer::new(String::new());
+            f.append_pair("query", query);
+            for (k, v) in params {
+                f.append_pair(k, v);
+            }
+            f.append_pair("timeout", &format!("{}ms", self.cfg.timeout.as_millis()));
+            for (k, v) in &self.cfg.params {
+                f.append_pair(k, v);
+            }
+            f.finish()
+        };
+        let mut req = self
+            .http
+            .post(&url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form)
+            .timeout(self.cfg.timeout);
+        // Secrets are read per request so rotated files take effect; errors name the file.
+        for (k, v) in &self.cfg.headers {
+            req = req.header(k, v.resolve().map_err(QueryError::Config)?);
+        }
+        if let Some(t) = &self.cfg.bearer_token {
+            req = req.bearer_auth(t.resolve().map_err(QueryError::Config)?);
+        }
+        if let Some(b) = &self.cfg.basic_auth {
+            req = req.basic_auth(
+                &b.username,
+                Some(b.password.resolve().map_err(QueryError::Config)?),
+            );
+        }
+        Ok(req)
+    }
+
+    /// Annotations are noted and counted; any other warning, or `isPartial`, makes the answer
+    /// partial, which is not judged unless `accept_partial`.
+    fn check_warnings(&self, query: &str, api: &ApiResponse) -> Result<(), QueryError> {
         let (notes, missing): (Vec<&String>, Vec<&String>) =
             api.warnings.iter().partition(|w| is_annotation(w));
         for note in notes.iter().copied().chain(&api.infos) {
@@ -567,7 +586,7 @@ impl PromClient {
                 )));
             }
         }
-        Ok(api.data)
+        Ok(())
     }
 
     /// Fetches every selector and written query the queries need for one arm (`role` is
