@@ -171,35 +171,16 @@ pub async fn main(args: DemoArgs) -> ExitCode {
     }
 }
 
-async fn run(args: DemoArgs) -> anyhow::Result<bool> {
-    let speed = args.speed.clamp(1.0, 100.0);
-    let scenario = Scenario {
-        name: "demo".into(),
-        seed: args.seed,
-        total_rps: 120.0,
-        canary_share: 0.5,
-        error_ratio: 0.01,
-        fault: Fault::ErrorRatio { factor: args.fault },
-        fault_at_s: 25.0 * speed,
-        ..Scenario::default()
-    };
-    println!(
-        "rollguard demo: a simulated fleet (2 baseline + 2 canary instances, {speed}x real time),"
-    );
-    println!(
-        "the daemon with the shipped rules, and a canary whose 5xx ratio jumps x{} after ~25 s.\n",
-        args.fault
-    );
-    let fleet = Fleet::new(&scenario, speed);
-    let fleet_addr = fleet.serve().await?;
-
-    let dir = tempfile::tempdir()?;
-    let rules_dir = dir.path().join("rules");
-    std::fs::create_dir_all(&rules_dir)?;
-    for (name, text) in SHIPPED_RULES {
-        std::fs::write(rules_dir.join(name), text)?;
-    }
-    let mut config = Config::for_dir(dir.path(), &rules_dir);
+/// The daemon config of the demo: an HTTP rollback hook that tells the fleet to roll back, an
+/// exec hook that prints what it was given, no-op promote/step/switch/hold hooks, and the
+/// fleet's chat endpoint as a webhook notifier. The shipped rule's `on_fail` gets the printing
+/// hook too.
+fn demo_config(
+    dir: &std::path::Path,
+    rules_dir: &std::path::Path,
+    fleet_addr: &str,
+) -> anyhow::Result<Config> {
+    let mut config = Config::for_dir(dir, rules_dir);
     config.hooks.insert(
         "rollback".into(),
         HookConfig {
@@ -277,41 +258,12 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
             secret: None,
         }),
     );
-    let daemon = Daemon::start(config, StartOptions::default()).await?;
-    println!(
-        "daemon listening on http://{} with rules {}",
-        daemon.addr,
-        daemon
-            .rules
-            .status
-            .lock()
-            .map(|s| s.analyses.join(", "))
-            .unwrap_or_default()
-    );
+    Ok(config)
+}
 
-    let target = |n: &str| format!("http://{fleet_addr}/{n}/metrics");
-    let body = serde_json::json!({
-        "id": "checkout-v2",
-        "service": "checkout",
-        "analysis": "http-service",
-        "params": { "job": "api" },
-        "baseline": { "targets": [target("baseline-0"), target("baseline-1")], "version": "v1" },
-        "canary": { "targets": [target("canary-0"), target("canary-1")], "version": "v2", "weight": 50 },
-        "timing": { "interval": "2s", "warmup": "10s", "min_duration": "90s", "max_duration": "110s" }
-    });
-    let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("http://{}/api/v1/deployments", daemon.addr))
-        .json(&body)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "registration failed: {}",
-        resp.text().await.unwrap_or_default()
-    );
-    println!("registered deployment checkout-v2 (POST /api/v1/deployments)\n");
-
+/// Prints each change of the checks' outcomes until the deployment ends (at most 115 s), then
+/// the decision with its numbers. Returns whether it was rolled back.
+async fn follow(daemon: &Daemon) -> anyhow::Result<bool> {
     let started = tokio::time::Instant::now();
     let mut last_print = String::new();
     let mut rolled = false;
@@ -365,7 +317,11 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
             break;
         }
     }
-    // Wait for the hooks to finish and show what they did.
+    Ok(rolled)
+}
+
+/// Waits (at most 15 s) for the hooks to finish and shows what they did.
+async fn show_hooks(daemon: &Daemon) -> anyhow::Result<()> {
     let wait = tokio::time::Instant::now();
     loop {
         let actions = daemon.engine.store.actions_of("checkout-v2")?;
@@ -385,6 +341,75 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
+}
+
+async fn run(args: DemoArgs) -> anyhow::Result<bool> {
+    let speed = args.speed.clamp(1.0, 100.0);
+    let scenario = Scenario {
+        name: "demo".into(),
+        seed: args.seed,
+        total_rps: 120.0,
+        canary_share: 0.5,
+        error_ratio: 0.01,
+        fault: Fault::ErrorRatio { factor: args.fault },
+        fault_at_s: 25.0 * speed,
+        ..Scenario::default()
+    };
+    println!(
+        "rollguard demo: a simulated fleet (2 baseline + 2 canary instances, {speed}x real time),"
+    );
+    println!(
+        "the daemon with the shipped rules, and a canary whose 5xx ratio jumps x{} after ~25 s.\n",
+        args.fault
+    );
+    let fleet = Fleet::new(&scenario, speed);
+    let fleet_addr = fleet.serve().await?;
+
+    let dir = tempfile::tempdir()?;
+    let rules_dir = dir.path().join("rules");
+    std::fs::create_dir_all(&rules_dir)?;
+    for (name, text) in SHIPPED_RULES {
+        std::fs::write(rules_dir.join(name), text)?;
+    }
+    let config = demo_config(dir.path(), &rules_dir, &fleet_addr.to_string())?;
+    let daemon = Daemon::start(config, StartOptions::default()).await?;
+    println!(
+        "daemon listening on http://{} with rules {}",
+        daemon.addr,
+        daemon
+            .rules
+            .status
+            .lock()
+            .map(|s| s.analyses.join(", "))
+            .unwrap_or_default()
+    );
+
+    let target = |n: &str| format!("http://{fleet_addr}/{n}/metrics");
+    let body = serde_json::json!({
+        "id": "checkout-v2",
+        "service": "checkout",
+        "analysis": "http-service",
+        "params": { "job": "api" },
+        "baseline": { "targets": [target("baseline-0"), target("baseline-1")], "version": "v1" },
+        "canary": { "targets": [target("canary-0"), target("canary-1")], "version": "v2", "weight": 50 },
+        "timing": { "interval": "2s", "warmup": "10s", "min_duration": "90s", "max_duration": "110s" }
+    });
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("http://{}/api/v1/deployments", daemon.addr))
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "registration failed: {}",
+        resp.text().await.unwrap_or_default()
+    );
+    println!("registered deployment checkout-v2 (POST /api/v1/deployments)\n");
+
+    let rolled = follow(&daemon).await?;
+    show_hooks(&daemon).await?;
     for l in fleet.log() {
         println!("{l}");
     }

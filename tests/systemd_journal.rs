@@ -112,13 +112,15 @@ fn native_journal_fields_and_message_ids() {
     let start = Instant::now();
     let want = rollguard::events::NoticeKind::RuleReloadFailed.message_id();
     let mut buf = vec![0u8; 256 * 1024];
-    while !entries
-        .iter()
-        .any(|e: &BTreeMap<String, Vec<String>>| field(e, "MESSAGE_ID") == want)
-    {
+    // The abort is applied by the deployment's loop and the reload by the reload task, in
+    // either order: collect until both are in.
+    let has = |entries: &[BTreeMap<String, Vec<String>>], k: &str, v: &str| {
+        entries.iter().any(|e| field(e, k) == v)
+    };
+    while !(has(&entries, "MESSAGE_ID", want) && has(&entries, "EVENT", "aborted")) {
         assert!(
             start.elapsed() < T,
-            "no rule_reload_failed entry; got {entries:#?}"
+            "no rule_reload_failed or aborted entry; got {entries:#?}"
         );
         // tracing-journald probes the socket with an empty datagram when it starts.
         match journal.recv(&mut buf) {
