@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::fmt::{evidence, level};
 use super::{ArmValue, Ctx, Effect, Outcome, Partial, mean};
 use crate::stats::special::{normal_cdf, normal_quantile};
-use crate::stats::trend::{mann_kendall_hamed_rao, theil_sen};
+use crate::stats::trend::{TheilSen, mann_kendall_hamed_rao, theil_sen};
 
 /// The floor is the minimum over this window (must exceed the GC cycle).
 pub const WINDOW: Duration = Duration::from_secs(120);
@@ -77,6 +77,74 @@ impl GrowthState {
         }
     }
 
+    /// Follows the floors: an instance restart (a floor below 3/4 of the last one) starts the
+    /// trend over after [`SETTLE`]; once a whole window is seen, every quarter window adds a
+    /// trend point (the window's floors). Returns the seconds left to settle, while settling.
+    fn track(&mut self, now: f64, b: f64, c: f64, cur: [f64; 2]) -> Option<f64> {
+        let w = WINDOW.as_secs_f64();
+        let restarted = self
+            .last_floor
+            .is_some_and(|prev| prev.iter().zip(&cur).any(|(p, c)| *c < 0.75 * p));
+        self.last_floor = Some(cur);
+        if restarted {
+            self.recent.clear();
+            self.points.clear();
+            self.first_s = None;
+            self.restarts_seen += 1;
+            self.settle_until_s = now + SETTLE.as_secs_f64();
+        }
+        if now < self.settle_until_s {
+            return Some(self.settle_until_s - now);
+        }
+        let first = *self.first_s.get_or_insert(now);
+        self.recent.push((now, b, c));
+        self.recent.retain(|p| p.0 > now - w);
+        if now - first >= w && now >= self.next_point_s {
+            let fb = self
+                .recent
+                .iter()
+                .map(|p| p.1)
+                .fold(f64::INFINITY, f64::min);
+            let fc = self
+                .recent
+                .iter()
+                .map(|p| p.2)
+                .fold(f64::INFINITY, f64::min);
+            self.push_point((now / 60.0, fc - fb, fc));
+            self.next_point_s = now + w / 4.0;
+        }
+        None
+    }
+
+    /// The canary-minus-baseline floor trend at this check's share of alpha (`1/threshold`,
+    /// one-sided): the trend points' times, the level, the Theil–Sen slope with its bounds
+    /// (widened for autocorrelation, Hamed–Rao), and the Mann–Kendall one-sided p-value with
+    /// its evidence `1/p`. `None` without enough distinct points.
+    fn trend(&self, threshold: f64) -> Option<(Vec<f64>, f64, TheilSen, f64, f64)> {
+        let t: Vec<f64> = self.points.iter().map(|p| p.0).collect();
+        let d: Vec<f64> = self.points.iter().map(|p| p.1).collect();
+        // One-sided level for this check's share of the error budget.
+        let a = (1.0 / threshold).clamp(1e-12, 0.25);
+        let mk = mann_kendall_hamed_rao(&t, &d, 2.0 * a);
+        let factor = mk.map_or(1.0, |m| m.variance_factor.max(1.0));
+        let z = normal_quantile(1.0 - a) * factor.sqrt();
+        let conf = (2.0 * normal_cdf(z) - 1.0).clamp(0.5, 1.0 - 1e-12);
+        let ts = theil_sen(&t, &d, conf)?;
+        let p_up = mk.map_or(1.0, |m| {
+            if m.z > 0.0 {
+                m.p_value / 2.0
+            } else {
+                1.0 - m.p_value / 2.0
+            }
+        });
+        let ev = if p_up > 0.0 {
+            1.0 / p_up
+        } else {
+            f64::INFINITY
+        };
+        Some((t, a, ts, p_up, ev))
+    }
+
     pub(crate) fn step(
         &mut self,
         ctx: &Ctx,
@@ -116,40 +184,10 @@ impl GrowthState {
         }
         let now = ctx.t.as_secs_f64();
         let w = WINDOW.as_secs_f64();
-        let cur = [smallest(g.baseline), smallest(g.canary)];
-        let restarted = self
-            .last_floor
-            .is_some_and(|prev| prev.iter().zip(&cur).any(|(p, c)| *c < 0.75 * p));
-        self.last_floor = Some(cur);
-        if restarted {
-            self.recent.clear();
-            self.points.clear();
-            self.first_s = None;
-            self.restarts_seen += 1;
-            self.settle_until_s = now + SETTLE.as_secs_f64();
-        }
-        if now < self.settle_until_s {
+        if let Some(left) = self.track(now, b, c, [smallest(g.baseline), smallest(g.canary)]) {
             return Partial::pending(format!(
-                "{levels}; an instance restarted: the trend starts over in {:.0} s",
-                self.settle_until_s - now
+                "{levels}; an instance restarted: the trend starts over in {left:.0} s"
             ));
-        }
-        let first = *self.first_s.get_or_insert(now);
-        self.recent.push((now, b, c));
-        self.recent.retain(|p| p.0 > now - w);
-        if now - first >= w && now >= self.next_point_s {
-            let fb = self
-                .recent
-                .iter()
-                .map(|p| p.1)
-                .fold(f64::INFINITY, f64::min);
-            let fc = self
-                .recent
-                .iter()
-                .map(|p| p.2)
-                .fold(f64::INFINITY, f64::min);
-            self.push_point((now / 60.0, fc - fb, fc));
-            self.next_point_s = now + w / 4.0;
         }
         let n = self.points.len();
         let arms = |v: f64| {
@@ -171,28 +209,8 @@ impl GrowthState {
                 ),
             };
         }
-        let t: Vec<f64> = self.points.iter().map(|p| p.0).collect();
-        let d: Vec<f64> = self.points.iter().map(|p| p.1).collect();
-        // One-sided level for this check's share of the error budget.
-        let a = (1.0 / ctx.threshold).clamp(1e-12, 0.25);
-        let mk = mann_kendall_hamed_rao(&t, &d, 2.0 * a);
-        let factor = mk.map_or(1.0, |m| m.variance_factor.max(1.0));
-        let z = normal_quantile(1.0 - a) * factor.sqrt();
-        let conf = (2.0 * normal_cdf(z) - 1.0).clamp(0.5, 1.0 - 1e-12);
-        let Some(ts) = theil_sen(&t, &d, conf) else {
+        let Some((t, a, ts, p_up, ev)) = self.trend(ctx.threshold) else {
             return Partial::pending(format!("{levels}; not enough distinct points for a trend"));
-        };
-        let p_up = mk.map_or(1.0, |m| {
-            if m.z > 0.0 {
-                m.p_value / 2.0
-            } else {
-                1.0 - m.p_value / 2.0
-            }
-        });
-        let ev = if p_up > 0.0 {
-            1.0 / p_up
-        } else {
-            f64::INFINITY
         };
         let c_floor = self.points.last().map_or(c, |p| p.2);
         let projection = limit.and_then(|lim| {
@@ -211,40 +229,14 @@ impl GrowthState {
             p_up,
             span
         );
-        let significant = ev >= ctx.threshold;
-        let (outcome, tail) = if ts.lower > per_min && significant {
-            (
-                Outcome::Fail,
-                format!(
-                    "over the {}/min limit (evidence {} ≥ {})",
-                    fmt_v(per_min),
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
-        } else if let Some((minutes, lim)) = projection.filter(|(m, _)| {
-            *m < min_time_to_limit.as_secs_f64() / 60.0 && ts.lower > 0.0 && significant
-        }) {
-            (
-                Outcome::Fail,
-                format!(
-                    "would reach {} in {:.0} min (limit {})",
-                    fmt_v(lim),
-                    minutes,
-                    crate::units::format_duration(min_time_to_limit)
-                ),
-            )
-        } else if ts.upper < per_min {
-            (
-                Outcome::Pass,
-                format!("below the {}/min limit", fmt_v(per_min)),
-            )
-        } else {
-            (
-                Outcome::Pending,
-                format!("not enough evidence yet (limit {}/min)", fmt_v(per_min)),
-            )
-        };
+        let (outcome, tail) = verdict(
+            &ts,
+            per_min,
+            (ev, ctx.threshold),
+            projection,
+            min_time_to_limit,
+            &fmt_v,
+        );
         Partial {
             outcome,
             evidence: ev,
@@ -264,5 +256,52 @@ impl GrowthState {
             canary: arms(c),
             explanation: format!("{numbers} — {tail}"),
         }
+    }
+}
+
+/// Fail when the extra growth is over `per_min` with evidence, or when the canary's own floor
+/// would reach `limit` sooner than `min_time_to_limit`; pass when the upper bound is under
+/// `per_min`; otherwise keep watching.
+fn verdict(
+    ts: &TheilSen,
+    per_min: f64,
+    (ev, threshold): (f64, f64),
+    projection: Option<(f64, f64)>,
+    min_time_to_limit: Duration,
+    fmt_v: &dyn Fn(f64) -> String,
+) -> (Outcome, String) {
+    let significant = ev >= threshold;
+    if ts.lower > per_min && significant {
+        (
+            Outcome::Fail,
+            format!(
+                "over the {}/min limit (evidence {} ≥ {})",
+                fmt_v(per_min),
+                evidence(ev),
+                evidence(threshold)
+            ),
+        )
+    } else if let Some((minutes, lim)) = projection.filter(|(m, _)| {
+        *m < min_time_to_limit.as_secs_f64() / 60.0 && ts.lower > 0.0 && significant
+    }) {
+        (
+            Outcome::Fail,
+            format!(
+                "would reach {} in {:.0} min (limit {})",
+                fmt_v(lim),
+                minutes,
+                crate::units::format_duration(min_time_to_limit)
+            ),
+        )
+    } else if ts.upper < per_min {
+        (
+            Outcome::Pass,
+            format!("below the {}/min limit", fmt_v(per_min)),
+        )
+    } else {
+        (
+            Outcome::Pending,
+            format!("not enough evidence yet (limit {}/min)", fmt_v(per_min)),
+        )
     }
 }
