@@ -134,6 +134,39 @@ pub struct StartArgs {
     /// Canary share of traffic in percent (enables the traffic-split check).
     #[arg(long)]
     pub canary_weight: Option<f64>,
+    /// Baseline share of traffic in percent, when it is not 100 minus the canary's.
+    #[arg(long)]
+    pub baseline_weight: Option<f64>,
+    /// Baseline targets from this file_sd file (under the daemon's `file_sd_dir`).
+    #[arg(long)]
+    pub baseline_file_sd: Option<String>,
+    /// Canary targets from this file_sd file (under the daemon's `file_sd_dir`).
+    #[arg(long)]
+    pub canary_file_sd: Option<String>,
+    /// Bake: read the baseline this far in the past (Prometheus source), e.g. 1d.
+    #[arg(long)]
+    pub baseline_offset: Option<String>,
+    /// The rollout strategy (default: canary with --steps, else analysis).
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyKind>,
+    /// Bake: how long the new version is watched (default 30m).
+    #[arg(long)]
+    pub watch: Option<String>,
+    /// Blue-green: how long green is watched after the switch (default 10m).
+    #[arg(long)]
+    pub post_switch: Option<String>,
+    /// Override the rule's interval for this deployment.
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// Override the rule's warm-up for this deployment.
+    #[arg(long)]
+    pub warmup: Option<String>,
+    /// Override the rule's min_duration for this deployment.
+    #[arg(long)]
+    pub min_duration: Option<String>,
+    /// Override the rule's max_duration for this deployment.
+    #[arg(long)]
+    pub max_duration: Option<String>,
     /// Canary steps in percent, e.g. 10,25,50,100.
     #[arg(long, value_delimiter = ',')]
     pub steps: Vec<f64>,
@@ -282,57 +315,99 @@ pub async fn main(args: DeployArgs) -> ExitCode {
 /// The registration body of `deploy start`: the API's `DeploymentRequest` fields from the
 /// command line.
 fn start_body(s: &StartArgs) -> Value {
-    let arm = |targets: &[String],
-               selector: &Option<String>,
-               version: &Option<String>,
-               weight: Option<f64>| {
-        let mut a = serde_json::Map::new();
-        if !targets.is_empty() {
-            a.insert("targets".into(), json!(targets));
-        }
-        if let Some(sel) = selector {
-            a.insert("selector".into(), json!(sel));
-        }
-        if let Some(v) = version {
-            a.insert("version".into(), json!(v));
-        }
-        if let Some(w) = weight {
-            a.insert("weight".into(), json!(w));
-        }
-        Value::Object(a)
-    };
     let params: BTreeMap<String, String> = s.params.iter().cloned().collect();
-    let range = |min: &Option<String>, max: &Option<String>| {
-        let mut r = serde_json::Map::new();
-        if let Some(m) = min {
-            r.insert("min".into(), json!(m));
+    let mut body = json!({"id": s.id, "analysis": s.analysis, "params": params});
+    // Sets `body[path…]` when the flag was given; the API's defaults apply otherwise.
+    let mut set = |path: &[&str], v: Option<Value>| {
+        let Some(v) = v else { return };
+        let mut at = &mut body;
+        for k in path {
+            at = &mut at[*k];
         }
-        if let Some(m) = max {
-            r.insert("max".into(), json!(m));
-        }
-        (!r.is_empty()).then_some(Value::Object(r))
+        *at = v;
     };
-    let mut body = json!({
-        "id": s.id,
-        "analysis": s.analysis,
-        "params": params,
-        "baseline": arm(&s.baseline, &s.baseline_selector, &s.baseline_version, None),
-        "canary": arm(&s.canary, &s.canary_selector, &s.canary_version, s.canary_weight),
+    let some = |v: &Option<String>| v.as_ref().map(|x| json!(x));
+    set(&["service"], some(&s.service));
+    for (arm, targets, selector, file_sd, version, weight, offset, min, max) in [
+        (
+            "baseline",
+            &s.baseline,
+            &s.baseline_selector,
+            &s.baseline_file_sd,
+            &s.baseline_version,
+            s.baseline_weight,
+            &s.baseline_offset,
+            &s.baseline_schema_min,
+            &s.baseline_schema_max,
+        ),
+        (
+            "canary",
+            &s.canary,
+            &s.canary_selector,
+            &s.canary_file_sd,
+            &s.canary_version,
+            s.canary_weight,
+            &None,
+            &s.canary_schema_min,
+            &s.canary_schema_max,
+        ),
+    ] {
+        set(&[arm], Some(json!({})));
+        set(
+            &[arm, "targets"],
+            (!targets.is_empty()).then(|| json!(targets)),
+        );
+        set(&[arm, "selector"], some(selector));
+        set(&[arm, "file_sd"], some(file_sd));
+        set(&[arm, "version"], some(version));
+        set(&[arm, "weight"], weight.map(|w| json!(w)));
+        set(&[arm, "offset"], some(offset));
+        set(&[arm, "schema", "min"], some(min));
+        set(&[arm, "schema", "max"], some(max));
+    }
+    let strategy = s.strategy.unwrap_or(if s.steps.is_empty() {
+        StrategyKind::Analysis
+    } else {
+        StrategyKind::Canary
     });
-    if let Some(svc) = &s.service {
-        body["service"] = json!(svc);
-    }
-    if let Some(r) = range(&s.baseline_schema_min, &s.baseline_schema_max) {
-        body["baseline"]["schema"] = r;
-    }
-    if let Some(r) = range(&s.canary_schema_min, &s.canary_schema_max) {
-        body["canary"]["schema"] = r;
-    }
-    if !s.steps.is_empty() {
-        body["strategy"] =
-            json!({"type": "canary", "steps": s.steps, "step_duration": s.step_duration});
-    }
+    set(&["strategy", "type"], Some(json!(strategy.as_api())));
+    set(
+        &["strategy", "steps"],
+        (!s.steps.is_empty()).then(|| json!(s.steps)),
+    );
+    set(&["strategy", "step_duration"], some(&s.step_duration));
+    set(&["strategy", "watch"], some(&s.watch));
+    set(&["strategy", "post_switch"], some(&s.post_switch));
+    set(&["timing", "interval"], some(&s.interval));
+    set(&["timing", "warmup"], some(&s.warmup));
+    set(&["timing", "min_duration"], some(&s.min_duration));
+    set(&["timing", "max_duration"], some(&s.max_duration));
     body
+}
+
+/// `deploy start --strategy` (the API's `strategy.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrategyKind {
+    /// One analysis window, then promote or roll back (the default without --steps).
+    Analysis,
+    /// Traffic steps (--steps, --step-duration; the default with --steps).
+    Canary,
+    /// After a full rollout, against the previous version's recorded behaviour (--watch,
+    /// --baseline-offset).
+    Bake,
+    /// Green verified against blue before the switch, then watched (--post-switch).
+    BlueGreen,
+}
+
+impl StrategyKind {
+    fn as_api(self) -> &'static str {
+        match self {
+            StrategyKind::Analysis => "analysis",
+            StrategyKind::Canary => "canary",
+            StrategyKind::Bake => "bake",
+            StrategyKind::BlueGreen => "blue-green",
+        }
+    }
 }
 
 async fn run(c: &Client, args: &DeployArgs) -> Result<ExitCode, String> {
@@ -686,6 +761,149 @@ pub async fn migrate(args: MigrateArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bake and blue-green take their own settings from `deploy start`.
+    #[test]
+    fn bake_and_blue_green_flags_set_their_strategy() {
+        use clap::Parser;
+        for (flags, want) in [
+            (
+                &["--strategy", "bake", "--watch", "1h"][..],
+                json!({"type": "bake", "watch": "1h"}),
+            ),
+            (
+                &["--strategy", "blue-green", "--post-switch", "15m"],
+                json!({"type": "blue-green", "post_switch": "15m"}),
+            ),
+        ] {
+            let mut argv = vec![
+                "rollguard",
+                "deploy",
+                "start",
+                "--id",
+                "x",
+                "--analysis",
+                "a",
+            ];
+            argv.extend_from_slice(flags);
+            let Ok(crate::cli::Cli {
+                command:
+                    crate::cli::Command::Deploy(DeployArgs {
+                        command: DeployCommand::Start(s),
+                        ..
+                    }),
+            }) = crate::cli::Cli::try_parse_from(argv)
+            else {
+                panic!("{flags:?}");
+            };
+            let body = start_body(&s);
+            assert_eq!(body["strategy"], want);
+            serde_json::from_value::<crate::deploy::DeploymentRequest>(body).expect("parses");
+        }
+    }
+
+    /// Every registration field of the API is reachable from `deploy start`: a command line
+    /// with every flag gives a request the API parses (unknown fields are errors there) with
+    /// every optional field set.
+    #[test]
+    fn deploy_start_reaches_every_registration_field() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "rollguard",
+            "deploy",
+            "start",
+            "--id",
+            "d1",
+            "--analysis",
+            "http-service",
+            "--service",
+            "checkout",
+            "--baseline",
+            "http://b/metrics",
+            "--canary",
+            "http://c/metrics",
+            "--baseline-selector",
+            "version=\"v1\"",
+            "--canary-selector",
+            "version=\"v2\"",
+            "--baseline-file-sd",
+            "b.json",
+            "--canary-file-sd",
+            "c.json",
+            "--param",
+            "job=api",
+            "--baseline-version",
+            "v1",
+            "--canary-version",
+            "v2",
+            "--baseline-weight",
+            "90",
+            "--canary-weight",
+            "10",
+            "--baseline-offset",
+            "1d",
+            "--baseline-schema-min",
+            "40",
+            "--baseline-schema-max",
+            "42",
+            "--canary-schema-min",
+            "41",
+            "--canary-schema-max",
+            "43",
+            "--strategy",
+            "canary",
+            "--steps",
+            "10,50,100",
+            "--step-duration",
+            "5m",
+            "--interval",
+            "5s",
+            "--warmup",
+            "30s",
+            "--min-duration",
+            "2m",
+            "--max-duration",
+            "20m",
+        ])
+        .expect("every flag parses");
+        let crate::cli::Command::Deploy(DeployArgs {
+            command: DeployCommand::Start(s),
+            ..
+        }) = cli.command
+        else {
+            panic!("not deploy start");
+        };
+        let body = start_body(&s);
+        let req: crate::deploy::DeploymentRequest =
+            serde_json::from_value(body.clone()).expect("the API parses the body");
+        assert_eq!(req.service.as_deref(), Some("checkout"));
+        for (arm, a) in [("baseline", &req.baseline), ("canary", &req.canary)] {
+            assert!(
+                !a.targets.is_empty() && a.selector.is_some() && a.file_sd.is_some(),
+                "{arm}"
+            );
+            assert!(
+                a.version.is_some() && a.weight.is_some() && a.schema.is_some(),
+                "{arm}"
+            );
+        }
+        assert!(req.baseline.offset.is_some());
+        assert!(matches!(
+            req.strategy,
+            crate::deploy::Strategy::Canary {
+                step_duration: Some(_),
+                ..
+            }
+        ));
+        let t = req.timing.expect("timing overrides");
+        assert!(
+            t.interval.is_some()
+                && t.warmup.is_some()
+                && t.min_duration.is_some()
+                && t.max_duration.is_some()
+        );
+        assert_eq!(req.params.get("job").map(String::as_str), Some("api"));
+    }
 
     /// Numbered as hooks and chat number it (ROLLGUARD_STEP=1 for the first step).
     #[test]
