@@ -166,12 +166,29 @@ fn details(d: &Digest) -> Value {
     Value::Object(m)
 }
 
-/// This host's name, for `payload.source`.
+/// This host's name, for `payload.source`: the kernel's (gethostname(2)), which the unit's
+/// `ProcSubset=pid` does not hide, unlike /proc/sys/kernel/hostname; /etc/hostname can be stale
+/// or absent, so it is not read.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
+    nix::unistd::gethostname()
         .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "rollguard".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's host name, as `uname -n` prints it (no /proc read).
+    #[test]
+    fn hostname_is_the_kernels() {
+        let uname = std::process::Command::new("uname")
+            .arg("-n")
+            .output()
+            .expect("uname");
+        assert_eq!(hostname(), String::from_utf8_lossy(&uname.stdout).trim());
+    }
 }
