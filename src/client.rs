@@ -762,10 +762,29 @@ pub async fn migrate(args: MigrateArgs) -> ExitCode {
 mod tests {
     use super::*;
 
+    /// `deploy start`'s arguments from a command line (`deploy start …`).
+    fn start_args(argv: &[&str]) -> StartArgs {
+        #[derive(clap::Parser)]
+        struct Deploy {
+            #[command(flatten)]
+            args: DeployArgs,
+        }
+        use clap::Parser;
+        match Deploy::try_parse_from(argv) {
+            Ok(Deploy {
+                args:
+                    DeployArgs {
+                        command: DeployCommand::Start(s),
+                        ..
+                    },
+            }) => s,
+            other => panic!("{argv:?}: {:?}", other.err()),
+        }
+    }
+
     /// Bake and blue-green take their own settings from `deploy start`.
     #[test]
     fn bake_and_blue_green_flags_set_their_strategy() {
-        use clap::Parser;
         for (flags, want) in [
             (
                 &["--strategy", "bake", "--watch", "1h"][..],
@@ -776,26 +795,9 @@ mod tests {
                 json!({"type": "blue-green", "post_switch": "15m"}),
             ),
         ] {
-            let mut argv = vec![
-                "rollguard",
-                "deploy",
-                "start",
-                "--id",
-                "x",
-                "--analysis",
-                "a",
-            ];
+            let mut argv = vec!["deploy", "start", "--id", "x", "--analysis", "a"];
             argv.extend_from_slice(flags);
-            let Ok(crate::cli::Cli {
-                command:
-                    crate::cli::Command::Deploy(DeployArgs {
-                        command: DeployCommand::Start(s),
-                        ..
-                    }),
-            }) = crate::cli::Cli::try_parse_from(argv)
-            else {
-                panic!("{flags:?}");
-            };
+            let s = start_args(&argv);
             let body = start_body(&s);
             assert_eq!(body["strategy"], want);
             serde_json::from_value::<crate::deploy::DeploymentRequest>(body).expect("parses");
@@ -807,9 +809,7 @@ mod tests {
     /// every optional field set.
     #[test]
     fn deploy_start_reaches_every_registration_field() {
-        use clap::Parser;
-        let cli = crate::cli::Cli::try_parse_from([
-            "rollguard",
+        let s = start_args(&[
             "deploy",
             "start",
             "--id",
@@ -864,15 +864,7 @@ mod tests {
             "2m",
             "--max-duration",
             "20m",
-        ])
-        .expect("every flag parses");
-        let crate::cli::Command::Deploy(DeployArgs {
-            command: DeployCommand::Start(s),
-            ..
-        }) = cli.command
-        else {
-            panic!("not deploy start");
-        };
+        ]);
         let body = start_body(&s);
         let req: crate::deploy::DeploymentRequest =
             serde_json::from_value(body.clone()).expect("the API parses the body");
