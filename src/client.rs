@@ -616,10 +616,19 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
             .saturating_duration_since(Instant::now())
             .as_secs()
             .min(20);
-        let v = get(format!(
+        let v = match get(format!(
             "/api/v1/deployments/{id}/events?after={after}&wait={poll}"
         ))
-        .await?;
+        .await
+        {
+            Ok(v) => v,
+            // The budget ran out during the call (a poll, or retries of an absent daemon).
+            Err(e) if Instant::now() >= until => {
+                eprintln!("timed out after {timeout} waiting for {id} ({e})");
+                return Ok(ExitCode::from(exit::UNREACHABLE));
+            }
+            Err(e) => return Err(e),
+        };
         let mut unsafe_rollback = false;
         for e in v["events"].as_array().cloned().unwrap_or_default() {
             if !json_out {
