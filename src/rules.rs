@@ -51,6 +51,8 @@ struct RawRuleFile {
     #[serde(default)]
     no_data_grace: Option<Spanned<String>>,
     #[serde(default)]
+    at_max_duration: Option<AtLimit>,
+    #[serde(default)]
     enforce: Option<Spanned<Enforcement>>,
     #[serde(default)]
     traffic_tolerance: Option<Spanned<f64>>,
@@ -133,6 +135,9 @@ struct RawCheck {
     critical: Option<bool>,
     #[serde(default)]
     enforce: Option<Spanned<Enforcement>>,
+    /// This check's own warm-up, in place of the kind's default (see `CheckSpec::warmup`).
+    #[serde(default)]
+    warmup: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -303,9 +308,28 @@ pub struct CheckSpec {
     pub critical: bool,
     pub enforce: Enforcement,
     pub config: CheckConfig,
+    /// The check's own `warmup:`, when the rule sets one.
+    pub own_warmup: Option<Duration>,
 }
 
 impl CheckSpec {
+    /// How long this check waits before judging. Count checks (`ratio`, and `threshold` on
+    /// a ratio) judge from the first interval: the conditional test compares the arms
+    /// within each interval, so a cold canary's start-up errors are real errors to users and
+    /// there is nothing to calibrate. The other kinds wait for the analysis' `warmup`: the
+    /// histogram picks its bucket edges from the baseline then, growth and gauges must not
+    /// read a process filling its caches as a trend or a level.
+    pub fn warmup(&self, analysis: Duration) -> Duration {
+        self.own_warmup.unwrap_or(match &self.config {
+            CheckConfig::Ratio { .. }
+            | CheckConfig::Threshold {
+                source: ThresholdSource::Ratio { .. },
+                ..
+            } => Duration::ZERO,
+            _ => analysis,
+        })
+    }
+
     /// What a failure of this check may do: its enforcement, capped at `hold` when it is
     /// not critical.
     pub fn effective_enforcement(&self) -> Enforcement {
@@ -335,6 +359,22 @@ pub struct Timing {
     pub min_duration: Duration,
     pub max_duration: Duration,
     pub no_data_grace: Duration,
+    /// What `max_duration` does when no check failed but not every one proved itself.
+    pub at_limit: AtLimit,
+}
+
+/// The verdict at `max_duration` for an analysis in which nothing failed but not every check
+/// proved the canary within its tolerance (rare events, short analyses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AtLimit {
+    /// Promote when no check shows evidence of harm: every check has judged data and its
+    /// evidence stayed below the square root of its threshold (halfway to a rollback on the
+    /// log scale). What Argo Rollouts and Kayenta do at the end of an analysis, with a bar.
+    #[default]
+    Promote,
+    /// Leave it to a person: inconclusive unless every check passed.
+    Inconclusive,
 }
 
 /// A validated rule file, before a deployment supplies its parameters.
@@ -365,6 +405,7 @@ struct TemplateCheck {
     description: Option<String>,
     critical: bool,
     enforce: Enforcement,
+    warmup: Option<Duration>,
     selectors: Vec<(SelectorRole, String)>,
     settings: Settings,
 }
@@ -697,6 +738,7 @@ fn compile_check(
         critical: c.critical,
         enforce: c.enforce,
         config,
+        own_warmup: c.warmup,
     })
 }
 
@@ -945,6 +987,7 @@ impl Validator<'_> {
                 "no_data_grace",
                 true,
             ),
+            at_limit: raw.at_max_duration.unwrap_or_default(),
         };
         if timing.interval < Duration::from_secs(1)
             && let Some(i) = &raw.interval
@@ -1203,9 +1246,9 @@ impl Validator<'_> {
 
         let max_extra_slope = match (&c.max_extra_slope, kind) {
             (Some(s), _) => match units::parse_rate(&s.value) {
-                Ok(v) if v > 0.0 => v,
+                Ok(v) if v >= 0.0 => v,
                 Ok(_) => {
-                    self.err(loc(s), "`max_extra_slope` must be positive");
+                    self.err(loc(s), "`max_extra_slope` must not be negative");
                     0.0
                 }
                 Err(e) => {
@@ -1240,6 +1283,10 @@ impl Validator<'_> {
             false,
         );
         let for_ = self.duration(&c.for_, Duration::ZERO, "for", true);
+        let warmup = c
+            .warmup
+            .is_some()
+            .then(|| self.duration(&c.warmup, Duration::ZERO, "warmup", true));
         if kind == CheckKind::Threshold && c.max.is_none() && c.min.is_none() {
             self.err(at, "a `threshold` check needs `max` or `min`");
         }
@@ -1271,6 +1318,7 @@ impl Validator<'_> {
             description: c.description,
             critical: c.critical.unwrap_or(true),
             enforce: c.enforce.map_or(default_enforce, |e| e.value),
+            warmup,
             selectors,
             settings: Settings {
                 worse_when: c.worse_when.map_or(Direction::Higher, |w| w.value),

@@ -27,6 +27,7 @@ mod faults_notify;
 mod faults_storage;
 mod hooks_exactly_once;
 mod judge_sim;
+mod judge_verdicts;
 mod lost_messages;
 mod migrations;
 mod notify_delivery;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::model::{DeploymentRecord, Stage, State, Strategy};
 use crate::action::Facts;
 use crate::events::{Notice, NoticeKind, Subject};
-use crate::judge::{CheckReport, Outcome, Step, Verdict};
+use crate::judge::{CheckReport, Outcome, PassBasis, Step, Verdict};
 use crate::rules::{AnalysisSpec, Enforcement};
 use crate::store::{Action, EventKind, Purpose, TimelineEvent};
 
@@ -349,7 +349,7 @@ fn judged(t: &mut Transition, spec: &AnalysisSpec, step: &Step, ctx: &Context) {
         Verdict::Rollback { check, reason } => {
             rollback(t, spec, &verdict, check, reason, step, failing.clone(), ctx)
         }
-        Verdict::Promote { reason } => promote(t, spec, &verdict, reason, step, ctx),
+        Verdict::Promote { reason, .. } => promote(t, spec, &verdict, reason, step, ctx),
         Verdict::Inconclusive { reason } => {
             let r = &spec.actions.on_inconclusive;
             t.finish(ctx, State::Inconclusive, reason.clone());
@@ -701,6 +701,7 @@ fn control(t: &mut Transition, spec: &AnalysisSpec, c: &Control, ctx: &Context) 
             let to = &spec.actions.on_pass;
             t.finish(ctx, State::Promoted, msg.clone());
             let v = Verdict::Promote {
+                basis: PassBasis::Manual,
                 reason: msg.clone(),
             };
             t.owe(ctx, to, Purpose::Promote, &v, &checks, to);
@@ -948,7 +949,10 @@ on_step: [set-weight]
     }
 
     fn promote(r: &str) -> Verdict {
-        Verdict::Promote { reason: reason(r) }
+        Verdict::Promote {
+            basis: PassBasis::Proven,
+            reason: reason(r),
+        }
     }
 
     fn rollback() -> Verdict {

@@ -10,9 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::change::ChangeGrid;
-use super::fmt::{count, evidence, level, times};
+use super::fmt::{count, evidence, level};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
-use super::{ArmValue, Ctx, Outcome, Partial, mean};
+use super::{ArmValue, Bounded, Ctx, Outcome, Partial, mean};
 use crate::rules::Direction;
 use crate::stats::grid::{LogGrid, thinning_loglik};
 use crate::stats::mixture::{best_rho, one_sided_ln_m, two_sided_boundary};
@@ -107,26 +107,28 @@ impl GaugeState {
         self.counts[3] += nb;
         let ln_e = grid.ln_e_value_greater();
         let ev = ln_e.exp();
-        let (lo, hi) = grid.base.confidence_interval(ctx.alpha);
         let (sa, sb) = (
             self.counts[0] / self.counts[1],
             self.counts[2] / self.counts[3],
         );
+        let b = Bounded::from_grid(
+            &grid.base,
+            ctx.alpha,
+            if sa > 0.0 { sb / sa } else { f64::NAN },
+        );
+        let hi = b.upper;
         let cmp = if worse_when == Direction::Higher {
             "above"
         } else {
             "below"
         };
         let numbers = format!(
-            "instance-intervals {cmp} {x}: canary {} of {}, baseline {} of {} (ratio {}, {} bounds {}–{})",
+            "instance-intervals {cmp} {x}: canary {} of {}, baseline {} of {} (ratio {})",
             count(self.counts[2]),
             count(self.counts[3]),
             count(self.counts[0]),
             count(self.counts[1]),
-            times(if sa > 0.0 { sb / sa } else { grid.base.mle() }),
-            level(ctx.alpha),
-            times(lo),
-            times(hi)
+            b.text(ctx.alpha),
         );
         let tol = self.tolerance.max(1.0);
         let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
@@ -149,13 +151,7 @@ impl GaugeState {
         Partial {
             outcome,
             evidence: ev,
-            effect: ctx.effect(
-                format!("ratio of shares {cmp} {x}"),
-                "ratio",
-                if sa > 0.0 { sb / sa } else { f64::NAN },
-                lo,
-                hi,
-            ),
+            effect: ctx.bounded_effect(format!("ratio of shares {cmp} {x}"), &b),
             baseline: ArmValue::of(sa, self.counts[1]),
             canary: ArmValue::of(sb, self.counts[3]),
             explanation: format!("{numbers} — {tail}"),

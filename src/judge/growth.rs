@@ -251,6 +251,8 @@ impl GrowthState {
                 } else {
                     "units/min".into()
                 },
+                open_lower: false,
+                open_upper: false,
             }),
             baseline: arms(b),
             canary: arms(c),

@@ -12,9 +12,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::change::ChangeGrid;
-use super::fmt::{count, evidence, level, pct, seconds, times};
+use super::fmt::{count, evidence, pct, seconds};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN, clopper_pearson_upper};
-use super::{ArmValue, Ctx, Missing, Outcome, Partial};
+use super::{ArmValue, Bounded, Ctx, Missing, Outcome, Partial};
 use crate::stats::fnch::fnch_loglik;
 use crate::stats::grid::LogGrid;
 use crate::stats::quantile::histogram_quantile;
@@ -191,15 +191,15 @@ impl HistogramState {
                 |acc, (i, &l)| if l > acc.1 { (i, l) } else { acc },
             );
         let w = &self.edges[wi];
-        let (lo, hi) = w.grid.base.confidence_interval(ctx.alpha);
         let sa = w.slow[0] / self.total[0];
         let sb = w.slow[1] / self.total[1];
         let odds = |p: f64| p / (1.0 - p);
-        let estimate = if sa > 0.0 && sa < 1.0 && sb < 1.0 {
+        let empirical = if sa > 0.0 && sa < 1.0 && sb < 1.0 {
             odds(sb) / odds(sa)
         } else {
-            w.grid.base.mle()
+            f64::NAN
         };
+        let b = Bounded::from_grid(&w.grid.base, ctx.alpha, empirical);
         let qs: Vec<String> = quantiles
             .iter()
             .map(|&q| {
@@ -212,15 +212,12 @@ impl HistogramState {
             })
             .collect();
         let numbers = format!(
-            "canary vs baseline {}; slower than {}: {} vs {} (odds {}, {} bounds {}–{}) over {} / {} requests",
+            "canary vs baseline {}; slower than {}: {} vs {} (odds {}) over {} / {} requests",
             qs.join(", "),
             seconds(w.le),
             pct(sb),
             pct(sa),
-            times(estimate),
-            level(ctx.alpha),
-            times(lo),
-            times(hi),
+            b.text(ctx.alpha),
             count(self.total[1]),
             count(self.total[0]),
         );
@@ -252,12 +249,9 @@ impl HistogramState {
         Partial {
             outcome,
             evidence: ev,
-            effect: ctx.effect(
+            effect: ctx.bounded_effect(
                 format!("odds ratio of requests slower than {}", seconds(w.le)),
-                "ratio",
-                estimate,
-                lo,
-                hi,
+                &b,
             ),
             baseline: ArmValue::of(sa, self.total[0]),
             canary: ArmValue::of(sb, self.total[1]),

@@ -115,6 +115,8 @@ impl MwState {
                 upper: hi,
                 confidence,
                 unit: "level".into(),
+                open_lower: false,
+                open_upper: false,
             }),
             baseline: Some(ArmValue {
                 value: mean(&self.baseline),

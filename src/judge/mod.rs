@@ -28,7 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::query::{Arms, Fetch, Frame, Observed};
-use crate::rules::{AnalysisSpec, CheckConfig, CheckKind, Enforcement};
+use crate::rules::{AnalysisSpec, AtLimit, CheckConfig, CheckKind, Enforcement};
 
 /// A check's state at one interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +98,74 @@ pub struct Effect {
     pub confidence: f64,
     /// Unit of the three numbers (`ratio`, `bytes/min`, ...).
     pub unit: String,
+    /// `lower` is the end of the tested range: the true value is at or below it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open_lower: bool,
+    /// `upper` is the end of the tested range: the true value is at or above it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open_upper: bool,
+}
+
+/// A ratio's anytime-valid bounds from a grid, with its estimate, made fit to show: a bound
+/// on the grid's last point means "there or beyond" (the grid cannot tell), and the estimate
+/// is kept inside the bounds (an empirical ratio can fall between grid points, or beyond an
+/// end, where the bounds cannot follow it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounded {
+    pub estimate: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub open_lower: bool,
+    pub open_upper: bool,
+}
+
+impl Bounded {
+    pub fn from_grid(grid: &crate::stats::grid::LogGrid, alpha: f64, estimate: f64) -> Bounded {
+        let (lower, upper) = grid.confidence_interval(alpha);
+        let first = grid.params.first().copied().unwrap_or(f64::NAN);
+        let last = grid.params.last().copied().unwrap_or(f64::NAN);
+        let open_lower = lower <= first;
+        let open_upper = upper >= last;
+        let estimate = if estimate.is_nan() {
+            grid.mle()
+        } else {
+            estimate
+        };
+        let estimate = if lower <= upper {
+            estimate.clamp(lower, upper)
+        } else {
+            estimate
+        };
+        Bounded {
+            estimate,
+            lower,
+            upper,
+            open_lower,
+            open_upper,
+        }
+    }
+
+    /// `x1.72, 99 % bounds x1.20–x2.6`; an open end reads `≥ x70` (or `≤ x0.016`).
+    pub fn text(&self, alpha: f64) -> String {
+        let lo = if self.open_lower {
+            format!("≤ {}", fmt::times(self.lower))
+        } else {
+            fmt::times(self.lower)
+        };
+        let hi = if self.open_upper {
+            format!("≥ {}", fmt::times(self.upper))
+        } else {
+            fmt::times(self.upper)
+        };
+        let est = if self.open_upper && self.estimate >= self.upper {
+            format!("≥ {}", fmt::times(self.upper))
+        } else if self.open_lower && self.estimate <= self.lower {
+            format!("≤ {}", fmt::times(self.lower))
+        } else {
+            fmt::times(self.estimate)
+        };
+        format!("{est}, {} bounds {lo}–{hi}", fmt::level(alpha))
+    }
 }
 
 /// One arm's value as reported (a ratio, a level, a slope) and the amount of data behind it.
@@ -140,8 +208,13 @@ pub enum Verdict {
     Hold { reason: String },
     /// Terminal: a critical check failed.
     Rollback { check: String, reason: String },
-    /// Terminal: every check passed after the minimum duration.
-    Promote { reason: String },
+    /// Terminal: every check passed after the minimum duration, or no check showed evidence
+    /// of harm by the maximum duration.
+    Promote {
+        #[serde(default)]
+        basis: PassBasis,
+        reason: String,
+    },
     /// Terminal: out of time without enough evidence, or traffic misrouted.
     Inconclusive { reason: String },
 }
@@ -169,8 +242,32 @@ impl Verdict {
             Verdict::Continue => "",
             Verdict::Hold { reason }
             | Verdict::Rollback { reason, .. }
-            | Verdict::Promote { reason }
+            | Verdict::Promote { reason, .. }
             | Verdict::Inconclusive { reason } => reason,
+        }
+    }
+}
+
+/// Which kind of pass a promotion is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassBasis {
+    /// Every check's confidence bound ruled out harm beyond its tolerance.
+    #[default]
+    Proven,
+    /// At `max_duration`, no check failed or showed evidence of harm, though not every one
+    /// could prove itself within its tolerance (rare events, little traffic).
+    NoHarmAtLimit,
+    /// A person promoted it (`rollguard deploy promote`).
+    Manual,
+}
+
+impl PassBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassBasis::Proven => "proven within tolerance",
+            PassBasis::NoHarmAtLimit => "no evidence of harm at the limit",
+            PassBasis::Manual => "promoted by a person",
         }
     }
 }
@@ -240,6 +337,17 @@ impl Ctx<'_> {
             upper,
             confidence: 1.0 - self.alpha,
             unit: unit.into(),
+            open_lower: false,
+            open_upper: false,
+        })
+    }
+
+    /// An effect from a grid's [`Bounded`] ratio.
+    pub fn bounded_effect(&self, measure: impl Into<String>, b: &Bounded) -> Option<Effect> {
+        Some(Effect {
+            open_lower: b.open_lower,
+            open_upper: b.open_upper,
+            ..self.effect(measure, "ratio", b.estimate, b.lower, b.upper)?
         })
     }
 }
@@ -384,6 +492,23 @@ pub(crate) fn mean(v: &[f64]) -> f64 {
     if n == 0 { f64::NAN } else { sum / n as f64 }
 }
 
+/// A check's last judged outcome and evidence (pending with no evidence before any data).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Standing {
+    outcome: Outcome,
+    #[serde(with = "lenient_f64")]
+    evidence: f64,
+}
+
+impl Default for Standing {
+    fn default() -> Self {
+        Standing {
+            outcome: Outcome::Pending,
+            evidence: f64::NAN,
+        }
+    }
+}
+
 /// A judge for one analysis of one deployment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Judge {
@@ -391,6 +516,9 @@ pub struct Judge {
     /// When each check's input first went missing (for the no-data grace period).
     missing_since: Vec<Option<Duration>>,
     last_outcomes: Vec<Outcome>,
+    /// Each check's last outcome with data: what it stands at through a short gap.
+    #[serde(default)]
+    standing: Vec<Standing>,
     traffic: traffic::TrafficState,
     /// Rule version the state belongs to.
     pub version: String,
@@ -426,6 +554,7 @@ impl Judge {
             checks,
             missing_since: vec![None; spec.checks.len()],
             last_outcomes: vec![Outcome::Pending; spec.checks.len()],
+            standing: vec![Standing::default(); spec.checks.len()],
             traffic: traffic::TrafficState::default(),
             version: spec.version.clone(),
         }
@@ -459,7 +588,15 @@ impl Judge {
         };
         let mut reports = Vec::with_capacity(spec.checks.len());
         let mut newly_failed = Vec::new();
+        if self.standing.len() != spec.checks.len() {
+            self.standing = vec![Standing::default(); spec.checks.len()];
+        }
         for (i, (c, state)) in spec.checks.iter().zip(self.checks.iter_mut()).enumerate() {
+            let ctx = Ctx {
+                in_warmup: t <= c.warmup(spec.timing.warmup),
+                ..ctx
+            };
+            let ctx = &ctx;
             let mut p = match (state, &c.config) {
                 (
                     CheckState::Ratio(s),
@@ -469,7 +606,7 @@ impl Judge {
                         tolerance,
                         worse_when,
                     },
-                ) => s.step(&ctx, c, *errors, *requests, *tolerance, *worse_when),
+                ) => s.step(ctx, c, *errors, *requests, *tolerance, *worse_when),
                 (
                     CheckState::Histogram(s),
                     CheckConfig::Histogram {
@@ -477,7 +614,7 @@ impl Judge {
                         quantiles,
                         tolerance,
                     },
-                ) => s.step(&ctx, *metric, quantiles, *tolerance),
+                ) => s.step(ctx, *metric, quantiles, *tolerance),
                 (
                     CheckState::Growth(s),
                     CheckConfig::Growth {
@@ -486,13 +623,13 @@ impl Judge {
                         limit,
                         min_time_to_limit,
                     },
-                ) => s.step(&ctx, *metric, *max_extra_slope, *limit, *min_time_to_limit),
+                ) => s.step(ctx, *metric, *max_extra_slope, *limit, *min_time_to_limit),
                 (
                     CheckState::Gauge(s),
                     CheckConfig::Gauge {
                         metric, worse_when, ..
                     },
-                ) => s.step(&ctx, *metric, *worse_when),
+                ) => s.step(ctx, *metric, *worse_when),
                 (
                     CheckState::Threshold(s),
                     CheckConfig::Threshold {
@@ -501,7 +638,7 @@ impl Judge {
                         min,
                         for_,
                     },
-                ) => s.step(&ctx, source, *max, *min, *for_),
+                ) => s.step(ctx, source, *max, *min, *for_),
                 (
                     CheckState::MannWhitney(s),
                     CheckConfig::MannWhitney {
@@ -510,7 +647,7 @@ impl Judge {
                         tolerance,
                         confidence,
                     },
-                ) => s.step(&ctx, *metric, *worse_when, *tolerance, *confidence),
+                ) => s.step(ctx, *metric, *worse_when, *tolerance, *confidence),
                 _ => Partial::missing(Missing::Error(
                     "internal: check state does not match its rule".into(),
                 )),
@@ -527,6 +664,10 @@ impl Judge {
                 self.missing_since[i].get_or_insert(t);
             } else {
                 self.missing_since[i] = None;
+                self.standing[i] = Standing {
+                    outcome: p.outcome,
+                    evidence: p.evidence,
+                };
             }
             self.last_outcomes[i] = p.outcome;
             reports.push(CheckReport {
@@ -588,62 +729,145 @@ impl Judge {
         }
         let acting = |r: &&CheckReport| r.enforce != Enforcement::Shadow;
         if hold.is_none() {
-            for (r, since) in reports
-                .iter()
-                .zip(&self.missing_since)
-                .filter(|(r, _)| acting(r))
-            {
-                if let Some(s) = since
-                    && t.saturating_sub(*s) >= spec.timing.no_data_grace
-                {
-                    let what = if r.outcome == Outcome::SourceError {
-                        "metrics source failing"
-                    } else {
-                        "no data"
-                    };
-                    hold = Some(format!(
-                        "{what} for {} for {}: {}",
-                        r.name,
-                        crate::units::format_duration(t.saturating_sub(*s)),
-                        r.explanation
-                    ));
-                    break;
-                }
-            }
+            hold = self.missing_too_long(spec, t, reports);
         }
-        let all_pass = reports
+        // Through a gap shorter than the grace period a check stands where its data last
+        // put it: one interval without canary requests does not undo what was shown.
+        let standing: Vec<(&CheckReport, Standing)> = reports
             .iter()
-            .filter(acting)
-            .all(|r| r.outcome == Outcome::Pass);
-        if t >= spec.timing.max_duration {
-            if all_pass && hold.is_none() {
-                return Verdict::Promote {
-                    reason: "every check passed by the maximum duration".into(),
+            .zip(&self.standing)
+            .filter(|(r, _)| acting(r))
+            .map(|(r, st)| {
+                let now = Standing {
+                    outcome: r.outcome,
+                    evidence: r.evidence,
                 };
-            }
-            let open: Vec<String> = reports
-                .iter()
-                .filter(acting)
-                .filter(|r| r.outcome != Outcome::Pass)
-                .map(|r| format!("{} ({})", r.name, r.outcome.as_str()))
-                .collect();
-            let why = hold.map(|h| format!("; {h}")).unwrap_or_default();
-            return Verdict::Inconclusive {
-                reason: format!(
-                    "maximum duration {} reached without enough evidence: {}{why}",
-                    crate::units::format_duration(spec.timing.max_duration),
-                    open.join(", ")
-                ),
-            };
+                (r, if r.outcome.is_missing() { *st } else { now })
+            })
+            .collect();
+        let all_pass = standing.iter().all(|(_, s)| s.outcome == Outcome::Pass);
+        if t >= spec.timing.max_duration {
+            return self.at_limit(spec, &standing, all_pass, hold);
         }
         if let Some(h) = hold {
             return Verdict::Hold { reason: h };
         }
         if t >= spec.timing.min_duration && all_pass {
             return Verdict::Promote {
-                reason: "every check shows the canary is no worse than its tolerance".into(),
+                basis: PassBasis::Proven,
+                reason: "proven within tolerance: every check shows the canary is no worse than its tolerance".into(),
             };
         }
         Verdict::Continue
+    }
+
+    /// The first acting check whose input has been missing for `no_data_grace`, as a reason.
+    fn missing_too_long(
+        &self,
+        spec: &AnalysisSpec,
+        t: Duration,
+        reports: &[CheckReport],
+    ) -> Option<String> {
+        let (r, s) = reports
+            .iter()
+            .zip(&self.missing_since)
+            .filter(|(r, _)| r.enforce != Enforcement::Shadow)
+            .find_map(|(r, since)| {
+                since
+                    .filter(|s| t.saturating_sub(*s) >= spec.timing.no_data_grace)
+                    .map(|s| (r, s))
+            })?;
+        let what = if r.outcome == Outcome::SourceError {
+            "metrics source failing"
+        } else {
+            "no data"
+        };
+        Some(format!(
+            "{what} for {} for {}: {}",
+            r.name,
+            crate::units::format_duration(t.saturating_sub(s)),
+            r.explanation
+        ))
+    }
+
+    /// The verdict at `max_duration`, from where every check stands after the whole
+    /// analysis. Nothing failed (a failure returned earlier); what remains is whether the
+    /// canary proved itself, or at least showed no evidence of harm (`at_max_duration`).
+    fn at_limit(
+        &self,
+        spec: &AnalysisSpec,
+        standing: &[(&CheckReport, Standing)],
+        all_pass: bool,
+        hold: Option<String>,
+    ) -> Verdict {
+        let limit = crate::units::format_duration(spec.timing.max_duration);
+        if let Some(h) = hold {
+            return Verdict::Inconclusive {
+                reason: format!("maximum duration {limit} reached while held: {h}"),
+            };
+        }
+        if all_pass {
+            return Verdict::Promote {
+                basis: PassBasis::Proven,
+                reason: format!(
+                    "proven within tolerance: every check passed by the maximum duration {limit}"
+                ),
+            };
+        }
+        let open: Vec<&(&CheckReport, Standing)> = standing
+            .iter()
+            .filter(|(_, s)| s.outcome != Outcome::Pass)
+            .collect();
+        let describe = |(r, s): &&(&CheckReport, Standing)| {
+            format!(
+                "{} (evidence {} of {})",
+                r.name,
+                fmt::evidence(s.evidence),
+                fmt::evidence(r.threshold)
+            )
+        };
+        // "No evidence of harm": judged data, and evidence below √threshold — halfway to a
+        // rollback on the log scale. A check that never judged anything (NaN evidence) is
+        // not evidence of anything, so it leaves the verdict to a person.
+        let unjudged: Vec<&str> = open
+            .iter()
+            .filter(|(_, s)| !s.evidence.is_finite())
+            .map(|(r, _)| r.name.as_str())
+            .collect();
+        let harmful: Vec<String> = open
+            .iter()
+            .filter(|(r, s)| s.evidence.is_finite() && s.evidence >= r.threshold.sqrt())
+            .map(describe)
+            .collect();
+        if spec.timing.at_limit == AtLimit::Promote && unjudged.is_empty() && harmful.is_empty() {
+            let open: Vec<String> = open.iter().map(describe).collect();
+            return Verdict::Promote {
+                basis: PassBasis::NoHarmAtLimit,
+                reason: format!(
+                    "no evidence of harm at the limit: maximum duration {limit} reached; {} not proven within tolerance but far from failing",
+                    open.join(", ")
+                ),
+            };
+        }
+        let mut why = Vec::new();
+        if !harmful.is_empty() {
+            why.push(format!("some evidence of harm in {}", harmful.join(", ")));
+        }
+        if !unjudged.is_empty() {
+            why.push(format!(
+                "never enough data to judge {}",
+                unjudged.join(", ")
+            ));
+        }
+        if why.is_empty() {
+            let open: Vec<String> = open.iter().map(describe).collect();
+            why.push(format!(
+                "not proven within tolerance: {} (at_max_duration: inconclusive)",
+                open.join(", ")
+            ));
+        }
+        Verdict::Inconclusive {
+            reason: format!("maximum duration {limit} reached: {}", why.join("; ")),
+        }
     }
 }

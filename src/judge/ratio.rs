@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use statrs::distribution::{Beta, ContinuousCDF};
 
 use super::change::ChangeGrid;
-use super::fmt::{count, evidence, level, pct, times};
-use super::{ArmValue, Ctx, Missing, Outcome, Partial};
+use super::fmt::{count, evidence, pct, times};
+use super::{ArmValue, Bounded, Ctx, Missing, Outcome, Partial};
 use crate::rules::{CheckSpec, Direction};
 use crate::stats::grid::{LogGrid, thinning_loglik};
 
@@ -107,27 +107,25 @@ impl RatioState {
     ) -> Partial {
         let ln_e = self.grid.ln_e_value_greater();
         let ev = ln_e.exp();
-        let (lo, hi) = self.grid.base.confidence_interval(ctx.alpha);
         let pa = self.events[0] / self.exposure[0];
         let pb = self.events[1] / self.exposure[1];
-        let estimate = if self.events[0] > 0.0 && self.exposure[1] > 0.0 {
+        let empirical = if self.events[0] > 0.0 && self.exposure[1] > 0.0 {
             pb / pa
         } else {
-            self.grid.base.mle()
+            f64::NAN
         };
+        let b = Bounded::from_grid(&self.grid.base, ctx.alpha, empirical);
+        let hi = b.upper;
         let what = if worse_when == Direction::Lower {
             format!("{} shortfall", check.name)
         } else {
             check.name.clone()
         };
         let numbers = format!(
-            "canary {what} {} vs baseline {} ({}, {} bounds {}–{}) over {} / {} requests",
+            "canary {what} {} vs baseline {} ({}) over {} / {} requests",
             pct(pb),
             pct(pa),
-            times(estimate),
-            level(ctx.alpha),
-            times(lo),
-            times(hi),
+            b.text(ctx.alpha),
             count(self.exposure[1]),
             count(self.exposure[0]),
         );
@@ -160,7 +158,7 @@ impl RatioState {
         Partial {
             outcome,
             evidence: ev,
-            effect: ctx.effect("rate ratio", "ratio", estimate, lo, hi),
+            effect: ctx.bounded_effect("rate ratio", &b),
             baseline: ArmValue::of(pa, self.exposure[0]),
             canary: ArmValue::of(pb, self.exposure[1]),
             explanation: format!("{numbers} — {tail}"),
