@@ -1246,9 +1246,9 @@ impl Validator<'_> {
 
         let max_extra_slope = match (&c.max_extra_slope, kind) {
             (Some(s), _) => match units::parse_rate(&s.value) {
-                Ok(v) if v >= 0.0 => v,
+                Ok(v) if v > 0.0 => v,
                 Ok(_) => {
-                    self.err(loc(s), "`max_extra_slope` must not be negative");
+                    self.err(loc(s), "`max_extra_slope` must be positive");
                     0.0
                 }
                 Err(e) => {

@@ -28,8 +28,17 @@ use super::{ArmValue, Ctx, Effect, Outcome, Partial, mean};
 use crate::stats::special::{normal_cdf, normal_quantile};
 use crate::stats::trend::{TheilSen, mann_kendall_hamed_rao, theil_sen};
 
-/// The floor is the minimum over this window (must exceed the GC cycle).
-pub const WINDOW: Duration = Duration::from_secs(120);
+/// The floor window: at least two minutes (longer than the garbage-collection cycle of
+/// common runtimes) and six intervals, but short enough that the trend's points fit
+/// between the warm-up and `max_duration` (a floor needs a whole window, then one point
+/// every quarter window, [`MIN_POINTS`] of them), so that a short analysis can still
+/// decide; never under two intervals.
+pub fn window(interval: Duration, warmup: Duration, max_duration: Duration) -> Duration {
+    let wanted = (interval * 6).max(Duration::from_secs(120));
+    // A whole window plus MIN_POINTS quarter windows: (1 + 8/4) = 3 windows.
+    let fit = max_duration.saturating_sub(warmup) / 3;
+    wanted.min(fit).max(interval * 2)
+}
 /// Trend points needed before judging (one every quarter window).
 const MIN_POINTS: usize = 8;
 /// Trend points kept; older ones are merged pairwise beyond this.
@@ -80,8 +89,7 @@ impl GrowthState {
     /// Follows the floors: an instance restart (a floor below 3/4 of the last one) starts the
     /// trend over after [`SETTLE`]; once a whole window is seen, every quarter window adds a
     /// trend point (the window's floors). Returns the seconds left to settle, while settling.
-    fn track(&mut self, now: f64, b: f64, c: f64, cur: [f64; 2]) -> Option<f64> {
-        let w = WINDOW.as_secs_f64();
+    fn track(&mut self, now: f64, w: f64, b: f64, c: f64, cur: [f64; 2]) -> Option<f64> {
         let restarted = self
             .last_floor
             .is_some_and(|prev| prev.iter().zip(&cur).any(|(p, c)| *c < 0.75 * p));
@@ -183,8 +191,9 @@ impl GrowthState {
             ));
         }
         let now = ctx.t.as_secs_f64();
-        let w = WINDOW.as_secs_f64();
-        if let Some(left) = self.track(now, b, c, [smallest(g.baseline), smallest(g.canary)]) {
+        let timing = &ctx.spec.timing;
+        let w = window(timing.interval, timing.warmup, timing.max_duration).as_secs_f64();
+        if let Some(left) = self.track(now, w, b, c, [smallest(g.baseline), smallest(g.canary)]) {
             return Partial::pending(format!(
                 "{levels}; an instance restarted: the trend starts over in {left:.0} s"
             ));
@@ -305,5 +314,20 @@ fn verdict(
             Outcome::Pending,
             format!("not enough evidence yet (limit {}/min)", fmt_v(per_min)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_follows_the_interval_and_the_analysis_length() {
+        let s = Duration::from_secs;
+        assert_eq!(window(s(10), s(60), s(1800)), s(120));
+        assert_eq!(window(s(60), s(60), s(3600)), s(360));
+        // A short analysis still fits a window and its trend points after the warm-up.
+        assert_eq!(window(s(1), s(60), s(300)), s(80));
+        assert_eq!(window(s(10), s(30), s(90)), s(20));
     }
 }
