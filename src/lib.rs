@@ -9,6 +9,7 @@ mod text_enum;
 pub mod action;
 pub mod api;
 pub mod backtest;
+pub mod chart;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -570,6 +570,7 @@ impl Engine {
             let frame = source.fetch(&spec.queries).await;
             let share = expected_share(&rec, rec.step);
             let step = judge.step(&spec, t, &frame, share);
+            rec.chart.record(&step);
             self.telemetry.analysis_steps.inc();
             self.progress
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

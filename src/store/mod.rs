@@ -364,6 +364,7 @@ pub fn new_record(
         rule_source,
         judge: None,
         checks: serde_json::Value::Array(vec![]),
+        chart: Default::default(),
         elapsed_ms: 0,
         step_started_ms: 0,
         paused: false,
