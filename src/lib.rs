@@ -38,6 +38,7 @@ pub mod sim;
 pub mod source;
 pub mod standard_webhooks;
 pub mod stats;
+pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
