@@ -41,6 +41,7 @@ mod source_scrape;
 mod source_scrape_e2e;
 mod stats_grid_sim;
 mod stats_robustness;
+mod status_page;
 mod systemd_journal;
 mod systemd_notify;
 mod templates;

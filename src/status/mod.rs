@@ -10,10 +10,11 @@
 //! few lines that re-fetch the page while the deployment is running ([`SCRIPT`]). Assets are
 //! compiled into the binary and nothing is fetched from elsewhere; the daemon sends
 //! [`CSP`] with every page. Labels, reasons, hook output and notifier errors are untrusted
-//! text: every one goes through [`esc`].
+//! text: every one goes through [`esc`]. [`web`] is the thin HTTP layer that serves them.
 
 pub mod auth;
 pub mod svg;
+pub mod web;
 
 use std::fmt::Write;
 
@@ -208,6 +209,13 @@ pub fn deployment_page(v: &DeploymentView) -> String {
         esc(&strategy_text(rec)),
         age(v.now - rec.created_at)
     );
+    if !rec.request.labels.is_empty() {
+        m.push_str("<ul class=\"labels\">");
+        for (k, v) in &rec.request.labels {
+            let _ = write!(m, "<li><b>{}</b> {}</li>", esc(k), esc(v));
+        }
+        m.push_str("</ul>");
+    }
     let _ = write!(m, "<p class=\"verdict\">{}</p>", esc(&rec.reason));
     let latest: Vec<CheckReport> = serde_json::from_value(rec.checks.clone()).unwrap_or_default();
     // A person's abort is no judge verdict: the record says when the analysis stopped.

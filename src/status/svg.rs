@@ -83,24 +83,41 @@ fn is_share(s: &Series) -> bool {
         )
 }
 
-/// `points` joined into polylines, broken wherever the value is missing.
+/// `points` joined into polylines, broken wherever the value is missing; a point with no
+/// neighbour is drawn as a dot (a line of one point would not show).
 fn lines(out: &mut String, class: &str, pts: &[Point], axis: &Axis, y: impl Fn(&Point) -> f64) {
     let mut seg = String::new();
-    let flush = |seg: &mut String, out: &mut String| {
-        if !seg.is_empty() {
-            let _ = write!(out, r#"<polyline class="{class}" points="{seg}"/>"#);
-            seg.clear();
+    let mut alone = (0.0, 0.0);
+    let mut count = 0;
+    let flush = |seg: &mut String, count: &mut usize, alone: (f64, f64), out: &mut String| {
+        if *count == 1 {
+            let _ = write!(
+                out,
+                r#"<circle class="{class} dot" cx="{:.1}" cy="{:.1}" r="2.5"/>"#,
+                alone.0, alone.1
+            );
+        } else if *count > 1 {
+            let _ = write!(
+                out,
+                r#"<polyline class="{class}" points="{}"/>"#,
+                seg.trim_end()
+            );
         }
+        seg.clear();
+        *count = 0;
     };
     for p in pts {
         let v = y(p);
         if v.is_finite() {
-            let _ = write!(seg, "{:.1},{:.1} ", axis.x(p.t), v);
+            let x = axis.x(p.t);
+            let _ = write!(seg, "{x:.1},{v:.1} ");
+            alone = (x, v);
+            count += 1;
         } else {
-            flush(&mut seg, out);
+            flush(&mut seg, &mut count, alone, out);
         }
     }
-    flush(&mut seg, out);
+    flush(&mut seg, &mut count, alone, out);
 }
 
 fn frame(out: &mut String, class: &str, title: &str) {
@@ -128,27 +145,32 @@ fn ylabel(out: &mut String, y: f64, text: &str) {
     );
 }
 
-/// Time ticks (minutes of analysis) and the decision marker.
+/// Time ticks (seconds, minutes or hours of analysis) and the decision marker.
 fn time_axis(out: &mut String, axis: &Axis, decision: Option<&str>) {
-    let minutes = axis.end_ms as f64 / 60_000.0;
-    let step = [0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 240.0]
-        .into_iter()
-        .find(|s| minutes / s <= 6.0)
-        .unwrap_or(480.0);
-    let mut m = 0.0;
-    while m <= minutes + 1e-9 {
-        let x = axis.x((m * 60_000.0) as u64);
+    let total_s = axis.end_ms as f64 / 1000.0;
+    let step = [
+        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+        14_400.0, 28_800.0,
+    ]
+    .into_iter()
+    .find(|s| total_s / s <= 6.0)
+    .unwrap_or(86_400.0);
+    let mut t = 0.0;
+    while t <= total_s + 1e-9 {
+        let x = axis.x((t * 1000.0) as u64);
+        let text = if step < 60.0 {
+            format!("{t:.0}s")
+        } else if step < 3600.0 {
+            format!("{:.0}m", t / 60.0)
+        } else {
+            format!("{:.0}h", t / 3600.0)
+        };
         let _ = write!(
             out,
-            r#"<text class="tick" x="{x:.1}" y="{}" text-anchor="middle">{}m</text>"#,
-            H - 6.0,
-            if step < 1.0 {
-                format!("{m:.1}")
-            } else {
-                format!("{m:.0}")
-            }
+            r#"<text class="tick" x="{x:.1}" y="{}" text-anchor="middle">{text}</text>"#,
+            H - 6.0
         );
-        m += step;
+        t += step;
     }
     if let Some(t) = axis.decision_ms {
         let x = axis.x(t);

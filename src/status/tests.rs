@@ -21,7 +21,7 @@ fn record(id: &str, state: State) -> DeploymentRecord {
             step_duration: None,
         },
         timing: None,
-        labels: Default::default(),
+        labels: [(format!("team {HOSTILE}"), HOSTILE.to_string())].into(),
     };
     let mut r = new_record(req, "r.yaml".into(), "v1".into(), String::new());
     r.state = state;
@@ -137,6 +137,7 @@ fn deployment_page_has_a_chart_per_check_the_decision_and_the_timeline() {
     assert_eq!(html.matches("class=\"decision\"").count(), 4);
     assert!(html.contains("errors failed"));
     assert!(html.contains("kubectl said &lt;script&gt;"));
+    assert!(html.contains("<b>team &lt;script&gt;"));
     assert!(html.contains("ev-decision"));
     assert!(
         !html.contains("data-refresh"),

@@ -304,6 +304,15 @@ pub trait Store: Send + Sync {
     /// Every queued notification of a destination (all of them with `None`), oldest first.
     fn outbox(&self, notifier: Option<&str>) -> Result<Vec<OutboxItem>, StoreError>;
 
+    /// The notifications about one deployment (its notices' subject), oldest first: what
+    /// its status page shows with their delivery status. The default reads the whole
+    /// outbox; a store that can filter where the rows are does better.
+    fn outbox_of(&self, deployment: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut all = self.outbox(None)?;
+        all.retain(|o| o.payload["notice"]["subject"]["deployment"] == deployment);
+        Ok(all)
+    }
+
     /// Whether an identical payload is already waiting for this destination (so periodic
     /// work does not pile up while a destination is down).
     fn outbox_has_pending(

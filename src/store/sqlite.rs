@@ -493,6 +493,20 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    fn outbox_of(&self, deployment: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare(
+                "SELECT id, notifier, payload, attempts, next_at, status, last_error, delivery_id FROM outbox
+                 WHERE json_extract(payload, '$.notice.subject.deployment') = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![deployment], outbox_item)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
     fn outbox_has_pending(
         &self,
         notifier: &str,
@@ -906,6 +920,23 @@ mod tests {
         assert_eq!(s.prune(now() + 1.0).unwrap(), (1, 1));
         assert_eq!(s.outbox(None).unwrap().len(), 1);
         assert!(s.get("owed").unwrap().is_some(), "its hook is still owed");
+    }
+
+    /// A deployment's page shows the notifications about it, not the others'.
+    #[test]
+    fn outbox_of_one_deployment() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let about = |d: &str| serde_json::json!({"type": "notice", "notice": {"subject": {"deployment": d}}});
+        s.enqueue("chat", &about("a")).unwrap();
+        s.enqueue("chat", &about("b")).unwrap();
+        s.enqueue("pager", &about("a")).unwrap();
+        s.enqueue("chat", &serde_json::json!({"type": "refresh"}))
+            .unwrap();
+        let of_a = s.outbox_of("a").unwrap();
+        assert_eq!(of_a.len(), 2);
+        assert_eq!(of_a[1].notifier, "pager");
+        assert!(s.outbox_of("a' OR 1=1 --").unwrap().is_empty());
     }
 
     #[test]
