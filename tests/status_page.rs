@@ -232,3 +232,115 @@ fn pages_behind_the_token_with_charts_timeline_and_escaping() {
     );
     assert_eq!(code, 401);
 }
+
+/// Where the browser test leaves its screenshots: `$ROLLGUARD_ARTIFACTS`, or
+/// `target/ci-artifacts/` (which .ci/run keeps).
+fn artifacts() -> std::path::PathBuf {
+    let dir = std::env::var_os("ROLLGUARD_ARTIFACTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-artifacts")
+        });
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
+/// Runs headless Chromium (Debian `chromium`) on `url` with `args`; stdout and the
+/// browser's own log (console messages, CSP violations) as text.
+fn chromium(profile: &std::path::Path, args: &[String], url: &str) -> (String, String) {
+    let bin = "/usr/bin/chromium";
+    assert!(
+        std::path::Path::new(bin).exists(),
+        "{bin} is missing: apt-get install chromium (scripts/test installs it)"
+    );
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start chromium");
+    // A hung browser must not hang CI: kill it after a minute.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+    });
+    let out = child.wait_with_output().expect("chromium output");
+    let _ = tx.send(());
+    let _ = watchdog.join();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The page in a real browser: the DOM after the page's script ran has a chart per check,
+/// the decision markers, the timeline and the hostile label as text, not as elements; the
+/// browser reports no CSP violation and no script error. Screenshots (desktop and phone
+/// width) go to target/ci-artifacts/.
+#[test]
+fn browser() {
+    let j = judged(152);
+    let profile = tempfile::tempdir().expect("profile");
+    // The `?token=` link: the daemon answers with the cookie and a redirect to the page.
+    let url = format!("{}/deployments/{}?token={TOKEN}", j.daemon.url, j.id);
+    let (dom, log) = chromium(profile.path(), &["--dump-dom".into()], &url);
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Content Security Policy") || l.contains("Uncaught"))
+        .collect();
+    assert!(problems.is_empty(), "browser console: {problems:#?}");
+    assert!(dom.contains("<h1>shop-canary</h1>"), "not the page: {dom}");
+    for check in ["error-ratio", "server-errors"] {
+        assert!(dom.contains(&format!("data-check=\"{check}\"")), "{dom}");
+    }
+    let checks = dom.matches("<article class=\"check\"").count();
+    assert_eq!(dom.matches("<svg class=\"chart arms\"").count(), checks);
+    assert_eq!(dom.matches("<svg class=\"chart evidence\"").count(), checks);
+    assert!(dom.matches("<line class=\"decision\"").count() >= 2 * checks);
+    assert!(dom.contains("class=\"ev-decision\""), "no timeline: {dom}");
+    assert!(dom.contains("class=\"action a-succeeded\""));
+    // Serialised text is re-escaped by the browser: an injected element would show as a tag.
+    assert!(dom.contains("&lt;img src=x onerror=alert(1)&gt;"), "{dom}");
+    assert!(!dom.contains("<img"), "the label became an element: {dom}");
+    assert_eq!(dom.matches("<script").count(), 1, "only status.js");
+
+    let dir = artifacts();
+    for (name, size) in [
+        ("status.png", "1000,1700"),
+        ("status-phone.png", "390,1700"),
+    ] {
+        let shot = dir.join(name);
+        let _ = std::fs::remove_file(&shot);
+        chromium(
+            profile.path(),
+            &[
+                format!("--screenshot={}", shot.display()),
+                format!("--window-size={size}"),
+            ],
+            &url,
+        );
+        let png = std::fs::read(&shot).unwrap_or_default();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "no screenshot at {}",
+            shot.display()
+        );
+    }
+}
