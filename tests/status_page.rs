@@ -253,7 +253,7 @@ fn chromium(profile: &std::path::Path, args: &[String], url: &str) -> (String, S
         std::path::Path::new(bin).exists(),
         "{bin} is missing: apt-get install chromium (scripts/test installs it)"
     );
-    let mut child = std::process::Command::new(bin)
+    let child = std::process::Command::new(bin)
         .args([
             "--headless",
             "--no-sandbox",
