@@ -74,7 +74,6 @@ pub fn router(api: Api) -> Router {
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .merge(protected)
-        .merge(crate::status::web::routes(api.clone()))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -591,7 +590,8 @@ async fn readyz(State(api): State<Api>) -> Response {
 mod tests {
 
     /// docs/openapi.yaml documents exactly the API paths the router serves (the status
-    /// pages, routed in `status::web`, are for people and documented in docs/status.md).
+    /// pages, routed in `status::web` and merged by the daemon, are for people and
+    /// documented in docs/status.md).
     #[test]
     fn openapi_lists_every_route() {
         let source = include_str!("api.rs");

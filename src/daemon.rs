@@ -352,10 +352,15 @@ async fn bind_api(
     let listener = listener
         .into_std()
         .context("cannot hand the listener to the API thread")?;
-    let app = api::router(api).layer(axum::middleware::from_fn_with_state(
-        tokio::runtime::Handle::current(),
-        on_engine_runtime,
-    ));
+    // The API and the status pages (which read the API's state, so `api` does not route
+    // them itself) on one listener.
+    let pages = crate::status::web::routes(api.clone()).with_state(api.clone());
+    let app = api::router(api)
+        .merge(pages)
+        .layer(axum::middleware::from_fn_with_state(
+            tokio::runtime::Handle::current(),
+            on_engine_runtime,
+        ));
     let api_shutdown = CancellationToken::new();
     let api_done =
         serve_api(listener, app, api_shutdown.clone()).context("cannot start the API thread")?;

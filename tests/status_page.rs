@@ -344,3 +344,52 @@ fn browser() {
         );
     }
 }
+
+/// `rollguard demo` prints its status page's address and serves it while it runs; Ctrl-C
+/// before the decision ends it with 130 (after the decision the page stays until Ctrl-C,
+/// and `--exit` ends right away, which takes the demo's 40 s and is not run here).
+#[test]
+fn demo_prints_and_serves_its_status_page() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["demo", "--speed", "50"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix("status page: ") {
+                let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the demo printed no status page address");
+    assert!(url.ends_with("/deployments/checkout-v2"), "{url}");
+    let (code, h, page) = raw("GET", &url, None, None);
+    assert_eq!(code, 200, "{page}");
+    assert!(h.contains_key("content-security-policy"));
+    assert!(page.contains("<h1>checkout-v2</h1>"), "{page}");
+    assert!(
+        page.contains("data-refresh="),
+        "a running deployment's page updates itself"
+    );
+    let _ = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let status = common::wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten());
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the demo did not end on Ctrl-C");
+    };
+    assert_eq!(status.code(), Some(130));
+}

@@ -60,7 +60,19 @@ impl Scale {
 fn label(v: f64, share: bool) -> String {
     if share {
         fmt::pct(v)
-    } else if v.abs() >= 1e4 || (v != 0.0 && v.abs() < 1e-2) {
+    } else if v.abs() >= 1e4 {
+        // 263M, 1.2G: levels such as memory in bytes.
+        let (d, unit) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+            .into_iter()
+            .find(|(d, _)| v.abs() >= *d)
+            .unwrap_or((1.0, ""));
+        let x = v / d;
+        if x.abs() >= 100.0 {
+            format!("{x:.0}{unit}")
+        } else {
+            format!("{x:.1}{unit}")
+        }
+    } else if v != 0.0 && v.abs() < 1e-2 {
         format!("{v:.2e}")
     } else {
         fmt::count(v)

@@ -1,8 +1,8 @@
 //! The status pages on the daemon's listener: the thin HTTP layer over the pure pages of
 //! this module. `/` and `/deployments/<id>` are HTML; `/status.css` and `/status.js` are the
 //! embedded assets; `/login` sets the page cookie when an API token is configured (see
-//! [`super::auth`]). These routes are pages for people, not API: docs/openapi.yaml does not
-//! list them (docs/status.md does).
+//! [`super::auth`]). The daemon merges these routes with the API's on one listener. They are
+//! pages for people, not API: docs/openapi.yaml does not list them (docs/status.md does).
 //!
 //! Every page is sent with [`super::CSP`], `nosniff`, `no-referrer` and `no-store`, so
 //! nothing untrusted can run, and a page behind a login never sits in a shared cache.
