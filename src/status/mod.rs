@@ -68,6 +68,7 @@ fn layout(title: &str, assets: Assets, main: &str) -> String {
          <meta name=\"referrer\" content=\"no-referrer\">",
     );
     let _ = write!(out, "<title>{} · rollguard</title>", esc(title));
+    let linked = matches!(assets, Assets::Linked { .. });
     let refresh = match assets {
         Assets::Linked { refresh } => {
             out.push_str(
@@ -91,7 +92,12 @@ fn layout(title: &str, assets: Assets, main: &str) -> String {
         }
         None => out.push_str("<body>"),
     }
-    out.push_str("<header><a href=\"/\">rollguard</a></header><main>");
+    if linked {
+        out.push_str("<header><a href=\"/\">rollguard</a></header><main>");
+    } else {
+        // A file has no server to go back to.
+        out.push_str("<header>rollguard</header><main>");
+    }
     out.push_str(main);
     out.push_str("</main></body></html>\n");
     out
