@@ -25,6 +25,7 @@ mod faults_crash;
 mod faults_injection;
 mod faults_notify;
 mod faults_storage;
+mod grafana_dashboard;
 mod hooks_exactly_once;
 mod judge_sim;
 mod lost_messages;

@@ -493,6 +493,27 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    fn count_unfinished(&self) -> Result<Vec<(State, usize)>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare(
+                "SELECT state, COUNT(*) FROM deployments
+                 WHERE state IN ('pending', 'analysing', 'held') GROUP BY state",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (state, n) = r.map_err(|e| self.err(e))?;
+            if let Some(s) = State::parse(&state) {
+                out.push((s, usize::try_from(n).unwrap_or(0)));
+            }
+        }
+        Ok(out)
+    }
+
     fn outbox_of(&self, deployment: &str) -> Result<Vec<OutboxItem>, StoreError> {
         let c = self.lock();
         let mut stmt = c
