@@ -589,7 +589,9 @@ async fn readyz(State(api): State<Api>) -> Response {
 #[cfg(test)]
 mod tests {
 
-    /// docs/openapi.yaml documents exactly the paths the router serves.
+    /// docs/openapi.yaml documents exactly the API paths the router serves (the status
+    /// pages, routed in `status::web` and merged by the daemon, are for people and
+    /// documented in docs/status.md).
     #[test]
     fn openapi_lists_every_route() {
         let source = include_str!("api.rs");

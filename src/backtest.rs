@@ -87,6 +87,9 @@ pub enum BacktestFormat {
     Text,
     /// One JSON object with every interval's checks and the verdict.
     Json,
+    /// One self-contained HTML file (inline stylesheet and SVG, no script, no requests):
+    /// the status page's charts of every check, with the decision marked.
+    Html,
 }
 
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -567,10 +570,19 @@ pub fn run(args: &BacktestArgs) -> Result<Outcome, String> {
 pub fn main(args: BacktestArgs) -> ExitCode {
     match run(&args) {
         Ok(out) => {
-            if args.format == BacktestFormat::Json {
-                println!("{}", serde_json::to_string(&out).unwrap_or_default());
-            } else {
-                print!("{}", render_timeline(&out));
+            match args.format {
+                BacktestFormat::Json => {
+                    println!("{}", serde_json::to_string(&out).unwrap_or_default());
+                }
+                BacktestFormat::Html => print!(
+                    "{}",
+                    render_html(
+                        &out,
+                        &format!("backtest of {}", args.analysis),
+                        &describe_input(&args)
+                    )
+                ),
+                BacktestFormat::Text => print!("{}", render_timeline(&out)),
             }
             ExitCode::SUCCESS
         }
@@ -615,6 +627,53 @@ pub fn render_timeline(out: &Outcome) -> String {
         out.reason
     ));
     s
+}
+
+/// One line saying what was replayed, for the report's subtitle.
+fn describe_input(args: &BacktestArgs) -> String {
+    let names = |files: &[PathBuf]| {
+        files
+            .iter()
+            .map(|f| {
+                f.file_name()
+                    .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let source = match (&args.prometheus, &args.config) {
+        (Some(url), _) => format!("from {}", crate::net::redact_url(url)),
+        (None, Some(c)) => format!("from the Prometheus of {}", c.display()),
+        (None, None) => format!(
+            "baseline {}; canary {}",
+            names(&args.baseline),
+            names(&args.canary)
+        ),
+    };
+    format!("rules {} · {source}", args.rules.display())
+}
+
+/// The replay as one self-contained HTML page: the same charts as the status page (both
+/// arms and the evidence against its threshold per check, the decision marked), built from
+/// the replayed steps the same way the daemon builds a deployment's.
+pub fn render_html(out: &Outcome, title: &str, subtitle: &str) -> String {
+    let mut chart = crate::chart::History::default();
+    for step in &out.timeline {
+        chart.record(step);
+    }
+    let last = out.timeline.last();
+    let latest: Vec<CheckReport> = last
+        .map(|s| s.checks.iter().chain(s.traffic.iter()).cloned().collect())
+        .unwrap_or_default();
+    crate::status::report_page(&crate::status::ReportView {
+        title,
+        subtitle,
+        verdict: &out.verdict,
+        reason: &out.reason,
+        chart: &chart,
+        latest: &latest,
+        end_ms: last.map_or(0, |s| u64::try_from(s.t.as_millis()).unwrap_or(u64::MAX)),
+    })
 }
 
 /// Convenience for tests and benches: in-memory texts.

@@ -188,6 +188,7 @@ impl Daemon {
                 shutdown.clone(),
             )));
         }
+        background.push(tokio::spawn(count_states(engine.clone(), shutdown.clone())));
         if let Some(keep) = config.retention {
             background.push(tokio::spawn(prune_history(
                 store.clone(),
@@ -352,10 +353,15 @@ async fn bind_api(
     let listener = listener
         .into_std()
         .context("cannot hand the listener to the API thread")?;
-    let app = api::router(api).layer(axum::middleware::from_fn_with_state(
-        tokio::runtime::Handle::current(),
-        on_engine_runtime,
-    ));
+    // The API and the status pages (which read the API's state, so `api` does not route
+    // them itself) on one listener.
+    let pages = crate::status::web::routes(api.clone()).with_state(api.clone());
+    let app = api::router(api)
+        .merge(pages)
+        .layer(axum::middleware::from_fn_with_state(
+            tokio::runtime::Handle::current(),
+            on_engine_runtime,
+        ));
     let api_shutdown = CancellationToken::new();
     let api_done =
         serve_api(listener, app, api_shutdown.clone()).context("cannot start the API thread")?;
@@ -468,6 +474,46 @@ async fn reload_loop(
             systemd.ready(&status);
         } else {
             systemd.status(&status);
+        }
+    }
+}
+
+/// Keeps `rollguard_active_deployments{state}` current: a recount from the store after
+/// changes (at most once a second, however many deployments step) and every 30 s, so the
+/// gauge is right after a restart and never drifts from what the store says.
+async fn count_states(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let mut changes = engine.changes.subscribe();
+    let mut every = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+            r = changes.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+                // Let a burst of steps settle, then count once.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                changes = changes.resubscribe();
+            }
+        }
+        let store = engine.store.clone();
+        let counts = match tokio::task::spawn_blocking(move || store.count_unfinished()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot count deployments by state");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        use crate::deploy::State as D;
+        for s in [D::Pending, D::Analysing, D::Held] {
+            let n = counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
+            Telemetry::set(
+                &engine.telemetry.active_deployments,
+                &[("state", s.as_str())],
+                i64::try_from(n).unwrap_or(i64::MAX),
+            );
         }
     }
 }

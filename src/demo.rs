@@ -3,8 +3,10 @@
 //! It starts a simulated fleet (two baseline and two canary instances serving `/metrics` on
 //! 127.0.0.1, running ten times faster than the wall clock), starts the daemon in-process with
 //! the shipped rules, registers a canary deployment through the HTTP API, prints the judge's
-//! timeline, and ends when the canary's error rate jumps and rollguard rolls it back: the
-//! rollback hook calls the fleet, which really switches the canary back to the good version.
+//! timeline and the status page's address, and watches the canary's error rate jump and
+//! rollguard roll it back: the rollback hook calls the fleet, which really switches the
+//! canary back to the good version. The status page (chart per check, decision marker,
+//! timeline) stays served until Ctrl-C; `--exit` ends right after the rollback instead.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -48,6 +50,12 @@ pub struct DemoArgs {
     /// Random seed of the fleet.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Where the daemon (API and status page) listens; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// End after the rollback instead of serving the status page until Ctrl-C.
+    #[arg(long)]
+    pub exit: bool,
 }
 
 /// The simulated fleet behind an HTTP server.
@@ -158,9 +166,22 @@ async fn rollback(State(fleet): State<Fleet>, body: String) -> &'static str {
 
 /// `rollguard demo`.
 pub async fn main(args: DemoArgs) -> ExitCode {
-    match run(args).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
+    // One Ctrl-C (or SIGTERM) listener for the whole demo: before the decision it ends the demo (exit
+    // 130), afterwards it ends the serving of the status page (exit 0).
+    let interrupted = tokio_util::sync::CancellationToken::new();
+    let on_signal = interrupted.clone();
+    let signal = crate::signals::shutdown();
+    tokio::spawn(async move {
+        signal.await;
+        on_signal.cancel();
+    });
+    match run(args, interrupted).await {
+        Ok(Some(true)) => ExitCode::SUCCESS,
+        Ok(None) => {
+            eprintln!("demo: interrupted before the decision");
+            ExitCode::from(130)
+        }
+        Ok(Some(false)) => {
             eprintln!("demo: no rollback happened (this is a bug; please report it)");
             ExitCode::FAILURE
         }
@@ -344,7 +365,11 @@ async fn show_hooks(daemon: &Daemon) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: DemoArgs) -> anyhow::Result<bool> {
+/// Runs the demo; `None` when Ctrl-C came before the decision.
+async fn run(
+    args: DemoArgs,
+    interrupted: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<bool>> {
     let speed = args.speed.clamp(1.0, 100.0);
     let scenario = Scenario {
         name: "demo".into(),
@@ -372,7 +397,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     for (name, text) in SHIPPED_RULES {
         std::fs::write(rules_dir.join(name), text)?;
     }
-    let config = demo_config(dir.path(), &rules_dir, &fleet_addr.to_string())?;
+    let mut config = demo_config(dir.path(), &rules_dir, &fleet_addr.to_string())?;
+    config.listen = args.listen;
     let daemon = Daemon::start(config, StartOptions::default()).await?;
     println!(
         "daemon listening on http://{} with rules {}",
@@ -406,13 +432,30 @@ async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         "registration failed: {}",
         resp.text().await.unwrap_or_default()
     );
-    println!("registered deployment checkout-v2 (POST /api/v1/deployments)\n");
+    println!("registered deployment checkout-v2 (POST /api/v1/deployments)");
+    println!(
+        "status page: http://{}/deployments/checkout-v2 (charts update live)\n",
+        daemon.addr
+    );
 
-    let rolled = follow(&daemon).await?;
+    let rolled = tokio::select! {
+        r = follow(&daemon) => r?,
+        _ = interrupted.cancelled() => {
+            daemon.stop().await;
+            return Ok(None);
+        }
+    };
     show_hooks(&daemon).await?;
     for l in fleet.log() {
         println!("{l}");
     }
+    if !args.exit {
+        println!(
+            "\nthe status page stays at http://{}/deployments/checkout-v2 — Ctrl-C ends the demo",
+            daemon.addr
+        );
+        interrupted.cancelled().await;
+    }
     daemon.stop().await;
-    Ok(rolled && fleet.rolled_back())
+    Ok(Some(rolled && fleet.rolled_back()))
 }

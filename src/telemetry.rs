@@ -10,7 +10,27 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Metric, Registry};
+
+/// Registers `m` as `name` and notes its exported name and type for [`Telemetry::families`].
+fn reg<M: Metric + TypedMetric>(
+    r: &mut Registry,
+    names: &mut Vec<(String, &'static str)>,
+    name: &str,
+    help: &str,
+    m: M,
+) {
+    let kind = match M::TYPE {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+        MetricType::Info => "info",
+        _ => "unknown",
+    };
+    names.push((format!("rollguard_{name}"), kind));
+    r.register(name, help, m);
+}
 
 type Labels = Vec<(String, String)>;
 
@@ -24,6 +44,9 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 /// All metric families of the daemon.
 pub struct Telemetry {
     registry: Registry,
+    /// Every family's exported name and type (`rollguard_hook_runs`, `counter`), also the
+    /// ones with no series yet, which the exposition leaves out.
+    families: Vec<(String, &'static str)>,
     pub target_up: Family<Labels, Gauge>,
     pub scrape_duration: Family<Labels, Gauge<f64, AtomicU64>>,
     pub scrape_errors: Family<Labels, Counter>,
@@ -38,6 +61,9 @@ pub struct Telemetry {
     pub rule_reloads: Family<Labels, Counter>,
     pub rules_last_success: Gauge<f64, AtomicU64>,
     pub check_evidence: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// The evidence each check of each running deployment needs to fail (next to
+    /// `check_evidence` on a dashboard).
+    pub check_threshold: Family<Labels, Gauge<f64, AtomicU64>>,
     pub backend_down: Gauge,
     pub analysis_steps: Counter,
     /// Schema probes per service and result (`ok`, `error`).
@@ -74,114 +100,173 @@ impl Telemetry {
             rule_reloads: Family::default(),
             rules_last_success: Gauge::default(),
             check_evidence: Family::default(),
+            check_threshold: Family::default(),
             backend_down: Gauge::default(),
             analysis_steps: Counter::default(),
             schema_probes: Family::default(),
             rollbacks_blocked: Family::default(),
             query_warnings: Counter::default(),
             registry: Registry::default(),
+            families: Vec::new(),
         };
-        t.register(&mut r);
-        Telemetry { registry: r, ..t }
+        let families = t.register(&mut r);
+        Telemetry {
+            registry: r,
+            families,
+            ..t
+        }
     }
 
     /// Names and describes every family in `r` (one place to read what `/metrics` exports).
-    fn register(&self, r: &mut Registry) {
-        r.register(
+    fn register(&self, r: &mut Registry) -> Vec<(String, &'static str)> {
+        let mut names = Vec::new();
+        reg(
+            r,
+            &mut names,
             "target_up",
             "Whether the last scrape of a target succeeded (1) or not (0)",
             self.target_up.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "scrape_duration_seconds",
             "Duration of the last scrape of a target",
             self.scrape_duration.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "scrape_errors",
             "Failed scrapes by reason",
             self.scrape_errors.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "query_warnings",
             "Annotations (PromQL info or warning) the query backend returned with an answer that was used",
             self.query_warnings.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "source_errors",
             "Failed metric fetches by source",
             self.source_errors.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "deployments_started",
             "Deployments registered, by service",
             self.deployments_started.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "deployments_finished",
             "Deployments finished, by service and outcome",
             self.deployments_finished.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "active_deployments",
             "Unfinished deployments by state",
             self.active_deployments.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "time_to_detect_seconds",
             "Analysis time from start to a rollback decision",
             self.time_to_detect.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "decision_to_hook_seconds",
             "Time from a persisted decision to its hook starting",
             self.decision_to_hook.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "hook_runs",
             "Hook attempts by hook and result",
             self.hook_runs.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "notifications",
             "Notification deliveries by notifier and result",
             self.notifications.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "rule_reloads",
             "Rule reloads by result",
             self.rule_reloads.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "rules_last_success_timestamp_seconds",
             "When the rules were last loaded successfully",
             self.rules_last_success.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "check_evidence",
             "Latest evidence (e-value) of each check of each running deployment",
             self.check_evidence.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
+            "check_threshold",
+            "Evidence each check of each running deployment needs to fail",
+            self.check_threshold.clone(),
+        );
+        reg(
+            r,
+            &mut names,
             "metrics_backend_down",
             "1 while the circuit breaker considers the metrics backend down",
             self.backend_down.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "analysis_steps",
             "Judge updates performed (one per deployment per interval)",
             self.analysis_steps.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "schema_probes",
             "Live schema probes per service and result (ok, error: a source error the gates hold on)",
             self.schema_probes.clone(),
         );
-        r.register(
+        reg(
+            r,
+            &mut names,
             "rollbacks_blocked",
             "Rollbacks not run because the baseline does not work on the live schema",
             self.rollbacks_blocked.clone(),
         );
+        names
+    }
+
+    /// Every family's exported name and type, also the ones with no series yet (the
+    /// dashboard test checks its queries against this list).
+    pub fn families(&self) -> &[(String, &'static str)] {
+        &self.families
     }
 
     /// The OpenMetrics text exposition of every family.

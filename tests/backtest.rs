@@ -66,6 +66,15 @@ fn run(
     canary: &[String],
     json: bool,
 ) -> (i32, String, String) {
+    run_as(dir, base, canary, if json { "json" } else { "text" })
+}
+
+fn run_as(
+    dir: &std::path::Path,
+    base: &[String],
+    canary: &[String],
+    format: &str,
+) -> (i32, String, String) {
     std::fs::write(dir.join("rule.yaml"), RULE).unwrap();
     let files = |prefix: &str, texts: &[String]| -> Vec<String> {
         texts
@@ -87,9 +96,7 @@ fn run(
         .args(&b)
         .arg("--canary")
         .args(&c);
-    if json {
-        cmd.args(["--format", "json"]);
-    }
+    cmd.args(["--format", format]);
     let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -131,6 +138,33 @@ fn hand_written_files_roll_back_a_bad_canary() {
     let (code, out, _) = run(dir.path(), &base, &canary, false);
     assert_eq!(code, 0);
     assert!(out.contains("verdict: ROLLBACK"), "{out}");
+}
+
+/// `--format html`: one file with the status page's charts, nothing fetched, nothing run.
+#[test]
+fn html_report_has_the_charts_in_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = vec![instance(10, 1, 60, None, None)];
+    let canary = vec![instance(10, 5, 60, None, Some(20))];
+    let (code, html, err) = run_as(dir.path(), &base, &canary, "html");
+    assert_eq!(code, 0, "{err}");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains("<h1>backtest of errors</h1>"), "{html}");
+    assert!(
+        html.contains("b0.om") && html.contains("c0.om"),
+        "names its inputs"
+    );
+    assert!(html.contains("class=\"state v-rollback\""), "{html}");
+    assert!(html.contains("data-check=\"error-ratio\""));
+    assert_eq!(html.matches("<svg class=\"chart arms\"").count(), 1);
+    assert_eq!(html.matches("<svg class=\"chart evidence\"").count(), 1);
+    assert!(html.contains("<line class=\"decision\""));
+    assert!(html.contains("<polyline class=\"canary\""));
+    // Self-contained: inline style, a CSP of its own, no script, no other file or origin.
+    assert!(html.contains("<style>") && html.contains("Content-Security-Policy"));
+    for banned in ["<script", " src=", "href=\"http", "stylesheet", "url("] {
+        assert!(!html.contains(banned), "{banned} in the report");
+    }
 }
 
 #[test]

@@ -570,6 +570,7 @@ impl Engine {
             let frame = source.fetch(&spec.queries).await;
             let share = expected_share(&rec, rec.step);
             let step = judge.step(&spec, t, &frame, share);
+            rec.chart.record(&step);
             self.telemetry.analysis_steps.inc();
             self.progress
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -654,6 +655,13 @@ impl Engine {
                     f64::MAX
                 },
             );
+            if c.threshold.is_finite() {
+                Telemetry::set_f(
+                    &self.telemetry.check_threshold,
+                    &[("deployment", id), ("check", &c.name)],
+                    c.threshold,
+                );
+            }
         }
     }
 
@@ -764,10 +772,9 @@ impl Engine {
             let checks: Vec<CheckReport> =
                 serde_json::from_value(rec.checks.clone()).unwrap_or_default();
             for c in &checks {
-                Telemetry::remove(
-                    &self.telemetry.check_evidence,
-                    &[("deployment", &id), ("check", &c.name)],
-                );
+                let labels = [("deployment", id.as_str()), ("check", c.name.as_str())];
+                Telemetry::remove(&self.telemetry.check_evidence, &labels);
+                Telemetry::remove(&self.telemetry.check_threshold, &labels);
             }
         }
         Ok(t.switched)

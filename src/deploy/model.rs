@@ -350,6 +350,10 @@ pub struct DeploymentRecord {
     pub judge: Option<String>,
     /// Latest check reports as JSON.
     pub checks: serde_json::Value,
+    /// Every check over time, for the status page (stored in its own column: listing
+    /// deployments does not read it).
+    #[serde(skip)]
+    pub chart: crate::chart::History,
     /// Analysis time consumed so far, in milliseconds.
     pub elapsed_ms: u64,
     /// Analysis time at which the current step started.

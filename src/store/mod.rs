@@ -304,6 +304,29 @@ pub trait Store: Send + Sync {
     /// Every queued notification of a destination (all of them with `None`), oldest first.
     fn outbox(&self, notifier: Option<&str>) -> Result<Vec<OutboxItem>, StoreError>;
 
+    /// How many unfinished deployments are in each state (the `active_deployments`
+    /// gauge). The default reads the records; a store that can count where they are does
+    /// better.
+    fn count_unfinished(&self) -> Result<Vec<(State, usize)>, StoreError> {
+        let mut counts: Vec<(State, usize)> = Vec::new();
+        for r in self.unfinished()? {
+            match counts.iter_mut().find(|(s, _)| *s == r.state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((r.state, 1)),
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The notifications about one deployment (its notices' subject), oldest first: what
+    /// its status page shows with their delivery status. The default reads the whole
+    /// outbox; a store that can filter where the rows are does better.
+    fn outbox_of(&self, deployment: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut all = self.outbox(None)?;
+        all.retain(|o| o.payload["notice"]["subject"]["deployment"] == deployment);
+        Ok(all)
+    }
+
     /// Whether an identical payload is already waiting for this destination (so periodic
     /// work does not pile up while a destination is down).
     fn outbox_has_pending(
@@ -364,6 +387,7 @@ pub fn new_record(
         rule_source,
         judge: None,
         checks: serde_json::Value::Array(vec![]),
+        chart: Default::default(),
         elapsed_ms: 0,
         step_started_ms: 0,
         paused: false,

@@ -77,6 +77,9 @@ const MIGRATIONS: &[&str] = &[
     // 4: each notification's delivery id (a UUIDv7, `webhook-id` and `X-Rollguard-Delivery`),
     // generated once when the row is queued; rows queued before get theirs at open
     "ALTER TABLE outbox ADD COLUMN delivery_id TEXT;",
+    // 5: each deployment's chart history (`chart::History` as JSON, bounded), apart from the
+    // record so that listing deployments does not read it
+    "ALTER TABLE deployments ADD COLUMN chart TEXT;",
 ];
 
 /// The SQLite-backed store. Calls are short and synchronous; a `Mutex` serialises them.
@@ -235,8 +238,9 @@ impl Store for SqliteStore {
         let tx = c.transaction().map_err(|e| self.err(e))?;
         let n = tx
             .execute(
-                "UPDATE deployments SET state = ?2, record = ?3, judge = ?4, updated_at = ?5, finished_at = ?6 WHERE id = ?1",
-                params![rec.request.id, rec.state.as_str(), encode(rec), rec.judge, rec.updated_at, rec.finished_at],
+                "UPDATE deployments SET state = ?2, record = ?3, judge = ?4, updated_at = ?5, finished_at = ?6,
+                 chart = COALESCE(?7, chart) WHERE id = ?1",
+                params![rec.request.id, rec.state.as_str(), encode(rec), rec.judge, rec.updated_at, rec.finished_at, encode_chart(rec)],
             )
             .map_err(|e| self.err(e))?;
         if n == 0 {
@@ -266,15 +270,23 @@ impl Store for SqliteStore {
 
     fn get(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
         let c = self.lock();
-        let row: Option<(String, String, Option<String>)> = c
+        let row: Option<(RecordRow, Option<String>)> = c
             .query_row(
-                "SELECT record, rule_source, judge FROM deployments WHERE id = ?1",
+                "SELECT record, rule_source, judge, chart FROM deployments WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)),
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        row.map(|r| decode(id, r)).transpose()
+        let Some((row, chart)) = row else {
+            return Ok(None);
+        };
+        let mut rec = decode(id, row)?;
+        // The chart is for people: a damaged one is dropped, never a reason to stop judging.
+        rec.chart = chart
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or_default();
+        Ok(Some(rec))
     }
 
     fn list(
@@ -481,6 +493,41 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    fn count_unfinished(&self) -> Result<Vec<(State, usize)>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare(
+                "SELECT state, COUNT(*) FROM deployments
+                 WHERE state IN ('pending', 'analysing', 'held') GROUP BY state",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (state, n) = r.map_err(|e| self.err(e))?;
+            if let Some(s) = State::parse(&state) {
+                out.push((s, usize::try_from(n).unwrap_or(0)));
+            }
+        }
+        Ok(out)
+    }
+
+    fn outbox_of(&self, deployment: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        let c = self.lock();
+        let mut stmt = c
+            .prepare(
+                "SELECT id, notifier, payload, attempts, next_at, status, last_error, delivery_id FROM outbox
+                 WHERE json_extract(payload, '$.notice.subject.deployment') = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![deployment], outbox_item)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
     fn outbox_has_pending(
         &self,
         notifier: &str,
@@ -616,9 +663,22 @@ fn encode(rec: &DeploymentRecord) -> String {
     serde_json::to_string(rec).unwrap_or_default()
 }
 
+/// The chart column's new value: `None` (keep what is stored) when the record carries no
+/// chart, as records read by `list` do not.
+fn encode_chart(rec: &DeploymentRecord) -> Option<String> {
+    if rec.chart.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&rec.chart).ok()
+    }
+}
+
+/// A deployment row as selected by `record, rule_source, judge`.
+type RecordRow = (String, String, Option<String>);
+
 fn decode(
     id: &str,
-    (record, rule_source, judge): (String, String, Option<String>),
+    (record, rule_source, judge): RecordRow,
 ) -> Result<DeploymentRecord, StoreError> {
     let mut rec: DeploymentRecord =
         serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
@@ -736,6 +796,41 @@ mod tests {
         }
     }
 
+    /// The chart survives a restart, and a record read by `list` (which carries no chart)
+    /// does not wipe it when saved.
+    #[test]
+    fn chart_is_kept_apart_from_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = new_record(req("d1"), "r.yaml".into(), "v1".into(), "a".into());
+        {
+            let s = SqliteStore::open(dir.path()).unwrap();
+            s.register(&rec, "hi").unwrap();
+            rec.chart.stride = 1;
+            rec.chart.checks.push(crate::chart::Series {
+                name: "errors".into(),
+                kind: None,
+                measure: String::new(),
+                points: vec![crate::chart::Point {
+                    t: 10_000,
+                    n: 1,
+                    baseline: 0.01,
+                    canary: f64::NAN,
+                    evidence: 2.0,
+                    threshold: 40.0,
+                    outcome: crate::judge::Outcome::Pending,
+                }],
+            });
+            s.save(&rec, &[], &[], &[]).unwrap();
+            let listed = s.list(None, None, 10).unwrap();
+            assert!(listed[0].chart.is_empty());
+            s.save(&listed[0], &[], &[], &[]).unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let back = s.get("d1").unwrap().unwrap();
+        assert_eq!(back.chart.checks[0].points[0].evidence, 2.0);
+        assert!(back.chart.checks[0].points[0].canary.is_nan());
+    }
+
     #[test]
     fn register_save_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -846,6 +941,23 @@ mod tests {
         assert_eq!(s.prune(now() + 1.0).unwrap(), (1, 1));
         assert_eq!(s.outbox(None).unwrap().len(), 1);
         assert!(s.get("owed").unwrap().is_some(), "its hook is still owed");
+    }
+
+    /// A deployment's page shows the notifications about it, not the others'.
+    #[test]
+    fn outbox_of_one_deployment() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let about = |d: &str| serde_json::json!({"type": "notice", "notice": {"subject": {"deployment": d}}});
+        s.enqueue("chat", &about("a")).unwrap();
+        s.enqueue("chat", &about("b")).unwrap();
+        s.enqueue("pager", &about("a")).unwrap();
+        s.enqueue("chat", &serde_json::json!({"type": "refresh"}))
+            .unwrap();
+        let of_a = s.outbox_of("a").unwrap();
+        assert_eq!(of_a.len(), 2);
+        assert_eq!(of_a[1].notifier, "pager");
+        assert!(s.outbox_of("a' OR 1=1 --").unwrap().is_empty());
     }
 
     #[test]
