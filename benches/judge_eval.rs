@@ -579,7 +579,9 @@ fn growth_fp(runs: usize) {
         run(&spec, &s).verdict == "rollback"
     });
     let rb = fp.iter().filter(|x| **x).count();
-    println!("\n## Growth check, A/A, continuous monitoring (max_extra_slope 0.25 MiB/min, alpha 0.05)\n");
+    println!(
+        "\n## Growth check, A/A, continuous monitoring (max_extra_slope 0.25 MiB/min, alpha 0.05)\n"
+    );
     println!(
         "{runs} runs of 30 min, a look every 10 s, a quarter with instance restarts: {rb} false rollbacks, rate {:.4}.",
         rb as f64 / runs as f64

@@ -327,7 +327,10 @@ mod tests {
         };
         h.record(&s);
         let mut later = step(4, 60.0, Outcome::Fail);
-        later.verdict = Verdict::Promote { reason: "x".into() };
+        later.verdict = Verdict::Promote {
+            basis: crate::judge::PassBasis::Proven,
+            reason: "x".into(),
+        };
         h.record(&later);
         let d = h.decision.as_ref().map(|d| (d.t, d.verdict.as_str()));
         assert_eq!(d, Some((30_000, "rollback")));
