@@ -215,12 +215,23 @@ fn classify(path: &std::path::Path) -> FileKind {
     }
 }
 
+/// Checks of each analysis that can never decide before its `max_duration`.
+fn timing_warnings(rules: &crate::rules::RuleSet) -> Vec<String> {
+    rules
+        .analyses
+        .values()
+        .filter_map(|t| t.probe().ok())
+        .flat_map(|spec| crate::judge::timing_warnings(&spec))
+        .collect()
+}
+
 /// `rollguard check`: the exact loaders the daemon uses at start and on reload.
 pub fn check(paths: &[PathBuf], format: CheckFormat) -> ExitCode {
     let mut diags = Vec::new();
     let mut rule_paths = Vec::new();
     let mut configs = Vec::new();
     let mut notes = Vec::new();
+    let mut warnings = Vec::new();
     for p in paths {
         let files = match crate::yamlfile::rule_files(p) {
             Ok(f) => f,
@@ -261,7 +272,10 @@ pub fn check(paths: &[PathBuf], format: CheckFormat) -> ExitCode {
                     std::slice::from_ref(&cfg.rules_dir),
                     Some(&cfg.action_names()),
                 ) {
-                    Ok(r) => analyses.extend(r.analyses.keys().cloned()),
+                    Ok(r) => {
+                        warnings.extend(timing_warnings(&r));
+                        analyses.extend(r.analyses.keys().cloned());
+                    }
                     Err(mut d) => diags.append(&mut d),
                 }
             }
@@ -275,7 +289,10 @@ pub fn check(paths: &[PathBuf], format: CheckFormat) -> ExitCode {
             );
         }
         match crate::rules::load_rules(&rule_paths, actions.as_ref()) {
-            Ok(r) => analyses.extend(r.analyses.keys().cloned()),
+            Ok(r) => {
+                warnings.extend(timing_warnings(&r));
+                analyses.extend(r.analyses.keys().cloned());
+            }
             Err(mut d) => diags.append(&mut d),
         }
     }
@@ -283,8 +300,10 @@ pub fn check(paths: &[PathBuf], format: CheckFormat) -> ExitCode {
     diags.dedup();
     analyses.sort();
     analyses.dedup();
+    warnings.sort();
+    warnings.dedup();
     if format != CheckFormat::Text {
-        let v = serde_json::json!({ "valid": diags.is_empty(), "errors": diags, "analyses": analyses, "notes": notes });
+        let v = serde_json::json!({ "valid": diags.is_empty(), "errors": diags, "analyses": analyses, "warnings": warnings, "notes": notes });
         let doc = match format {
             CheckFormat::Yaml => serde_saphyr::to_string(&v).unwrap_or_default(),
             _ => serde_json::to_string_pretty(&v).unwrap_or_default(),
@@ -293,6 +312,9 @@ pub fn check(paths: &[PathBuf], format: CheckFormat) -> ExitCode {
     } else {
         for d in &diags {
             println!("{d}");
+        }
+        for w in &warnings {
+            eprintln!("warning: {w}");
         }
         for n in &notes {
             eprintln!("note: {n}");

@@ -525,6 +525,18 @@ impl AnalysisTemplate {
         self.compile(overrides, true)
     }
 
+    /// The analysis with placeholder values for the parameters a deployment must supply:
+    /// its checks and timing as every deployment will run them (for `rollguard check`).
+    pub fn probe(&self) -> Result<AnalysisSpec, ParamError> {
+        let probe: BTreeMap<String, String> = self
+            .params
+            .iter()
+            .filter(|(_, d)| d.is_none())
+            .map(|(k, _)| (k.clone(), "x".to_string()))
+            .collect();
+        self.compile(&probe, false)
+    }
+
     /// The template's parameters for one deployment: overrides checked (known and safe to put
     /// in a selector), defaults filled in, required ones present.
     fn params_for(
@@ -952,13 +964,7 @@ impl Validator<'_> {
         };
         // Compile once with placeholder values so selector mistakes are found now, not when
         // the first deployment arrives.
-        let probe: BTreeMap<String, String> = template
-            .params
-            .iter()
-            .filter(|(_, d)| d.is_none())
-            .map(|(k, _)| (k.clone(), "x".to_string()))
-            .collect();
-        if let Err(e) = template.compile(&probe, false) {
+        if let Err(e) = template.probe() {
             return Err(vec![Diagnostic::new(self.path, 1, 1, e.to_string())]);
         }
         Ok(template)

@@ -363,3 +363,31 @@ fn credentials_directory_secrets_are_noted_not_failed() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("handed over by systemd"), "{text}");
 }
+
+#[test]
+fn durations_too_short_for_a_check_are_warned_about() {
+    // The shipped http-service rule at one look a minute for 5 minutes: its growth check
+    // needs a floor window of two intervals and its trend points after the warm-up (7m), so
+    // it could never decide.
+    let short = template()
+        .replace("max_duration: 30m", "max_duration: 5m")
+        .replace("min_duration: 5m", "min_duration: 2m")
+        .replace("interval: 10s", "interval: 1m");
+    let (code, text) = check_rule("short.yaml", short.as_bytes());
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(
+            "warning: analysis `http-service`: check `memory-growth` can first decide at"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("at 7m") && text.contains("but max_duration is 5m"),
+        "{text}"
+    );
+    assert!(!text.contains("check `error-ratio`"), "{text}");
+    // The shipped templates as they are: no warning.
+    let (code, text) = check(&[Path::new(SHIPPED)]);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("warning:"), "{text}");
+}

@@ -18,9 +18,9 @@ use crate::stats::grid::{LogGrid, thinning_loglik};
 use crate::stats::mixture::{best_rho, one_sided_ln_m, two_sided_boundary};
 
 /// Intervals per block for the level comparison.
-const BLOCK: usize = 6;
+pub(crate) const BLOCK: usize = 6;
 /// Blocks needed before testing (the first ones estimate the variance).
-const MIN_BLOCKS: usize = 3;
+pub(crate) const MIN_BLOCKS: usize = 3;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GaugeState {

@@ -40,7 +40,7 @@ pub fn window(interval: Duration, warmup: Duration, max_duration: Duration) -> D
     wanted.min(fit).max(interval * 2)
 }
 /// Trend points needed before judging (one every quarter window).
-const MIN_POINTS: usize = 8;
+pub(crate) const MIN_POINTS: usize = 8;
 /// Trend points kept; older ones are merged pairwise beyond this.
 const MAX_POINTS: usize = 240;
 

@@ -483,6 +483,83 @@ impl Ctx<'_> {
     }
 }
 
+/// When a check can first reach a verdict, from the analysis' timing: its warm-up, then what
+/// its test needs (a histogram's first interval after the edges are set, a growth check's
+/// floor window and trend points, a level gauge's blocks, Mann-Whitney's single look at
+/// `min_duration`), and why.
+pub fn earliest_decision(
+    check: &crate::rules::CheckSpec,
+    spec: &AnalysisSpec,
+) -> (Duration, String) {
+    let timing = &spec.timing;
+    let warmup = check.warmup(timing.warmup);
+    let interval = timing.interval;
+    match &check.config {
+        CheckConfig::Growth { .. } => {
+            let w = growth::window(interval, timing.warmup, timing.max_duration);
+            (
+                warmup + w * 3,
+                format!(
+                    "a {} floor window and {} trend points after the {} warm-up",
+                    crate::units::format_duration(w),
+                    growth::MIN_POINTS,
+                    crate::units::format_duration(warmup)
+                ),
+            )
+        }
+        CheckConfig::Gauge { above: None, .. } => {
+            let blocks = gauge::MIN_BLOCKS as u32 + 1;
+            (
+                warmup + interval * (gauge::BLOCK as u32 * blocks),
+                format!(
+                    "{blocks} blocks of {} intervals after the {} warm-up",
+                    gauge::BLOCK,
+                    crate::units::format_duration(warmup)
+                ),
+            )
+        }
+        CheckConfig::MannWhitney { .. } => (
+            timing.min_duration.max(warmup + interval * 5),
+            "one look at min_duration with at least five points after the warm-up".into(),
+        ),
+        CheckConfig::Threshold { for_, .. } => (
+            warmup + (*for_).max(interval),
+            format!(
+                "the `for` duration after the {} warm-up",
+                crate::units::format_duration(warmup)
+            ),
+        ),
+        _ => (
+            warmup + interval,
+            format!(
+                "one interval after the {} warm-up",
+                crate::units::format_duration(warmup)
+            ),
+        ),
+    }
+}
+
+/// Warnings for checks that can never decide before `max_duration`: such an analysis never
+/// promotes (its verdict is inconclusive at best), which `rollguard check` says up front.
+pub fn timing_warnings(spec: &AnalysisSpec) -> Vec<String> {
+    spec.checks
+        .iter()
+        .filter(|c| c.enforce != Enforcement::Shadow)
+        .filter_map(|c| {
+            let (at, why) = earliest_decision(c, spec);
+            (at > spec.timing.max_duration).then(|| {
+                format!(
+                    "analysis `{}`: check `{}` can first decide at {} ({why}) but max_duration is {}: it never decides, so the analysis never promotes; lengthen max_duration, or shorten warmup or interval",
+                    spec.name,
+                    c.name,
+                    crate::units::format_duration(at),
+                    crate::units::format_duration(spec.timing.max_duration)
+                )
+            })
+        })
+        .collect()
+}
+
 /// Mean of finite values (NaN when none).
 pub(crate) fn mean(v: &[f64]) -> f64 {
     let (sum, n) = v
