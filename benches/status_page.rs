@@ -11,7 +11,8 @@
 //! - `deployment/store`: what `GET /deployments/<id>` reads (the record with its chart, its
 //!   timeline, hook actions and notifications);
 //! - `deployment/render`: that page (8 SVG charts of 240 points each);
-//! - `chart/encode`: the chart's JSON, which the daemon writes with every analysis step.
+//! - `chart/encode`: the chart's JSON, which the daemon writes with every analysis step
+//!   (values rounded to five significant digits).
 //!
 //! The page sizes and the chart's stored size are printed once.
 
@@ -50,9 +51,11 @@ fn history() -> History {
                     .map(|i| Point {
                         t: i * 80_000,
                         n: 8,
-                        baseline: 0.01 + 0.001 * ((i + c as u64) % 7) as f64,
-                        canary: 0.012 + 0.0013 * ((i * 3 + c as u64) % 11) as f64,
-                        evidence: 1.03f64.powi(i as i32),
+                        // Values as the judge reports them: ratios of counts and
+                        // e-values at full precision.
+                        baseline: (31 + (i + c as u64) % 7) as f64 / (2_917 + 13 * i) as f64,
+                        canary: (37 + (i * 3 + c as u64) % 11) as f64 / (3_001 + 11 * i) as f64,
+                        evidence: 1.031f64.powf(i as f64 + 0.37 * c as f64),
                         threshold: 300.0,
                         outcome: if i % 50 == 0 {
                             Outcome::NoData

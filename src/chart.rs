@@ -14,11 +14,54 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::judge::{CheckReport, Outcome, Step, lenient_f64};
+use crate::judge::{CheckReport, Outcome, Step};
 use crate::rules::CheckKind;
 
 /// Points kept per check at most (a power of two times this many intervals are merged).
 pub const MAX_POINTS: usize = 240;
+
+/// Significant digits a stored chart value keeps: plenty for a chart, and about half the
+/// JSON of full precision (the chart is written with every analysis step).
+pub const STORED_DIGITS: i32 = 5;
+
+/// `v` rounded to `digits` significant digits (non-finite values unchanged).
+pub fn round_sig(v: f64, digits: i32) -> f64 {
+    if !v.is_finite() || v == 0.0 {
+        return v;
+    }
+    let k = digits - 1 - v.abs().log10().floor() as i32;
+    // One exact power of ten and one correctly rounded operation: the result is the double
+    // nearest the rounded decimal, which prints as that decimal.
+    if (0..=22).contains(&k) {
+        let p = 10f64.powi(k);
+        (v * p).round() / p
+    } else if (-22..0).contains(&k) {
+        let p = 10f64.powi(-k);
+        (v / p).round() * p
+    } else {
+        v
+    }
+}
+
+/// Chart values in JSON: rounded to [`STORED_DIGITS`], `null` for a missing value (NaN),
+/// the largest double for an infinite one.
+mod rounded_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_nan() {
+            s.serialize_none()
+        } else if v.is_infinite() {
+            s.serialize_f64(v.signum() * f64::MAX)
+        } else {
+            s.serialize_f64(super::round_sig(*v, super::STORED_DIGITS))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
 
 /// The chart history of one analysis.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -58,16 +101,16 @@ pub struct Point {
     /// Intervals merged into this point.
     pub n: u32,
     /// Baseline value (NaN when the judge reported none).
-    #[serde(rename = "b", with = "lenient_f64")]
+    #[serde(rename = "b", with = "rounded_f64")]
     pub baseline: f64,
     /// Canary value.
-    #[serde(rename = "c", with = "lenient_f64")]
+    #[serde(rename = "c", with = "rounded_f64")]
     pub canary: f64,
     /// Largest evidence of the merged intervals.
-    #[serde(rename = "e", with = "lenient_f64")]
+    #[serde(rename = "e", with = "rounded_f64")]
     pub evidence: f64,
     /// Evidence needed to fail.
-    #[serde(rename = "th", with = "lenient_f64")]
+    #[serde(rename = "th", with = "rounded_f64")]
     pub threshold: f64,
     /// Worst outcome of the merged intervals.
     #[serde(rename = "o")]
@@ -346,5 +389,24 @@ mod tests {
         let back: History = serde_json::from_str(&json).expect("parse");
         assert!(back.checks[0].points[0].baseline.is_nan());
         assert_eq!(back.checks[0].points[0].outcome, Outcome::NoData);
+    }
+
+    /// Stored values keep five significant digits and print as short decimals.
+    #[test]
+    fn stored_values_are_rounded_short() {
+        for (v, want) in [
+            (0.013000000000000001, "0.013"),
+            (0.0185, "0.0185"),
+            (1234.56789, "1234.6"),
+            (7.3e-7, "7.3e-7"),
+            (123456789.0, "123460000.0"),
+            (-0.1 - 0.2, "-0.3"),
+            (1.03f64.powi(240), "1204.9"),
+        ] {
+            let got = serde_json::to_string(&round_sig(v, STORED_DIGITS)).expect("json");
+            assert_eq!(got, want, "{v}");
+        }
+        assert!(round_sig(f64::NAN, 5).is_nan());
+        assert_eq!(round_sig(0.0, 5), 0.0);
     }
 }

@@ -177,9 +177,15 @@ fn time_axis(out: &mut String, axis: &Axis, decision: Option<&str>) {
         } else {
             format!("{:.0}h", t / 3600.0)
         };
+        // The last label would be cut by the right edge if centred.
+        let anchor = if x > W - RIGHT - 12.0 {
+            "end"
+        } else {
+            "middle"
+        };
         let _ = write!(
             out,
-            r#"<text class="tick" x="{x:.1}" y="{}" text-anchor="middle">{text}</text>"#,
+            r#"<text class="tick" x="{x:.1}" y="{}" text-anchor="{anchor}">{text}</text>"#,
             H - 6.0
         );
         t += step;

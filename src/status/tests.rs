@@ -196,3 +196,39 @@ fn escapes_every_special_character() {
         "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
     );
 }
+
+#[test]
+fn notifications_show_their_delivery_status_escaped() {
+    let rec = record("d3", State::RolledBack);
+    let item = |notifier: &str, status: &str, error: &str| OutboxItem {
+        id: 1,
+        delivery_id: "0190".into(),
+        notifier: notifier.into(),
+        payload: serde_json::json!({"type": "notice", "notice": {"title": format!("Rolled back {HOSTILE}")}}),
+        attempts: 3,
+        next_at: 0.0,
+        status: status.into(),
+        last_error: error.into(),
+    };
+    let html = deployment_page(&DeploymentView {
+        rec: &rec,
+        events: &[],
+        actions: &[],
+        notifications: &[
+            item("chat", "sent", ""),
+            item("pager", "dead", &format!("HTTP 400: {HOSTILE}")),
+        ],
+        now: rec.created_at,
+    });
+    no_raw_hostile(&html);
+    assert!(
+        html.contains("<tr class=\"n-sent\"><td>chat</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<tr class=\"n-dead\"><td>pager</td>"),
+        "{html}"
+    );
+    assert!(html.contains("HTTP 400: &lt;script&gt;"));
+    assert!(html.contains("Rolled back &lt;script&gt;"));
+}
