@@ -369,8 +369,8 @@ pub struct Timing {
 #[serde(rename_all = "kebab-case")]
 pub enum AtLimit {
     /// Promote when no check shows evidence of harm: every check has judged data and its
-    /// evidence stayed below the square root of its threshold (halfway to a rollback on the
-    /// log scale). What Argo Rollouts and Kayenta do at the end of an analysis, with a bar.
+    /// evidence is below the fourth root of its threshold (`judge::harm_hint`). What Argo
+    /// Rollouts and Kayenta do at the end of an analysis, with a bar.
     #[default]
     Promote,
     /// Leave it to a person: inconclusive unless every check passed.

@@ -107,7 +107,7 @@ fn rare_errors_promote_at_the_limit_and_say_so() {
 #[test]
 fn a_regression_short_of_proof_is_not_promoted_at_the_limit() {
     // x2 at 0.1 % with a 10 % canary: about 20 extra errors in 30 minutes, short of proof but
-    // well past √threshold.
+    // past the hint of harm.
     let s = spec(&rule(""));
     let steps = run(&s, traffic(120.0, 0.1, 0.001, 2.0));
     let last = steps.last().expect("steps");
