@@ -257,6 +257,17 @@ pub fn harm_hint(threshold: f64) -> f64 {
     threshold.powf(0.25)
 }
 
+/// A check's evidence as an e-value. The sequential kinds report e-values already; the
+/// fixed-sample ones (`growth`'s Mann-Kendall confirmation, `mann-whitney`) report 1/p, and a
+/// p-value of a fifth is common by chance. Vovk and Shafer's calibrator e = 1/(2·√p) turns
+/// it into a valid e-value, so the hint of harm means the same for every kind.
+fn as_e_value(kind: CheckKind, evidence: f64) -> f64 {
+    match kind {
+        CheckKind::Growth | CheckKind::MannWhitney => 0.5 * evidence.max(0.0).sqrt(),
+        _ => evidence,
+    }
+}
+
 /// Which kind of pass a promotion is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -922,7 +933,9 @@ impl Judge {
             .collect();
         let harmful: Vec<String> = open
             .iter()
-            .filter(|(r, s)| s.evidence.is_finite() && s.evidence >= harm_hint(r.threshold))
+            .filter(|(r, s)| {
+                s.evidence.is_finite() && as_e_value(r.kind, s.evidence) >= harm_hint(r.threshold)
+            })
             .map(describe)
             .collect();
         if spec.timing.at_limit == AtLimit::Promote && unjudged.is_empty() && harmful.is_empty() {
@@ -955,5 +968,20 @@ impl Judge {
         Verdict::Inconclusive {
             reason: format!("maximum duration {limit} reached: {}", why.join("; ")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_sample_evidence_is_calibrated_before_the_hint_of_harm() {
+        // 1/p = 6.92 (p = 0.14) is no hint of harm; an e-value of 6.92 is.
+        let hint = harm_hint(500.0);
+        assert!(as_e_value(CheckKind::Growth, 6.92) < hint);
+        assert!(as_e_value(CheckKind::Ratio, 6.92) >= hint);
+        // p = 1e-4 is: 1/(2·√p) = 50.
+        assert!((as_e_value(CheckKind::MannWhitney, 1e4) - 50.0).abs() < 1e-9);
     }
 }
