@@ -3,7 +3,8 @@
 //! An e-process started at the beginning of the analysis carries everything seen since: if
 //! the canary was fine for ten minutes and then its error rate jumped, those ten good minutes
 //! weigh against the large ratios that now fit the data, and detection is slowed. So next to
-//! the e-process started at the end of warm-up, the check starts a fresh one every minute and
+//! the e-process started when the check starts judging, it starts a fresh one every minute (every
+//! max_duration/60 for analyses over an hour, see [`restart_every`]) and
 //! reports the weighted average of all of them: weight 1/2 for the first, and
 //! 1/(2·j·(j+1)) for the one started j minutes later. Each is a test martingale from its
 //! start (1 before it), and a fixed-weight average of test martingales is one, so Ville's
@@ -22,6 +23,15 @@ use crate::stats::special::log_sum_exp;
 
 /// Restarted e-processes kept (one per minute: the first hour of an analysis).
 pub const MAX_RESTARTS: usize = 60;
+
+/// Intervals between restarts: a minute of the rule's intervals (at least one), or longer
+/// when the analysis is, so that the [`MAX_RESTARTS`] restarts cover all of it (a four-hour
+/// analysis restarts every four minutes rather than watching only its first hour).
+pub fn restart_every(interval: std::time::Duration, max_duration: std::time::Duration) -> u32 {
+    let interval_ms = interval.as_millis().max(1);
+    let period_ms = 60_000u128.max(max_duration.as_millis() / MAX_RESTARTS as u128);
+    period_ms.div_ceil(interval_ms).clamp(1, 100_000) as u32
+}
 
 /// A grid from the start plus restarted grids.
 ///
@@ -179,6 +189,16 @@ mod tests {
             g.add(|r| thinning_loglik(r, 10.0, canary, 1000.0, 1000.0));
         }
         g
+    }
+
+    #[test]
+    fn restarts_follow_the_interval_and_cover_the_analysis() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(restart_every(s(10), s(1800)), 6);
+        assert_eq!(restart_every(s(1), s(1800)), 60);
+        assert_eq!(restart_every(s(120), s(1800)), 1);
+        // Four hours: every four minutes, so the sixty restarts reach the end.
+        assert_eq!(restart_every(s(10), s(4 * 3600)), 24);
     }
 
     #[test]

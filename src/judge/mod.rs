@@ -624,7 +624,7 @@ pub struct Judge {
 impl Judge {
     pub fn new(spec: &AnalysisSpec) -> Judge {
         // Restarted e-processes start once per minute of analysis.
-        let per_minute = (60_000 / spec.timing.interval.as_millis().max(1)).clamp(1, 600) as u32;
+        let per_minute = change::restart_every(spec.timing.interval, spec.timing.max_duration);
         let checks = spec
             .checks
             .iter()
