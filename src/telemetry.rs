@@ -155,112 +155,117 @@ impl Telemetry {
             "Failed metric fetches by source",
             self.source_errors.clone(),
         );
+        self.register_deployments(r, &mut names);
+        names
+    }
+
+    /// The deployment, action and judge families (the source families are above).
+    fn register_deployments(&self, r: &mut Registry, names: &mut Vec<(String, &'static str)>) {
         reg(
             r,
-            &mut names,
+            names,
             "deployments_started",
             "Deployments registered, by service",
             self.deployments_started.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "deployments_finished",
             "Deployments finished, by service and outcome",
             self.deployments_finished.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "active_deployments",
             "Unfinished deployments by state",
             self.active_deployments.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "time_to_detect_seconds",
             "Analysis time from start to a rollback decision",
             self.time_to_detect.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "decision_to_hook_seconds",
             "Time from a persisted decision to its hook starting",
             self.decision_to_hook.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "hook_runs",
             "Hook attempts by hook and result",
             self.hook_runs.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "notifications",
             "Notification deliveries by notifier and result",
             self.notifications.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "rule_reloads",
             "Rule reloads by result",
             self.rule_reloads.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "rules_last_success_timestamp_seconds",
             "When the rules were last loaded successfully",
             self.rules_last_success.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "check_evidence",
             "Latest evidence (e-value) of each check of each running deployment",
             self.check_evidence.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "check_threshold",
             "Evidence each check of each running deployment needs to fail",
             self.check_threshold.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "metrics_backend_down",
             "1 while the circuit breaker considers the metrics backend down",
             self.backend_down.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "analysis_steps",
             "Judge updates performed (one per deployment per interval)",
             self.analysis_steps.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "schema_probes",
             "Live schema probes per service and result (ok, error: a source error the gates hold on)",
             self.schema_probes.clone(),
         );
         reg(
             r,
-            &mut names,
+            names,
             "rollbacks_blocked",
             "Rollbacks not run because the baseline does not work on the live schema",
             self.rollbacks_blocked.clone(),
         );
-        names
     }
 
     /// Every family's exported name and type, also the ones with no series yet (the

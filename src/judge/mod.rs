@@ -317,6 +317,67 @@ enum CheckState {
     MannWhitney(mann_whitney::MwState),
 }
 
+impl CheckState {
+    /// Feeds one interval to the check's own test.
+    fn step(&mut self, c: &crate::rules::CheckSpec, ctx: &Ctx) -> Partial {
+        match (self, &c.config) {
+            (
+                CheckState::Ratio(s),
+                CheckConfig::Ratio {
+                    errors,
+                    requests,
+                    tolerance,
+                    worse_when,
+                },
+            ) => s.step(ctx, c, *errors, *requests, *tolerance, *worse_when),
+            (
+                CheckState::Histogram(s),
+                CheckConfig::Histogram {
+                    metric,
+                    quantiles,
+                    tolerance,
+                },
+            ) => s.step(ctx, *metric, quantiles, *tolerance),
+            (
+                CheckState::Growth(s),
+                CheckConfig::Growth {
+                    metric,
+                    max_extra_slope,
+                    limit,
+                    min_time_to_limit,
+                },
+            ) => s.step(ctx, *metric, *max_extra_slope, *limit, *min_time_to_limit),
+            (
+                CheckState::Gauge(s),
+                CheckConfig::Gauge {
+                    metric, worse_when, ..
+                },
+            ) => s.step(ctx, *metric, *worse_when),
+            (
+                CheckState::Threshold(s),
+                CheckConfig::Threshold {
+                    source,
+                    max,
+                    min,
+                    for_,
+                },
+            ) => s.step(ctx, source, *max, *min, *for_),
+            (
+                CheckState::MannWhitney(s),
+                CheckConfig::MannWhitney {
+                    metric,
+                    worse_when,
+                    tolerance,
+                    confidence,
+                },
+            ) => s.step(ctx, *metric, *worse_when, *tolerance, *confidence),
+            _ => Partial::missing(Missing::Error(
+                "internal: check state does not match its rule".into(),
+            )),
+        }
+    }
+}
+
 /// What every check kind sees at one interval.
 pub(crate) struct Ctx<'a> {
     pub t: Duration,
@@ -694,61 +755,7 @@ impl Judge {
                 ..ctx
             };
             let ctx = &ctx;
-            let mut p = match (state, &c.config) {
-                (
-                    CheckState::Ratio(s),
-                    CheckConfig::Ratio {
-                        errors,
-                        requests,
-                        tolerance,
-                        worse_when,
-                    },
-                ) => s.step(ctx, c, *errors, *requests, *tolerance, *worse_when),
-                (
-                    CheckState::Histogram(s),
-                    CheckConfig::Histogram {
-                        metric,
-                        quantiles,
-                        tolerance,
-                    },
-                ) => s.step(ctx, *metric, quantiles, *tolerance),
-                (
-                    CheckState::Growth(s),
-                    CheckConfig::Growth {
-                        metric,
-                        max_extra_slope,
-                        limit,
-                        min_time_to_limit,
-                    },
-                ) => s.step(ctx, *metric, *max_extra_slope, *limit, *min_time_to_limit),
-                (
-                    CheckState::Gauge(s),
-                    CheckConfig::Gauge {
-                        metric, worse_when, ..
-                    },
-                ) => s.step(ctx, *metric, *worse_when),
-                (
-                    CheckState::Threshold(s),
-                    CheckConfig::Threshold {
-                        source,
-                        max,
-                        min,
-                        for_,
-                    },
-                ) => s.step(ctx, source, *max, *min, *for_),
-                (
-                    CheckState::MannWhitney(s),
-                    CheckConfig::MannWhitney {
-                        metric,
-                        worse_when,
-                        tolerance,
-                        confidence,
-                    },
-                ) => s.step(ctx, *metric, *worse_when, *tolerance, *confidence),
-                _ => Partial::missing(Missing::Error(
-                    "internal: check state does not match its rule".into(),
-                )),
-            };
+            let mut p = state.step(c, ctx);
             // A failure is final: the e-process crossed its threshold once and for all.
             if self.last_outcomes[i] == Outcome::Fail && p.outcome != Outcome::Fail {
                 p.outcome = Outcome::Fail;
