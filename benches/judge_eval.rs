@@ -112,6 +112,21 @@ fn oracle_delay(
     None
 }
 
+/// `spec` reduced to its ratio check `name`, which never decides (tolerance x100, no
+/// promotion before the end, no warm-up): it reports every interval's counts of a run.
+fn observer(spec: &AnalysisSpec, name: &str) -> AnalysisSpec {
+    let mut o = spec.clone();
+    o.checks.retain(|c| c.name == name);
+    if let Some(rollguard::rules::CheckConfig::Ratio { tolerance, .. }) =
+        o.checks.first_mut().map(|c| &mut c.config)
+    {
+        *tolerance = 100.0;
+    }
+    o.timing.warmup = Duration::ZERO;
+    o.timing.min_duration = o.timing.max_duration;
+    o
+}
+
 /// One-sided two-proportion z statistic on cumulative counts up to `until` seconds.
 fn z_at(counts: &[(f64, [f64; 4])], until: f64) -> f64 {
     let mut s = [0.0; 4];
@@ -258,22 +273,7 @@ fn main() {
                 )
             });
         // An observer that never decides, to see each run's counts to the end.
-        let observer = ratio_check.as_ref().map(|(name, _)| {
-            let text = std::fs::read_to_string(Path::new(RULES).join(format!("{analysis}.yaml")))
-                .expect("rule");
-            let mut o = parse_rule_file(Path::new("observer.yaml"), &text, None)
-                .expect("rule")
-                .instantiate(&BTreeMap::new())
-                .expect("spec");
-            o.checks.retain(|c| &c.name == name);
-            if let Some(rollguard::rules::CheckConfig::Ratio { tolerance, .. }) =
-                o.checks.first_mut().map(|c| &mut c.config)
-            {
-                *tolerance = 100.0;
-            }
-            o.timing.min_duration = o.timing.max_duration;
-            o
-        });
+        let observer = ratio_check.as_ref().map(|(name, _)| observer(&spec, name));
         let results = parallel(seeds, |i| {
             let s = Scenario {
                 seed: 1 + i as u64 * 7919,
@@ -479,20 +479,10 @@ fn five_checks(quick: bool, only: Option<&str>) {
             *max_extra_slope = 0.25 * 1024.0 * 1024.0 / 60.0;
         }
     }
-    // Observers: one ratio check each, never deciding, no warm-up, to see every interval.
-    let observer = |name: &str| {
-        let mut o = spec.clone();
-        o.checks.retain(|c| c.name == name);
-        if let Some(rollguard::rules::CheckConfig::Ratio { tolerance, .. }) =
-            o.checks.first_mut().map(|c| &mut c.config)
-        {
-            *tolerance = 100.0;
-        }
-        o.timing.warmup = Duration::ZERO;
-        o.timing.min_duration = o.timing.max_duration;
-        o
-    };
-    let (obs_errors, obs_429) = (observer("error-ratio"), observer("upstream-429"));
+    let (obs_errors, obs_429) = (
+        observer(&spec, "error-ratio"),
+        observer(&spec, "upstream-429"),
+    );
     println!(
         "\n## Five-check analysis (5xx ratio, latency p50/p99, RSS growth, pool saturation, upstream 429)\n"
     );

@@ -279,14 +279,15 @@ impl History {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::judge::{ArmValue, Verdict};
     use crate::rules::Enforcement;
 
-    fn report(name: &str, b: f64, c: f64, ev: f64, outcome: Outcome) -> CheckReport {
+    /// A ratio check's report with both arms' values (shared with the status page's tests).
+    pub(crate) fn report(name: &str, b: f64, c: f64, ev: f64, outcome: Outcome) -> CheckReport {
         CheckReport {
             name: name.into(),
             kind: CheckKind::Ratio,

@@ -35,9 +35,17 @@ use crate::stats::trend::{TheilSen, mann_kendall_hamed_rao, theil_sen};
 /// decide; never under two intervals.
 pub fn window(interval: Duration, warmup: Duration, max_duration: Duration) -> Duration {
     let wanted = (interval * 6).max(Duration::from_secs(120));
-    // A whole window plus MIN_POINTS quarter windows: (1 + 8/4) = 3 windows.
-    let fit = max_duration.saturating_sub(warmup) / 3;
+    let fit = max_duration.saturating_sub(warmup) / WINDOWS_TO_FIRST_TREND;
     wanted.min(fit).max(interval * 2)
+}
+
+/// Windows from the end of warm-up to the first trend: a whole window for the first floor,
+/// then [`MIN_POINTS`] points one quarter window apart.
+const WINDOWS_TO_FIRST_TREND: u32 = 1 + MIN_POINTS as u32 / 4;
+
+/// Time from the end of warm-up until the check can first decide, for a floor window `w`.
+pub(crate) fn time_to_first_trend(w: Duration) -> Duration {
+    w * WINDOWS_TO_FIRST_TREND
 }
 /// Trend points needed before judging (one every quarter window).
 pub(crate) const MIN_POINTS: usize = 8;

@@ -579,7 +579,7 @@ pub fn earliest_decision(
         CheckConfig::Growth { .. } => {
             let w = growth::window(interval, timing.warmup, timing.max_duration);
             (
-                warmup + w * 3,
+                warmup + growth::time_to_first_trend(w),
                 format!(
                     "a {} floor window and {} trend points after the {} warm-up",
                     crate::units::format_duration(w),

@@ -2,8 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::deploy::{ArmSpec, DeploymentRequest};
-use crate::judge::{ArmValue, Outcome, Step, Verdict};
-use crate::rules::{CheckKind, Enforcement};
+use crate::judge::{Outcome, Step, Verdict};
 use crate::store::{ActionStatus, EventKind, Purpose, new_record};
 
 const HOSTILE: &str = "<script>alert('x')</script>&\"";
@@ -31,23 +30,8 @@ fn record(id: &str, state: State) -> DeploymentRecord {
 
 fn report(name: &str, ev: f64, outcome: Outcome) -> crate::judge::CheckReport {
     crate::judge::CheckReport {
-        name: name.into(),
-        kind: CheckKind::Ratio,
-        outcome,
-        enforce: Enforcement::Rollback,
-        critical: true,
-        evidence: ev,
-        threshold: 40.0,
-        effect: None,
-        baseline: Some(ArmValue {
-            value: 0.01,
-            n: 100.0,
-        }),
-        canary: Some(ArmValue {
-            value: 0.05,
-            n: 10.0,
-        }),
         explanation: format!("explained {HOSTILE}"),
+        ..crate::chart::tests::report(name, 0.01, 0.05, ev, outcome)
     }
 }
 
