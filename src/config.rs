@@ -193,8 +193,18 @@ pub enum NotifierKind {
         source: Option<String>,
     },
     Alertmanager {
-        /// Base URL of Alertmanager (`http://am:9093`); `/api/v2/alerts` is appended.
-        url: String,
+        /// Base URL of every Alertmanager replica (`http://am-0:9093`); `/api/v2/alerts` is
+        /// appended. Prometheus' advice: send every alert to every replica, never through a
+        /// load balancer (a resolve would reach one replica and the others keep firing). Each
+        /// replica gets its own delivery lane ([`NotifierConfig::lanes`]), so one that is down
+        /// delays nothing for the others.
+        urls: Vec<String>,
+        /// `Authorization: Bearer …` on every request.
+        bearer_token: Option<Secret>,
+        /// HTTP basic authentication (instead of URL userinfo, which ends up in logs).
+        basic_auth: Option<BasicAuth>,
+        /// CA and client certificate for HTTPS replicas.
+        tls: TlsConfig,
         /// Extra labels on every alert (e.g. `team: payments`).
         labels: BTreeMap<String, String>,
         /// How often active alerts are sent again (Prometheus' resend delay is 1m).
@@ -223,6 +233,14 @@ impl NotifierKind {
             NotifierKind::Pagerduty { .. } => "pagerduty",
             NotifierKind::Alertmanager { .. } => "alertmanager",
             NotifierKind::Webhook { .. } => "webhook",
+        }
+    }
+
+    /// TLS settings of its own (only Alertmanager has any; chat services use public CAs).
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        match self {
+            NotifierKind::Alertmanager { tls, .. } => Some(tls),
+            _ => None,
         }
     }
 
@@ -262,6 +280,33 @@ pub struct NotifierConfig {
 }
 
 impl NotifierConfig {
+    /// The delivery lanes of destination `name`: each has its own outbox queue, worker,
+    /// retries and incident state. An Alertmanager cluster has one lane per replica, so
+    /// every alert and every resolve reaches each replica even while another is down; the
+    /// first replica's lane keeps the destination's own name (rows queued before a second
+    /// replica was added are still delivered), the others are `name#2`, `name#3`, ...
+    /// Every other destination is one lane under its own name.
+    pub fn lanes(&self, name: &str) -> Vec<(String, NotifierConfig)> {
+        let NotifierKind::Alertmanager { urls, .. } = &self.kind else {
+            return vec![(name.to_string(), self.clone())];
+        };
+        urls.iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let mut lane = self.clone();
+                if let NotifierKind::Alertmanager { urls, .. } = &mut lane.kind {
+                    *urls = vec![u.clone()];
+                }
+                let lane_name = if i == 0 {
+                    name.to_string()
+                } else {
+                    format!("{name}#{}", i + 1)
+                };
+                (lane_name, lane)
+            })
+            .collect()
+    }
+
     /// A destination with the defaults for its kind.
     pub fn new(kind: NotifierKind) -> NotifierConfig {
         NotifierConfig {
@@ -296,7 +341,17 @@ struct RawPagerduty {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAlertmanager {
-    url: String,
+    #[serde(default)]
+    url: Option<String>,
+    /// Every replica of an Alertmanager cluster.
+    #[serde(default)]
+    urls: Vec<String>,
+    #[serde(default)]
+    bearer_token: Option<Secret>,
+    #[serde(default)]
+    basic_auth: Option<BasicAuth>,
+    #[serde(default)]
+    tls: Option<RawTls>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -671,12 +726,7 @@ impl Check<'_> {
 
     /// Relative paths are resolved against the config file's directory.
     fn resolve(&self, p: &str) -> PathBuf {
-        let p = PathBuf::from(p);
-        if p.is_absolute() {
-            p
-        } else {
-            self.base.join(p)
-        }
+        resolve_in(&self.base, p)
     }
 
     /// A duration above zero, or `default` when the field is absent (or wrong, after reporting).
@@ -963,7 +1013,11 @@ impl Check<'_> {
                     ),
                 );
             }
-            let Some(kind) = notifier_kind(name, &n.value, at, &mut |at, m| self.err(at, m)) else {
+            let base = self.base.clone();
+            let resolve = |p: &str| resolve_in(&base, p);
+            let Some(kind) =
+                notifier_kind(name, &n.value, at, &resolve, &mut |at, m| self.err(at, m))
+            else {
                 continue;
             };
             let mut cfg = NotifierConfig::new(kind);
@@ -1021,6 +1075,7 @@ fn notifier_kind(
     name: &str,
     raw: &RawNotifier,
     at: (u64, u64),
+    resolve: &dyn Fn(&str) -> PathBuf,
     err: &mut dyn FnMut((u64, u64), String),
 ) -> Option<NotifierKind> {
     let mut kinds = Vec::new();
@@ -1066,7 +1121,7 @@ fn notifier_kind(
         });
     }
     if let Some(r) = &raw.alertmanager {
-        kinds.push(alertmanager_kind(name, r, at, err));
+        kinds.push(alertmanager_kind(name, r, at, resolve, err));
     }
     if let Some(r) = &raw.webhook {
         kinds.push(webhook_kind(name, r, at, err));
@@ -1089,12 +1144,46 @@ fn alertmanager_kind(
     name: &str,
     r: &RawAlertmanager,
     at: (u64, u64),
+    resolve: &dyn Fn(&str) -> PathBuf,
     err: &mut dyn FnMut((u64, u64), String),
 ) -> NotifierKind {
-    if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+    let urls: Vec<String> = r.url.iter().chain(&r.urls).cloned().collect();
+    if urls.is_empty() || (r.url.is_some() && !r.urls.is_empty()) {
         err(
             at,
-            format!("notifier `{name}`: `alertmanager.url` must start with http:// or https://"),
+            format!(
+                "notifier `{name}`: give `alertmanager.url` (one Alertmanager) or `alertmanager.urls` (every replica of a cluster), not both"
+            ),
+        );
+    }
+    for u in &urls {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            err(
+                at,
+                format!(
+                    "notifier `{name}`: Alertmanager URL `{u}` must start with http:// or https://"
+                ),
+            );
+        }
+    }
+    let mut urls: Vec<String> = urls
+        .iter()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .collect();
+    let n = urls.len();
+    urls.dedup();
+    if urls.len() != n {
+        err(
+            at,
+            format!("notifier `{name}`: an Alertmanager URL is listed twice"),
+        );
+    }
+    if r.bearer_token.is_some() && r.basic_auth.is_some() {
+        err(
+            at,
+            format!(
+                "notifier `{name}`: give `bearer_token` or `basic_auth`, not both (both set the Authorization header)"
+            ),
         );
     }
     for k in r.labels.keys() {
@@ -1132,7 +1221,10 @@ fn alertmanager_kind(
     );
     let max_active = dur(&r.max_active, Duration::from_secs(24 * 3600), "max_active");
     NotifierKind::Alertmanager {
-        url: r.url.trim_end_matches('/').to_string(),
+        urls,
+        bearer_token: r.bearer_token.clone(),
+        basic_auth: r.basic_auth.clone(),
+        tls: tls(r.tls.clone(), resolve),
         labels: r.labels.clone(),
         resend,
         max_active,
@@ -1208,6 +1300,12 @@ fn json_strings(v: &serde_json::Value, f: &mut dyn FnMut(&str)) {
         serde_json::Value::Object(o) => o.values().for_each(|x| json_strings(x, f)),
         _ => {}
     }
+}
+
+/// `p` as is when absolute, else below `base`.
+fn resolve_in(base: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() { p } else { base.join(p) }
 }
 
 fn tls(raw: Option<RawTls>, resolve: &dyn Fn(&str) -> PathBuf) -> TlsConfig {
@@ -1373,9 +1471,49 @@ notifiers:
             }
         ));
         assert!(
-            matches!(&c.notifiers["a"].kind, NotifierKind::Alertmanager { url, resend, .. } if url == "http://am:9093" && *resend == Duration::from_secs(30))
+            matches!(&c.notifiers["a"].kind, NotifierKind::Alertmanager { urls, resend, .. } if urls == &["http://am:9093"] && *resend == Duration::from_secs(30))
         );
         assert_eq!(c.notifiers.len(), 8);
+    }
+
+    #[test]
+    fn an_alertmanager_cluster_is_one_lane_per_replica() {
+        let text = "rules_dir: r\nnotifiers:\n  am:\n    alertmanager:\n      urls: [\"http://am-0:9093/\", \"https://am-1:9093\"]\n      bearer_token: {file: token}\n      tls: {ca_file: ca.pem}\n";
+        let c = parse_config(Path::new("/etc/rg/c.yaml"), text).expect("valid");
+        let am = &c.notifiers["am"];
+        let NotifierKind::Alertmanager {
+            urls,
+            bearer_token,
+            tls,
+            ..
+        } = &am.kind
+        else {
+            panic!("{am:?}")
+        };
+        assert_eq!(urls, &["http://am-0:9093", "https://am-1:9093"]);
+        assert!(bearer_token.is_some());
+        assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/rg/ca.pem")));
+        let lanes = am.lanes("am");
+        let names: Vec<&str> = lanes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["am", "am#2"]);
+        assert!(matches!(&lanes[1].1.kind, NotifierKind::Alertmanager { urls, .. } if urls == &["https://am-1:9093"]));
+
+        for (bad, want) in [
+            ("url: http://a:9093, urls: [\"http://b:9093\"]", "not both"),
+            ("labels: {}", "give `alertmanager.url`"),
+            ("urls: [\"http://a:9093\", \"http://a:9093/\"]", "listed twice"),
+            (
+                "url: http://a:9093, bearer_token: t, basic_auth: {username: u, password: p}",
+                "`bearer_token` or `basic_auth`",
+            ),
+        ] {
+            let text = format!("rules_dir: r\nnotifiers:\n  am: {{alertmanager: {{{bad}}}}}\n");
+            let e = parse_config(Path::new("c.yaml"), &text).unwrap_err();
+            assert!(
+                e.iter().any(|d| d.message.contains(want)),
+                "{bad}: {e:#?}"
+            );
+        }
     }
 
     #[test]
@@ -1410,7 +1548,7 @@ notifiers:
         );
         assert!(
             e.iter()
-                .any(|m| m.contains("`alertmanager.url` must start with http")),
+                .any(|m| m.contains("Alertmanager URL `am:9093` must start with http")),
             "{e:#?}"
         );
         assert!(e.iter().any(|m| m.contains("label `alertname`")), "{e:#?}");

@@ -53,6 +53,17 @@ pub fn client(tls: &TlsConfig, timeout: Duration) -> Result<reqwest::Client, Str
         .map_err(|e| format!("cannot build HTTP client: {e}"))
 }
 
+/// The `Authorization` value of HTTP basic authentication (RFC 7617): for destinations that
+/// build their own headers instead of going through reqwest's `basic_auth`.
+pub fn basic_authorization(username: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let pair = format!("{username}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
 /// `Retry-After` as seconds or an HTTP date, capped at one hour.
 pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
     let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();

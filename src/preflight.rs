@@ -69,6 +69,12 @@ pub fn prepare(config: &Config) -> Result<Prepared, Unusable> {
     if let Some(p) = &config.prometheus {
         tls.push(("prometheus.tls", &p.tls));
     }
+    let mut tls: Vec<(String, _)> = tls.into_iter().map(|(p, t)| (p.to_string(), t)).collect();
+    for (name, n) in &config.notifiers {
+        if let Some(t) = n.kind.tls() {
+            tls.push((format!("notifier `{name}`: tls"), t));
+        }
+    }
     for (place, t) in tls {
         if let Err(e) = crate::net::client(t, config.scrape.timeout) {
             diags.push(Diagnostic::file(at, format!("{place}: {e}")));
@@ -121,7 +127,18 @@ fn secrets(config: &Config) -> Vec<(String, &Secret)> {
             NotifierKind::Pagerduty { routing_key, .. } => {
                 out.push((place("routing_key"), routing_key));
             }
-            NotifierKind::Alertmanager { .. } => {}
+            NotifierKind::Alertmanager {
+                bearer_token,
+                basic_auth,
+                ..
+            } => {
+                if let Some(t) = bearer_token {
+                    out.push((place("bearer_token"), t));
+                }
+                if let Some(b) = basic_auth {
+                    out.push((place("basic_auth.password"), &b.password));
+                }
+            }
             NotifierKind::Webhook { url, secret } => {
                 out.push((place("url"), url));
                 if let Some(s) = secret {

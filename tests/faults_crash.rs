@@ -37,6 +37,10 @@ fn rule() -> String {
         .replace("on_pass: [promote]", "on_pass: [pr]")
 }
 
+fn uuid_version(id: &str) -> Option<usize> {
+    uuid::Uuid::parse_str(id).ok().map(|u| u.get_version_num())
+}
+
 fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p)
         .unwrap_or_default()
@@ -111,11 +115,14 @@ impl World {
         assert_eq!(bad["state"], "rolled_back", "{how}: {bad:#}");
         assert_eq!(good["state"], "promoted", "{how}: {good:#}");
         for (v, hook, purpose) in [(&bad, "rb", "rollback"), (&good, "pr", "promote")] {
+            assert_eq!(v["actions"][0]["purpose"], purpose, "{how}");
             let id = v["id"].as_str().unwrap_or_default();
             let actions = v["actions"].as_array().cloned().unwrap_or_default();
             assert_eq!(actions.len(), 1, "{how}: {id}: {actions:#?}");
             assert_eq!(actions[0]["status"], "succeeded", "{how}: {actions:#?}");
-            let action_id = format!("{id}-{purpose}-0-{hook}");
+            // The action's own id (a UUIDv7 made when it was owed), the same across restarts.
+            let action_id = actions[0]["id"].as_str().unwrap_or_default().to_string();
+            assert_eq!(uuid_version(&action_id), Some(7), "{how}: {actions:#?}");
             let effect = self.dir.join(hook);
             assert_eq!(
                 lines(&effect),

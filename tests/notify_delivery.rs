@@ -226,7 +226,10 @@ async fn messages_to_one_destination_are_paced() {
 async fn alertmanager_alerts_are_refreshed_while_active_and_resolved_with_ends_at_now() {
     let fake = Fake::start().await;
     let cfg = fast(NotifierKind::Alertmanager {
-        url: fake.url("/am"),
+        urls: vec![fake.url("/am")],
+        bearer_token: None,
+        basic_auth: None,
+        tls: Default::default(),
         labels: BTreeMap::new(),
         resend: Duration::from_millis(300),
         max_active: Duration::from_secs(3600),
@@ -284,6 +287,64 @@ async fn alertmanager_alerts_are_refreshed_while_active_and_resolved_with_ends_a
         }
         assert!(tokio::time::Instant::now() < deadline, "{open:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Prometheus' advice for an Alertmanager cluster: every alert and every resolve to every
+/// replica, never through a load balancer. A replica that answers 503 gets its copies late
+/// (its own lane retries) and delays nothing for the other; both see the alert fire and
+/// resolve, each request with the configured basic auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alertmanager_replica_gets_every_alert_and_resolve_with_auth() {
+    let a = Fake::start().await;
+    let b = Fake::start().await;
+    b.script([Reply::status(503), Reply::status(503), Reply::status(503)]);
+    let cfg = fast(NotifierKind::Alertmanager {
+        urls: vec![a.url("/am"), b.url("/am")],
+        bearer_token: None,
+        basic_auth: Some(rollguard::config::BasicAuth {
+            username: "rollguard".into(),
+            password: Secret::Inline("s3cret".into()),
+        }),
+        tls: Default::default(),
+        labels: BTreeMap::new(),
+        resend: Duration::from_secs(3600),
+        max_active: Duration::from_secs(3600),
+    });
+    let r = Running::start("am", cfg);
+    r.send("am", &notice(NoticeKind::Held, "d9"));
+    // The healthy replica is told at once, while the other still answers 503.
+    a.wait_for("/am", 1, Duration::from_secs(10)).await;
+    r.send("am", &notice(NoticeKind::Promoted, "d9"));
+    let items = r.settled().await;
+    assert!(
+        items.iter().all(|i| i.status == "sent"),
+        "every copy delivered: {items:#?}"
+    );
+    let mut lanes: Vec<&str> = items.iter().map(|i| i.notifier.as_str()).collect();
+    lanes.sort();
+    lanes.dedup();
+    assert_eq!(lanes, ["am", "am#2"], "one lane per replica");
+    for (name, fake, failures) in [("first", &a, 0), ("second", &b, 3)] {
+        let got = fake.received_at("/am");
+        assert_eq!(got.len(), 2 + failures, "{name} replica: {got:#?}");
+        let ok = &got[failures..];
+        let fired = ok[0].json()[0].clone();
+        let resolved = ok[1].json()[0].clone();
+        assert_eq!(fired["labels"]["deployment"], "d9", "{name}");
+        assert_eq!(resolved["labels"], fired["labels"], "{name}: the same alert resolves");
+        assert!(ends_in(&fired) > 60.0, "{name}: fires with a lease");
+        assert!(ends_in(&resolved) <= 0.5, "{name}: resolved with endsAt now");
+        for x in &got {
+            assert_eq!(
+                x.headers.get("authorization").and_then(|v| v.to_str().ok()),
+                Some("Basic cm9sbGd1YXJkOnMzY3JldA=="),
+                "{name}: basic auth on every request"
+            );
+        }
+    }
+    for lane in ["am", "am#2"] {
+        assert!(r.store.incidents(lane, None).unwrap().is_empty(), "{lane}");
     }
 }
 

@@ -118,7 +118,10 @@ fn destinations(fake: &Fake) -> BTreeMap<String, NotifierConfig> {
     add(
         "alertmanager",
         NotifierKind::Alertmanager {
-            url: fake.url("/am"),
+            urls: vec![fake.url("/am")],
+            bearer_token: None,
+            basic_auth: None,
+            tls: Default::default(),
             labels: BTreeMap::from([("team".to_string(), "payments".to_string())]),
             resend: Duration::from_secs(60),
             max_active: Duration::from_secs(3600),

@@ -329,6 +329,16 @@ fn check_and_run_reject_the_same_missing_files() {
             "scrape:\n  tls:\n    ca_file: missing-ca.pem\n",
             "scrape.tls: cannot read CA file",
         ),
+        (
+            url,
+            "  am:\n    alertmanager:\n      urls: [\"http://127.0.0.1:9\", \"http://127.0.0.1:10\"]\n      tls: {ca_file: missing-am-ca.pem}\n",
+            "notifier `am`: tls: cannot read CA file",
+        ),
+        (
+            url,
+            "  am:\n    alertmanager:\n      url: http://127.0.0.1:9\n      bearer_token: {file: missing-am-token}\n",
+            "notifier `am`: bearer_token: cannot read secret file",
+        ),
     ];
     for (chat, extra, needle) in cases {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -741,6 +741,7 @@ impl Engine {
             link: self.link(&id),
             stage,
             schema,
+            new_id: &crate::ids::new_id,
         };
         let t = policy::advance(rec.clone(), spec, input, &ctx);
         let outbox: Vec<OutboxRow> = t

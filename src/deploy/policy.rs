@@ -98,6 +98,11 @@ pub struct Context<'a> {
     pub stage: &'a Stage,
     /// The schema gate's facts, when one is configured for the service.
     pub schema: Option<&'a SchemaFacts>,
+    /// Makes the id of an owed action (`ROLLGUARD_ACTION_ID`, an HTTP hook's
+    /// `Idempotency-Key`): the engine passes [`crate::ids::new_id`], a UUIDv7, so ids are
+    /// unique across daemons and state directories. The id is written with the action and
+    /// read back from it for every retry and after a restart.
+    pub new_id: &'a dyn Fn() -> String,
 }
 
 /// A notice and who gets it.
@@ -178,7 +183,7 @@ impl Transition {
     ) {
         let rec = &self.record;
         for hook in names.iter().filter(|n| (ctx.is_hook)(n)) {
-            let action_id = format!("{}-{purpose}-{}-{hook}", rec.request.id, rec.step);
+            let action_id = (ctx.new_id)();
             let facts = Facts {
                 deployment: rec.request.id.clone(),
                 service: rec.request.service.clone().unwrap_or_default(),
@@ -1455,6 +1460,7 @@ on_step: [set-weight]
                 link: Some("https://rg.example/api/v1/deployments/d1".into()),
                 stage: &stage,
                 schema: None,
+                new_id: &test_id,
             };
             let input = match &c.input {
                 In::Start => Input::Start,
@@ -1520,6 +1526,11 @@ on_step: [set-weight]
         }
     }
 
+    /// The engine makes a UUIDv7 per action; the table tests need a fixed one.
+    fn test_id() -> String {
+        "act-1".into()
+    }
+
     const PENDING: crate::store::ActionStatus = crate::store::ActionStatus::Pending;
 
     #[test]
@@ -1535,6 +1546,7 @@ on_step: [set-weight]
             link: None,
             stage: &stage,
             schema: None,
+            new_id: &test_id,
         };
         let step = judged(
             Verdict::Rollback {
@@ -1556,7 +1568,7 @@ on_step: [set-weight]
         assert!(facts.dry_run, "a global dry run reaches the hook's facts");
         assert_eq!(facts.step, Some(1));
         assert_eq!(facts.weight, Some(10.0));
-        assert_eq!(a.actions[0].id, "d1-rollback-0-rollback");
+        assert_eq!(a.actions[0].id, "act-1");
     }
 
     #[test]
@@ -1589,6 +1601,7 @@ on_step: [set-weight]
             link: None,
             stage: &stage,
             schema,
+            new_id: &test_id,
         };
         let step = judged(
             Verdict::Rollback {

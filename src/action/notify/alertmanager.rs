@@ -22,26 +22,59 @@ use crate::store::Incident;
 const ANNOTATION_MAX: usize = 8000;
 
 struct Settings<'a> {
+    /// The replica of this delivery lane (see [`crate::config::NotifierConfig::lanes`]).
     url: &'a str,
+    /// `Authorization` header value, when bearer or basic auth is configured.
+    authorization: Option<String>,
     labels: &'a BTreeMap<String, String>,
     resend: Duration,
     max_active: Duration,
 }
 
 fn settings<'a>(ctx: &'a Ctx<'_>) -> Result<Settings<'a>, String> {
-    match &ctx.config.kind {
-        NotifierKind::Alertmanager {
-            url,
-            labels,
-            resend,
-            max_active,
-        } => Ok(Settings {
-            url,
-            labels,
-            resend: *resend,
-            max_active: *max_active,
-        }),
-        _ => Err("not an Alertmanager destination".into()),
+    let NotifierKind::Alertmanager {
+        urls,
+        bearer_token,
+        basic_auth,
+        labels,
+        resend,
+        max_active,
+        ..
+    } = &ctx.config.kind
+    else {
+        return Err("not an Alertmanager destination".into());
+    };
+    let url = urls
+        .first()
+        .ok_or("an Alertmanager destination without a URL")?;
+    let authorization = match (bearer_token, basic_auth) {
+        (Some(t), _) => Some(format!("Bearer {}", t.resolve()?)),
+        (None, Some(b)) => Some(crate::net::basic_authorization(
+            &b.username,
+            &b.password.resolve()?,
+        )),
+        (None, None) => None,
+    };
+    Ok(Settings {
+        url,
+        authorization,
+        labels,
+        resend: *resend,
+        max_active: *max_active,
+    })
+}
+
+impl Settings<'_> {
+    /// The `POST /api/v2/alerts` request carrying `alerts`.
+    fn request(&self, alerts: Vec<Value>) -> Result<Rendered, String> {
+        let mut r = Rendered::json(
+            format!("{}/api/v2/alerts", self.url),
+            &Value::Array(alerts),
+        )?;
+        if let Some(a) = &self.authorization {
+            r.headers.push(("Authorization".into(), a.clone()));
+        }
+        Ok(r)
     }
 }
 
@@ -97,7 +130,7 @@ pub fn plan(ctx: &Ctx<'_>, notice: &Notice, d: &Digest) -> Result<Plan, String> 
         }
     }
     Ok(Plan::Send {
-        request: Rendered::json(format!("{}/api/v2/alerts", s.url), &Value::Array(alerts))?,
+        request: s.request(alerts)?,
         changes,
     })
 }
@@ -141,7 +174,7 @@ pub fn refresh(ctx: &Ctx<'_>) -> Result<Plan, String> {
         });
     }
     Ok(Plan::Send {
-        request: Rendered::json(format!("{}/api/v2/alerts", s.url), &Value::Array(alerts))?,
+        request: s.request(alerts)?,
         changes,
     })
 }

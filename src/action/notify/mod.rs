@@ -35,8 +35,14 @@ use crate::telemetry::Telemetry;
 /// Queues notices and delivers them.
 pub struct Notifiers {
     store: Arc<dyn Store>,
+    /// Delivery lanes by lane name ([`NotifierConfig::lanes`]): one per destination, one per
+    /// replica of an Alertmanager cluster.
     destinations: BTreeMap<String, NotifierConfig>,
+    /// The lanes of each configured destination name (what rules and notices address).
+    lanes: BTreeMap<String, Vec<String>>,
     client: reqwest::Client,
+    /// Lanes with TLS settings of their own (a private CA, a client certificate).
+    clients: BTreeMap<String, reqwest::Client>,
     /// One wake-up per destination; `notify_one` keeps a permit, so a notice queued while
     /// the worker is busy is not missed.
     wakes: BTreeMap<String, Notify>,
@@ -53,14 +59,32 @@ impl Notifiers {
             &crate::config::TlsConfig::default(),
             Duration::from_secs(30),
         )?;
-        let wakes = destinations
+        let mut lanes = BTreeMap::new();
+        let mut clients = BTreeMap::new();
+        let mut by_lane = BTreeMap::new();
+        for (name, dest) in destinations {
+            let mut names = Vec::new();
+            for (lane, cfg) in dest.lanes(&name) {
+                if let Some(tls) = cfg.kind.tls().filter(|t| **t != Default::default()) {
+                    let c = crate::net::client(tls, Duration::from_secs(30))
+                        .map_err(|e| format!("notifier `{name}`: {e}"))?;
+                    clients.insert(lane.clone(), c);
+                }
+                names.push(lane.clone());
+                by_lane.insert(lane, cfg);
+            }
+            lanes.insert(name, names);
+        }
+        let wakes = by_lane
             .keys()
             .map(|k| (k.clone(), Notify::new()))
             .collect();
         Ok(Notifiers {
             store,
-            destinations,
+            destinations: by_lane,
+            lanes,
             client,
+            clients,
             wakes,
             telemetry,
         })
@@ -88,7 +112,7 @@ impl Notifiers {
     /// write with [`Notifiers::written`].
     pub fn rows(&self, names: &[String], notice: &Notice) -> Vec<OutboxRow> {
         let mut out = Vec::new();
-        for n in names {
+        for n in self.lanes_of(names) {
             let Some(dest) = self.destinations.get(n) else {
                 continue;
             };
@@ -113,11 +137,19 @@ impl Notifiers {
     /// workers woken.
     pub fn written(&self, names: &[String], notice: &Notice) {
         notice.log();
-        for n in names {
+        for n in self.lanes_of(names) {
             if let Some(w) = self.wakes.get(n) {
                 w.notify_one();
             }
         }
+    }
+
+    /// The delivery lanes of the named destinations (names that are hooks have none).
+    fn lanes_of<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = &'a String> + 'a {
+        names
+            .iter()
+            .filter_map(|n| self.lanes.get(n))
+            .flatten()
     }
 
     fn push(&self, name: &str, payload: &serde_json::Value) {
@@ -280,7 +312,8 @@ impl Notifiers {
             }
             Err(e) => ("dead", now(), e, None),
             Ok(Plan::Send { request, changes }) => {
-                match deliver::send(&self.client, &request, dest.timeout).await {
+                let client = self.clients.get(name).unwrap_or(&self.client);
+                match deliver::send(client, &request, dest.timeout).await {
                     Delivery::Sent { pause } => {
                         self.apply(name, &changes);
                         ("sent", now(), String::new(), pause)
