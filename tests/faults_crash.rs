@@ -121,7 +121,10 @@ impl World {
             assert_eq!(actions.len(), 1, "{how}: {id}: {actions:#?}");
             assert_eq!(actions[0]["status"], "succeeded", "{how}: {actions:#?}");
             // The action's own id (a UUIDv7 made when it was owed), the same across restarts.
-            let action_id = actions[0]["id"].as_str().unwrap_or_default().to_string();
+            let action_id = actions[0]["facts"]["action_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             assert_eq!(uuid_version(&action_id), Some(7), "{how}: {actions:#?}");
             let effect = self.dir.join(hook);
             assert_eq!(

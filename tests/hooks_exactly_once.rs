@@ -78,7 +78,10 @@ fn run(case: &str, sleep_s: f64, restart_after_hook: bool) {
     let a = wait_action(&d, case);
     assert_eq!(a["status"], "succeeded", "{a:#}\nlog:\n{}", d.log());
     assert_eq!(a["attempts"], 1, "{a:#}");
-    let action_id = a["id"].as_str().unwrap_or_default().to_string();
+    let action_id = a["facts"]["action_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(uuid::Uuid::parse_str(&action_id).map(|u| u.get_version_num()).ok(), Some(7));
     assert_eq!(
         lines(&started),

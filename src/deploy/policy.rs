@@ -98,10 +98,10 @@ pub struct Context<'a> {
     pub stage: &'a Stage,
     /// The schema gate's facts, when one is configured for the service.
     pub schema: Option<&'a SchemaFacts>,
-    /// Makes the id of an owed action (`ROLLGUARD_ACTION_ID`, an HTTP hook's
-    /// `Idempotency-Key`): the engine passes [`crate::ids::new_id`], a UUIDv7, so ids are
-    /// unique across daemons and state directories. The id is written with the action and
-    /// read back from it for every retry and after a restart.
+    /// Makes the id a hook is given for an owed action (`ROLLGUARD_ACTION_ID`, an HTTP
+    /// hook's `Idempotency-Key`): the engine passes [`crate::ids::new_id`], a UUIDv7, so ids
+    /// are unique across daemons and state directories. It is written with the action's
+    /// facts and read back from them for every retry and after a restart.
     pub new_id: &'a dyn Fn() -> String,
 }
 
@@ -183,13 +183,15 @@ impl Transition {
     ) {
         let rec = &self.record;
         for hook in names.iter().filter(|n| (ctx.is_hook)(n)) {
-            let action_id = (ctx.new_id)();
+            // The row's key names the decision (one per deployment, purpose, step and hook:
+            // a decision is recorded once); the id the hook is given is unique everywhere.
+            let key = format!("{}-{purpose}-{}-{hook}", rec.request.id, rec.step);
             let facts = Facts {
                 deployment: rec.request.id.clone(),
                 service: rec.request.service.clone().unwrap_or_default(),
                 analysis: rec.request.analysis.clone(),
                 action: purpose.to_string(),
-                action_id: action_id.clone(),
+                action_id: (ctx.new_id)(),
                 verdict: verdict.name().to_string(),
                 reason: verdict.reason().to_string(),
                 version: rec.request.canary.version.clone().unwrap_or_default(),
@@ -202,7 +204,7 @@ impl Transition {
                 checks: serde_json::to_value(checks).unwrap_or_default(),
             };
             let mut a = Action::pending(
-                action_id,
+                key,
                 &rec.request.id,
                 hook,
                 purpose,
@@ -1568,7 +1570,8 @@ on_step: [set-weight]
         assert!(facts.dry_run, "a global dry run reaches the hook's facts");
         assert_eq!(facts.step, Some(1));
         assert_eq!(facts.weight, Some(10.0));
-        assert_eq!(a.actions[0].id, "act-1");
+        assert_eq!(a.actions[0].id, "d1-rollback-0-rollback");
+        assert_eq!(facts.action_id, "act-1");
     }
 
     #[test]
