@@ -1496,12 +1496,17 @@ notifiers:
         let lanes = am.lanes("am");
         let names: Vec<&str> = lanes.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["am", "am#2"]);
-        assert!(matches!(&lanes[1].1.kind, NotifierKind::Alertmanager { urls, .. } if urls == &["https://am-1:9093"]));
+        assert!(
+            matches!(&lanes[1].1.kind, NotifierKind::Alertmanager { urls, .. } if urls == &["https://am-1:9093"])
+        );
 
         for (bad, want) in [
             ("url: http://a:9093, urls: [\"http://b:9093\"]", "not both"),
             ("labels: {}", "give `alertmanager.url`"),
-            ("urls: [\"http://a:9093\", \"http://a:9093/\"]", "listed twice"),
+            (
+                "urls: [\"http://a:9093\", \"http://a:9093/\"]",
+                "listed twice",
+            ),
             (
                 "url: http://a:9093, bearer_token: t, basic_auth: {username: u, password: p}",
                 "`bearer_token` or `basic_auth`",
@@ -1509,10 +1514,7 @@ notifiers:
         ] {
             let text = format!("rules_dir: r\nnotifiers:\n  am: {{alertmanager: {{{bad}}}}}\n");
             let e = parse_config(Path::new("c.yaml"), &text).unwrap_err();
-            assert!(
-                e.iter().any(|d| d.message.contains(want)),
-                "{bad}: {e:#?}"
-            );
+            assert!(e.iter().any(|d| d.message.contains(want)), "{bad}: {e:#?}");
         }
     }
 

@@ -82,7 +82,12 @@ fn run(case: &str, sleep_s: f64, restart_after_hook: bool) {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert_eq!(uuid::Uuid::parse_str(&action_id).map(|u| u.get_version_num()).ok(), Some(7));
+    assert_eq!(
+        uuid::Uuid::parse_str(&action_id)
+            .map(|u| u.get_version_num())
+            .ok(),
+        Some(7)
+    );
     assert_eq!(
         lines(&started),
         vec![action_id.clone()],

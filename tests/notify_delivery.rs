@@ -332,9 +332,15 @@ async fn every_alertmanager_replica_gets_every_alert_and_resolve_with_auth() {
         let fired = ok[0].json()[0].clone();
         let resolved = ok[1].json()[0].clone();
         assert_eq!(fired["labels"]["deployment"], "d9", "{name}");
-        assert_eq!(resolved["labels"], fired["labels"], "{name}: the same alert resolves");
+        assert_eq!(
+            resolved["labels"], fired["labels"],
+            "{name}: the same alert resolves"
+        );
         assert!(ends_in(&fired) > 60.0, "{name}: fires with a lease");
-        assert!(ends_in(&resolved) <= 0.5, "{name}: resolved with endsAt now");
+        assert!(
+            ends_in(&resolved) <= 0.5,
+            "{name}: resolved with endsAt now"
+        );
         for x in &got {
             assert_eq!(
                 x.headers.get("authorization").and_then(|v| v.to_str().ok()),

@@ -308,6 +308,14 @@ async fn every_event_reaches_every_notifier_type_in_its_documented_format() {
         webhook["link"],
         "https://rollguard.example/api/v1/deployments/checkout-42"
     );
+    // Every documented limit in rollguard's table was checked against real requests.
+    let checked = notify_fakes::limits_checked();
+    for l in rollguard::action::notify::limits::LIMITS {
+        assert!(
+            checked.contains(&(l.service, l.field)),
+            "no request was checked against {l:?}"
+        );
+    }
 }
 
 #[test]
@@ -321,4 +329,36 @@ fn retired_teams_connector_urls_are_rejected_in_every_form() {
     assert!(!rollguard::config::is_retired_teams_url(
         "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x"
     ));
+}
+
+/// docs/notifications.md's table of documented limits says what the code's table says.
+#[test]
+fn the_documented_limits_table_matches_the_code() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/notifications.md"
+    ))
+    .unwrap();
+    let limits = rollguard::action::notify::limits::LIMITS;
+    for l in limits {
+        let row = format!(
+            "| {} | `{}` | {} {} | {} |",
+            l.service,
+            l.field,
+            l.max,
+            l.unit.as_str(),
+            l.source
+        );
+        assert!(docs.contains(&row), "docs/notifications.md lacks {row}");
+    }
+    let rows = docs
+        .lines()
+        .skip_while(|l| !l.starts_with("### Documented limits"))
+        .filter(|l| l.starts_with("| ") && l.contains("` |"))
+        .count();
+    assert_eq!(
+        rows,
+        limits.len(),
+        "the docs list limits the code does not have"
+    );
 }

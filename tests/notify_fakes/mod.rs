@@ -1,11 +1,12 @@
 //! Local stand-ins for the third parties rollguard notifies: one axum server on 127.0.0.1:0
 //! that checks each request against the shape its service documents (required fields, types,
-//! size limits, escaping) and answers like the service does (400 with the reason when the
+//! size limits from rollguard's one table of documented limits, escaping) and answers like
+//! the service does (400 with the reason when the
 //! shape is wrong). Nothing of rollguard is faked: requests come from the real notifier code
 //! over real HTTP.
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use rollguard::action::notify::limits::{self, Limit, Unit};
 use serde_json::Value;
 
 /// One request as the fake saw it.
@@ -271,11 +273,49 @@ fn chars(s: &str) -> usize {
     s.chars().count()
 }
 
-fn max(field: &str, text: &str, limit: usize) -> Result<(), String> {
-    if chars(text) > limit {
+/// Rows of rollguard's table of documented limits that some request was checked against.
+static CHECKED: Mutex<BTreeSet<(&str, &str)>> = Mutex::new(BTreeSet::new());
+
+/// The documented limit of `field` in `service`'s payloads, from rollguard's one table
+/// (`rollguard::action::notify::limits`), recorded as checked.
+fn limit(service: &'static str, field: &'static str) -> &'static Limit {
+    let l = limits::limit(service, field)
+        .unwrap_or_else(|| panic!("`{service}` `{field}` is not in the table of limits"));
+    CHECKED.lock().unwrap().insert((service, field));
+    l
+}
+
+/// The rows of the table of limits that requests have been checked against so far.
+pub fn limits_checked() -> BTreeSet<(&'static str, &'static str)> {
+    CHECKED.lock().unwrap().clone()
+}
+
+/// `text` within the documented limit of `field`, counted in the limit's unit.
+fn max(service: &'static str, field: &'static str, text: &str) -> Result<(), String> {
+    let l = limit(service, field);
+    let n = match l.unit {
+        Unit::Bytes => text.len(),
+        _ => chars(text),
+    };
+    if n > l.max {
         Err(format!(
-            "`{field}` has {} characters, limit {limit}",
-            chars(text)
+            "`{field}` has {n} {}, {service}'s limit is {} ({})",
+            l.unit.as_str(),
+            l.max,
+            l.source
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// At most the documented number of elements in the list `field`.
+fn count(service: &'static str, field: &'static str, n: usize) -> Result<(), String> {
+    let l = limit(service, field);
+    if n > l.max {
+        Err(format!(
+            "{n} {field}, {service}'s limit is {} ({})",
+            l.max, l.source
         ))
     } else {
         Ok(())
@@ -309,23 +349,24 @@ fn slack(v: &Value) -> Result<(), String> {
         .get("blocks")
         .and_then(Value::as_array)
         .ok_or("`blocks` must be an array")?;
-    if blocks.is_empty() || blocks.len() > 50 {
-        return Err(format!("{} blocks, must be 1-50", blocks.len()));
+    if blocks.is_empty() {
+        return Err("no blocks".into());
     }
+    count("slack", "blocks", blocks.len())?;
     for b in blocks {
         match s(b, "type")? {
             "header" => {
                 if s(&b["text"], "type")? != "plain_text" {
                     return Err("header text must be plain_text".into());
                 }
-                max("header.text", s(&b["text"], "text")?, 150)?;
+                max("slack", "header.text", s(&b["text"], "text")?)?;
                 if s(&b["text"], "text")?.contains("<!") {
                     return Err("header looks like a broadcast mention".into());
                 }
             }
             "section" => {
                 if let Some(t) = b.get("text") {
-                    max("section.text", s(t, "text")?, 3000)?;
+                    max("slack", "section.text", s(t, "text")?)?;
                     if s(t, "type")? == "mrkdwn" {
                         slack_escaped("section.text", s(t, "text")?)?;
                     }
@@ -334,11 +375,9 @@ fn slack(v: &Value) -> Result<(), String> {
                         .get("fields")
                         .and_then(Value::as_array)
                         .ok_or("section needs text or fields")?;
-                    if fields.len() > 10 {
-                        return Err("more than 10 section fields".into());
-                    }
+                    count("slack", "section.fields", fields.len())?;
                     for f in fields {
-                        max("field", s(f, "text")?, 2000)?;
+                        max("slack", "section.fields.text", s(f, "text")?)?;
                         slack_escaped("field", s(f, "text")?)?;
                     }
                 }
@@ -348,9 +387,10 @@ fn slack(v: &Value) -> Result<(), String> {
                     .get("elements")
                     .and_then(Value::as_array)
                     .ok_or("context needs elements")?;
-                if els.is_empty() || els.len() > 10 {
-                    return Err("context needs 1-10 elements".into());
+                if els.is_empty() {
+                    return Err("context needs elements".into());
                 }
+                count("slack", "context.elements", els.len())?;
                 for e in els {
                     slack_escaped("context", s(e, "text")?)?;
                 }
@@ -363,7 +403,7 @@ fn slack(v: &Value) -> Result<(), String> {
 
 fn mattermost(v: &Value) -> Result<(), String> {
     let text = s(v, "text")?;
-    max("text", text, 16383)?;
+    max("mattermost", "text", text)?;
     let atts = v
         .get("attachments")
         .and_then(Value::as_array)
@@ -374,7 +414,7 @@ fn mattermost(v: &Value) -> Result<(), String> {
         if !colour.starts_with('#') || colour.len() != 7 {
             return Err(format!("color must be #RRGGBB, got {colour}"));
         }
-        max("attachment.text", s(a, "text")?, 16383)?;
+        max("mattermost", "attachments.text", s(a, "text")?)?;
         for f in a
             .get("fields")
             .and_then(Value::as_array)
@@ -398,8 +438,12 @@ fn mattermost(v: &Value) -> Result<(), String> {
 }
 
 fn teams(v: &Value, size: usize) -> Result<(), String> {
-    if size > 28 * 1024 {
-        return Err(format!("message is {size} bytes, Teams takes about 28 KB"));
+    let l = limit("teams", "body");
+    if size > l.max {
+        return Err(format!(
+            "message is {size} bytes, Teams takes {} ({})",
+            l.max, l.source
+        ));
     }
     if s(v, "type")? != "message" {
         return Err("envelope `type` must be `message`".into());
@@ -477,25 +521,23 @@ fn discord(v: &Value) -> Result<(), String> {
     }
     if let Some(c) = v.get("content") {
         max(
+            "discord",
             "content",
             c.as_str().ok_or("content must be a string")?,
-            2000,
         )?;
     }
     let embeds = v
         .get("embeds")
         .and_then(Value::as_array)
         .ok_or("`embeds` must be an array")?;
-    if embeds.len() > 10 {
-        return Err("more than 10 embeds".into());
-    }
+    count("discord", "embeds", embeds.len())?;
     for e in embeds {
         let mut total = 0;
         let title = s(e, "title")?;
-        max("embed.title", title, 256)?;
+        max("discord", "embed.title", title)?;
         total += chars(title);
         let d = s(e, "description")?;
-        max("embed.description", d, 4096)?;
+        max("discord", "embed.description", d)?;
         total += chars(d);
         e.get("color")
             .and_then(Value::as_u64)
@@ -504,24 +546,20 @@ fn discord(v: &Value) -> Result<(), String> {
             .get("fields")
             .and_then(Value::as_array)
             .ok_or("fields must be an array")?;
-        if fields.len() > 25 {
-            return Err("more than 25 fields".into());
-        }
+        count("discord", "embed.fields", fields.len())?;
         for f in fields {
             let (n, val) = (s(f, "name")?, s(f, "value")?);
             if n.is_empty() || val.is_empty() {
                 return Err("field name and value must not be empty".into());
             }
-            max("field.name", n, 256)?;
-            max("field.value", val, 1024)?;
+            max("discord", "embed.fields.name", n)?;
+            max("discord", "embed.fields.value", val)?;
             total += chars(n) + chars(val);
         }
         if let Some(f) = e.get("footer") {
             total += chars(s(f, "text")?);
         }
-        if total > 6000 {
-            return Err(format!("embed text totals {total} characters, limit 6000"));
-        }
+        count("discord", "embed (all text)", total)?;
         if let Some(ts) = e.get("timestamp") {
             humantime::parse_rfc3339_weak(ts.as_str().ok_or("timestamp must be a string")?)
                 .map_err(|e| format!("timestamp: {e}"))?;
@@ -540,9 +578,7 @@ fn google_chat(v: &Value, query: &str) -> Result<(), String> {
         ));
     }
     let text = s(v, "text")?;
-    if text.len() > 32_000 {
-        return Err(format!("text is {} bytes, limit 32000", text.len()));
-    }
+    max("google_chat", "text", text)?;
     if text.contains("<users/") {
         return Err("text would mention users".into());
     }
@@ -559,8 +595,8 @@ fn pagerduty_event(v: &Value) -> Result<(), String> {
     }
     let action = s(v, "event_action")?;
     let dedup = v.get("dedup_key").and_then(Value::as_str);
-    if dedup.is_some_and(|d| d.len() > 255) {
-        return Err("dedup_key longer than 255".into());
+    if let Some(d) = dedup {
+        max("pagerduty", "dedup_key", d)?;
     }
     match action {
         "trigger" => {
@@ -569,7 +605,7 @@ fn pagerduty_event(v: &Value) -> Result<(), String> {
             if summary.is_empty() {
                 return Err("payload.summary is empty".into());
             }
-            max("payload.summary", summary, 1024)?;
+            max("pagerduty", "payload.summary", summary)?;
             if s(p, "source")?.is_empty() {
                 return Err("payload.source is empty".into());
             }
@@ -597,7 +633,7 @@ fn pagerduty_change(v: &Value) -> Result<(), String> {
     if summary.is_empty() {
         return Err("payload.summary is empty".into());
     }
-    max("payload.summary", summary, 1024)?;
+    max("pagerduty", "payload.summary", summary)?;
     if v.get("event_action").is_some() {
         return Err("change events have no event_action".into());
     }

@@ -67,10 +67,7 @@ fn settings<'a>(ctx: &'a Ctx<'_>) -> Result<Settings<'a>, String> {
 impl Settings<'_> {
     /// The `POST /api/v2/alerts` request carrying `alerts`.
     fn request(&self, alerts: Vec<Value>) -> Result<Rendered, String> {
-        let mut r = Rendered::json(
-            format!("{}/api/v2/alerts", self.url),
-            &Value::Array(alerts),
-        )?;
+        let mut r = Rendered::json(format!("{}/api/v2/alerts", self.url), &Value::Array(alerts))?;
         if let Some(a) = &self.authorization {
             r.headers.push(("Authorization".into(), a.clone()));
         }

@@ -1,19 +1,18 @@
 //! Discord webhooks: one embed with the numbers, and `allowed_mentions: {parse: []}` so no
-//! interpolated text can ping `@everyone` or a role. Limits: content 2000, embed title 256,
-//! description 4096, 25 fields of name 256 / value 1024, footer 2048, and 6000 characters
-//! across the embed.
+//! interpolated text can ping `@everyone` or a role. Limits: [`super::limits`] (content
+//! 2000, embed title 256, description 4096, 25 fields of name 256 / value 1024, and 6000
+//! characters across the embed).
 
 use serde_json::{Value, json};
 
 use super::digest::{Digest, colour, truncate_chars};
 
-const TITLE_MAX: usize = 256;
-const DESCRIPTION_MAX: usize = 4096;
-const FIELD_NAME_MAX: usize = 256;
-const FIELD_VALUE_MAX: usize = 1024;
-const FIELDS_MAX: usize = 25;
-/// Discord's limit on all embed text together.
-pub const EMBED_TOTAL_MAX: usize = 6000;
+use super::limits::{
+    DISCORD_CONTENT, DISCORD_EMBED_DESCRIPTION as DESCRIPTION_MAX,
+    DISCORD_EMBED_FIELDS as FIELDS_MAX, DISCORD_EMBED_TITLE as TITLE_MAX,
+    DISCORD_EMBED_TOTAL as EMBED_TOTAL_MAX, DISCORD_FIELD_NAME as FIELD_NAME_MAX,
+    DISCORD_FIELD_VALUE as FIELD_VALUE_MAX,
+};
 
 /// The webhook URL with `wait=true`: only then does Discord confirm that it saved the message
 /// (200 with the message) or say why not; without it a message it drops still gets a 204,
@@ -101,7 +100,7 @@ pub fn render(d: &Digest) -> Value {
     }
     json!({
         "username": "rollguard",
-        "content": truncate_chars(&d.headline, 2000),
+        "content": truncate_chars(&d.headline, DISCORD_CONTENT),
         "allowed_mentions": { "parse": [] },
         "embeds": [embed],
     })

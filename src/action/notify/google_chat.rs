@@ -8,8 +8,7 @@ use serde_json::{Value, json};
 
 use super::digest::{Digest, truncate_bytes};
 
-/// Google Chat's message size limit, in bytes.
-pub const MAX_BYTES: usize = 32_000;
+use super::limits::GOOGLE_CHAT_TEXT_BYTES as MAX_BYTES;
 
 /// Defuses mentions and links in interpolated text.
 pub fn escape(s: &str) -> String {

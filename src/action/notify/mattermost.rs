@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::digest::{Digest, colour, truncate_chars};
 
-const TEXT_MAX: usize = 16383;
+use super::limits::MATTERMOST_TEXT as TEXT_MAX;
 
 /// Escapes CommonMark punctuation and defuses mentions.
 pub fn escape(s: &str) -> String {

@@ -11,6 +11,7 @@ pub mod digest;
 pub mod discord;
 pub mod dispatch;
 pub mod google_chat;
+pub mod limits;
 pub mod mattermost;
 pub mod pagerduty;
 pub mod render;
@@ -75,10 +76,7 @@ impl Notifiers {
             }
             lanes.insert(name, names);
         }
-        let wakes = by_lane
-            .keys()
-            .map(|k| (k.clone(), Notify::new()))
-            .collect();
+        let wakes = by_lane.keys().map(|k| (k.clone(), Notify::new())).collect();
         Ok(Notifiers {
             store,
             destinations: by_lane,
@@ -146,10 +144,7 @@ impl Notifiers {
 
     /// The delivery lanes of the named destinations (names that are hooks have none).
     fn lanes_of<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = &'a String> + 'a {
-        names
-            .iter()
-            .filter_map(|n| self.lanes.get(n))
-            .flatten()
+        names.iter().filter_map(|n| self.lanes.get(n)).flatten()
     }
 
     fn push(&self, name: &str, payload: &serde_json::Value) {

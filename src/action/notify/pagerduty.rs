@@ -7,13 +7,12 @@
 use serde_json::{Value, json};
 
 use super::digest::{Digest, truncate_chars};
+use super::limits::{PAGERDUTY_DEDUP_KEY as DEDUP_MAX, PAGERDUTY_SUMMARY as SUMMARY_MAX};
 use super::render::{Change, Ctx, Part, Plan, Rendered};
 use crate::config::{NotifierKind, Severity};
 use crate::events::{Lifecycle, Notice, NoticeKind};
 
 const DEFAULT_URL: &str = "https://events.pagerduty.com";
-const SUMMARY_MAX: usize = 1024;
-const DEDUP_MAX: usize = 255;
 /// The incident name kept in the store for this destination.
 const INCIDENT: &str = "pagerduty";
 

@@ -1,15 +1,17 @@
 //! Slack incoming webhooks: Block Kit with a plain `text` fallback (push notifications,
 //! screen readers). Interpolated text is escaped (`&`, `<`, `>`), so a label value such as
-//! `<!channel>` cannot ping a channel. Limits: header 150 characters, section text 3000,
-//! 10 fields of 2000, 50 blocks.
+//! `<!channel>` cannot ping a channel. Limits: [`super::limits`] (header 150 characters,
+//! section text 3000, 10 fields of 2000, 50 blocks).
 
 use serde_json::{Value, json};
 
 use super::digest::{Digest, truncate_chars};
+use super::limits::{
+    SLACK_HEADER_TEXT as HEADER_MAX, SLACK_SECTION_FIELD_TEXT as FIELD_MAX,
+    SLACK_SECTION_TEXT as SECTION_MAX,
+};
 
-const HEADER_MAX: usize = 150;
-const SECTION_MAX: usize = 3000;
-const FIELD_MAX: usize = 2000;
+/// The notification fallback: Slack takes far more, but a push notification shows little.
 const FALLBACK_MAX: usize = 3000;
 
 /// Escapes text for Slack's mrkdwn (the only three characters Slack asks to escape).

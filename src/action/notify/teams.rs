@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::digest::{Digest, truncate_chars};
 use crate::events::Severity;
 
-/// Body budget in bytes (Teams' limit is about 28 KB; keep a margin for the envelope).
-pub const MAX_BYTES: usize = 27 * 1024;
+/// Body budget in bytes: Teams' documented limit less a margin for the envelope.
+pub const MAX_BYTES: usize = super::limits::TEAMS_MESSAGE_BYTES - 1024;
 
 /// The webhook body.
 pub fn render(d: &Digest) -> Value {
