@@ -143,3 +143,61 @@ fn timeout_is_exact_and_unreachable_is_exit_3() {
         "gave up early: {err}"
     );
 }
+
+/// Issue 17, the API client: `deploy start --wait` issued while the daemon is down (killed,
+/// not yet restarted) retries the registration until the daemon is back, then waits for the
+/// verdict. The same command again is a no-op: one deployment, analysed once.
+#[test]
+fn registration_while_the_daemon_is_down_is_retried_and_made_once() {
+    let fleet = FleetServer::good(37);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let rules = [("errors.yaml", RATIO_RULE)];
+    let d = Daemon::start_at(tempfile::tempdir().expect("tempdir"), &rules, "", &listen);
+    let url = d.url.clone();
+    let dir = d.crash();
+    let stderr = dir.path().join("cli.stderr");
+    let start = |wait: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["deploy", "--server", &url, "start", "--id", "reg"])
+            .args(["--analysis", "errors"])
+            .args(["--baseline", &fleet.target("baseline-0")])
+            .args(["--canary", &fleet.target("canary-0")]);
+        if wait {
+            c.args(["--wait", "--timeout", "90s"]);
+        }
+        c
+    };
+    let cli = start(true)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("spawn deploy start --wait");
+    // The CLI has met the dead daemon and is retrying: now the daemon comes back.
+    common::wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&stderr)
+            .ok()
+            .filter(|e| e.contains("retrying until the timeout"))
+    })
+    .expect("the CLI retries while the daemon is down");
+    let d = Daemon::start_at(dir, &rules, "", &listen);
+    let out = cli.wait_with_output().expect("CLI ends");
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "CLI:\n{err}\ndaemon:\n{}",
+        d.log()
+    );
+    assert!(err.contains("registered deployment reg"), "{err}");
+    // A pipeline that retries the whole step: registered already, nothing new starts.
+    let again = start(false).output().expect("deploy start again");
+    let again_err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{again_err}");
+    assert!(again_err.contains("already registered"), "{again_err}");
+    let (_, events) = d.get("/api/v1/deployments/reg/events");
+    let started = events["events"]
+        .as_array()
+        .or(events.as_array())
+        .map(|e| e.iter().filter(|e| e["kind"] == "started").count());
+    assert_eq!(started, Some(1), "{events:#}");
+}

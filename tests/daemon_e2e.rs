@@ -45,7 +45,10 @@ fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
     .unwrap();
     assert_eq!(
         lines,
-        vec!["rollback bad bad-rollback-0-rollback".to_string()]
+        vec![format!(
+            "rollback bad {}",
+            common::hook_action_id(&d.url, "bad")
+        )]
     );
     // A retried registration is idempotent and does not start a second analysis.
     let (code, _) = d.post(

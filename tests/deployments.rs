@@ -329,7 +329,7 @@ fn person_actions_pause_promote_abort() {
         lines,
         vec![
             "promote p1".to_string(),
-            "rollback p2 p2-rollback-0-rollback".to_string()
+            format!("rollback p2 {}", common::hook_action_id(&d.url, "p2"))
         ]
     );
     // Finished deployments refuse further actions; unknown ones are 404.

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use notify_fakes::{Fake, Reply};
+use notify_fakes::{Fake, Reply, ends_in};
 use rollguard::action::notify::Notifiers;
 use rollguard::config::{NotifierConfig, NotifierKind, Secret};
 use rollguard::events::{Notice, NoticeKind, Subject};
 use rollguard::store::{OutboxItem, SqliteStore, Store};
 use rollguard::telemetry::Telemetry;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 fn notice(dep: &str) -> Notice {
@@ -268,4 +269,87 @@ fn a_kill_9_during_a_delivery_loses_nothing() {
         d.log()
     );
     assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+}
+
+/// Issue 17: Alertmanager (two replicas) and PagerDuty across a SIGKILL at the worst moment
+/// for them: after the alert fired and the page went out, before the rollback that resolves
+/// them has finished. The rollback hook is still running when the daemon dies; the restarted
+/// daemon waits for it, then resolves the alert on every replica with the same labels and
+/// the page with the same dedup key, and fires and pages nothing a second time.
+#[test]
+fn alerts_and_pages_open_before_a_kill_9_are_resolved_once_after_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(Fake::start());
+    let fleet = common::FleetServer::bad(71);
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let extra = format!(
+        "  rb:\n    exec: [\"/bin/sh\", \"-c\", \"while [ ! -e \\\"$0\\\" ]; do sleep 0.05; done\", \"{release}\"]\n    timeout: 60s\n\
+         notifiers:\n  am:\n    alertmanager:\n      urls: [\"{r0}\", \"{r1}\"]\n      resend_interval: 1h\n\
+         \x20 pd:\n    pagerduty:\n      routing_key: R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12\n      url: \"{pd}\"\n      min_severity: warning\n      source: ops-1\n",
+        release = release.display(),
+        r0 = fake.url("/am/r0"),
+        r1 = fake.url("/am/r1"),
+        pd = fake.url("/pd"),
+    );
+    let rule = common::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rb, am, pd]");
+    let rules = [("errors.yaml", rule.as_str())];
+    let d = common::Daemon::start_in(dir, &rules, &extra);
+    let (code, v) = d.post(
+        "/api/v1/deployments",
+        &serde_json::json!({"id": "paged", "service": "checkout", "analysis": "errors",
+            "baseline": {"targets": [fleet.target("baseline-0"), fleet.target("baseline-1")], "version": "v1"},
+            "canary": {"targets": [fleet.target("canary-0"), fleet.target("canary-1")], "version": "v2"}}),
+    );
+    assert_eq!(code, 201, "{v}");
+    // Fired on both replicas and paged; the rollback hook is running.
+    for path in ["/am/r0", "/am/r1", "/pd/v2/enqueue"] {
+        rt.block_on(fake.wait_for(path, 1, Duration::from_secs(60)));
+    }
+    let dir = d.crash();
+    std::fs::write(&release, "").unwrap();
+    let d = common::Daemon::start_in(dir, &rules, &extra);
+    common::wait_for(Duration::from_secs(30), || {
+        let (_, v) = d.get("/api/v1/deployments/paged");
+        (v["state"] == "rolled_back" && v["actions"][0]["status"] == "succeeded").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the rollback never finished; log:\n{}", d.log()));
+    for path in ["/am/r0", "/am/r1"] {
+        common::wait_for(Duration::from_secs(20), || {
+            fake.received_at(path)
+                .last()
+                .is_some_and(|r| ends_in(&r.json()[0]) <= 1.0)
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("{path}: never resolved; log:\n{}", d.log()));
+        let got: Vec<Value> = fake
+            .received_at(path)
+            .iter()
+            .map(|r| r.json()[0].clone())
+            .collect();
+        // Fired, sent again by the restarted daemon (Alertmanager takes a repeat as a
+        // refresh of the same alert), then resolved once.
+        let (last, firing) = got.split_last().unwrap();
+        assert!((1..=2).contains(&firing.len()), "{path}: {got:#?}");
+        for a in firing {
+            assert_eq!(a["labels"]["alertname"], "RollguardRollbackInProgress");
+            assert_eq!(a["labels"], got[0]["labels"], "{path}: one alert");
+            assert!(ends_in(a) > 60.0, "{path}: firing with a lease");
+        }
+        assert_eq!(
+            last["labels"], got[0]["labels"],
+            "{path}: the same alert resolves"
+        );
+        assert!(ends_in(last) <= 1.0, "{path}: resolved with endsAt now");
+    }
+    let pd = fake.wait_for("/pd/v2/enqueue", 2, Duration::from_secs(20));
+    let pd: Vec<Value> = rt.block_on(pd).iter().map(|r| r.json()).collect();
+    let actions: Vec<&str> = pd
+        .iter()
+        .map(|e| e["event_action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(actions, ["trigger", "resolve"], "paged once: {pd:#?}");
+    assert_eq!(pd[1]["dedup_key"], pd[0]["dedup_key"]);
+    assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+    drop(d);
 }

@@ -106,7 +106,7 @@ fn assert_recovers(d: &Daemon, effect: &Path) {
     })
     .unwrap_or_else(|| panic!("no rollback after recovery; log:\n{}", d.log()));
     assert_eq!(v["state"], "rolled_back", "{v:#}");
-    assert_eq!(lines(effect), vec!["bad-rollback-0-rb".to_string()]);
+    assert_eq!(lines(effect), vec![common::hook_action_id(&d.url, "bad")]);
 }
 
 fn chattr(flag: &str, paths: &[PathBuf]) -> Result<(), String> {

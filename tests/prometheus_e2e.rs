@@ -142,7 +142,7 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
         lines,
         vec![
             "promote good".to_string(),
-            "rollback bad bad-rollback-0-rollback".to_string()
+            format!("rollback bad {}", common::hook_action_id(&d.url, "bad"))
         ]
     );
     // The same window replayed from Prometheus (one range query per selector and arm) gives

@@ -3,6 +3,7 @@
 //! group) at the end of the grace period, its attempt is recorded, and the next start runs
 //! it again — never lost, never reported as done when it was not.
 
+use crate::common;
 use crate::service_support;
 
 use std::io::Write;
@@ -85,7 +86,7 @@ fn abort_one(url: &str, id: &str) -> String {
         &json!({"who": "test", "reason": "stop test"}),
     );
     assert_eq!(code, 202, "{v}");
-    format!("{id}-rollback-0-rollback")
+    common::hook_action_id(url, id)
 }
 
 fn action(url: &str, id: &str) -> Value {
@@ -213,7 +214,7 @@ fn a_hook_still_running_at_the_deadline_is_stopped_recorded_and_retried_on_the_n
     let db = rusqlite::Connection::open(dir.path().join("state/rollguard.db")).expect("open store");
     let (st, attempts, summary): (String, u32, String) = db
         .query_row(
-            "SELECT status, attempts, summary FROM actions WHERE id = ?1",
+            "SELECT status, attempts, summary FROM actions WHERE json_extract(facts, '$.action_id') = ?1",
             [&act],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )

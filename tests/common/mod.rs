@@ -295,6 +295,23 @@ impl FleetServer {
     }
 }
 
+/// The id the first hook of deployment `dep` was given (`ROLLGUARD_ACTION_ID`: a UUIDv7
+/// made when the action was owed, so tests read it from the API instead of predicting it).
+pub fn hook_action_id(base_url: &str, dep: &str) -> String {
+    wait_for(Duration::from_secs(20), || {
+        let (_, v) = http(
+            "GET",
+            &format!("{base_url}/api/v1/deployments/{dep}"),
+            None,
+            None,
+        );
+        v["actions"][0]["facts"]["action_id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("{dep} owes no action"))
+}
+
 /// A temporary file path helper.
 pub fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
