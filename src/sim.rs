@@ -54,6 +54,12 @@ pub enum Fault {
     },
     /// The database pool saturates: every connection in use, acquire waits of ~0.5 s.
     PoolExhaustion,
+    /// Connections taken from the pool and never given back (a leak on an error path), this
+    /// many per minute: connections in use climb long before the pool runs dry; once the
+    /// leaked ones leave too few for the load, requests wait for a connection.
+    ConnectionLeak {
+        per_min: f64,
+    },
     /// Upstream answers 429 to this share of calls.
     RateLimit {
         share: f64,
@@ -166,6 +172,8 @@ pub struct Instance {
     pool_in_use: f64,
     pool_pending: f64,
     leak: f64,
+    /// Connections leaked so far (the `ConnectionLeak` fault).
+    leaked_connections: f64,
 }
 
 impl Instance {
@@ -215,6 +223,7 @@ impl Instance {
             pool_in_use: 0.0,
             pool_pending: 0.0,
             leak: 0.0,
+            leaked_connections: 0.0,
             rng,
         }
     }
@@ -256,6 +265,7 @@ impl Instance {
                 self.acquire_sum = 0.0;
                 self.acquire_count = 0.0;
                 self.leak = 0.0;
+                self.leaked_connections = 0.0;
                 self.started_at = r + 30.0;
             }
             if self.down() {
@@ -327,14 +337,31 @@ impl Instance {
             self.observe_lognormal(n, 0.5, 0.4, true);
         } else {
             let load = (rps / 60.0).clamp(0.05, 0.9);
-            self.pool_in_use = self.rng.binomial(max as u64, load * 0.4) as f64;
-            self.pool_pending = 0.0;
-            self.observe_lognormal(n, 0.0008, 0.6, true);
+            // What the requests need now, next to the connections leaked so far.
+            let demand = self.rng.binomial(max as u64, load * 0.4) as f64;
+            let held = self.leaked_connections.floor().min(max);
+            let short = (held + demand - max).max(0.0);
+            self.pool_in_use = (held + demand).min(max);
+            if short > 0.0 {
+                // Requests beyond what is free wait for a connection.
+                self.pool_pending = short + self.rng.poisson(short) as f64;
+                let waiting = self.rng.binomial(n as u64, (short / demand).min(1.0)) as f64;
+                self.observe_lognormal(n - waiting, 0.0008, 0.6, true);
+                self.observe_lognormal(waiting, 0.25, 0.5, true);
+            } else {
+                self.pool_pending = 0.0;
+                self.observe_lognormal(n, 0.0008, 0.6, true);
+            }
         }
         if self.faulty()
             && let Fault::Leak { mib_per_min } = self.fault
         {
             self.leak += mib_per_min * MIB / 60.0 * dt;
+        }
+        if self.faulty()
+            && let Fault::ConnectionLeak { per_min } = self.fault
+        {
+            self.leaked_connections += per_min / 60.0 * dt;
         }
     }
 
@@ -692,6 +719,13 @@ pub fn catalogue(seed: u64) -> Vec<(Scenario, bool)> {
         &|s| s.fault = Fault::PoolExhaustion,
         true,
     );
+    for per_min in [1.0, 3.0] {
+        add(
+            &format!("connection-leak-{per_min}-min"),
+            &|s| s.fault = Fault::ConnectionLeak { per_min },
+            true,
+        );
+    }
     add(
         "upstream-429",
         &|s| s.fault = Fault::RateLimit { share: 0.05 },

@@ -131,11 +131,45 @@ fn db_pool() {
         &scenario(106, Fault::PoolExhaustion),
         &["rollback"],
     );
-    assert_verdict(
-        "db-pool",
-        &scenario(107, Fault::None),
-        &["promote", "inconclusive"],
+    assert_verdict("db-pool", &scenario(107, Fault::None), &["promote"]);
+    // A connection leak (1 a minute from 2 minutes in) is rolled back by the climb of
+    // connections in use, before any request has waited for a connection.
+    let leak = scenario(111, Fault::ConnectionLeak { per_min: 1.0 });
+    let v = assert_verdict("db-pool", &leak, &["rollback"]);
+    let failed: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["connections-held"], "{v:#}");
+    let first_wait = first_pool_wait_s(&leak).expect("the leak makes requests wait in the end");
+    let decided = v["decided_at_s"].as_f64().unwrap();
+    assert!(
+        decided < first_wait,
+        "decided at {decided} s, requests waited from {first_wait} s: {v:#}"
     );
+}
+
+/// Seconds into the recording at which a canary first had requests waiting for a connection.
+fn first_pool_wait_s(s: &Scenario) -> Option<f64> {
+    let r = record(&Scenario {
+        duration_s: 3600.0,
+        ..s.clone()
+    });
+    let start = 1_767_225_600.0;
+    r.canary
+        .iter()
+        .flat_map(|text| text.lines())
+        .filter(|l| l.starts_with("hikaricp_connections_pending{"))
+        .filter_map(|l| {
+            let mut f = l.rsplit(' ');
+            let ts: f64 = f.next()?.parse().ok()?;
+            let v: f64 = f.next()?.parse().ok()?;
+            (v > 0.0).then_some(ts - start)
+        })
+        .reduce(f64::min)
 }
 
 #[test]

@@ -15,8 +15,10 @@
 //! reached within `min_time_to_limit`.
 //!
 //! A restarted instance starts small and warms up again alone, which would look like a step
-//! and then a climb. So when an arm's smallest instance drops by more than a quarter between
-//! two intervals (a restart; garbage collection does not shrink a process that much), the
+//! and then a climb. So when an arm's smallest instance drops below three quarters of the
+//! lowest it was over the last window, and further below that low than the window's whole
+//! swing (a restart: garbage collection does not shrink a process below its own floor, and
+//! a pool's connections in use swing widely but never below the ones held for good), the
 //! trend starts over after ten minutes of settling.
 
 use std::time::Duration;
@@ -61,8 +63,10 @@ pub struct GrowthState {
     /// Analysis time (s) when the first post-warm-up sample arrived.
     first_s: Option<f64>,
     next_point_s: f64,
-    /// Smallest instance value per arm at the previous interval, to spot restarts.
-    last_floor: Option<[f64; 2]>,
+    /// Smallest instance value per arm at each interval of the last window, to spot
+    /// restarts: (seconds, [baseline, canary]).
+    #[serde(default)]
+    lows: Vec<(f64, [f64; 2])>,
     /// Trend collection resumes at this analysis time after a restart.
     settle_until_s: f64,
     restarts_seen: u32,
@@ -94,14 +98,23 @@ impl GrowthState {
         }
     }
 
-    /// Follows the floors: an instance restart (a floor below 3/4 of the last one) starts the
-    /// trend over after [`SETTLE`]; once a whole window is seen, every quarter window adds a
-    /// trend point (the window's floors). Returns the seconds left to settle, while settling.
+    /// Follows the floors: an instance restart (an arm's smallest instance below 3/4 of its
+    /// lowest over the last window, and below that low by more than the window's swing) starts the trend over after [`SETTLE`]; once a whole
+    /// window is seen, every quarter window adds a trend point (the window's floors).
+    /// Returns the seconds left to settle, while settling.
     fn track(&mut self, now: f64, w: f64, b: f64, c: f64, cur: [f64; 2]) -> Option<f64> {
-        let restarted = self
-            .last_floor
-            .is_some_and(|prev| prev.iter().zip(&cur).any(|(p, c)| *c < 0.75 * p));
-        self.last_floor = Some(cur);
+        let restarted = !self.lows.is_empty()
+            && (0..2).any(|arm| {
+                let seen = || self.lows.iter().map(|l| l.1[arm]);
+                let low = seen().fold(f64::INFINITY, f64::min);
+                let high = seen().fold(f64::NEG_INFINITY, f64::max);
+                cur[arm] < 0.75 * low && cur[arm] < low - (high - low)
+            });
+        if restarted {
+            self.lows.clear();
+        }
+        self.lows.push((now, cur));
+        self.lows.retain(|l| l.0 > now - w);
         if restarted {
             self.recent.clear();
             self.points.clear();
