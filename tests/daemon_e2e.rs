@@ -1,12 +1,12 @@
 //! Issue 2's black-box tests: the real binary, real HTTP targets, real hook processes.
 
-use crate::common;
+use crate::support;
 
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
 use rollguard::sim::Scenario;
 use serde_json::json;
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 fn deployment(id: &str, fleet: &FleetServer, canary_targets: Vec<String>) -> serde_json::Value {
     json!({
@@ -36,10 +36,10 @@ fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
         &["rolled_back", "promoted", "inconclusive"],
         Duration::from_secs(60),
     );
-    common::assert_rolled_back_by_the_ratio_check(&v);
+    support::assert_rolled_back_by_the_ratio_check(&v);
     assert!(v["checks"][0]["evidence"].as_f64().unwrap() >= 100.0);
     // The hook's side effect, exactly once.
-    let lines = common::wait_for(Duration::from_secs(20), || {
+    let lines = support::wait_for(Duration::from_secs(20), || {
         Some(d.marker_lines()).filter(|l| !l.is_empty())
     })
     .unwrap();
@@ -80,7 +80,7 @@ fn good_canary_is_promoted() {
         Duration::from_secs(60),
     );
     assert_eq!(v["state"], "promoted", "{v:#}");
-    let lines = common::wait_for(Duration::from_secs(20), || {
+    let lines = support::wait_for(Duration::from_secs(20), || {
         Some(d.marker_lines()).filter(|l| !l.is_empty())
     })
     .unwrap();
@@ -127,7 +127,7 @@ fn dead_canary_target_is_held_never_rolled_back() {
 #[test]
 fn healthz_and_unknown_analysis() {
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
+    let (code, _) = support::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
     let (code, v) = d.post(
         "/api/v1/deployments",
@@ -155,7 +155,7 @@ fn healthz_and_unknown_analysis() {
         "{v}"
     );
     // Malformed JSON: 400.
-    let (code, v) = common::http(
+    let (code, v) = support::http(
         "POST",
         &format!("{}/api/v1/deployments", d.url),
         Some(&json!("not an object")),
@@ -224,7 +224,7 @@ fn history_older_than_the_retention_is_deleted_and_the_rest_kept() {
         }
     }
     let d = Daemon::start_in(dir, &[("errors.yaml", RATIO_RULE)], "retention: 30d\n");
-    common::wait_for(Duration::from_secs(20), || {
+    support::wait_for(Duration::from_secs(20), || {
         d.log()
             .contains("deleted history older than the retention")
             .then_some(())

@@ -2,14 +2,14 @@
 //! `promoted` and `rolled_back`; `--wait` exit codes; canary steps and blue-green switches call
 //! their hooks once each, also across a kill -9; person actions; auth and size limits.
 
-use crate::common;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Daemon, FleetServer, RATIO_RULE, wait_for};
 use rollguard::sim::{Fault, Scenario};
 use serde_json::json;
+use support::{BIN, Daemon, FleetServer, RATIO_RULE, wait_for};
 
 /// Hooks that append `<purpose> <weight>` to the marker (indented into the `hooks:` map).
 fn step_hooks(marker: &std::path::Path) -> String {
@@ -19,22 +19,11 @@ fn step_hooks(marker: &std::path::Path) -> String {
     )
 }
 
+/// `rollguard deploy --server <daemon> <args>`: exit code and output.
 fn cli(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .arg("deploy")
-        .arg("--server")
-        .arg(&d.url)
-        .args(args)
-        .output()
-        .expect("run cli");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut all = vec!["deploy", "--server", &d.url];
+    all.extend_from_slice(args);
+    support::cli(&d.url, &all)
 }
 
 #[test]
@@ -348,20 +337,20 @@ fn bearer_token_and_body_limit() {
         "api_token_file: token\n",
     );
     let url = format!("{}/api/v1/deployments", d.url);
-    let (code, v) = common::http("GET", &url, None, None);
+    let (code, v) = support::http("GET", &url, None, None);
     assert_eq!(code, 401, "{v}");
-    let (code, _) = common::http("GET", &url, None, Some("wrong-token-wrong-token"));
+    let (code, _) = support::http("GET", &url, None, Some("wrong-token-wrong-token"));
     assert_eq!(code, 401);
-    let (code, _) = common::http("GET", &url, None, Some("s3cr3t-token-for-tests"));
+    let (code, _) = support::http("GET", &url, None, Some("s3cr3t-token-for-tests"));
     assert_eq!(code, 200);
     // Health and metrics stay open for probes and scrapers.
     assert_eq!(
-        common::http("GET", &format!("{}/healthz", d.url), None, None).0,
+        support::http("GET", &format!("{}/healthz", d.url), None, None).0,
         200
     );
     // Oversized bodies are refused before parsing.
     let big = json!({"id": "x".repeat(400_000)});
-    let (code, _) = common::http("POST", &url, Some(&big), Some("s3cr3t-token-for-tests"));
+    let (code, _) = support::http("POST", &url, Some(&big), Some("s3cr3t-token-for-tests"));
     assert_eq!(code, 413);
 }
 

@@ -11,14 +11,14 @@
 //! done; and pseudo-random instants across the whole canary (seeded, printed). A kill while
 //! the hook runs, and a hook that finishes while no daemon is up, are in `hooks_exactly_once.rs`.
 
-use crate::common;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
 use rollguard::sim::Scenario;
 use serde_json::{Value, json};
+use support::{Daemon, FleetServer, RATIO_RULE, lines};
 
 /// Hooks that record their start and, after a short sleep, their effect.
 fn hooks(dir: &Path) -> String {
@@ -35,14 +35,6 @@ fn rule() -> String {
     RATIO_RULE
         .replace("on_fail: [rollback]", "on_fail: [rb]")
         .replace("on_pass: [promote]", "on_pass: [pr]")
-}
-
-fn lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 struct World {
@@ -91,7 +83,7 @@ impl World {
     /// Both deployments finished with their actions recorded.
     fn wait_done(&self, d: &Daemon) -> [Value; 2] {
         let get = |id: &str| {
-            common::wait_for(Duration::from_secs(60), || {
+            support::wait_for(Duration::from_secs(60), || {
                 let (_, v) = d.get(&format!("/api/v1/deployments/{id}"));
                 let done = v["actions"].as_array().is_some_and(|a| {
                     !a.is_empty()
@@ -140,7 +132,7 @@ fn kill_9_before_any_decision() {
     let d = w.start(tempfile::tempdir().unwrap());
     w.register(&d);
     // Some analysis steps persisted, no decision yet.
-    common::wait_for(Duration::from_secs(20), || {
+    support::wait_for(Duration::from_secs(20), || {
         let (_, v) = d.get("/api/v1/deployments/bad");
         (v["elapsed_s"].as_f64()? >= 1.0 && v["state"] == "analysing").then_some(())
     })
@@ -168,7 +160,7 @@ fn kill_9_between_the_persisted_decision_and_the_hook_process() {
     w.register(&d);
     // The decision is in the store and its action is recorded as started, but no process
     // exists: the runner is blocked opening the FIFO.
-    let action = common::wait_for(Duration::from_secs(30), || {
+    let action = support::wait_for(Duration::from_secs(30), || {
         let (_, v) = d.get("/api/v1/deployments/bad");
         let a = v["actions"].as_array()?.first()?.clone();
         (v["state"] == "rolled_back" && a["status"] == "running").then_some(a)

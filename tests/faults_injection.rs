@@ -5,14 +5,14 @@
 //! only as inert data: one argv element, one environment variable, a JSON string (stdin, HTTP
 //! body) or a percent-encoded URL part, byte for byte, never expanded or executed.
 
-use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Daemon, RATIO_RULE};
 use serde_json::{Value, json};
+use support::{Daemon, RATIO_RULE};
 
 /// A value that would do something if any layer interpreted it: quotes and braces that close
 /// a label value or a JSON string, a placeholder, command substitutions in both syntaxes, and
@@ -149,7 +149,7 @@ fn injection_payloads_reach_hooks_only_as_inert_data() {
         &json!({"who": p, "reason": p}),
     );
     assert_eq!(code, 202, "{v}");
-    let actions = common::wait_for(Duration::from_secs(20), || {
+    let actions = support::wait_for(Duration::from_secs(20), || {
         let (_, v) = d.get("/api/v1/deployments/inj-1");
         let a = v["actions"].as_array()?.clone();
         (a.len() == 2
@@ -241,7 +241,7 @@ fn rollguard_check_rejects_placeholders_inside_a_shell_script() {
         "listen: 127.0.0.1:0\nstate_dir: state\nrules_dir: rules\nhooks:\n  rollback:\n    exec: [\"/bin/sh\", \"-c\", \"undo {{version}}\"]\n  promote:\n    exec: [\"/bin/true\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(support::BIN)
         .arg("check")
         .arg(&cfg)
         .output()

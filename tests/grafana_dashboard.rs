@@ -3,14 +3,14 @@
 //! per check against its threshold, decision-to-hook latency, hook and notifier failures,
 //! source errors, deployment frequency and change failure rate.
 
-use crate::common;
+use crate::support;
 
 use std::collections::BTreeSet;
 
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
 use serde_json::json;
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 const DASHBOARD: &str = include_str!("../packaging/grafana/rollguard.json");
 
@@ -110,8 +110,8 @@ fn every_query_names_an_exported_metric() {
     );
     assert_eq!(code, 201, "{v}");
     d.wait_state("dash", &["rolled_back"], Duration::from_secs(60));
-    let text = common::wait_for(Duration::from_secs(20), || {
-        let (_, body) = common::http("GET", &format!("{}/metrics", d.url), None, None);
+    let text = support::wait_for(Duration::from_secs(20), || {
+        let (_, body) = support::http("GET", &format!("{}/metrics", d.url), None, None);
         let text = body.as_str().unwrap_or("").to_string();
         text.contains("rollguard_hook_runs_total{").then_some(text)
     })

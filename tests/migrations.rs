@@ -5,14 +5,13 @@
 //! rolled back once the probe answers), contract (refused while a running canary's baseline
 //! needs the old schema), schema changes on the timeline and in `rollguard report`.
 
-use crate::common;
-use crate::pg_support::Postgres;
+use crate::support;
+use crate::support::postgres::Postgres;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Daemon, FleetServer, RATIO_RULE, wait_for};
 use serde_json::{Value, json};
+use support::{Daemon, FleetServer, RATIO_RULE, wait_for};
 
 /// A database `app` with golang-migrate's version table at `version`.
 fn database(version: u32) -> Postgres {
@@ -41,7 +40,7 @@ fn config(pg: &Postgres, marker: &std::path::Path, preflight: &str) -> String {
     let probe = format!(
         "[\"psql\", \"-XAtq\", \"-h\", \"127.0.0.1\", \"-p\", \"{}\", \"-U\", \"{}\", \"-d\", \"app\", \"-c\", \"select case when dirty then 'dirty' else version::text end from schema_migrations\"]",
         pg.port,
-        crate::pg_support::USER
+        crate::support::postgres::USER
     );
     format!(
         "  forward:\n    exec: [\"/bin/sh\", \"-c\", \"echo forward >> \\\"$0\\\"\", \"{m}\"]\nschemas:\n  shop:\n    exec: {probe}\n    timeout: 3s\n    every: 1s\n    preflight: {preflight}\n    roll_forward: [forward]\n",
@@ -58,19 +57,7 @@ fn daemon(pg: &Postgres, preflight: &str, rules: &[(&str, &str)]) -> Daemon {
 }
 
 fn cli(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("ROLLGUARD_URL", &d.url)
-        .output()
-        .expect("run cli");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    support::cli(&d.url, args)
 }
 
 fn request(id: &str, f: &FleetServer, baseline: Value, canary: Value) -> Value {
@@ -264,7 +251,7 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
         d.marker_lines().iter().filter(|l| *l == "forward").count(),
         1
     );
-    let metrics = common::http("GET", &format!("{}/metrics", d.url), None, None).1;
+    let metrics = support::http("GET", &format!("{}/metrics", d.url), None, None).1;
     let metrics = metrics.as_str().unwrap_or_default();
     assert!(
         metrics.contains("rollguard_schema_probes_total{service=\"shop\",result=\"ok\"}"),
@@ -408,8 +395,8 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
 
 #[test]
 fn a_prometheus_probe_reads_one_whole_sample_from_a_real_prometheus() {
-    use crate::source_support::prometheus::{Prometheus, Target};
-    use crate::source_support::{Reply, ok, raw_server};
+    use crate::support::prometheus::{Prometheus, Target};
+    use crate::support::raw::{Reply, ok, raw_server};
     use rollguard::schema::probe::Prober;
     use rollguard::schema::{Live, ProbeKind, SchemaConfig, SchemaVersion};
 

@@ -2,13 +2,13 @@
 //! (outbox, workers, renderers) sends over real HTTP to local fakes that check each
 //! service's documented payload shape, limits and escaping.
 
-use crate::notify_fakes;
+use crate::support::receivers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_fakes::{Fake, WEBHOOK_SECRET};
+use receivers::{Fake, WEBHOOK_SECRET};
 use rollguard::action::notify::Notifiers;
 use rollguard::config::{NotifierConfig, NotifierKind, Secret, Severity};
 use rollguard::events::{Lifecycle, Notice, NoticeKind, Subject};

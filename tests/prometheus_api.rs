@@ -4,7 +4,7 @@
 //! `Retry-After`, 5xx, 422, partial answers (Thanos warnings, VictoriaMetrics `isPartial`),
 //! native histograms, duplicates, bad bodies, hangs.
 
-use crate::source_support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +23,7 @@ use rollguard::source::promql::{self, PromClient, QueryError};
 use rollguard::source::scrape::epoch_ms;
 use rollguard::source::{DeploymentSource, Source};
 use rollguard::telemetry::Telemetry;
-use source_support::prometheus::{Prometheus, Target};
+use support::prometheus::{Prometheus, Target};
 
 /// Two baseline and two canary instances whose counters grow by one error and nine successes
 /// per scrape, plus a NaN gauge; served on their own runtime thread so Prometheus can scrape

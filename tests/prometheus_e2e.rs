@@ -3,16 +3,15 @@
 //! Prometheus dies mid-analysis nothing is rolled back, one "metrics backend down" alert goes
 //! to the ops notifier, and the analyses resume by themselves when it is back.
 
-use crate::common;
-use crate::source_support;
+use crate::support;
 
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
 use rollguard::sim::{Fault, Scenario};
 use serde_json::json;
-use source_support::Recorder;
-use source_support::prometheus::{Prometheus, Target};
+use support::prometheus::{Prometheus, Target};
+use support::receivers::Recorder;
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 const INSTANCES: [&str; 4] = ["baseline-0", "baseline-1", "canary-0", "canary-1"];
 
@@ -49,7 +48,7 @@ fn backtest_from_prometheus(
     source: &[&str],
     from_s: u64,
 ) -> serde_json::Value {
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(support::BIN)
         .arg("backtest")
         .arg("--rules")
         .arg(rules)
@@ -126,14 +125,14 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
         &["rolled_back", "promoted", "inconclusive"],
         Duration::from_secs(60),
     );
-    common::assert_rolled_back_by_the_ratio_check(&v);
+    support::assert_rolled_back_by_the_ratio_check(&v);
     let v = d.wait_state(
         "good",
         &["rolled_back", "promoted", "inconclusive"],
         Duration::from_secs(60),
     );
     assert_eq!(v["state"], "promoted", "{v:#}");
-    let mut lines = common::wait_for(Duration::from_secs(20), || {
+    let mut lines = support::wait_for(Duration::from_secs(20), || {
         Some(d.marker_lines()).filter(|l| l.len() >= 2)
     })
     .unwrap();
@@ -162,25 +161,13 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
 
 /// The error-ratio rule with its hold and failure notices going to the `ops` webhook too, so
 /// the test sees any per-deployment alert that the circuit breaker should have suppressed.
-const OUTAGE_RULE: &str = r#"analysis: errors
-params:
-  job: ".*"
-interval: 1s
-warmup: 2s
-min_duration: 30s
-max_duration: 150s
-no_data_grace: 2s
-alpha: 0.01
-checks:
-  - name: error-ratio
-    kind: ratio
-    errors: 'http_requests_total{job=~"{{job}}",code=~"5.."}'
-    requests: 'http_requests_total{job=~"{{job}}"}'
-    tolerance: 1.5
-on_fail: [rollback, ops]
-on_no_data: [ops]
-on_pass: [promote]
-"#;
+fn outage_rule() -> String {
+    support::daemon::ratio_rule_timed("min_duration: 30s\nmax_duration: 150s\nno_data_grace: 2s\n")
+        .replace(
+            "on_fail: [rollback]",
+            "on_fail: [rollback, ops]\non_no_data: [ops]",
+        )
+}
 
 #[test]
 fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
@@ -199,7 +186,7 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
         prometheus_config(&prom),
         ops.url
     );
-    let d = Daemon::start(&[("errors.yaml", OUTAGE_RULE)], &extra);
+    let d = Daemon::start(&[("errors.yaml", &outage_rule())], &extra);
     let ids = ["shop-1", "shop-2", "shop-3"];
     for id in ids {
         let (code, v) = d.post("/api/v1/deployments", &deployment(id, "shop", json!({})));
@@ -207,7 +194,7 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
     }
     // Data flows for every deployment before the outage.
     for id in ids {
-        common::wait_for(Duration::from_secs(30), || {
+        support::wait_for(Duration::from_secs(30), || {
             let (_, v) = d.get(&format!("/api/v1/deployments/{id}"));
             matches!(v["checks"][0]["outcome"].as_str(), Some("pending" | "pass")).then_some(())
         })
@@ -248,7 +235,7 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
         );
     }
     // Held a few more intervals: still one alert, no per-deployment hold alerts, no action.
-    let (_, m) = common::http("GET", &format!("{}/metrics", d.url), None, None);
+    let (_, m) = support::http("GET", &format!("{}/metrics", d.url), None, None);
     assert!(
         m.as_str()
             .unwrap_or_default()
@@ -288,7 +275,7 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
     );
     assert_eq!(ops.of_kind("held").len(), 0);
     assert_eq!(ops.of_kind("rollback_started").len(), 0);
-    let mut lines = common::wait_for(Duration::from_secs(20), || {
+    let mut lines = support::wait_for(Duration::from_secs(20), || {
         Some(d.marker_lines()).filter(|l| l.len() >= 3)
     })
     .unwrap();
@@ -319,7 +306,7 @@ fn bake_compares_with_the_recorded_past_and_rolls_back() {
     prom.wait_series("http_requests_total", 4, Duration::from_secs(30));
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], &prometheus_config(&prom));
     // Wait until Prometheus sees the new version misbehave.
-    common::wait_for(Duration::from_secs(60), || {
+    support::wait_for(Duration::from_secs(60), || {
         let r = prom.query(r#"sum(increase(http_requests_total{fleet="bake",code=~"5.."}[3s])) / sum(increase(http_requests_total{fleet="bake"}[3s]))"#);
         let v: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
         (v > 0.04).then_some(())

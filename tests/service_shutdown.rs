@@ -3,7 +3,7 @@
 //! group) at the end of the grace period, its attempt is recorded, and the next start runs
 //! it again — never lost, never reported as done when it was not.
 
-use crate::service_support;
+use crate::support;
 
 use std::io::Write;
 use std::process::Command;
@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use service_support::{NotifySocket, SLOW_RULE, Service, ServiceDir, api_from_ready, get, post};
+use support::http::{get, post};
+use support::service::{NotifySocket, Service, ServiceDir, api_from_ready};
+use support::slow_rule;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -114,7 +116,7 @@ fn wait_action_status(url: &str, id: &str, status: &str) -> Value {
 
 #[test]
 fn sigterm_waits_for_a_running_hook_that_finishes_within_the_grace() {
-    let dir = ServiceDir::new(&[("errors.yaml", SLOW_RULE)], "");
+    let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], "");
     std::fs::write(
         dir.config(),
         format!(
@@ -173,7 +175,7 @@ fn sigterm_waits_for_a_running_hook_that_finishes_within_the_grace() {
 
 #[test]
 fn a_hook_still_running_at_the_deadline_is_stopped_recorded_and_retried_on_the_next_start() {
-    let dir = ServiceDir::new(&[("errors.yaml", SLOW_RULE)], "");
+    let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], "");
     std::fs::write(
         dir.config(),
         format!(

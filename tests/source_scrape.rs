@@ -2,7 +2,7 @@
 //! every bad target is a `source_error` for its interval (never a crash, never a value made
 //! up), the good targets still count, and the limits (timeout, body size, concurrency) hold.
 
-use crate::source_support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,7 +21,7 @@ use rollguard::selector::Selector;
 use rollguard::source::scrape::{ScrapeError, Scraper};
 use rollguard::source::{ArmTargets, DeploymentSource, Source};
 use rollguard::telemetry::Telemetry;
-use source_support::{
+use support::raw::{
     Reply, header as head_header, ok, raw_server, raw_tls_server, tls_acceptor, tls_file,
 };
 

@@ -1,7 +1,7 @@
 //! The real binary scraping targets that misbehave: no crash, no rollback, the failures are
 //! visible in rollguard's own `/metrics`, and credentials appear in no log line or label.
 
-use crate::common;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{Daemon, FleetServer, RATIO_RULE};
 use rollguard::sim::Scenario;
 use serde_json::json;
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 /// Targets that fail in every way a scrape can fail, served on their own runtime thread.
 struct Chaos {
@@ -138,7 +138,7 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
             .contains("metrics source failing"),
         "{v:#}"
     );
-    let (_, m) = common::http("GET", &format!("{}/metrics", d.url), None, None);
+    let (_, m) = support::http("GET", &format!("{}/metrics", d.url), None, None);
     let m = m.as_str().unwrap_or_default().to_string();
     for (path, reason) in [
         ("/hang", "timeout"),
@@ -177,10 +177,10 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
         "no hook may run: {:?}",
         d.marker_lines()
     );
-    let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
+    let (code, _) = support::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
     // The finished deployment's per-target series are gone.
-    let (_, m) = common::http("GET", &format!("{}/metrics", d.url), None, None);
+    let (_, m) = support::http("GET", &format!("{}/metrics", d.url), None, None);
     assert!(
         !m.as_str()
             .unwrap_or_default()
@@ -241,8 +241,8 @@ fn credentials_never_reach_logs_or_labels() {
     });
     let (code, v) = d.post("/api/v1/deployments", &body);
     assert_eq!(code, 201, "{v}");
-    let (_, m) = common::wait_for(Duration::from_secs(30), || {
-        let (c, m) = common::http("GET", &format!("{}/metrics", d.url), None, None);
+    let (_, m) = support::wait_for(Duration::from_secs(30), || {
+        let (c, m) = support::http("GET", &format!("{}/metrics", d.url), None, None);
         m.as_str()
             .is_some_and(|t| t.contains("target=\"http://127.0.0.1:9/metrics\""))
             .then_some((c, m))
