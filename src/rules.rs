@@ -678,14 +678,7 @@ fn compile_check(
     };
     let counter =
         |role, intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
-            Ok(intern(
-                SeriesQuery {
-                    kind: QueryKind::Counter,
-                    selector: need(role)?,
-                    divide_by: None,
-                }
-                .into(),
-            ))
+            Ok(intern(MetricQuery::series(QueryKind::Counter, need(role)?)))
         };
     let config = match c.kind {
         CheckKind::Ratio => CheckConfig::Ratio {
@@ -695,14 +688,10 @@ fn compile_check(
             worse_when: s.worse_when,
         },
         CheckKind::Histogram => CheckConfig::Histogram {
-            metric: intern(
-                SeriesQuery {
-                    kind: QueryKind::Histogram,
-                    selector: need(SelectorRole::Metric)?,
-                    divide_by: None,
-                }
-                .into(),
-            ),
+            metric: intern(MetricQuery::series(
+                QueryKind::Histogram,
+                need(SelectorRole::Metric)?,
+            )),
             quantiles: s.quantiles.clone(),
             tolerance: s.tolerance,
         },

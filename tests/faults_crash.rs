@@ -16,18 +16,12 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rollguard::sim::Scenario;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::{Daemon, FleetServer, RATIO_RULE, lines};
 
 /// Hooks that record their start and, after a short sleep, their effect.
 fn hooks(dir: &Path) -> String {
-    let h = |name: &str| {
-        format!(
-            "  {name}:\n    exec: [\"/bin/sh\", \"-c\", \"echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0.started\\\"; sleep 0.4; echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0\\\"\", \"{}\"]\n    timeout: 20s\n",
-            dir.join(name).display()
-        )
-    };
+    let h = |name: &str| support::daemon::recording_hook(name, &dir.join(name), 0.4, "20s");
     format!("{}{}", h("rb"), h("pr"))
 }
 
@@ -46,13 +40,7 @@ struct World {
 impl World {
     fn new(seed: u64) -> World {
         let bad = FleetServer::bad(seed);
-        let good = FleetServer::start(
-            Scenario {
-                seed: seed + 1,
-                ..Scenario::default()
-            },
-            20.0,
-        );
+        let good = FleetServer::healthy(seed + 1, 20.0);
         World {
             bad,
             good,
@@ -68,15 +56,7 @@ impl World {
 
     fn register(&self, d: &Daemon) {
         for (id, fleet) in [("bad", &self.bad), ("good", &self.good)] {
-            let (code, v) = d.post(
-                "/api/v1/deployments",
-                &json!({
-                    "id": id, "service": "checkout", "analysis": "errors",
-                    "baseline": {"targets": [fleet.target("baseline-0"), fleet.target("baseline-1")], "version": "v1"},
-                    "canary": {"targets": [fleet.target("canary-0"), fleet.target("canary-1")], "version": "v2"}
-                }),
-            );
-            assert_eq!(code, 201, "{v}");
+            d.register(&fleet.deployment(id, &fleet.canaries()));
         }
     }
 

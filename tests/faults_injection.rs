@@ -45,11 +45,7 @@ fn http_hook(port: u16) -> String {
 type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 fn receiver() -> (u16, Seen, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::http::runtime();
     let seen: Seen = Arc::default();
     let s2 = seen.clone();
     let port = rt.block_on(async move {
@@ -61,10 +57,7 @@ fn receiver() -> (u16, Seen, tokio::runtime::Runtime) {
                     "ok"
                 }
             });
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(l, app).await });
-        port
+        crate::support::http::serve(app).await.port()
     });
     (port, seen, rt)
 }
@@ -142,8 +135,7 @@ fn injection_payloads_reach_hooks_only_as_inert_data() {
     let extra = format!("{}{}", recorder(&out), http_hook(port));
     let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
 
-    let (code, v) = d.post("/api/v1/deployments", &request("inj-1", &job, &p, &p));
-    assert_eq!(code, 201, "{v}");
+    d.register(&request("inj-1", &job, &p, &p));
     let (code, v) = d.post(
         "/api/v1/deployments/inj-1/abort",
         &json!({"who": p, "reason": p}),

@@ -37,15 +37,7 @@ fn rule() -> String {
 }
 
 fn register(d: &Daemon, fleet: &FleetServer) {
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({
-            "id": "bad", "service": "checkout", "analysis": "errors",
-            "baseline": {"targets": [fleet.target("baseline-0"), fleet.target("baseline-1")]},
-            "canary": {"targets": [fleet.target("canary-0"), fleet.target("canary-1")]}
-        }),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&fleet.deployment("bad", &fleet.canaries()));
 }
 
 /// Analysis running, some steps persisted, no decision yet (the warm-up is 2 s).

@@ -100,15 +100,11 @@ fn every_query_names_an_exported_metric() {
     // ... and what a real daemon serves after a real rollback has the same names and types.
     let fleet = FleetServer::bad(171);
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({
-            "id": "dash", "analysis": "errors",
-            "baseline": { "targets": [fleet.target("baseline-0")] },
-            "canary": { "targets": [fleet.target("canary-0")] }
-        }),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&json!({
+        "id": "dash", "analysis": "errors",
+        "baseline": { "targets": [fleet.target("baseline-0")] },
+        "canary": { "targets": [fleet.target("canary-0")] }
+    }));
     d.wait_state("dash", &["rolled_back"], Duration::from_secs(60));
     let text = support::wait_for(Duration::from_secs(20), || {
         let (_, body) = support::http("GET", &format!("{}/metrics", d.url), None, None);

@@ -6,29 +6,16 @@ use crate::support;
 
 use std::time::Duration;
 
-use serde_json::json;
 use support::{Daemon, FleetServer, RATIO_RULE, lines};
 
 /// Extra hooks (indented to continue the helper's `hooks:` map): a rollback that marks its
 /// start, sleeps, then records its effect. No placeholder is built into the shell line.
 fn slow_rollback(dir: &std::path::Path, sleep_s: f64) -> String {
-    let effect = dir.join("effect");
-    format!(
-        "  slow-rollback:\n    exec: [\"/bin/sh\", \"-c\", \"echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0.started\\\"; sleep {sleep_s}; echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0\\\"\", \"{}\"]\n    timeout: 30s\n",
-        effect.display()
-    )
+    support::daemon::recording_hook("slow-rollback", &dir.join("effect"), sleep_s, "30s")
 }
 
 fn register(d: &Daemon, fleet: &FleetServer, id: &str) {
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({
-            "id": id, "service": "checkout", "analysis": "errors",
-            "baseline": { "targets": [fleet.target("baseline-0"), fleet.target("baseline-1")], "version": "v1" },
-            "canary": { "targets": [fleet.target("canary-0"), fleet.target("canary-1")], "version": "v2" }
-        }),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&fleet.deployment(id, &fleet.canaries()));
 }
 
 fn wait_action(d: &Daemon, id: &str) -> serde_json::Value {

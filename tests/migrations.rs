@@ -127,11 +127,12 @@ fn preflight_refuses_a_canary_whose_migration_has_not_run_and_can_wait_for_it() 
 
     // `preflight: wait`: accepted, pending with the reason, started once the migration lands.
     let d = daemon(&pg, "wait", &[("errors.yaml", RATIO_RULE)]);
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &request("patient", &good, json!({"max": 42}), json!({"min": 42})),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&request(
+        "patient",
+        &good,
+        json!({"max": 42}),
+        json!({"min": 42}),
+    ));
     let pending = wait_for(Duration::from_secs(20), || {
         let v = d.get("/api/v1/deployments/patient").1;
         v["reason"]
@@ -289,11 +290,7 @@ fn a_failing_probe_holds_the_rollback_until_the_schema_can_be_read() {
     // The database goes away before the canary turns out bad (the canary declares nothing,
     // so it starts; only the baseline's range matters for the rollback).
     pg.stop();
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &request("blind", &bad, json!({"max": 41}), Value::Null),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&request("blind", &bad, json!({"max": 41}), Value::Null));
     let held = wait_for(Duration::from_secs(60), || {
         let v = d.get("/api/v1/deployments/blind").1;
         (v["state"] == "held"
@@ -334,8 +331,7 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
     let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
     let mut req = request("running", &good, json!({"max": 42}), json!({"min": 41}));
     req["timing"] = json!({"min_duration": "5m", "max_duration": "10m"});
-    let (code, v) = d.post("/api/v1/deployments", &req);
-    assert_eq!(code, 201, "{v}");
+    d.register(&req);
     d.wait_state("running", &["analysing"], Duration::from_secs(20));
 
     let (code, out) = cli(&d, &["migrate", "check", "--service", "shop", "--to", "43"]);
@@ -400,11 +396,7 @@ fn a_prometheus_probe_reads_one_whole_sample_from_a_real_prometheus() {
     use rollguard::schema::probe::Prober;
     use rollguard::schema::{Live, ProbeKind, SchemaConfig, SchemaVersion};
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::http::runtime();
     let serve = |body: &'static str| {
         rt.block_on(raw_server(move |_| {
             Reply::Bytes(ok("text/plain; version=0.0.4", body))

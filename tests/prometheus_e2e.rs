@@ -7,7 +7,6 @@ use crate::support;
 
 use std::time::Duration;
 
-use rollguard::sim::{Fault, Scenario};
 use serde_json::json;
 use support::prometheus::{Prometheus, Target};
 use support::receivers::Recorder;
@@ -103,8 +102,7 @@ fn two_fleets(seeds: (u64, u64), rule: (&str, &str), analysis: &str) -> TwoFleet
     for (id, fleet) in [("bad", "bad"), ("good", "good")] {
         let mut req = deployment(id, fleet, json!({}));
         req["analysis"] = json!(analysis);
-        let (code, v) = d.post("/api/v1/deployments", &req);
-        assert_eq!(code, 201, "{v}");
+        d.register(&req);
     }
     TwoFleets {
         bad,
@@ -120,17 +118,9 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
     // Bound whole: every part must live until the end (the fleets and Prometheus serve).
     let f = two_fleets((31, 32), ("errors.yaml", RATIO_RULE), "errors");
     let (prom, d, registered) = (&f.prom, &f.d, f.registered);
-    let v = d.wait_state(
-        "bad",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    let v = d.wait_done("bad", Duration::from_secs(60));
     support::assert_rolled_back_by_the_ratio_check(&v);
-    let v = d.wait_state(
-        "good",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    let v = d.wait_done("good", Duration::from_secs(60));
     assert_eq!(v["state"], "promoted", "{v:#}");
     let mut lines = support::wait_for(Duration::from_secs(20), || {
         Some(d.marker_lines()).filter(|l| l.len() >= 2)
@@ -171,13 +161,7 @@ fn outage_rule() -> String {
 
 #[test]
 fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 33,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::healthy(33, 20.0);
     let mut prom = Prometheus::start(&targets(&fleet, "shop"));
     prom.wait_series("http_requests_total", 4, Duration::from_secs(30));
     let ops = Recorder::start();
@@ -189,8 +173,7 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
     let d = Daemon::start(&[("errors.yaml", &outage_rule())], &extra);
     let ids = ["shop-1", "shop-2", "shop-3"];
     for id in ids {
-        let (code, v) = d.post("/api/v1/deployments", &deployment(id, "shop", json!({})));
-        assert_eq!(code, 201, "{v}");
+        d.register(&deployment(id, "shop", json!({})));
     }
     // Data flows for every deployment before the outage.
     for id in ids {
@@ -259,11 +242,7 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
     ops.wait_kind("backend_recovered", Duration::from_secs(30))
         .unwrap_or_else(|| panic!("no backend_recovered alert; log:\n{}", d.log()));
     for id in ids {
-        let v = d.wait_state(
-            id,
-            &["rolled_back", "promoted", "inconclusive"],
-            Duration::from_secs(120),
-        );
+        let v = d.wait_done(id, Duration::from_secs(120));
         assert_eq!(v["state"], "promoted", "{v:#}");
     }
     assert_eq!(ops.of_kind("backend_down").len(), 1, "{:#?}", ops.bodies());
@@ -293,15 +272,7 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
 fn bake_compares_with_the_recorded_past_and_rolls_back() {
     // The fault starts 15 s (wall) into the fleet's life; the bake starts once Prometheus sees
     // it, reading the baseline 14 s in the past, when the fleet was still healthy.
-    let fleet = FleetServer::start(
-        Scenario {
-            fault: Fault::ErrorRatio { factor: 8.0 },
-            fault_at_s: 15.0 * 20.0,
-            seed: 41,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::failing_from(15.0 * 20.0, 41, 20.0);
     let prom = Prometheus::start(&targets(&fleet, "bake"));
     prom.wait_series("http_requests_total", 4, Duration::from_secs(30));
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], &prometheus_config(&prom));
@@ -312,21 +283,13 @@ fn bake_compares_with_the_recorded_past_and_rolls_back() {
         (v > 0.04).then_some(())
     })
     .expect("the fault shows in Prometheus");
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({
-            "id": "bake", "service": "checkout", "analysis": "errors",
-            "strategy": { "type": "bake", "watch": "20s" },
-            "baseline": { "selector": r#"fleet="bake""#, "offset": "14s", "version": "v1" },
-            "canary": { "selector": r#"fleet="bake""#, "version": "v2" }
-        }),
-    );
-    assert_eq!(code, 201, "{v}");
-    let v = d.wait_state(
-        "bake",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    d.register(&json!({
+        "id": "bake", "service": "checkout", "analysis": "errors",
+        "strategy": { "type": "bake", "watch": "20s" },
+        "baseline": { "selector": r#"fleet="bake""#, "offset": "14s", "version": "v1" },
+        "canary": { "selector": r#"fleet="bake""#, "version": "v2" }
+    }));
+    let v = d.wait_done("bake", Duration::from_secs(60));
     assert_eq!(v["state"], "rolled_back", "{v:#}\n{}", d.log());
     // Without an offset a bake is refused with a reason.
     let (code, v) = d.post(
@@ -370,21 +333,13 @@ on_pass: [promote]
 fn a_written_query_rolls_back_a_bad_canary_and_promotes_a_good_one() {
     let f = two_fleets((51, 52), ("written.yaml", WRITTEN_RULE), "written");
     let (bad, d, registered) = (&f.bad, &f.d, f.registered);
-    let v = d.wait_state(
-        "bad",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    let v = d.wait_done("bad", Duration::from_secs(60));
     assert_eq!(v["state"], "rolled_back", "{v:#}\n{}", d.log());
     let check = &v["checks"][0];
     assert_eq!(check["outcome"], "fail", "{check}");
     let why = check["explanation"].as_str().unwrap();
     assert!(why.contains("above 0.03"), "{why}");
-    let v = d.wait_state(
-        "good",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    let v = d.wait_done("good", Duration::from_secs(60));
     assert_eq!(v["state"], "promoted", "{v:#}\n{}", d.log());
     // A written query can be backtested from Prometheus, with the daemon's own config.
     let rules = d.dir.path().join("rules");

@@ -87,11 +87,7 @@ fn edits_in_place_by_rename_and_sed_are_live_and_broken_edits_are_rejected() {
     // The daemon keeps serving and registering with the last good rules.
     let (code, _) = support::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({"id": "after-bad-edit", "analysis": "errors", "baseline": {"targets": ["http://127.0.0.1:9/m"]}, "canary": {"targets": ["http://127.0.0.1:9/m"]}}),
-    );
-    assert_eq!(code, 201, "{v}");
+    let v = d.register(&json!({"id": "after-bad-edit", "analysis": "errors", "baseline": {"targets": ["http://127.0.0.1:9/m"]}, "canary": {"targets": ["http://127.0.0.1:9/m"]}}));
     assert_ne!(v["rule_version"], pinned_version.as_str());
 
     // The running deployment still reports the version it started with.

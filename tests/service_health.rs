@@ -6,7 +6,6 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use rollguard::sim::Scenario;
 use serde_json::json;
 use support::FleetServer;
 use support::http::{get, http_within, post};
@@ -32,13 +31,7 @@ fn timed(url: &str) -> (u16, serde_json::Value, Duration) {
 
 #[test]
 fn probes_answer_while_the_state_store_is_locked_and_the_engine_waits_on_it() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 21,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::healthy(21, 20.0);
     let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], NOOP_HOOKS);
     let (mut svc, url) = start(&dir);
     let (code, v) = get(&format!("{url}/readyz"));
@@ -153,11 +146,7 @@ fn readyz_is_ready_with_a_reachable_prometheus() {
 /// A real HTTP server answering the Prometheus query API the way Prometheus answers
 /// `vector(1)` (the readiness probe's query).
 fn prometheus_api() -> (std::net::SocketAddr, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = crate::support::http::runtime();
     let addr = rt.block_on(async {
         let app = axum::Router::new().route(
             "/api/v1/query",
@@ -165,9 +154,7 @@ fn prometheus_api() -> (std::net::SocketAddr, tokio::runtime::Runtime) {
                 axum::Json(json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}}))
             }),
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(l, app).await });
+        let addr = crate::support::http::serve(app).await;
         addr
     });
     (addr, rt)

@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rollguard::sim::Scenario;
 use serde_json::json;
 use support::{Daemon, FleetServer, RATIO_RULE};
 
@@ -61,11 +60,7 @@ async fn needs_token(headers: HeaderMap) -> Response {
 
 impl Chaos {
     fn start() -> Chaos {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::support::http::runtime();
         let addr = rt.block_on(async {
             let app = Router::new()
                 .route("/rotating", get(rotating))
@@ -84,11 +79,7 @@ impl Chaos {
                 )
                 .route("/token", get(needs_token))
                 .with_state(Arc::new(AtomicU64::new(0)));
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = l.local_addr().unwrap();
-            tokio::spawn(async move {
-                let _ = axum::serve(l, app).await;
-            });
+            let addr = crate::support::http::serve(app).await;
             addr
         });
         Chaos {
@@ -106,13 +97,7 @@ const SCRAPE: &str = "scrape:\n  timeout: 500ms\n  max_body: 1MiB\n";
 
 #[test]
 fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 41,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::healthy(41, 20.0);
     let chaos = Chaos::start();
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], SCRAPE);
     let canary = vec![
@@ -128,8 +113,7 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
         "canary": { "targets": canary },
         "timing": { "max_duration": "10s" }
     });
-    let (code, v) = d.post("/api/v1/deployments", &body);
-    assert_eq!(code, 201, "{v}");
+    d.register(&body);
     let v = d.wait_state("broken", &["held"], Duration::from_secs(30));
     assert!(
         v["reason"]
@@ -166,11 +150,7 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
         )),
         "{m}"
     );
-    let v = d.wait_state(
-        "broken",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(30),
-    );
+    let v = d.wait_done("broken", Duration::from_secs(30));
     assert_eq!(v["state"], "inconclusive", "{v:#}");
     assert!(
         d.marker_lines().is_empty(),
@@ -199,13 +179,8 @@ fn a_flapping_target_beside_healthy_ones_never_causes_a_rollback() {
         "baseline": { "targets": [fleet.target("baseline-0"), fleet.target("baseline-1")] },
         "canary": { "targets": [fleet.target("canary-0"), fleet.target("canary-1"), chaos.url("/rotating")] }
     });
-    let (code, v) = d.post("/api/v1/deployments", &body);
-    assert_eq!(code, 201, "{v}");
-    let v = d.wait_state(
-        "flap",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    d.register(&body);
+    let v = d.wait_done("flap", Duration::from_secs(60));
     assert_ne!(v["state"], "rolled_back", "{v:#}");
     assert!(
         !d.marker_lines().iter().any(|l| l.starts_with("rollback")),
@@ -216,13 +191,7 @@ fn a_flapping_target_beside_healthy_ones_never_causes_a_rollback() {
 
 #[test]
 fn credentials_never_reach_logs_or_labels() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 43,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::healthy(43, 20.0);
     let chaos = Chaos::start();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
@@ -239,8 +208,7 @@ fn credentials_never_reach_logs_or_labels() {
         "canary": { "targets": ["http://scraper:pa55w0rd-in-url@127.0.0.1:9/metrics", chaos.url("/500")] },
         "timing": { "max_duration": "10s" }
     });
-    let (code, v) = d.post("/api/v1/deployments", &body);
-    assert_eq!(code, 201, "{v}");
+    d.register(&body);
     let (_, m) = support::wait_for(Duration::from_secs(30), || {
         let (c, m) = support::http("GET", &format!("{}/metrics", d.url), None, None);
         m.as_str()
@@ -256,11 +224,7 @@ fn credentials_never_reach_logs_or_labels() {
         )),
         "{m}"
     );
-    d.wait_state(
-        "secret",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(30),
-    );
+    d.wait_done("secret", Duration::from_secs(30));
     let log = d.log();
     assert!(log.contains("scrape failed"), "{log}");
     let (_, api) = d.get("/api/v1/deployments/secret");

@@ -509,11 +509,8 @@ pub fn kayenta_classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::close;
     use Alternative::*;
-
-    fn close(a: f64, b: f64, rel: f64) -> bool {
-        (a - b).abs() <= rel * b.abs().max(1e-300)
-    }
 
     const ASYM: Method = Method::Asymptotic { continuity: true };
     const ASYM_NC: Method = Method::Asymptotic { continuity: false };

@@ -113,6 +113,16 @@ pub fn marker_hooks(marker: &Path) -> String {
     )
 }
 
+/// A hook `name` (indented under `hooks:`) that appends its action id to `<effect>.started`,
+/// sleeps `sleep_s` seconds, then appends it to `effect`: whether and when a run started,
+/// and whether it finished.
+pub fn recording_hook(name: &str, effect: &Path, sleep_s: f64, timeout: &str) -> String {
+    format!(
+        "  {name}:\n    exec: [\"/bin/sh\", \"-c\", \"echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0.started\\\"; sleep {sleep_s}; echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0\\\"\", \"{}\"]\n    timeout: {timeout}\n",
+        effect.display()
+    )
+}
+
 /// A daemon process with its own directory.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -241,6 +251,27 @@ impl Daemon {
         self.client.json(method, &url, body, None, CALL_TIMEOUT)
     }
 
+    /// Registers a deployment through the API; it must be accepted as new (201). Its record.
+    pub fn register(&self, body: &Value) -> Value {
+        let (code, v) = self.post("/api/v1/deployments", body);
+        assert_eq!(code, 201, "{v}; log:\n{}", self.log());
+        v
+    }
+
+    /// Long-polls the deployment until it has finished (rolled back, promoted or
+    /// inconclusive); its record.
+    pub fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_state(id, DONE, timeout)
+    }
+
+    /// Waits (up to 20 s) until a marker hook has written a line; the lines.
+    pub fn wait_marker(&self) -> Vec<String> {
+        wait_for(Duration::from_secs(20), || {
+            Some(self.marker_lines()).filter(|l| !l.is_empty())
+        })
+        .unwrap_or_else(|| panic!("no hook ran; log:\n{}", self.log()))
+    }
+
     /// Long-polls the deployment until its state is one of `states` (or the timeout).
     pub fn wait_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
         let start = Instant::now();
@@ -321,6 +352,9 @@ impl Daemon {
             .sum()
     }
 }
+
+/// The states a deployment ends in.
+pub const DONE: &[&str] = &["rolled_back", "promoted", "inconclusive"];
 
 /// API calls wait this long: long enough for the events long-poll and a daemon under the
 /// benches' load.

@@ -160,11 +160,7 @@ async fn serve(
 
 impl Farm {
     pub fn start() -> Farm {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("farm runtime");
+        let rt = super::http::runtime();
         let shared = Arc::new(Shared {
             start: Instant::now(),
             bodies: RwLock::new(Arc::new(Bodies {
@@ -182,11 +178,7 @@ impl Farm {
             let app = axum::Router::new()
                 .route("/d/{dep}/{role}/{inst}/metrics", axum::routing::get(serve))
                 .with_state(sh.clone());
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind farm");
-            let addr = l.local_addr().expect("farm addr");
-            tokio::spawn(async move { axum::serve(l, app).await });
+            let addr = super::http::serve(app).await;
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(1));
                 loop {
@@ -287,34 +279,41 @@ impl FleetServer {
     /// A fleet whose canaries return 8× the baseline's errors from the start (simulated time
     /// at 20× speed): the rollback case of most tests.
     pub fn bad(seed: u64) -> FleetServer {
+        Self::failing_from(0.0, seed, 20.0)
+    }
+
+    /// A fleet whose canaries return 8× the baseline's errors from simulated second
+    /// `fault_at_s` on, with simulated time at `speed`× the clock's.
+    pub fn failing_from(fault_at_s: f64, seed: u64, speed: f64) -> FleetServer {
         Self::start(
             rollguard::sim::Scenario {
                 fault: rollguard::sim::Fault::ErrorRatio { factor: 8.0 },
-                fault_at_s: 0.0,
+                fault_at_s,
                 seed,
                 ..rollguard::sim::Scenario::default()
             },
-            20.0,
+            speed,
         )
     }
 
     /// A fleet with no fault (simulated time at 50× speed): the promotion case.
     pub fn good(seed: u64) -> FleetServer {
+        Self::healthy(seed, 50.0)
+    }
+
+    /// A fleet with no fault, simulated time at `speed`× the clock's.
+    pub fn healthy(seed: u64, speed: f64) -> FleetServer {
         Self::start(
             rollguard::sim::Scenario {
                 seed,
                 ..rollguard::sim::Scenario::default()
             },
-            50.0,
+            speed,
         )
     }
 
     pub fn start(scenario: rollguard::sim::Scenario, speed: f64) -> FleetServer {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("rt");
+        let rt = super::http::runtime();
         let fleet = rt.block_on(async { rollguard::demo::Fleet::new(&scenario, speed) });
         let addr = rt.block_on(fleet.serve()).expect("serve fleet");
         FleetServer {
@@ -326,5 +325,22 @@ impl FleetServer {
 
     pub fn target(&self, instance: &str) -> String {
         format!("http://{}/{instance}/metrics", self.addr)
+    }
+
+    /// A deployment of `checkout` judged by RATIO_RULE: this fleet's two baselines (v1)
+    /// against the `canaries` targets (v2).
+    pub fn deployment(&self, id: &str, canaries: &[String]) -> serde_json::Value {
+        serde_json::json!({
+            "id": id,
+            "service": "checkout",
+            "analysis": "errors",
+            "baseline": { "targets": [self.target("baseline-0"), self.target("baseline-1")], "version": "v1" },
+            "canary": { "targets": canaries, "version": "v2" }
+        })
+    }
+
+    /// The fleet's two canaries, as targets.
+    pub fn canaries(&self) -> Vec<String> {
+        vec![self.target("canary-0"), self.target("canary-1")]
     }
 }

@@ -40,11 +40,7 @@ impl Client {
     }
 
     fn with(client: reqwest::Client) -> Client {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("client runtime");
+        let rt = runtime();
         Client { rt, client }
     }
 
@@ -147,4 +143,29 @@ pub fn blocking_get(url: &str) -> Option<(u16, String)> {
         .ok()
         .flatten()
     })
+}
+
+/// Serves `app` on `addr` (`127.0.0.1:0`: any free port) from the current runtime; the
+/// address it listens on.
+pub async fn serve_at(addr: &str, app: axum::Router) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    addr
+}
+
+/// Serves `app` on a free loopback port from the current runtime.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    serve_at("127.0.0.1:0", app).await
+}
+
+/// A runtime of its own (one worker thread), for servers that blocking tests talk to.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }

@@ -109,13 +109,7 @@ impl Fake {
                 async move { handle(st, method, uri, headers, body).await }
             },
         );
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind fake");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::http::serve_at(addr, app).await;
         Fake { addr, state }
     }
 
@@ -708,11 +702,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start() -> Recorder {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("rt");
+        let rt = super::http::runtime();
         let inbox: Arc<(Mutex<Vec<serde_json::Value>>, Condvar)> = Arc::default();
         let b = inbox.clone();
         let addr = rt.block_on(async move {
@@ -729,13 +719,7 @@ impl Recorder {
                     }
                 }),
             );
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = l.local_addr().expect("addr");
-            tokio::spawn(async move {
-                let _ = axum::serve(l, app).await;
-            });
+            let addr = super::http::serve(app).await;
             addr
         });
         Recorder {
