@@ -752,6 +752,13 @@ pub struct RuleSet {
     pub files: Vec<PathBuf>,
 }
 
+impl RuleSet {
+    /// The loaded analyses' names, comma-separated (for "no such analysis" messages).
+    pub fn names(&self) -> String {
+        self.analyses.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// Loads every `*.yaml`/`*.yml` file under `paths` (files or directories), validating hook
 /// and notifier names against `actions` when given. Returns every problem found.
 pub fn load_rules(

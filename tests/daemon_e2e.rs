@@ -51,13 +51,7 @@ fn dead_canary_target_is_held_never_rolled_back() {
     body["timing"] = json!({ "max_duration": "10s" });
     d.register(&body);
     let v = d.wait_state("dead", &["held"], Duration::from_secs(30));
-    assert!(
-        v["reason"]
-            .as_str()
-            .unwrap()
-            .contains("metrics source failing"),
-        "{v:#}"
-    );
+    support::daemon::assert_held_by_failing_source(&v);
     let v = d.wait_done("dead", Duration::from_secs(30));
     assert_eq!(v["state"], "inconclusive", "{v:#}");
     assert_eq!(v["checks"][0]["outcome"], "source_error");
@@ -129,11 +123,7 @@ fn a_failing_shadow_check_is_recorded_once_and_never_acted_upon() {
         .filter(|e| e["kind"] == "check_failed")
         .collect();
     assert_eq!(failed.len(), 1, "{v:#}");
-    assert!(
-        !d.marker_lines().iter().any(|l| l.starts_with("rollback")),
-        "no rollback for a shadow check: {:?}",
-        d.marker_lines()
-    );
+    d.assert_no_rollback("no rollback for a shadow check");
 }
 
 #[test]

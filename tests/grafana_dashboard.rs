@@ -107,8 +107,7 @@ fn every_query_names_an_exported_metric() {
     }));
     d.wait_state("dash", &["rolled_back"], Duration::from_secs(60));
     let text = support::wait_for(Duration::from_secs(20), || {
-        let (_, body) = support::http("GET", &format!("{}/metrics", d.url), None, None);
-        let text = body.as_str().unwrap_or("").to_string();
+        let text = d.metrics();
         text.contains("rollguard_hook_runs_total{").then_some(text)
     })
     .expect("the rollback hook's run is counted");

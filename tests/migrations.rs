@@ -60,6 +60,17 @@ fn cli(d: &Daemon, args: &[&str]) -> (i32, String) {
     support::cli(&d.url, args)
 }
 
+/// `rollguard report --json` on the daemon's config.
+fn report(d: &Daemon) -> Value {
+    let config = d.path("config.yaml");
+    let (code, out) = cli(
+        d,
+        &["report", "--config", config.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(&out).expect("report json")
+}
+
 fn request(id: &str, f: &FleetServer, baseline: Value, canary: Value) -> Value {
     json!({
         "id": id,
@@ -252,8 +263,7 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
         d.marker_lines().iter().filter(|l| *l == "forward").count(),
         1
     );
-    let metrics = support::http("GET", &format!("{}/metrics", d.url), None, None).1;
-    let metrics = metrics.as_str().unwrap_or_default();
+    let metrics = d.metrics();
     assert!(
         metrics.contains("rollguard_schema_probes_total{service=\"shop\",result=\"ok\"}"),
         "{metrics}"
@@ -266,19 +276,9 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     assert_eq!(code, 202);
     let v = d.wait_state("contracted", &["aborted"], Duration::from_secs(20));
     assert!(v["reason"].as_str().unwrap().contains(sentence), "{v:#}");
-    assert!(!d.marker_lines().iter().any(|l| l.starts_with("rollback")));
+    d.assert_no_rollback("an abort on this schema");
     // `rollguard report` counts the blocked rollback.
-    let (code, out) = cli(
-        &d,
-        &[
-            "report",
-            "--config",
-            d.dir.path().join("config.yaml").to_str().unwrap(),
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    let r: Value = serde_json::from_str(&out).expect("report json");
+    let r = report(&d);
     assert_eq!(r["services"][0]["blocked_rollbacks"], 1, "{r:#}");
 }
 
@@ -305,10 +305,7 @@ fn a_failing_probe_holds_the_rollback_until_the_schema_can_be_read() {
         "says why: {held:#}"
     );
     assert!(held["schema"]["error"].is_string(), "{held:#}");
-    assert!(
-        !d.marker_lines().iter().any(|l| l.starts_with("rollback")),
-        "never guesses"
-    );
+    d.assert_no_rollback("never guesses");
     // The database is back at 41, which v1 works with: the rollback runs.
     pg.restart();
     d.wait_state("blind", &["rolled_back"], Duration::from_secs(60));
@@ -356,17 +353,7 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
             .then_some(v)
     });
     assert!(v.is_some(), "schema change on the timeline");
-    let (code, out) = cli(
-        &d,
-        &[
-            "report",
-            "--config",
-            d.dir.path().join("config.yaml").to_str().unwrap(),
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    let r: Value = serde_json::from_str(&out).expect("report json");
+    let r = report(&d);
     assert_eq!(r["services"][0]["migrations"], 1, "{r:#}");
     let (code, v) = d.get("/api/v1/schemas");
     assert_eq!(code, 200);

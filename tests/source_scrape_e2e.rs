@@ -115,15 +115,8 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
     });
     d.register(&body);
     let v = d.wait_state("broken", &["held"], Duration::from_secs(30));
-    assert!(
-        v["reason"]
-            .as_str()
-            .unwrap()
-            .contains("metrics source failing"),
-        "{v:#}"
-    );
-    let (_, m) = support::http("GET", &format!("{}/metrics", d.url), None, None);
-    let m = m.as_str().unwrap_or_default().to_string();
+    support::daemon::assert_held_by_failing_source(&v);
+    let m = d.metrics();
     for (path, reason) in [
         ("/hang", "timeout"),
         ("/500", "status"),
@@ -160,13 +153,8 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
     let (code, _) = support::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
     // The finished deployment's per-target series are gone.
-    let (_, m) = support::http("GET", &format!("{}/metrics", d.url), None, None);
-    assert!(
-        !m.as_str()
-            .unwrap_or_default()
-            .contains("deployment=\"broken\""),
-        "{m}"
-    );
+    let m = d.metrics();
+    assert!(!m.contains("deployment=\"broken\""), "{m}");
 }
 
 #[test]
@@ -182,11 +170,7 @@ fn a_flapping_target_beside_healthy_ones_never_causes_a_rollback() {
     d.register(&body);
     let v = d.wait_done("flap", Duration::from_secs(60));
     assert_ne!(v["state"], "rolled_back", "{v:#}");
-    assert!(
-        !d.marker_lines().iter().any(|l| l.starts_with("rollback")),
-        "{:?}",
-        d.marker_lines()
-    );
+    d.assert_no_rollback("a flapping target is no reason to roll back");
 }
 
 #[test]
@@ -209,14 +193,12 @@ fn credentials_never_reach_logs_or_labels() {
         "timing": { "max_duration": "10s" }
     });
     d.register(&body);
-    let (_, m) = support::wait_for(Duration::from_secs(30), || {
-        let (c, m) = support::http("GET", &format!("{}/metrics", d.url), None, None);
-        m.as_str()
-            .is_some_and(|t| t.contains("target=\"http://127.0.0.1:9/metrics\""))
-            .then_some((c, m))
+    let m = support::wait_for(Duration::from_secs(30), || {
+        let m = d.metrics();
+        m.contains("target=\"http://127.0.0.1:9/metrics\"")
+            .then_some(m)
     })
     .unwrap_or_else(|| panic!("no target_up series for the dead target; log:\n{}", d.log()));
-    let m = m.as_str().unwrap_or_default();
     assert!(
         m.contains(&format!(
             "rollguard_target_up{{deployment=\"secret\",role=\"baseline\",target=\"{}\"}} 1",

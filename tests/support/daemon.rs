@@ -258,6 +258,20 @@ impl Daemon {
         v
     }
 
+    /// The daemon's own `/metrics` text.
+    pub fn metrics(&self) -> String {
+        self.get_text("/metrics")
+    }
+
+    /// No rollback hook has run (`why`: what the test expected instead).
+    pub fn assert_no_rollback(&self, why: &str) {
+        let lines = self.marker_lines();
+        assert!(
+            !lines.iter().any(|l| l.starts_with("rollback")),
+            "{why}: {lines:?}"
+        );
+    }
+
     /// Long-polls the deployment until it has finished (rolled back, promoted or
     /// inconclusive); its record.
     pub fn wait_done(&self, id: &str, timeout: Duration) -> Value {
@@ -365,6 +379,18 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `v` (a deployment's record) is held because its metrics source fails.
+pub fn assert_held_by_failing_source(v: &Value) {
+    assert_eq!(v["state"], "held", "{v:#}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("metrics source failing"),
+        "{v:#}"
+    );
 }
 
 /// A file's lines (none when it does not exist): what hooks appended to their marker.
