@@ -41,6 +41,19 @@ on_fail: [rollback]
 
 const N: usize = 20;
 
+/// A table row: the median, 90th percentile and maximum of `ms` (with `digits` decimals), and
+/// how many there are.
+fn row(what: &str, ms: &[f64], digits: usize) {
+    let n = ms.len();
+    let mut v = ms.to_vec();
+    println!(
+        "| {what} | {:.digits$} ms | {:.digits$} ms | {:.digits$} ms | {n} |",
+        median(&mut v),
+        quantile(&mut v, 0.9),
+        quantile(&mut v, 1.0),
+    );
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("reaction: run with `cargo bench --bench reaction`");
@@ -89,7 +102,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let starts = hook_starts(dir.path());
-    let mut e2e: Vec<f64> = (0..N)
+    let e2e: Vec<f64> = (0..N)
         .filter_map(|i| {
             let id = format!("r-{i}");
             let (_, at, _) = decision(&d, &id)?;
@@ -97,26 +110,22 @@ fn main() {
         })
         .collect();
     let (sum, count, buckets) = d.histogram("rollguard_decision_to_hook_seconds");
-    let mut reloads: Vec<f64> = (0..20)
+    let reloads: Vec<f64> = (0..20)
         .map(|k| d.reload_ms("reaction.yaml", RULE, k))
         .collect();
     d.stop();
 
     println!("\n| measure | median | p90 | max | n |");
     println!("|---|---|---|---|---|");
-    let n = e2e.len();
-    println!(
-        "| decision persisted → hook process running (hook's own clock) | {:.1} ms | {:.1} ms | {:.1} ms | {n} |",
-        median(&mut e2e.clone()),
-        quantile(&mut e2e.clone(), 0.9),
-        quantile(&mut e2e, 1.0),
+    row(
+        "decision persisted → hook process running (hook's own clock)",
+        &e2e,
+        1,
     );
-    let n = reloads.len();
-    println!(
-        "| rule file saved → new version in `GET /api/v1/rules` | {:.0} ms | {:.0} ms | {:.0} ms | {n} |",
-        median(&mut reloads.clone()),
-        quantile(&mut reloads.clone(), 0.9),
-        quantile(&mut reloads, 1.0),
+    row(
+        "rule file saved → new version in `GET /api/v1/rules`",
+        &reloads,
+        0,
     );
     println!(
         "\nrollguard_decision_to_hook_seconds: {count:.0} observations, mean {:.2} ms; buckets {buckets:?}",

@@ -60,6 +60,31 @@ fn cli(d: &Daemon, args: &[&str]) -> (i32, String) {
     support::cli(&d.url, args)
 }
 
+/// `rollguard deploy start --id <id>` of analysis `errors` for service `shop`, then `more`.
+fn deploy_start(
+    d: &Daemon,
+    id: &str,
+    baselines: &[String],
+    canary: &str,
+    more: &[&str],
+) -> (i32, String) {
+    let mut args = vec![
+        "deploy",
+        "start",
+        "--id",
+        id,
+        "--analysis",
+        "errors",
+        "--service",
+        "shop",
+        "--baseline",
+    ];
+    args.extend(baselines.iter().map(String::as_str));
+    args.extend(["--canary", canary]);
+    args.extend_from_slice(more);
+    cli(d, &args)
+}
+
 /// `rollguard report --json` on the daemon's config.
 fn report(d: &Daemon) -> Value {
     let config = d.path("config.yaml");
@@ -101,26 +126,12 @@ fn preflight_refuses_a_canary_whose_migration_has_not_run_and_can_wait_for_it() 
     let pg = database(41);
     let good = FleetServer::good(141);
     let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
-    let (code, out) = cli(
+    let (code, out) = deploy_start(
         &d,
-        &[
-            "deploy",
-            "start",
-            "--id",
-            "early",
-            "--analysis",
-            "errors",
-            "--service",
-            "shop",
-            "--baseline",
-            &good.target("baseline-0"),
-            "--canary",
-            &good.target("canary-0"),
-            "--canary-version",
-            "v2",
-            "--canary-schema-min",
-            "42",
-        ],
+        "early",
+        &[good.target("baseline-0")],
+        &good.target("canary-0"),
+        &["--canary-version", "v2", "--canary-schema-min", "42"],
     );
     assert_eq!(code, 10, "refused by the pre-flight gate → exit 10\n{out}");
     assert!(
@@ -178,22 +189,12 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     let pg = database(42);
     let bad = FleetServer::bad(142);
     let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
-    let (code, out) = cli(
+    let (code, out) = deploy_start(
         &d,
+        "contracted",
+        &[bad.target("baseline-0"), bad.target("baseline-1")],
+        &bad.target("canary-0"),
         &[
-            "deploy",
-            "start",
-            "--id",
-            "contracted",
-            "--analysis",
-            "errors",
-            "--service",
-            "shop",
-            "--baseline",
-            &bad.target("baseline-0"),
-            &bad.target("baseline-1"),
-            "--canary",
-            &bad.target("canary-0"),
             "--baseline-version",
             "v1",
             "--canary-version",

@@ -15,11 +15,7 @@ use support::slow_rule;
 const T: Duration = Duration::from_secs(20);
 
 fn start(dir: &ServiceDir) -> (Service, String) {
-    let mut c = dir.command();
-    c.stderr(std::fs::File::create(dir.log_file()).expect("log"));
-    let svc = Service::spawn(c);
-    let url = dir.wait_listen_addr(T);
-    (svc, url)
+    dir.start_logged(dir.command())
 }
 
 /// GET with a short timeout; returns the status and how long the answer took.

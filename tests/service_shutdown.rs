@@ -117,14 +117,7 @@ fn wait_action_status(url: &str, id: &str, status: &str) -> Value {
 #[test]
 fn sigterm_waits_for_a_running_hook_that_finishes_within_the_grace() {
     let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], "");
-    std::fs::write(
-        dir.config(),
-        format!(
-            "listen: 127.0.0.1:0\nstate_dir: state\nrules_dir: rules\n{}",
-            config(dir.path(), "30s", "gate")
-        ),
-    )
-    .expect("config");
+    dir.set_config(&config(dir.path(), "30s", "gate"));
     let gate = dir.path().join("gate");
     let st = Command::new("mkfifo").arg(&gate).status().expect("mkfifo");
     assert!(st.success());
@@ -176,14 +169,7 @@ fn sigterm_waits_for_a_running_hook_that_finishes_within_the_grace() {
 #[test]
 fn a_hook_still_running_at_the_deadline_is_stopped_recorded_and_retried_on_the_next_start() {
     let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], "");
-    std::fs::write(
-        dir.config(),
-        format!(
-            "listen: 127.0.0.1:0\nstate_dir: state\nrules_dir: rules\n{}",
-            config(dir.path(), "1s", "term")
-        ),
-    )
-    .expect("config");
+    dir.set_config(&config(dir.path(), "1s", "term"));
 
     let (mut svc, mut sock, url) = start(&dir);
     let act = abort_one(&url, "d2");

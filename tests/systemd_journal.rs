@@ -169,18 +169,22 @@ fn native_journal_fields_and_message_ids() {
     assert_eq!(dir.log(), "", "stderr should be empty under the journal");
 }
 
+/// Runs the daemon with `c` until it listens, then stops it with SIGTERM (a clean exit); its
+/// log.
+fn start_and_stop(dir: &ServiceDir, c: std::process::Command) -> String {
+    let (mut svc, _) = dir.start_logged(c);
+    svc.signal(Signal::SIGTERM);
+    assert!(svc.wait(T).is_some_and(|s| s.success()));
+    dir.log()
+}
+
 #[test]
 fn plain_stderr_when_journal_stream_names_something_else() {
     // A child of a systemd service inherits JOURNAL_STREAM with stderr elsewhere.
     let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], NOOP_HOOKS);
     let mut c = dir.command();
-    c.env("JOURNAL_STREAM", "1:1")
-        .stderr(std::fs::File::create(dir.log_file()).expect("log"));
-    let mut svc = Service::spawn(c);
-    dir.wait_listen_addr(T);
-    svc.signal(Signal::SIGTERM);
-    assert!(svc.wait(T).is_some_and(|s| s.success()));
-    let log = dir.log();
+    c.env("JOURNAL_STREAM", "1:1");
+    let log = start_and_stop(&dir, c);
     let line = log
         .lines()
         .find(|l| l.contains("rollguard listening"))
@@ -196,13 +200,8 @@ fn plain_stderr_when_journal_stream_names_something_else() {
 fn log_format_json_writes_one_object_per_line() {
     let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], NOOP_HOOKS);
     let mut c = dir.command();
-    c.args(["--log-format", "json"])
-        .stderr(std::fs::File::create(dir.log_file()).expect("log"));
-    let mut svc = Service::spawn(c);
-    dir.wait_listen_addr(T);
-    svc.signal(Signal::SIGTERM);
-    assert!(svc.wait(T).is_some_and(|s| s.success()));
-    let log = dir.log();
+    c.args(["--log-format", "json"]);
+    let log = start_and_stop(&dir, c);
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -248,7 +248,8 @@ impl Daemon {
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.url);
-        self.client.json(method, &url, body, None, CALL_TIMEOUT)
+        let (code, text) = self.client.text(method, &url, body, None, CALL_TIMEOUT);
+        (code, super::http::json_or_string(text))
     }
 
     /// Registers a deployment through the API; it must be accepted as new (201). Its record.

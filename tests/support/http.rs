@@ -88,19 +88,6 @@ impl Client {
         });
         (code, text)
     }
-
-    /// The same, with the body as JSON (a JSON string when it is not JSON).
-    pub fn json(
-        &self,
-        method: &str,
-        url: &str,
-        body: Option<&Value>,
-        token: Option<&str>,
-        timeout: Duration,
-    ) -> (u16, Value) {
-        let (code, text) = self.text(method, url, body, token, timeout);
-        (code, json_or_string(text))
-    }
 }
 
 /// A body as JSON, or as a JSON string when it is not JSON.
@@ -110,7 +97,8 @@ pub fn json_or_string(text: String) -> Value {
 
 /// One call on a client of its own: status and the body as JSON.
 pub fn http(method: &str, url: &str, body: Option<&Value>, token: Option<&str>) -> (u16, Value) {
-    Client::new().json(method, url, body, token, TIMEOUT)
+    let (code, text) = Client::new().text(method, url, body, token, TIMEOUT);
+    (code, json_or_string(text))
 }
 
 /// The same with a timeout of the caller's (status 0: no answer within it).
@@ -120,7 +108,8 @@ pub fn http_within(
     body: Option<&Value>,
     timeout: Duration,
 ) -> (u16, Value) {
-    Client::new().json(method, url, body, None, timeout)
+    let (code, text) = Client::new().text(method, url, body, None, timeout);
+    (code, json_or_string(text))
 }
 
 pub fn get(url: &str) -> (u16, Value) {

@@ -34,6 +34,13 @@ impl ServiceDir {
         ServiceDir { dir }
     }
 
+    /// Rewrites `config.yaml` with `extra` after the listen, state and rules lines (for a
+    /// config that names paths in this directory).
+    pub fn set_config(&self, extra: &str) {
+        let text = daemon::config("127.0.0.1:0", "state", extra);
+        std::fs::write(self.config(), text).expect("config");
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -58,6 +65,15 @@ impl ServiceDir {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    /// Spawns `c` (from [`ServiceDir::command`]) with stderr to the log file, and waits for
+    /// its listen address: the running service and its API's base URL.
+    pub fn start_logged(&self, mut c: Command) -> (Service, String) {
+        c.stderr(std::fs::File::create(self.log_file()).expect("log"));
+        let svc = Service::spawn(c);
+        let url = self.wait_listen_addr(Duration::from_secs(20));
+        (svc, url)
     }
 
     /// Waits for `state/listen.addr` (for daemons started without a notification socket);
