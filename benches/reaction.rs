@@ -1,7 +1,7 @@
 //! How fast rollguard reacts once it knows (`cargo bench --bench reaction`, about a minute).
 //!
 //! * Decision → rollback hook start. 20 deployments whose canaries fail (5xx from 1 % to 10 %,
-//!   1 s interval), against the real binary and the target farm of `benches/support/farm.rs`.
+//!   1 s interval), against the real binary and the target farm of `tests/support/fleet.rs`.
 //!   Two measures: the daemon's own `rollguard_decision_to_hook_seconds` histogram (from the
 //!   persisted decision to the runner starting the action: the decision's transaction is
 //!   committed, then the hook is owed), and, end to end, the hook's own first instruction
@@ -13,16 +13,15 @@
 //!
 //! `cargo bench --bench scale` measures the same two under the load of 1 000 deployments.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/farm.rs"]
-mod farm;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
-use daemon::{Daemon, decision, hook_starts, timestamp_hook};
-use farm::{Farm, median, quantile};
 use serde_json::json;
+use support::daemon::Daemon;
+use support::fleet::Farm;
+use support::measure::{decision, hook_starts, median, quantile, timestamp_hook};
 
 const RULE: &str = r#"analysis: reaction
 interval: 1s
@@ -42,23 +41,17 @@ on_fail: [rollback]
 
 const N: usize = 20;
 
-fn reload_ms(d: &Daemon, tag: usize) -> f64 {
-    let (_, v) = d.get("/api/v1/rules");
-    let before = v["version"].as_str().unwrap_or_default().to_string();
-    let path = d.path("rules").join("reaction.yaml");
-    let start = Instant::now();
-    std::fs::write(&path, format!("# edit {tag}\n{RULE}")).expect("write rule");
-    loop {
-        let (_, v) = d.get("/api/v1/rules");
-        if v["version"].as_str().is_some_and(|x| x != before) {
-            return start.elapsed().as_secs_f64() * 1e3;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "rule edit never took effect: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+/// A table row: the median, 90th percentile and maximum of `ms` (with `digits` decimals), and
+/// how many there are.
+fn row(what: &str, ms: &[f64], digits: usize) {
+    let n = ms.len();
+    let mut v = ms.to_vec();
+    println!(
+        "| {what} | {:.digits$} ms | {:.digits$} ms | {:.digits$} ms | {n} |",
+        median(&mut v),
+        quantile(&mut v, 0.9),
+        quantile(&mut v, 1.0),
+    );
 }
 
 fn main() {
@@ -68,8 +61,8 @@ fn main() {
     }
     let farm = Farm::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(
-        &[("reaction.yaml", RULE.to_string())],
+    let d = Daemon::start_with_hooks(
+        &[("reaction.yaml", RULE)],
         &timestamp_hook("rollback", dir.path()),
         "",
     );
@@ -109,7 +102,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let starts = hook_starts(dir.path());
-    let mut e2e: Vec<f64> = (0..N)
+    let e2e: Vec<f64> = (0..N)
         .filter_map(|i| {
             let id = format!("r-{i}");
             let (_, at, _) = decision(&d, &id)?;
@@ -117,24 +110,22 @@ fn main() {
         })
         .collect();
     let (sum, count, buckets) = d.histogram("rollguard_decision_to_hook_seconds");
-    let mut reloads: Vec<f64> = (0..20).map(|k| reload_ms(&d, k)).collect();
+    let reloads: Vec<f64> = (0..20)
+        .map(|k| d.reload_ms("reaction.yaml", RULE, k))
+        .collect();
     d.stop();
 
     println!("\n| measure | median | p90 | max | n |");
     println!("|---|---|---|---|---|");
-    let n = e2e.len();
-    println!(
-        "| decision persisted → hook process running (hook's own clock) | {:.1} ms | {:.1} ms | {:.1} ms | {n} |",
-        median(&mut e2e.clone()),
-        quantile(&mut e2e.clone(), 0.9),
-        quantile(&mut e2e, 1.0),
+    row(
+        "decision persisted → hook process running (hook's own clock)",
+        &e2e,
+        1,
     );
-    let n = reloads.len();
-    println!(
-        "| rule file saved → new version in `GET /api/v1/rules` | {:.0} ms | {:.0} ms | {:.0} ms | {n} |",
-        median(&mut reloads.clone()),
-        quantile(&mut reloads.clone(), 0.9),
-        quantile(&mut reloads, 1.0),
+    row(
+        "rule file saved → new version in `GET /api/v1/rules`",
+        &reloads,
+        0,
     );
     println!(
         "\nrollguard_decision_to_hook_seconds: {count:.0} observations, mean {:.2} ms; buckets {buckets:?}",

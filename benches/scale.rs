@@ -4,7 +4,7 @@
 //! each with four scraped targets (two baseline, two canary) of about 200 series, every 10 s,
 //! with a three-check analysis (error ratio, latency histogram, memory growth: the shipped
 //! `http-service` checks). The targets are a farm served from this bench process on
-//! 127.0.0.1 (`benches/support/farm.rs`), so its CPU is not the daemon's.
+//! 127.0.0.1 (`tests/support/fleet.rs`), so its CPU is not the daemon's.
 //!
 //! For each N (default 10, 100, 1000; `SCALE_N=1000` for one):
 //! 1. registrations spread over one interval (deployments do not all start at once);
@@ -23,16 +23,17 @@
 //! Prints one markdown table. Two cores are shared with the farm (and, on a shared machine,
 //! with whatever else runs): the farm's own CPU is printed too.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/farm.rs"]
-mod farm;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
-use daemon::{Daemon, decision, hook_starts, timestamp_hook};
-use farm::{Farm, median, proc_cpu_s, proc_rss_mb, quantile};
 use serde_json::json;
+use support::daemon::Daemon;
+use support::fleet::Farm;
+use support::measure::{
+    decision, hook_starts, median, proc_cpu_s, proc_rss_mb, quantile, timestamp_hook,
+};
 
 const RULE: &str = r#"analysis: scale
 description: the http-service checks, never promoting during the bench
@@ -105,31 +106,10 @@ fn sleep_until(t: Instant) {
     }
 }
 
-/// Saves an edit of the rule file and waits until the API shows the new version.
-pub fn reload_ms(d: &Daemon, file: &str, text: &str, tag: usize) -> f64 {
-    let (_, v) = d.get("/api/v1/rules");
-    let before = v["version"].as_str().unwrap_or_default().to_string();
-    let path = d.path("rules").join(file);
-    let edited = format!("# edit {tag}\n{text}");
-    let start = Instant::now();
-    std::fs::write(&path, edited).expect("write rule");
-    loop {
-        let (_, v) = d.get("/api/v1/rules");
-        if v["version"].as_str().is_some_and(|x| x != before) {
-            return start.elapsed().as_secs_f64() * 1e3;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "rule edit never took effect: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn run(farm: &Farm, n: usize, window: f64) -> Row {
     let dir = tempfile::tempdir().expect("tempdir");
     let hooks = timestamp_hook("rollback", dir.path());
-    let d = Daemon::start(&[("scale.yaml", RULE.to_string())], &hooks, "");
+    let d = Daemon::start_with_hooks(&[("scale.yaml", RULE)], &hooks, "");
     let pid = d.pid();
     farm.clear_fault();
 
@@ -164,9 +144,7 @@ fn run(farm: &Farm, n: usize, window: f64) -> Row {
     let (rss, hwm) = proc_rss_mb(pid);
 
     // 5 (first, so the fault phase is not disturbed): a rule edit under this load.
-    let mut reloads: Vec<f64> = (0..3)
-        .map(|k| reload_ms(&d, "scale.yaml", RULE, k))
-        .collect();
+    let mut reloads: Vec<f64> = (0..3).map(|k| d.reload_ms("scale.yaml", RULE, k)).collect();
 
     // 4. Fault on some canaries.
     let faulty: Vec<usize> = (0..FAULTY.min(n)).map(|k| k * n / FAULTY.min(n)).collect();

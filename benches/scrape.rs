@@ -19,6 +19,8 @@
 
 #[path = "../tests/data/expo/realistic.rs"]
 mod realistic;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,11 +65,7 @@ fn bodies() -> Bodies {
 
 /// Serves `/{size}/{i}/metrics` on 127.0.0.1 from a runtime of its own.
 fn serve(b: Bodies) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("server runtime");
+    let rt = crate::support::http::runtime();
     let state = Arc::new(b);
     let addr = rt.block_on(async move {
         let app =
@@ -93,13 +91,7 @@ fn serve(b: Bodies) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
                         ),
                     )
                     .with_state(state);
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
-        });
+        let addr = crate::support::http::serve(app).await;
         addr
     });
     (addr, rt)

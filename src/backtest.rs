@@ -535,12 +535,7 @@ pub fn run(args: &BacktestArgs) -> Result<Outcome, String> {
             "no analysis `{}` in {} (have: {})",
             args.analysis,
             args.rules.display(),
-            rules
-                .analyses
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            rules.names()
         )
     })?;
     let params: BTreeMap<String, String> = args.params.iter().cloned().collect();

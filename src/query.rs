@@ -39,6 +39,15 @@ pub enum MetricQuery {
 }
 
 impl MetricQuery {
+    /// The series `selector` names, read as `kind`, with nothing to divide by.
+    pub fn series(kind: QueryKind, selector: Selector) -> MetricQuery {
+        MetricQuery::Series(SeriesQuery {
+            kind,
+            selector,
+            divide_by: None,
+        })
+    }
+
     /// A short name for messages and unit guesses (the metric name, or the PromQL text).
     pub fn describe(&self) -> String {
         match self {

@@ -678,14 +678,7 @@ fn compile_check(
     };
     let counter =
         |role, intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
-            Ok(intern(
-                SeriesQuery {
-                    kind: QueryKind::Counter,
-                    selector: need(role)?,
-                    divide_by: None,
-                }
-                .into(),
-            ))
+            Ok(intern(MetricQuery::series(QueryKind::Counter, need(role)?)))
         };
     let config = match c.kind {
         CheckKind::Ratio => CheckConfig::Ratio {
@@ -695,14 +688,10 @@ fn compile_check(
             worse_when: s.worse_when,
         },
         CheckKind::Histogram => CheckConfig::Histogram {
-            metric: intern(
-                SeriesQuery {
-                    kind: QueryKind::Histogram,
-                    selector: need(SelectorRole::Metric)?,
-                    divide_by: None,
-                }
-                .into(),
-            ),
+            metric: intern(MetricQuery::series(
+                QueryKind::Histogram,
+                need(SelectorRole::Metric)?,
+            )),
             quantiles: s.quantiles.clone(),
             tolerance: s.tolerance,
         },
@@ -761,6 +750,13 @@ pub struct RuleSet {
     /// Hash over all files' versions: changes whenever any rule changes.
     pub version: String,
     pub files: Vec<PathBuf>,
+}
+
+impl RuleSet {
+    /// The loaded analyses' names, comma-separated (for "no such analysis" messages).
+    pub fn names(&self) -> String {
+        self.analyses.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// Loads every `*.yaml`/`*.yml` file under `paths` (files or directories), validating hook

@@ -434,12 +434,7 @@ mod tests {
     }
 
     fn q(kind: QueryKind, sel: &str) -> MetricQuery {
-        SeriesQuery {
-            kind,
-            selector: Selector::parse(sel).unwrap(),
-            divide_by: None,
-        }
-        .into()
+        MetricQuery::series(kind, Selector::parse(sel).unwrap())
     }
 
     fn run(c: &mut ArmCollector, qs: &[MetricQuery], t: &[(&str, Vec<OwnedSample>)]) -> Vec<Fetch> {

@@ -6,11 +6,7 @@
 //! its own because it changes the process environment (`std::env::set_var`), which is not
 //! safe with other tests' threads running.
 
-mod common;
-mod notify_fakes;
-mod pg_support;
-mod service_support;
-mod source_support;
+mod support;
 
 mod backtest;
 mod cli_usage;

@@ -2,11 +2,11 @@
 //! (OpenMetrics with a timestamp on every sample, one file per instance), with a counter
 //! reset and a missing scrape; and bad input answered with the file and line.
 
-use crate::common;
+use crate::support;
 
 use std::process::Command;
 
-use common::BIN;
+use support::BIN;
 
 const RULE: &str = r#"analysis: errors
 interval: 10s

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::common::BIN;
+use crate::support::BIN;
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)

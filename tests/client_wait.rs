@@ -3,24 +3,15 @@
 //! ends with the verdict's exit code, not "cannot reach". `--timeout` is the whole budget: a
 //! long poll never runs past it, and only a daemon unreachable until then gives exit 3.
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, BIN, Daemon, FleetServer, RATIO_RULE};
-
-/// A port free right now, to restart a daemon on the same address.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use crate::support::{self, BIN, Daemon, FleetServer, RATIO_RULE};
 
 #[test]
 fn wait_rides_out_a_daemon_crash_and_ends_with_the_verdict() {
     let fleet = FleetServer::good(31);
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", support::free_port());
     let rules = [("errors.yaml", RATIO_RULE)];
     let d = Daemon::start_at(tempfile::tempdir().expect("tempdir"), &rules, "", &listen);
     let cli = Command::new(BIN)
@@ -50,7 +41,7 @@ fn wait_rides_out_a_daemon_crash_and_ends_with_the_verdict() {
         .spawn()
         .expect("spawn deploy start --wait");
     // Registered and being judged: now the daemon dies under the waiting CLI.
-    let running = common::wait_for(Duration::from_secs(20), || {
+    let running = support::wait_for(Duration::from_secs(20), || {
         let (code, v) = d.get("/api/v1/deployments/ride");
         (code == 200 && v["state"] == "analysing").then_some(())
     });
@@ -121,7 +112,7 @@ fn timeout_is_exact_and_unreachable_is_exit_3() {
     );
 
     // Nothing listens there: retried for the whole second, then exit 3 with the reason.
-    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let nobody = format!("http://127.0.0.1:{}", support::free_port());
     let started = Instant::now();
     let out = Command::new(BIN)
         .args([
@@ -150,7 +141,7 @@ fn timeout_is_exact_and_unreachable_is_exit_3() {
 #[test]
 fn registration_while_the_daemon_is_down_is_retried_and_made_once() {
     let fleet = FleetServer::good(37);
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", support::free_port());
     let rules = [("errors.yaml", RATIO_RULE)];
     let d = Daemon::start_at(tempfile::tempdir().expect("tempdir"), &rules, "", &listen);
     let url = d.url.clone();
@@ -173,7 +164,7 @@ fn registration_while_the_daemon_is_down_is_retried_and_made_once() {
         .spawn()
         .expect("spawn deploy start --wait");
     // The CLI has met the dead daemon and is retrying: now the daemon comes back.
-    common::wait_for(Duration::from_secs(20), || {
+    support::wait_for(Duration::from_secs(20), || {
         std::fs::read_to_string(&stderr)
             .ok()
             .filter(|e| e.contains("retrying until the timeout"))

@@ -1,63 +1,33 @@
 //! Issue 2's black-box tests: the real binary, real HTTP targets, real hook processes.
 
-use crate::common;
+use crate::support;
 
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
-use rollguard::sim::Scenario;
 use serde_json::json;
-
-fn deployment(id: &str, fleet: &FleetServer, canary_targets: Vec<String>) -> serde_json::Value {
-    json!({
-        "id": id,
-        "service": "checkout",
-        "analysis": "errors",
-        "baseline": { "targets": [fleet.target("baseline-0"), fleet.target("baseline-1")], "version": "v1" },
-        "canary": { "targets": canary_targets, "version": "v2" }
-    })
-}
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 #[test]
 fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
     let fleet = FleetServer::bad(11);
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &deployment(
-            "bad",
-            &fleet,
-            vec![fleet.target("canary-0"), fleet.target("canary-1")],
-        ),
-    );
-    assert_eq!(code, 201, "{v}");
-    let v = d.wait_state(
-        "bad",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
-    common::assert_rolled_back_by_the_ratio_check(&v);
+    d.register(&fleet.deployment("bad", &fleet.canaries()));
+    let v = d.wait_done("bad", Duration::from_secs(60));
+    support::assert_rolled_back_by_the_ratio_check(&v);
     assert!(v["checks"][0]["evidence"].as_f64().unwrap() >= 100.0);
     // The hook's side effect, exactly once.
-    let lines = common::wait_for(Duration::from_secs(20), || {
-        Some(d.marker_lines()).filter(|l| !l.is_empty())
-    })
-    .unwrap();
+    let lines = d.wait_marker();
     assert_eq!(
         lines,
         vec![format!(
             "rollback bad {}",
-            common::hook_action_id(&d.url, "bad")
+            support::hook_action_id(&d.url, "bad")
         )]
     );
     // A retried registration is idempotent and does not start a second analysis.
     let (code, _) = d.post(
         "/api/v1/deployments",
-        &deployment(
-            "bad",
-            &fleet,
-            vec![fleet.target("canary-0"), fleet.target("canary-1")],
-        ),
+        &fleet.deployment("bad", &fleet.canaries()),
     );
     assert_eq!(code, 200);
     std::thread::sleep(Duration::from_millis(300));
@@ -68,56 +38,24 @@ fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
 fn good_canary_is_promoted() {
     let fleet = FleetServer::good(12);
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &deployment(
-            "good",
-            &fleet,
-            vec![fleet.target("canary-0"), fleet.target("canary-1")],
-        ),
-    );
-    assert_eq!(code, 201, "{v}");
-    let v = d.wait_state(
-        "good",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    d.register(&fleet.deployment("good", &fleet.canaries()));
+    let v = d.wait_done("good", Duration::from_secs(60));
     assert_eq!(v["state"], "promoted", "{v:#}");
-    let lines = common::wait_for(Duration::from_secs(20), || {
-        Some(d.marker_lines()).filter(|l| !l.is_empty())
-    })
-    .unwrap();
+    let lines = d.wait_marker();
     assert_eq!(lines, vec!["promote good".to_string()]);
 }
 
 #[test]
 fn dead_canary_target_is_held_never_rolled_back() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 13,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::healthy(13, 20.0);
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
     // Nothing listens on port 9 (discard) on loopback here: connection refused.
-    let mut body = deployment("dead", &fleet, vec!["http://127.0.0.1:9/metrics".into()]);
+    let mut body = fleet.deployment("dead", &["http://127.0.0.1:9/metrics".into()]);
     body["timing"] = json!({ "max_duration": "10s" });
-    let (code, v) = d.post("/api/v1/deployments", &body);
-    assert_eq!(code, 201, "{v}");
+    d.register(&body);
     let v = d.wait_state("dead", &["held"], Duration::from_secs(30));
-    assert!(
-        v["reason"]
-            .as_str()
-            .unwrap()
-            .contains("metrics source failing"),
-        "{v:#}"
-    );
-    let v = d.wait_state(
-        "dead",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(30),
-    );
+    support::daemon::assert_held_by_failing_source(&v);
+    let v = d.wait_done("dead", Duration::from_secs(30));
     assert_eq!(v["state"], "inconclusive", "{v:#}");
     assert_eq!(v["checks"][0]["outcome"], "source_error");
     assert!(
@@ -130,7 +68,7 @@ fn dead_canary_target_is_held_never_rolled_back() {
 #[test]
 fn healthz_and_unknown_analysis() {
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
+    let (code, _) = support::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
     let (code, v) = d.post(
         "/api/v1/deployments",
@@ -158,7 +96,7 @@ fn healthz_and_unknown_analysis() {
         "{v}"
     );
     // Malformed JSON: 400.
-    let (code, v) = common::http(
+    let (code, v) = support::http(
         "POST",
         &format!("{}/api/v1/deployments", d.url),
         Some(&json!("not an object")),
@@ -177,16 +115,8 @@ fn a_failing_shadow_check_is_recorded_once_and_never_acted_upon() {
         )
         .replace("max_duration: 30s", "max_duration: 12s");
     let d = Daemon::start(&[("errors.yaml", &rule)], "");
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &deployment("shadow", &fleet, vec![fleet.target("canary-0")]),
-    );
-    assert_eq!(code, 201, "{v}");
-    let v = d.wait_state(
-        "shadow",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    d.register(&fleet.deployment("shadow", &[fleet.target("canary-0")]));
+    let v = d.wait_done("shadow", Duration::from_secs(60));
     assert_ne!(v["state"], "rolled_back", "{v:#}");
     assert_eq!(v["checks"][0]["outcome"], "fail");
     let failed: Vec<_> = v["events"]
@@ -196,11 +126,7 @@ fn a_failing_shadow_check_is_recorded_once_and_never_acted_upon() {
         .filter(|e| e["kind"] == "check_failed")
         .collect();
     assert_eq!(failed.len(), 1, "{v:#}");
-    assert!(
-        !d.marker_lines().iter().any(|l| l.starts_with("rollback")),
-        "no rollback for a shadow check: {:?}",
-        d.marker_lines()
-    );
+    d.assert_no_rollback("no rollback for a shadow check");
 }
 
 #[test]
@@ -227,7 +153,7 @@ fn history_older_than_the_retention_is_deleted_and_the_rest_kept() {
         }
     }
     let d = Daemon::start_in(dir, &[("errors.yaml", RATIO_RULE)], "retention: 30d\n");
-    common::wait_for(Duration::from_secs(20), || {
+    support::wait_for(Duration::from_secs(20), || {
         d.log()
             .contains("deleted history older than the retention")
             .then_some(())

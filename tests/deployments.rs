@@ -2,14 +2,13 @@
 //! `promoted` and `rolled_back`; `--wait` exit codes; canary steps and blue-green switches call
 //! their hooks once each, also across a kill -9; person actions; auth and size limits.
 
-use crate::common;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Daemon, FleetServer, RATIO_RULE, wait_for};
-use rollguard::sim::{Fault, Scenario};
 use serde_json::json;
+use support::{BIN, Daemon, FleetServer, RATIO_RULE, wait_for};
 
 /// Hooks that append `<purpose> <weight>` to the marker (indented into the `hooks:` map).
 fn step_hooks(marker: &std::path::Path) -> String {
@@ -19,22 +18,11 @@ fn step_hooks(marker: &std::path::Path) -> String {
     )
 }
 
+/// `rollguard deploy --server <daemon> <args>`: exit code and output.
 fn cli(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .arg("deploy")
-        .arg("--server")
-        .arg(&d.url)
-        .args(args)
-        .output()
-        .expect("run cli");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut all = vec!["deploy", "--server", &d.url];
+    all.extend_from_slice(args);
+    support::cli(&d.url, &all)
 }
 
 #[test]
@@ -124,11 +112,7 @@ fn drop_in_files_register_deployments() {
     .unwrap_or_else(|| panic!("drop-in not registered; log:\n{}", d.log()));
     assert_eq!(v["request"]["service"], "shop");
     assert_eq!(
-        d.wait_state(
-            "drop-bad",
-            &["rolled_back", "promoted", "inconclusive"],
-            Duration::from_secs(60)
-        )["state"],
+        d.wait_done("drop-bad", Duration::from_secs(60))["state"],
         "rolled_back"
     );
     wait_for(Duration::from_secs(30), || {
@@ -136,11 +120,7 @@ fn drop_in_files_register_deployments() {
     })
     .unwrap();
     assert_eq!(
-        d.wait_state(
-            "drop-good",
-            &["rolled_back", "promoted", "inconclusive"],
-            Duration::from_secs(60)
-        )["state"],
+        d.wait_done("drop-good", Duration::from_secs(60))["state"],
         "promoted"
     );
     assert!(
@@ -159,12 +139,8 @@ fn canary_steps_call_the_step_hook_in_order_across_a_kill_9() {
         .replace("on_pass: [promote]", "on_pass: [promote]\non_step: [step]")
         .replace("max_duration: 30s", "max_duration: 60s");
     let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &step_hooks(&marker));
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({"id": "steps", "analysis": "errors", "strategy": {"type": "canary", "steps": [25, 50, 100], "step_duration": "3s"},
-                "baseline": {"targets": [good.target("baseline-0"), good.target("baseline-1")]}, "canary": {"targets": [good.target("canary-0")]}}),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&json!({"id": "steps", "analysis": "errors", "strategy": {"type": "canary", "steps": [25, 50, 100], "step_duration": "3s"},
+                "baseline": {"targets": [good.target("baseline-0"), good.target("baseline-1")]}, "canary": {"targets": [good.target("canary-0")]}}));
     let lines = || {
         std::fs::read_to_string(&marker)
             .unwrap_or_default()
@@ -179,11 +155,7 @@ fn canary_steps_call_the_step_hook_in_order_across_a_kill_9() {
     .unwrap_or_else(|| panic!("steps: {:?}\n{}", lines(), d.log()));
     let dir = d.crash();
     let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &step_hooks(&marker));
-    let v = d.wait_state(
-        "steps",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(90),
-    );
+    let v = d.wait_done("steps", Duration::from_secs(90));
     assert_eq!(v["state"], "promoted", "{v:#}");
     wait_for(Duration::from_secs(10), || {
         (lines().len() >= 3).then_some(())
@@ -208,15 +180,7 @@ fn canary_steps_call_the_step_hook_in_order_across_a_kill_9() {
 #[test]
 fn blue_green_switches_then_watches_and_switches_back() {
     // Green is fine during verification, then serves 8 % errors after the switch.
-    let fleet = FleetServer::start(
-        Scenario {
-            fault: Fault::ErrorRatio { factor: 8.0 },
-            fault_at_s: 12.0 * 50.0,
-            seed: 36,
-            ..Scenario::default()
-        },
-        50.0,
-    );
+    let fleet = FleetServer::failing_from(12.0 * 50.0, 36, 50.0);
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("switches");
     let rule = RATIO_RULE
@@ -224,17 +188,9 @@ fn blue_green_switches_then_watches_and_switches_back() {
         .replace("on_pass: [promote]\n", "")
         .replace("    tolerance: 1.5\n", "    tolerance: 1.5\n  - name: ceiling\n    kind: threshold\n    errors: 'http_requests_total{code=~\"5..\"}'\n    requests: 'http_requests_total'\n    max: 0.05\n");
     let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &step_hooks(&marker));
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({"id": "bg", "analysis": "errors", "strategy": {"type": "blue-green", "post_switch": "60s"},
-                "baseline": {"targets": [fleet.target("baseline-0"), fleet.target("baseline-1")]}, "canary": {"targets": [fleet.target("canary-0"), fleet.target("canary-1")]}}),
-    );
-    assert_eq!(code, 201, "{v}");
-    let v = d.wait_state(
-        "bg",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(90),
-    );
+    d.register(&json!({"id": "bg", "analysis": "errors", "strategy": {"type": "blue-green", "post_switch": "60s"},
+                "baseline": {"targets": [fleet.target("baseline-0"), fleet.target("baseline-1")]}, "canary": {"targets": [fleet.target("canary-0"), fleet.target("canary-1")]}}));
+    let v = d.wait_done("bg", Duration::from_secs(90));
     assert_eq!(v["state"], "rolled_back", "{v:#}");
     let events: Vec<String> = v["events"]
         .as_array()
@@ -329,7 +285,7 @@ fn person_actions_pause_promote_abort() {
         lines,
         vec![
             "promote p1".to_string(),
-            format!("rollback p2 {}", common::hook_action_id(&d.url, "p2"))
+            format!("rollback p2 {}", support::hook_action_id(&d.url, "p2"))
         ]
     );
     // Finished deployments refuse further actions; unknown ones are 404.
@@ -348,20 +304,20 @@ fn bearer_token_and_body_limit() {
         "api_token_file: token\n",
     );
     let url = format!("{}/api/v1/deployments", d.url);
-    let (code, v) = common::http("GET", &url, None, None);
+    let (code, v) = support::http("GET", &url, None, None);
     assert_eq!(code, 401, "{v}");
-    let (code, _) = common::http("GET", &url, None, Some("wrong-token-wrong-token"));
+    let (code, _) = support::http("GET", &url, None, Some("wrong-token-wrong-token"));
     assert_eq!(code, 401);
-    let (code, _) = common::http("GET", &url, None, Some("s3cr3t-token-for-tests"));
+    let (code, _) = support::http("GET", &url, None, Some("s3cr3t-token-for-tests"));
     assert_eq!(code, 200);
     // Health and metrics stay open for probes and scrapers.
     assert_eq!(
-        common::http("GET", &format!("{}/healthz", d.url), None, None).0,
+        support::http("GET", &format!("{}/healthz", d.url), None, None).0,
         200
     );
     // Oversized bodies are refused before parsing.
     let big = json!({"id": "x".repeat(400_000)});
-    let (code, _) = common::http("POST", &url, Some(&big), Some("s3cr3t-token-for-tests"));
+    let (code, _) = support::http("POST", &url, Some(&big), Some("s3cr3t-token-for-tests"));
     assert_eq!(code, 413);
 }
 

@@ -11,23 +11,17 @@
 //! done; and pseudo-random instants across the whole canary (seeded, printed). A kill while
 //! the hook runs, and a hook that finishes while no daemon is up, are in `hooks_exactly_once.rs`.
 
-use crate::common;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
-use rollguard::sim::Scenario;
-use serde_json::{Value, json};
+use serde_json::Value;
+use support::{Daemon, FleetServer, RATIO_RULE, lines};
 
 /// Hooks that record their start and, after a short sleep, their effect.
 fn hooks(dir: &Path) -> String {
-    let h = |name: &str| {
-        format!(
-            "  {name}:\n    exec: [\"/bin/sh\", \"-c\", \"echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0.started\\\"; sleep 0.4; echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0\\\"\", \"{}\"]\n    timeout: 20s\n",
-            dir.join(name).display()
-        )
-    };
+    let h = |name: &str| support::daemon::recording_hook(name, &dir.join(name), 0.4, "20s");
     format!("{}{}", h("rb"), h("pr"))
 }
 
@@ -41,14 +35,6 @@ fn uuid_version(id: &str) -> Option<usize> {
     uuid::Uuid::parse_str(id).ok().map(|u| u.get_version_num())
 }
 
-fn lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 struct World {
     bad: FleetServer,
     good: FleetServer,
@@ -58,13 +44,7 @@ struct World {
 impl World {
     fn new(seed: u64) -> World {
         let bad = FleetServer::bad(seed);
-        let good = FleetServer::start(
-            Scenario {
-                seed: seed + 1,
-                ..Scenario::default()
-            },
-            20.0,
-        );
+        let good = FleetServer::healthy(seed + 1, 20.0);
         World {
             bad,
             good,
@@ -80,22 +60,14 @@ impl World {
 
     fn register(&self, d: &Daemon) {
         for (id, fleet) in [("bad", &self.bad), ("good", &self.good)] {
-            let (code, v) = d.post(
-                "/api/v1/deployments",
-                &json!({
-                    "id": id, "service": "checkout", "analysis": "errors",
-                    "baseline": {"targets": [fleet.target("baseline-0"), fleet.target("baseline-1")], "version": "v1"},
-                    "canary": {"targets": [fleet.target("canary-0"), fleet.target("canary-1")], "version": "v2"}
-                }),
-            );
-            assert_eq!(code, 201, "{v}");
+            d.register(&fleet.deployment(id, &fleet.canaries()));
         }
     }
 
     /// Both deployments finished with their actions recorded.
     fn wait_done(&self, d: &Daemon) -> [Value; 2] {
         let get = |id: &str| {
-            common::wait_for(Duration::from_secs(60), || {
+            support::wait_for(Duration::from_secs(60), || {
                 let (_, v) = d.get(&format!("/api/v1/deployments/{id}"));
                 let done = v["actions"].as_array().is_some_and(|a| {
                     !a.is_empty()
@@ -150,7 +122,7 @@ fn kill_9_before_any_decision() {
     let d = w.start(tempfile::tempdir().unwrap());
     w.register(&d);
     // Some analysis steps persisted, no decision yet.
-    common::wait_for(Duration::from_secs(20), || {
+    support::wait_for(Duration::from_secs(20), || {
         let (_, v) = d.get("/api/v1/deployments/bad");
         (v["elapsed_s"].as_f64()? >= 1.0 && v["state"] == "analysing").then_some(())
     })
@@ -178,7 +150,7 @@ fn kill_9_between_the_persisted_decision_and_the_hook_process() {
     w.register(&d);
     // The decision is in the store and its action is recorded as started, but no process
     // exists: the runner is blocked opening the FIFO.
-    let action = common::wait_for(Duration::from_secs(30), || {
+    let action = support::wait_for(Duration::from_secs(30), || {
         let (_, v) = d.get("/api/v1/deployments/bad");
         let a = v["actions"].as_array()?.first()?.clone();
         (v["state"] == "rolled_back" && a["status"] == "running").then_some(a)

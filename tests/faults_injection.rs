@@ -5,14 +5,14 @@
 //! only as inert data: one argv element, one environment variable, a JSON string (stdin, HTTP
 //! body) or a percent-encoded URL part, byte for byte, never expanded or executed.
 
-use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Daemon, RATIO_RULE};
 use serde_json::{Value, json};
+use support::{Daemon, RATIO_RULE};
 
 /// A value that would do something if any layer interpreted it: quotes and braces that close
 /// a label value or a JSON string, a placeholder, command substitutions in both syntaxes, and
@@ -45,11 +45,7 @@ fn http_hook(port: u16) -> String {
 type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 fn receiver() -> (u16, Seen, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::http::runtime();
     let seen: Seen = Arc::default();
     let s2 = seen.clone();
     let port = rt.block_on(async move {
@@ -61,10 +57,7 @@ fn receiver() -> (u16, Seen, tokio::runtime::Runtime) {
                     "ok"
                 }
             });
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(l, app).await });
-        port
+        crate::support::http::serve(app).await.port()
     });
     (port, seen, rt)
 }
@@ -142,14 +135,13 @@ fn injection_payloads_reach_hooks_only_as_inert_data() {
     let extra = format!("{}{}", recorder(&out), http_hook(port));
     let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
 
-    let (code, v) = d.post("/api/v1/deployments", &request("inj-1", &job, &p, &p));
-    assert_eq!(code, 201, "{v}");
+    d.register(&request("inj-1", &job, &p, &p));
     let (code, v) = d.post(
         "/api/v1/deployments/inj-1/abort",
         &json!({"who": p, "reason": p}),
     );
     assert_eq!(code, 202, "{v}");
-    let actions = common::wait_for(Duration::from_secs(20), || {
+    let actions = support::wait_for(Duration::from_secs(20), || {
         let (_, v) = d.get("/api/v1/deployments/inj-1");
         let a = v["actions"].as_array()?.clone();
         (a.len() == 2
@@ -241,7 +233,7 @@ fn rollguard_check_rejects_placeholders_inside_a_shell_script() {
         "listen: 127.0.0.1:0\nstate_dir: state\nrules_dir: rules\nhooks:\n  rollback:\n    exec: [\"/bin/sh\", \"-c\", \"undo {{version}}\"]\n  promote:\n    exec: [\"/bin/true\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(support::BIN)
         .arg("check")
         .arg(&cfg)
         .output()

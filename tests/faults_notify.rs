@@ -4,8 +4,8 @@
 //! delivery is in flight. In every case the message stays in the outbox until it is
 //! delivered or dead-lettered with the reason, and other destinations are not held up.
 
-use crate::common;
-use crate::notify_fakes;
+use crate::support;
+use crate::support::receivers;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use notify_fakes::{Fake, Reply, ends_in};
+use receivers::{Fake, Reply, ends_in};
 use rollguard::action::notify::Notifiers;
 use rollguard::config::{NotifierConfig, NotifierKind, Secret};
 use rollguard::events::{Notice, NoticeKind, Subject};
@@ -225,10 +225,10 @@ fn a_kill_9_during_a_delivery_loses_nothing() {
     let port = hole.port;
     let extra = format!(
         "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      secret: {}\n    timeout: 30s\n    max_attempts: 100\n    retry_backoff: 100ms\n",
-        notify_fakes::WEBHOOK_SECRET
+        receivers::WEBHOOK_SECRET
     );
-    let rule = common::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
-    let d = common::Daemon::start(&[("errors.yaml", &rule)], &extra);
+    let rule = support::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
+    let d = support::Daemon::start(&[("errors.yaml", &rule)], &extra);
     let (code, v) = d.post(
         "/api/v1/deployments",
         &serde_json::json!({"id": "inflight", "service": "checkout", "analysis": "errors",
@@ -236,7 +236,7 @@ fn a_kill_9_during_a_delivery_loses_nothing() {
             "canary": {"targets": ["http://127.0.0.1:9/metrics"], "version": "v2"}}),
     );
     assert_eq!(code, 201, "{v}");
-    common::wait_for(Duration::from_secs(10), || {
+    support::wait_for(Duration::from_secs(10), || {
         (hole.accepted.load(Ordering::SeqCst) >= 1).then_some(())
     })
     .expect("the delivery reached the destination");
@@ -256,7 +256,7 @@ fn a_kill_9_during_a_delivery_loses_nothing() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(Fake::start_on(&format!("127.0.0.1:{port}")));
-    let d = common::Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
+    let d = support::Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
     let got = rt.block_on(fake.wait_for("/webhook", 1, Duration::from_secs(20)));
     let started: Vec<_> = got
         .iter()
@@ -280,7 +280,7 @@ fn a_kill_9_during_a_delivery_loses_nothing() {
 fn alerts_and_pages_open_before_a_kill_9_are_resolved_once_after_it() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(Fake::start());
-    let fleet = common::FleetServer::bad(71);
+    let fleet = support::FleetServer::bad(71);
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
     let extra = format!(
@@ -292,9 +292,9 @@ fn alerts_and_pages_open_before_a_kill_9_are_resolved_once_after_it() {
         r1 = fake.url("/am/r1"),
         pd = fake.url("/pd"),
     );
-    let rule = common::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rb, am, pd]");
+    let rule = support::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rb, am, pd]");
     let rules = [("errors.yaml", rule.as_str())];
-    let d = common::Daemon::start_in(dir, &rules, &extra);
+    let d = support::Daemon::start_in(dir, &rules, &extra);
     let (code, v) = d.post(
         "/api/v1/deployments",
         &serde_json::json!({"id": "paged", "service": "checkout", "analysis": "errors",
@@ -308,14 +308,14 @@ fn alerts_and_pages_open_before_a_kill_9_are_resolved_once_after_it() {
     }
     let dir = d.crash();
     std::fs::write(&release, "").unwrap();
-    let d = common::Daemon::start_in(dir, &rules, &extra);
-    common::wait_for(Duration::from_secs(30), || {
+    let d = support::Daemon::start_in(dir, &rules, &extra);
+    support::wait_for(Duration::from_secs(30), || {
         let (_, v) = d.get("/api/v1/deployments/paged");
         (v["state"] == "rolled_back" && v["actions"][0]["status"] == "succeeded").then_some(())
     })
     .unwrap_or_else(|| panic!("the rollback never finished; log:\n{}", d.log()));
     for path in ["/am/r0", "/am/r1"] {
-        common::wait_for(Duration::from_secs(20), || {
+        support::wait_for(Duration::from_secs(20), || {
             fake.received_at(path)
                 .last()
                 .is_some_and(|r| ends_in(&r.json()[0]) <= 1.0)

@@ -11,15 +11,15 @@
 //! -m`), held by a process of its own so the test can fill it and empty it from outside the
 //! daemon (`nsenter`).
 
-use crate::common;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
 use serde_json::json;
+use support::{Daemon, FleetServer, RATIO_RULE, lines};
 
 const REFUSAL: &str = "refusing to act without a record";
 
@@ -37,37 +37,21 @@ fn rule() -> String {
 }
 
 fn register(d: &Daemon, fleet: &FleetServer) {
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({
-            "id": "bad", "service": "checkout", "analysis": "errors",
-            "baseline": {"targets": [fleet.target("baseline-0"), fleet.target("baseline-1")]},
-            "canary": {"targets": [fleet.target("canary-0"), fleet.target("canary-1")]}
-        }),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&fleet.deployment("bad", &fleet.canaries()));
 }
 
 /// Analysis running, some steps persisted, no decision yet (the warm-up is 2 s).
 fn wait_analysing(d: &Daemon) {
-    common::wait_for(Duration::from_secs(20), || {
+    support::wait_for(Duration::from_secs(20), || {
         let (_, v) = d.get("/api/v1/deployments/bad");
         (v["state"] == "analysing" && v["elapsed_s"].as_f64()? >= 1.0).then_some(())
     })
     .unwrap_or_else(|| panic!("analysis never ran; log:\n{}", d.log()));
 }
 
-fn lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// What must hold while the store cannot be written, once the decision was attempted.
 fn assert_refused(d: &Daemon, effect: &Path) {
-    common::wait_for(Duration::from_secs(30), || {
+    support::wait_for(Duration::from_secs(30), || {
         d.log().contains(REFUSAL).then_some(())
     })
     .unwrap_or_else(|| panic!("no refusal in the log:\n{}", d.log()));
@@ -99,14 +83,14 @@ fn assert_refused(d: &Daemon, effect: &Path) {
 
 /// After the store is writable again: rolled back, hook once.
 fn assert_recovers(d: &Daemon, effect: &Path) {
-    let v = common::wait_for(Duration::from_secs(60), || {
+    let v = support::wait_for(Duration::from_secs(60), || {
         let (_, v) = d.get("/api/v1/deployments/bad");
         let a = v["actions"].as_array()?.first()?.clone();
         (a["status"] == "succeeded").then_some(v)
     })
     .unwrap_or_else(|| panic!("no rollback after recovery; log:\n{}", d.log()));
     assert_eq!(v["state"], "rolled_back", "{v:#}");
-    assert_eq!(lines(effect), vec![common::hook_action_id(&d.url, "bad")]);
+    assert_eq!(lines(effect), vec![support::hook_action_id(&d.url, "bad")]);
 }
 
 fn chattr(flag: &str, paths: &[PathBuf]) -> Result<(), String> {
@@ -218,32 +202,24 @@ impl Namespace {
     /// Starts the real daemon inside the namespace; `dir` holds the config and the hooks'
     /// files, and is visible from both sides (only the state directory is the tmpfs).
     fn daemon(&self, dir: tempfile::TempDir, state: &Path, extra: &str) -> Daemon {
-        let rules = dir.path().join("rules");
-        std::fs::create_dir_all(&rules).unwrap();
-        std::fs::write(rules.join("errors.yaml"), rule()).unwrap();
-        let config = format!(
-            "listen: 127.0.0.1:0\nstate_dir: {}\nrules_dir: rules\nshutdown_grace: 5s\nhooks:\n{extra}",
-            state.display()
+        let config = support::daemon::config(
+            "127.0.0.1:0",
+            &state.display().to_string(),
+            &format!("shutdown_grace: 5s\nhooks:\n{extra}"),
         );
-        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        support::daemon::write_dir(dir.path(), &[("errors.yaml", &rule())], &config);
         let _ = self.run(&format!("rm -f {}/listen.addr", state.display()));
-        let child = Command::new("nsenter")
-            .args([
-                "-t",
-                &self.pid(),
-                "-m",
-                "--",
-                common::BIN,
-                "run",
-                "--config",
-            ])
-            .arg(dir.path().join("config.yaml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("daemon.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("nsenter rollguard");
+        let mut cmd = Command::new("nsenter");
+        cmd.args([
+            "-t",
+            &self.pid(),
+            "-m",
+            "--",
+            support::BIN,
+            "run",
+            "--config",
+        ])
+        .arg(dir.path().join("config.yaml"));
         // The state directory is only visible inside the namespace: read it through the
         // holder's view of the file system.
         let addr_file = PathBuf::from(format!(
@@ -251,24 +227,7 @@ impl Namespace {
             self.pid(),
             state.display()
         ));
-        let addr = common::wait_for(Duration::from_secs(20), || {
-            std::fs::read_to_string(&addr_file)
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "daemon did not start; log:\n{}",
-                std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
-            )
-        });
-        let marker = dir.path().join("marker");
-        Daemon {
-            url: format!("http://{addr}"),
-            dir,
-            child,
-            marker,
-        }
+        Daemon::spawn(dir, cmd, &addr_file)
     }
 }
 

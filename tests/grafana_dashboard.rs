@@ -3,14 +3,14 @@
 //! per check against its threshold, decision-to-hook latency, hook and notifier failures,
 //! source errors, deployment frequency and change failure rate.
 
-use crate::common;
+use crate::support;
 
 use std::collections::BTreeSet;
 
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
 use serde_json::json;
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 const DASHBOARD: &str = include_str!("../packaging/grafana/rollguard.json");
 
@@ -100,19 +100,14 @@ fn every_query_names_an_exported_metric() {
     // ... and what a real daemon serves after a real rollback has the same names and types.
     let fleet = FleetServer::bad(171);
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({
-            "id": "dash", "analysis": "errors",
-            "baseline": { "targets": [fleet.target("baseline-0")] },
-            "canary": { "targets": [fleet.target("canary-0")] }
-        }),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&json!({
+        "id": "dash", "analysis": "errors",
+        "baseline": { "targets": [fleet.target("baseline-0")] },
+        "canary": { "targets": [fleet.target("canary-0")] }
+    }));
     d.wait_state("dash", &["rolled_back"], Duration::from_secs(60));
-    let text = common::wait_for(Duration::from_secs(20), || {
-        let (_, body) = common::http("GET", &format!("{}/metrics", d.url), None, None);
-        let text = body.as_str().unwrap_or("").to_string();
+    let text = support::wait_for(Duration::from_secs(20), || {
+        let text = d.metrics();
         text.contains("rollguard_hook_runs_total{").then_some(text)
     })
     .expect("the rollback hook's run is counted");

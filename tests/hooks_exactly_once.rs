@@ -2,45 +2,24 @@
 //! daemon is killed with SIGKILL is neither lost nor run again by the restarted daemon, and
 //! its action ends recorded as succeeded.
 
-use crate::common;
+use crate::support;
 
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
-use serde_json::json;
+use support::{Daemon, FleetServer, RATIO_RULE, lines};
 
 /// Extra hooks (indented to continue the helper's `hooks:` map): a rollback that marks its
 /// start, sleeps, then records its effect. No placeholder is built into the shell line.
 fn slow_rollback(dir: &std::path::Path, sleep_s: f64) -> String {
-    let effect = dir.join("effect");
-    format!(
-        "  slow-rollback:\n    exec: [\"/bin/sh\", \"-c\", \"echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0.started\\\"; sleep {sleep_s}; echo \\\"$ROLLGUARD_ACTION_ID\\\" >> \\\"$0\\\"\", \"{}\"]\n    timeout: 30s\n",
-        effect.display()
-    )
-}
-
-fn lines(p: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    support::daemon::recording_hook("slow-rollback", &dir.join("effect"), sleep_s, "30s")
 }
 
 fn register(d: &Daemon, fleet: &FleetServer, id: &str) {
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({
-            "id": id, "service": "checkout", "analysis": "errors",
-            "baseline": { "targets": [fleet.target("baseline-0"), fleet.target("baseline-1")], "version": "v1" },
-            "canary": { "targets": [fleet.target("canary-0"), fleet.target("canary-1")], "version": "v2" }
-        }),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&fleet.deployment(id, &fleet.canaries()));
 }
 
 fn wait_action(d: &Daemon, id: &str) -> serde_json::Value {
-    common::wait_for(Duration::from_secs(30), || {
+    support::wait_for(Duration::from_secs(30), || {
         let (_, v) = d.get(&format!("/api/v1/deployments/{id}"));
         let a = v["actions"].as_array()?.first()?.clone();
         matches!(a["status"].as_str(), Some("succeeded" | "failed")).then_some(a)
@@ -58,7 +37,7 @@ fn run(case: &str, sleep_s: f64, restart_after_hook: bool) {
     let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
     register(&d, &fleet, case);
     // The decision is persisted and the hook is running: kill -9 the daemon now.
-    common::wait_for(Duration::from_secs(60), || {
+    support::wait_for(Duration::from_secs(60), || {
         (!lines(&started).is_empty()).then_some(())
     })
     .unwrap_or_else(|| panic!("rollback hook never started; log:\n{}", d.log()));
@@ -69,7 +48,7 @@ fn run(case: &str, sleep_s: f64, restart_after_hook: bool) {
     let dir = d.crash();
     if restart_after_hook {
         // The hook finishes while no daemon is running.
-        common::wait_for(Duration::from_secs(30), || {
+        support::wait_for(Duration::from_secs(30), || {
             (!lines(&effect).is_empty()).then_some(())
         })
         .expect("hook outlived the daemon");

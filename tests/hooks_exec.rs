@@ -4,14 +4,13 @@
 //! permanent 4xx), dry runs, and notifiers that cannot slow a rollback down. The runner,
 //! the store and the notifiers are the real ones.
 
-mod notify_fakes;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_fakes::{Fake, Reply};
 use rollguard::action::Facts;
 use rollguard::action::notify::Notifiers;
 use rollguard::action::runner::ActionRunner;
@@ -20,6 +19,7 @@ use rollguard::deploy::DeploymentRequest;
 use rollguard::store::{Action, Purpose, SqliteStore, Store, new_record};
 use rollguard::telemetry::Telemetry;
 use serde_json::json;
+use support::receivers::{self, Fake, Reply};
 use tokio_util::sync::CancellationToken;
 
 struct World {
@@ -55,7 +55,7 @@ async fn world(hooks: Vec<HookConfig>) -> World {
         .unwrap();
     let mut chat = NotifierConfig::new(NotifierKind::Webhook {
         url: Secret::Inline(fake.url("/webhook")),
-        secret: Some(Secret::Inline(notify_fakes::WEBHOOK_SECRET.into())),
+        secret: Some(Secret::Inline(receivers::WEBHOOK_SECRET.into())),
     });
     chat.pace = Duration::ZERO;
     let telemetry = Arc::new(Telemetry::new());

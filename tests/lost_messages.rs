@@ -7,13 +7,13 @@
 //! - the notices of a decision were written after the decision, so a failed write between
 //!   the two lost `rollback_started` although the rollback hook ran.
 
-use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
 use serde_json::json;
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 /// A webhook destination on a port nobody listens on: rows stay queued, retried rarely.
 const CHAT: &str = "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:9/webhook\n    max_attempts: 100\n    retry_backoff: 30s\n";
@@ -42,12 +42,10 @@ fn count(kinds: &[String], kind: &str) -> usize {
 }
 
 fn register(d: &Daemon, id: &str, baseline: Vec<String>, canary: Vec<String>) {
-    let (code, v) = d.post(
-        "/api/v1/deployments",
+    d.register(
         &json!({"id": id, "service": "checkout", "analysis": "errors",
                 "baseline": {"targets": baseline}, "canary": {"targets": canary}}),
     );
-    assert_eq!(code, 201, "{v}");
 }
 
 #[test]
@@ -78,7 +76,7 @@ fn two_checks_failing_in_one_interval_are_two_notices() {
         vec![fleet.target("canary-0"), fleet.target("canary-1")],
     );
     let state = d.dir.path().join("state");
-    let got = common::wait_for(Duration::from_secs(25), || {
+    let got = support::wait_for(Duration::from_secs(25), || {
         let k = queued(&state);
         (count(&k, "check_failing") >= 2).then_some(k)
     });
@@ -104,7 +102,7 @@ fn a_hold_hook_result_is_announced_after_a_restart() {
     // Nobody answers on either arm: no data, a hold after the 2 s grace.
     let nobody = vec!["http://127.0.0.1:9/metrics".to_string()];
     register(&d, "held", nobody.clone(), nobody);
-    common::wait_for(Duration::from_secs(25), || {
+    support::wait_for(Duration::from_secs(25), || {
         std::fs::read_to_string(&ran)
             .ok()
             .filter(|s| s.contains("started"))
@@ -115,7 +113,7 @@ fn a_hold_hook_result_is_announced_after_a_restart() {
     std::thread::sleep(Duration::from_secs(4));
     let d = Daemon::start_in(dir, &rules, &extra);
     let state = d.dir.path().join("state");
-    let got = common::wait_for(Duration::from_secs(20), || {
+    let got = support::wait_for(Duration::from_secs(20), || {
         (count(&queued(&state), "hook_failed") >= 1).then_some(())
     });
     assert!(
@@ -153,7 +151,7 @@ fn the_rollback_notice_is_written_with_the_rollback() {
     );
     // Either the decision is refused as a whole (the fix), or it went through without its
     // notice (the bug).
-    common::wait_for(Duration::from_secs(30), || {
+    support::wait_for(Duration::from_secs(30), || {
         let (_, v) = d.get("/api/v1/deployments/bad");
         (d.log().contains("refusing to act without a record") || v["state"] == "rolled_back")
             .then_some(())
@@ -162,14 +160,14 @@ fn the_rollback_notice_is_written_with_the_rollback() {
     let c = rusqlite::Connection::open(state.join("rollguard.db")).expect("db");
     c.execute_batch("DROP TRIGGER lose_notice").expect("drop");
     let v = d.wait_state("bad", &["rolled_back"], Duration::from_secs(30));
-    common::assert_rolled_back_by_the_ratio_check(&v);
+    support::assert_rolled_back_by_the_ratio_check(&v);
     let kinds = queued(&state);
     assert_eq!(
         count(&kinds, "rollback_started"),
         1,
         "the rollback was recorded without its notice; queued: {kinds:?}"
     );
-    common::wait_for(Duration::from_secs(10), || {
+    support::wait_for(Duration::from_secs(10), || {
         (!d.marker_lines().is_empty()).then_some(())
     });
     assert_eq!(

@@ -5,14 +5,13 @@
 //! rolled back once the probe answers), contract (refused while a running canary's baseline
 //! needs the old schema), schema changes on the timeline and in `rollguard report`.
 
-use crate::common;
-use crate::pg_support::Postgres;
+use crate::support;
+use crate::support::postgres::Postgres;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Daemon, FleetServer, RATIO_RULE, wait_for};
 use serde_json::{Value, json};
+use support::{Daemon, FleetServer, RATIO_RULE, wait_for};
 
 /// A database `app` with golang-migrate's version table at `version`.
 fn database(version: u32) -> Postgres {
@@ -41,7 +40,7 @@ fn config(pg: &Postgres, marker: &std::path::Path, preflight: &str) -> String {
     let probe = format!(
         "[\"psql\", \"-XAtq\", \"-h\", \"127.0.0.1\", \"-p\", \"{}\", \"-U\", \"{}\", \"-d\", \"app\", \"-c\", \"select case when dirty then 'dirty' else version::text end from schema_migrations\"]",
         pg.port,
-        crate::pg_support::USER
+        crate::support::postgres::USER
     );
     format!(
         "  forward:\n    exec: [\"/bin/sh\", \"-c\", \"echo forward >> \\\"$0\\\"\", \"{m}\"]\nschemas:\n  shop:\n    exec: {probe}\n    timeout: 3s\n    every: 1s\n    preflight: {preflight}\n    roll_forward: [forward]\n",
@@ -58,19 +57,43 @@ fn daemon(pg: &Postgres, preflight: &str, rules: &[(&str, &str)]) -> Daemon {
 }
 
 fn cli(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("ROLLGUARD_URL", &d.url)
-        .output()
-        .expect("run cli");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    support::cli(&d.url, args)
+}
+
+/// `rollguard deploy start --id <id>` of analysis `errors` for service `shop`, then `more`.
+fn deploy_start(
+    d: &Daemon,
+    id: &str,
+    baselines: &[String],
+    canary: &str,
+    more: &[&str],
+) -> (i32, String) {
+    let mut args = vec![
+        "deploy",
+        "start",
+        "--id",
+        id,
+        "--analysis",
+        "errors",
+        "--service",
+        "shop",
+        "--baseline",
+    ];
+    args.extend(baselines.iter().map(String::as_str));
+    args.extend(["--canary", canary]);
+    args.extend_from_slice(more);
+    cli(d, &args)
+}
+
+/// `rollguard report --json` on the daemon's config.
+fn report(d: &Daemon) -> Value {
+    let config = d.path("config.yaml");
+    let (code, out) = cli(
+        d,
+        &["report", "--config", config.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(&out).expect("report json")
 }
 
 fn request(id: &str, f: &FleetServer, baseline: Value, canary: Value) -> Value {
@@ -103,26 +126,12 @@ fn preflight_refuses_a_canary_whose_migration_has_not_run_and_can_wait_for_it() 
     let pg = database(41);
     let good = FleetServer::good(141);
     let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
-    let (code, out) = cli(
+    let (code, out) = deploy_start(
         &d,
-        &[
-            "deploy",
-            "start",
-            "--id",
-            "early",
-            "--analysis",
-            "errors",
-            "--service",
-            "shop",
-            "--baseline",
-            &good.target("baseline-0"),
-            "--canary",
-            &good.target("canary-0"),
-            "--canary-version",
-            "v2",
-            "--canary-schema-min",
-            "42",
-        ],
+        "early",
+        &[good.target("baseline-0")],
+        &good.target("canary-0"),
+        &["--canary-version", "v2", "--canary-schema-min", "42"],
     );
     assert_eq!(code, 10, "refused by the pre-flight gate → exit 10\n{out}");
     assert!(
@@ -140,11 +149,12 @@ fn preflight_refuses_a_canary_whose_migration_has_not_run_and_can_wait_for_it() 
 
     // `preflight: wait`: accepted, pending with the reason, started once the migration lands.
     let d = daemon(&pg, "wait", &[("errors.yaml", RATIO_RULE)]);
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &request("patient", &good, json!({"max": 42}), json!({"min": 42})),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&request(
+        "patient",
+        &good,
+        json!({"max": 42}),
+        json!({"min": 42}),
+    ));
     let pending = wait_for(Duration::from_secs(20), || {
         let v = d.get("/api/v1/deployments/patient").1;
         v["reason"]
@@ -179,22 +189,12 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     let pg = database(42);
     let bad = FleetServer::bad(142);
     let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
-    let (code, out) = cli(
+    let (code, out) = deploy_start(
         &d,
+        "contracted",
+        &[bad.target("baseline-0"), bad.target("baseline-1")],
+        &bad.target("canary-0"),
         &[
-            "deploy",
-            "start",
-            "--id",
-            "contracted",
-            "--analysis",
-            "errors",
-            "--service",
-            "shop",
-            "--baseline",
-            &bad.target("baseline-0"),
-            &bad.target("baseline-1"),
-            "--canary",
-            &bad.target("canary-0"),
             "--baseline-version",
             "v1",
             "--canary-version",
@@ -264,8 +264,7 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
         d.marker_lines().iter().filter(|l| *l == "forward").count(),
         1
     );
-    let metrics = common::http("GET", &format!("{}/metrics", d.url), None, None).1;
-    let metrics = metrics.as_str().unwrap_or_default();
+    let metrics = d.metrics();
     assert!(
         metrics.contains("rollguard_schema_probes_total{service=\"shop\",result=\"ok\"}"),
         "{metrics}"
@@ -278,19 +277,9 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     assert_eq!(code, 202);
     let v = d.wait_state("contracted", &["aborted"], Duration::from_secs(20));
     assert!(v["reason"].as_str().unwrap().contains(sentence), "{v:#}");
-    assert!(!d.marker_lines().iter().any(|l| l.starts_with("rollback")));
+    d.assert_no_rollback("an abort on this schema");
     // `rollguard report` counts the blocked rollback.
-    let (code, out) = cli(
-        &d,
-        &[
-            "report",
-            "--config",
-            d.dir.path().join("config.yaml").to_str().unwrap(),
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    let r: Value = serde_json::from_str(&out).expect("report json");
+    let r = report(&d);
     assert_eq!(r["services"][0]["blocked_rollbacks"], 1, "{r:#}");
 }
 
@@ -302,11 +291,7 @@ fn a_failing_probe_holds_the_rollback_until_the_schema_can_be_read() {
     // The database goes away before the canary turns out bad (the canary declares nothing,
     // so it starts; only the baseline's range matters for the rollback).
     pg.stop();
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &request("blind", &bad, json!({"max": 41}), Value::Null),
-    );
-    assert_eq!(code, 201, "{v}");
+    d.register(&request("blind", &bad, json!({"max": 41}), Value::Null));
     let held = wait_for(Duration::from_secs(60), || {
         let v = d.get("/api/v1/deployments/blind").1;
         (v["state"] == "held"
@@ -321,10 +306,7 @@ fn a_failing_probe_holds_the_rollback_until_the_schema_can_be_read() {
         "says why: {held:#}"
     );
     assert!(held["schema"]["error"].is_string(), "{held:#}");
-    assert!(
-        !d.marker_lines().iter().any(|l| l.starts_with("rollback")),
-        "never guesses"
-    );
+    d.assert_no_rollback("never guesses");
     // The database is back at 41, which v1 works with: the rollback runs.
     pg.restart();
     d.wait_state("blind", &["rolled_back"], Duration::from_secs(60));
@@ -347,8 +329,7 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
     let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
     let mut req = request("running", &good, json!({"max": 42}), json!({"min": 41}));
     req["timing"] = json!({"min_duration": "5m", "max_duration": "10m"});
-    let (code, v) = d.post("/api/v1/deployments", &req);
-    assert_eq!(code, 201, "{v}");
+    d.register(&req);
     d.wait_state("running", &["analysing"], Duration::from_secs(20));
 
     let (code, out) = cli(&d, &["migrate", "check", "--service", "shop", "--to", "43"]);
@@ -373,17 +354,7 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
             .then_some(v)
     });
     assert!(v.is_some(), "schema change on the timeline");
-    let (code, out) = cli(
-        &d,
-        &[
-            "report",
-            "--config",
-            d.dir.path().join("config.yaml").to_str().unwrap(),
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    let r: Value = serde_json::from_str(&out).expect("report json");
+    let r = report(&d);
     assert_eq!(r["services"][0]["migrations"], 1, "{r:#}");
     let (code, v) = d.get("/api/v1/schemas");
     assert_eq!(code, 200);
@@ -408,16 +379,12 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
 
 #[test]
 fn a_prometheus_probe_reads_one_whole_sample_from_a_real_prometheus() {
-    use crate::source_support::prometheus::{Prometheus, Target};
-    use crate::source_support::{Reply, ok, raw_server};
+    use crate::support::prometheus::{Prometheus, Target};
+    use crate::support::raw::{Reply, ok, raw_server};
     use rollguard::schema::probe::Prober;
     use rollguard::schema::{Live, ProbeKind, SchemaConfig, SchemaVersion};
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::http::runtime();
     let serve = |body: &'static str| {
         rt.block_on(raw_server(move |_| {
             Reply::Bytes(ok("text/plain; version=0.0.4", body))

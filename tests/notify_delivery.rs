@@ -2,14 +2,14 @@
 //! pacing, the Alertmanager lease, PagerDuty trigger/resolve, and a message queued before a
 //! daemon restart delivered after it (the real binary).
 
-use crate::common;
-use crate::notify_fakes;
+use crate::support;
+use crate::support::receivers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_fakes::{Fake, Reply, ends_in};
+use receivers::{Fake, Reply, ends_in};
 use rollguard::action::notify::Notifiers;
 use rollguard::config::{NotifierConfig, NotifierKind, Secret, Severity};
 use rollguard::events::{Notice, NoticeKind, Subject};
@@ -407,10 +407,10 @@ fn a_message_queued_before_a_restart_is_delivered_after_it() {
         .port();
     let extra = format!(
         "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      secret: {}\n    max_attempts: 100\n    retry_backoff: 200ms\n",
-        notify_fakes::WEBHOOK_SECRET
+        receivers::WEBHOOK_SECRET
     );
-    let rule = common::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
-    let d = common::Daemon::start(&[("errors.yaml", &rule)], &extra);
+    let rule = support::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
+    let d = support::Daemon::start(&[("errors.yaml", &rule)], &extra);
     let (code, v) = d.post(
         "/api/v1/deployments",
         &serde_json::json!({"id": "queued", "service": "checkout", "analysis": "errors",
@@ -419,7 +419,7 @@ fn a_message_queued_before_a_restart_is_delivered_after_it() {
     );
     assert_eq!(code, 201, "{v}");
     let db = d.dir.path().join("state");
-    let pending = common::wait_for(Duration::from_secs(10), || {
+    let pending = support::wait_for(Duration::from_secs(10), || {
         let s = SqliteStore::open(&db).ok()?;
         let items = s.outbox(Some("chat")).ok()?;
         items
@@ -433,7 +433,7 @@ fn a_message_queued_before_a_restart_is_delivered_after_it() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(Fake::start_on(&format!("127.0.0.1:{port}")));
-    let d = common::Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
+    let d = support::Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
     let got = rt.block_on(fake.wait_for("/webhook", 1, Duration::from_secs(20)));
     let started: Vec<_> = got
         .iter()

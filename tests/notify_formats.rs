@@ -2,13 +2,13 @@
 //! (outbox, workers, renderers) sends over real HTTP to local fakes that check each
 //! service's documented payload shape, limits and escaping.
 
-use crate::notify_fakes;
+use crate::support::receivers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_fakes::{Fake, WEBHOOK_SECRET};
+use receivers::{Fake, WEBHOOK_SECRET};
 use rollguard::action::notify::Notifiers;
 use rollguard::config::{NotifierConfig, NotifierKind, Secret, Severity};
 use rollguard::events::{Lifecycle, Notice, NoticeKind, Subject};
@@ -309,7 +309,7 @@ async fn every_event_reaches_every_notifier_type_in_its_documented_format() {
         "https://rollguard.example/api/v1/deployments/checkout-42"
     );
     // Every documented limit in rollguard's table was checked against real requests.
-    let checked = notify_fakes::limits_checked();
+    let checked = receivers::limits_checked();
     for l in rollguard::action::notify::limits::LIMITS {
         assert!(
             checked.contains(&(l.service, l.field)),

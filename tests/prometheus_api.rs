@@ -4,7 +4,7 @@
 //! `Retry-After`, 5xx, 422, partial answers (Thanos warnings, VictoriaMetrics `isPartial`),
 //! native histograms, duplicates, bad bodies, hangs.
 
-use crate::source_support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +23,7 @@ use rollguard::source::promql::{self, PromClient, QueryError};
 use rollguard::source::scrape::epoch_ms;
 use rollguard::source::{DeploymentSource, Source};
 use rollguard::telemetry::Telemetry;
-use source_support::prometheus::{Prometheus, Target};
+use support::prometheus::{Prometheus, Target};
 
 /// Two baseline and two canary instances whose counters grow by one error and nine successes
 /// per scrape, plus a NaN gauge; served on their own runtime thread so Prometheus can scrape
@@ -35,11 +35,7 @@ struct Fleet {
 
 impl Fleet {
     fn start() -> Fleet {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::support::http::runtime();
         let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
         let addr = rt.block_on(async move {
             let app = Router::new()
@@ -59,11 +55,7 @@ impl Fleet {
                     }),
                 )
                 .with_state(counts);
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = l.local_addr().unwrap();
-            tokio::spawn(async move {
-                let _ = axum::serve(l, app).await;
-            });
+            let addr = crate::support::http::serve(app).await;
             addr
         });
         Fleet { addr, _rt: rt }
@@ -93,12 +85,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn q(kind: QueryKind, sel: &str) -> MetricQuery {
-    SeriesQuery {
-        kind,
-        selector: Selector::parse(sel).unwrap(),
-        divide_by: None,
-    }
-    .into()
+    MetricQuery::series(kind, Selector::parse(sel).unwrap())
 }
 
 fn now_ms() -> i64 {
@@ -348,11 +335,7 @@ async fn tenant_gateway(upstream: String) -> String {
             ),
         )
         .with_state(upstream);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
+    let addr = crate::support::http::serve(app).await;
     format!("http://{addr}/prometheus")
 }
 
@@ -485,11 +468,7 @@ async fn script_server() -> (String, Script) {
     let app = Router::new()
         .route("/{case}/api/v1/query", post(scripted))
         .with_state(s.clone());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
+    let addr = crate::support::http::serve(app).await;
     (format!("http://{addr}"), s)
 }
 
@@ -800,10 +779,7 @@ fn annotations_are_counted_and_used_but_partial_answers_are_not_judged() {
                 }))
             }),
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(l, app).await });
-        url
+        format!("http://{}", crate::support::http::serve(app).await)
     }
     runtime().block_on(async {
         let annotated = backend(

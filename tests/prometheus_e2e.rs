@@ -3,16 +3,14 @@
 //! Prometheus dies mid-analysis nothing is rolled back, one "metrics backend down" alert goes
 //! to the ops notifier, and the analyses resume by themselves when it is back.
 
-use crate::common;
-use crate::source_support;
+use crate::support;
 
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
-use rollguard::sim::{Fault, Scenario};
 use serde_json::json;
-use source_support::Recorder;
-use source_support::prometheus::{Prometheus, Target};
+use support::prometheus::{Prometheus, Target};
+use support::receivers::Recorder;
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 const INSTANCES: [&str; 4] = ["baseline-0", "baseline-1", "canary-0", "canary-1"];
 
@@ -49,7 +47,7 @@ fn backtest_from_prometheus(
     source: &[&str],
     from_s: u64,
 ) -> serde_json::Value {
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(support::BIN)
         .arg("backtest")
         .arg("--rules")
         .arg(rules)
@@ -104,8 +102,7 @@ fn two_fleets(seeds: (u64, u64), rule: (&str, &str), analysis: &str) -> TwoFleet
     for (id, fleet) in [("bad", "bad"), ("good", "good")] {
         let mut req = deployment(id, fleet, json!({}));
         req["analysis"] = json!(analysis);
-        let (code, v) = d.post("/api/v1/deployments", &req);
-        assert_eq!(code, 201, "{v}");
+        d.register(&req);
     }
     TwoFleets {
         bad,
@@ -121,19 +118,11 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
     // Bound whole: every part must live until the end (the fleets and Prometheus serve).
     let f = two_fleets((31, 32), ("errors.yaml", RATIO_RULE), "errors");
     let (prom, d, registered) = (&f.prom, &f.d, f.registered);
-    let v = d.wait_state(
-        "bad",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
-    common::assert_rolled_back_by_the_ratio_check(&v);
-    let v = d.wait_state(
-        "good",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    let v = d.wait_done("bad", Duration::from_secs(60));
+    support::assert_rolled_back_by_the_ratio_check(&v);
+    let v = d.wait_done("good", Duration::from_secs(60));
     assert_eq!(v["state"], "promoted", "{v:#}");
-    let mut lines = common::wait_for(Duration::from_secs(20), || {
+    let mut lines = support::wait_for(Duration::from_secs(20), || {
         Some(d.marker_lines()).filter(|l| l.len() >= 2)
     })
     .unwrap();
@@ -142,7 +131,7 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
         lines,
         vec![
             "promote good".to_string(),
-            format!("rollback bad {}", common::hook_action_id(&d.url, "bad"))
+            format!("rollback bad {}", support::hook_action_id(&d.url, "bad"))
         ]
     );
     // The same window replayed from Prometheus (one range query per selector and arm) gives
@@ -162,35 +151,17 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
 
 /// The error-ratio rule with its hold and failure notices going to the `ops` webhook too, so
 /// the test sees any per-deployment alert that the circuit breaker should have suppressed.
-const OUTAGE_RULE: &str = r#"analysis: errors
-params:
-  job: ".*"
-interval: 1s
-warmup: 2s
-min_duration: 30s
-max_duration: 150s
-no_data_grace: 2s
-alpha: 0.01
-checks:
-  - name: error-ratio
-    kind: ratio
-    errors: 'http_requests_total{job=~"{{job}}",code=~"5.."}'
-    requests: 'http_requests_total{job=~"{{job}}"}'
-    tolerance: 1.5
-on_fail: [rollback, ops]
-on_no_data: [ops]
-on_pass: [promote]
-"#;
+fn outage_rule() -> String {
+    support::daemon::ratio_rule_timed("min_duration: 30s\nmax_duration: 150s\nno_data_grace: 2s\n")
+        .replace(
+            "on_fail: [rollback]",
+            "on_fail: [rollback, ops]\non_no_data: [ops]",
+        )
+}
 
 #[test]
 fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 33,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::healthy(33, 20.0);
     let mut prom = Prometheus::start(&targets(&fleet, "shop"));
     prom.wait_series("http_requests_total", 4, Duration::from_secs(30));
     let ops = Recorder::start();
@@ -199,15 +170,14 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
         prometheus_config(&prom),
         ops.url
     );
-    let d = Daemon::start(&[("errors.yaml", OUTAGE_RULE)], &extra);
+    let d = Daemon::start(&[("errors.yaml", &outage_rule())], &extra);
     let ids = ["shop-1", "shop-2", "shop-3"];
     for id in ids {
-        let (code, v) = d.post("/api/v1/deployments", &deployment(id, "shop", json!({})));
-        assert_eq!(code, 201, "{v}");
+        d.register(&deployment(id, "shop", json!({})));
     }
     // Data flows for every deployment before the outage.
     for id in ids {
-        common::wait_for(Duration::from_secs(30), || {
+        support::wait_for(Duration::from_secs(30), || {
             let (_, v) = d.get(&format!("/api/v1/deployments/{id}"));
             matches!(v["checks"][0]["outcome"].as_str(), Some("pending" | "pass")).then_some(())
         })
@@ -238,23 +208,11 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
             &["held", "rolled_back", "promoted", "inconclusive"],
             Duration::from_secs(30),
         );
-        assert_eq!(v["state"], "held", "{v:#}");
-        assert!(
-            v["reason"]
-                .as_str()
-                .unwrap()
-                .contains("metrics source failing"),
-            "{v:#}"
-        );
+        support::daemon::assert_held_by_failing_source(&v);
     }
     // Held a few more intervals: still one alert, no per-deployment hold alerts, no action.
-    let (_, m) = common::http("GET", &format!("{}/metrics", d.url), None, None);
-    assert!(
-        m.as_str()
-            .unwrap_or_default()
-            .contains("rollguard_metrics_backend_down 1"),
-        "{m}"
-    );
+    let m = d.metrics();
+    assert!(m.contains("rollguard_metrics_backend_down 1"), "{m}");
     assert_eq!(ops.of_kind("backend_down").len(), 1);
     assert_eq!(
         ops.of_kind("held").len(),
@@ -272,11 +230,7 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
     ops.wait_kind("backend_recovered", Duration::from_secs(30))
         .unwrap_or_else(|| panic!("no backend_recovered alert; log:\n{}", d.log()));
     for id in ids {
-        let v = d.wait_state(
-            id,
-            &["rolled_back", "promoted", "inconclusive"],
-            Duration::from_secs(120),
-        );
+        let v = d.wait_done(id, Duration::from_secs(120));
         assert_eq!(v["state"], "promoted", "{v:#}");
     }
     assert_eq!(ops.of_kind("backend_down").len(), 1, "{:#?}", ops.bodies());
@@ -288,7 +242,7 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
     );
     assert_eq!(ops.of_kind("held").len(), 0);
     assert_eq!(ops.of_kind("rollback_started").len(), 0);
-    let mut lines = common::wait_for(Duration::from_secs(20), || {
+    let mut lines = support::wait_for(Duration::from_secs(20), || {
         Some(d.marker_lines()).filter(|l| l.len() >= 3)
     })
     .unwrap();
@@ -306,40 +260,24 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
 fn bake_compares_with_the_recorded_past_and_rolls_back() {
     // The fault starts 15 s (wall) into the fleet's life; the bake starts once Prometheus sees
     // it, reading the baseline 14 s in the past, when the fleet was still healthy.
-    let fleet = FleetServer::start(
-        Scenario {
-            fault: Fault::ErrorRatio { factor: 8.0 },
-            fault_at_s: 15.0 * 20.0,
-            seed: 41,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::failing_from(15.0 * 20.0, 41, 20.0);
     let prom = Prometheus::start(&targets(&fleet, "bake"));
     prom.wait_series("http_requests_total", 4, Duration::from_secs(30));
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], &prometheus_config(&prom));
     // Wait until Prometheus sees the new version misbehave.
-    common::wait_for(Duration::from_secs(60), || {
+    support::wait_for(Duration::from_secs(60), || {
         let r = prom.query(r#"sum(increase(http_requests_total{fleet="bake",code=~"5.."}[3s])) / sum(increase(http_requests_total{fleet="bake"}[3s]))"#);
         let v: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
         (v > 0.04).then_some(())
     })
     .expect("the fault shows in Prometheus");
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({
-            "id": "bake", "service": "checkout", "analysis": "errors",
-            "strategy": { "type": "bake", "watch": "20s" },
-            "baseline": { "selector": r#"fleet="bake""#, "offset": "14s", "version": "v1" },
-            "canary": { "selector": r#"fleet="bake""#, "version": "v2" }
-        }),
-    );
-    assert_eq!(code, 201, "{v}");
-    let v = d.wait_state(
-        "bake",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    d.register(&json!({
+        "id": "bake", "service": "checkout", "analysis": "errors",
+        "strategy": { "type": "bake", "watch": "20s" },
+        "baseline": { "selector": r#"fleet="bake""#, "offset": "14s", "version": "v1" },
+        "canary": { "selector": r#"fleet="bake""#, "version": "v2" }
+    }));
+    let v = d.wait_done("bake", Duration::from_secs(60));
     assert_eq!(v["state"], "rolled_back", "{v:#}\n{}", d.log());
     // Without an offset a bake is refused with a reason.
     let (code, v) = d.post(
@@ -383,21 +321,13 @@ on_pass: [promote]
 fn a_written_query_rolls_back_a_bad_canary_and_promotes_a_good_one() {
     let f = two_fleets((51, 52), ("written.yaml", WRITTEN_RULE), "written");
     let (bad, d, registered) = (&f.bad, &f.d, f.registered);
-    let v = d.wait_state(
-        "bad",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    let v = d.wait_done("bad", Duration::from_secs(60));
     assert_eq!(v["state"], "rolled_back", "{v:#}\n{}", d.log());
     let check = &v["checks"][0];
     assert_eq!(check["outcome"], "fail", "{check}");
     let why = check["explanation"].as_str().unwrap();
     assert!(why.contains("above 0.03"), "{why}");
-    let v = d.wait_state(
-        "good",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    let v = d.wait_done("good", Duration::from_secs(60));
     assert_eq!(v["state"], "promoted", "{v:#}\n{}", d.log());
     // A written query can be backtested from Prometheus, with the daemon's own config.
     let rules = d.dir.path().join("rules");

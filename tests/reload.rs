@@ -1,13 +1,13 @@
 //! Issue 4: hot reload while the daemon runs — edits in place, by rename and by `sed -i` take
 //! effect; a broken edit is rejected and the last good rules stay in force; SIGHUP reloads.
 
-use crate::common;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, RATIO_RULE, wait_for};
 use serde_json::{Value, json};
+use support::{Daemon, RATIO_RULE, wait_for};
 
 fn rules(d: &Daemon) -> Value {
     let (code, v) = d.get("/api/v1/rules");
@@ -85,13 +85,9 @@ fn edits_in_place_by_rename_and_sed_are_live_and_broken_edits_are_rejected() {
     );
     assert_eq!(rules(&d)["version"], v4.as_str());
     // The daemon keeps serving and registering with the last good rules.
-    let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
+    let (code, _) = support::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({"id": "after-bad-edit", "analysis": "errors", "baseline": {"targets": ["http://127.0.0.1:9/m"]}, "canary": {"targets": ["http://127.0.0.1:9/m"]}}),
-    );
-    assert_eq!(code, 201, "{v}");
+    let v = d.register(&json!({"id": "after-bad-edit", "analysis": "errors", "baseline": {"targets": ["http://127.0.0.1:9/m"]}, "canary": {"targets": ["http://127.0.0.1:9/m"]}}));
     assert_ne!(v["rule_version"], pinned_version.as_str());
 
     // The running deployment still reports the version it started with.
@@ -138,7 +134,7 @@ fn sighup_reloads() {
     })
     .expect("reloaded on SIGHUP");
     // Still alive (SIGHUP's default action would have killed it).
-    let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
+    let (code, _) = support::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
 }
 

@@ -1,12 +1,12 @@
 //! Issue 4: `rollguard check` on the shipped templates and on every kind of bad input, each
 //! answered with a located message and exit 78 — never a crash.
 
-use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::BIN;
+use support::BIN;
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
 const EXAMPLE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.yaml");

@@ -1,46 +1,34 @@
 //! Issue 8: `/healthz` (alive) and `/readyz` (config loaded, state store writable, sources
 //! reachable), both answered while the analysis engine is busy or blocked.
 
-use crate::common;
-use crate::service_support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
-use common::FleetServer;
 use nix::sys::signal::Signal;
-use rollguard::sim::Scenario;
 use serde_json::json;
-use service_support::{
-    NOOP_HOOKS, SLOW_RULE, Service, ServiceDir, get, http, post, wait_listen_addr,
-};
+use support::FleetServer;
+use support::http::{get, http_within, post};
+use support::service::{NOOP_HOOKS, Service, ServiceDir};
+use support::slow_rule;
 
 const T: Duration = Duration::from_secs(20);
 
 fn start(dir: &ServiceDir) -> (Service, String) {
-    let mut c = dir.command();
-    c.stderr(std::fs::File::create(dir.log_file()).expect("log"));
-    let svc = Service::spawn(c);
-    let url = wait_listen_addr(dir.path(), T, || dir.log());
-    (svc, url)
+    dir.start_logged(dir.command())
 }
 
 /// GET with a short timeout; returns the status and how long the answer took.
 fn timed(url: &str) -> (u16, serde_json::Value, Duration) {
     let t = Instant::now();
-    let (code, v) = http("GET", url, None, Duration::from_secs(10));
+    let (code, v) = http_within("GET", url, None, Duration::from_secs(10));
     (code, v, t.elapsed())
 }
 
 #[test]
 fn probes_answer_while_the_state_store_is_locked_and_the_engine_waits_on_it() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 21,
-            ..Scenario::default()
-        },
-        20.0,
-    );
-    let dir = ServiceDir::new(&[("errors.yaml", SLOW_RULE)], NOOP_HOOKS);
+    let fleet = FleetServer::healthy(21, 20.0);
+    let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], NOOP_HOOKS);
     let (mut svc, url) = start(&dir);
     let (code, v) = get(&format!("{url}/readyz"));
     assert_eq!(code, 200, "{v}");
@@ -113,7 +101,7 @@ fn probes_answer_while_the_state_store_is_locked_and_the_engine_waits_on_it() {
 fn readyz_reports_an_unreachable_prometheus_and_healthz_does_not_care() {
     // Port 9 (discard) has no listener on loopback here: connection refused.
     let dir = ServiceDir::new(
-        &[("errors.yaml", SLOW_RULE)],
+        &[("errors.yaml", &slow_rule())],
         &format!("{NOOP_HOOKS}prometheus:\n  url: http://127.0.0.1:9\n"),
     );
     let (mut svc, url) = start(&dir);
@@ -140,7 +128,7 @@ fn readyz_reports_an_unreachable_prometheus_and_healthz_does_not_care() {
 fn readyz_is_ready_with_a_reachable_prometheus() {
     let (addr, _rt) = prometheus_api();
     let dir = ServiceDir::new(
-        &[("errors.yaml", SLOW_RULE)],
+        &[("errors.yaml", &slow_rule())],
         &format!("{NOOP_HOOKS}prometheus:\n  url: http://{addr}\n"),
     );
     let (mut svc, url) = start(&dir);
@@ -154,11 +142,7 @@ fn readyz_is_ready_with_a_reachable_prometheus() {
 /// A real HTTP server answering the Prometheus query API the way Prometheus answers
 /// `vector(1)` (the readiness probe's query).
 fn prometheus_api() -> (std::net::SocketAddr, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = crate::support::http::runtime();
     let addr = rt.block_on(async {
         let app = axum::Router::new().route(
             "/api/v1/query",
@@ -166,9 +150,7 @@ fn prometheus_api() -> (std::net::SocketAddr, tokio::runtime::Runtime) {
                 axum::Json(json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}}))
             }),
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(l, app).await });
+        let addr = crate::support::http::serve(app).await;
         addr
     });
     (addr, rt)

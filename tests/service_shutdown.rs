@@ -3,8 +3,7 @@
 //! group) at the end of the grace period, its attempt is recorded, and the next start runs
 //! it again — never lost, never reported as done when it was not.
 
-use crate::common;
-use crate::service_support;
+use crate::support;
 
 use std::io::Write;
 use std::process::Command;
@@ -12,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use service_support::{NotifySocket, SLOW_RULE, Service, ServiceDir, api_from_ready, get, post};
+use support::http::{get, post};
+use support::service::{NotifySocket, Service, ServiceDir, api_from_ready};
+use support::slow_rule;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -86,7 +87,7 @@ fn abort_one(url: &str, id: &str) -> String {
         &json!({"who": "test", "reason": "stop test"}),
     );
     assert_eq!(code, 202, "{v}");
-    common::hook_action_id(url, id)
+    support::hook_action_id(url, id)
 }
 
 fn action(url: &str, id: &str) -> Value {
@@ -115,15 +116,8 @@ fn wait_action_status(url: &str, id: &str, status: &str) -> Value {
 
 #[test]
 fn sigterm_waits_for_a_running_hook_that_finishes_within_the_grace() {
-    let dir = ServiceDir::new(&[("errors.yaml", SLOW_RULE)], "");
-    std::fs::write(
-        dir.config(),
-        format!(
-            "listen: 127.0.0.1:0\nstate_dir: state\nrules_dir: rules\n{}",
-            config(dir.path(), "30s", "gate")
-        ),
-    )
-    .expect("config");
+    let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], "");
+    dir.set_config(&config(dir.path(), "30s", "gate"));
     let gate = dir.path().join("gate");
     let st = Command::new("mkfifo").arg(&gate).status().expect("mkfifo");
     assert!(st.success());
@@ -174,15 +168,8 @@ fn sigterm_waits_for_a_running_hook_that_finishes_within_the_grace() {
 
 #[test]
 fn a_hook_still_running_at_the_deadline_is_stopped_recorded_and_retried_on_the_next_start() {
-    let dir = ServiceDir::new(&[("errors.yaml", SLOW_RULE)], "");
-    std::fs::write(
-        dir.config(),
-        format!(
-            "listen: 127.0.0.1:0\nstate_dir: state\nrules_dir: rules\n{}",
-            config(dir.path(), "1s", "term")
-        ),
-    )
-    .expect("config");
+    let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], "");
+    dir.set_config(&config(dir.path(), "1s", "term"));
 
     let (mut svc, mut sock, url) = start(&dir);
     let act = abort_one(&url, "d2");

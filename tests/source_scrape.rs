@@ -2,7 +2,7 @@
 //! every bad target is a `source_error` for its interval (never a crash, never a value made
 //! up), the good targets still count, and the limits (timeout, body size, concurrency) hold.
 
-use crate::source_support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,12 +16,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rollguard::config::{BasicAuth, ScrapeConfig, Secret, TlsConfig};
-use rollguard::query::{Arms, Fetch, MetricQuery, Observed, QueryKind, SeriesQuery};
+use rollguard::query::{Arms, Fetch, MetricQuery, Observed, QueryKind};
 use rollguard::selector::Selector;
 use rollguard::source::scrape::{ScrapeError, Scraper};
 use rollguard::source::{ArmTargets, DeploymentSource, Source};
 use rollguard::telemetry::Telemetry;
-use source_support::{
+use support::raw::{
     Reply, header as head_header, ok, raw_server, raw_tls_server, tls_acceptor, tls_file,
 };
 
@@ -243,11 +243,7 @@ async fn serve_targets() -> (String, Targets) {
         .route("/bearer", get(bearer))
         .route("/basic", get(basic))
         .with_state(t.clone());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
+    let addr = crate::support::http::serve(app).await;
     (format!("http://{addr}"), t)
 }
 
@@ -259,12 +255,7 @@ fn cfg(timeout_ms: u64) -> ScrapeConfig {
 }
 
 fn q(kind: QueryKind, sel: &str) -> MetricQuery {
-    SeriesQuery {
-        kind,
-        selector: Selector::parse(sel).unwrap(),
-        divide_by: None,
-    }
-    .into()
+    MetricQuery::series(kind, Selector::parse(sel).unwrap())
 }
 
 fn errors_q() -> MetricQuery {

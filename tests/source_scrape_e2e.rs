@@ -1,7 +1,7 @@
 //! The real binary scraping targets that misbehave: no crash, no rollback, the failures are
 //! visible in rollguard's own `/metrics`, and credentials appear in no log line or label.
 
-use crate::common;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +12,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{Daemon, FleetServer, RATIO_RULE};
-use rollguard::sim::Scenario;
 use serde_json::json;
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 /// Targets that fail in every way a scrape can fail, served on their own runtime thread.
 struct Chaos {
@@ -61,11 +60,7 @@ async fn needs_token(headers: HeaderMap) -> Response {
 
 impl Chaos {
     fn start() -> Chaos {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::support::http::runtime();
         let addr = rt.block_on(async {
             let app = Router::new()
                 .route("/rotating", get(rotating))
@@ -84,11 +79,7 @@ impl Chaos {
                 )
                 .route("/token", get(needs_token))
                 .with_state(Arc::new(AtomicU64::new(0)));
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = l.local_addr().unwrap();
-            tokio::spawn(async move {
-                let _ = axum::serve(l, app).await;
-            });
+            let addr = crate::support::http::serve(app).await;
             addr
         });
         Chaos {
@@ -106,13 +97,7 @@ const SCRAPE: &str = "scrape:\n  timeout: 500ms\n  max_body: 1MiB\n";
 
 #[test]
 fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 41,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::healthy(41, 20.0);
     let chaos = Chaos::start();
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], SCRAPE);
     let canary = vec![
@@ -128,18 +113,10 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
         "canary": { "targets": canary },
         "timing": { "max_duration": "10s" }
     });
-    let (code, v) = d.post("/api/v1/deployments", &body);
-    assert_eq!(code, 201, "{v}");
+    d.register(&body);
     let v = d.wait_state("broken", &["held"], Duration::from_secs(30));
-    assert!(
-        v["reason"]
-            .as_str()
-            .unwrap()
-            .contains("metrics source failing"),
-        "{v:#}"
-    );
-    let (_, m) = common::http("GET", &format!("{}/metrics", d.url), None, None);
-    let m = m.as_str().unwrap_or_default().to_string();
+    support::daemon::assert_held_by_failing_source(&v);
+    let m = d.metrics();
     for (path, reason) in [
         ("/hang", "timeout"),
         ("/500", "status"),
@@ -166,27 +143,18 @@ fn a_canary_whose_every_target_fails_is_held_never_rolled_back() {
         )),
         "{m}"
     );
-    let v = d.wait_state(
-        "broken",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(30),
-    );
+    let v = d.wait_done("broken", Duration::from_secs(30));
     assert_eq!(v["state"], "inconclusive", "{v:#}");
     assert!(
         d.marker_lines().is_empty(),
         "no hook may run: {:?}",
         d.marker_lines()
     );
-    let (code, _) = common::http("GET", &format!("{}/healthz", d.url), None, None);
+    let (code, _) = support::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
     // The finished deployment's per-target series are gone.
-    let (_, m) = common::http("GET", &format!("{}/metrics", d.url), None, None);
-    assert!(
-        !m.as_str()
-            .unwrap_or_default()
-            .contains("deployment=\"broken\""),
-        "{m}"
-    );
+    let m = d.metrics();
+    assert!(!m.contains("deployment=\"broken\""), "{m}");
 }
 
 #[test]
@@ -199,30 +167,15 @@ fn a_flapping_target_beside_healthy_ones_never_causes_a_rollback() {
         "baseline": { "targets": [fleet.target("baseline-0"), fleet.target("baseline-1")] },
         "canary": { "targets": [fleet.target("canary-0"), fleet.target("canary-1"), chaos.url("/rotating")] }
     });
-    let (code, v) = d.post("/api/v1/deployments", &body);
-    assert_eq!(code, 201, "{v}");
-    let v = d.wait_state(
-        "flap",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(60),
-    );
+    d.register(&body);
+    let v = d.wait_done("flap", Duration::from_secs(60));
     assert_ne!(v["state"], "rolled_back", "{v:#}");
-    assert!(
-        !d.marker_lines().iter().any(|l| l.starts_with("rollback")),
-        "{:?}",
-        d.marker_lines()
-    );
+    d.assert_no_rollback("a flapping target is no reason to roll back");
 }
 
 #[test]
 fn credentials_never_reach_logs_or_labels() {
-    let fleet = FleetServer::start(
-        Scenario {
-            seed: 43,
-            ..Scenario::default()
-        },
-        20.0,
-    );
+    let fleet = FleetServer::healthy(43, 20.0);
     let chaos = Chaos::start();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
@@ -239,16 +192,13 @@ fn credentials_never_reach_logs_or_labels() {
         "canary": { "targets": ["http://scraper:pa55w0rd-in-url@127.0.0.1:9/metrics", chaos.url("/500")] },
         "timing": { "max_duration": "10s" }
     });
-    let (code, v) = d.post("/api/v1/deployments", &body);
-    assert_eq!(code, 201, "{v}");
-    let (_, m) = common::wait_for(Duration::from_secs(30), || {
-        let (c, m) = common::http("GET", &format!("{}/metrics", d.url), None, None);
-        m.as_str()
-            .is_some_and(|t| t.contains("target=\"http://127.0.0.1:9/metrics\""))
-            .then_some((c, m))
+    d.register(&body);
+    let m = support::wait_for(Duration::from_secs(30), || {
+        let m = d.metrics();
+        m.contains("target=\"http://127.0.0.1:9/metrics\"")
+            .then_some(m)
     })
     .unwrap_or_else(|| panic!("no target_up series for the dead target; log:\n{}", d.log()));
-    let m = m.as_str().unwrap_or_default();
     assert!(
         m.contains(&format!(
             "rollguard_target_up{{deployment=\"secret\",role=\"baseline\",target=\"{}\"}} 1",
@@ -256,11 +206,7 @@ fn credentials_never_reach_logs_or_labels() {
         )),
         "{m}"
     );
-    d.wait_state(
-        "secret",
-        &["rolled_back", "promoted", "inconclusive"],
-        Duration::from_secs(30),
-    );
+    d.wait_done("secret", Duration::from_secs(30));
     let log = d.log();
     assert!(log.contains("scrape failed"), "{log}");
     let (_, api) = d.get("/api/v1/deployments/secret");

@@ -3,12 +3,12 @@
 //! check with the decision marker, the timeline with the hook's output, and a hostile label
 //! escaped everywhere. `status_page::browser` loads the same page in headless Chromium.
 
-use crate::common;
+use crate::support;
 
 use std::time::Duration;
 
-use common::{Daemon, FleetServer, RATIO_RULE};
 use serde_json::json;
+use support::{Daemon, FleetServer, RATIO_RULE};
 
 pub const TOKEN: &str = "status-page-token-for-tests";
 /// A label that would run script, close an attribute or start a tag if it were not escaped.
@@ -49,10 +49,10 @@ pub fn judged(seed: u64) -> Judged {
         "canary": { "targets": [fleet.target("canary-0")], "version": "v2" }
     });
     let api = format!("{}/api/v1/deployments", d.url);
-    let (code, v) = common::http("POST", &api, Some(&body), Some(TOKEN));
+    let (code, v) = support::http("POST", &api, Some(&body), Some(TOKEN));
     assert_eq!(code, 201, "{v}");
-    let done = common::wait_for(Duration::from_secs(60), || {
-        let (_, v) = common::http(
+    let done = support::wait_for(Duration::from_secs(60), || {
+        let (_, v) = support::http(
             "GET",
             &format!("{api}/{id}/events?wait=5&after=0"),
             None,
@@ -62,8 +62,8 @@ pub fn judged(seed: u64) -> Judged {
     });
     assert!(done.is_some(), "not rolled back; log:\n{}", d.log());
     // The rollback hook has run and its result is recorded.
-    let hooked = common::wait_for(Duration::from_secs(20), || {
-        let (_, v) = common::http("GET", &format!("{api}/{id}"), None, Some(TOKEN));
+    let hooked = support::wait_for(Duration::from_secs(20), || {
+        let (_, v) = support::http("GET", &format!("{api}/{id}"), None, Some(TOKEN));
         (v["actions"][0]["status"] == "succeeded").then_some(())
     });
     assert!(hooked.is_some(), "hook not finished; log:\n{}", d.log());
@@ -81,16 +81,7 @@ fn raw(
     cookie: Option<&str>,
     form: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    rollguard::net::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let c = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
+    support::http::Client::no_redirects().send(|c| {
         let mut r = c
             .request(
                 reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
@@ -105,10 +96,7 @@ fn raw(
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(f.to_string());
         }
-        let resp = r.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        (status, headers, resp.text().await.unwrap_or_default())
+        r
     })
 }
 
@@ -351,7 +339,7 @@ fn browser() {
 #[test]
 fn demo_prints_and_serves_its_status_page() {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(common::BIN)
+    let mut child = std::process::Command::new(support::BIN)
         .args(["demo", "--speed", "50"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -386,7 +374,7 @@ fn demo_prints_and_serves_its_status_page() {
         .arg("-INT")
         .arg(child.id().to_string())
         .status();
-    let status = common::wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten());
+    let status = support::wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten());
     let Some(status) = status else {
         let _ = child.kill();
         panic!("the demo did not end on Ctrl-C");

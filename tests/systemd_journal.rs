@@ -6,7 +6,7 @@
 //! the real binary speaks the real protocol to a real socket without touching the host's
 //! journal.
 
-use crate::service_support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use service_support::{BIN, NOOP_HOOKS, SLOW_RULE, Service, ServiceDir, post, wait_listen_addr};
+use support::http::post;
+use support::service::{NOOP_HOOKS, Service, ServiceDir};
+use support::{BIN, slow_rule};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -62,7 +64,7 @@ fn native_journal_fields_and_message_ids() {
         eprintln!("skipped: needs root for a private mount namespace (CI runs as root)");
         return;
     }
-    let dir = ServiceDir::new(&[("errors.yaml", SLOW_RULE)], NOOP_HOOKS);
+    let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], NOOP_HOOKS);
     let journal_dir = dir.path().join("journal");
     std::fs::create_dir_all(&journal_dir).expect("journal dir");
     let journal = UnixDatagram::bind(journal_dir.join("socket")).expect("bind journal socket");
@@ -86,7 +88,7 @@ fn native_journal_fields_and_message_ids() {
         .stdout(Stdio::null())
         .stderr(stderr);
     let mut svc = Service::spawn(c);
-    let url = wait_listen_addr(dir.path(), T, || dir.log());
+    let url = dir.wait_listen_addr(T);
 
     // A person aborts a deployment (event with a deployment), and a broken rule edit is
     // rejected on SIGHUP (a key event with a stable MESSAGE_ID).
@@ -103,7 +105,7 @@ fn native_journal_fields_and_message_ids() {
     assert_eq!(code, 202, "{v}");
     std::fs::write(
         dir.path().join("rules/errors.yaml"),
-        SLOW_RULE.replace("tolerance:", "tolerence:"),
+        slow_rule().replace("tolerance:", "tolerence:"),
     )
     .expect("break the rule");
     svc.signal(Signal::SIGHUP);
@@ -167,18 +169,22 @@ fn native_journal_fields_and_message_ids() {
     assert_eq!(dir.log(), "", "stderr should be empty under the journal");
 }
 
+/// Runs the daemon with `c` until it listens, then stops it with SIGTERM (a clean exit); its
+/// log.
+fn start_and_stop(dir: &ServiceDir, c: std::process::Command) -> String {
+    let (mut svc, _) = dir.start_logged(c);
+    svc.signal(Signal::SIGTERM);
+    assert!(svc.wait(T).is_some_and(|s| s.success()));
+    dir.log()
+}
+
 #[test]
 fn plain_stderr_when_journal_stream_names_something_else() {
     // A child of a systemd service inherits JOURNAL_STREAM with stderr elsewhere.
-    let dir = ServiceDir::new(&[("errors.yaml", SLOW_RULE)], NOOP_HOOKS);
+    let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], NOOP_HOOKS);
     let mut c = dir.command();
-    c.env("JOURNAL_STREAM", "1:1")
-        .stderr(std::fs::File::create(dir.log_file()).expect("log"));
-    let mut svc = Service::spawn(c);
-    wait_listen_addr(dir.path(), T, || dir.log());
-    svc.signal(Signal::SIGTERM);
-    assert!(svc.wait(T).is_some_and(|s| s.success()));
-    let log = dir.log();
+    c.env("JOURNAL_STREAM", "1:1");
+    let log = start_and_stop(&dir, c);
     let line = log
         .lines()
         .find(|l| l.contains("rollguard listening"))
@@ -192,15 +198,10 @@ fn plain_stderr_when_journal_stream_names_something_else() {
 
 #[test]
 fn log_format_json_writes_one_object_per_line() {
-    let dir = ServiceDir::new(&[("errors.yaml", SLOW_RULE)], NOOP_HOOKS);
+    let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], NOOP_HOOKS);
     let mut c = dir.command();
-    c.args(["--log-format", "json"])
-        .stderr(std::fs::File::create(dir.log_file()).expect("log"));
-    let mut svc = Service::spawn(c);
-    wait_listen_addr(dir.path(), T, || dir.log());
-    svc.signal(Signal::SIGTERM);
-    assert!(svc.wait(T).is_some_and(|s| s.success()));
-    let log = dir.log();
+    c.args(["--log-format", "json"]);
+    let log = start_and_stop(&dir, c);
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -3,15 +3,14 @@
 //! manager: it binds the notification socket, passes `NOTIFY_SOCKET`, `WATCHDOG_USEC` and
 //! `WATCHDOG_PID` the way systemd does, sends real signals and reads the datagrams.
 
-use crate::service_support;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use service_support::{
-    BIN, NOOP_HOOKS, NotifySocket, SLOW_RULE, Service, ServiceDir, api_from_ready,
-};
+use support::service::{NOOP_HOOKS, NotifySocket, Service, ServiceDir, api_from_ready};
+use support::{BIN, slow_rule};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -49,7 +48,7 @@ fn monotonic_usec(msg: &str) -> u128 {
 #[test]
 fn ready_reloading_stopping_in_order_with_watchdog_pings() {
     let dir = ServiceDir::new(
-        &[("errors.yaml", SLOW_RULE)],
+        &[("errors.yaml", &slow_rule())],
         &format!("{NOOP_HOOKS}shutdown_grace: 5s\n"),
     );
     let mut sock = NotifySocket::bind(dir.path());
@@ -59,7 +58,7 @@ fn ready_reloading_stopping_in_order_with_watchdog_pings() {
     assert!(ready.contains("STATUS=running; rules "), "{ready}");
     // The API is bound before READY=1: it answers right away.
     let url = api_from_ready(&ready);
-    let (code, _) = service_support::get(&format!("{url}/healthz"));
+    let (code, _) = support::http::get(&format!("{url}/healthz"));
     assert_eq!(code, 200, "log:\n{}", dir.log());
 
     // Watchdog: WATCHDOG_USEC=300 ms, so a ping about every 150 ms.
@@ -121,7 +120,7 @@ fn ready_reloading_stopping_in_order_with_watchdog_pings() {
 #[test]
 fn no_watchdog_pings_when_watchdog_pid_names_another_process() {
     // A hook or a child that inherited the variables must not keep the unit alive.
-    let dir = ServiceDir::new(&[("errors.yaml", SLOW_RULE)], NOOP_HOOKS);
+    let dir = ServiceDir::new(&[("errors.yaml", &slow_rule())], NOOP_HOOKS);
     let mut sock = NotifySocket::bind(dir.path());
     let mut svc = start(&dir, &sock, "100000", Some("1"));
     sock.wait_for(T, "READY=1", |m| m.starts_with("READY=1"));

@@ -1,13 +1,13 @@
 //! Issue 4: every shipped template, replayed with `rollguard backtest` on simulated recordings:
 //! it rolls back the fault it is written for and does not roll back a healthy canary.
 
-use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::BIN;
 use rollguard::sim::{Fault, Scenario, record};
+use support::BIN;
 
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
 

@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{self, Daemon, FleetServer, RATIO_RULE};
-use crate::notify_fakes::WEBHOOK_SECRET;
+use crate::support::receivers::WEBHOOK_SECRET;
+use crate::support::{self, Daemon, FleetServer, RATIO_RULE};
 
 const RECEIVER: &str = r#"
 import json, sys, time
@@ -109,7 +109,7 @@ fn the_reference_library_verifies_every_message_and_rejects_a_replay() {
     assert_eq!(code, 201, "{v}");
     d.wait_state("signed", &["rolled_back"], Duration::from_secs(60));
     // The rollback decision and the rollback hook's result.
-    let got = common::wait_for(Duration::from_secs(20), || {
+    let got = support::wait_for(Duration::from_secs(20), || {
         let e = rx.entries();
         (e.len() >= 2).then_some(e)
     })

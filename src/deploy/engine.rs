@@ -285,12 +285,7 @@ impl Engine {
             return Err(EngineError::Invalid(format!(
                 "no analysis named `{}` in the loaded rules{hint}; loaded: {}",
                 req.analysis,
-                rules
-                    .analyses
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                rules.names()
             )));
         };
         if req.uses_prometheus() && self.prom.is_none() {

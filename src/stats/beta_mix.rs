@@ -57,21 +57,11 @@ pub fn truncated_beta_ln_e(n_baseline: f64, n_canary: f64, theta0: f64, k: f64) 
     post - prior - null
 }
 
-/// The e-value p-value p = min(1, 1/E) = min(1, exp(−ln E)) (§1.3); NaN stays NaN.
-pub fn p_value_from_ln_e(ln_e: f64) -> f64 {
-    if ln_e.is_nan() {
-        return f64::NAN;
-    }
-    (-ln_e).exp().min(1.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64, rel: f64) -> bool {
-        (a - b).abs() <= rel * b.abs()
-    }
+    use crate::stats::close;
+    use crate::stats::mixture::always_valid_p;
 
     #[test]
     fn vector_k() {
@@ -86,7 +76,7 @@ mod tests {
         for (na, nb, t0, lne, p) in rows {
             let l = truncated_beta_ln_e(na, nb, t0, 100.0);
             assert!(close(l, lne, 1e-9), "({na},{nb}): {l} vs {lne}");
-            assert!(close(p_value_from_ln_e(l), p, 1e-9));
+            assert!(close(always_valid_p(l), p, 1e-9));
         }
     }
 
@@ -125,7 +115,7 @@ mod tests {
         assert!(truncated_beta_ln_e(1.0, f64::NAN, 0.5, 100.0).is_nan());
         assert!(truncated_beta_ln_e(1.0, 1.0, 1.0, 100.0).is_nan());
         assert!(truncated_beta_ln_e(1.0, 1.0, 0.5, 0.0).is_nan());
-        assert!(p_value_from_ln_e(f64::NAN).is_nan());
+        assert!(always_valid_p(f64::NAN).is_nan());
     }
 
     /// Found by proptest: k·θ₀ underflows to 0, which statrs' `ln_beta` panics on.

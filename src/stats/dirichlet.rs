@@ -271,10 +271,7 @@ pub fn rate_ratio_confidence_sequence(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64, rel: f64) -> bool {
-        (a - b).abs() <= rel * b.abs()
-    }
+    use crate::stats::close;
 
     #[test]
     fn vector_e() {

@@ -124,10 +124,7 @@ pub fn fnch_ln_lr(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64, rel: f64) -> bool {
-        (a - b).abs() <= rel * b.abs()
-    }
+    use crate::stats::close;
 
     #[test]
     fn vector_r() {

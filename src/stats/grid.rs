@@ -425,11 +425,8 @@ pub fn thinning_loglik(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::close;
     use crate::stats::special::mixture_e_value;
-
-    fn close(a: f64, b: f64, rel: f64) -> bool {
-        (a - b).abs() <= rel * b.abs().max(1e-300)
-    }
 
     /// Vector L: three intervals, ρ varying, δ ∈ {0.1,…,1.0} with uniform weights.
     #[test]

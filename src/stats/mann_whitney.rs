@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::special::{normal_quantile, normal_sf, zeroin};
+use super::special::{normal_quantile, normal_sf, tie_sum, zeroin};
 
 /// Alternative hypothesis, scipy semantics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,24 +82,6 @@ pub fn midranks(values: &[f64]) -> Vec<f64> {
     ranks
 }
 
-/// Σ (t³ − t) over tie groups, in f64 (no overflow).
-fn tie_term(values: &[f64]) -> f64 {
-    let mut v: Vec<f64> = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let mut s = 0.0;
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[i] {
-            j += 1;
-        }
-        let t = (j - i + 1) as f64;
-        s += t * t * t - t;
-        i = j + 1;
-    }
-    s
-}
-
 /// U1 = R₁ − n₁(n₁+1)/2 with midranks (statistics.md §8A). NaN when either sample is empty
 /// after dropping NaN.
 pub fn u_statistic(x: &[f64], y: &[f64]) -> f64 {
@@ -165,7 +147,7 @@ pub fn mann_whitney_u(
     }
     let (n1, n2) = (x.len(), y.len());
     let all: Vec<f64> = x.iter().chain(&y).copied().collect();
-    let ties = tie_term(&all);
+    let ties = tie_sum(&all, |t| t * t * t - t);
     let u1 = u1_of(&x, &y);
     let mn = n1 as f64 * n2 as f64;
     let u2 = mn - u1;
@@ -269,7 +251,8 @@ fn wdiff(x: &[f64], y: &[f64], d: f64, zq: f64) -> f64 {
         0.0
     };
     let n = nx + ny;
-    let sigma = (nx * ny / 12.0 * ((n + 1.0) - tie_term(&dr) / (n * (n - 1.0)))).sqrt();
+    let sigma =
+        (nx * ny / 12.0 * ((n + 1.0) - tie_sum(&dr, |t| t * t * t - t) / (n * (n - 1.0)))).sqrt();
     if !(sigma > 0.0) {
         return f64::NAN;
     }
@@ -509,11 +492,8 @@ pub fn kayenta_classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::close;
     use Alternative::*;
-
-    fn close(a: f64, b: f64, rel: f64) -> bool {
-        (a - b).abs() <= rel * b.abs().max(1e-300)
-    }
 
     const ASYM: Method = Method::Asymptotic { continuity: true };
     const ASYM_NC: Method = Method::Asymptotic { continuity: false };

@@ -117,8 +117,8 @@ pub fn msprt_two_proportion_ln_lambda(
     msprt_ln_lambda(pb - pa, v, tau2, n_per_arm)
 }
 
-/// Always-valid p-value from ln Λ (or ln M): min(1, 1/Λ); fold with a running minimum over time
-/// (statistics.md §4, "p_n = min(p_{n−1}, 1/Λ_n)").
+/// Always-valid p-value from ln Λ, ln M or any e-value's ln E: min(1, 1/Λ), NaN staying NaN;
+/// fold with a running minimum over time (statistics.md §4, "p_n = min(p_{n−1}, 1/Λ_n)").
 pub fn always_valid_p(ln_lambda: f64) -> f64 {
     if ln_lambda.is_nan() {
         return f64::NAN;
@@ -129,10 +129,7 @@ pub fn always_valid_p(ln_lambda: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64, rel: f64) -> bool {
-        (a - b).abs() <= rel * b.abs()
-    }
+    use crate::stats::close;
 
     #[test]
     fn vector_d1() {

@@ -39,3 +39,10 @@ pub mod quantile;
 pub mod rng;
 pub mod special;
 pub mod trend;
+
+/// Whether `a` is within `rel` of reference value `b`, relative to `b` (the unit tests'
+/// comparison with values computed elsewhere).
+#[cfg(test)]
+pub(crate) fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * b.abs().max(1e-300)
+}

@@ -134,10 +134,7 @@ pub fn dkw_band(n: f64, alpha: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64, rel: f64) -> bool {
-        (a - b).abs() <= rel * b.abs()
-    }
+    use crate::stats::close;
 
     #[test]
     fn r7() {

@@ -61,43 +61,32 @@ fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
     let qap = a + 1.0;
     let qam = a - 1.0;
     let mut c = 1.0;
-    let mut d = 1.0 - qab * x / qap;
-    if d.abs() < CF_TINY {
-        d = CF_TINY;
-    }
+    let mut d = away_from_zero(1.0 - qab * x / qap);
     d = 1.0 / d;
     let mut h = d;
+    // One Lentz step with partial numerator `aa`: the factor it multiplies `h` by.
+    let mut step = |aa: f64| {
+        d = 1.0 / away_from_zero(1.0 + aa * d);
+        c = away_from_zero(1.0 + aa / c);
+        d * c
+    };
     for m in 1..=CF_MAX_ITER {
         let m = m as f64;
         let m2 = 2.0 * m;
-        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < CF_TINY {
-            d = CF_TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < CF_TINY {
-            c = CF_TINY;
-        }
-        d = 1.0 / d;
-        h *= d * c;
-        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < CF_TINY {
-            d = CF_TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < CF_TINY {
-            c = CF_TINY;
-        }
-        d = 1.0 / d;
-        let del = d * c;
+        h *= step(m * (b - m) * x / ((qam + m2) * (a + m2)));
+        let del = step(-(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)));
         h *= del;
         if (del - 1.0).abs() <= CF_EPS {
             break;
         }
     }
     h
+}
+
+/// `v`, or [`CF_TINY`] when it is closer to zero than that (Lentz's guard against division by
+/// zero).
+fn away_from_zero(v: f64) -> f64 {
+    if v.abs() < CF_TINY { CF_TINY } else { v }
 }
 
 /// ln of x^a (1−x)^b / (a·B(a,b)), the prefactor of the continued fraction.
@@ -296,6 +285,27 @@ pub fn zeroin(
         x: b,
         converged: false,
     })
+}
+
+/// Σ over the tie groups of `values` (runs of equal values once sorted) of g(t), t the group's
+/// size; groups of one count nothing.
+pub fn tie_sum(values: &[f64], g: impl Fn(f64) -> f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mut s = 0.0;
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[i] {
+            j += 1;
+        }
+        let t = (j - i + 1) as f64;
+        if t > 1.0 {
+            s += g(t);
+        }
+        i = j + 1;
+    }
+    s
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::mann_whitney::midranks;
-use super::special::{normal_quantile, normal_sf};
+use super::special::{normal_quantile, normal_sf, tie_sum};
 
 /// Direction reported by a Mann–Kendall test at its α.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,26 +70,6 @@ fn sgn(v: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-/// Σ over tie groups of g(t), for sorted-by-value copies.
-fn tie_sum(values: &[f64], g: impl Fn(f64) -> f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let mut s = 0.0;
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[i] {
-            j += 1;
-        }
-        let t = (j - i + 1) as f64;
-        if t > 1.0 {
-            s += g(t);
-        }
-        i = j + 1;
-    }
-    s
 }
 
 fn mk_core(pts: &[(f64, f64)]) -> (f64, f64) {

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::free_port;
+use super::http::blocking_get;
+
 /// One scrape target: `host:port`, the metrics path, and labels added by Prometheus.
 pub struct Target {
     pub address: String,
@@ -31,12 +34,6 @@ fn binary() -> PathBuf {
     } else {
         PathBuf::from("prometheus")
     }
-}
-
-fn free_port() -> u16 {
-    // Bind to port 0, read the port, release it for Prometheus to take.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 impl Prometheus {
@@ -191,31 +188,4 @@ fn url_escape(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A GET with a short timeout, on a throwaway runtime in its own thread, so it can be called
-/// from synchronous tests and from inside a test's runtime alike.
-pub fn blocking_get(url: &str) -> Option<(u16, String)> {
-    rollguard::net::install_crypto_provider();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let r = reqwest::Client::new()
-                    .get(url)
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await
-                    .ok()?;
-                let code = r.status().as_u16();
-                Some((code, r.text().await.ok()?))
-            })
-        })
-        .join()
-        .ok()
-        .flatten()
-    })
 }

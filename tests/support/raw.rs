@@ -1,13 +1,8 @@
-//! Helpers for the source tests: raw HTTP responders that misbehave on purpose (hang, cut a
-//! body short), a TLS variant with client authentication, a recorder for webhook
-//! notifications, and a real Prometheus server started per test.
-#![allow(dead_code)]
-
-pub mod prometheus;
+//! Raw HTTP responders for the source tests that misbehave on purpose (hang, cut a body
+//! short), and a TLS variant with client authentication.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -145,78 +140,4 @@ pub fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
         .with_single_cert(certs, key)
         .expect("server config");
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
-}
-
-/// Records the JSON bodies POSTed to it (a webhook notifier's destination), on its own runtime
-/// thread so blocking tests can use it. Waiting is on a condition variable signalled by each
-/// delivery, not a sleep loop.
-pub struct Recorder {
-    pub url: String,
-    inbox: Arc<(Mutex<Vec<serde_json::Value>>, std::sync::Condvar)>,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Recorder {
-    pub fn start() -> Recorder {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("rt");
-        let inbox: Arc<(Mutex<Vec<serde_json::Value>>, std::sync::Condvar)> = Arc::default();
-        let b = inbox.clone();
-        let addr = rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move |body: String| {
-                    let b = b.clone();
-                    async move {
-                        let v =
-                            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-                        b.0.lock().unwrap().push(v);
-                        b.1.notify_all();
-                        "ok"
-                    }
-                }),
-            );
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = l.local_addr().expect("addr");
-            tokio::spawn(async move {
-                let _ = axum::serve(l, app).await;
-            });
-            addr
-        });
-        Recorder {
-            url: format!("http://{addr}/hook"),
-            inbox,
-            _rt: rt,
-        }
-    }
-
-    pub fn bodies(&self) -> Vec<serde_json::Value> {
-        self.inbox.0.lock().unwrap().clone()
-    }
-
-    /// The notices received of one kind (`backend_down`, `held`, ...).
-    pub fn of_kind(&self, kind: &str) -> Vec<serde_json::Value> {
-        self.bodies()
-            .into_iter()
-            .filter(|b| b["kind"] == kind)
-            .collect()
-    }
-
-    /// Waits until a notice of `kind` arrives.
-    pub fn wait_kind(&self, kind: &str, timeout: Duration) -> Option<serde_json::Value> {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut got = self.inbox.0.lock().unwrap();
-        loop {
-            if let Some(v) = got.iter().find(|b| b["kind"] == kind) {
-                return Some(v.clone());
-            }
-            let left = deadline.checked_duration_since(std::time::Instant::now())?;
-            got = self.inbox.1.wait_timeout(got, left).unwrap().0;
-        }
-    }
 }

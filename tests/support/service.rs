@@ -1,7 +1,6 @@
 //! Helpers for the service tests (`tests/service_*.rs`, `tests/systemd_*.rs`): the real
 //! binary started the way systemd starts it — with a notification socket the test binds, the
 //! watchdog variables, its own environment — and real signals sent to it.
-#![allow(dead_code)]
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -12,28 +11,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-pub use crate::common::BIN;
+use super::daemon;
 
-/// A rule whose deployments are analysed every second and never decide within a test.
-pub const SLOW_RULE: &str = r#"analysis: errors
-params:
-  job: ".*"
-interval: 1s
-warmup: 2s
-min_duration: 10m
-max_duration: 1h
-alpha: 0.01
-checks:
-  - name: error-ratio
-    kind: ratio
-    errors: 'http_requests_total{job=~"{{job}}",code=~"5.."}'
-    requests: 'http_requests_total{job=~"{{job}}"}'
-    tolerance: 1.5
-on_fail: [rollback]
-on_pass: [promote]
-"#;
-
-/// Hooks the rules above name, doing nothing (tests that watch hooks define their own).
+/// Hooks the test rules name, doing nothing (tests that watch hooks define their own).
 pub const NOOP_HOOKS: &str =
     "hooks:\n  rollback:\n    exec: [\"/bin/true\"]\n  promote:\n    exec: [\"/bin/true\"]\n";
 
@@ -46,13 +26,19 @@ impl ServiceDir {
     /// Writes the config (`extra` appended: hooks, grace, …) and the rule files.
     pub fn new(rules: &[(&str, &str)], extra: &str) -> ServiceDir {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("rules")).expect("rules dir");
-        for (name, text) in rules {
-            std::fs::write(dir.path().join("rules").join(name), text).expect("rule");
-        }
-        let config = format!("listen: 127.0.0.1:0\nstate_dir: state\nrules_dir: rules\n{extra}");
-        std::fs::write(dir.path().join("config.yaml"), config).expect("config");
+        daemon::write_dir(
+            dir.path(),
+            rules,
+            &daemon::config("127.0.0.1:0", "state", extra),
+        );
         ServiceDir { dir }
+    }
+
+    /// Rewrites `config.yaml` with `extra` after the listen, state and rules lines (for a
+    /// config that names paths in this directory).
+    pub fn set_config(&self, extra: &str) {
+        let text = daemon::config("127.0.0.1:0", "state", extra);
+        std::fs::write(self.config(), text).expect("config");
     }
 
     pub fn path(&self) -> &Path {
@@ -65,8 +51,7 @@ impl ServiceDir {
 
     /// The command systemd's `ExecStart=` would run, with a clean environment.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("run").arg("--config").arg(self.config());
+        let mut c = daemon::command(self.path());
         c.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("RUST_LOG", "info");
@@ -80,6 +65,23 @@ impl ServiceDir {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    /// Spawns `c` (from [`ServiceDir::command`]) with stderr to the log file, and waits for
+    /// its listen address: the running service and its API's base URL.
+    pub fn start_logged(&self, mut c: Command) -> (Service, String) {
+        c.stderr(std::fs::File::create(self.log_file()).expect("log"));
+        let svc = Service::spawn(c);
+        let url = self.wait_listen_addr(Duration::from_secs(20));
+        (svc, url)
+    }
+
+    /// Waits for `state/listen.addr` (for daemons started without a notification socket);
+    /// the API's base URL.
+    pub fn wait_listen_addr(&self, timeout: Duration) -> String {
+        daemon::wait_listen_addr(&self.path().join("state/listen.addr"), timeout, || {
+            self.log()
+        })
     }
 }
 
@@ -236,69 +238,4 @@ pub fn api_from_ready(msg: &str) -> String {
         .unwrap_or_default();
     let addr = status.rsplit("API on ").next().unwrap_or_default().trim();
     format!("http://{addr}")
-}
-
-/// Waits for `state/listen.addr` (for daemons started without a notification socket).
-pub fn wait_listen_addr(dir: &Path, timeout: Duration, log: impl Fn() -> String) -> String {
-    let file = dir.join("state/listen.addr");
-    let start = Instant::now();
-    loop {
-        if let Some(a) = std::fs::read_to_string(&file)
-            .ok()
-            .filter(|s| !s.is_empty())
-        {
-            return format!("http://{a}");
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "daemon did not start; log:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A blocking HTTP call (tests stay synchronous): status and the body as JSON (or a JSON
-/// string when the body is not JSON). Status 0 means no answer within `timeout`.
-pub fn http(
-    method: &str,
-    url: &str,
-    body: Option<&serde_json::Value>,
-    timeout: Duration,
-) -> (u16, serde_json::Value) {
-    rollguard::net::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let mut r = reqwest::Client::new()
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-                url,
-            )
-            .timeout(timeout);
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        match r.send().await {
-            Ok(resp) => {
-                let code = resp.status().as_u16();
-                let text = resp.text().await.unwrap_or_default();
-                (
-                    code,
-                    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-                )
-            }
-            Err(e) => (0, serde_json::Value::String(e.to_string())),
-        }
-    })
-}
-
-pub fn get(url: &str) -> (u16, serde_json::Value) {
-    http("GET", url, None, Duration::from_secs(30))
-}
-
-pub fn post(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    http("POST", url, Some(body), Duration::from_secs(30))
 }

@@ -1,14 +1,17 @@
-//! Local stand-ins for the third parties rollguard notifies: one axum server on 127.0.0.1:0
-//! that checks each request against the shape its service documents (required fields, types,
-//! size limits from rollguard's one table of documented limits, escaping) and answers like
-//! the service does (400 with the reason when the
-//! shape is wrong). Nothing of rollguard is faked: requests come from the real notifier code
-//! over real HTTP.
-#![allow(dead_code)]
+//! What rollguard notifies, received for real over HTTP on 127.0.0.1:0.
+//!
+//! [`Fake`]: local stand-ins for the third parties (chat, PagerDuty, Alertmanager, Standard
+//! Webhooks): one axum server that checks each request against the shape its service
+//! documents (required fields, types, size limits from rollguard's one table of documented
+//! limits, escaping) and answers like the service does
+//! (400 with the reason when the shape is wrong). Nothing of rollguard is faked: requests come
+//! from the real notifier code.
+//!
+//! [`Recorder`]: a webhook destination that keeps every JSON body, for blocking tests.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -108,13 +111,7 @@ impl Fake {
                 async move { handle(st, method, uri, headers, body).await }
             },
         );
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind fake");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::http::serve_at(addr, app).await;
         Fake { addr, state }
     }
 
@@ -727,5 +724,69 @@ pub fn ends_in(alert: &Value) -> f64 {
     match ends.duration_since(std::time::SystemTime::now()) {
         Ok(d) => d.as_secs_f64(),
         Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Records the JSON bodies POSTed to it (a webhook notifier's destination), on its own runtime
+/// thread so blocking tests can use it. Waiting is on a condition variable signalled by each
+/// delivery, not a sleep loop.
+pub struct Recorder {
+    pub url: String,
+    inbox: Arc<(Mutex<Vec<serde_json::Value>>, Condvar)>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Recorder {
+    pub fn start() -> Recorder {
+        let rt = super::http::runtime();
+        let inbox: Arc<(Mutex<Vec<serde_json::Value>>, Condvar)> = Arc::default();
+        let b = inbox.clone();
+        let addr = rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |body: String| {
+                    let b = b.clone();
+                    async move {
+                        let v =
+                            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+                        b.0.lock().unwrap().push(v);
+                        b.1.notify_all();
+                        "ok"
+                    }
+                }),
+            );
+            let addr = super::http::serve(app).await;
+            addr
+        });
+        Recorder {
+            url: format!("http://{addr}/hook"),
+            inbox,
+            _rt: rt,
+        }
+    }
+
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.inbox.0.lock().unwrap().clone()
+    }
+
+    /// The notices received of one kind (`backend_down`, `held`, ...).
+    pub fn of_kind(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.bodies()
+            .into_iter()
+            .filter(|b| b["kind"] == kind)
+            .collect()
+    }
+
+    /// Waits until a notice of `kind` arrives.
+    pub fn wait_kind(&self, kind: &str, timeout: Duration) -> Option<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut got = self.inbox.0.lock().unwrap();
+        loop {
+            if let Some(v) = got.iter().find(|b| b["kind"] == kind) {
+                return Some(v.clone());
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            got = self.inbox.1.wait_timeout(got, left).unwrap().0;
+        }
     }
 }

@@ -1,20 +1,23 @@
-//! A farm of simulated `/metrics` targets for the scale and reaction benches, served on
-//! 127.0.0.1 from the bench process (the daemon under test is a separate process, so the
-//! farm's CPU is not counted against it).
+//! Simulated targets serving `/metrics` on 127.0.0.1 from the test or bench process.
 //!
-//! `GET /d/{deployment}/{role}/{instance}/metrics` answers a Prometheus text body of about
-//! 200 series (request counters by route and code, a latency histogram per route, memory and
-//! a dozen process gauges), whose counters advance with wall time at 50 requests per second
-//! per instance. The bodies are re-rendered once a second and shared by every target (cheap,
-//! static-but-changing); a deployment marked faulty gets a canary body whose 5xx share jumps
-//! from 1 % to 10 % at the moment [`Farm::start_fault`] is called.
-#![allow(dead_code)]
+//! [`FleetServer`]: one simulated fleet (`rollguard::demo::Fleet`: baselines and canaries,
+//! a fault of the test's choosing, simulated time running faster than the clock).
+//!
+//! [`Farm`]: the targets of many deployments for the scale and reaction benches (the daemon
+//! under test is a separate process, so the farm's CPU is not counted against it).
+//!
+//! The farm's `GET /d/{deployment}/{role}/{instance}/metrics` answers a Prometheus text body
+//! of about 200 series (request counters by route and code, a latency histogram per route,
+//! memory and a dozen process gauges), whose counters advance with wall time at 50 requests
+//! per second per instance. The bodies are re-rendered once a second and shared by every
+//! target (cheap, static-but-changing); a deployment marked faulty gets a canary body whose
+//! 5xx share jumps from 1 % to 10 % at the moment [`Farm::start_fault`] is called.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -30,14 +33,6 @@ const BUCKETS: [&str; 12] = [
 const CDF: [f64; 12] = [
     0.02, 0.06, 0.22, 0.50, 0.78, 0.94, 0.985, 0.996, 0.999, 0.9997, 0.9999, 1.0,
 ];
-
-/// Wall-clock seconds since the Unix epoch.
-pub fn wall() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 struct Bodies {
     baseline: Bytes,
@@ -165,11 +160,7 @@ async fn serve(
 
 impl Farm {
     pub fn start() -> Farm {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("farm runtime");
+        let rt = super::http::runtime();
         let shared = Arc::new(Shared {
             start: Instant::now(),
             bodies: RwLock::new(Arc::new(Bodies {
@@ -187,11 +178,7 @@ impl Farm {
             let app = axum::Router::new()
                 .route("/d/{dep}/{role}/{inst}/metrics", axum::routing::get(serve))
                 .with_state(sh.clone());
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind farm");
-            let addr = l.local_addr().expect("farm addr");
-            tokio::spawn(async move { axum::serve(l, app).await });
+            let addr = super::http::serve(app).await;
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(1));
                 loop {
@@ -260,7 +247,7 @@ impl Farm {
     /// The faulty canaries' 5xx share goes from 1 % to 10 % now. Returns the wall time.
     /// Bodies are re-rendered at once, so the next scrape sees the fault.
     pub fn start_fault(&self) -> f64 {
-        let at = wall();
+        let at = super::measure::wall();
         *self
             .shared
             .fault_at
@@ -281,49 +268,79 @@ impl Farm {
     }
 }
 
-/// CPU seconds (user + system) and resident memory of a process, from /proc.
-pub fn proc_cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // f[0] is field 3 (state): utime = field 14 → f[11], stime = field 15 → f[12].
-    (ticks(11) + ticks(12)) / clk_tck()
+/// A simulated fleet served over HTTP on its own runtime thread.
+pub struct FleetServer {
+    pub addr: std::net::SocketAddr,
+    pub fleet: rollguard::demo::Fleet,
+    _rt: tokio::runtime::Runtime,
 }
 
-/// /proc reports CPU time in USER_HZ ticks, which Linux fixes at 100 for user space.
-fn clk_tck() -> f64 {
-    100.0
-}
-
-/// `VmRSS` and `VmHWM` (peak) of a process, in MB.
-pub fn proc_rss_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
-}
-
-pub fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
+impl FleetServer {
+    /// A fleet whose canaries return 8× the baseline's errors from the start (simulated time
+    /// at 20× speed): the rollback case of most tests.
+    pub fn bad(seed: u64) -> FleetServer {
+        Self::failing_from(0.0, seed, 20.0)
     }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
-pub fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
+    /// A fleet whose canaries return 8× the baseline's errors from simulated second
+    /// `fault_at_s` on, with simulated time at `speed`× the clock's.
+    pub fn failing_from(fault_at_s: f64, seed: u64, speed: f64) -> FleetServer {
+        Self::start(
+            rollguard::sim::Scenario {
+                fault: rollguard::sim::Fault::ErrorRatio { factor: 8.0 },
+                fault_at_s,
+                seed,
+                ..rollguard::sim::Scenario::default()
+            },
+            speed,
+        )
     }
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-    v[i.min(v.len() - 1)]
+
+    /// A fleet with no fault (simulated time at 50× speed): the promotion case.
+    pub fn good(seed: u64) -> FleetServer {
+        Self::healthy(seed, 50.0)
+    }
+
+    /// A fleet with no fault, simulated time at `speed`× the clock's.
+    pub fn healthy(seed: u64, speed: f64) -> FleetServer {
+        Self::start(
+            rollguard::sim::Scenario {
+                seed,
+                ..rollguard::sim::Scenario::default()
+            },
+            speed,
+        )
+    }
+
+    pub fn start(scenario: rollguard::sim::Scenario, speed: f64) -> FleetServer {
+        let rt = super::http::runtime();
+        let fleet = rt.block_on(async { rollguard::demo::Fleet::new(&scenario, speed) });
+        let addr = rt.block_on(fleet.serve()).expect("serve fleet");
+        FleetServer {
+            addr,
+            fleet,
+            _rt: rt,
+        }
+    }
+
+    pub fn target(&self, instance: &str) -> String {
+        format!("http://{}/{instance}/metrics", self.addr)
+    }
+
+    /// A deployment of `checkout` judged by RATIO_RULE: this fleet's two baselines (v1)
+    /// against the `canaries` targets (v2).
+    pub fn deployment(&self, id: &str, canaries: &[String]) -> serde_json::Value {
+        serde_json::json!({
+            "id": id,
+            "service": "checkout",
+            "analysis": "errors",
+            "baseline": { "targets": [self.target("baseline-0"), self.target("baseline-1")], "version": "v1" },
+            "canary": { "targets": canaries, "version": "v2" }
+        })
+    }
+
+    /// The fleet's two canaries, as targets.
+    pub fn canaries(&self) -> Vec<String> {
+        vec![self.target("canary-0"), self.target("canary-1")]
+    }
 }

@@ -7,12 +7,12 @@
 //! handed to that user. Each test that needs a server starts its own: clusters are cheap
 //! (`initdb --no-sync` with `fsync=off` takes about a second), and a test that restarts or
 //! kills its server then disturbs nobody else.
-#![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 /// The superuser the clusters are created with (trust authentication on loopback).
 pub const USER: &str = "rollguard";
@@ -47,13 +47,6 @@ fn server_command(program: &Path) -> Command {
     } else {
         Command::new(program)
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn check(what: &str, out: std::io::Result<Output>) -> Output {

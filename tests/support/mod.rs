@@ -1,0 +1,42 @@
+//! Test support for the integration tests (`tests/all.rs`, as `mod support;`) and the benches
+//! (`#[path = "../tests/support/mod.rs"] mod support;`): real parts only — the real
+//! `rollguard` binary, real HTTP servers on 127.0.0.1:0, a real Prometheus and PostgreSQL,
+//! temporary directories — and waiting on events instead of sleeping.
+//!
+//! - [`daemon`]: the daemon process (config and rule files, start, API, stop, crash);
+//! - [`service`]: the daemon as systemd starts it (notification socket, signals);
+//! - [`fleet`]: simulated targets (one fleet, or the benches' farm of many deployments);
+//! - [`raw`]: raw HTTP responders that misbehave on purpose, and TLS;
+//! - [`receivers`]: what notifications reach (chat, alerting and webhook fakes, a recorder);
+//! - [`prometheus`], [`postgres`]: real servers, one per test;
+//! - [`http`]: small blocking HTTP clients;
+//! - [`measure`]: what the benches measure (hook start times, CPU, memory, quantiles).
+//!
+//! Each binary that includes this (the test binaries, two benches) uses only part of it, so
+//! unused items and re-exports are not warned about.
+#![allow(dead_code, unused_imports)]
+
+pub mod daemon;
+pub mod fleet;
+pub mod http;
+pub mod measure;
+pub mod postgres;
+pub mod prometheus;
+pub mod raw;
+pub mod receivers;
+pub mod service;
+
+pub use daemon::{
+    BIN, Daemon, RATIO_RULE, assert_rolled_back_by_the_ratio_check, cli, hook_action_id, lines,
+    slow_rule, wait_for,
+};
+pub use fleet::FleetServer;
+pub use http::http;
+
+/// A free loopback port: bound to port 0, read, and released for a server to take.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
