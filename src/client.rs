@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 
 use crate::exit;
 
+/// Where rollguard's API is and the token for it: the same flags on every client command.
 #[derive(Args, Debug)]
-pub struct DeployArgs {
+pub struct ApiArgs {
     /// rollguard's API base URL.
     #[arg(
         long,
@@ -29,6 +30,35 @@ pub struct DeployArgs {
     /// File holding the API bearer token (or set ROLLGUARD_TOKEN).
     #[arg(long, env = "ROLLGUARD_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// A client of the daemon at `--server` with the token from `--token-file` or
+    /// `ROLLGUARD_TOKEN`; a token file that cannot be read is a usage error.
+    fn client(&self) -> Result<Client, ExitCode> {
+        crate::net::install_crypto_provider();
+        let token = match (&self.token_file, std::env::var("ROLLGUARD_TOKEN").ok()) {
+            (Some(f), _) => match std::fs::read_to_string(f) {
+                Ok(t) => Some(t.trim().to_string()),
+                Err(e) => {
+                    eprintln!("cannot read {}: {e}", f.display());
+                    return Err(ExitCode::from(exit::EX_USAGE));
+                }
+            },
+            (None, t) => t,
+        };
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: self.server.clone(),
+            token,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -287,21 +317,9 @@ impl Client {
 
 /// `rollguard deploy …`.
 pub async fn main(args: DeployArgs) -> ExitCode {
-    crate::net::install_crypto_provider();
-    let token = match (&args.token_file, std::env::var("ROLLGUARD_TOKEN").ok()) {
-        (Some(f), _) => match std::fs::read_to_string(f) {
-            Ok(t) => Some(t.trim().to_string()),
-            Err(e) => {
-                eprintln!("cannot read {}: {e}", f.display());
-                return ExitCode::from(exit::EX_USAGE);
-            }
-        },
-        (None, t) => t,
-    };
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: args.server.clone(),
-        token,
+    let client = match args.api.client() {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     match run(&client, &args).await {
         Ok(code) => code,
@@ -670,17 +688,8 @@ async fn wait(c: &Client, id: &str, timeout: &str, json_out: bool) -> Result<Exi
 /// contract migration).
 #[derive(Args, Debug)]
 pub struct MigrateArgs {
-    /// rollguard's API base URL.
-    #[arg(
-        long,
-        env = "ROLLGUARD_URL",
-        default_value = "http://127.0.0.1:9797",
-        global = true
-    )]
-    pub server: String,
-    /// File holding the API bearer token (or set ROLLGUARD_TOKEN).
-    #[arg(long, env = "ROLLGUARD_TOKEN_FILE", global = true)]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Print the gate's JSON answer instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -704,21 +713,9 @@ pub enum MigrateCommand {
 
 /// `rollguard migrate check`.
 pub async fn migrate(args: MigrateArgs) -> ExitCode {
-    crate::net::install_crypto_provider();
-    let token = match (&args.token_file, std::env::var("ROLLGUARD_TOKEN").ok()) {
-        (Some(f), _) => match std::fs::read_to_string(f) {
-            Ok(t) => Some(t.trim().to_string()),
-            Err(e) => {
-                eprintln!("cannot read {}: {e}", f.display());
-                return ExitCode::from(exit::EX_USAGE);
-            }
-        },
-        (None, t) => t,
-    };
-    let c = Client {
-        http: reqwest::Client::new(),
-        base: args.server.clone(),
-        token,
+    let c = match args.api.client() {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let MigrateCommand::Check { service, to } = &args.command;
     let path = format!(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use receivers::{Fake, Reply, ends_in};
+use receivers::{Fake, Reply, WebhookRestart, ends_in};
 use rollguard::action::notify::Notifiers;
 use rollguard::config::{NotifierConfig, NotifierKind, Secret};
 use rollguard::events::{Notice, NoticeKind, Subject};
@@ -222,20 +222,11 @@ impl BlackHole {
 #[test]
 fn a_kill_9_during_a_delivery_loses_nothing() {
     let hole = BlackHole::start();
-    let port = hole.port;
-    let extra = format!(
-        "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      secret: {}\n    timeout: 30s\n    max_attempts: 100\n    retry_backoff: 100ms\n",
-        receivers::WEBHOOK_SECRET
+    let (w, d) = WebhookRestart::start(
+        hole.port,
+        "    timeout: 30s\n    max_attempts: 100\n    retry_backoff: 100ms\n",
+        "inflight",
     );
-    let rule = support::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
-    let d = support::Daemon::start(&[("errors.yaml", &rule)], &extra);
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &serde_json::json!({"id": "inflight", "service": "checkout", "analysis": "errors",
-            "baseline": {"targets": ["http://127.0.0.1:9/metrics"], "version": "v1"},
-            "canary": {"targets": ["http://127.0.0.1:9/metrics"], "version": "v2"}}),
-    );
-    assert_eq!(code, 201, "{v}");
     support::wait_for(Duration::from_secs(10), || {
         (hole.accepted.load(Ordering::SeqCst) >= 1).then_some(())
     })
@@ -254,14 +245,7 @@ fn a_kill_9_during_a_delivery_loses_nothing() {
     );
     hole.close();
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let fake = rt.block_on(Fake::start_on(&format!("127.0.0.1:{port}")));
-    let d = support::Daemon::start_in(dir, &[("errors.yaml", &rule)], &extra);
-    let got = rt.block_on(fake.wait_for("/webhook", 1, Duration::from_secs(20)));
-    let started: Vec<_> = got
-        .iter()
-        .filter(|r| r.json()["kind"] == "deployment_started")
-        .collect();
+    let (d, fake, started) = w.restart(dir);
     assert_eq!(
         started.len(),
         1,

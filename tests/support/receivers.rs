@@ -789,3 +789,47 @@ impl Recorder {
         }
     }
 }
+
+/// A daemon across a restart, seen from a Standard Webhooks destination `chat` on
+/// 127.0.0.1:`port`: the ratio rule also tells `chat`, and a deployment registered on targets
+/// nothing serves has its `deployment_started` notice queued for `chat` at once.
+pub struct WebhookRestart {
+    pub port: u16,
+    rule: String,
+    extra: String,
+}
+
+impl WebhookRestart {
+    /// Starts the daemon with `options` (YAML lines of the destination's delivery options)
+    /// and registers deployment `id`.
+    pub fn start(port: u16, options: &str, id: &str) -> (WebhookRestart, super::Daemon) {
+        let extra = format!(
+            "notifiers:\n  chat:\n    webhook:\n      url: http://127.0.0.1:{port}/webhook\n      secret: {WEBHOOK_SECRET}\n{options}"
+        );
+        let rule = super::RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
+        let d = super::Daemon::start(&[("errors.yaml", &rule)], &extra);
+        let (code, v) = d.post(
+            "/api/v1/deployments",
+            &serde_json::json!({"id": id, "service": "checkout", "analysis": "errors",
+                "baseline": {"targets": ["http://127.0.0.1:9/metrics"], "version": "v1"},
+                "canary": {"targets": ["http://127.0.0.1:9/metrics"], "version": "v2"}}),
+        );
+        assert_eq!(code, 201, "{v}");
+        (WebhookRestart { port, rule, extra }, d)
+    }
+
+    /// Starts a receiving [`Fake`] on the port and the daemon again in `dir`; returns the
+    /// `deployment_started` requests the destination got, once one has arrived (the fake
+    /// stops serving then; what it saw stays readable).
+    pub fn restart(&self, dir: tempfile::TempDir) -> (super::Daemon, Fake, Vec<Received>) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let fake = rt.block_on(Fake::start_on(&format!("127.0.0.1:{}", self.port)));
+        let d = super::Daemon::start_in(dir, &[("errors.yaml", &self.rule)], &self.extra);
+        let got = rt.block_on(fake.wait_for("/webhook", 1, Duration::from_secs(20)));
+        let started = got
+            .into_iter()
+            .filter(|r| r.json()["kind"] == "deployment_started")
+            .collect();
+        (d, fake, started)
+    }
+}
