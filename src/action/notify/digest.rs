@@ -110,6 +110,28 @@ fn push(facts: &mut Vec<(String, String)>, label: &str, value: &str) {
     }
 }
 
+/// The checks as lines of chat markup for the services that take Markdown-like text: the
+/// name between `bold` marks with outcome and numbers, the explanation in `_italics_`, and
+/// how many checks were left out. Interpolated text goes through the service's `escape`.
+pub fn check_lines(d: &Digest, bold: &str, escape: fn(&str) -> String) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &d.checks {
+        out.push(format!(
+            "{bold}{}{bold}: {} — {}",
+            escape(&c.name),
+            c.outcome,
+            escape(&c.numbers())
+        ));
+        if !c.explanation.is_empty() {
+            out.push(format!("_{}_", escape(&c.explanation)));
+        }
+    }
+    if d.more_checks > 0 {
+        out.push(format!("… and {} more checks", d.more_checks));
+    }
+    out
+}
+
 /// A glyph per kind, so a channel can be scanned at a glance.
 pub fn emoji(k: NoticeKind) -> &'static str {
     match k {

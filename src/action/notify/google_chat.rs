@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::digest::{Digest, truncate_bytes};
+use super::digest::{Digest, check_lines, truncate_bytes};
 
 use super::limits::GOOGLE_CHAT_TEXT_BYTES as MAX_BYTES;
 
@@ -32,19 +32,9 @@ pub fn render(d: &Digest, key: &str) -> Value {
     for (k, v) in &d.facts {
         text.push_str(&format!("\n• {k}: {}", escape(v)));
     }
-    for c in &d.checks {
-        text.push_str(&format!(
-            "\n*{}*: {} — {}",
-            escape(&c.name),
-            c.outcome,
-            escape(&c.numbers())
-        ));
-        if !c.explanation.is_empty() {
-            text.push_str(&format!("\n_{}_", escape(&c.explanation)));
-        }
-    }
-    if d.more_checks > 0 {
-        text.push_str(&format!("\n… and {} more checks", d.more_checks));
+    for line in check_lines(d, "*", escape) {
+        text.push('\n');
+        text.push_str(&line);
     }
     let link = d
         .link

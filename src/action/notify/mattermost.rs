@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::digest::{Digest, colour, truncate_chars};
+use super::digest::{Digest, check_lines, colour, truncate_chars};
 
 use super::limits::MATTERMOST_TEXT as TEXT_MAX;
 
@@ -37,19 +37,9 @@ pub fn render(d: &Digest) -> Value {
         text.push_str(&format!("\n[details]({l})"));
     }
     let mut details = String::new();
-    for c in &d.checks {
-        details.push_str(&format!(
-            "**{}**: {} — {}\n",
-            escape(&c.name),
-            c.outcome,
-            escape(&c.numbers())
-        ));
-        if !c.explanation.is_empty() {
-            details.push_str(&format!("_{}_\n", escape(&c.explanation)));
-        }
-    }
-    if d.more_checks > 0 {
-        details.push_str(&format!("… and {} more checks\n", d.more_checks));
+    for line in check_lines(d, "**", escape) {
+        details.push_str(&line);
+        details.push('\n');
     }
     let fields: Vec<Value> = d
         .facts
