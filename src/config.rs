@@ -1166,13 +1166,11 @@ fn alertmanager_kind(
             );
         }
     }
-    let mut urls: Vec<String> = urls
+    let urls: Vec<String> = urls
         .iter()
         .map(|u| u.trim_end_matches('/').to_string())
         .collect();
-    let n = urls.len();
-    urls.dedup();
-    if urls.len() != n {
+    if urls.iter().collect::<std::collections::BTreeSet<_>>().len() != urls.len() {
         err(
             at,
             format!("notifier `{name}`: an Alertmanager URL is listed twice"),

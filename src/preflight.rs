@@ -65,11 +65,10 @@ pub fn prepare(config: &Config) -> Result<Prepared, Unusable> {
             diags.push(Diagnostic::file(at, format!("{place}: {e}")));
         }
     }
-    let mut tls = vec![("scrape.tls", &config.scrape.tls)];
+    let mut tls = vec![("scrape.tls".to_string(), &config.scrape.tls)];
     if let Some(p) = &config.prometheus {
-        tls.push(("prometheus.tls", &p.tls));
+        tls.push(("prometheus.tls".into(), &p.tls));
     }
-    let mut tls: Vec<(String, _)> = tls.into_iter().map(|(p, t)| (p.to_string(), t)).collect();
     for (name, n) in &config.notifiers {
         if let Some(t) = n.kind.tls() {
             tls.push((format!("notifier `{name}`: tls"), t));
