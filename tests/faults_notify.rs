@@ -13,14 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use receivers::{Fake, Reply, WebhookRestart, ends_in};
-use rollguard::action::notify::Notifiers;
-use rollguard::config::{NotifierConfig, NotifierKind, Secret};
+use receivers::{Fake, Notifying, Reply, WebhookRestart, ends_in, fast};
+use rollguard::config::{NotifierKind, Secret};
 use rollguard::events::{Notice, NoticeKind, Subject};
-use rollguard::store::{OutboxItem, SqliteStore, Store};
-use rollguard::telemetry::Telemetry;
+use rollguard::store::{SqliteStore, Store};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 fn notice(dep: &str) -> Notice {
     Notice {
@@ -41,60 +38,6 @@ fn notice(dep: &str) -> Notice {
     }
 }
 
-fn fast(kind: NotifierKind) -> NotifierConfig {
-    let mut c = NotifierConfig::new(kind);
-    c.pace = Duration::ZERO;
-    c.retry_backoff = Duration::from_millis(50);
-    c
-}
-
-/// The real notifier workers on a real store, in this process.
-struct Running {
-    store: Arc<dyn Store>,
-    notifiers: Arc<Notifiers>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    fn start(dests: BTreeMap<String, NotifierConfig>) -> Running {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let notifiers =
-            Arc::new(Notifiers::new(store.clone(), dests, Arc::new(Telemetry::new())).unwrap());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(notifiers.clone().run(shutdown.clone()));
-        Running {
-            store,
-            notifiers,
-            shutdown,
-            _dir: dir,
-        }
-    }
-
-    /// Waits until `f` holds for `name`'s outbox (polled: the workers announce nothing).
-    async fn until(&self, name: &str, f: impl Fn(&[OutboxItem]) -> bool) -> Vec<OutboxItem> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let items = self.store.outbox(Some(name)).unwrap();
-            if f(&items) {
-                return items;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "outbox of {name} never got there: {items:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unresolvable_host_is_retried_then_dead_lettered_with_the_reason_and_blocks_no_one() {
     let fake = Fake::start().await;
@@ -107,7 +50,7 @@ async fn an_unresolvable_host_is_retried_then_dead_lettered_with_the_reason_and_
     let ok = fast(NotifierKind::Slack {
         url: Secret::Inline(fake.url("/slack/hook")),
     });
-    let r = Running::start(BTreeMap::from([
+    let r = Notifying::start(BTreeMap::from([
         ("lost".to_string(), dns),
         ("chat".to_string(), ok),
     ]));
@@ -119,7 +62,7 @@ async fn an_unresolvable_host_is_retried_then_dead_lettered_with_the_reason_and_
     assert_eq!(got.len(), 1);
 
     // The unresolvable one: pending with the DNS error while attempts remain...
-    let items = r.until("lost", |i| i[0].attempts >= 1).await;
+    let items = r.until(Some("lost"), |i| i[0].attempts >= 1).await;
     assert!(
         items[0].status == "pending" || items[0].status == "dead",
         "{items:?}"
@@ -131,7 +74,7 @@ async fn an_unresolvable_host_is_retried_then_dead_lettered_with_the_reason_and_
         items[0].last_error
     );
     // ...then dead-lettered after max_attempts, still saying why; never silently dropped.
-    let items = r.until("lost", |i| i[0].status == "dead").await;
+    let items = r.until(Some("lost"), |i| i[0].status == "dead").await;
     assert_eq!(items[0].attempts, 3, "{items:?}");
     assert!(!items[0].last_error.is_empty());
     assert_eq!(r.store.outbox(Some("chat")).unwrap()[0].status, "sent");
@@ -146,18 +89,20 @@ async fn an_answer_after_the_timeout_counts_as_failed_and_the_message_is_sent_ag
         url: Secret::Inline(fake.url("/slack/hook")),
     });
     cfg.timeout = Duration::from_millis(300);
-    let r = Running::start(BTreeMap::from([("chat".to_string(), cfg)]));
+    let r = Notifying::start(BTreeMap::from([("chat".to_string(), cfg)]));
     let start = tokio::time::Instant::now();
     r.notifiers.enqueue(&["chat".to_string()], &notice("d2"));
 
     let pending = r
-        .until("chat", |i| i[0].attempts == 1 && i[0].status == "pending")
+        .until(Some("chat"), |i| {
+            i[0].attempts == 1 && i[0].status == "pending"
+        })
         .await;
     assert!(
         pending[0].last_error.to_lowercase().contains("time"),
         "{pending:?}"
     );
-    let items = r.until("chat", |i| i[0].status == "sent").await;
+    let items = r.until(Some("chat"), |i| i[0].status == "sent").await;
     assert_eq!(items[0].attempts, 2, "{items:?}");
     assert!(
         start.elapsed() < Duration::from_secs(2),

@@ -6,16 +6,12 @@ use crate::support;
 use crate::support::receivers;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use receivers::{Fake, Reply, WebhookRestart, ends_in};
-use rollguard::action::notify::Notifiers;
-use rollguard::config::{NotifierConfig, NotifierKind, Secret, Severity};
+use receivers::{Fake, Notifying, Reply, WebhookRestart, ends_in, fast};
+use rollguard::config::{NotifierKind, Secret, Severity};
 use rollguard::events::{Notice, NoticeKind, Subject};
-use rollguard::store::{OutboxItem, SqliteStore, Store};
-use rollguard::telemetry::Telemetry;
-use tokio_util::sync::CancellationToken;
+use rollguard::store::{SqliteStore, Store};
 
 fn notice(kind: NoticeKind, dep: &str) -> Notice {
     Notice {
@@ -36,72 +32,13 @@ fn notice(kind: NoticeKind, dep: &str) -> Notice {
     }
 }
 
-struct Running {
-    store: Arc<dyn Store>,
-    notifiers: Arc<Notifiers>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    fn start(name: &str, cfg: NotifierConfig) -> Running {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let notifiers = Arc::new(
-            Notifiers::new(
-                store.clone(),
-                BTreeMap::from([(name.to_string(), cfg)]),
-                Arc::new(Telemetry::new()),
-            )
-            .unwrap(),
-        );
-        let shutdown = CancellationToken::new();
-        tokio::spawn(notifiers.clone().run(shutdown.clone()));
-        Running {
-            store,
-            notifiers,
-            shutdown,
-            _dir: dir,
-        }
-    }
-
-    fn send(&self, name: &str, n: &Notice) {
-        self.notifiers.enqueue(&[name.to_string()], n);
-    }
-
-    async fn settled(&self) -> Vec<OutboxItem> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let items = self.store.outbox(None).unwrap();
-            if items.iter().all(|i| i.status != "pending") || tokio::time::Instant::now() > deadline
-            {
-                return items;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn fast(kind: NotifierKind) -> NotifierConfig {
-    let mut c = NotifierConfig::new(kind);
-    c.pace = Duration::ZERO;
-    c.retry_backoff = Duration::from_millis(50);
-    c
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_then_200_delivers_exactly_once_after_the_delay() {
     let fake = Fake::start().await;
     fake.script([Reply::status(429)
         .header("Retry-After", "1")
         .body("rate_limited")]);
-    let r = Running::start(
+    let r = Notifying::one(
         "slack",
         fast(NotifierKind::Slack {
             url: Secret::Inline(fake.url("/slack/hook")),
@@ -133,7 +70,7 @@ async fn discord_json_retry_after_is_honoured() {
     fake.script([Reply::status(429)
         .header("Content-Type", "application/json")
         .body(r#"{"message":"You are being rate limited.","retry_after":0.6,"global":false}"#)]);
-    let r = Running::start(
+    let r = Notifying::one(
         "discord",
         fast(NotifierKind::Discord {
             url: Secret::Inline(fake.url("/discord/api/webhooks/1/t")),
@@ -158,7 +95,7 @@ async fn server_errors_are_retried_with_backoff_then_dead_lettered_and_4xx_is_pe
         url: Secret::Inline(fake.url("/mattermost/hooks/x")),
     });
     cfg.max_attempts = 3;
-    let r = Running::start("mm", cfg);
+    let r = Notifying::one("mm", cfg);
     r.send("mm", &notice(NoticeKind::RollbackFailed, "d3"));
     let items = r.settled().await;
     assert_eq!(
@@ -193,7 +130,7 @@ async fn messages_to_one_destination_are_paced() {
         url: Secret::Inline(fake.url("/slack/hook")),
     });
     cfg.pace = Duration::from_millis(300);
-    let r = Running::start("slack", cfg);
+    let r = Notifying::one("slack", cfg);
     for i in 0..3 {
         r.send("slack", &notice(NoticeKind::StepPromoted, &format!("p{i}")));
     }
@@ -234,7 +171,7 @@ async fn alertmanager_alerts_are_refreshed_while_active_and_resolved_with_ends_a
         resend: Duration::from_millis(300),
         max_active: Duration::from_secs(3600),
     });
-    let r = Running::start("am", cfg);
+    let r = Notifying::one("am", cfg);
     r.send("am", &notice(NoticeKind::Held, "d5"));
     // The first send plus at least two refreshes, each with a lease of 4 x resend ahead.
     let got = fake.wait_for("/am", 3, Duration::from_secs(10)).await;
@@ -311,7 +248,7 @@ async fn every_alertmanager_replica_gets_every_alert_and_resolve_with_auth() {
         resend: Duration::from_secs(3600),
         max_active: Duration::from_secs(3600),
     });
-    let r = Running::start("am", cfg);
+    let r = Notifying::one("am", cfg);
     r.send("am", &notice(NoticeKind::Held, "d9"));
     // The healthy replica is told at once, while the other still answers 503.
     a.wait_for("/am", 1, Duration::from_secs(10)).await;
@@ -369,7 +306,7 @@ async fn pagerduty_pages_on_failure_and_resolves_with_the_same_dedup_key() {
         min_severity: Severity::Critical,
         source: Some("ops-1".into()),
     });
-    let r = Running::start("pd", cfg);
+    let r = Notifying::one("pd", cfg);
     r.send("pd", &notice(NoticeKind::Held, "d7")); // warning: no page
     r.send("pd", &notice(NoticeKind::RollbackStarted, "d7")); // change event only
     r.send("pd", &notice(NoticeKind::RollbackFailed, "d7")); // page

@@ -833,3 +833,87 @@ impl WebhookRestart {
         (d, fake, started)
     }
 }
+
+/// A destination with the test pace: no pacing, retries 50 ms apart.
+pub fn fast(kind: rollguard::config::NotifierKind) -> rollguard::config::NotifierConfig {
+    let mut c = rollguard::config::NotifierConfig::new(kind);
+    c.pace = Duration::ZERO;
+    c.retry_backoff = Duration::from_millis(50);
+    c
+}
+
+/// rollguard's real notifier workers on a real SQLite store, in this process (no daemon);
+/// stopped when dropped. Start it inside a Tokio runtime.
+pub struct Notifying {
+    pub store: Arc<dyn rollguard::store::Store>,
+    pub notifiers: Arc<rollguard::action::notify::Notifiers>,
+    shutdown: tokio_util::sync::CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Notifying {
+    pub fn start(
+        dests: std::collections::BTreeMap<String, rollguard::config::NotifierConfig>,
+    ) -> Notifying {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(rollguard::store::SqliteStore::open(dir.path()).expect("store"));
+        let notifiers = Arc::new(
+            rollguard::action::notify::Notifiers::new(
+                store.clone(),
+                dests,
+                Arc::new(rollguard::telemetry::Telemetry::new()),
+            )
+            .expect("notifiers"),
+        );
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(notifiers.clone().run(shutdown.clone()));
+        Notifying {
+            store,
+            notifiers,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    /// One destination, `name`.
+    pub fn one(name: &str, cfg: rollguard::config::NotifierConfig) -> Notifying {
+        Self::start(std::collections::BTreeMap::from([(name.to_string(), cfg)]))
+    }
+
+    pub fn send(&self, name: &str, n: &rollguard::events::Notice) {
+        self.notifiers.enqueue(&[name.to_string()], n);
+    }
+
+    /// Waits until `f` holds for the outbox of `name` (every destination: `None`); polled,
+    /// because the workers announce nothing.
+    pub async fn until(
+        &self,
+        name: Option<&str>,
+        f: impl Fn(&[rollguard::store::OutboxItem]) -> bool,
+    ) -> Vec<rollguard::store::OutboxItem> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let items = self.store.outbox(name).expect("outbox");
+            if f(&items) {
+                return items;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox of {name:?} never got there: {items:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until nothing in the outbox is pending.
+    pub async fn settled(&self) -> Vec<rollguard::store::OutboxItem> {
+        self.until(None, |items| items.iter().all(|i| i.status != "pending"))
+            .await
+    }
+}
+
+impl Drop for Notifying {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
