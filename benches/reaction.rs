@@ -20,24 +20,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::daemon::Daemon;
-use support::fleet::Farm;
+use support::fleet::{FARM_ERROR_RATIO_CHECK, Farm};
 use support::measure::{decision, hook_starts, median, quantile, timestamp_hook};
 
-const RULE: &str = r#"analysis: reaction
-interval: 1s
-warmup: 2s
-min_duration: 1h
-max_duration: 2h
-alpha: 0.01
-no_data_grace: 1m
-checks:
-  - name: error-ratio
-    kind: ratio
-    errors: 'http_requests_total{job="api",code=~"5.."}'
-    requests: 'http_requests_total{job="api"}'
-    tolerance: 1.1
-on_fail: [rollback]
-"#;
+/// The analysis: the farm's error ratio, every second, never deciding but on a failure.
+fn rule() -> String {
+    format!(
+        "analysis: reaction\ninterval: 1s\nwarmup: 2s\nmin_duration: 1h\nmax_duration: 2h\nalpha: 0.01\nno_data_grace: 1m\nchecks:\n{FARM_ERROR_RATIO_CHECK}on_fail: [rollback]\n"
+    )
+}
 
 const N: usize = 20;
 
@@ -62,7 +53,7 @@ fn main() {
     let farm = Farm::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start_with_hooks(
-        &[("reaction.yaml", RULE)],
+        &[("reaction.yaml", &rule())],
         &timestamp_hook("rollback", dir.path()),
         "",
     );
@@ -111,7 +102,7 @@ fn main() {
         .collect();
     let (sum, count, buckets) = d.histogram("rollguard_decision_to_hook_seconds");
     let reloads: Vec<f64> = (0..20)
-        .map(|k| d.reload_ms("reaction.yaml", RULE, k))
+        .map(|k| d.reload_ms("reaction.yaml", &rule(), k))
         .collect();
     d.stop();
 

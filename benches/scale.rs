@@ -30,12 +30,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::daemon::Daemon;
-use support::fleet::Farm;
+use support::fleet::{FARM_ERROR_RATIO_CHECK, Farm};
 use support::measure::{
     decision, hook_starts, median, proc_cpu_s, proc_rss_mb, quantile, timestamp_hook,
 };
 
-const RULE: &str = r#"analysis: scale
+/// The http-service checks on the farm, never promoting during the bench.
+fn rule() -> String {
+    format!(
+        r#"analysis: scale
 description: the http-service checks, never promoting during the bench
 interval: 10s
 warmup: 30s
@@ -44,22 +47,19 @@ max_duration: 3h
 alpha: 0.01
 no_data_grace: 2m
 checks:
-  - name: error-ratio
-    kind: ratio
-    errors: 'http_requests_total{job="api",code=~"5.."}'
-    requests: 'http_requests_total{job="api"}'
-    tolerance: 1.1
-  - name: latency
+{FARM_ERROR_RATIO_CHECK}  - name: latency
     kind: histogram
-    metric: 'http_request_duration_seconds{job="api"}'
+    metric: 'http_request_duration_seconds{{job="api"}}'
     quantiles: [0.5, 0.99]
     tolerance: 1.25
   - name: memory-growth
     kind: growth
-    metric: 'process_resident_memory_bytes{job="api"}'
+    metric: 'process_resident_memory_bytes{{job="api"}}'
     max_extra_slope: 1MiB/min
 on_fail: [rollback]
-"#;
+"#
+    )
+}
 
 const FAULTY: usize = 10;
 
@@ -109,7 +109,7 @@ fn sleep_until(t: Instant) {
 fn run(farm: &Farm, n: usize, window: f64) -> Row {
     let dir = tempfile::tempdir().expect("tempdir");
     let hooks = timestamp_hook("rollback", dir.path());
-    let d = Daemon::start_with_hooks(&[("scale.yaml", RULE)], &hooks, "");
+    let d = Daemon::start_with_hooks(&[("scale.yaml", &rule())], &hooks, "");
     let pid = d.pid();
     farm.clear_fault();
 
@@ -144,7 +144,9 @@ fn run(farm: &Farm, n: usize, window: f64) -> Row {
     let (rss, hwm) = proc_rss_mb(pid);
 
     // 5 (first, so the fault phase is not disturbed): a rule edit under this load.
-    let mut reloads: Vec<f64> = (0..3).map(|k| d.reload_ms("scale.yaml", RULE, k)).collect();
+    let mut reloads: Vec<f64> = (0..3)
+        .map(|k| d.reload_ms("scale.yaml", &rule(), k))
+        .collect();
 
     // 4. Fault on some canaries.
     let faulty: Vec<usize> = (0..FAULTY.min(n)).map(|k| k * n / FAULTY.min(n)).collect();

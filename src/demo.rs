@@ -242,21 +242,7 @@ fn demo_config(
         rules_dir.join("http-service.yaml"),
         http.replace("on_fail: [rollback", "on_fail: [rollback, announce"),
     )?;
-    config.hooks.insert(
-        "promote".into(),
-        HookConfig {
-            name: "promote".into(),
-            kind: HookKind::Exec {
-                argv: vec!["/bin/true".into()],
-                env: vec![],
-                workdir: None,
-            },
-            timeout: Duration::from_secs(5),
-            retries: 0,
-            ..HookConfig::exec("promote", Vec::new())
-        },
-    );
-    for name in ["step", "switch", "hold"] {
+    for name in ["promote", "step", "switch", "hold"] {
         config.hooks.insert(
             name.into(),
             HookConfig {

@@ -97,12 +97,7 @@ fn run_as(
         .arg("--canary")
         .args(&c);
     cmd.args(["--format", format]);
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    support::daemon::run(&mut cmd)
 }
 
 #[test]

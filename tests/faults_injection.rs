@@ -233,17 +233,13 @@ fn rollguard_check_rejects_placeholders_inside_a_shell_script() {
         "listen: 127.0.0.1:0\nstate_dir: state\nrules_dir: rules\nhooks:\n  rollback:\n    exec: [\"/bin/sh\", \"-c\", \"undo {{version}}\"]\n  promote:\n    exec: [\"/bin/true\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(support::BIN)
-        .arg("check")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (code, out, err) = support::daemon::run(
+        std::process::Command::new(support::BIN)
+            .arg("check")
+            .arg(&cfg),
     );
-    assert_eq!(out.status.code(), Some(78), "{text}");
+    let text = out + &err;
+    assert_eq!(code, 78, "{text}");
     assert!(
         text.contains("config.yaml:6:5: hook `rollback`") && text.contains("shell command line"),
         "{text}"

@@ -12,17 +12,8 @@ const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
 const EXAMPLE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.yaml");
 
 fn check(args: &[&Path]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .arg("check")
-        .args(args)
-        .output()
-        .expect("run check");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let (code, out, err) = support::daemon::run(Command::new(BIN).arg("check").args(args));
+    (code, out + &err)
 }
 
 fn template() -> String {

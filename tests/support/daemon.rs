@@ -434,20 +434,19 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
+/// Runs `cmd` to its end: exit code (-1 when a signal ended it), stdout and stderr.
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `rollguard <args>` as a client of the daemon at `url` (`ROLLGUARD_URL`): exit code and
 /// stdout followed by stderr.
 pub fn cli(url: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("ROLLGUARD_URL", url)
-        .output()
-        .expect("run cli");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, out, err) = run(Command::new(BIN).args(args).env("ROLLGUARD_URL", url));
+    (code, out + &err)
 }

@@ -49,6 +49,15 @@ struct Shared {
     requests: std::sync::atomic::AtomicU64,
 }
 
+/// The check the benches' rules judge the farm's targets with first (a `checks:` entry): the
+/// 5xx share of `job="api"`, which [`Farm::start_fault`] raises from 1 % to 10 %.
+pub const FARM_ERROR_RATIO_CHECK: &str = r#"  - name: error-ratio
+    kind: ratio
+    errors: 'http_requests_total{job="api",code=~"5.."}'
+    requests: 'http_requests_total{job="api"}'
+    tolerance: 1.1
+"#;
+
 /// The running farm; dropping it stops the server.
 pub struct Farm {
     pub addr: SocketAddr,
