@@ -91,8 +91,7 @@ fn serve(b: Bodies) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
                         ),
                     )
                     .with_state(state);
-        let addr = crate::support::http::serve(app).await;
-        addr
+        crate::support::http::serve(app).await
     });
     (addr, rt)
 }

@@ -55,8 +55,7 @@ impl Fleet {
                     }),
                 )
                 .with_state(counts);
-            let addr = crate::support::http::serve(app).await;
-            addr
+            crate::support::http::serve(app).await
         });
         Fleet { addr, _rt: rt }
     }

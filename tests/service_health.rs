@@ -150,8 +150,7 @@ fn prometheus_api() -> (std::net::SocketAddr, tokio::runtime::Runtime) {
                 axum::Json(json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}}))
             }),
         );
-        let addr = crate::support::http::serve(app).await;
-        addr
+        crate::support::http::serve(app).await
     });
     (addr, rt)
 }

@@ -79,8 +79,7 @@ impl Chaos {
                 )
                 .route("/token", get(needs_token))
                 .with_state(Arc::new(AtomicU64::new(0)));
-            let addr = crate::support::http::serve(app).await;
-            addr
+            crate::support::http::serve(app).await
         });
         Chaos {
             base: format!("http://{addr}"),

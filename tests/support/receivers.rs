@@ -719,8 +719,7 @@ impl Recorder {
                     }
                 }),
             );
-            let addr = super::http::serve(app).await;
-            addr
+            super::http::serve(app).await
         });
         Recorder {
             url: format!("http://{addr}/hook"),
