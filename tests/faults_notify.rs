@@ -13,30 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use receivers::{Fake, Notifying, Reply, WebhookRestart, ends_in, fast};
+use receivers::{Fake, Notifying, Reply, WebhookRestart, ends_in, fast, notice};
 use rollguard::config::{NotifierKind, Secret};
-use rollguard::events::{Notice, NoticeKind, Subject};
+use rollguard::events::NoticeKind;
 use rollguard::store::{SqliteStore, Store};
 use serde_json::Value;
-
-fn notice(dep: &str) -> Notice {
-    Notice {
-        kind: NoticeKind::RollbackStarted,
-        at: rollguard::store::now(),
-        subject: Some(Subject {
-            deployment: dep.into(),
-            service: "checkout".into(),
-            analysis: "errors".into(),
-            version: "v2".into(),
-            baseline_version: "v1".into(),
-        }),
-        title: format!("Rolling back {dep}"),
-        text: "error-ratio failed".into(),
-        checks: Vec::new(),
-        link: None,
-        key: format!("rollguard/{dep}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unresolvable_host_is_retried_then_dead_lettered_with_the_reason_and_blocks_no_one() {
@@ -54,8 +35,10 @@ async fn an_unresolvable_host_is_retried_then_dead_lettered_with_the_reason_and_
         ("lost".to_string(), dns),
         ("chat".to_string(), ok),
     ]));
-    r.notifiers
-        .enqueue(&["lost".to_string(), "chat".to_string()], &notice("d1"));
+    r.notifiers.enqueue(
+        &["lost".to_string(), "chat".to_string()],
+        &notice(NoticeKind::RollbackStarted, "d1"),
+    );
 
     // The working destination gets its message at once, whatever the other one does.
     let got = fake.wait_for("/slack", 1, Duration::from_secs(5)).await;
@@ -91,7 +74,10 @@ async fn an_answer_after_the_timeout_counts_as_failed_and_the_message_is_sent_ag
     cfg.timeout = Duration::from_millis(300);
     let r = Notifying::start(BTreeMap::from([("chat".to_string(), cfg)]));
     let start = tokio::time::Instant::now();
-    r.notifiers.enqueue(&["chat".to_string()], &notice("d2"));
+    r.notifiers.enqueue(
+        &["chat".to_string()],
+        &notice(NoticeKind::RollbackStarted, "d2"),
+    );
 
     let pending = r
         .until(Some("chat"), |i| {

@@ -8,29 +8,10 @@ use crate::support::receivers;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use receivers::{Fake, Notifying, Reply, WebhookRestart, ends_in, fast};
+use receivers::{Fake, Notifying, Reply, WebhookRestart, ends_in, fast, notice};
 use rollguard::config::{NotifierKind, Secret, Severity};
-use rollguard::events::{Notice, NoticeKind, Subject};
+use rollguard::events::NoticeKind;
 use rollguard::store::{SqliteStore, Store};
-
-fn notice(kind: NoticeKind, dep: &str) -> Notice {
-    Notice {
-        kind,
-        at: rollguard::store::now(),
-        subject: Some(Subject {
-            deployment: dep.into(),
-            service: "checkout".into(),
-            analysis: "errors".into(),
-            version: "v2".into(),
-            baseline_version: "v1".into(),
-        }),
-        title: format!("{} {dep}", kind.as_str()),
-        text: "what happened and what rollguard did".into(),
-        checks: Vec::new(),
-        link: None,
-        key: format!("rollguard/{dep}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_then_200_delivers_exactly_once_after_the_delay() {

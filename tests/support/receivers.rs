@@ -917,3 +917,24 @@ impl Drop for Notifying {
         self.shutdown.cancel();
     }
 }
+
+/// A notice about deployment `dep` of service `checkout` (v2 against v1), for the delivery
+/// tests.
+pub fn notice(kind: rollguard::events::NoticeKind, dep: &str) -> rollguard::events::Notice {
+    rollguard::events::Notice {
+        kind,
+        at: rollguard::store::now(),
+        subject: Some(rollguard::events::Subject {
+            deployment: dep.into(),
+            service: "checkout".into(),
+            analysis: "errors".into(),
+            version: "v2".into(),
+            baseline_version: "v1".into(),
+        }),
+        title: format!("{} {dep}", kind.as_str()),
+        text: "what happened and what rollguard did".into(),
+        checks: Vec::new(),
+        link: None,
+        key: format!("rollguard/{dep}"),
+    }
+}
