@@ -1003,6 +1003,8 @@ impl Check<'_> {
         public_url: Option<&String>,
     ) -> BTreeMap<String, NotifierConfig> {
         let mut notifiers = BTreeMap::new();
+        let base = self.base.clone();
+        let resolve = |p: &str| resolve_in(&base, p);
         for (name, n) in raw {
             let at = loc(n);
             if hooks.contains_key(name) {
@@ -1013,8 +1015,6 @@ impl Check<'_> {
                     ),
                 );
             }
-            let base = self.base.clone();
-            let resolve = |p: &str| resolve_in(&base, p);
             let Some(kind) =
                 notifier_kind(name, &n.value, at, &resolve, &mut |at, m| self.err(at, m))
             else {

@@ -9,7 +9,7 @@
 //!
 //! [`Recorder`]: a webhook destination that keeps every JSON body, for blocking tests.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -17,8 +17,14 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use rollguard::action::notify::Notifiers;
 use rollguard::action::notify::limits::{self, Limit, Unit};
+use rollguard::config::{NotifierConfig, NotifierKind};
+use rollguard::events::{Notice, NoticeKind, Subject};
+use rollguard::store::{OutboxItem, SqliteStore, Store};
+use rollguard::telemetry::Telemetry;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// One request as the fake saw it.
 #[derive(Clone, Debug)]
@@ -289,30 +295,23 @@ pub fn limits_checked() -> BTreeSet<(&'static str, &'static str)> {
 
 /// `text` within the documented limit of `field`, counted in the limit's unit.
 fn max(service: &'static str, field: &'static str, text: &str) -> Result<(), String> {
-    let l = limit(service, field);
-    let n = match l.unit {
+    let n = match limit(service, field).unit {
         Unit::Bytes => text.len(),
         _ => chars(text),
     };
+    count(service, field, n)
+}
+
+/// `n` (characters, bytes or elements, as the limit counts) within the documented limit of
+/// `field`.
+fn count(service: &'static str, field: &'static str, n: usize) -> Result<(), String> {
+    let l = limit(service, field);
     if n > l.max {
         Err(format!(
             "`{field}` has {n} {}, {service}'s limit is {} ({})",
             l.unit.as_str(),
             l.max,
             l.source
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// At most the documented number of elements in the list `field`.
-fn count(service: &'static str, field: &'static str, n: usize) -> Result<(), String> {
-    let l = limit(service, field);
-    if n > l.max {
-        Err(format!(
-            "{n} {field}, {service}'s limit is {} ({})",
-            l.max, l.source
         ))
     } else {
         Ok(())
@@ -435,13 +434,7 @@ fn mattermost(v: &Value) -> Result<(), String> {
 }
 
 fn teams(v: &Value, size: usize) -> Result<(), String> {
-    let l = limit("teams", "body");
-    if size > l.max {
-        return Err(format!(
-            "message is {size} bytes, Teams takes {} ({})",
-            l.max, l.source
-        ));
-    }
+    count("teams", "body", size)?;
     if s(v, "type")? != "message" {
         return Err("envelope `type` must be `message`".into());
     }
@@ -835,8 +828,8 @@ impl WebhookRestart {
 }
 
 /// A destination with the test pace: no pacing, retries 50 ms apart.
-pub fn fast(kind: rollguard::config::NotifierKind) -> rollguard::config::NotifierConfig {
-    let mut c = rollguard::config::NotifierConfig::new(kind);
+pub fn fast(kind: NotifierKind) -> NotifierConfig {
+    let mut c = NotifierConfig::new(kind);
     c.pace = Duration::ZERO;
     c.retry_backoff = Duration::from_millis(50);
     c
@@ -845,27 +838,20 @@ pub fn fast(kind: rollguard::config::NotifierKind) -> rollguard::config::Notifie
 /// rollguard's real notifier workers on a real SQLite store, in this process (no daemon);
 /// stopped when dropped. Start it inside a Tokio runtime.
 pub struct Notifying {
-    pub store: Arc<dyn rollguard::store::Store>,
-    pub notifiers: Arc<rollguard::action::notify::Notifiers>,
-    shutdown: tokio_util::sync::CancellationToken,
+    pub store: Arc<dyn Store>,
+    pub notifiers: Arc<Notifiers>,
+    shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
 
 impl Notifying {
-    pub fn start(
-        dests: std::collections::BTreeMap<String, rollguard::config::NotifierConfig>,
-    ) -> Notifying {
+    pub fn start(dests: BTreeMap<String, NotifierConfig>) -> Notifying {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(rollguard::store::SqliteStore::open(dir.path()).expect("store"));
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
         let notifiers = Arc::new(
-            rollguard::action::notify::Notifiers::new(
-                store.clone(),
-                dests,
-                Arc::new(rollguard::telemetry::Telemetry::new()),
-            )
-            .expect("notifiers"),
+            Notifiers::new(store.clone(), dests, Arc::new(Telemetry::new())).expect("notifiers"),
         );
-        let shutdown = tokio_util::sync::CancellationToken::new();
+        let shutdown = CancellationToken::new();
         tokio::spawn(notifiers.clone().run(shutdown.clone()));
         Notifying {
             store,
@@ -876,11 +862,11 @@ impl Notifying {
     }
 
     /// One destination, `name`.
-    pub fn one(name: &str, cfg: rollguard::config::NotifierConfig) -> Notifying {
-        Self::start(std::collections::BTreeMap::from([(name.to_string(), cfg)]))
+    pub fn one(name: &str, cfg: NotifierConfig) -> Notifying {
+        Self::start(BTreeMap::from([(name.to_string(), cfg)]))
     }
 
-    pub fn send(&self, name: &str, n: &rollguard::events::Notice) {
+    pub fn send(&self, name: &str, n: &Notice) {
         self.notifiers.enqueue(&[name.to_string()], n);
     }
 
@@ -889,8 +875,8 @@ impl Notifying {
     pub async fn until(
         &self,
         name: Option<&str>,
-        f: impl Fn(&[rollguard::store::OutboxItem]) -> bool,
-    ) -> Vec<rollguard::store::OutboxItem> {
+        f: impl Fn(&[OutboxItem]) -> bool,
+    ) -> Vec<OutboxItem> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let items = self.store.outbox(name).expect("outbox");
@@ -906,7 +892,7 @@ impl Notifying {
     }
 
     /// Waits until nothing in the outbox is pending.
-    pub async fn settled(&self) -> Vec<rollguard::store::OutboxItem> {
+    pub async fn settled(&self) -> Vec<OutboxItem> {
         self.until(None, |items| items.iter().all(|i| i.status != "pending"))
             .await
     }
@@ -920,11 +906,11 @@ impl Drop for Notifying {
 
 /// A notice about deployment `dep` of service `checkout` (v2 against v1), for the delivery
 /// tests.
-pub fn notice(kind: rollguard::events::NoticeKind, dep: &str) -> rollguard::events::Notice {
-    rollguard::events::Notice {
+pub fn notice(kind: NoticeKind, dep: &str) -> Notice {
+    Notice {
         kind,
         at: rollguard::store::now(),
-        subject: Some(rollguard::events::Subject {
+        subject: Some(Subject {
             deployment: dep.into(),
             service: "checkout".into(),
             analysis: "errors".into(),
