@@ -38,6 +38,8 @@ pub struct Api {
     pub rules: Arc<Rules>,
     pub token: Option<Arc<str>>,
     pub readiness: Arc<Readiness>,
+    /// With a PostgreSQL store: this daemon's role and the lease (`None`: the only daemon).
+    pub leadership: Option<Arc<crate::leader::Leadership>>,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -71,6 +73,11 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/schemas/{service}/contract", get(contract))
         .route("/api/v1/flagger/gate", post(flagger_gate))
         .route("/api/v1/flagger/rollback", post(flagger_rollback))
+        .route("/api/v1/leader", get(leader))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            changes_on_leader,
+        ))
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .merge(protected)
@@ -103,6 +110,56 @@ async fn auth(
         }
     }
     next.run(req).await
+}
+
+/// On a standby, a request that would change something gets 503 naming the leader (reads
+/// are served from the shared store). A load balancer that routes by `/readyz?role=leader`
+/// never sends one here.
+async fn changes_on_leader(
+    State(api): State<Api>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(l) = &api.leadership else {
+        return next.run(req).await;
+    };
+    // Flagger's webhooks are POSTs that only read the deployment's state.
+    let reads =
+        req.method() == axum::http::Method::GET || req.uri().path().starts_with("/api/v1/flagger/");
+    if reads || l.role() == crate::leader::Role::Leader {
+        return next.run(req).await;
+    }
+    let status = l.status();
+    let leader = status.lease.as_ref().filter(|v| v.expires_in > 0.0);
+    let msg = match leader {
+        Some(v) => format!(
+            "this rollguard ({}) is a standby: send changes to the leader, {} at {}",
+            status.node, v.node, v.url
+        ),
+        None => format!(
+            "this rollguard ({}) is a standby and no leader holds the lease right now; retry shortly",
+            status.node
+        ),
+    };
+    let body = json!({ "error": msg, "role": status.role, "leader": leader });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// This daemon's role and the lease as the database shows it (`single` without PostgreSQL).
+async fn leader(State(api): State<Api>) -> Response {
+    Json(leader_status(&api)).into_response()
+}
+
+fn leader_status(api: &Api) -> serde_json::Value {
+    match &api.leadership {
+        Some(l) => serde_json::to_value(l.status()).unwrap_or_default(),
+        None => json!({ "role": crate::leader::Role::Single }),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -216,7 +273,10 @@ async fn events(
             Ok(e) => e,
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
-        let state = api.engine.store.get(&id).ok().flatten();
+        let state = match api.engine.store.get(&id) {
+            Ok(s) => s,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
         let Some(rec) = state else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -415,6 +475,13 @@ async fn flagger_rollback(State(api): State<Api>, Json(h): Json<FlaggerHook>) ->
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
+    if let Some(l) = &api.leadership {
+        let s = l.status();
+        let t = &api.engine.telemetry;
+        t.leader
+            .set(i64::from(s.role == crate::leader::Role::Leader));
+        t.lease_age.set(s.lease_age.unwrap_or(f64::NAN));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -524,14 +591,28 @@ impl Readiness {
     }
 }
 
+#[derive(Deserialize)]
+struct ReadyQuery {
+    /// `leader`: ready only on the daemon that leads (for a load balancer in front of a
+    /// pair).
+    role: Option<String>,
+}
+
 /// Readiness: the configuration and rules are loaded (always true once the API answers,
 /// since the daemon validates before binding), the state store accepts writes, and the
 /// metrics sources are reachable. 200 with the details, or 503 with `problems`.
-async fn readyz(State(api): State<Api>) -> Response {
+async fn readyz(State(api): State<Api>, Query(q): Query<ReadyQuery>) -> Response {
     let r = &api.readiness;
     let mut problems = Vec::new();
     if r.stopping.load(Ordering::SeqCst) {
         problems.push("shutting down".to_string());
+    }
+    let role = api
+        .leadership
+        .as_ref()
+        .map_or(crate::leader::Role::Single, |l| l.role());
+    if q.role.as_deref() == Some("leader") && role == crate::leader::Role::Standby {
+        problems.push("standby: not the leader".to_string());
     }
     let rules = api
         .rules
@@ -569,6 +650,8 @@ async fn readyz(State(api): State<Api>) -> Response {
     let ready = problems.is_empty();
     let body = json!({
         "ready": ready,
+        "role": role,
+        "leader": leader_status(&api),
         "rules": rules.version,
         "checks": {
             "config": "loaded",

@@ -148,6 +148,8 @@ pub fn main(cli: Cli) -> ExitCode {
                         eprintln!("rollguard: {e:#}");
                         ExitCode::from(if e.chain().any(|c| c.is::<crate::preflight::Unusable>()) {
                             EX_CONFIG
+                        } else if e.chain().any(|c| c.is::<crate::daemon::LeaseLost>()) {
+                            crate::exit::EX_LEASE_LOST
                         } else {
                             1
                         })

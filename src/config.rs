@@ -53,6 +53,9 @@ struct RawConfig {
     /// Per service: how to read its live schema version (see docs/migrations.md).
     #[serde(default)]
     schemas: BTreeMap<String, Spanned<crate::schema::config::RawSchema>>,
+    /// Where state lives: SQLite in `state_dir` unless `store: {postgres: …}` (docs/ha.md).
+    #[serde(default)]
+    store: Option<crate::store::config::RawStore>,
 }
 
 pub use crate::secret::Secret;
@@ -577,6 +580,8 @@ pub struct Config {
     pub ops_notifiers: Vec<String>,
     /// Per service: its live schema probe and the migration gates' settings.
     pub schemas: BTreeMap<String, crate::schema::config::SchemaConfig>,
+    /// The shared PostgreSQL store with its leader lease; `None` is SQLite in `state_dir`.
+    pub postgres: Option<crate::store::config::PgConfig>,
 }
 
 impl Config {
@@ -610,6 +615,7 @@ impl Config {
             notifiers: BTreeMap::new(),
             ops_notifiers: Vec::new(),
             schemas: BTreeMap::new(),
+            postgres: None,
         }
     }
 }
@@ -680,6 +686,10 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         prometheus.is_some(),
         &mut |at, m| c.err(at, m),
     );
+    let postgres = raw.store.as_ref().and_then(|s| {
+        let base = c.base.clone();
+        crate::store::config::validate(s, &|p| resolve_in(&base, p), &mut |at, m| c.err(at, m))
+    });
     if !c.diags.is_empty() {
         return Err(c.diags);
     }
@@ -702,6 +712,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         notifiers,
         ops_notifiers: raw.ops_notifiers.iter().map(|o| o.value.clone()).collect(),
         schemas,
+        postgres,
     })
 }
 

@@ -34,8 +34,9 @@ use crate::api::{self, Api, Readiness};
 use crate::config::Config;
 use crate::deploy::engine::Engine;
 use crate::events::{Notice, NoticeKind};
+use crate::leader::Leadership;
 use crate::reload::Rules;
-use crate::store::{SqliteStore, Store, now};
+use crate::store::{PgStore, SqliteStore, Store, now};
 use crate::systemd::Notifier;
 use crate::telemetry::Telemetry;
 
@@ -56,9 +57,11 @@ pub struct Daemon {
     pub rules: Arc<Rules>,
     /// Stops the analysis loops and background tasks (the engine cancels it first).
     shutdown: CancellationToken,
-    /// Stops the notification workers, after the final flush.
-    notify_shutdown: CancellationToken,
-    notify_task: tokio::task::JoinHandle<()>,
+    /// What only the acting daemon runs (the leader, or the only daemon).
+    acting: Arc<Acting>,
+    /// With a PostgreSQL store: this daemon's part in the leader election.
+    pub leadership: Option<Arc<Leadership>>,
+    lease_lost: CancellationToken,
     /// Stops the HTTP server, last, so the API answers during the whole shutdown.
     api_shutdown: CancellationToken,
     api_done: oneshot::Receiver<()>,
@@ -111,10 +114,7 @@ impl Daemon {
         .map_err(crate::preflight::Unusable)
         .context("invalid rules")?;
         let rules = Arc::new(rules);
-        let store = Arc::new(
-            SqliteStore::open(&config.state_dir).with_context(|| "cannot open the state store")?,
-        );
-        store.check_writable().context("the state directory is not writable; refusing to start (rollguard never acts without a record)")?;
+        let (store, leadership) = open_store(&config)?;
         let mut notifiers =
             Notifiers::new(store.clone(), config.notifiers.clone(), telemetry.clone())
                 .map_err(anyhow::Error::msg)?;
@@ -151,13 +151,11 @@ impl Daemon {
             rules: rules.clone(),
             token: prepared.token,
             readiness: readiness.clone(),
+            leadership: leadership.clone(),
         };
         let (addr, api_shutdown, api_done) = bind_api(&config, api).await?;
 
-        let notify_shutdown = CancellationToken::new();
-        let notify_task = tokio::spawn(notifiers.clone().run(notify_shutdown.clone()));
         let mut background = Vec::new();
-
         let (watcher, watch_rx) = watch_rules(&config.rules_dir);
         background.push(tokio::spawn(reload_loop(
             rules.clone(),
@@ -174,36 +172,57 @@ impl Daemon {
                 .clone()
                 .watchdog(Arc::new(move || e2.healthy()), shutdown.clone()),
         ));
-
-        let resumed = engine
-            .resume_all()
-            .await
-            .context("cannot read unfinished deployments")?;
-        // Live schema per configured service: changes onto the running deployments' timelines.
-        engine.watch_schemas();
-        if let Some(dir) = &config.deployments_dir {
-            background.push(tokio::spawn(crate::deploy::dropin::run(
-                engine.clone(),
-                dir.clone(),
-                shutdown.clone(),
-            )));
-        }
         background.push(tokio::spawn(count_states(engine.clone(), shutdown.clone())));
-        if let Some(keep) = config.retention {
-            background.push(tokio::spawn(prune_history(
-                store.clone(),
-                keep,
-                shutdown.clone(),
-            )));
+
+        let acting = Arc::new(Acting {
+            engine: engine.clone(),
+            shutdown: shutdown.clone(),
+            notify_shutdown: CancellationToken::new(),
+            tasks: std::sync::Mutex::new(Vec::new()),
+        });
+        let lease_lost = CancellationToken::new();
+        match &leadership {
+            None => {
+                let resumed = acting.begin().await?;
+                tracing::info!(resumed, "resumed unfinished work");
+            }
+            Some(l) => {
+                l.set_url(
+                    config
+                        .public_url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{addr}")),
+                );
+                let a = acting.clone();
+                let on_lead = move || {
+                    tokio::spawn(async move {
+                        match a.begin().await {
+                            Ok(resumed) => tracing::info!(
+                                resumed,
+                                "leader: resumed unfinished work from the store"
+                            ),
+                            Err(e) => {
+                                tracing::error!(error = %format!("{e:#}"), "leader: cannot resume unfinished work")
+                            }
+                        }
+                    });
+                };
+                background.push(tokio::spawn(l.clone().run(
+                    on_lead,
+                    lease_lost.clone(),
+                    shutdown.clone(),
+                )));
+            }
         }
-        tracing::info!(%addr, resumed, rules = %rules.status.lock().map(|s| s.version.clone()).unwrap_or_default(), "rollguard listening on http://{addr}");
+        tracing::info!(%addr, role = leadership.as_ref().map_or("single", |l| l.role().as_str()), rules = %rules.status.lock().map(|s| s.version.clone()).unwrap_or_default(), "rollguard listening on http://{addr}");
         Ok(Daemon {
             addr,
             engine,
             rules,
             shutdown,
-            notify_shutdown,
-            notify_task,
+            acting,
+            leadership,
+            lease_lost,
             api_shutdown,
             api_done,
             background,
@@ -212,6 +231,34 @@ impl Daemon {
             grace: config.shutdown_grace,
             _watcher: watcher,
         })
+    }
+
+    /// Resolves when this daemon has to stop acting because its leader lease is gone (never,
+    /// without a PostgreSQL store). Then call [`abandon`](Self::abandon), not `stop`.
+    pub async fn lease_lost(&self) {
+        self.lease_lost.cancelled().await
+    }
+
+    /// After the lease was lost: stop at once, without writing (the store refuses writes
+    /// now). Analysis loops end, every hook this daemon runs is stopped (SIGTERM to its
+    /// process group, SIGKILL after at most a second) so that the new leader's rerun of the
+    /// action is the only one, and the API stops. Queued notifications stay queued for the
+    /// new leader.
+    pub async fn abandon(self) {
+        self.readiness.set_stopping();
+        self.shutdown.cancel();
+        self.acting.notify_shutdown.cancel();
+        let stopped = self.engine.actions.stop_all(Duration::from_secs(1)).await;
+        tracing::error!(
+            hooks_stopped = stopped,
+            "stepped down: stopped acting; the service manager restarts this daemon as a standby"
+        );
+        for b in self.background {
+            b.abort();
+        }
+        self.acting.abort();
+        self.api_shutdown.cancel();
+        let _ = tokio::time::timeout(TAIL_WAIT, self.api_done).await;
     }
 
     /// Stops within the grace period: analysis loops persist and exit; running hooks may
@@ -249,11 +296,14 @@ impl Daemon {
             .notifiers
             .flush(deadline.max(Instant::now() + FLUSH_MIN))
             .await;
-        self.notify_shutdown.cancel();
-        let _ = tokio::time::timeout(TAIL_WAIT, self.notify_task).await;
+        self.acting.notify_shutdown.cancel();
+        self.acting.finish(TAIL_WAIT).await;
         self.shutdown.cancel();
         for b in self.background {
             b.abort();
+        }
+        if let Some(l) = &self.leadership {
+            l.release();
         }
         self.api_shutdown.cancel();
         let _ = tokio::time::timeout(TAIL_WAIT, self.api_done).await;
@@ -272,6 +322,102 @@ impl Daemon {
             );
         }
         report
+    }
+}
+
+/// Why `run` ended when the leader lease was lost (exit code
+/// [`EX_LEASE_LOST`](crate::exit::EX_LEASE_LOST)).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the leader lease could not be renewed in time; stepped down (a restart rejoins as a standby)"
+)]
+pub struct LeaseLost;
+
+/// A store, with the lease loop when it is shared.
+type OpenStore = (Arc<dyn Store>, Option<Arc<Leadership>>);
+
+/// The configured store: SQLite in the state directory, or PostgreSQL with this daemon's
+/// part in the leader election. Refuses to start without a store that answers (rollguard
+/// never acts without a record).
+fn open_store(config: &Config) -> anyhow::Result<OpenStore> {
+    let Some(pg) = &config.postgres else {
+        let store = SqliteStore::open(&config.state_dir).context("cannot open the state store")?;
+        store.check_writable().context("the state directory is not writable; refusing to start (rollguard never acts without a record)")?;
+        return Ok((Arc::new(store), None));
+    };
+    // Hook attempts and `listen.addr` still live in the state directory.
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create {}", config.state_dir.display()))?;
+    let store = Arc::new(PgStore::open(pg).context("cannot open the PostgreSQL store")?);
+    let leadership = Leadership::new(store.clone(), pg.lease);
+    Ok((store, Some(leadership)))
+}
+
+/// The work only the acting daemon does: deliver notifications, run and resume hooks,
+/// analyse deployments, read drop-in files, watch schemas, prune history. Started at once
+/// with SQLite, and when the lease is taken with PostgreSQL.
+struct Acting {
+    engine: Arc<Engine>,
+    /// The daemon's shutdown, which also ends the analysis loops.
+    shutdown: CancellationToken,
+    /// Stops the notification workers, after the final flush.
+    notify_shutdown: CancellationToken,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Acting {
+    /// Starts the acting work; returns how many unfinished deployments were resumed.
+    async fn begin(&self) -> anyhow::Result<usize> {
+        let e = &self.engine;
+        let shutdown = self.shutdown.clone();
+        let mut tasks = vec![tokio::spawn(
+            e.notifiers.clone().run(self.notify_shutdown.clone()),
+        )];
+        let resumed = e
+            .resume_all()
+            .await
+            .context("cannot read unfinished deployments")?;
+        // Live schema per configured service: changes onto the running deployments' timelines.
+        e.watch_schemas();
+        if let Some(dir) = &e.config.deployments_dir {
+            tasks.push(tokio::spawn(crate::deploy::dropin::run(
+                e.clone(),
+                dir.clone(),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(keep) = e.config.retention {
+            tasks.push(tokio::spawn(prune_history(e.store.clone(), keep, shutdown)));
+        }
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tasks);
+        Ok(resumed)
+    }
+
+    /// Waits for the notification workers (the first task) at most `wait`, then aborts the
+    /// rest.
+    async fn finish(&self, wait: Duration) {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        if !tasks.is_empty() {
+            let notify = tasks.remove(0);
+            let _ = tokio::time::timeout(wait, notify).await;
+        }
+        for t in tasks {
+            t.abort();
+        }
+    }
+
+    fn abort(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
     }
 }
 
@@ -573,8 +719,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .lock()
         .map(|s| s.version.clone())
         .unwrap_or_default();
-    systemd.ready(&format!("running; rules {rules}; API on {}", d.addr));
-    shutdown.await;
+    let role = d
+        .leadership
+        .as_ref()
+        .map_or(String::new(), |l| format!("; {}", l.role().as_str()));
+    systemd.ready(&format!("running; rules {rules}; API on {}{role}", d.addr));
+    tokio::select! {
+        _ = shutdown => {}
+        _ = d.lease_lost() => {
+            systemd.status("stepped down: the leader lease could not be renewed");
+            d.abandon().await;
+            return Err(anyhow::Error::new(LeaseLost));
+        }
+    }
     let again = crate::signals::shutdown();
     tokio::select! {
         _ = d.stop() => {}

@@ -20,6 +20,10 @@ pub const EX_ROLLBACK_UNSAFE: u8 = 11;
 pub const EX_CONTRACT_BLOCKED: u8 = 12;
 /// sysexits EX_USAGE: the command line is wrong.
 pub const EX_USAGE: u8 = 64;
+/// `run` with a PostgreSQL store: the leader lease could not be renewed in time (or was
+/// taken over), so the daemon stepped down and stopped acting; the service manager restarts
+/// it as a standby (sysexits EX_TEMPFAIL).
+pub const EX_LEASE_LOST: u8 = 75;
 /// sysexits EX_CONFIG: a rule file or the daemon config is invalid or unusable.
 pub const EX_CONFIG: u8 = 78;
 
@@ -33,5 +37,6 @@ pub const ALL: &[u8] = &[
     EX_ROLLBACK_UNSAFE,
     EX_CONTRACT_BLOCKED,
     EX_USAGE,
+    EX_LEASE_LOST,
     EX_CONFIG,
 ];

@@ -22,6 +22,7 @@ pub mod exit;
 pub mod expo;
 pub mod ids;
 pub mod judge;
+pub mod leader;
 pub mod logging;
 pub mod net;
 pub mod preflight;

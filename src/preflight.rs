@@ -79,6 +79,11 @@ pub fn prepare(config: &Config) -> Result<Prepared, Unusable> {
             diags.push(Diagnostic::file(at, format!("{place}: {e}")));
         }
     }
+    if let Some(pg) = &config.postgres
+        && let Err(e) = crate::store::postgres::tls(pg)
+    {
+        diags.push(Diagnostic::file(at, e.to_string()));
+    }
     if diags.is_empty() {
         Ok(prepared)
     } else {
@@ -90,6 +95,9 @@ pub fn prepare(config: &Config) -> Result<Prepared, Unusable> {
 fn secrets(config: &Config) -> Vec<(String, &Secret)> {
     use crate::config::{HookKind, NotifierKind};
     let mut out: Vec<(String, &Secret)> = Vec::new();
+    if let Some(p) = config.postgres.as_ref().and_then(|p| p.password.as_ref()) {
+        out.push(("store.postgres.password".into(), p));
+    }
     if let Some(t) = &config.scrape.bearer_token {
         out.push(("scrape.bearer_token".into(), t));
     }

@@ -65,6 +65,10 @@ pub struct Telemetry {
     /// `check_evidence` on a dashboard).
     pub check_threshold: Family<Labels, Gauge<f64, AtomicU64>>,
     pub backend_down: Gauge,
+    /// With a PostgreSQL store: 1 while this daemon leads, 0 on a standby.
+    pub leader: Gauge,
+    /// Seconds since this daemon last renewed its lease (leader) or read it (standby).
+    pub lease_age: Gauge<f64, AtomicU64>,
     pub analysis_steps: Counter,
     /// Schema probes per service and result (`ok`, `error`).
     pub schema_probes: Family<Labels, Counter>,
@@ -102,6 +106,8 @@ impl Telemetry {
             check_evidence: Family::default(),
             check_threshold: Family::default(),
             backend_down: Gauge::default(),
+            leader: Gauge::default(),
+            lease_age: Gauge::default(),
             analysis_steps: Counter::default(),
             schema_probes: Family::default(),
             rollbacks_blocked: Family::default(),
@@ -244,6 +250,20 @@ impl Telemetry {
             "metrics_backend_down",
             "1 while the circuit breaker considers the metrics backend down",
             self.backend_down.clone(),
+        );
+        reg(
+            r,
+            names,
+            "leader",
+            "With a PostgreSQL store: 1 while this daemon holds the leader lease, 0 on a standby",
+            self.leader.clone(),
+        );
+        reg(
+            r,
+            names,
+            "lease_age_seconds",
+            "With a PostgreSQL store: seconds since the lease was last renewed (leader) or read (standby)",
+            self.lease_age.clone(),
         );
         reg(
             r,

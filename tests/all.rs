@@ -22,6 +22,7 @@ mod faults_injection;
 mod faults_notify;
 mod faults_storage;
 mod grafana_dashboard;
+mod ha;
 mod hooks_exactly_once;
 mod judge_sim;
 mod judge_verdicts;

@@ -32,6 +32,9 @@ pub struct ActionRunner {
     /// Global dry run: record and announce, never execute.
     dry_run: bool,
     tracker: tokio_util::task::TaskTracker,
+    /// Process groups of the exec hooks this daemon runs now, by action id: what
+    /// [`stop_all`](Self::stop_all) stops when the store can no longer be read.
+    groups: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
 }
 
 impl ActionRunner {
@@ -56,6 +59,7 @@ impl ActionRunner {
             notifiers,
             dry_run,
             tracker: tokio_util::task::TaskTracker::new(),
+            groups: Arc::default(),
         })
     }
 
@@ -131,6 +135,27 @@ impl ActionRunner {
         // that the tracker is closed; so the tracker empties when every record is written.
         let _ = tokio::time::timeout(record_wait, self.tracker.wait()).await;
         ids
+    }
+
+    /// Stops every exec hook this daemon runs now, from memory (the store may be gone):
+    /// SIGTERM to each process group, SIGKILL after `grace`. For a daemon that lost its
+    /// leader lease, whose actions the new leader runs again. Returns how many it stopped.
+    pub async fn stop_all(&self, grace: Duration) -> usize {
+        self.tracker.close();
+        let groups: Vec<(String, u32)> =
+            std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        for (id, pgid) in &groups {
+            tracing::warn!(action = %id, pgid, "stopping a hook: this daemon no longer leads");
+        }
+        futures_util::future::join_all(
+            groups
+                .iter()
+                .map(|(_, pgid)| hook::terminate_group(*pgid, grace, None)),
+        )
+        .await;
+        groups.len()
     }
 
     /// Resumes every unfinished action after a restart. Who is told comes from the stored
@@ -236,13 +261,22 @@ impl ActionRunner {
             let outcome = match &hook.kind {
                 HookKind::Exec { .. } => {
                     let store = self.store.clone();
-                    let id = a.id.clone();
-                    hook::run_exec(&hook, &facts, &dir, move |pid| {
+                    let (id, groups) = (a.id.clone(), self.groups.clone());
+                    let outcome = hook::run_exec(&hook, &facts, &dir, move |pid| {
+                        groups
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id.clone(), pid);
                         if let Err(e) = store.action_started(&id, attempt, Some(pid)) {
                             tracing::error!(action = %id, error = %e, "cannot record hook pid");
                         }
                     })
-                    .await
+                    .await;
+                    self.groups
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&a.id);
+                    outcome
                 }
                 HookKind::Http { .. } => hook::run_http(&hook, &facts, &self.client).await,
             };

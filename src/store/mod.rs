@@ -5,12 +5,15 @@
 //! transaction before any hook starts, so a restart resumes a rollback instead of losing or
 //! repeating it. If the state directory cannot be written, callers must not act.
 
+pub mod config;
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use postgres::{LeaseView, PgStore};
 pub use sqlite::SqliteStore;
 
 use crate::deploy::{DeploymentRecord, DeploymentRequest, State};
@@ -30,6 +33,18 @@ pub enum StoreError {
     },
     #[error("corrupt record for deployment {id}: {message}")]
     Corrupt { id: String, message: String },
+    #[error("PostgreSQL store: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("PostgreSQL store: {0}")]
+    Unavailable(String),
+    /// A write on a daemon that does not lead (docs/ha.md).
+    #[error(
+        "this rollguard is a standby: only the leader makes changes (see /readyz for who leads)"
+    )]
+    Standby,
+    /// A write after another daemon took the lease, or after it expired: do not act.
+    #[error("this rollguard's leader lease is gone (expired or taken over); it no longer acts")]
+    Fenced,
 }
 
 /// Wall-clock seconds since the Unix epoch (for records people read; scheduling uses
@@ -367,6 +382,37 @@ pub trait Store: Send + Sync {
 
     /// Finished deployments since `since` (Unix seconds): (service, state, created, finished).
     fn finished_since(&self, since: f64) -> Result<Vec<(String, State, f64, f64)>, StoreError>;
+}
+
+pub(crate) fn encode(rec: &DeploymentRecord) -> String {
+    serde_json::to_string(rec).unwrap_or_default()
+}
+
+/// The chart column's new value: `None` (keep what is stored) when the record carries no
+/// chart, as records read by `list` do not.
+pub(crate) fn encode_chart(rec: &DeploymentRecord) -> Option<String> {
+    if rec.chart.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&rec.chart).ok()
+    }
+}
+
+/// A deployment row as selected by `record, rule_source, judge` (both stores).
+pub(crate) type RecordRow = (String, String, Option<String>);
+
+pub(crate) fn decode(
+    id: &str,
+    (record, rule_source, judge): RecordRow,
+) -> Result<DeploymentRecord, StoreError> {
+    let mut rec: DeploymentRecord =
+        serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
+            id: id.to_string(),
+            message: e.to_string(),
+        })?;
+    rec.rule_source = rule_source;
+    rec.judge = judge;
+    Ok(rec)
 }
 
 /// A fresh record for a new registration.

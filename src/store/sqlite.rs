@@ -659,37 +659,6 @@ impl Store for SqliteStore {
     }
 }
 
-fn encode(rec: &DeploymentRecord) -> String {
-    serde_json::to_string(rec).unwrap_or_default()
-}
-
-/// The chart column's new value: `None` (keep what is stored) when the record carries no
-/// chart, as records read by `list` do not.
-fn encode_chart(rec: &DeploymentRecord) -> Option<String> {
-    if rec.chart.is_empty() {
-        None
-    } else {
-        serde_json::to_string(&rec.chart).ok()
-    }
-}
-
-/// A deployment row as selected by `record, rule_source, judge`.
-type RecordRow = (String, String, Option<String>);
-
-fn decode(
-    id: &str,
-    (record, rule_source, judge): RecordRow,
-) -> Result<DeploymentRecord, StoreError> {
-    let mut rec: DeploymentRecord =
-        serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
-            id: id.to_string(),
-            message: e.to_string(),
-        })?;
-    rec.rule_source = rule_source;
-    rec.judge = judge;
-    Ok(rec)
-}
-
 /// An outbox row as selected by `id, notifier, payload, attempts, next_at, status,
 /// last_error, delivery_id`.
 fn outbox_item(r: &rusqlite::Row) -> rusqlite::Result<OutboxItem> {

@@ -9,6 +9,7 @@
 //! - [`raw`]: raw HTTP responders that misbehave on purpose, and TLS;
 //! - [`receivers`]: what notifications reach (chat, alerting and webhook fakes, a recorder);
 //! - [`prometheus`], [`postgres`]: real servers, one per test;
+//! - [`proxy`]: a TCP proxy a test can cut (a daemon cut off from its database);
 //! - [`http`]: small blocking HTTP clients;
 //! - [`measure`]: what the benches measure (hook start times, CPU, memory, quantiles).
 //!
@@ -22,6 +23,7 @@ pub mod http;
 pub mod measure;
 pub mod postgres;
 pub mod prometheus;
+pub mod proxy;
 pub mod raw;
 pub mod receivers;
 pub mod service;

@@ -1,0 +1,400 @@
+//! Several daemons on one real PostgreSQL (docs/ha.md): the store itself, the leader lease
+//! and its fence, and failover with real processes: the leader killed with SIGKILL, cut off
+//! from the database by a proxy, the database restarted, two daemons started at once. In
+//! every case each rollback hook runs once and each decision is announced once.
+
+use crate::support;
+
+use std::time::{Duration, Instant};
+
+use rollguard::store::config::PgConfig;
+use rollguard::store::{PgStore, Store, StoreError};
+use serde_json::{Value, json};
+use support::postgres::Postgres;
+use support::proxy::Proxy;
+use support::receivers::Recorder;
+use support::{Daemon, FleetServer, RATIO_RULE, lines};
+
+/// Short lease so failover fits in a test; the renewal runs every third of it.
+const LEASE: &str = "2s";
+
+fn pg_config(url: &str, node: &str, lease: Duration) -> PgConfig {
+    PgConfig {
+        url: url.to_string(),
+        password: None,
+        tls: None,
+        node: node.to_string(),
+        lease,
+        connections: 2,
+    }
+}
+
+fn record(id: &str) -> rollguard::deploy::DeploymentRecord {
+    let req: rollguard::deploy::DeploymentRequest = serde_json::from_value(json!({
+        "id": id,
+        "service": "checkout",
+        "analysis": "errors",
+        "baseline": { "targets": ["http://127.0.0.1:1/metrics"] },
+        "canary": { "targets": ["http://127.0.0.1:2/metrics"] }
+    }))
+    .unwrap();
+    rollguard::store::new_record(req, "r.yaml".into(), "v1".into(), "rule".into())
+}
+
+#[test]
+fn pg_store_keeps_records_and_fences_a_deposed_leader() {
+    let pg = Postgres::start();
+    pg.create_db("store");
+    let url = pg.url("store");
+    let a = PgStore::open(&pg_config(&url, "a", Duration::from_secs(2))).unwrap();
+    // A second daemon on the same database: migrations already applied, nothing redone.
+    let b = PgStore::open(&pg_config(&url, "b", Duration::from_secs(2))).unwrap();
+
+    // Nobody leads yet: writes are refused before they reach the database.
+    assert!(matches!(
+        a.register(&record("d1"), "registered"),
+        Err(StoreError::Standby)
+    ));
+    let ta = a
+        .acquire_or_renew(Duration::from_millis(600), "http://a")
+        .unwrap()
+        .expect("a takes the free lease");
+    assert_eq!(
+        b.acquire_or_renew(Duration::from_secs(2), "http://b")
+            .unwrap(),
+        None,
+        "b cannot take a lease a holds"
+    );
+
+    // The leader's writes land, and the standby reads them.
+    let mut rec = record("d1");
+    assert!(matches!(
+        a.register(&rec, "registered").unwrap(),
+        rollguard::store::Registered::Created
+    ));
+    rec.state = rollguard::deploy::State::Analysing;
+    let action = rollguard::store::Action::pending(
+        "d1-rollback-0-rb".into(),
+        "d1",
+        "rb",
+        rollguard::store::Purpose::Rollback,
+        json!({"deployment": "d1"}),
+    );
+    a.save(
+        &rec,
+        &[],
+        std::slice::from_ref(&action),
+        &[rollguard::store::OutboxRow {
+            notifier: "chat".into(),
+            payload: json!({"notice": {"subject": {"deployment": "d1"}}}),
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        b.get("d1").unwrap().unwrap().state,
+        rollguard::deploy::State::Analysing
+    );
+    assert_eq!(b.open_actions().unwrap().len(), 1);
+    assert_eq!(b.outbox_of("d1").unwrap().len(), 1);
+    assert_eq!(b.events("d1", 0, 10).unwrap().len(), 1);
+    assert!(matches!(
+        b.add_event("d1", rollguard::store::EventKind::Person, "x", &Value::Null),
+        Err(StoreError::Standby)
+    ));
+
+    // a claims the hook: its process id is its own; b sees no process.
+    a.action_started(&action.id, 1, Some(4242)).unwrap();
+    assert_eq!(a.open_actions().unwrap()[0].pid, Some(4242));
+    assert_eq!(b.open_actions().unwrap()[0].pid, None);
+
+    // a stops renewing; once its lease has expired by the database's clock b takes over,
+    // and a's token no longer lets it claim an action or take a message to send.
+    let tb = support::wait_for(Duration::from_secs(5), || {
+        b.acquire_or_renew(Duration::from_secs(5), "http://b")
+            .unwrap()
+    })
+    .expect("b takes the expired lease");
+    assert!(tb > ta, "the fencing token grows: {ta} then {tb}");
+    assert_eq!(a.token(), Some(ta), "a has not noticed yet");
+    assert!(matches!(
+        a.action_started(&action.id, 2, None),
+        Err(StoreError::Fenced)
+    ));
+    assert!(matches!(
+        a.next_due("chat", f64::MAX),
+        Err(StoreError::Fenced)
+    ));
+    assert_eq!(a.open_actions().unwrap()[0].attempts, 1, "nothing written");
+    // A renewal tells a that it lost the lease.
+    assert_eq!(
+        a.acquire_or_renew(Duration::from_secs(2), "http://a")
+            .unwrap(),
+        None
+    );
+    assert!(b.next_due("chat", f64::MAX).unwrap().is_some());
+    let lease = a.lease().unwrap();
+    assert_eq!((lease.node.as_str(), lease.token), ("b", tb));
+
+    // A clean stop gives the lease up at once.
+    b.release().unwrap();
+    assert!(
+        a.acquire_or_renew(Duration::from_secs(2), "http://a")
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// A pair of daemons on one database, sharing a marker file their rollback and promote hooks
+/// append to, and a webhook destination.
+struct Pair {
+    pg: Postgres,
+    shared: tempfile::TempDir,
+    chat: Recorder,
+    fleet: FleetServer,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let pg = Postgres::start();
+        pg.create_db("ha");
+        Pair {
+            pg,
+            shared: tempfile::tempdir().unwrap(),
+            chat: Recorder::start(),
+            fleet: FleetServer::bad(41),
+        }
+    }
+
+    /// Starts daemon `node`, reaching the database on `port` (the server's, or a proxy's).
+    fn daemon(&self, node: &str, port: u16) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = support::daemon::marker_hooks(&self.shared.path().join("marker"));
+        let body = format!(
+            "shutdown_grace: 5s\nstore:\n  postgres:\n    url: postgres://{}@127.0.0.1:{port}/ha\n    node: {node}\n    lease: {LEASE}\nhooks:\n{hooks}notifiers:\n  chat:\n    webhook:\n      url: {}\n",
+            support::postgres::USER,
+            self.chat.url
+        );
+        let rule = RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
+        support::daemon::write_dir(
+            dir.path(),
+            &[("errors.yaml", &rule)],
+            &support::daemon::config("127.0.0.1:0", "state", &body),
+        );
+        let addr = dir.path().join("state/listen.addr");
+        let cmd = support::daemon::command(dir.path());
+        Daemon::spawn(dir, cmd, &addr)
+    }
+
+    fn marker(&self) -> Vec<String> {
+        lines(&self.shared.path().join("marker"))
+    }
+}
+
+fn role(d: &Daemon) -> String {
+    let (_, v) = d.get("/api/v1/leader");
+    v["role"].as_str().unwrap_or_default().to_string()
+}
+
+/// Waits until `d` leads; how long that took.
+fn wait_leader(d: &Daemon, timeout: Duration) -> Duration {
+    let t = Instant::now();
+    support::wait_for(timeout, || (role(d) == "leader").then_some(()))
+        .unwrap_or_else(|| panic!("never became leader; log:\n{}", d.log()));
+    t.elapsed()
+}
+
+/// The deployment was rolled back by one rollback hook run, and its rollback was
+/// announced once.
+fn assert_rolled_back_once(pair: &Pair, d: &Daemon, id: &str) {
+    let v = d.wait_done(id, Duration::from_secs(60));
+    support::assert_rolled_back_by_the_ratio_check(&v);
+    let rollbacks: Vec<String> = support::wait_for(Duration::from_secs(20), || {
+        Some(pair.marker()).filter(|m| m.iter().any(|l| l.starts_with("rollback")))
+    })
+    .unwrap_or_else(|| panic!("no rollback hook ran; log:\n{}", d.log()))
+    .into_iter()
+    .filter(|l| l.starts_with("rollback"))
+    .collect();
+    assert_eq!(rollbacks.len(), 1, "one rollback hook run: {rollbacks:?}");
+    pair.chat
+        .wait_kind("rollback_succeeded", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("rollback never announced; log:\n{}", d.log()));
+    for kind in ["rollback_started", "rollback_succeeded"] {
+        assert_eq!(
+            pair.chat.of_kind(kind).len(),
+            1,
+            "{kind} announced once: {:#?}",
+            pair.chat.bodies()
+        );
+    }
+}
+
+#[test]
+fn kill_9_of_the_leader_mid_canary_hands_over_within_the_lease() {
+    let pair = Pair::new();
+    let a = pair.daemon("a", pair.pg.port);
+    wait_leader(&a, Duration::from_secs(10));
+    let b = pair.daemon("b", pair.pg.port);
+    support::wait_for(Duration::from_secs(10), || {
+        (role(&b) == "standby").then_some(())
+    })
+    .expect("b stands by");
+
+    let id = "ha-kill";
+    a.register(&pair.fleet.deployment(id, &pair.fleet.canaries()));
+    // Mid-canary: analysing, not decided (the rule decides after 8 s at the earliest).
+    a.wait_state(id, &["analysing"], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = a.crash();
+
+    let took = wait_leader(&b, Duration::from_secs(15));
+    // lease + one renewal period of the standby (+ the time to notice through the API)
+    assert!(
+        took < Duration::from_secs(4),
+        "took over after {took:?}; log:\n{}",
+        b.log()
+    );
+    assert_rolled_back_once(&pair, &b, id);
+    let (_, v) = b.get(&format!("/api/v1/deployments/{id}"));
+    let started = v["actions"][0]["facts"]["action_id"].clone();
+    assert!(
+        pair.marker()[0].ends_with(started.as_str().unwrap_or("?")),
+        "{:?} / {started}",
+        pair.marker()
+    );
+}
+
+#[test]
+fn a_leader_cut_off_from_the_database_steps_down_before_its_lease_ends() {
+    let pair = Pair::new();
+    let proxy = Proxy::start(pair.pg.port);
+    let mut a = pair.daemon("a", proxy.port);
+    wait_leader(&a, Duration::from_secs(10));
+    let b = pair.daemon("b", pair.pg.port);
+    support::wait_for(Duration::from_secs(10), || {
+        (role(&b) == "standby").then_some(())
+    })
+    .expect("b stands by");
+    let id = "ha-cut";
+    a.register(&pair.fleet.deployment(id, &pair.fleet.canaries()));
+    a.wait_state(id, &["analysing"], Duration::from_secs(20));
+
+    let cut = Instant::now();
+    proxy.cut();
+    let status = support::wait_for(Duration::from_secs(10), || {
+        a.child.try_wait().ok().flatten()
+    })
+    .unwrap_or_else(|| panic!("a did not step down; log:\n{}", a.log()));
+    let stepped_down = cut.elapsed();
+    assert_eq!(status.code(), Some(75), "EX_LEASE_LOST; log:\n{}", a.log());
+    assert!(
+        stepped_down < Duration::from_secs(2),
+        "stepped down {stepped_down:?} after the cut, not before its lease ended"
+    );
+    assert!(a.log().contains("stepping down"), "{}", a.log());
+    wait_leader(&b, Duration::from_secs(10));
+    assert_rolled_back_once(&pair, &b, id);
+}
+
+#[test]
+fn a_database_restart_mid_canary_loses_and_doubles_nothing() {
+    let mut pair = Pair::new();
+    let a = pair.daemon("a", pair.pg.port);
+    wait_leader(&a, Duration::from_secs(10));
+    let b = pair.daemon("b", pair.pg.port);
+    let id = "ha-restart";
+    a.register(&pair.fleet.deployment(id, &pair.fleet.canaries()));
+    a.wait_state(id, &["analysing"], Duration::from_secs(20));
+    pair.pg.restart();
+    // Whoever leads after the restart (a, if it renewed in time; else b) finishes the job.
+    let leader = support::wait_for(Duration::from_secs(15), || {
+        [&a, &b].into_iter().find(|d| role(d) == "leader")
+    })
+    .unwrap_or_else(|| panic!("nobody leads; a:\n{}\nb:\n{}", a.log(), b.log()));
+    assert_rolled_back_once(&pair, leader, id);
+}
+
+#[test]
+fn two_daemons_started_at_once_elect_one_and_the_standby_points_at_it() {
+    let pair = Pair::new();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| pair.daemon("a", pair.pg.port));
+        let b = s.spawn(|| pair.daemon("b", pair.pg.port));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (leader, standby) = support::wait_for(Duration::from_secs(10), || {
+        match (role(&a).as_str(), role(&b).as_str()) {
+            ("leader", "standby") => Some((&a, &b)),
+            ("standby", "leader") => Some((&b, &a)),
+            _ => None,
+        }
+    })
+    .unwrap_or_else(|| panic!("no single leader; a:\n{}\nb:\n{}", a.log(), b.log()));
+
+    // Readiness and metrics say who is who.
+    assert_eq!(leader.get("/readyz?role=leader").0, 200);
+    let (code, v) = standby.get("/readyz?role=leader");
+    assert_eq!(code, 503, "{v}");
+    let (code, v) = standby.get("/readyz");
+    assert_eq!(code, 200, "a standby is ready as a standby: {v}");
+    assert_eq!(v["role"], "standby");
+    assert!(v["leader"]["lease_age"].as_f64().is_some(), "{v}");
+    assert!(leader.metrics().contains("rollguard_leader 1"));
+    assert!(standby.metrics().contains("rollguard_leader 0"));
+
+    // A change sent to the standby is refused with the leader's address; reads work.
+    let body = pair.fleet.deployment("ha-both", &pair.fleet.canaries());
+    let (code, v) = standby.post("/api/v1/deployments", &body);
+    assert_eq!(code, 503, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains(&leader.url),
+        "names the leader: {v}"
+    );
+    leader.register(&body);
+    let (code, v) = standby.get("/api/v1/deployments/ha-both");
+    assert_eq!(code, 200, "{v}");
+    assert_rolled_back_once(&pair, leader, "ha-both");
+}
+
+#[test]
+fn check_reads_the_database_password_and_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = support::daemon::marker_hooks(&dir.path().join("marker"));
+    let body = format!(
+        "hooks:\n{hooks}store:\n  postgres:\n    url: postgres://rollguard@db.internal/rollguard\n    password: {{file: missing-password}}\n    tls: {{ca_file: missing-ca.pem}}\n"
+    );
+    support::daemon::write_dir(
+        dir.path(),
+        &[("errors.yaml", RATIO_RULE)],
+        &support::daemon::config("127.0.0.1:0", "state", &body),
+    );
+    let (code, out, err) = support::daemon::run(
+        std::process::Command::new(support::BIN)
+            .arg("check")
+            .arg(dir.path().join("config.yaml")),
+    );
+    let err = format!("{out}{err}");
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("store.postgres.password"), "{err}");
+    assert!(err.contains("missing-ca.pem"), "{err}");
+
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        support::daemon::config(
+            "127.0.0.1:0",
+            "state",
+            &format!("store:\n  postgres:\n    url: postgres://rollguard:hunter2@db/rollguard\n    lease: 1s\nhooks:\n{hooks}"),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = support::daemon::run(
+        std::process::Command::new(support::BIN)
+            .arg("check")
+            .arg(dir.path().join("config.yaml")),
+    );
+    let err = format!("{out}{err}");
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("config.yaml:6:"), "located: {err}");
+    assert!(err.contains("must not hold the password"), "{err}");
+    assert!(err.contains("lease` must be at least 2s"), "{err}");
+}
