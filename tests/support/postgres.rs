@@ -229,6 +229,11 @@ impl Postgres {
         self.launch(port);
     }
 
+    /// The postmaster's process id (its backends are its children), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The cluster's directory (data under `data/`, the log in `server.log`).
     pub fn dir(&self) -> &Path {
         self.dir.path()
