@@ -356,14 +356,19 @@ fn report(args: ReportArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let store = match crate::store::SqliteStore::open(&cfg.state_dir) {
+    // The configured store: reading needs no lease, so this works on any host of a pair.
+    let store: Result<Box<dyn crate::store::Store>, _> = match &cfg.postgres {
+        Some(pg) => crate::store::PgStore::open(pg).map(|s| Box::new(s) as _),
+        None => crate::store::SqliteStore::open(&cfg.state_dir).map(|s| Box::new(s) as _),
+    };
+    let store = match store {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    match crate::report::dora(&store, since) {
+    match crate::report::dora(store.as_ref(), since) {
         Ok(r) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
