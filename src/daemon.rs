@@ -193,7 +193,7 @@ impl Daemon {
                         .clone()
                         .unwrap_or_else(|| format!("http://{addr}")),
                 );
-                let a = acting.clone();
+                let (a, lost) = (acting.clone(), lease_lost.clone());
                 let on_lead = move || {
                     tokio::spawn(async move {
                         match a.begin().await {
@@ -201,8 +201,11 @@ impl Daemon {
                                 resumed,
                                 "leader: resumed unfinished work from the store"
                             ),
+                            // A leader that does not act would hold the lease for nothing:
+                            // step down, and let a standby (or this daemon, restarted) try.
                             Err(e) => {
-                                tracing::error!(error = %format!("{e:#}"), "leader: cannot resume unfinished work")
+                                tracing::error!(error = %format!("{e:#}"), "leader: cannot resume unfinished work; stepping down");
+                                lost.cancel();
                             }
                         }
                     });
