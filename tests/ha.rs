@@ -144,6 +144,62 @@ fn pg_store_keeps_records_and_fences_a_deposed_leader() {
     );
 }
 
+#[test]
+fn tls_password_and_client_certificate_come_from_files() {
+    let mut pg = Postgres::start();
+    pg.require_tls_for("app", "s3cret-Pw", "secure");
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pg-password");
+    std::fs::write(&password, "s3cret-Pw\n").unwrap();
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let url = format!("postgres://app@127.0.0.1:{}/secure", pg.port);
+    let config = |password: &std::path::Path, ca: &str| PgConfig {
+        password: Some(rollguard::secret::Secret::File {
+            file: password.to_path_buf(),
+        }),
+        tls: Some(rollguard::store::config::PgTls {
+            ca_file: Some(tls.join(ca)),
+            cert_file: Some(tls.join("client.pem")),
+            key_file: Some(tls.join("client.key")),
+        }),
+        ..pg_config(&url, "tls", Duration::from_secs(2))
+    };
+
+    let store =
+        PgStore::open(&config(&password, "ca.pem")).unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
+    assert!(
+        store
+            .acquire_or_renew(Duration::from_secs(2), "http://tls")
+            .unwrap()
+            .is_some()
+    );
+    store.register(&record("over-tls"), "registered").unwrap();
+    assert!(store.get("over-tls").unwrap().is_some());
+    let ssl = pg.psql(
+        "postgres",
+        "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE usename = 'app'",
+    );
+    assert_eq!(ssl, "t", "every connection of the store is encrypted");
+
+    // A server the configured CA did not sign, a wrong password, no TLS: each refused.
+    let err = PgStore::open(&config(&password, "other-ca.pem"))
+        .err()
+        .expect("unknown CA refused")
+        .to_string();
+    assert!(err.contains("certificate"), "{err}");
+    std::fs::write(&password, "wrong").unwrap();
+    let err = PgStore::open(&config(&password, "ca.pem"))
+        .err()
+        .expect("wrong password refused")
+        .to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+    let err = PgStore::open(&pg_config(&url, "plain", Duration::from_secs(2)))
+        .err()
+        .expect("plain connection refused")
+        .to_string();
+    assert!(err.contains("pg_hba.conf rejects"), "{err}");
+}
+
 /// A pair of daemons on one database, sharing a marker file their rollback and promote hooks
 /// append to, and a webhook destination.
 struct Pair {

@@ -33,7 +33,7 @@ pub enum StoreError {
     },
     #[error("corrupt record for deployment {id}: {message}")]
     Corrupt { id: String, message: String },
-    #[error("PostgreSQL store: {0}")]
+    #[error("PostgreSQL store: {}", with_causes(.0))]
     Postgres(#[from] ::postgres::Error),
     #[error("PostgreSQL store: {0}")]
     Unavailable(String),
@@ -45,6 +45,22 @@ pub enum StoreError {
     /// A write after another daemon took the lease, or after it expired: do not act.
     #[error("this rollguard's leader lease is gone (expired or taken over); it no longer acts")]
     Fenced,
+}
+
+/// An error and its causes on one line: the `postgres` crate's errors keep the useful part
+/// ("certificate not valid for name", "password authentication failed") in their source.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Wall-clock seconds since the Unix epoch (for records people read; scheduling uses

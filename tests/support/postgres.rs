@@ -229,6 +229,60 @@ impl Postgres {
         self.launch(port);
     }
 
+    /// Makes role `role` (password `password`, owner of database `db`) log in only over TLS
+    /// with that password and a client certificate signed by the test CA: the server uses
+    /// `tests/data/tls/server.pem` (127.0.0.1), and the server restarts to take it.
+    pub fn require_tls_for(&mut self, role: &str, password: &str, db: &str) {
+        let data = self.dir.path().join("data");
+        let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+        for f in ["server.pem", "server.key", "ca.pem"] {
+            std::fs::copy(tls.join(f), data.join(f)).expect("copy TLS file");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("key mode");
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("postgresql.conf");
+        use std::io::Write;
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.pem'\npassword_encryption = 'scram-sha-256'"
+        )
+        .expect("write postgresql.conf");
+        let hba = data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!(
+                "hostssl all {role} 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\nhost all {role} 127.0.0.1/32 reject\n{old}"
+            ),
+        )
+        .expect("write pg_hba.conf");
+        if running_as_root() {
+            check(
+                "chown the TLS files to postgres",
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data)
+                    .output(),
+            );
+        }
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"),
+        );
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE \"{db}\" OWNER \"{role}\""),
+        );
+        self.restart();
+    }
+
     /// The postmaster's process id (its backends are its children), while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
