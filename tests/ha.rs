@@ -17,6 +17,8 @@ use support::{Daemon, FleetServer, RATIO_RULE, lines};
 
 /// Short lease so failover fits in a test; the renewal runs every third of it.
 const LEASE: &str = "2s";
+/// When the pair's bad canary goes bad, in simulated seconds (20× the clock).
+const FAULT_AT_S: f64 = 200.0;
 
 fn pg_config(url: &str, node: &str, lease: Duration) -> PgConfig {
     PgConfig {
@@ -207,6 +209,7 @@ struct Pair {
     shared: tempfile::TempDir,
     chat: Recorder,
     fleet: FleetServer,
+    good: FleetServer,
 }
 
 impl Pair {
@@ -217,7 +220,10 @@ impl Pair {
             pg,
             shared: tempfile::tempdir().unwrap(),
             chat: Recorder::start(),
-            fleet: FleetServer::bad(41),
+            // The canary goes bad 10 s (of wall time) after the fleet starts: the tests
+            // disturb the leader before that, mid-canary, never mid-hook.
+            fleet: FleetServer::failing_from(FAULT_AT_S, 41, 20.0),
+            good: FleetServer::good(42),
         }
     }
 
@@ -230,7 +236,9 @@ impl Pair {
             support::postgres::USER,
             self.chat.url
         );
-        let rule = RATIO_RULE.replace("on_fail: [rollback]", "on_fail: [rollback, chat]");
+        let rule = RATIO_RULE
+            .replace("on_fail: [rollback]", "on_fail: [rollback, chat]")
+            .replace("on_pass: [promote]", "on_pass: [promote, chat]");
         support::daemon::write_dir(
             dir.path(),
             &[("errors.yaml", &rule)],
@@ -243,6 +251,15 @@ impl Pair {
 
     fn marker(&self) -> Vec<String> {
         lines(&self.shared.path().join("marker"))
+    }
+}
+
+impl Pair {
+    /// The deployment that goes bad: it may not promote before its fault shows.
+    fn bad(&self, id: &str) -> Value {
+        let mut req = self.fleet.deployment(id, &self.fleet.canaries());
+        req["timing"] = json!({"min_duration": "40s", "max_duration": "60s"});
+        req
     }
 }
 
@@ -297,10 +314,13 @@ fn kill_9_of_the_leader_mid_canary_hands_over_within_the_lease() {
     .expect("b stands by");
 
     let id = "ha-kill";
-    a.register(&pair.fleet.deployment(id, &pair.fleet.canaries()));
-    // Mid-canary: analysing, not decided (the rule decides after 8 s at the earliest).
+    a.register(&pair.bad(id));
+    let healthy = "ha-kill-healthy";
+    a.register(&pair.good.deployment(healthy, &pair.good.canaries()));
+    // Mid-canary: analysing, before the fault (so before any decision).
     a.wait_state(id, &["analysing"], Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(2));
+    a.wait_state(healthy, &["analysing"], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
     let _ = a.crash();
 
     let took = wait_leader(&b, Duration::from_secs(15));
@@ -314,10 +334,32 @@ fn kill_9_of_the_leader_mid_canary_hands_over_within_the_lease() {
     let (_, v) = b.get(&format!("/api/v1/deployments/{id}"));
     let started = v["actions"][0]["facts"]["action_id"].clone();
     assert!(
-        pair.marker()[0].ends_with(started.as_str().unwrap_or("?")),
+        pair.marker()
+            .iter()
+            .any(|l| l.starts_with("rollback") && l.ends_with(started.as_str().unwrap_or("?"))),
         "{:?} / {started}",
         pair.marker()
     );
+    // The healthy canary is promoted by the new leader: one promote hook, one notice.
+    let v = b.wait_done(healthy, Duration::from_secs(60));
+    assert_eq!(v["state"], "promoted", "{v:#}");
+    support::wait_for(Duration::from_secs(20), || {
+        pair.marker()
+            .iter()
+            .any(|l| l.starts_with("promote"))
+            .then_some(())
+    })
+    .expect("promote hook ran");
+    let promotes = pair
+        .marker()
+        .iter()
+        .filter(|l| l.starts_with("promote"))
+        .count();
+    assert_eq!(promotes, 1, "{:?}", pair.marker());
+    pair.chat
+        .wait_kind("promoted", Duration::from_secs(20))
+        .expect("promotion announced");
+    assert_eq!(pair.chat.of_kind("promoted").len(), 1);
 }
 
 #[test]
@@ -332,7 +374,7 @@ fn a_leader_cut_off_from_the_database_steps_down_before_its_lease_ends() {
     })
     .expect("b stands by");
     let id = "ha-cut";
-    a.register(&pair.fleet.deployment(id, &pair.fleet.canaries()));
+    a.register(&pair.bad(id));
     a.wait_state(id, &["analysing"], Duration::from_secs(20));
 
     let cut = Instant::now();
@@ -359,7 +401,7 @@ fn a_database_restart_mid_canary_loses_and_doubles_nothing() {
     wait_leader(&a, Duration::from_secs(10));
     let b = pair.daemon("b", pair.pg.port);
     let id = "ha-restart";
-    a.register(&pair.fleet.deployment(id, &pair.fleet.canaries()));
+    a.register(&pair.bad(id));
     a.wait_state(id, &["analysing"], Duration::from_secs(20));
     pair.pg.restart();
     // Whoever leads after the restart (a, if it renewed in time; else b) finishes the job.
@@ -399,7 +441,7 @@ fn two_daemons_started_at_once_elect_one_and_the_standby_points_at_it() {
     assert!(standby.metrics().contains("rollguard_leader 0"));
 
     // A change sent to the standby is refused with the leader's address; reads work.
-    let body = pair.fleet.deployment("ha-both", &pair.fleet.canaries());
+    let body = pair.bad("ha-both");
     let (code, v) = standby.post("/api/v1/deployments", &body);
     assert_eq!(code, 503, "{v}");
     assert!(
