@@ -186,6 +186,10 @@ fn main() {
         return;
     }
     let quick = std::env::var_os("JUDGE_EVAL_QUICK").is_some();
+    if std::env::var_os("JUDGE_EVAL_GROWTH").is_some() {
+        growth_fp(if quick { 100 } else { 1000 });
+        return;
+    }
     let seeds_fault = if quick { 6 } else { 24 };
     let seeds_aa = if quick { 6 } else { 40 };
     let aa_ratio_runs = if std::env::var_os("JUDGE_EVAL_ONLY").is_some() {

@@ -49,6 +49,20 @@ const WINDOWS_TO_FIRST_TREND: u32 = 1 + MIN_POINTS as u32 / 4;
 pub(crate) fn time_to_first_trend(w: Duration) -> Duration {
     w * WINDOWS_TO_FIRST_TREND
 }
+/// How many times the trend can be judged on new data within an analysis: once per trend
+/// point from the [`MIN_POINTS`]th on (one point every quarter window after the first whole
+/// window) until `max_duration`. The check's share of alpha is split evenly over them
+/// (Bonferroni), so the chance that *any* look rolls back a healthy canary stays within its
+/// share however the trend is watched; a fixed-sample test judged again at every point would
+/// not (issue 13 measured 16.9 % at alpha 5 %). A restart starts the trend over with fewer
+/// points left, so the bound holds across restarts.
+pub(crate) fn looks(w: Duration, warmup: Duration, max_duration: Duration) -> u32 {
+    let span = max_duration.saturating_sub(warmup).saturating_sub(w);
+    let quarter = (w / 4).max(Duration::from_millis(1));
+    let points = (span.as_secs_f64() / quarter.as_secs_f64()).floor() as u32 + 1;
+    points.saturating_sub(MIN_POINTS as u32 - 1).max(1)
+}
+
 /// Trend points needed before judging (one every quarter window).
 pub(crate) const MIN_POINTS: usize = 8;
 /// Trend points kept; older ones are merged pairwise beyond this.
@@ -239,9 +253,17 @@ impl GrowthState {
                 ),
             };
         }
-        let Some((t, a, ts, p_up, ev)) = self.trend(ctx.threshold) else {
+        // Each look gets its share of the check's alpha (see [`looks`]); the evidence shown
+        // is divided by the looks, so it compares with the check's own threshold.
+        let looks = f64::from(looks(
+            Duration::from_secs_f64(w),
+            timing.warmup,
+            timing.max_duration,
+        ));
+        let Some((t, a, ts, p_up, ev)) = self.trend(ctx.threshold * looks) else {
             return Partial::pending(format!("{levels}; not enough distinct points for a trend"));
         };
+        let ev = ev / looks;
         let c_floor = self.points.last().map_or(c, |p| p.2);
         let projection = limit.and_then(|lim| {
             let floors: Vec<f64> = self.points.iter().map(|p| p.2).collect();
@@ -251,7 +273,7 @@ impl GrowthState {
         let span = t.last().unwrap_or(&0.0) - t.first().unwrap_or(&0.0);
         let per_min = max_extra_slope * 60.0;
         let numbers = format!(
-            "{levels}; canary's floor grows {}/min faster than the baseline's ({} bounds {}–{} per min, Mann-Kendall p={:.1e}) over {:.0} min",
+            "{levels}; canary's floor grows {}/min faster than the baseline's ({} bounds {}–{} per min, Mann-Kendall p={:.1e}; alpha shared by {looks:.0} looks) over {:.0} min",
             fmt_v(ts.slope),
             level(2.0 * a),
             fmt_v(ts.lower),
@@ -341,6 +363,16 @@ fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alpha_is_split_over_the_looks_an_analysis_can_have() {
+        let s = Duration::from_secs;
+        // 30 min, 1 min warm-up, 2 min window: a point every 30 s from minute 3, 55 points,
+        // judged from the 8th on.
+        assert_eq!(looks(s(120), s(60), s(1800)), 48);
+        // Too short to ever reach MIN_POINTS: still one look (never a division by zero).
+        assert_eq!(looks(s(120), s(60), s(300)), 1);
+    }
 
     #[test]
     fn the_window_follows_the_interval_and_the_analysis_length() {
