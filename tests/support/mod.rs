@@ -33,6 +33,16 @@ pub use daemon::{
 pub use fleet::FleetServer;
 pub use http::http;
 
+/// A child process, killed and reaped when this is dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A free loopback port: bound to port 0, read, and released for a server to take.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
