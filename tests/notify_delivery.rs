@@ -13,21 +13,30 @@ use rollguard::config::{NotifierKind, Secret, Severity};
 use rollguard::events::NoticeKind;
 use rollguard::store::{SqliteStore, Store};
 
+/// One notice of `kind` through a notifier `to` alone, and the first two requests to `path`.
+async fn first_two(
+    fake: &Fake,
+    to: NotifierKind,
+    path: &str,
+    kind: NoticeKind,
+) -> (Notifying, Vec<receivers::Received>) {
+    let r = Notifying::one("n", fast(to));
+    r.send("n", &notice(kind, "d1"));
+    let got = fake.wait_for(path, 2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    (r, got)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_then_200_delivers_exactly_once_after_the_delay() {
     let fake = Fake::start().await;
     fake.script([Reply::status(429)
         .header("Retry-After", "1")
         .body("rate_limited")]);
-    let r = Notifying::one(
-        "slack",
-        fast(NotifierKind::Slack {
-            url: Secret::Inline(fake.url("/slack/hook")),
-        }),
-    );
-    r.send("slack", &notice(NoticeKind::RollbackStarted, "d1"));
-    let got = fake.wait_for("/slack", 2, Duration::from_secs(10)).await;
-    assert_eq!(got.len(), 2);
+    let slack = NotifierKind::Slack {
+        url: Secret::Inline(fake.url("/slack/hook")),
+    };
+    let (r, got) = first_two(&fake, slack, "/slack", NoticeKind::RollbackStarted).await;
     let gap = got[1].at - got[0].at;
     assert!(
         gap >= Duration::from_millis(950),
@@ -51,15 +60,10 @@ async fn discord_json_retry_after_is_honoured() {
     fake.script([Reply::status(429)
         .header("Content-Type", "application/json")
         .body(r#"{"message":"You are being rate limited.","retry_after":0.6,"global":false}"#)]);
-    let r = Notifying::one(
-        "discord",
-        fast(NotifierKind::Discord {
-            url: Secret::Inline(fake.url("/discord/api/webhooks/1/t")),
-        }),
-    );
-    r.send("discord", &notice(NoticeKind::Held, "d2"));
-    let got = fake.wait_for("/discord", 2, Duration::from_secs(10)).await;
-    assert_eq!(got.len(), 2);
+    let discord = NotifierKind::Discord {
+        url: Secret::Inline(fake.url("/discord/api/webhooks/1/t")),
+    };
+    let (r, got) = first_two(&fake, discord, "/discord", NoticeKind::Held).await;
     assert!(
         got[1].at - got[0].at >= Duration::from_millis(550),
         "{:?}",
