@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::change::ChangeGrid;
-use super::fmt::{count, evidence, level};
+use super::fmt::{count, level};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
 use super::{ArmValue, Bounded, Ctx, Outcome, Partial, mean};
 use crate::rules::Direction;
@@ -132,14 +132,7 @@ impl GaugeState {
         );
         let tol = self.tolerance.max(1.0);
         let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (
-                Outcome::Fail,
-                format!(
-                    "saturated more often than the baseline (evidence {} ≥ {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
+            ctx.failed("saturated more often than the baseline", ev)
         } else if hi <= tol * PASS_MARGIN || (sb == 0.0 && self.counts[3] >= 30.0) {
             (
                 Outcome::Pass,
@@ -205,14 +198,7 @@ impl GaugeState {
             n
         );
         let (outcome, tail) = if ln_m >= ctx.threshold.ln() {
-            (
-                Outcome::Fail,
-                format!(
-                    "level worse than tolerated (evidence {} ≥ {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
+            ctx.failed("level worse than tolerated", ev)
         } else if hi < 0.0 {
             (Outcome::Pass, "level within the tolerance".to_string())
         } else {

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::change::ChangeGrid;
-use super::fmt::{count, evidence, pct, seconds};
+use super::fmt::{count, pct, seconds};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN, clopper_pearson_upper};
 use super::{ArmValue, Bounded, Ctx, Missing, Outcome, Partial};
 use crate::stats::fnch::fnch_loglik;
@@ -230,14 +230,7 @@ impl HistogramState {
                         <= NEGLIGIBLE_SLOW_EXCESS)
         });
         let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (
-                Outcome::Fail,
-                format!(
-                    "slower than the x{tolerance} tolerance (evidence {} ≥ {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
+            ctx.failed(&format!("slower than the x{tolerance} tolerance"), ev)
         } else if all_bounded {
             (
                 Outcome::Pass,

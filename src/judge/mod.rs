@@ -402,6 +402,19 @@ impl Ctx<'_> {
         )
     }
 
+    /// The outcome of a sequential check that failed: `what` went wrong, with the evidence
+    /// against the threshold.
+    pub fn failed(&self, what: &str, ev: f64) -> (Outcome, String) {
+        (
+            Outcome::Fail,
+            format!(
+                "{what} (evidence {} ≥ {})",
+                fmt::evidence(ev),
+                fmt::evidence(self.threshold)
+            ),
+        )
+    }
+
     /// An effect with its bounds at this check's confidence level (1 − alpha).
     pub fn effect(
         &self,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use statrs::distribution::{Beta, ContinuousCDF};
 
 use super::change::ChangeGrid;
-use super::fmt::{count, evidence, pct, times};
+use super::fmt::{count, pct, times};
 use super::{ArmValue, Bounded, Ctx, Missing, Outcome, Partial};
 use crate::rules::{CheckSpec, Direction};
 use crate::stats::grid::{LogGrid, thinning_loglik};
@@ -131,14 +131,7 @@ impl RatioState {
         );
         let canary_upper = clopper_pearson_upper(self.events[1], self.exposure[1], ctx.alpha);
         let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (
-                Outcome::Fail,
-                format!(
-                    "worse than the x{tolerance} tolerance (evidence {} ≥ {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
+            ctx.failed(&format!("worse than the x{tolerance} tolerance"), ev)
         } else if hi <= tolerance * PASS_MARGIN {
             (
                 Outcome::Pass,
