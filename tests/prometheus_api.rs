@@ -676,20 +676,13 @@ fn prometheus_and_scrape_settings_parse_and_bad_ones_are_located() {
     assert!(e[0].contains("config.yaml:3:8: `prometheus.url` is the base URL; rollguard appends /api/v1/query itself (use `http://p:9090`)"), "{e:?}");
     let e = config("prometheus:\n  url: http://p/x?a=b\n  concurrency: 0\n  eval_delay: 1h\n  params: {time: '1'}\n").unwrap_err();
     assert_eq!(e.len(), 4, "{e:#?}");
-    assert!(
-        e.iter()
-            .any(|m| m.contains("`prometheus.concurrency` must be between 1 and 1000")),
-        "{e:#?}"
-    );
-    assert!(
-        e.iter()
-            .any(|m| m.contains("`prometheus.eval_delay` must be at most 10m")),
-        "{e:#?}"
-    );
-    assert!(
-        e.iter().any(|m| m.contains("must not set `time`")),
-        "{e:#?}"
-    );
+    for want in [
+        "`prometheus.concurrency` must be between 1 and 1000",
+        "`prometheus.eval_delay` must be at most 10m",
+        "must not set `time`",
+    ] {
+        assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:#?}");
+    }
 }
 
 /// A range query answers, at each step, what an instant query at that time answers: the
