@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 use crate::support::{self, BIN, Daemon, FleetServer, RATIO_RULE};
 
+/// The CLI exited 0 (else its stderr `err` and the daemon's log are shown) and said `says`.
+fn cli_succeeded(out: &std::process::Output, err: &str, d: &Daemon, says: &str) {
+    let code = out.status.code();
+    assert_eq!(code, Some(0), "CLI said:\n{err}\ndaemon:\n{}", d.log());
+    assert!(err.contains(says), "{err}");
+}
+
 #[test]
 fn wait_rides_out_a_daemon_crash_and_ends_with_the_verdict() {
     let fleet = FleetServer::good(31);
@@ -60,13 +67,7 @@ fn wait_rides_out_a_daemon_crash_and_ends_with_the_verdict() {
     let d = Daemon::start_at(dir, &rules, "", &listen);
     let out = cli.wait_with_output().expect("CLI ends");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "expected promoted; CLI said:\n{err}\ndaemon:\n{}",
-        d.log()
-    );
-    assert!(err.contains("retrying until the timeout"), "{err}");
+    cli_succeeded(&out, &err, &d, "retrying until the timeout");
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("state promoted"), "{status}");
 }
@@ -173,13 +174,7 @@ fn registration_while_the_daemon_is_down_is_retried_and_made_once() {
     let d = Daemon::start_at(dir, &rules, "", &listen);
     let out = cli.wait_with_output().expect("CLI ends");
     let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "CLI:\n{err}\ndaemon:\n{}",
-        d.log()
-    );
-    assert!(err.contains("registered deployment reg"), "{err}");
+    cli_succeeded(&out, &err, &d, "registered deployment reg");
     // A pipeline that retries the whole step: registered already, nothing new starts.
     let again = start(false).output().expect("deploy start again");
     let again_err = String::from_utf8_lossy(&again.stderr);

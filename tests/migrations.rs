@@ -48,12 +48,17 @@ fn config(pg: &Postgres, marker: &std::path::Path, preflight: &str) -> String {
     )
 }
 
-/// The test daemon with the schema config (the marker path is known before the start).
-fn daemon(pg: &Postgres, preflight: &str, rules: &[(&str, &str)]) -> Daemon {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The test daemon with the schema config and the ratio rule, in `dir` (a new one if none: the
+/// marker path is known before the start).
+fn daemon_in(dir: Option<tempfile::TempDir>, pg: &Postgres, preflight: &str) -> Daemon {
+    let dir = dir.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
     let marker = dir.path().join("marker");
     let extra = config(pg, &marker, preflight);
-    Daemon::start_in(dir, rules, &extra)
+    Daemon::start_in(dir, &[("errors.yaml", RATIO_RULE)], &extra)
+}
+
+fn daemon(pg: &Postgres, preflight: &str) -> Daemon {
+    daemon_in(None, pg, preflight)
 }
 
 fn cli(d: &Daemon, args: &[&str]) -> (i32, String) {
@@ -125,7 +130,7 @@ fn timeline(v: &Value) -> Vec<(String, String)> {
 fn preflight_refuses_a_canary_whose_migration_has_not_run_and_can_wait_for_it() {
     let pg = database(41);
     let good = FleetServer::good(141);
-    let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
+    let d = daemon(&pg, "refuse");
     let (code, out) = deploy_start(
         &d,
         "early",
@@ -148,7 +153,7 @@ fn preflight_refuses_a_canary_whose_migration_has_not_run_and_can_wait_for_it() 
     drop(d);
 
     // `preflight: wait`: accepted, pending with the reason, started once the migration lands.
-    let d = daemon(&pg, "wait", &[("errors.yaml", RATIO_RULE)]);
+    let d = daemon(&pg, "wait");
     d.register(&request(
         "patient",
         &good,
@@ -188,7 +193,7 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     // v1 works up to schema 41; schema 42 (a contract) already ran when v2 turns out bad.
     let pg = database(42);
     let bad = FleetServer::bad(142);
-    let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
+    let d = daemon(&pg, "refuse");
     let (code, out) = deploy_start(
         &d,
         "contracted",
@@ -227,16 +232,7 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     // Held, not re-announced: the blocked rollback is on the timeline once, and the
     // roll-forward hook ran once, however many intervals the judge keeps failing.
     std::thread::sleep(Duration::from_secs(3));
-    let v = d.get("/api/v1/deployments/contracted").1;
-    let blocked = timeline(&v)
-        .iter()
-        .filter(|(k, _)| k == "rollback_blocked")
-        .count();
-    assert_eq!(blocked, 1, "{:#?}", timeline(&v));
-    assert_eq!(
-        d.marker_lines().iter().filter(|l| *l == "forward").count(),
-        1
-    );
+    held_once(&d);
     let (code, out) = cli(&d, &["deploy", "status", "contracted"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("schema: shop live 42"), "{out}");
@@ -245,25 +241,9 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
         "{out}"
     );
     // A restart resumes the held deployment without paging or rolling forward again.
-    let dir = d.stop();
-    let marker = dir.path().join("marker");
-    let d = Daemon::start_in(
-        dir,
-        &[("errors.yaml", RATIO_RULE)],
-        &config(&pg, &marker, "refuse"),
-    );
+    let d = daemon_in(Some(d.stop()), &pg, "refuse");
     std::thread::sleep(Duration::from_secs(3));
-    let v = d.get("/api/v1/deployments/contracted").1;
-    assert_eq!(v["state"], "held", "{v:#}");
-    let blocked = timeline(&v)
-        .iter()
-        .filter(|(k, _)| k == "rollback_blocked")
-        .count();
-    assert_eq!(blocked, 1, "{:#?}", timeline(&v));
-    assert_eq!(
-        d.marker_lines().iter().filter(|l| *l == "forward").count(),
-        1
-    );
+    held_once(&d);
     let metrics = d.metrics();
     assert!(
         metrics.contains("rollguard_schema_probes_total{service=\"shop\",result=\"ok\"}"),
@@ -283,11 +263,25 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     assert_eq!(r["services"][0]["blocked_rollbacks"], 1, "{r:#}");
 }
 
+/// `contracted` is held, its blocked rollback on the timeline once and the roll-forward hook
+/// run once.
+fn held_once(d: &Daemon) {
+    let v = d.get("/api/v1/deployments/contracted").1;
+    assert_eq!(v["state"], "held", "{v:#}");
+    let blocked = timeline(&v)
+        .iter()
+        .filter(|(k, _)| k == "rollback_blocked")
+        .count();
+    assert_eq!(blocked, 1, "{:#?}", timeline(&v));
+    let forward = d.marker_lines().iter().filter(|l| *l == "forward").count();
+    assert_eq!(forward, 1);
+}
+
 #[test]
 fn a_failing_probe_holds_the_rollback_until_the_schema_can_be_read() {
     let mut pg = database(41);
     let bad = FleetServer::bad(143);
-    let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
+    let d = daemon(&pg, "refuse");
     // The database goes away before the canary turns out bad (the canary declares nothing,
     // so it starts; only the baseline's range matters for the rollback).
     pg.stop();
@@ -326,7 +320,7 @@ fn a_failing_probe_holds_the_rollback_until_the_schema_can_be_read() {
 fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() {
     let pg = database(41);
     let good = FleetServer::good(144);
-    let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
+    let d = daemon(&pg, "refuse");
     let mut req = request("running", &good, json!({"max": 42}), json!({"min": 41}));
     req["timing"] = json!({"min_duration": "5m", "max_duration": "10m"});
     d.register(&req);

@@ -144,18 +144,27 @@ async fn messages_to_one_destination_are_paced() {
     );
 }
 
+/// An Alertmanager destination (no labels of its own, alerts kept for up to an hour).
+fn alertmanager(
+    urls: Vec<String>,
+    basic_auth: Option<rollguard::config::BasicAuth>,
+    resend: Duration,
+) -> rollguard::config::NotifierConfig {
+    fast(NotifierKind::Alertmanager {
+        urls,
+        bearer_token: None,
+        basic_auth,
+        tls: Default::default(),
+        labels: BTreeMap::new(),
+        resend,
+        max_active: Duration::from_secs(3600),
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_alerts_are_refreshed_while_active_and_resolved_with_ends_at_now() {
     let fake = Fake::start().await;
-    let cfg = fast(NotifierKind::Alertmanager {
-        urls: vec![fake.url("/am")],
-        bearer_token: None,
-        basic_auth: None,
-        tls: Default::default(),
-        labels: BTreeMap::new(),
-        resend: Duration::from_millis(300),
-        max_active: Duration::from_secs(3600),
-    });
+    let cfg = alertmanager(vec![fake.url("/am")], None, Duration::from_millis(300));
     let r = Notifying::one("am", cfg);
     r.send("am", &notice(NoticeKind::Held, "d5"));
     // The first send plus at least two refreshes, each with a lease of 4 x resend ahead.
@@ -221,18 +230,12 @@ async fn every_alertmanager_replica_gets_every_alert_and_resolve_with_auth() {
     let a = Fake::start().await;
     let b = Fake::start().await;
     b.script([Reply::status(503), Reply::status(503), Reply::status(503)]);
-    let cfg = fast(NotifierKind::Alertmanager {
-        urls: vec![a.url("/am"), b.url("/am")],
-        bearer_token: None,
-        basic_auth: Some(rollguard::config::BasicAuth {
-            username: "rollguard".into(),
-            password: Secret::Inline("s3cret".into()),
-        }),
-        tls: Default::default(),
-        labels: BTreeMap::new(),
-        resend: Duration::from_secs(3600),
-        max_active: Duration::from_secs(3600),
-    });
+    let auth = rollguard::config::BasicAuth {
+        username: "rollguard".into(),
+        password: Secret::Inline("s3cret".into()),
+    };
+    let urls = vec![a.url("/am"), b.url("/am")];
+    let cfg = alertmanager(urls, Some(auth), Duration::from_secs(3600));
     let r = Notifying::one("am", cfg);
     r.send("am", &notice(NoticeKind::Held, "d9"));
     // The healthy replica is told at once, while the other still answers 503.
