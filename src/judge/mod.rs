@@ -402,17 +402,24 @@ impl Ctx<'_> {
         )
     }
 
-    /// The outcome of a sequential check that failed: `what` went wrong, with the evidence
-    /// against the threshold.
-    pub fn failed(&self, what: &str, ev: f64) -> (Outcome, String) {
-        (
-            Outcome::Fail,
-            format!(
-                "{what} (evidence {} ≥ {})",
-                fmt::evidence(ev),
-                fmt::evidence(self.threshold)
-            ),
-        )
+    /// A sequential check's outcome and why: failed when the log-evidence `ln_e` reaches the
+    /// threshold (`failing` says what went wrong), else passed if `passed` says how, else not
+    /// yet decided.
+    pub fn decide(
+        &self,
+        ln_e: f64,
+        ev: f64,
+        failing: &str,
+        passed: Option<String>,
+    ) -> (Outcome, String) {
+        if ln_e >= self.threshold.ln() {
+            let (e, t) = (fmt::evidence(ev), fmt::evidence(self.threshold));
+            (Outcome::Fail, format!("{failing} (evidence {e} ≥ {t})"))
+        } else if let Some(why) = passed {
+            (Outcome::Pass, why)
+        } else {
+            self.not_yet(ev)
+        }
     }
 
     /// An effect with its bounds at this check's confidence level (1 − alpha).

@@ -121,13 +121,8 @@ impl ThresholdState {
             pct(if max.is_some() { lo } else { 1.0 - hi }),
             pct(if max.is_some() { hi } else { 1.0 - lo }),
         );
-        let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            ctx.failed("beyond the absolute limit", ev)
-        } else if hi < limit {
-            (Outcome::Pass, "within the limit".to_string())
-        } else {
-            ctx.not_yet(ev)
-        };
+        let passed = (hi < limit).then(|| "within the limit".into());
+        let (outcome, tail) = ctx.decide(ln_e, ev, "beyond the absolute limit", passed);
         Partial {
             outcome,
             evidence: ev,
