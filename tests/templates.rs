@@ -14,19 +14,7 @@ const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
 fn backtest(analysis: &str, s: &Scenario) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let r = record(s);
-    let write = |prefix: &str, texts: &[String]| -> Vec<String> {
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let p = dir.path().join(format!("{prefix}-{i}.om"));
-                std::fs::write(&p, t).unwrap();
-                p.display().to_string()
-            })
-            .collect()
-    };
-    let b = write("baseline", &r.baseline);
-    let c = write("canary", &r.canary);
+    let (b, c) = r.write_to(dir.path()).unwrap();
     let out = Command::new(BIN)
         .args([
             "backtest",
