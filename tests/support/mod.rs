@@ -10,13 +10,15 @@
 //! - [`receivers`]: what notifications reach (chat, alerting and webhook fakes, a recorder);
 //! - [`prometheus`], [`postgres`]: real servers, one per test;
 //! - [`http`]: small blocking HTTP clients;
-//! - [`measure`]: what the benches measure (hook start times, CPU, memory, quantiles).
+//! - [`measure`]: what the benches measure (hook start times, CPU, memory, quantiles);
+//! - [`expo`]: the exposition parser's invariants (shared with the fuzz target).
 //!
 //! Each binary that includes this (the test binaries, two benches) uses only part of it, so
 //! unused items and re-exports are not warned about.
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
+pub mod expo;
 pub mod fleet;
 pub mod http;
 pub mod measure;
