@@ -340,11 +340,25 @@ async fn each_bad_target_is_a_source_error_for_its_interval() {
         ),
         ("404", format!("{base}/nope"), "HTTP status 404"),
     ];
+    all_source_errors(&base, &scraper, cases, Duration::from_secs(3)).await;
+}
+
+/// Each case's target, alone in the canary, is a source error that says `expect`, found
+/// within `within`: `(what, url, expect)`.
+async fn all_source_errors(
+    base: &str,
+    scraper: &Arc<Scraper>,
+    cases: impl IntoIterator<Item = (&str, String, &str)>,
+    within: Duration,
+) {
     for (what, url, expect) in cases {
-        let (f, took) = canary_only(&base, &scraper, url).await;
+        let (f, took) = canary_only(base, scraper, url).await;
         let e = error_text(&f);
         assert!(e.contains(expect), "{what}: {e}");
-        assert!(took < Duration::from_secs(3), "{what} took {took:?}");
+        assert!(
+            took < within,
+            "{what} took {took:?}: the timeout must bound the scrape"
+        );
     }
 }
 
@@ -389,15 +403,7 @@ async fn hanging_and_cut_off_targets_are_source_errors() {
             "connection failed while reading the body",
         ),
     ];
-    for (what, url, expect) in cases {
-        let (f, took) = canary_only(&base, &scraper, url).await;
-        let e = error_text(&f);
-        assert!(e.contains(expect), "{what}: {e}");
-        assert!(
-            took < Duration::from_millis(2500),
-            "{what} took {took:?}: the timeout must bound the whole scrape"
-        );
-    }
+    all_source_errors(&base, &scraper, cases, Duration::from_millis(2500)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
