@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -127,19 +127,7 @@ fn main() {
     let rules = dir.path().join("rules");
     std::fs::create_dir_all(&rules).expect("rules dir");
     std::fs::write(rules.join("http-service.yaml"), rule_text()).expect("rule");
-    let write = |prefix: &str, texts: &[String]| -> Vec<PathBuf> {
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let p = dir.path().join(format!("{prefix}-{i}.om"));
-                std::fs::write(&p, t).expect("write recording");
-                p
-            })
-            .collect()
-    };
-    let bf = write("baseline", &rec.baseline);
-    let cf = write("canary", &rec.canary);
+    let (bf, cf) = rec.write_to(dir.path()).expect("write recordings");
     let run = || {
         let start = Instant::now();
         let o = Command::new(BIN)

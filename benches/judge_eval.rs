@@ -22,7 +22,12 @@ const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
 
 fn spec_from(path: &Path) -> AnalysisSpec {
     let text = std::fs::read_to_string(path).expect("rule file");
-    let t = parse_rule_file(path, &text, None).expect("valid rule");
+    spec_of(path, &text)
+}
+
+/// The analysis of a rule without parameters, from its text (`path` names it in errors).
+fn spec_of(path: &Path, text: &str) -> AnalysisSpec {
+    let t = parse_rule_file(path, text, None).expect("valid rule");
     t.instantiate(&BTreeMap::new()).expect("instantiate")
 }
 
@@ -203,8 +208,7 @@ fn main() {
 
     // 1. The ratio check alone, at its H0 boundary (tolerance 1.0, alpha 0.05), A/A.
     let ratio_rule = "analysis: ratio-only\ninterval: 10s\nwarmup: 1m\nmin_duration: 30m\nmax_duration: 30m\nalpha: 0.05\nchecks:\n  - name: error-ratio\n    kind: ratio\n    errors: 'http_requests_total{code=~\"5..\"}'\n    requests: 'http_requests_total'\n    tolerance: 1.0\n";
-    let t = parse_rule_file(Path::new("ratio-only.yaml"), ratio_rule, None).expect("rule");
-    let rspec = t.instantiate(&BTreeMap::new()).expect("spec");
+    let rspec = spec_of(Path::new("ratio-only.yaml"), ratio_rule);
     let fp = parallel(aa_ratio_runs, |i| {
         let s = Scenario {
             seed: 10_000 + i as u64,
@@ -559,8 +563,7 @@ fn five_checks(quick: bool, only: Option<&str>) {
 /// rate on A/A runs.
 fn growth_fp(runs: usize) {
     let rule = "analysis: growth-only\ninterval: 10s\nwarmup: 1m\nmin_duration: 30m\nmax_duration: 30m\nalpha: 0.05\nchecks:\n  - name: memory-growth\n    kind: growth\n    metric: process_resident_memory_bytes\n    max_extra_slope: 0.25MiB/min\n";
-    let t = parse_rule_file(Path::new("growth-only.yaml"), rule, None).expect("rule");
-    let spec = t.instantiate(&BTreeMap::new()).expect("spec");
+    let spec = spec_of(Path::new("growth-only.yaml"), rule);
     let fp = parallel(runs, |i| {
         let s = Scenario {
             seed: 20_000 + i as u64,

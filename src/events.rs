@@ -222,31 +222,23 @@ impl Notice {
             .map(|s| s.deployment.as_str())
             .unwrap_or("");
         let kind = self.kind.as_str();
+        // `tracing` takes the level as a constant, so one macro writes the same line at each.
+        macro_rules! log_at {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = kind,
+                    deployment = dep,
+                    message_id = self.kind.message_id(),
+                    "{}: {}",
+                    self.title,
+                    self.text
+                )
+            };
+        }
         match self.kind.severity() {
-            Severity::Critical => tracing::error!(
-                event = kind,
-                deployment = dep,
-                message_id = self.kind.message_id(),
-                "{}: {}",
-                self.title,
-                self.text
-            ),
-            Severity::Warning => tracing::warn!(
-                event = kind,
-                deployment = dep,
-                message_id = self.kind.message_id(),
-                "{}: {}",
-                self.title,
-                self.text
-            ),
-            _ => tracing::info!(
-                event = kind,
-                deployment = dep,
-                message_id = self.kind.message_id(),
-                "{}: {}",
-                self.title,
-                self.text
-            ),
+            Severity::Critical => log_at!(error),
+            Severity::Warning => log_at!(warn),
+            _ => log_at!(info),
         }
     }
 }

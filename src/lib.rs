@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod demo;
 pub mod deploy;
 pub mod diag;
+pub mod escape;
 pub mod events;
 pub mod exit;
 pub mod expo;

@@ -452,73 +452,45 @@ mod tests {
     fn counter_increase_with_reset_and_new_series() {
         let qs = [q(QueryKind::Counter, r#"req{code=~"5.."}"#)];
         let mut c = ArmCollector::new();
-        let r = run(
-            &mut c,
-            &qs,
-            &[("a", vec![s("req", &[("code", "500")], 10.0)])],
-        );
-        assert!(matches!(r[0], Fetch::NoData(_)));
-        let r = run(
-            &mut c,
-            &qs,
-            &[(
-                "a",
-                vec![
-                    s("req", &[("code", "500")], 15.0),
-                    s("req", &[("code", "503")], 2.0),
-                ],
-            )],
-        );
-        assert_eq!(r[0], Fetch::Value(Observed::Counter(7.0)));
+        // One round: target `a` answers `req{code}` with these values.
+        let mut round = |codes: &[(&str, f64)]| {
+            let samples = codes
+                .iter()
+                .map(|(code, v)| s("req", &[("code", code)], *v))
+                .collect();
+            run(&mut c, &qs, &[("a", samples)]).remove(0)
+        };
+        assert!(matches!(round(&[("500", 10.0)]), Fetch::NoData(_)));
+        let r = round(&[("500", 15.0), ("503", 2.0)]);
+        assert_eq!(r, Fetch::Value(Observed::Counter(7.0)));
         // Reset: 15 -> 3 counts 3; the 503 series is unchanged.
-        let r = run(
-            &mut c,
-            &qs,
-            &[(
-                "a",
-                vec![
-                    s("req", &[("code", "500")], 3.0),
-                    s("req", &[("code", "503")], 2.0),
-                ],
-            )],
-        );
-        assert_eq!(r[0], Fetch::Value(Observed::Counter(3.0)));
-        let r = run(
-            &mut c,
-            &qs,
-            &[("a", vec![s("req", &[("code", "200")], 3.0)])],
-        );
-        assert!(matches!(&r[0], Fetch::NoData(m) if m.contains("no series matched")));
+        let r = round(&[("500", 3.0), ("503", 2.0)]);
+        assert_eq!(r, Fetch::Value(Observed::Counter(3.0)));
+        let r = round(&[("200", 3.0)]);
+        assert!(matches!(&r, Fetch::NoData(m) if m.contains("no series matched")));
     }
 
     #[test]
     fn failed_targets_and_all_failed() {
         let qs = [q(QueryKind::Counter, "req")];
         let mut c = ArmCollector::new();
-        let good = [s("req", &[], 1.0)];
-        let ts = [
-            TargetSamples {
-                target: "a",
-                samples: Ok(&good[..]),
-            },
-            TargetSamples {
-                target: "b",
-                samples: Err("timeout".to_string()),
-            },
-        ];
-        c.collect(&qs, &ts);
-        let good2 = [s("req", &[], 4.0)];
-        let ts = [
-            TargetSamples {
-                target: "a",
-                samples: Ok(&good2[..]),
-            },
-            TargetSamples {
-                target: "b",
-                samples: Err("timeout".to_string()),
-            },
-        ];
-        assert_eq!(c.collect(&qs, &ts)[0], Fetch::Value(Observed::Counter(3.0)));
+        // `a` answers `req` with this value, `b` times out.
+        let mut round = |value: f64| {
+            let good = [s("req", &[], value)];
+            let ts = [
+                TargetSamples {
+                    target: "a",
+                    samples: Ok(&good[..]),
+                },
+                TargetSamples {
+                    target: "b",
+                    samples: Err("timeout".to_string()),
+                },
+            ];
+            c.collect(&qs, &ts).remove(0)
+        };
+        round(1.0);
+        assert_eq!(round(4.0), Fetch::Value(Observed::Counter(3.0)));
         let ts: [TargetSamples<OwnedSample>; 1] = [TargetSamples {
             target: "a",
             samples: Err("refused".into()),

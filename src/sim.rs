@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -588,6 +588,26 @@ pub struct Recorded {
     pub canary: Vec<String>,
 }
 
+impl Recorded {
+    /// Writes each instance's text to `dir` as `baseline-<n>.om` and `canary-<n>.om`; the
+    /// baseline's paths and the canary's.
+    pub fn write_to(&self, dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+        let write = |arm: &str, texts: &[String]| -> std::io::Result<Vec<PathBuf>> {
+            let mut paths = Vec::with_capacity(texts.len());
+            for (i, t) in texts.iter().enumerate() {
+                let p = dir.join(format!("{arm}-{i}.om"));
+                std::fs::write(&p, t)?;
+                paths.push(p);
+            }
+            Ok(paths)
+        };
+        Ok((
+            write("baseline", &self.baseline)?,
+            write("canary", &self.canary)?,
+        ))
+    }
+}
+
 /// Simulates a scenario and renders it as OpenMetrics files with timestamps (the format
 /// `promtool tsdb create-blocks-from openmetrics` takes: one family at a time, `# EOF`).
 pub fn record(s: &Scenario) -> Recorded {
@@ -767,12 +787,7 @@ pub fn main(args: SimulateArgs) -> ExitCode {
         let r = record(&s);
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
-            for (i, t) in r.baseline.iter().enumerate() {
-                std::fs::write(dir.join(format!("baseline-{i}.om")), t)?;
-            }
-            for (i, t) in r.canary.iter().enumerate() {
-                std::fs::write(dir.join(format!("canary-{i}.om")), t)?;
-            }
+            r.write_to(&dir)?;
             let truth = serde_json::json!({ "scenario": s, "faulty": faulty });
             std::fs::write(
                 dir.join("truth.json"),

@@ -176,26 +176,22 @@ fn equal_arms_are_not_rolled_back() {
 #[test]
 fn bad_input_names_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let good = instance(10, 1, 10, None, None);
-    let (code, _, err) = run(
-        dir.path(),
-        std::slice::from_ref(&good),
-        &["# TYPE x counter\nx_total{a=\"1\" 5 1767225600\n# EOF\n".to_string()],
-        true,
-    );
-    assert_eq!(code, 1);
-    assert!(err.contains("c0.om:2:"), "{err}");
-    let (code, _, err) = run(
-        dir.path(),
-        &[good],
-        &["http_requests_total{code=\"500\"} 5\n".to_string()],
-        true,
-    );
-    assert_eq!(code, 1);
-    assert!(
-        err.contains("c0.om:1: sample `http_requests_total` has no timestamp"),
-        "{err}"
-    );
+    let good = [instance(10, 1, 10, None, None)];
+    // A bad canary recording, and where the error says it is.
+    for (canary, at) in [
+        (
+            "# TYPE x counter\nx_total{a=\"1\" 5 1767225600\n# EOF\n",
+            "c0.om:2:",
+        ),
+        (
+            "http_requests_total{code=\"500\"} 5\n",
+            "c0.om:1: sample `http_requests_total` has no timestamp",
+        ),
+    ] {
+        let (code, _, err) = run(dir.path(), &good, &[canary.to_string()], true);
+        assert_eq!(code, 1);
+        assert!(err.contains(at), "{err}");
+    }
 }
 
 /// Recorded files hold raw series; PromQL written in a rule needs a Prometheus server to

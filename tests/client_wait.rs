@@ -8,12 +8,24 @@ use std::time::{Duration, Instant};
 
 use crate::support::{self, BIN, Daemon, FleetServer, RATIO_RULE};
 
+/// The daemon with the ratio rule in `dir`, listening on `listen`: started again after a crash,
+/// it answers where the waiting CLI looks.
+fn daemon_at(dir: tempfile::TempDir, listen: &str) -> Daemon {
+    Daemon::start_at(dir, &[("errors.yaml", RATIO_RULE)], "", listen)
+}
+
+/// The CLI exited 0 (else its stderr `err` and the daemon's log are shown) and said `says`.
+fn cli_succeeded(out: &std::process::Output, err: &str, d: &Daemon, says: &str) {
+    let code = out.status.code();
+    assert_eq!(code, Some(0), "CLI said:\n{err}\ndaemon:\n{}", d.log());
+    assert!(err.contains(says), "{err}");
+}
+
 #[test]
 fn wait_rides_out_a_daemon_crash_and_ends_with_the_verdict() {
     let fleet = FleetServer::good(31);
     let listen = format!("127.0.0.1:{}", support::free_port());
-    let rules = [("errors.yaml", RATIO_RULE)];
-    let d = Daemon::start_at(tempfile::tempdir().expect("tempdir"), &rules, "", &listen);
+    let d = daemon_at(tempfile::tempdir().expect("tempdir"), &listen);
     let cli = Command::new(BIN)
         .args([
             "deploy",
@@ -57,16 +69,10 @@ fn wait_rides_out_a_daemon_crash_and_ends_with_the_verdict() {
         );
     }
     let dir = d.crash();
-    let d = Daemon::start_at(dir, &rules, "", &listen);
+    let d = daemon_at(dir, &listen);
     let out = cli.wait_with_output().expect("CLI ends");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "expected promoted; CLI said:\n{err}\ndaemon:\n{}",
-        d.log()
-    );
-    assert!(err.contains("retrying until the timeout"), "{err}");
+    cli_succeeded(&out, &err, &d, "retrying until the timeout");
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("state promoted"), "{status}");
 }
@@ -142,8 +148,7 @@ fn timeout_is_exact_and_unreachable_is_exit_3() {
 fn registration_while_the_daemon_is_down_is_retried_and_made_once() {
     let fleet = FleetServer::good(37);
     let listen = format!("127.0.0.1:{}", support::free_port());
-    let rules = [("errors.yaml", RATIO_RULE)];
-    let d = Daemon::start_at(tempfile::tempdir().expect("tempdir"), &rules, "", &listen);
+    let d = daemon_at(tempfile::tempdir().expect("tempdir"), &listen);
     let url = d.url.clone();
     let dir = d.crash();
     let stderr = dir.path().join("cli.stderr");
@@ -170,16 +175,10 @@ fn registration_while_the_daemon_is_down_is_retried_and_made_once() {
             .filter(|e| e.contains("retrying until the timeout"))
     })
     .expect("the CLI retries while the daemon is down");
-    let d = Daemon::start_at(dir, &rules, "", &listen);
+    let d = daemon_at(dir, &listen);
     let out = cli.wait_with_output().expect("CLI ends");
     let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "CLI:\n{err}\ndaemon:\n{}",
-        d.log()
-    );
-    assert!(err.contains("registered deployment reg"), "{err}");
+    cli_succeeded(&out, &err, &d, "registered deployment reg");
     // A pipeline that retries the whole step: registered already, nothing new starts.
     let again = start(false).output().expect("deploy start again");
     let again_err = String::from_utf8_lossy(&again.stderr);

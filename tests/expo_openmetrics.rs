@@ -7,6 +7,12 @@ fn om(text: &str) -> Exposition<'_> {
     parse(text, Format::OpenMetrics)
 }
 
+/// A body that must parse without errors.
+fn clean(e: Exposition<'_>) -> Exposition<'_> {
+    assert!(e.errors.is_empty(), "unexpected errors: {:?}", e.errors);
+    e
+}
+
 fn errors(e: &Exposition<'_>) -> Vec<String> {
     e.errors.iter().map(ToString::to_string).collect()
 }
@@ -48,8 +54,7 @@ temperature 21.5
 
 #[test]
 fn a_complete_client_exposition_parses_cleanly() {
-    let e = om(CLIENT_OUTPUT);
-    assert!(e.errors.is_empty(), "{:?}", e.errors);
+    let e = clean(om(CLIENT_OUTPUT));
     assert_eq!(
         families(&e),
         [
@@ -135,26 +140,25 @@ fn anything_after_eof_is_an_error() {
     assert_eq!(e.errors.len(), 1);
     assert!(e.samples.is_empty());
     // Trailing blanks on the EOF line itself are tolerated.
-    let e = om("a 1\n# EOF  \n");
-    assert!(e.errors.is_empty(), "{:?}", e.errors);
+    clean(om("a 1\n# EOF  \n"));
 }
 
 #[test]
 fn eof_unit_and_exemplars_are_not_openmetrics_only_syntax_in_0_0_4() {
     // In 0.0.4, `# EOF` and `# UNIT` are free comments and do not end anything.
-    let e = parse(
+    let e = clean(parse(
         "# EOF\na 1\n# UNIT a whatever it says\n",
         Format::Prometheus,
-    );
-    assert!(e.errors.is_empty(), "{:?}", e.errors);
+    ));
     assert_eq!(e.samples.len(), 1);
     assert_eq!(e.families[0].unit, None);
 }
 
 #[test]
 fn total_and_created_belong_to_the_counter_family() {
-    let e = om("# TYPE foo counter\nfoo_total 1\nfoo_created 2\nfoo_other 3\n# EOF\n");
-    assert!(e.errors.is_empty(), "{:?}", e.errors);
+    let e = clean(om(
+        "# TYPE foo counter\nfoo_total 1\nfoo_created 2\nfoo_other 3\n# EOF\n",
+    ));
     assert_eq!(
         families(&e),
         [
@@ -306,8 +310,7 @@ s_count 3
 s_bucket 4
 a 5
 ";
-    let e = parse(body, Format::Prometheus);
-    assert!(e.errors.is_empty(), "{:?}", e.errors);
+    let e = clean(parse(body, Format::Prometheus));
     assert_eq!(
         families(&e),
         [
@@ -346,8 +349,7 @@ lat_count{route=\"/a/{id}\",method=\"GET\"} 9
 lat_count{method=\"POST\",route=\"/a/{id}\"} 1
 lat_created{method=\"POST\",route=\"/a/{id}\"} 1
 ";
-    let e = parse(body, Format::Prometheus);
-    assert!(e.errors.is_empty(), "{:?}", e.errors);
+    let e = clean(parse(body, Format::Prometheus));
     let series = e.histogram_series(&e.families[0]).unwrap();
     assert_eq!(series.len(), 2);
     let labels: Vec<Vec<(&str, &str)>> = series
@@ -377,32 +379,22 @@ lat_created{method=\"POST\",route=\"/a/{id}\"} 1
 
 #[test]
 fn histogram_series_report_bad_buckets_with_their_line() {
-    let e = parse(
-        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{x=\"1\"} 2\n",
-        Format::Prometheus,
-    );
-    let err = e.histogram_series(&e.families[0]).unwrap_err();
+    // The error grouping the first family of a 0.0.4 body into histogram series gives.
+    let error = |text: &str| {
+        let e = parse(text, Format::Prometheus);
+        e.histogram_series(&e.families[0]).unwrap_err().to_string()
+    };
     assert_eq!(
-        err.to_string(),
+        error("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{x=\"1\"} 2\n"),
         "line 3: histogram bucket without an 'le' label"
     );
-    let e = parse(
-        "# TYPE h histogram\nh_bucket{le=\"fast\"} 1\n",
-        Format::Prometheus,
-    );
-    let err = e.histogram_series(&e.families[0]).unwrap_err();
     assert_eq!(
-        err.to_string(),
+        error("# TYPE h histogram\nh_bucket{le=\"fast\"} 1\n"),
         "line 2: histogram bucket with invalid 'le' value 'fast'"
     );
-    let e = parse(
-        "# TYPE h histogram\nh_bucket{le=\"NaN\"} 1\n",
-        Format::Prometheus,
-    );
-    assert!(e.histogram_series(&e.families[0]).is_err());
-    let e = parse("# TYPE g gauge\ng 1\n", Format::Prometheus);
+    error("# TYPE h histogram\nh_bucket{le=\"NaN\"} 1\n");
     assert_eq!(
-        e.histogram_series(&e.families[0]).unwrap_err().to_string(),
+        error("# TYPE g gauge\ng 1\n"),
         "family 'g' is a gauge, not a histogram"
     );
 }

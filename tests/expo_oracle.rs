@@ -105,32 +105,21 @@ fn theirs(body: &str) -> Vec<Point> {
         labels.sort();
         let ts = s.timestamp.timestamp_millis();
         let ts = (ts < NOW_CUTOFF_MS).then_some(ts);
-        match &s.value {
+        // Histograms and summaries: a row per bucket or quantile, labelled with its bound.
+        let (bound, rows): (&'static str, Vec<(f64, f64)>) = match &s.value {
             Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => {
                 out.push((s.metric.clone(), labels, None, bits(*v), ts));
+                continue;
             }
-            Value::Histogram(buckets) => {
-                for b in buckets {
-                    out.push((
-                        s.metric.clone(),
-                        labels.clone(),
-                        Some(("le", bits(b.less_than))),
-                        bits(b.count),
-                        None,
-                    ));
-                }
-            }
-            Value::Summary(quantiles) => {
-                for q in quantiles {
-                    out.push((
-                        s.metric.clone(),
-                        labels.clone(),
-                        Some(("quantile", bits(q.quantile))),
-                        bits(q.count),
-                        None,
-                    ));
-                }
-            }
+            Value::Histogram(b) => ("le", b.iter().map(|b| (b.less_than, b.count)).collect()),
+            Value::Summary(q) => (
+                "quantile",
+                q.iter().map(|q| (q.quantile, q.count)).collect(),
+            ),
+        };
+        for (at, count) in rows {
+            let at = Some((bound, bits(at)));
+            out.push((s.metric.clone(), labels.clone(), at, bits(count), None));
         }
     }
     out.sort();

@@ -8,34 +8,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use rollguard::expo::{Exposition, Format, MAX_ERRORS, MetricType, parse};
 
-/// Checks the promises every result keeps, whatever the input.
-fn check_invariants(text: &str, e: &Exposition<'_>) {
-    let lines = text.split('\n').count();
-    let mut next = 0;
-    for f in &e.families {
-        assert_eq!(f.samples.start, next, "families must tile the samples");
-        assert!(f.samples.end >= f.samples.start);
-        next = f.samples.end;
-        if matches!(f.kind, MetricType::Histogram | MetricType::GaugeHistogram) {
-            let _ = e.histogram_series(f);
-        }
-    }
-    assert_eq!(next, e.samples.len());
-    let mut last_line = 0;
-    for s in &e.samples {
-        assert!(s.line > last_line, "one sample per line, in order");
-        assert!(s.line <= lines);
-        last_line = s.line;
-        for l in &s.labels {
-            assert!(s.label(l.name).is_some());
-        }
-    }
-    assert!(e.errors.len() <= MAX_ERRORS + 1);
-    for err in &e.errors {
-        assert!(err.line >= 1 && err.line <= lines + 1, "{err}");
-        let _ = err.to_string();
-    }
-}
+use crate::support::expo::check_invariants;
 
 const FRAGMENTS: &[&str] = &[
     "m",

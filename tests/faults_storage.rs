@@ -15,7 +15,7 @@ use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -161,7 +161,7 @@ impl Drop for Undo {
 
 /// A process holding a private mount namespace with a small tmpfs mounted on `path`.
 struct Namespace {
-    holder: Child,
+    holder: support::KillOnDrop,
 }
 
 impl Namespace {
@@ -184,11 +184,13 @@ impl Namespace {
             let out = holder.wait_with_output().map_err(|e| e.to_string())?;
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
-        Ok(Namespace { holder })
+        Ok(Namespace {
+            holder: support::KillOnDrop(holder),
+        })
     }
 
     fn pid(&self) -> String {
-        self.holder.id().to_string()
+        self.holder.0.id().to_string()
     }
 
     /// Runs a command inside the namespace.
@@ -228,13 +230,6 @@ impl Namespace {
             state.display()
         ));
         Daemon::spawn(dir, cmd, &addr_file)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
     }
 }
 

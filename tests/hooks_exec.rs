@@ -90,6 +90,23 @@ async fn world(hooks: Vec<HookConfig>) -> World {
     }
 }
 
+/// The `rb` hook running `script` in `/bin/sh`, with `arg` as its `$1`.
+fn sh(script: &str, arg: &Path) -> HookConfig {
+    exec("rb", &["/bin/sh", "-c", script, "x", arg.to_str().unwrap()])
+}
+
+/// A path named `name` in a new temporary directory, which lives as long as the `TempDir`.
+fn scratch(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
+/// A notice's text.
+fn text(notice: &serde_json::Value) -> &str {
+    notice["text"].as_str().unwrap()
+}
+
 fn exec(name: &str, argv: &[&str]) -> HookConfig {
     let mut h = HookConfig::exec(name, argv.iter().map(|s| s.to_string()).collect());
     h.timeout = Duration::from_secs(10);
@@ -245,17 +262,10 @@ async fn exec_hook_gets_facts_in_env_and_stdin_an_allow_listed_environment_and_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_hook_is_retried_then_reported_failed_with_its_output() {
-    let w0 = tempfile::tempdir().unwrap();
-    let count = w0.path().join("count");
-    let mut h = exec(
-        "rb",
-        &[
-            "/bin/sh",
-            "-c",
-            "echo attempt >> \"$1\"; echo 'kubectl: connection refused' >&2; exit 3",
-            "x",
-            count.to_str().unwrap(),
-        ],
+    let (_w0, count) = scratch("count");
+    let mut h = sh(
+        "echo attempt >> \"$1\"; echo 'kubectl: connection refused' >&2; exit 3",
+        &count,
     );
     h.retries = 2;
     let w = world(vec![h]).await;
@@ -281,21 +291,11 @@ async fn a_failing_hook_is_retried_then_reported_failed_with_its_output() {
     let n = w.notices(1).await;
     assert_eq!(n[0]["kind"], "rollback_failed");
     assert!(
-        n[0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("kubectl: connection refused"),
+        text(&n[0]).contains("kubectl: connection refused"),
         "{}",
         n[0]
     );
-    assert!(
-        n[0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("attempt 3/3: exit 3"),
-        "{}",
-        n[0]
-    );
+    assert!(text(&n[0]).contains("attempt 3/3: exit 3"), "{}", n[0]);
     let events = w.store.events("d1", 0, 100).unwrap();
     assert_eq!(
         events.iter().filter(|e| e.kind == "hook").count(),
@@ -306,18 +306,11 @@ async fn a_failing_hook_is_retried_then_reported_failed_with_its_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_hook_is_killed_at_its_timeout_with_every_process_it_started() {
-    let w0 = tempfile::tempdir().unwrap();
-    let child = w0.path().join("child.pid");
+    let (_w0, child) = scratch("child.pid");
     // The hook and its child ignore SIGTERM, so only SIGKILL of the whole group ends them.
-    let mut h = exec(
-        "rb",
-        &[
-            "/bin/sh",
-            "-c",
-            "trap '' TERM; sleep 300 & echo $! > \"$1\"; echo started; wait; wait",
-            "x",
-            child.to_str().unwrap(),
-        ],
+    let mut h = sh(
+        "trap '' TERM; sleep 300 & echo $! > \"$1\"; echo started; wait; wait",
+        &child,
     );
     h.timeout = Duration::from_millis(500);
     let w = world(vec![h]).await;
@@ -344,11 +337,7 @@ async fn a_hanging_hook_is_killed_at_its_timeout_with_every_process_it_started()
     assert!(gone, "the hook's child {pid} survived the timeout");
     let n = w.notices(1).await;
     assert_eq!(n[0]["kind"], "rollback_failed");
-    assert!(
-        n[0]["text"].as_str().unwrap().contains("timed out"),
-        "{}",
-        n[0]
-    );
+    assert!(text(&n[0]).contains("timed out"), "{}", n[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,8 +430,7 @@ async fn a_slow_notifier_never_delays_a_rollback_hook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_hook_sends_secrets_headers_and_body_and_honours_retry_after() {
-    let w0 = tempfile::tempdir().unwrap();
-    let token = w0.path().join("token");
+    let (_w0, token) = scratch("token");
     std::fs::write(&token, "Bearer file-secret\n").unwrap();
     // SAFETY: set before the hook runs; read only by it.
     unsafe { std::env::set_var("ROLLGUARD_TEST_LB_KEY", "env-secret") };
@@ -537,8 +525,7 @@ async fn http_hook_client_errors_are_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_hook_is_recorded_and_announced_never_run() {
-    let w0 = tempfile::tempdir().unwrap();
-    let marker = w0.path().join("ran");
+    let (_w0, marker) = scratch("ran");
     let mut h = exec(
         "rb",
         &["/usr/bin/touch", marker.to_str().unwrap(), "{{id}}"],

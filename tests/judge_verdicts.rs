@@ -62,6 +62,11 @@ fn run(spec: &AnalysisSpec, mut interval: impl FnMut(u64, &mut Rng) -> Frame) ->
     steps
 }
 
+/// The last step of the judge on the rule with `extra` (see [`rule`]), as [`run`] runs it.
+fn last_step(extra: &str, interval: impl FnMut(u64, &mut Rng) -> Frame) -> Step {
+    run(&spec(&rule(extra)), interval).pop().expect("steps")
+}
+
 /// Poisson traffic of `rps` per second, a share to the canary, both arms' errors at `rate`
 /// (the canary's times `factor`).
 fn traffic(rps: f64, share: f64, rate: f64, factor: f64) -> impl FnMut(u64, &mut Rng) -> Frame {
@@ -78,9 +83,7 @@ fn traffic(rps: f64, share: f64, rate: f64, factor: f64) -> impl FnMut(u64, &mut
 fn rare_errors_promote_at_the_limit_and_say_so() {
     // 0.1 % errors, 10 % of 120 req/s to the canary: about 22 canary errors in 30 minutes,
     // too few to prove "within x1.1 (x1.375 with the margin)".
-    let s = spec(&rule(""));
-    let steps = run(&s, traffic(120.0, 0.1, 0.001, 1.0));
-    let last = steps.last().expect("steps");
+    let last = last_step("", traffic(120.0, 0.1, 0.001, 1.0));
     assert_eq!(last.t, Duration::from_secs(1800));
     match &last.verdict {
         Verdict::Promote { basis, reason } => {
@@ -94,9 +97,11 @@ fn rare_errors_promote_at_the_limit_and_say_so() {
         v => panic!("expected a promotion at the limit, got {v:?}"),
     }
     // The rule author may keep such canaries for a person instead.
-    let strict = spec(&rule("at_max_duration: inconclusive\n"));
-    let steps = run(&strict, traffic(120.0, 0.1, 0.001, 1.0));
-    match &steps.last().expect("steps").verdict {
+    let strict = last_step(
+        "at_max_duration: inconclusive\n",
+        traffic(120.0, 0.1, 0.001, 1.0),
+    );
+    match &strict.verdict {
         Verdict::Inconclusive { reason } => {
             assert!(reason.contains("at_max_duration: inconclusive"), "{reason}")
         }
@@ -108,9 +113,7 @@ fn rare_errors_promote_at_the_limit_and_say_so() {
 fn a_regression_short_of_proof_is_not_promoted_at_the_limit() {
     // x2 at 0.1 % with a 10 % canary: about 20 extra errors in 30 minutes, short of proof but
     // past the hint of harm.
-    let s = spec(&rule(""));
-    let steps = run(&s, traffic(120.0, 0.1, 0.001, 2.0));
-    let last = steps.last().expect("steps");
+    let last = last_step("", traffic(120.0, 0.1, 0.001, 2.0));
     match &last.verdict {
         Verdict::Inconclusive { reason } => {
             assert!(
@@ -150,9 +153,7 @@ fn a_gap_in_the_last_interval_does_not_undo_a_pass() {
 #[test]
 fn count_checks_judge_from_the_first_interval() {
     // 20x the errors from the moment of deployment: found within the analysis' warm-up.
-    let s = spec(&rule(""));
-    let steps = run(&s, traffic(120.0, 0.5, 0.01, 20.0));
-    let last = steps.last().expect("steps");
+    let last = last_step("", traffic(120.0, 0.5, 0.01, 20.0));
     assert!(
         matches!(last.verdict, Verdict::Rollback { .. }),
         "{:?}",
@@ -207,9 +208,7 @@ fn estimates_stay_inside_their_bounds_and_range_ends_read_as_such() {
 
 #[test]
 fn a_healthy_canary_with_common_errors_is_proven() {
-    let s = spec(&rule(""));
-    let steps = run(&s, traffic(400.0, 0.5, 0.01, 1.0));
-    match &steps.last().expect("steps").verdict {
+    match &last_step("", traffic(400.0, 0.5, 0.01, 1.0)).verdict {
         Verdict::Promote { basis, reason } => {
             assert_eq!(*basis, PassBasis::Proven);
             assert!(reason.starts_with("proven within tolerance"), "{reason}");

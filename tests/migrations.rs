@@ -48,26 +48,43 @@ fn config(pg: &Postgres, marker: &std::path::Path, preflight: &str) -> String {
     )
 }
 
-/// The test daemon with the schema config (the marker path is known before the start).
-fn daemon(pg: &Postgres, preflight: &str, rules: &[(&str, &str)]) -> Daemon {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The test daemon with the schema config and the ratio rule, in `dir` (a new one if none: the
+/// marker path is known before the start).
+fn daemon_in(dir: Option<tempfile::TempDir>, pg: &Postgres, preflight: &str) -> Daemon {
+    let dir = dir.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
     let marker = dir.path().join("marker");
     let extra = config(pg, &marker, preflight);
-    Daemon::start_in(dir, rules, &extra)
+    Daemon::start_in(dir, &[("errors.yaml", RATIO_RULE)], &extra)
+}
+
+/// A database at schema `version` and a daemon whose pre-flight gate refuses.
+fn refusing(version: u32) -> (Postgres, Daemon) {
+    let pg = database(version);
+    let d = daemon(&pg, "refuse");
+    (pg, d)
+}
+
+fn daemon(pg: &Postgres, preflight: &str) -> Daemon {
+    daemon_in(None, pg, preflight)
 }
 
 fn cli(d: &Daemon, args: &[&str]) -> (i32, String) {
     support::cli(&d.url, args)
 }
 
-/// `rollguard deploy start --id <id>` of analysis `errors` for service `shop`, then `more`.
+/// `rollguard deploy start --id <id>` of analysis `errors` for service `shop` on the fleet's
+/// first `baselines` baseline instances and its first canary, then `more`.
 fn deploy_start(
     d: &Daemon,
     id: &str,
-    baselines: &[String],
-    canary: &str,
+    f: &FleetServer,
+    baselines: usize,
     more: &[&str],
 ) -> (i32, String) {
+    let baselines: Vec<String> = (0..baselines)
+        .map(|i| f.target(&format!("baseline-{i}")))
+        .collect();
+    let canary = f.target("canary-0");
     let mut args = vec![
         "deploy",
         "start",
@@ -80,7 +97,7 @@ fn deploy_start(
         "--baseline",
     ];
     args.extend(baselines.iter().map(String::as_str));
-    args.extend(["--canary", canary]);
+    args.extend(["--canary", &canary]);
     args.extend_from_slice(more);
     cli(d, &args)
 }
@@ -106,6 +123,33 @@ fn request(id: &str, f: &FleetServer, baseline: Value, canary: Value) -> Value {
     })
 }
 
+/// Deployment `id` once its reason says `says`, if within `within`.
+fn wait_for_reason(d: &Daemon, id: &str, says: &str, within: Duration) -> Option<Value> {
+    let path = format!("/api/v1/deployments/{id}");
+    wait_for(within, || {
+        let v = d.get(&path).1;
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(says))
+            .then_some(v)
+    })
+}
+
+/// A person aborts deployment `id`; the deployment once aborted.
+fn abort(d: &Daemon, id: &str) -> Value {
+    let (code, _) = d.post(
+        &format!("/api/v1/deployments/{id}/abort"),
+        &json!({"who": "sre"}),
+    );
+    assert_eq!(code, 202);
+    d.wait_state(id, &["aborted"], Duration::from_secs(20))
+}
+
+/// `rollguard migrate check --service <service> --to <to>`.
+fn migrate_check(d: &Daemon, service: &str, to: &str) -> (i32, String) {
+    cli(d, &["migrate", "check", "--service", service, "--to", to])
+}
+
 fn timeline(v: &Value) -> Vec<(String, String)> {
     v["events"]
         .as_array()
@@ -123,14 +167,13 @@ fn timeline(v: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn preflight_refuses_a_canary_whose_migration_has_not_run_and_can_wait_for_it() {
-    let pg = database(41);
+    let (pg, d) = refusing(41);
     let good = FleetServer::good(141);
-    let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
     let (code, out) = deploy_start(
         &d,
         "early",
-        &[good.target("baseline-0")],
-        &good.target("canary-0"),
+        &good,
+        1,
         &["--canary-version", "v2", "--canary-schema-min", "42"],
     );
     assert_eq!(code, 10, "refused by the pre-flight gate → exit 10\n{out}");
@@ -148,21 +191,15 @@ fn preflight_refuses_a_canary_whose_migration_has_not_run_and_can_wait_for_it() 
     drop(d);
 
     // `preflight: wait`: accepted, pending with the reason, started once the migration lands.
-    let d = daemon(&pg, "wait", &[("errors.yaml", RATIO_RULE)]);
+    let d = daemon(&pg, "wait");
     d.register(&request(
         "patient",
         &good,
         json!({"max": 42}),
         json!({"min": 42}),
     ));
-    let pending = wait_for(Duration::from_secs(20), || {
-        let v = d.get("/api/v1/deployments/patient").1;
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("needs schema 42"))
-            .then_some(v)
-    })
-    .expect("pending with the reason");
+    let pending = wait_for_reason(&d, "patient", "needs schema 42", Duration::from_secs(20))
+        .expect("pending with the reason");
     assert_eq!(pending["state"], "pending", "{pending:#}");
     assert_eq!(pending["schema"]["live"], "41", "{pending:#}");
     assert_eq!(pending["schema"]["canary"]["fit"], "needs_migration");
@@ -186,14 +223,13 @@ fn preflight_refuses_a_canary_whose_migration_has_not_run_and_can_wait_for_it() 
 #[test]
 fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     // v1 works up to schema 41; schema 42 (a contract) already ran when v2 turns out bad.
-    let pg = database(42);
+    let (pg, d) = refusing(42);
     let bad = FleetServer::bad(142);
-    let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
     let (code, out) = deploy_start(
         &d,
         "contracted",
-        &[bad.target("baseline-0"), bad.target("baseline-1")],
-        &bad.target("canary-0"),
+        &bad,
+        2,
         &[
             "--baseline-version",
             "v1",
@@ -227,16 +263,7 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     // Held, not re-announced: the blocked rollback is on the timeline once, and the
     // roll-forward hook ran once, however many intervals the judge keeps failing.
     std::thread::sleep(Duration::from_secs(3));
-    let v = d.get("/api/v1/deployments/contracted").1;
-    let blocked = timeline(&v)
-        .iter()
-        .filter(|(k, _)| k == "rollback_blocked")
-        .count();
-    assert_eq!(blocked, 1, "{:#?}", timeline(&v));
-    assert_eq!(
-        d.marker_lines().iter().filter(|l| *l == "forward").count(),
-        1
-    );
+    held_once(&d);
     let (code, out) = cli(&d, &["deploy", "status", "contracted"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("schema: shop live 42"), "{out}");
@@ -245,37 +272,16 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
         "{out}"
     );
     // A restart resumes the held deployment without paging or rolling forward again.
-    let dir = d.stop();
-    let marker = dir.path().join("marker");
-    let d = Daemon::start_in(
-        dir,
-        &[("errors.yaml", RATIO_RULE)],
-        &config(&pg, &marker, "refuse"),
-    );
+    let d = daemon_in(Some(d.stop()), &pg, "refuse");
     std::thread::sleep(Duration::from_secs(3));
-    let v = d.get("/api/v1/deployments/contracted").1;
-    assert_eq!(v["state"], "held", "{v:#}");
-    let blocked = timeline(&v)
-        .iter()
-        .filter(|(k, _)| k == "rollback_blocked")
-        .count();
-    assert_eq!(blocked, 1, "{:#?}", timeline(&v));
-    assert_eq!(
-        d.marker_lines().iter().filter(|l| *l == "forward").count(),
-        1
-    );
+    held_once(&d);
     let metrics = d.metrics();
     assert!(
         metrics.contains("rollguard_schema_probes_total{service=\"shop\",result=\"ok\"}"),
         "{metrics}"
     );
     // A person's abort still runs no rollback hook on this schema.
-    let (code, _) = d.post(
-        "/api/v1/deployments/contracted/abort",
-        &json!({"who": "sre"}),
-    );
-    assert_eq!(code, 202);
-    let v = d.wait_state("contracted", &["aborted"], Duration::from_secs(20));
+    let v = abort(&d, "contracted");
     assert!(v["reason"].as_str().unwrap().contains(sentence), "{v:#}");
     d.assert_no_rollback("an abort on this schema");
     // `rollguard report` counts the blocked rollback.
@@ -283,11 +289,24 @@ fn an_unsafe_rollback_runs_no_rollback_hook_holds_and_rolls_forward() {
     assert_eq!(r["services"][0]["blocked_rollbacks"], 1, "{r:#}");
 }
 
+/// `contracted` is held, its blocked rollback on the timeline once and the roll-forward hook
+/// run once.
+fn held_once(d: &Daemon) {
+    let v = d.get("/api/v1/deployments/contracted").1;
+    assert_eq!(v["state"], "held", "{v:#}");
+    let blocked = timeline(&v)
+        .iter()
+        .filter(|(k, _)| k == "rollback_blocked")
+        .count();
+    assert_eq!(blocked, 1, "{:#?}", timeline(&v));
+    let forward = d.marker_lines().iter().filter(|l| *l == "forward").count();
+    assert_eq!(forward, 1);
+}
+
 #[test]
 fn a_failing_probe_holds_the_rollback_until_the_schema_can_be_read() {
-    let mut pg = database(41);
+    let (mut pg, d) = refusing(41);
     let bad = FleetServer::bad(143);
-    let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
     // The database goes away before the canary turns out bad (the canary declares nothing,
     // so it starts; only the baseline's range matters for the rollback).
     pg.stop();
@@ -324,15 +343,14 @@ fn a_failing_probe_holds_the_rollback_until_the_schema_can_be_read() {
 
 #[test]
 fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() {
-    let pg = database(41);
+    let (pg, d) = refusing(41);
     let good = FleetServer::good(144);
-    let d = daemon(&pg, "refuse", &[("errors.yaml", RATIO_RULE)]);
     let mut req = request("running", &good, json!({"max": 42}), json!({"min": 41}));
     req["timing"] = json!({"min_duration": "5m", "max_duration": "10m"});
     d.register(&req);
     d.wait_state("running", &["analysing"], Duration::from_secs(20));
 
-    let (code, out) = cli(&d, &["migrate", "check", "--service", "shop", "--to", "43"]);
+    let (code, out) = migrate_check(&d, "shop", "43");
     assert_eq!(code, 12, "blocked → exit 12\n{out}");
     assert!(
         out.contains("v1 (baseline of deployment running) is in an active deployment and works only up to schema 42"),
@@ -341,7 +359,7 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
     let (code, v) = d.get("/api/v1/schemas/shop/contract?to=43");
     assert_eq!(code, 409, "{v}");
     assert_eq!(v["safe"], false);
-    let (code, out) = cli(&d, &["migrate", "check", "--service", "shop", "--to", "42"]);
+    let (code, out) = migrate_check(&d, "shop", "42");
     assert_eq!(code, 0, "{out}");
 
     // An expand migration while the canary runs: on its timeline, counted by the report.
@@ -360,17 +378,15 @@ fn contract_is_refused_while_a_running_canary_s_baseline_needs_the_old_schema() 
     assert_eq!(code, 200);
     assert_eq!(v["schemas"][0]["live"], "42", "{v}");
     // Aborted: the baseline v1 serves again, and it still works only up to 42.
-    let (code, _) = d.post("/api/v1/deployments/running/abort", &json!({"who": "sre"}));
-    assert_eq!(code, 202);
-    d.wait_state("running", &["aborted"], Duration::from_secs(20));
-    let (code, out) = cli(&d, &["migrate", "check", "--service", "shop", "--to", "43"]);
+    abort(&d, "running");
+    let (code, out) = migrate_check(&d, "shop", "43");
     assert_eq!(code, 12, "{out}");
     assert!(
         out.contains("is still serving and works only up to schema 42"),
         "{out}"
     );
     // Unknown services and versions the service's ordering cannot read are clear errors.
-    let (code, out) = cli(&d, &["migrate", "check", "--service", "nope", "--to", "43"]);
+    let (code, out) = migrate_check(&d, "nope", "43");
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("no `schemas:` entry"), "{out}");
     let (code, v) = d.get("/api/v1/schemas/shop/contract?to=latest");
@@ -464,14 +480,8 @@ fn a_drop_in_canary_waits_for_its_migration() {
         ),
     )
     .unwrap();
-    let v = wait_for(Duration::from_secs(30), || {
-        let v = d.get("/api/v1/deployments/drop-v2").1;
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("v2 needs schema 42"))
-            .then_some(v)
-    })
-    .unwrap_or_else(|| panic!("drop-in waiting; log:\n{}", d.log()));
+    let v = wait_for_reason(&d, "drop-v2", "v2 needs schema 42", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("drop-in waiting; log:\n{}", d.log()));
     assert_eq!(v["state"], "pending", "{v:#}");
     assert_eq!(v["request"]["canary"]["schema"]["min"], "42");
     migrate_to(&pg, 42);

@@ -13,21 +13,30 @@ use rollguard::config::{NotifierKind, Secret, Severity};
 use rollguard::events::NoticeKind;
 use rollguard::store::{SqliteStore, Store};
 
+/// One notice of `kind` through a notifier `to` alone, and the first two requests to `path`.
+async fn first_two(
+    fake: &Fake,
+    to: NotifierKind,
+    path: &str,
+    kind: NoticeKind,
+) -> (Notifying, Vec<receivers::Received>) {
+    let r = Notifying::one("n", fast(to));
+    r.send("n", &notice(kind, "d1"));
+    let got = fake.wait_for(path, 2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    (r, got)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_then_200_delivers_exactly_once_after_the_delay() {
     let fake = Fake::start().await;
     fake.script([Reply::status(429)
         .header("Retry-After", "1")
         .body("rate_limited")]);
-    let r = Notifying::one(
-        "slack",
-        fast(NotifierKind::Slack {
-            url: Secret::Inline(fake.url("/slack/hook")),
-        }),
-    );
-    r.send("slack", &notice(NoticeKind::RollbackStarted, "d1"));
-    let got = fake.wait_for("/slack", 2, Duration::from_secs(10)).await;
-    assert_eq!(got.len(), 2);
+    let slack = NotifierKind::Slack {
+        url: Secret::Inline(fake.url("/slack/hook")),
+    };
+    let (r, got) = first_two(&fake, slack, "/slack", NoticeKind::RollbackStarted).await;
     let gap = got[1].at - got[0].at;
     assert!(
         gap >= Duration::from_millis(950),
@@ -51,15 +60,10 @@ async fn discord_json_retry_after_is_honoured() {
     fake.script([Reply::status(429)
         .header("Content-Type", "application/json")
         .body(r#"{"message":"You are being rate limited.","retry_after":0.6,"global":false}"#)]);
-    let r = Notifying::one(
-        "discord",
-        fast(NotifierKind::Discord {
-            url: Secret::Inline(fake.url("/discord/api/webhooks/1/t")),
-        }),
-    );
-    r.send("discord", &notice(NoticeKind::Held, "d2"));
-    let got = fake.wait_for("/discord", 2, Duration::from_secs(10)).await;
-    assert_eq!(got.len(), 2);
+    let discord = NotifierKind::Discord {
+        url: Secret::Inline(fake.url("/discord/api/webhooks/1/t")),
+    };
+    let (r, got) = first_two(&fake, discord, "/discord", NoticeKind::Held).await;
     assert!(
         got[1].at - got[0].at >= Duration::from_millis(550),
         "{:?}",
@@ -140,18 +144,27 @@ async fn messages_to_one_destination_are_paced() {
     );
 }
 
+/// An Alertmanager destination (no labels of its own, alerts kept for up to an hour).
+fn alertmanager(
+    urls: Vec<String>,
+    basic_auth: Option<rollguard::config::BasicAuth>,
+    resend: Duration,
+) -> rollguard::config::NotifierConfig {
+    fast(NotifierKind::Alertmanager {
+        urls,
+        bearer_token: None,
+        basic_auth,
+        tls: Default::default(),
+        labels: BTreeMap::new(),
+        resend,
+        max_active: Duration::from_secs(3600),
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_alerts_are_refreshed_while_active_and_resolved_with_ends_at_now() {
     let fake = Fake::start().await;
-    let cfg = fast(NotifierKind::Alertmanager {
-        urls: vec![fake.url("/am")],
-        bearer_token: None,
-        basic_auth: None,
-        tls: Default::default(),
-        labels: BTreeMap::new(),
-        resend: Duration::from_millis(300),
-        max_active: Duration::from_secs(3600),
-    });
+    let cfg = alertmanager(vec![fake.url("/am")], None, Duration::from_millis(300));
     let r = Notifying::one("am", cfg);
     r.send("am", &notice(NoticeKind::Held, "d5"));
     // The first send plus at least two refreshes, each with a lease of 4 x resend ahead.
@@ -217,18 +230,12 @@ async fn every_alertmanager_replica_gets_every_alert_and_resolve_with_auth() {
     let a = Fake::start().await;
     let b = Fake::start().await;
     b.script([Reply::status(503), Reply::status(503), Reply::status(503)]);
-    let cfg = fast(NotifierKind::Alertmanager {
-        urls: vec![a.url("/am"), b.url("/am")],
-        bearer_token: None,
-        basic_auth: Some(rollguard::config::BasicAuth {
-            username: "rollguard".into(),
-            password: Secret::Inline("s3cret".into()),
-        }),
-        tls: Default::default(),
-        labels: BTreeMap::new(),
-        resend: Duration::from_secs(3600),
-        max_active: Duration::from_secs(3600),
-    });
+    let auth = rollguard::config::BasicAuth {
+        username: "rollguard".into(),
+        password: Secret::Inline("s3cret".into()),
+    };
+    let urls = vec![a.url("/am"), b.url("/am")];
+    let cfg = alertmanager(urls, Some(auth), Duration::from_secs(3600));
     let r = Notifying::one("am", cfg);
     r.send("am", &notice(NoticeKind::Held, "d9"));
     // The healthy replica is told at once, while the other still answers 503.

@@ -565,60 +565,48 @@ async fn an_outage_is_one_backoff_episode_not_one_per_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_answer_is_classified() {
     let (base, _) = script_server().await;
-    type Case = (&'static str, fn(&QueryError) -> bool, &'static str);
-    let cases: &[Case] = &[
+    // The kind of error, by name, and what its message says.
+    let kind = |e: &QueryError| match e {
+        QueryError::Unreachable(_) => "unreachable",
+        QueryError::Config(_) => "config",
+        QueryError::Degraded(_) => "degraded",
+        QueryError::Rejected(_) => "rejected",
+        QueryError::Invalid(_) => "invalid",
+    };
+    let cases = [
         (
             "unprocessable",
-            |e| matches!(e, QueryError::Degraded(_)),
+            "degraded",
             "HTTP 422 execution: query processing would load too many samples",
         ),
         (
             "unauthorized",
-            |e| matches!(e, QueryError::Config(_)),
+            "config",
             "refused the credentials (HTTP 401: no org id)",
         ),
-        (
-            "nope",
-            |e| matches!(e, QueryError::Config(_)),
-            "path prefix",
-        ),
+        ("nope", "config", "path prefix"),
         (
             "warnings",
-            |e| matches!(e, QueryError::Degraded(_)),
+            "degraded",
             "partial answer to `up` (No StoreAPIs matched for this query; store 10.0.0.7:10901 unavailable)",
         ),
-        (
-            "vmpartial",
-            |e| matches!(e, QueryError::Degraded(_)),
-            "isPartial: true",
-        ),
-        (
-            "native",
-            |e| matches!(e, QueryError::Invalid(_)),
-            "a native histogram for lat",
-        ),
-        (
-            "badvalue",
-            |e| matches!(e, QueryError::Invalid(_)),
-            "unreadable value `lots`",
-        ),
+        ("vmpartial", "degraded", "isPartial: true"),
+        ("native", "invalid", "a native histogram for lat"),
+        ("badvalue", "invalid", "unreadable value `lots`"),
         (
             "html",
-            |e| matches!(e, QueryError::Invalid(_)),
+            "invalid",
             "not the API's JSON: <html>login page</html>",
         ),
-        (
-            "hang",
-            |e| matches!(e, QueryError::Unreachable(_)),
-            "timed out",
-        ),
+        ("hang", "unreachable", "timed out"),
     ];
-    for (case, kind, text) in cases {
+    for (case, want, text) in cases {
         let e = client(&base, case, |_| {})
             .instant_at("up", now_ms())
             .await
             .unwrap_err();
-        assert!(kind(&e) && e.to_string().contains(text), "{case}: {e:?}");
+        assert_eq!(kind(&e), want, "{case}: {e:?}");
+        assert!(e.to_string().contains(text), "{case}: {e:?}");
     }
     // Partial answers can be accepted on purpose.
     assert_eq!(
@@ -676,20 +664,13 @@ fn prometheus_and_scrape_settings_parse_and_bad_ones_are_located() {
     assert!(e[0].contains("config.yaml:3:8: `prometheus.url` is the base URL; rollguard appends /api/v1/query itself (use `http://p:9090`)"), "{e:?}");
     let e = config("prometheus:\n  url: http://p/x?a=b\n  concurrency: 0\n  eval_delay: 1h\n  params: {time: '1'}\n").unwrap_err();
     assert_eq!(e.len(), 4, "{e:#?}");
-    assert!(
-        e.iter()
-            .any(|m| m.contains("`prometheus.concurrency` must be between 1 and 1000")),
-        "{e:#?}"
-    );
-    assert!(
-        e.iter()
-            .any(|m| m.contains("`prometheus.eval_delay` must be at most 10m")),
-        "{e:#?}"
-    );
-    assert!(
-        e.iter().any(|m| m.contains("must not set `time`")),
-        "{e:#?}"
-    );
+    for want in [
+        "`prometheus.concurrency` must be between 1 and 1000",
+        "`prometheus.eval_delay` must be at most 10m",
+        "must not set `time`",
+    ] {
+        assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:#?}");
+    }
 }
 
 /// A range query answers, at each step, what an instant query at that time answers: the

@@ -122,13 +122,8 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
     support::assert_rolled_back_by_the_ratio_check(&v);
     let v = d.wait_done("good", Duration::from_secs(60));
     assert_eq!(v["state"], "promoted", "{v:#}");
-    let mut lines = support::wait_for(Duration::from_secs(20), || {
-        Some(d.marker_lines()).filter(|l| l.len() >= 2)
-    })
-    .unwrap();
-    lines.sort();
     assert_eq!(
-        lines,
+        sorted_markers(d, 2),
         vec![
             "promote good".to_string(),
             format!("rollback bad {}", support::hook_action_id(&d.url, "bad"))
@@ -147,6 +142,16 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
         );
         assert_eq!(v["verdict"], verdict, "{fleet}: {v:#}");
     }
+}
+
+/// The hook marker lines, sorted, once there are at least `n`.
+fn sorted_markers(d: &Daemon, n: usize) -> Vec<String> {
+    let mut lines = support::wait_for(Duration::from_secs(20), || {
+        Some(d.marker_lines()).filter(|l| l.len() >= n)
+    })
+    .unwrap();
+    lines.sort();
+    lines
 }
 
 /// The error-ratio rule with its hold and failure notices going to the `ops` webhook too, so
@@ -242,13 +247,8 @@ fn prometheus_outage_mid_analysis_holds_alerts_once_and_resumes() {
     );
     assert_eq!(ops.of_kind("held").len(), 0);
     assert_eq!(ops.of_kind("rollback_started").len(), 0);
-    let mut lines = support::wait_for(Duration::from_secs(20), || {
-        Some(d.marker_lines()).filter(|l| l.len() >= 3)
-    })
-    .unwrap();
-    lines.sort();
     assert_eq!(
-        lines,
+        sorted_markers(&d, 3),
         vec!["promote shop-1", "promote shop-2", "promote shop-3"]
     );
 }

@@ -250,20 +250,26 @@ fn deleted_rules_directory() {
 #[test]
 fn all_errors_of_all_files_at_once_and_json() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("a.yaml"),
-        template()
-            .replace("alpha: 0.01", "alpha: 2")
-            .replace("interval: 10s", "interval: nope"),
-    )
-    .expect("w");
-    std::fs::write(
-        dir.path().join("b.yaml"),
-        template()
-            .replace("analysis: http-service", "analysis: other")
-            .replace("kind: growth", "kind: grow"),
-    )
-    .expect("w");
+    // Each file: the template with two mistakes.
+    for (file, [a, b]) in [
+        (
+            "a.yaml",
+            [
+                ("alpha: 0.01", "alpha: 2"),
+                ("interval: 10s", "interval: nope"),
+            ],
+        ),
+        (
+            "b.yaml",
+            [
+                ("analysis: http-service", "analysis: other"),
+                ("kind: growth", "kind: grow"),
+            ],
+        ),
+    ] {
+        let text = template().replace(a.0, a.1).replace(b.0, b.1);
+        std::fs::write(dir.path().join(file), text).expect("w");
+    }
     let out = Command::new(BIN)
         .args(["check", "--format", "json"])
         .arg(dir.path())

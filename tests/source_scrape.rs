@@ -254,6 +254,11 @@ fn cfg(timeout_ms: u64) -> ScrapeConfig {
     }
 }
 
+/// A scraper to share between sources, as the daemon shares one.
+fn new_scraper(c: ScrapeConfig) -> Arc<Scraper> {
+    Arc::new(Scraper::new(&c).unwrap())
+}
+
 fn q(kind: QueryKind, sel: &str) -> MetricQuery {
     MetricQuery::series(kind, Selector::parse(sel).unwrap())
 }
@@ -316,7 +321,7 @@ async fn canary_only(base: &str, scraper: &Arc<Scraper>, canary: String) -> (Fet
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_target_is_a_source_error_for_its_interval() {
     let (base, _) = serve_targets().await;
-    let scraper = Arc::new(Scraper::new(&cfg(800)).unwrap());
+    let scraper = new_scraper(cfg(800));
     let cases: Vec<(&str, String, &str)> = vec![
         ("slow", format!("{base}/slow"), "timed out after 800ms"),
         ("500", format!("{base}/500"), "HTTP status 500"),
@@ -335,18 +340,32 @@ async fn each_bad_target_is_a_source_error_for_its_interval() {
         ),
         ("404", format!("{base}/nope"), "HTTP status 404"),
     ];
+    all_source_errors(&base, &scraper, cases, Duration::from_secs(3)).await;
+}
+
+/// Each case's target, alone in the canary, is a source error that says `expect`, found
+/// within `within`: `(what, url, expect)`.
+async fn all_source_errors(
+    base: &str,
+    scraper: &Arc<Scraper>,
+    cases: impl IntoIterator<Item = (&str, String, &str)>,
+    within: Duration,
+) {
     for (what, url, expect) in cases {
-        let (f, took) = canary_only(&base, &scraper, url).await;
+        let (f, took) = canary_only(base, scraper, url).await;
         let e = error_text(&f);
         assert!(e.contains(expect), "{what}: {e}");
-        assert!(took < Duration::from_secs(3), "{what} took {took:?}");
+        assert!(
+            took < within,
+            "{what} took {took:?}: the timeout must bound the scrape"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_and_cut_off_targets_are_source_errors() {
     let (base, _) = serve_targets().await;
-    let scraper = Arc::new(Scraper::new(&cfg(600)).unwrap());
+    let scraper = new_scraper(cfg(600));
     let full = "req_total{code=\"500\"} 1\nreq_total{code=\"200\"} 9\n";
     // Accepts and never answers.
     let (hang, _) = raw_server(|_| Reply::Hang).await;
@@ -384,21 +403,13 @@ async fn hanging_and_cut_off_targets_are_source_errors() {
             "connection failed while reading the body",
         ),
     ];
-    for (what, url, expect) in cases {
-        let (f, took) = canary_only(&base, &scraper, url).await;
-        let e = error_text(&f);
-        assert!(e.contains(expect), "{what}: {e}");
-        assert!(
-            took < Duration::from_millis(2500),
-            "{what} took {took:?}: the timeout must bound the whole scrape"
-        );
-    }
+    all_source_errors(&base, &scraper, cases, Duration::from_millis(2500)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_target_does_not_hide_the_good_ones() {
     let (base, _) = serve_targets().await;
-    let scraper = Arc::new(Scraper::new(&cfg(500)).unwrap());
+    let scraper = new_scraper(cfg(500));
     let t = Arc::new(Telemetry::new());
     let canary = vec![
         format!("{base}/good/c0/metrics"),
@@ -451,7 +462,7 @@ async fn one_bad_target_does_not_hide_the_good_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changing_series_set_counts_new_series_and_resets_and_says_no_data_when_gone() {
     let (base, _) = serve_targets().await;
-    let scraper = Arc::new(Scraper::new(&cfg(500)).unwrap());
+    let scraper = new_scraper(cfg(500));
     let t = Arc::new(Telemetry::new());
     let mut s = source(
         &scraper,
@@ -493,13 +504,10 @@ async fn a_changing_series_set_counts_new_series_and_resets_and_says_no_data_whe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_is_negotiated_and_a_gzip_bomb_is_refused() {
     let (base, _) = serve_targets().await;
-    let scraper = Arc::new(
-        Scraper::new(&ScrapeConfig {
-            max_body_bytes: 1024 * 1024,
-            ..cfg(2000)
-        })
-        .unwrap(),
-    );
+    let scraper = new_scraper(ScrapeConfig {
+        max_body_bytes: 1024 * 1024,
+        ..cfg(2000)
+    });
     let body = scraper.fetch(&format!("{base}/gzip")).await.unwrap();
     assert!(
         body.text.starts_with("# TYPE req_total counter"),
@@ -516,7 +524,7 @@ async fn gzip_is_negotiated_and_a_gzip_bomb_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openmetrics_is_preferred_and_parsed_by_content_type() {
     let (base, _) = serve_targets().await;
-    let scraper = Arc::new(Scraper::new(&cfg(2000)).unwrap());
+    let scraper = new_scraper(cfg(2000));
     let (f, _) = canary_only(&base, &scraper, format!("{base}/om")).await;
     assert_eq!(counter(&f), 1.0, "{f:?}");
     // What was sent, as a raw server sees it.
@@ -551,18 +559,15 @@ async fn openmetrics_is_preferred_and_parsed_by_content_type() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_exposed_timestamps_do_not_count() {
     let (base, _) = serve_targets().await;
-    let scraper = Arc::new(Scraper::new(&cfg(2000)).unwrap());
+    let scraper = new_scraper(cfg(2000));
     let (f, _) = canary_only(&base, &scraper, format!("{base}/stale")).await;
     // Only the live 500 series (+1); the 503 series moved by 50 but is ten minutes old.
     assert_eq!(counter(&f), 1.0, "{f:?}");
     // With honor_timestamps off, every sample counts as of the scrape.
-    let scraper = Arc::new(
-        Scraper::new(&ScrapeConfig {
-            honor_timestamps: false,
-            ..cfg(2000)
-        })
-        .unwrap(),
-    );
+    let scraper = new_scraper(ScrapeConfig {
+        honor_timestamps: false,
+        ..cfg(2000)
+    });
     let (f, _) = canary_only(&base, &scraper, format!("{base}/stale")).await;
     assert_eq!(counter(&f), 51.0, "{f:?}");
 }
@@ -570,13 +575,10 @@ async fn stale_exposed_timestamps_do_not_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_global_concurrency_limit_holds() {
     let (base, t) = serve_targets().await;
-    let scraper = Arc::new(
-        Scraper::new(&ScrapeConfig {
-            concurrency: 4,
-            ..cfg(5000)
-        })
-        .unwrap(),
-    );
+    let scraper = new_scraper(ScrapeConfig {
+        concurrency: 4,
+        ..cfg(5000)
+    });
     let tel = Arc::new(Telemetry::new());
     // Two deployments share the scraper, as all deployments of a daemon do.
     let urls = |from: usize| {
@@ -610,13 +612,10 @@ async fn a_round_of_scrapes_never_outlasts_the_analysis_interval() {
     let (base, _) = serve_targets().await;
     // One slot, targets that each hold it for 5 s, and a scrape timeout longer than that:
     // without a round deadline this round would take 20 s, two intervals and more.
-    let scraper = Arc::new(
-        Scraper::new(&ScrapeConfig {
-            concurrency: 1,
-            ..cfg(10_000)
-        })
-        .unwrap(),
-    );
+    let scraper = new_scraper(ScrapeConfig {
+        concurrency: 1,
+        ..cfg(10_000)
+    });
     let tel = Arc::new(Telemetry::new());
     let slow = || vec![format!("{base}/slow"), format!("{base}/slow")];
     let mut s = source(&scraper, slow(), slow(), &tel);
@@ -752,7 +751,7 @@ async fn file_sd_targets_are_followed_and_a_broken_file_keeps_the_last_good_list
         std::fs::write(&sd, serde_json::to_string(&groups).unwrap()).unwrap();
     };
     write(&["f0", "f1"]);
-    let scraper = Arc::new(Scraper::new(&cfg(2000)).unwrap());
+    let scraper = new_scraper(cfg(2000));
     let tel = Arc::new(Telemetry::new());
     let s = Source::Scrape {
         scraper: scraper.clone(),
@@ -798,7 +797,7 @@ async fn file_sd_targets_are_followed_and_a_broken_file_keeps_the_last_good_list
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_arm_reports_the_backend_down_but_a_bad_answer_does_not() {
     let (base, _) = serve_targets().await;
-    let scraper = Arc::new(Scraper::new(&cfg(500)).unwrap());
+    let scraper = new_scraper(cfg(500));
     let tel = Arc::new(Telemetry::new());
     let mut dead = source(
         &scraper,

@@ -143,6 +143,8 @@ fn pages_behind_the_token_with_charts_timeline_and_escaping() {
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"));
     assert!(!set.contains(TOKEN));
     let cookie = set.split(';').next().unwrap().to_string();
+    // A GET of a path on the daemon, with the page cookie.
+    let get = |path: &str| raw("GET", &format!("{base}{path}"), Some(&cookie), None);
     // An off-site `next` goes home instead.
     let (code, h, _) = raw(
         "POST",
@@ -154,19 +156,14 @@ fn pages_behind_the_token_with_charts_timeline_and_escaping() {
     assert_eq!(h["location"], "/");
 
     // The list: the deployment, rolled back, with its verdict.
-    let (code, h, list) = raw("GET", &format!("{base}/"), Some(&cookie), None);
+    let (code, h, list) = get("/");
     assert_eq!(code, 200, "{list}");
     assert!(h.contains_key("content-security-policy"));
     assert!(list.contains("href=\"/deployments/shop-canary\""), "{list}");
     assert!(list.contains("s-rolled_back"));
 
     // The deployment: a chart per check, the decision, the timeline, the hook's result.
-    let (code, _, page) = raw(
-        "GET",
-        &format!("{base}/deployments/{}", j.id),
-        Some(&cookie),
-        None,
-    );
+    let (code, _, page) = get(&format!("/deployments/{}", j.id));
     assert_eq!(code, 200);
     no_raw_hostile(&page);
     for check in ["error-ratio", "server-errors"] {
@@ -203,21 +200,11 @@ fn pages_behind_the_token_with_charts_timeline_and_escaping() {
     assert_eq!(code, 200);
 
     // An unknown deployment is a page too, its id escaped.
-    let (code, _, page) = raw(
-        "GET",
-        &format!("{base}/deployments/%3Cb%3Enope"),
-        Some(&cookie),
-        None,
-    );
+    let (code, _, page) = get("/deployments/%3Cb%3Enope");
     assert_eq!(code, 404);
     assert!(page.contains("&lt;b&gt;nope"));
     // The API still wants the token itself, not the page cookie.
-    let (code, _, _) = raw(
-        "GET",
-        &format!("{base}/api/v1/deployments"),
-        Some(&cookie),
-        None,
-    );
+    let (code, _, _) = get("/api/v1/deployments");
     assert_eq!(code, 401);
 }
 

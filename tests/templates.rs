@@ -14,19 +14,7 @@ const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
 fn backtest(analysis: &str, s: &Scenario) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let r = record(s);
-    let write = |prefix: &str, texts: &[String]| -> Vec<String> {
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let p = dir.path().join(format!("{prefix}-{i}.om"));
-                std::fs::write(&p, t).unwrap();
-                p.display().to_string()
-            })
-            .collect()
-    };
-    let b = write("baseline", &r.baseline);
-    let c = write("canary", &r.canary);
+    let (b, c) = r.write_to(dir.path()).unwrap();
     let out = Command::new(BIN)
         .args([
             "backtest",
@@ -70,6 +58,15 @@ fn assert_verdict(analysis: &str, s: &Scenario, want: &[&str]) -> serde_json::Va
     v
 }
 
+/// The template rolls back `fault` (seed `seed`) and does not roll back a healthy canary (seed
+/// `seed + 1`); the verdict on the fault.
+fn rolls_back_the_fault_only(analysis: &str, seed: u64, fault: Fault) -> serde_json::Value {
+    let v = assert_verdict(analysis, &scenario(seed, fault), &["rollback"]);
+    let healthy = scenario(seed + 1, Fault::None);
+    assert_verdict(analysis, &healthy, &["promote", "inconclusive"]);
+    v
+}
+
 #[test]
 fn templates_exist_and_check() {
     for f in [
@@ -97,31 +94,13 @@ fn http_service() {
             .contains("canary error-ratio"),
         "{v:#}"
     );
-    assert_verdict(
-        "http-service",
-        &scenario(102, Fault::LatencyMedian { factor: 1.5 }),
-        &["rollback"],
-    );
-    assert_verdict(
-        "http-service",
-        &scenario(103, Fault::None),
-        &["promote", "inconclusive"],
-    );
+    rolls_back_the_fault_only("http-service", 102, Fault::LatencyMedian { factor: 1.5 });
 }
 
 #[test]
 fn memory_leak() {
-    let v = assert_verdict(
-        "memory-leak",
-        &scenario(104, Fault::Leak { mib_per_min: 5.0 }),
-        &["rollback"],
-    );
+    let v = rolls_back_the_fault_only("memory-leak", 104, Fault::Leak { mib_per_min: 5.0 });
     assert!(v["decided_at_s"].as_f64().unwrap() < 900.0, "{v:#}");
-    assert_verdict(
-        "memory-leak",
-        &scenario(105, Fault::None),
-        &["promote", "inconclusive"],
-    );
 }
 
 #[test]
@@ -174,28 +153,10 @@ fn first_pool_wait_s(s: &Scenario) -> Option<f64> {
 
 #[test]
 fn rate_limit() {
-    assert_verdict(
-        "rate-limit",
-        &scenario(108, Fault::RateLimit { share: 0.05 }),
-        &["rollback"],
-    );
-    assert_verdict(
-        "rate-limit",
-        &scenario(109, Fault::None),
-        &["promote", "inconclusive"],
-    );
+    rolls_back_the_fault_only("rate-limit", 108, Fault::RateLimit { share: 0.05 });
 }
 
 #[test]
 fn blue_green() {
-    assert_verdict(
-        "blue-green",
-        &scenario(110, Fault::ErrorRatio { factor: 3.0 }),
-        &["rollback"],
-    );
-    assert_verdict(
-        "blue-green",
-        &scenario(111, Fault::None),
-        &["promote", "inconclusive"],
-    );
+    rolls_back_the_fault_only("blue-green", 110, Fault::ErrorRatio { factor: 3.0 });
 }

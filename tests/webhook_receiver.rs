@@ -44,7 +44,7 @@ srv.serve_forever()
 
 /// The Python receiver on a free port; its log of verified (or rejected) requests.
 struct Receiver {
-    child: std::process::Child,
+    _child: support::KillOnDrop,
     port: u16,
     log: std::path::PathBuf,
 }
@@ -70,7 +70,11 @@ impl Receiver {
         let port = line.trim().parse().unwrap_or_else(|_| {
             panic!("the receiver did not start (is `standardwebhooks` installed?): {line:?}")
         });
-        Receiver { child, port, log }
+        Receiver {
+            _child: support::KillOnDrop(child),
+            port,
+            log,
+        }
     }
 
     fn entries(&self) -> Vec<serde_json::Value> {
@@ -79,13 +83,6 @@ impl Receiver {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -9,14 +9,10 @@ use libfuzzer_sys::fuzz_target;
 use rollguard::selector::parse_matchers;
 use rollguard::written;
 
+mod quiet;
+
 fuzz_target!(|data: &[u8]| {
-    // libfuzzer-sys aborts in its panic hook, before any unwinding; `written::check` catches
-    // the third-party parser's panics on purpose, so the hook must let them unwind. A panic
-    // anywhere else still escapes the target and libfuzzer-sys aborts on it (its outer
-    // `catch_unwind`), leaving the input in fuzz/artifacts/ (rerun it to see the message).
-    static QUIET: std::sync::Once = std::sync::Once::new();
-    QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Some(text) = quiet::text(data) else {
         return;
     };
     for value in ["5m", "x\"}) or vector(1) #"] {

@@ -556,12 +556,27 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn kind(&mut self, line: &'a str, at: usize) -> Result<(), lex::LexError> {
+    /// The family name and the one word after it on a `# TYPE` or `# UNIT` line: the name, the
+    /// word, where the word starts, and where any text after it starts (`line.len()` if none).
+    fn name_and_word(
+        line: &'a str,
+        at: usize,
+    ) -> Result<(&'a str, &'a str, usize, usize), lex::LexError> {
         let b = line.as_bytes();
         let (name, end) = lex::meta_name(line, at)?;
         let word_start = lex::skip_blanks(b, end);
         let word_end = lex::token_end(b, word_start);
-        let word = lex::slice(line, word_start, word_end);
+        let after = lex::skip_blanks(b, word_end);
+        Ok((
+            name,
+            lex::slice(line, word_start, word_end),
+            word_start,
+            after,
+        ))
+    }
+
+    fn kind(&mut self, line: &'a str, at: usize) -> Result<(), lex::LexError> {
+        let (name, word, word_start, after) = Self::name_and_word(line, at)?;
         if word.is_empty() {
             return Err(lex::LexError::new(
                 word_start,
@@ -578,8 +593,7 @@ impl<'a> Parser<'a> {
                 ),
             )
         })?;
-        let after = lex::skip_blanks(b, word_end);
-        if after < b.len() {
+        if after < line.len() {
             return Err(lex::LexError::new(
                 after,
                 "unexpected text after the metric type",
@@ -590,13 +604,8 @@ impl<'a> Parser<'a> {
     }
 
     fn unit(&mut self, line: &'a str, at: usize) -> Result<(), lex::LexError> {
-        let b = line.as_bytes();
-        let (name, end) = lex::meta_name(line, at)?;
-        let unit_start = lex::skip_blanks(b, end);
-        let unit_end = lex::token_end(b, unit_start);
-        let unit = lex::slice(line, unit_start, unit_end);
-        let after = lex::skip_blanks(b, unit_end);
-        if after < b.len() {
+        let (name, unit, unit_start, after) = Self::name_and_word(line, at)?;
+        if after < line.len() {
             return Err(lex::LexError::new(after, "unexpected text after the unit"));
         }
         // OpenMetrics: the unit must be the last part of the family name (`x_seconds`).

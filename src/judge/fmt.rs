@@ -47,12 +47,19 @@ pub fn times(x: f64) -> String {
         "x?".into()
     } else if x.is_infinite() || x >= 1000.0 {
         "x1000+".into()
-    } else if x >= 10.0 {
-        format!("x{x:.0}")
-    } else if x >= 2.0 {
-        format!("x{x:.1}")
     } else {
-        format!("x{x:.2}")
+        format!("x{x:.*}", decimals(x, 10.0, 2.0))
+    }
+}
+
+/// How many decimals a number gets: none from `whole` up, one from `one` up, else two.
+fn decimals(x: f64, whole: f64, one: f64) -> usize {
+    if x >= whole {
+        0
+    } else if x >= one {
+        1
+    } else {
+        2
     }
 }
 
@@ -62,12 +69,8 @@ pub fn evidence(e: f64) -> String {
         "?".into()
     } else if e >= 1e6 {
         "1e6+".into()
-    } else if e >= 100.0 {
-        format!("{e:.0}")
-    } else if e >= 10.0 {
-        format!("{e:.1}")
     } else {
-        format!("{e:.2}")
+        format!("{e:.*}", decimals(e, 100.0, 10.0))
     }
 }
 

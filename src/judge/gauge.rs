@@ -10,9 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::change::ChangeGrid;
-use super::fmt::{count, evidence, level};
+use super::fmt::{count, level};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
-use super::{ArmValue, Bounded, Ctx, Outcome, Partial, mean};
+use super::{ArmValue, Bounded, Ctx, Partial, mean};
 use crate::rules::Direction;
 use crate::stats::grid::{LogGrid, thinning_loglik};
 use crate::stats::mixture::{best_rho, one_sided_ln_m, two_sided_boundary};
@@ -131,23 +131,10 @@ impl GaugeState {
             b.text(ctx.alpha),
         );
         let tol = self.tolerance.max(1.0);
-        let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (
-                Outcome::Fail,
-                format!(
-                    "saturated more often than the baseline (evidence {} ≥ {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
-        } else if hi <= tol * PASS_MARGIN || (sb == 0.0 && self.counts[3] >= 30.0) {
-            (
-                Outcome::Pass,
-                "not saturated more often than the baseline".into(),
-            )
-        } else {
-            ctx.not_yet(ev)
-        };
+        let passed = (hi <= tol * PASS_MARGIN || (sb == 0.0 && self.counts[3] >= 30.0))
+            .then(|| "not saturated more often than the baseline".into());
+        let failing = "saturated more often than the baseline";
+        let (outcome, tail) = ctx.decide(ln_e, ev, failing, passed);
         Partial {
             outcome,
             evidence: ev,
@@ -204,20 +191,8 @@ impl GaugeState {
             hi,
             n
         );
-        let (outcome, tail) = if ln_m >= ctx.threshold.ln() {
-            (
-                Outcome::Fail,
-                format!(
-                    "level worse than tolerated (evidence {} ≥ {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
-        } else if hi < 0.0 {
-            (Outcome::Pass, "level within the tolerance".to_string())
-        } else {
-            ctx.not_yet(ev)
-        };
+        let passed = (hi < 0.0).then(|| "level within the tolerance".into());
+        let (outcome, tail) = ctx.decide(ln_m, ev, "level worse than tolerated", passed);
         Partial {
             outcome,
             evidence: ev,

@@ -12,9 +12,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::change::ChangeGrid;
-use super::fmt::{count, evidence, pct, seconds};
+use super::fmt::{count, pct, seconds};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN, clopper_pearson_upper};
-use super::{ArmValue, Bounded, Ctx, Missing, Outcome, Partial};
+use super::{ArmValue, Bounded, Ctx, Missing, Partial};
 use crate::stats::fnch::fnch_loglik;
 use crate::stats::grid::LogGrid;
 use crate::stats::quantile::histogram_quantile;
@@ -229,23 +229,9 @@ impl HistogramState {
                     && clopper_pearson_upper(e.slow[1], self.total[1], ctx.alpha) - a
                         <= NEGLIGIBLE_SLOW_EXCESS)
         });
-        let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (
-                Outcome::Fail,
-                format!(
-                    "slower than the x{tolerance} tolerance (evidence {} ≥ {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
-        } else if all_bounded {
-            (
-                Outcome::Pass,
-                "no slower than tolerated at any tested edge".to_string(),
-            )
-        } else {
-            ctx.not_yet(ev)
-        };
+        let passed = all_bounded.then(|| "no slower than tolerated at any tested edge".into());
+        let failing = format!("slower than the x{tolerance} tolerance");
+        let (outcome, tail) = ctx.decide(ln_e, ev, &failing, passed);
         Partial {
             outcome,
             evidence: ev,

@@ -402,6 +402,26 @@ impl Ctx<'_> {
         )
     }
 
+    /// A sequential check's outcome and why: failed when the log-evidence `ln_e` reaches the
+    /// threshold (`failing` says what went wrong), else passed if `passed` says how, else not
+    /// yet decided.
+    pub fn decide(
+        &self,
+        ln_e: f64,
+        ev: f64,
+        failing: &str,
+        passed: Option<String>,
+    ) -> (Outcome, String) {
+        if ln_e >= self.threshold.ln() {
+            let (e, t) = (fmt::evidence(ev), fmt::evidence(self.threshold));
+            (Outcome::Fail, format!("{failing} (evidence {e} ≥ {t})"))
+        } else if let Some(why) = passed {
+            (Outcome::Pass, why)
+        } else {
+            self.not_yet(ev)
+        }
+    }
+
     /// An effect with its bounds at this check's confidence level (1 − alpha).
     pub fn effect(
         &self,

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use statrs::distribution::{Beta, ContinuousCDF};
 
 use super::change::ChangeGrid;
-use super::fmt::{count, evidence, pct, times};
-use super::{ArmValue, Bounded, Ctx, Missing, Outcome, Partial};
+use super::fmt::{count, pct, times};
+use super::{ArmValue, Bounded, Ctx, Missing, Partial};
 use crate::rules::{CheckSpec, Direction};
 use crate::stats::grid::{LogGrid, thinning_loglik};
 
@@ -130,31 +130,21 @@ impl RatioState {
             count(self.exposure[0]),
         );
         let canary_upper = clopper_pearson_upper(self.events[1], self.exposure[1], ctx.alpha);
-        let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (
-                Outcome::Fail,
-                format!(
-                    "worse than the x{tolerance} tolerance (evidence {} ≥ {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
-        } else if hi <= tolerance * PASS_MARGIN {
-            (
-                Outcome::Pass,
-                format!("no worse than tolerated (upper bound {})", times(hi)),
-            )
+        let passed = if hi <= tolerance * PASS_MARGIN {
+            Some(format!(
+                "no worse than tolerated (upper bound {})",
+                times(hi)
+            ))
         } else if canary_upper - pa <= NEGLIGIBLE_EXCESS && self.exposure[1] > 0.0 {
-            (
-                Outcome::Pass,
-                format!(
-                    "any excess is negligible (canary at most {})",
-                    pct(canary_upper)
-                ),
-            )
+            Some(format!(
+                "any excess is negligible (canary at most {})",
+                pct(canary_upper)
+            ))
         } else {
-            ctx.not_yet(ev)
+            None
         };
+        let failing = format!("worse than the x{tolerance} tolerance");
+        let (outcome, tail) = ctx.decide(ln_e, ev, &failing, passed);
         Partial {
             outcome,
             evidence: ev,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::fmt::{count, evidence, level, pct};
+use super::fmt::{count, level, pct};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS};
 use super::{ArmValue, Ctx, Missing, Outcome, Partial, mean};
 use crate::rules::{CheckConfig, ThresholdSource};
@@ -121,20 +121,8 @@ impl ThresholdState {
             pct(if max.is_some() { lo } else { 1.0 - hi }),
             pct(if max.is_some() { hi } else { 1.0 - lo }),
         );
-        let (outcome, tail) = if ln_e >= ctx.threshold.ln() {
-            (
-                Outcome::Fail,
-                format!(
-                    "beyond the absolute limit (evidence {} ≥ {})",
-                    evidence(ev),
-                    evidence(ctx.threshold)
-                ),
-            )
-        } else if hi < limit {
-            (Outcome::Pass, "within the limit".to_string())
-        } else {
-            ctx.not_yet(ev)
-        };
+        let passed = (hi < limit).then(|| "within the limit".into());
+        let (outcome, tail) = ctx.decide(ln_e, ev, "beyond the absolute limit", passed);
         Partial {
             outcome,
             evidence: ev,

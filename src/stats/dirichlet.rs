@@ -242,10 +242,15 @@ pub fn share_confidence_sequence_with_prior(
     k: f64,
     alpha: f64,
 ) -> (f64, f64) {
-    match log_odds_confidence_sequence(n_baseline, n_canary, prior_share, k, alpha) {
-        Some((lo, hi)) => (sigmoid(lo), sigmoid(hi)),
-        None => (f64::NAN, f64::NAN),
-    }
+    map_bounds(
+        log_odds_confidence_sequence(n_baseline, n_canary, prior_share, k, alpha),
+        sigmoid,
+    )
+}
+
+/// Log-odds bounds carried through `f`; (NaN, NaN) for invalid input (no bounds).
+fn map_bounds(bounds: Option<(f64, f64)>, f: impl Fn(f64) -> f64) -> (f64, f64) {
+    bounds.map_or((f64::NAN, f64::NAN), |(lo, hi)| (f(lo), f(hi)))
 }
 
 /// Anytime-valid confidence sequence for the canary/baseline rate ratio
@@ -259,13 +264,11 @@ pub fn rate_ratio_confidence_sequence(
     k: f64,
     alpha: f64,
 ) -> (f64, f64) {
-    match log_odds_confidence_sequence(n_baseline, n_canary, rho_canary, k, alpha) {
-        Some((lo, hi)) => {
-            let shift = (1.0 - rho_canary).ln() - rho_canary.ln();
-            ((lo + shift).exp(), (hi + shift).exp())
-        }
-        None => (f64::NAN, f64::NAN),
-    }
+    let shift = (1.0 - rho_canary).ln() - rho_canary.ln();
+    map_bounds(
+        log_odds_confidence_sequence(n_baseline, n_canary, rho_canary, k, alpha),
+        |z| (z + shift).exp(),
+    )
 }
 
 #[cfg(test)]

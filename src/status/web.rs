@@ -8,7 +8,7 @@
 //! nothing untrusted can run, and a page behind a login never sits in a shared cache.
 
 use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, middleware};
@@ -49,32 +49,33 @@ fn html(status: StatusCode, body: String) -> Response {
 }
 
 fn secure(h: &mut HeaderMap) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(super::CSP),
+    set_static(
+        h,
+        &[
+            (header::CONTENT_SECURITY_POLICY, super::CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
     );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// Sets each header to its fixed value.
+fn set_static(h: &mut HeaderMap, headers: &[(HeaderName, &'static str)]) {
+    for (name, value) in headers {
+        h.insert(name, HeaderValue::from_static(value));
+    }
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
     let mut r = body.into_response();
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
+    set_static(
+        r.headers_mut(),
+        &[
+            (header::CONTENT_TYPE, kind),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
     );
     r
 }

@@ -11,13 +11,15 @@
 //! - [`prometheus`], [`postgres`]: real servers, one per test;
 //! - [`proxy`]: a TCP proxy a test can cut (a daemon cut off from its database);
 //! - [`http`]: small blocking HTTP clients;
-//! - [`measure`]: what the benches measure (hook start times, CPU, memory, quantiles).
+//! - [`measure`]: what the benches measure (hook start times, CPU, memory, quantiles);
+//! - [`expo`]: the exposition parser's invariants (shared with the fuzz target).
 //!
 //! Each binary that includes this (the test binaries, two benches) uses only part of it, so
 //! unused items and re-exports are not warned about.
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
+pub mod expo;
 pub mod fleet;
 pub mod http;
 pub mod measure;
@@ -34,6 +36,16 @@ pub use daemon::{
 };
 pub use fleet::FleetServer;
 pub use http::http;
+
+/// A child process, killed and reaped when this is dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A free loopback port: bound to port 0, read, and released for a server to take.
 pub fn free_port() -> u16 {

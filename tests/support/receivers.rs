@@ -333,6 +333,28 @@ fn slack_escaped(field: &str, t: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The array at `key`, or the error `missing`.
+fn array<'a>(v: &'a Value, key: &str, missing: &str) -> Result<&'a Vec<Value>, String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| missing.to_string())
+}
+
+/// The array at `key`, which must be there (else the error `missing`) and not be empty (else
+/// the error `empty`).
+fn nonempty<'a>(
+    v: &'a Value,
+    key: &str,
+    missing: &str,
+    empty: &str,
+) -> Result<&'a Vec<Value>, String> {
+    let a = array(v, key, missing)?;
+    if a.is_empty() {
+        return Err(empty.to_string());
+    }
+    Ok(a)
+}
+
 fn slack(v: &Value) -> Result<(), String> {
     let text = s(v, "text")?;
     if text.is_empty() {
@@ -341,13 +363,7 @@ fn slack(v: &Value) -> Result<(), String> {
         );
     }
     slack_escaped("text", text)?;
-    let blocks = v
-        .get("blocks")
-        .and_then(Value::as_array)
-        .ok_or("`blocks` must be an array")?;
-    if blocks.is_empty() {
-        return Err("no blocks".into());
-    }
+    let blocks = nonempty(v, "blocks", "`blocks` must be an array", "no blocks")?;
     count("slack", "blocks", blocks.len())?;
     for b in blocks {
         match s(b, "type")? {
@@ -367,10 +383,7 @@ fn slack(v: &Value) -> Result<(), String> {
                         slack_escaped("section.text", s(t, "text")?)?;
                     }
                 } else {
-                    let fields = b
-                        .get("fields")
-                        .and_then(Value::as_array)
-                        .ok_or("section needs text or fields")?;
+                    let fields = array(b, "fields", "section needs text or fields")?;
                     count("slack", "section.fields", fields.len())?;
                     for f in fields {
                         max("slack", "section.fields.text", s(f, "text")?)?;
@@ -379,13 +392,12 @@ fn slack(v: &Value) -> Result<(), String> {
                 }
             }
             "context" => {
-                let els = b
-                    .get("elements")
-                    .and_then(Value::as_array)
-                    .ok_or("context needs elements")?;
-                if els.is_empty() {
-                    return Err("context needs elements".into());
-                }
+                let els = nonempty(
+                    b,
+                    "elements",
+                    "context needs elements",
+                    "context needs elements",
+                )?;
                 count("slack", "context.elements", els.len())?;
                 for e in els {
                     slack_escaped("context", s(e, "text")?)?;
@@ -400,10 +412,7 @@ fn slack(v: &Value) -> Result<(), String> {
 fn mattermost(v: &Value) -> Result<(), String> {
     let text = s(v, "text")?;
     max("mattermost", "text", text)?;
-    let atts = v
-        .get("attachments")
-        .and_then(Value::as_array)
-        .ok_or("`attachments` must be an array")?;
+    let atts = array(v, "attachments", "`attachments` must be an array")?;
     for a in atts {
         s(a, "fallback")?;
         let colour = s(a, "color")?;
@@ -438,10 +447,7 @@ fn teams(v: &Value, size: usize) -> Result<(), String> {
     if s(v, "type")? != "message" {
         return Err("envelope `type` must be `message`".into());
     }
-    let atts = v
-        .get("attachments")
-        .and_then(Value::as_array)
-        .ok_or("`attachments` must be an array")?;
+    let atts = array(v, "attachments", "`attachments` must be an array")?;
     if atts.len() != 1 {
         return Err("exactly one attachment (the card) expected".into());
     }
@@ -456,31 +462,23 @@ fn teams(v: &Value, size: usize) -> Result<(), String> {
     if !["1.2", "1.3", "1.4", "1.5"].contains(&version) {
         return Err(format!("card version {version} is not one Teams renders"));
     }
-    let body = card
-        .get("body")
-        .and_then(Value::as_array)
-        .ok_or("card body must be an array")?;
-    if body.is_empty() {
-        return Err("card body is empty".into());
-    }
+    let body = nonempty(
+        card,
+        "body",
+        "card body must be an array",
+        "card body is empty",
+    )?;
     fn element(e: &Value) -> Result<(), String> {
         match s(e, "type")? {
             "TextBlock" => s(e, "text").map(drop),
             "FactSet" => {
-                for f in e
-                    .get("facts")
-                    .and_then(Value::as_array)
-                    .ok_or("facts must be an array")?
-                {
+                for f in array(e, "facts", "facts must be an array")? {
                     s(f, "title")?;
                     s(f, "value")?;
                 }
                 Ok(())
             }
-            "Container" => e
-                .get("items")
-                .and_then(Value::as_array)
-                .ok_or("container items")?
+            "Container" => array(e, "items", "container items")?
                 .iter()
                 .try_for_each(element),
             other => Err(format!("unexpected element {other}")),
@@ -516,10 +514,7 @@ fn discord(v: &Value) -> Result<(), String> {
             c.as_str().ok_or("content must be a string")?,
         )?;
     }
-    let embeds = v
-        .get("embeds")
-        .and_then(Value::as_array)
-        .ok_or("`embeds` must be an array")?;
+    let embeds = array(v, "embeds", "`embeds` must be an array")?;
     count("discord", "embeds", embeds.len())?;
     for e in embeds {
         let mut total = 0;
@@ -532,10 +527,7 @@ fn discord(v: &Value) -> Result<(), String> {
         e.get("color")
             .and_then(Value::as_u64)
             .ok_or("color must be an integer")?;
-        let fields = e
-            .get("fields")
-            .and_then(Value::as_array)
-            .ok_or("fields must be an array")?;
+        let fields = array(e, "fields", "fields must be an array")?;
         count("discord", "embed.fields", fields.len())?;
         for f in fields {
             let (n, val) = (s(f, "name")?, s(f, "value")?);

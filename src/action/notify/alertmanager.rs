@@ -104,32 +104,45 @@ pub fn plan(ctx: &Ctx<'_>, notice: &Notice, d: &Digest) -> Result<Plan, String> 
             });
             for old in ctx.open.iter().filter(|i| i.alertname != name) {
                 alerts.extend(resolved(&s, ctx, old));
-                changes.push(Change::Close {
-                    key: old.key.clone(),
-                    alertname: old.alertname.clone(),
-                });
+                changes.push(close(old));
             }
         }
         Lifecycle::Close => {
             for old in ctx.open {
                 alerts.extend(resolved(&s, ctx, old));
-                changes.push(Change::Close {
-                    key: old.key.clone(),
-                    alertname: old.alertname.clone(),
-                });
-            }
-            if alerts.is_empty() {
-                return Ok(Plan::Skip {
-                    reason: "no alert is active for this key".into(),
-                    changes,
-                });
+                changes.push(close(old));
             }
         }
+    }
+    // An open always has its alert; a close may have none left to resolve.
+    send(&s, alerts, changes, "no alert is active for this key")
+}
+
+/// Sends `alerts`, or skips saying `reason` when there are none; with `changes` either way.
+fn send(
+    s: &Settings<'_>,
+    alerts: Vec<Value>,
+    changes: Vec<Change>,
+    reason: &str,
+) -> Result<Plan, String> {
+    if alerts.is_empty() {
+        return Ok(Plan::Skip {
+            reason: reason.into(),
+            changes,
+        });
     }
     Ok(Plan::Send {
         request: s.request(alerts)?,
         changes,
     })
+}
+
+/// Forgets an open alert.
+fn close(i: &Incident) -> Change {
+    Change::Close {
+        key: i.key.clone(),
+        alertname: i.alertname.clone(),
+    }
 }
 
 /// Sends every active alert again with a fresh lease; alerts active longer than
@@ -141,18 +154,12 @@ pub fn refresh(ctx: &Ctx<'_>) -> Result<Plan, String> {
     let mut changes = Vec::new();
     for i in ctx.open {
         let Ok(n) = serde_json::from_value::<Notice>(i.notice.clone()) else {
-            changes.push(Change::Close {
-                key: i.key.clone(),
-                alertname: i.alertname.clone(),
-            });
+            changes.push(close(i));
             continue;
         };
         if ctx.now - i.opened_at > s.max_active.as_secs_f64() {
             tracing::info!(alert = %i.alertname, key = %i.key, "alert active longer than max_active; no longer refreshed, it expires in Alertmanager");
-            changes.push(Change::Close {
-                key: i.key.clone(),
-                alertname: i.alertname.clone(),
-            });
+            changes.push(close(i));
             continue;
         }
         alerts.push(alert(
@@ -164,16 +171,7 @@ pub fn refresh(ctx: &Ctx<'_>) -> Result<Plan, String> {
             lease,
         ));
     }
-    if alerts.is_empty() {
-        return Ok(Plan::Skip {
-            reason: "no active alerts".into(),
-            changes,
-        });
-    }
-    Ok(Plan::Send {
-        request: s.request(alerts)?,
-        changes,
-    })
+    send(&s, alerts, changes, "no active alerts")
 }
 
 /// The resolving copy of an open alert (same labels, `endsAt` now).

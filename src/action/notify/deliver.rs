@@ -63,23 +63,11 @@ pub async fn send(client: &reqwest::Client, req: &Rendered, timeout: Duration) -
 /// Discord's `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset-After: <seconds>`: wait that
 /// long before the next message instead of running into a 429.
 fn bucket_empty(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let remaining = h
-        .get("x-ratelimit-remaining")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<f64>()
-        .ok()?;
-    if remaining > 0.0 {
+    let number = |name: &str| h.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    if number("x-ratelimit-remaining")? > 0.0 {
         return None;
     }
-    let reset = h
-        .get("x-ratelimit-reset-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<f64>()
-        .ok()?;
+    let reset = number("x-ratelimit-reset-after")?;
     reset
         .is_finite()
         .then(|| Duration::from_secs_f64(reset.clamp(0.0, 60.0)))

@@ -261,17 +261,12 @@ pub fn number(x: f64) -> String {
 /// end the link are percent-encoded.
 pub fn safe_url(u: &str) -> String {
     let mut out = String::with_capacity(u.len());
-    for c in u.chars() {
-        match c {
-            '|' => out.push_str("%7C"),
-            '<' => out.push_str("%3C"),
-            '>' => out.push_str("%3E"),
-            ' ' => out.push_str("%20"),
-            '(' => out.push_str("%28"),
-            ')' => out.push_str("%29"),
-            '"' => out.push_str("%22"),
-            c if c.is_control() => {}
-            c => out.push(c),
+    for c in u.chars().filter(|c| !c.is_control()) {
+        if "|<> ()\"".contains(c) {
+            // All ASCII: `%` and two upper-case hex digits (`|` is `%7C`).
+            out.push_str(&format!("%{:02X}", u32::from(c)));
+        } else {
+            out.push(c);
         }
     }
     out
