@@ -201,31 +201,21 @@ fn failover() {
     let fleet = support::FleetServer::healthy(7, 5.0);
     let rule = support::daemon::ratio_rule_timed("min_duration: 1h\nmax_duration: 2h\n");
     let daemon = |node: &str| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let hooks = support::daemon::marker_hooks(&dir.path().join("marker"));
-        let body = format!(
-            "shutdown_grace: 5s\nstore:\n  postgres:\n    url: {}\n    node: {node}\n    lease: {lease}s\nhooks:\n{hooks}",
-            pg.url("ha")
-        );
-        support::daemon::write_dir(
-            dir.path(),
+        let hooks =
+            support::daemon::marker_hooks(&std::env::temp_dir().join("rollguard-ha-bench-marker"));
+        Daemon::start_on_postgres(
+            &pg.url("ha"),
+            node,
+            &format!("{lease}s"),
             &[("errors.yaml", &rule)],
-            &support::daemon::config("127.0.0.1:0", "state", &body),
-        );
-        let addr = dir.path().join("state/listen.addr");
-        let cmd = support::daemon::command(dir.path());
-        Daemon::spawn(dir, cmd, &addr)
-    };
-    let role = |d: &Daemon| {
-        d.get("/api/v1/leader").1["role"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+            &hooks,
+            "",
+        )
     };
     let elapsed = |d: &Daemon| d.get("/api/v1/deployments/fo").1["elapsed_s"].as_f64();
     let mut leader = daemon("n0");
     support::wait_for(Duration::from_secs(20), || {
-        (role(&leader) == "leader").then_some(())
+        (leader.role() == "leader").then_some(())
     })
     .expect("first leader");
     leader.register(&fleet.deployment("fo", &fleet.canaries()));
@@ -234,7 +224,7 @@ fn failover() {
     for run in 1..=runs {
         let standby = daemon(&format!("n{run}"));
         support::wait_for(Duration::from_secs(20), || {
-            (role(&standby) == "standby").then_some(())
+            (standby.role() == "standby").then_some(())
         })
         .expect("standby");
         std::thread::sleep(Duration::from_secs(2));
@@ -242,7 +232,7 @@ fn failover() {
         let _ = leader.crash();
         let before = elapsed(&standby).unwrap_or(0.0);
         support::wait_for(Duration::from_secs(60), || {
-            (role(&standby) == "leader").then_some(())
+            (standby.role() == "leader").then_some(())
         })
         .expect("takeover");
         takeovers.push(killed.elapsed().as_secs_f64());

@@ -229,24 +229,33 @@ impl Pair {
 
     /// Starts daemon `node`, reaching the database on `port` (the server's, or a proxy's).
     fn daemon(&self, node: &str, port: u16) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
         let hooks = support::daemon::marker_hooks(&self.shared.path().join("marker"));
-        let body = format!(
-            "shutdown_grace: 5s\nstore:\n  postgres:\n    url: postgres://{}@127.0.0.1:{port}/ha\n    node: {node}\n    lease: {LEASE}\nhooks:\n{hooks}notifiers:\n  chat:\n    webhook:\n      url: {}\n",
-            support::postgres::USER,
-            self.chat.url
-        );
         let rule = RATIO_RULE
             .replace("on_fail: [rollback]", "on_fail: [rollback, chat]")
             .replace("on_pass: [promote]", "on_pass: [promote, chat]");
-        support::daemon::write_dir(
-            dir.path(),
+        Daemon::start_on_postgres(
+            &format!("postgres://{}@127.0.0.1:{port}/ha", support::postgres::USER),
+            node,
+            LEASE,
             &[("errors.yaml", &rule)],
-            &support::daemon::config("127.0.0.1:0", "state", &body),
-        );
-        let addr = dir.path().join("state/listen.addr");
-        let cmd = support::daemon::command(dir.path());
-        Daemon::spawn(dir, cmd, &addr)
+            &hooks,
+            &format!(
+                "notifiers:\n  chat:\n    webhook:\n      url: {}\n",
+                self.chat.url
+            ),
+        )
+    }
+
+    /// Daemon `a` (on `a_port`) leading, then daemon `b` standing by.
+    fn leader_and_standby(&self, a_port: u16) -> (Daemon, Daemon) {
+        let a = self.daemon("a", a_port);
+        wait_leader(&a, Duration::from_secs(10));
+        let b = self.daemon("b", self.pg.port);
+        support::wait_for(Duration::from_secs(10), || {
+            (b.role() == "standby").then_some(())
+        })
+        .expect("b stands by");
+        (a, b)
     }
 
     fn marker(&self) -> Vec<String> {
@@ -263,15 +272,10 @@ impl Pair {
     }
 }
 
-fn role(d: &Daemon) -> String {
-    let (_, v) = d.get("/api/v1/leader");
-    v["role"].as_str().unwrap_or_default().to_string()
-}
-
 /// Waits until `d` leads; how long that took.
 fn wait_leader(d: &Daemon, timeout: Duration) -> Duration {
     let t = Instant::now();
-    support::wait_for(timeout, || (role(d) == "leader").then_some(()))
+    support::wait_for(timeout, || (d.role() == "leader").then_some(()))
         .unwrap_or_else(|| panic!("never became leader; log:\n{}", d.log()));
     t.elapsed()
 }
@@ -305,13 +309,7 @@ fn assert_rolled_back_once(pair: &Pair, d: &Daemon, id: &str) {
 #[test]
 fn kill_9_of_the_leader_mid_canary_hands_over_within_the_lease() {
     let pair = Pair::new();
-    let a = pair.daemon("a", pair.pg.port);
-    wait_leader(&a, Duration::from_secs(10));
-    let b = pair.daemon("b", pair.pg.port);
-    support::wait_for(Duration::from_secs(10), || {
-        (role(&b) == "standby").then_some(())
-    })
-    .expect("b stands by");
+    let (a, b) = pair.leader_and_standby(pair.pg.port);
 
     let id = "ha-kill";
     a.register(&pair.bad(id));
@@ -366,13 +364,7 @@ fn kill_9_of_the_leader_mid_canary_hands_over_within_the_lease() {
 fn a_leader_cut_off_from_the_database_steps_down_before_its_lease_ends() {
     let pair = Pair::new();
     let proxy = Proxy::start(pair.pg.port);
-    let mut a = pair.daemon("a", proxy.port);
-    wait_leader(&a, Duration::from_secs(10));
-    let b = pair.daemon("b", pair.pg.port);
-    support::wait_for(Duration::from_secs(10), || {
-        (role(&b) == "standby").then_some(())
-    })
-    .expect("b stands by");
+    let (mut a, b) = pair.leader_and_standby(proxy.port);
     let id = "ha-cut";
     a.register(&pair.bad(id));
     a.wait_state(id, &["analysing"], Duration::from_secs(20));
@@ -397,16 +389,14 @@ fn a_leader_cut_off_from_the_database_steps_down_before_its_lease_ends() {
 #[test]
 fn a_database_restart_mid_canary_loses_and_doubles_nothing() {
     let mut pair = Pair::new();
-    let a = pair.daemon("a", pair.pg.port);
-    wait_leader(&a, Duration::from_secs(10));
-    let b = pair.daemon("b", pair.pg.port);
+    let (a, b) = pair.leader_and_standby(pair.pg.port);
     let id = "ha-restart";
     a.register(&pair.bad(id));
     a.wait_state(id, &["analysing"], Duration::from_secs(20));
     pair.pg.restart();
     // Whoever leads after the restart (a, if it renewed in time; else b) finishes the job.
     let leader = support::wait_for(Duration::from_secs(15), || {
-        [&a, &b].into_iter().find(|d| role(d) == "leader")
+        [&a, &b].into_iter().find(|d| d.role() == "leader")
     })
     .unwrap_or_else(|| panic!("nobody leads; a:\n{}\nb:\n{}", a.log(), b.log()));
     assert_rolled_back_once(&pair, leader, id);
@@ -421,7 +411,7 @@ fn two_daemons_started_at_once_elect_one_and_the_standby_points_at_it() {
         (a.join().unwrap(), b.join().unwrap())
     });
     let (leader, standby) = support::wait_for(Duration::from_secs(10), || {
-        match (role(&a).as_str(), role(&b).as_str()) {
+        match (a.role().as_str(), b.role().as_str()) {
             ("leader", "standby") => Some((&a, &b)),
             ("standby", "leader") => Some((&b, &a)),
             _ => None,

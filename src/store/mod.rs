@@ -230,6 +230,17 @@ pub struct OutboxItem {
     pub status: String,
     pub last_error: String,
 }
+impl OutboxItem {
+    /// The item as `next_due` returns it at `at`: marked `waiting` while it is not yet due.
+    /// It still heads its destination's queue, so later messages wait behind it (order holds).
+    pub fn due_at(mut self, at: f64) -> OutboxItem {
+        if self.next_at > at {
+            self.status = "waiting".into();
+        }
+        self
+    }
+}
+
 /// An incident a destination was told about and not yet told is over.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Incident {
@@ -336,27 +347,12 @@ pub trait Store: Send + Sync {
     fn outbox(&self, notifier: Option<&str>) -> Result<Vec<OutboxItem>, StoreError>;
 
     /// How many unfinished deployments are in each state (the `active_deployments`
-    /// gauge). The default reads the records; a store that can count where they are does
-    /// better.
-    fn count_unfinished(&self) -> Result<Vec<(State, usize)>, StoreError> {
-        let mut counts: Vec<(State, usize)> = Vec::new();
-        for r in self.unfinished()? {
-            match counts.iter_mut().find(|(s, _)| *s == r.state) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((r.state, 1)),
-            }
-        }
-        Ok(counts)
-    }
+    /// gauge), counted where they are stored.
+    fn count_unfinished(&self) -> Result<Vec<(State, usize)>, StoreError>;
 
     /// The notifications about one deployment (its notices' subject), oldest first: what
-    /// its status page shows with their delivery status. The default reads the whole
-    /// outbox; a store that can filter where the rows are does better.
-    fn outbox_of(&self, deployment: &str) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut all = self.outbox(None)?;
-        all.retain(|o| o.payload["notice"]["subject"]["deployment"] == deployment);
-        Ok(all)
-    }
+    /// its status page shows with their delivery status.
+    fn outbox_of(&self, deployment: &str) -> Result<Vec<OutboxItem>, StoreError>;
 
     /// Whether an identical payload is already waiting for this destination (so periodic
     /// work does not pile up while a destination is down).

@@ -836,14 +836,7 @@ impl Store for PgStore {
                 ),
                 &[&notifier],
             )?;
-            Ok(row.map(|r| {
-                let mut i = outbox_item(&r);
-                // Keep order: the head of the queue blocks later messages until it is due.
-                if i.next_at > at {
-                    i.status = "waiting".into();
-                }
-                i
-            }))
+            Ok(row.map(|r| outbox_item(&r).due_at(at)))
         })
     }
 

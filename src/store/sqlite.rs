@@ -440,15 +440,7 @@ impl Store for SqliteStore {
         )
         .optional()
         .map_err(|e| self.err(e))
-        .map(|o| {
-            o.map(|mut i| {
-                // Keep order: the head of the queue blocks later messages until it is due.
-                if i.next_at > at {
-                    i.status = "waiting".into();
-                }
-                i
-            })
-        })
+        .map(|o| o.map(|i| i.due_at(at)))
     }
 
     fn outbox_update(

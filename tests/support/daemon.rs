@@ -198,6 +198,32 @@ impl Daemon {
         }
     }
 
+    /// Starts one daemon of a pair on PostgreSQL (docs/ha.md): its store at `url` as `node`
+    /// with `lease`, these rule files, `hooks` (indented under `hooks:`) and `extra` config.
+    pub fn start_on_postgres(
+        url: &str,
+        node: &str,
+        lease: &str,
+        rules: &[(&str, &str)],
+        hooks: &str,
+        extra: &str,
+    ) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = format!(
+            "shutdown_grace: 5s\nstore:\n  postgres:\n    url: {url}\n    node: {node}\n    lease: {lease}\nhooks:\n{hooks}{extra}"
+        );
+        write_dir(dir.path(), rules, &config("127.0.0.1:0", "state", &body));
+        let addr = dir.path().join("state/listen.addr");
+        let cmd = command(dir.path());
+        Self::spawn(dir, cmd, &addr)
+    }
+
+    /// This daemon's role (`leader`, `standby`, `single`) from `/api/v1/leader`.
+    pub fn role(&self) -> String {
+        let (_, v) = self.get("/api/v1/leader");
+        v["role"].as_str().unwrap_or_default().to_string()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
