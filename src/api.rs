@@ -421,13 +421,7 @@ async fn contract(
 }
 
 async fn rules(State(api): State<Api>) -> Response {
-    let st = api
-        .rules
-        .status
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_default();
-    Json(st).into_response()
+    Json(api.rules.status()).into_response()
 }
 
 /// Flagger webhooks send `{"name", "namespace", "phase", "metadata"}`; the deployment id is
@@ -614,12 +608,7 @@ async fn readyz(State(api): State<Api>, Query(q): Query<ReadyQuery>) -> Response
     if q.role.as_deref() == Some("leader") && role == crate::leader::Role::Standby {
         problems.push("standby: not the leader".to_string());
     }
-    let rules = api
-        .rules
-        .status
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_default();
+    let rules = api.rules.status();
     let store = match r.store_writable(api.engine.store.clone()).await {
         Ok(()) => "ok".to_string(),
         Err(e) => {

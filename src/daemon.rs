@@ -217,7 +217,7 @@ impl Daemon {
                 )));
             }
         }
-        tracing::info!(%addr, role = leadership.as_ref().map_or("single", |l| l.role().as_str()), rules = %rules.status.lock().map(|s| s.version.clone()).unwrap_or_default(), "rollguard listening on http://{addr}");
+        tracing::info!(%addr, role = leadership.as_ref().map_or("single", |l| l.role().as_str()), rules = %rules.status().version, "rollguard listening on http://{addr}");
         Ok(Daemon {
             addr,
             engine,
@@ -716,12 +716,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             return Err(e);
         }
     };
-    let rules = d
-        .rules
-        .status
-        .lock()
-        .map(|s| s.version.clone())
-        .unwrap_or_default();
+    let rules = d.rules.status().version;
     let role = d
         .leadership
         .as_ref()

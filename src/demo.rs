@@ -389,12 +389,7 @@ async fn run(
     println!(
         "daemon listening on http://{} with rules {}",
         daemon.addr,
-        daemon
-            .rules
-            .status
-            .lock()
-            .map(|s| s.analyses.join(", "))
-            .unwrap_or_default()
+        daemon.rules.status().analyses.join(", ")
     );
 
     let target = |n: &str| format!("http://{fleet_addr}/{n}/metrics");

@@ -41,6 +41,11 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// A copy of the current status (version, analyses, last reload error).
+    pub fn status(&self) -> RulesStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// Loads the rules for the first time (failure here stops the daemon from starting).
     pub fn load(
         dir: PathBuf,

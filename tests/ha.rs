@@ -448,41 +448,40 @@ fn two_daemons_started_at_once_elect_one_and_the_standby_points_at_it() {
 fn check_reads_the_database_password_and_tls_files() {
     let dir = tempfile::tempdir().unwrap();
     let hooks = support::daemon::marker_hooks(&dir.path().join("marker"));
-    let body = format!(
-        "hooks:\n{hooks}store:\n  postgres:\n    url: postgres://rollguard@db.internal/rollguard\n    password: {{file: missing-password}}\n    tls: {{ca_file: missing-ca.pem}}\n"
+    support::daemon::write_dir(dir.path(), &[("errors.yaml", RATIO_RULE)], "");
+    // `rollguard check` on a config whose `store:` section is `store`: exit code, output.
+    let check = |store: &str| {
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            support::daemon::config(
+                "127.0.0.1:0",
+                "state",
+                &format!("hooks:\n{hooks}store:\n  postgres:\n{store}"),
+            ),
+        )
+        .unwrap();
+        let (code, out, err) = support::daemon::run(
+            std::process::Command::new(support::BIN)
+                .arg("check")
+                .arg(dir.path().join("config.yaml")),
+        );
+        (code, format!("{out}{err}"))
+    };
+
+    let (code, err) = check(
+        "    url: postgres://rollguard@db.internal/rollguard\n    password: {file: missing-password}\n    tls: {ca_file: missing-ca.pem}\n",
     );
-    support::daemon::write_dir(
-        dir.path(),
-        &[("errors.yaml", RATIO_RULE)],
-        &support::daemon::config("127.0.0.1:0", "state", &body),
-    );
-    let (code, out, err) = support::daemon::run(
-        std::process::Command::new(support::BIN)
-            .arg("check")
-            .arg(dir.path().join("config.yaml")),
-    );
-    let err = format!("{out}{err}");
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("store.postgres.password"), "{err}");
     assert!(err.contains("missing-ca.pem"), "{err}");
 
-    std::fs::write(
-        dir.path().join("config.yaml"),
-        support::daemon::config(
-            "127.0.0.1:0",
-            "state",
-            &format!("store:\n  postgres:\n    url: postgres://rollguard:hunter2@db/rollguard\n    lease: 1s\nhooks:\n{hooks}"),
-        ),
-    )
-    .unwrap();
-    let (code, out, err) = support::daemon::run(
-        std::process::Command::new(support::BIN)
-            .arg("check")
-            .arg(dir.path().join("config.yaml")),
-    );
-    let err = format!("{out}{err}");
+    let (code, err) = check("    url: postgres://rollguard:hunter2@db/rollguard\n    lease: 1s\n");
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("config.yaml:6:"), "located: {err}");
+    let line = 5 + hooks.lines().count() + 3;
+    assert!(
+        err.contains(&format!("config.yaml:{line}:")),
+        "located: {err}"
+    );
     assert!(err.contains("must not hold the password"), "{err}");
     assert!(err.contains("lease` must be at least 2s"), "{err}");
 }

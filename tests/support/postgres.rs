@@ -49,6 +49,19 @@ fn server_command(program: &Path) -> Command {
     }
 }
 
+/// Gives `path` (recursively) to the server's user when the server runs as `postgres`.
+fn hand_to_server(path: &Path) {
+    if running_as_root() {
+        check(
+            "chown to postgres",
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path)
+                .output(),
+        );
+    }
+}
+
 fn check(what: &str, out: std::io::Result<Output>) -> Output {
     let out = out.unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
@@ -77,15 +90,7 @@ impl Postgres {
             .prefix("rollguard-pg-")
             .tempdir()
             .expect("tempdir");
-        if running_as_root() {
-            check(
-                "chown the cluster directory to postgres",
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(dir.path())
-                    .output(),
-            );
-        }
+        hand_to_server(dir.path());
         check(
             "initdb",
             server_command(&bin.join("initdb"))
@@ -263,15 +268,7 @@ impl Postgres {
             ),
         )
         .expect("write pg_hba.conf");
-        if running_as_root() {
-            check(
-                "chown the TLS files to postgres",
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(&data)
-                    .output(),
-            );
-        }
+        hand_to_server(&data);
         self.psql(
             "postgres",
             &format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"),
