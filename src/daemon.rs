@@ -187,34 +187,9 @@ impl Daemon {
                 tracing::info!(resumed, "resumed unfinished work");
             }
             Some(l) => {
-                l.set_url(
-                    config
-                        .public_url
-                        .clone()
-                        .unwrap_or_else(|| format!("http://{addr}")),
-                );
-                let (a, lost) = (acting.clone(), lease_lost.clone());
-                let on_lead = move || {
-                    tokio::spawn(async move {
-                        match a.begin().await {
-                            Ok(resumed) => tracing::info!(
-                                resumed,
-                                "leader: resumed unfinished work from the store"
-                            ),
-                            // A leader that does not act would hold the lease for nothing:
-                            // step down, and let a standby (or this daemon, restarted) try.
-                            Err(e) => {
-                                tracing::error!(error = %format!("{e:#}"), "leader: cannot resume unfinished work; stepping down");
-                                lost.cancel();
-                            }
-                        }
-                    });
-                };
-                background.push(tokio::spawn(l.clone().run(
-                    on_lead,
-                    lease_lost.clone(),
-                    shutdown.clone(),
-                )));
+                let url = config.public_url.clone();
+                l.set_url(url.unwrap_or_else(|| format!("http://{addr}")));
+                background.push(acting.clone().lead(l.clone(), &lease_lost, &shutdown));
             }
         }
         tracing::info!(%addr, role = leadership.as_ref().map_or("single", |l| l.role().as_str()), rules = %rules.status().version, "rollguard listening on http://{addr}");
@@ -397,6 +372,32 @@ impl Acting {
             .unwrap_or_else(|p| p.into_inner())
             .extend(tasks);
         Ok(resumed)
+    }
+
+    /// Takes part in the leader election: acts from the moment this daemon takes the lease.
+    /// A leader that cannot resume would hold the lease for nothing: it steps down
+    /// (`lost`), and a standby (or this daemon, restarted) tries.
+    fn lead(
+        self: Arc<Self>,
+        leadership: Arc<Leadership>,
+        lost: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let on_lost = lost.clone();
+        let on_lead = move || {
+            tokio::spawn(async move {
+                match self.begin().await {
+                    Ok(resumed) => {
+                        tracing::info!(resumed, "leader: resumed unfinished work from the store")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "leader: cannot resume unfinished work; stepping down");
+                        on_lost.cancel();
+                    }
+                }
+            });
+        };
+        tokio::spawn(leadership.run(on_lead, lost.clone(), shutdown.clone()))
     }
 
     /// Waits for the notification workers (the first task) at most `wait`, then aborts the

@@ -162,7 +162,26 @@ impl Telemetry {
             self.source_errors.clone(),
         );
         self.register_deployments(r, &mut names);
+        self.register_leadership(r, &mut names);
         names
+    }
+
+    /// The leader election's families (a PostgreSQL store, docs/ha.md).
+    fn register_leadership(&self, r: &mut Registry, names: &mut Vec<(String, &'static str)>) {
+        reg(
+            r,
+            names,
+            "leader",
+            "With a PostgreSQL store: 1 while this daemon holds the leader lease, 0 on a standby",
+            self.leader.clone(),
+        );
+        reg(
+            r,
+            names,
+            "lease_age_seconds",
+            "With a PostgreSQL store: seconds since the lease was last renewed (leader) or read (standby)",
+            self.lease_age.clone(),
+        );
     }
 
     /// The deployment, action and judge families (the source families are above).
@@ -250,20 +269,6 @@ impl Telemetry {
             "metrics_backend_down",
             "1 while the circuit breaker considers the metrics backend down",
             self.backend_down.clone(),
-        );
-        reg(
-            r,
-            names,
-            "leader",
-            "With a PostgreSQL store: 1 while this daemon holds the leader lease, 0 on a standby",
-            self.leader.clone(),
-        );
-        reg(
-            r,
-            names,
-            "lease_age_seconds",
-            "With a PostgreSQL store: seconds since the lease was last renewed (leader) or read (standby)",
-            self.lease_age.clone(),
         );
         reg(
             r,

@@ -227,7 +227,8 @@ impl GrowthState {
         }
         let now = ctx.t.as_secs_f64();
         let timing = &ctx.spec.timing;
-        let w = window(timing.interval, timing.warmup, timing.max_duration).as_secs_f64();
+        let wd = window(timing.interval, timing.warmup, timing.max_duration);
+        let w = wd.as_secs_f64();
         if let Some(left) = self.track(now, w, b, c, [smallest(g.baseline), smallest(g.canary)]) {
             return Partial::pending(format!(
                 "{levels}; an instance restarted: the trend starts over in {left:.0} s"
@@ -255,11 +256,7 @@ impl GrowthState {
         }
         // Each look gets its share of the check's alpha (see [`looks`]); the evidence shown
         // is divided by the looks, so it compares with the check's own threshold.
-        let looks = f64::from(looks(
-            Duration::from_secs_f64(w),
-            timing.warmup,
-            timing.max_duration,
-        ));
+        let looks = f64::from(looks(wd, timing.warmup, timing.max_duration));
         let Some((t, a, ts, p_up, ev)) = self.trend(ctx.threshold * looks) else {
             return Partial::pending(format!("{levels}; not enough distinct points for a trend"));
         };
