@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::diag::Diagnostic;
+use crate::net::{RawTls, tls};
 use crate::units;
 use crate::yamlfile::{read_limited, yaml_options};
 
@@ -79,19 +80,6 @@ struct RawScrape {
     bearer_token: Option<Secret>,
     #[serde(default)]
     basic_auth: Option<BasicAuth>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    #[serde(default)]
-    ca_file: Option<PathBuf>,
-    #[serde(default)]
-    cert_file: Option<PathBuf>,
-    #[serde(default)]
-    key_file: Option<PathBuf>,
-    #[serde(default)]
-    insecure_skip_verify: bool,
 }
 
 /// HTTP basic authentication; the password is a [`Secret`].
@@ -404,14 +392,7 @@ struct RawNotifier {
     timeout: Option<Spanned<String>>,
 }
 
-/// TLS settings for outgoing connections (custom CA, client certificate).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsConfig {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub insecure_skip_verify: bool,
-}
+pub use crate::net::TlsConfig;
 
 /// How targets are scraped.
 #[derive(Clone, Debug, PartialEq)]
@@ -1315,17 +1296,6 @@ fn json_strings(v: &serde_json::Value, f: &mut dyn FnMut(&str)) {
 fn resolve_in(base: &Path, p: &str) -> PathBuf {
     let p = PathBuf::from(p);
     if p.is_absolute() { p } else { base.join(p) }
-}
-
-fn tls(raw: Option<RawTls>, resolve: &dyn Fn(&str) -> PathBuf) -> TlsConfig {
-    let r = raw.unwrap_or_default();
-    let fix = |p: Option<PathBuf>| p.map(|p| resolve(&p.to_string_lossy()));
-    TlsConfig {
-        ca_file: fix(r.ca_file),
-        cert_file: fix(r.cert_file),
-        key_file: fix(r.key_file),
-        insecure_skip_verify: r.insecure_skip_verify,
-    }
 }
 
 #[cfg(test)]

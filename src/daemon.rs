@@ -25,6 +25,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -178,7 +179,7 @@ impl Daemon {
             engine: engine.clone(),
             shutdown: shutdown.clone(),
             notify_shutdown: CancellationToken::new(),
-            tasks: std::sync::Mutex::new(Vec::new()),
+            tasks: Default::default(),
         });
         let lease_lost = CancellationToken::new();
         match &leadership {
@@ -340,37 +341,38 @@ struct Acting {
     shutdown: CancellationToken,
     /// Stops the notification workers, after the final flush.
     notify_shutdown: CancellationToken,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: std::sync::Mutex<ActingTasks>,
 }
 
+/// The notification workers' task, and the other tasks started to act.
+type ActingTasks = (Option<JoinHandle<()>>, Vec<JoinHandle<()>>);
+
 impl Acting {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, ActingTasks> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Starts the acting work; returns how many unfinished deployments were resumed.
     async fn begin(&self) -> anyhow::Result<usize> {
         let e = &self.engine;
-        let shutdown = self.shutdown.clone();
-        let mut tasks = vec![tokio::spawn(
-            e.notifiers.clone().run(self.notify_shutdown.clone()),
-        )];
+        let notify = tokio::spawn(e.notifiers.clone().run(self.notify_shutdown.clone()));
+        self.tasks().0 = Some(notify);
         let resumed = e
             .resume_all()
             .await
             .context("cannot read unfinished deployments")?;
         // Live schema per configured service: changes onto the running deployments' timelines.
         e.watch_schemas();
+        let mut tasks = Vec::new();
         if let Some(dir) = &e.config.deployments_dir {
-            tasks.push(tokio::spawn(crate::deploy::dropin::run(
-                e.clone(),
-                dir.clone(),
-                shutdown.clone(),
-            )));
+            let run = crate::deploy::dropin::run(e.clone(), dir.clone(), self.shutdown.clone());
+            tasks.push(tokio::spawn(run));
         }
         if let Some(keep) = e.config.retention {
-            tasks.push(tokio::spawn(prune_history(e.store.clone(), keep, shutdown)));
+            let prune = prune_history(e.store.clone(), keep, self.shutdown.clone());
+            tasks.push(tokio::spawn(prune));
         }
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(tasks);
+        self.tasks().1.extend(tasks);
         Ok(resumed)
     }
 
@@ -400,26 +402,20 @@ impl Acting {
         tokio::spawn(leadership.run(on_lead, lost.clone(), shutdown.clone()))
     }
 
-    /// Waits for the notification workers (the first task) at most `wait`, then aborts the
-    /// rest.
+    /// Waits for the notification workers at most `wait` (after their final flush), then
+    /// aborts the rest.
     async fn finish(&self, wait: Duration) {
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        if !tasks.is_empty() {
-            let notify = tasks.remove(0);
-            let _ = tokio::time::timeout(wait, notify).await;
+        let notify = self.tasks().0.take();
+        if let Some(n) = notify {
+            let _ = tokio::time::timeout(wait, n).await;
         }
-        for t in tasks {
-            t.abort();
-        }
+        self.abort();
     }
 
+    /// Aborts every task started to act (the lease is lost, or the stop is done).
     fn abort(&self) {
-        for t in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        let (notify, others) = std::mem::take(&mut *self.tasks());
+        for t in notify.into_iter().chain(others) {
             t.abort();
         }
     }

@@ -114,11 +114,11 @@ impl Leadership {
         let mut on_lead = Some(on_lead);
         let standby_poll = (self.lease / 3).min(Duration::from_secs(1));
         let renew_every = self.lease / 3;
-        // When the last successful renewal (or the acquisition) was sent.
-        let mut renewed: Option<Instant> = None;
+        // While leading: when to step down, `step_down_after` from the moment the last
+        // successful renewal (or the acquisition) was sent.
+        let mut down_at: Option<Instant> = None;
         loop {
             let sent = Instant::now();
-            let deadline = renewed.map(|r| r + self.step_down_after());
             let store = self.store.clone();
             let lease = self.lease;
             let url = self.url.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -126,13 +126,13 @@ impl Leadership {
                 let token = store.acquire_or_renew(lease, &url)?;
                 Ok::<_, crate::store::StoreError>((token, store.lease().ok()))
             });
-            let result = match deadline {
+            let result = match down_at {
                 Some(d) => tokio::time::timeout_at(d, call).await.ok(),
                 None => Some(call.await),
             };
             match result {
                 Some(Ok(Ok((Some(token), view)))) => {
-                    renewed = Some(sent);
+                    down_at = Some(sent + self.step_down_after());
                     self.set(Role::Leader, Some(sent), view);
                     if let Some(f) = on_lead.take() {
                         tracing::info!(node = %self.store.node(), token, lease = ?self.lease, "took the leader lease: acting from now on");
@@ -140,7 +140,7 @@ impl Leadership {
                     }
                 }
                 Some(Ok(Ok((None, view)))) => {
-                    if renewed.is_some() {
+                    if down_at.is_some() {
                         tracing::error!(
                             "the leader lease is gone (it expired and another daemon took it): stepping down"
                         );
@@ -154,14 +154,12 @@ impl Leadership {
                 Some(Err(e)) => tracing::error!(error = %e, "lease task failed"),
                 None => {}
             }
-            if let Some(d) = renewed.map(|r| r + self.step_down_after())
-                && Instant::now() >= d
-            {
+            if down_at.is_some_and(|d| Instant::now() >= d) {
                 tracing::error!(lease = ?self.lease, "could not renew the leader lease in time: stepping down before it can expire");
                 return self.step_down(&lost);
             }
-            let next = match renewed {
-                Some(r) => (sent + renew_every).min(r + self.step_down_after()),
+            let next = match down_at {
+                Some(d) => (sent + renew_every).min(d),
                 None => sent + standby_poll,
             };
             tokio::select! {

@@ -2,11 +2,47 @@
 //! notifiers: one way to build a rustls client, read a body with a size cap, honour
 //! `Retry-After`, and keep secrets (tokens in URLs) out of error messages.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
+use serde::Deserialize;
 
-use crate::config::TlsConfig;
+/// TLS settings for outgoing connections (custom CA, client certificate): HTTP clients
+/// here, and the PostgreSQL store's connections.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// A `tls:` section as written in the config (unknown fields denied).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
+/// A `tls:` section's settings, its paths resolved by `resolve` (relative to the config file).
+pub(crate) fn tls(raw: Option<RawTls>, resolve: &dyn Fn(&str) -> PathBuf) -> TlsConfig {
+    let r = raw.unwrap_or_default();
+    let fix = |p: Option<PathBuf>| p.map(|p| resolve(&p.to_string_lossy()));
+    TlsConfig {
+        ca_file: fix(r.ca_file),
+        cert_file: fix(r.cert_file),
+        key_file: fix(r.key_file),
+        insecure_skip_verify: r.insecure_skip_verify,
+    }
+}
 
 /// Installs the ring crypto provider for rustls once per process (reqwest is built without a
 /// default provider so that no C crypto library is compiled in).

@@ -159,10 +159,11 @@ fn tls_password_and_client_certificate_come_from_files() {
         password: Some(rollguard::secret::Secret::File {
             file: password.to_path_buf(),
         }),
-        tls: Some(rollguard::store::config::PgTls {
+        tls: Some(rollguard::config::TlsConfig {
             ca_file: Some(tls.join(ca)),
             cert_file: Some(tls.join("client.pem")),
             key_file: Some(tls.join("client.key")),
+            insecure_skip_verify: false,
         }),
         ..pg_config(&url, "tls", Duration::from_secs(2))
     };
@@ -261,9 +262,7 @@ impl Pair {
     fn marker(&self) -> Vec<String> {
         lines(&self.shared.path().join("marker"))
     }
-}
 
-impl Pair {
     /// The deployment that goes bad: it may not promote before its fault shows.
     fn bad(&self, id: &str) -> Value {
         let mut req = self.fleet.deployment(id, &self.fleet.canaries());

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::net::{RawTls, TlsConfig, tls};
 use crate::secret::Secret;
 use crate::units;
 
@@ -27,24 +28,13 @@ struct RawPostgres {
     #[serde(default)]
     password: Option<Secret>,
     #[serde(default)]
-    tls: Option<RawPgTls>,
+    tls: Option<RawTls>,
     #[serde(default)]
     node: Option<Spanned<String>>,
     #[serde(default)]
     lease: Option<Spanned<String>>,
     #[serde(default)]
     connections: Option<Spanned<usize>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPgTls {
-    #[serde(default)]
-    ca_file: Option<PathBuf>,
-    #[serde(default)]
-    cert_file: Option<PathBuf>,
-    #[serde(default)]
-    key_file: Option<PathBuf>,
 }
 
 /// The shortest lease accepted: renewals come every third of it, and each must fit in one
@@ -61,20 +51,12 @@ pub struct PgConfig {
     pub url: String,
     pub password: Option<Secret>,
     /// Server verification (and client certificate): when set, the connection requires TLS.
-    pub tls: Option<PgTls>,
+    pub tls: Option<TlsConfig>,
     /// This daemon's name in the lease and in `/readyz` (default: the host name).
     pub node: String,
     pub lease: Duration,
     /// Connections this daemon opens (each serves one store call at a time).
     pub connections: usize,
-}
-
-/// TLS to the database, files read at start (and by `rollguard check`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PgTls {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
 }
 
 /// Validates the section; `resolve` makes relative paths relative to the config file.
@@ -144,14 +126,13 @@ pub fn validate(
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "rollguard".into()),
     };
-    let tls = r.tls.as_ref().map(|t| {
-        let fix = |p: &Option<PathBuf>| p.as_ref().map(|p| resolve(&p.to_string_lossy()));
-        PgTls {
-            ca_file: fix(&t.ca_file),
-            cert_file: fix(&t.cert_file),
-            key_file: fix(&t.key_file),
-        }
-    });
+    let tls = r.tls.clone().map(|t| tls(Some(t), resolve));
+    if tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+        err(
+            at,
+            "`store.postgres.tls`: `insecure_skip_verify` is not supported; rollguard always verifies the database".into(),
+        );
+    }
     if let Some(t) = &tls
         && t.ca_file.is_none()
     {
