@@ -1260,9 +1260,11 @@ impl Validator<'_> {
 
         let max_extra_slope = match (&c.max_extra_slope, kind) {
             (Some(s), _) => match units::parse_rate(&s.value) {
-                Ok(v) if v > 0.0 => v,
+                // 0 is allowed: "no extra growth at all" (the check can then fail but
+                // hardly pass; its false-rollback rate holds there too).
+                Ok(v) if v >= 0.0 => v,
                 Ok(_) => {
-                    self.err(loc(s), "`max_extra_slope` must be positive");
+                    self.err(loc(s), "`max_extra_slope` must not be negative");
                     0.0
                 }
                 Err(e) => {

@@ -63,6 +63,9 @@ pub(crate) fn looks(w: Duration, warmup: Duration, max_duration: Duration) -> u3
     points.saturating_sub(MIN_POINTS as u32 - 1).max(1)
 }
 
+/// Level at which a lag's autocorrelation counts in the Hamed–Rao variance factor.
+const AUTOCORRELATION_LEVEL: f64 = 0.1;
+
 /// Trend points needed before judging (one every quarter window).
 pub(crate) const MIN_POINTS: usize = 8;
 /// Trend points kept; older ones are merged pairwise beyond this.
@@ -116,7 +119,7 @@ impl GrowthState {
     /// lowest over the last window, and below that low by more than the window's swing) starts the trend over after [`SETTLE`]; once a whole
     /// window is seen, every quarter window adds a trend point (the window's floors).
     /// Returns the seconds left to settle, while settling.
-    fn track(&mut self, now: f64, w: f64, b: f64, c: f64, cur: [f64; 2]) -> Option<f64> {
+    fn track(&mut self, now: f64, w: f64, cur: [f64; 2]) -> Option<f64> {
         let restarted = !self.lows.is_empty()
             && (0..2).any(|arm| {
                 let seen = || self.lows.iter().map(|l| l.1[arm]);
@@ -140,7 +143,7 @@ impl GrowthState {
             return Some(self.settle_until_s - now);
         }
         let first = *self.first_s.get_or_insert(now);
-        self.recent.push((now, b, c));
+        self.recent.push((now, cur[0], cur[1]));
         self.recent.retain(|p| p.0 > now - w);
         if now - first >= w && now >= self.next_point_s {
             let fb = self
@@ -168,7 +171,10 @@ impl GrowthState {
         let d: Vec<f64> = self.points.iter().map(|p| p.1).collect();
         // One-sided level for this check's share of the error budget.
         let a = (1.0 / threshold).clamp(1e-12, 0.25);
-        let mk = mann_kendall_hamed_rao(&t, &d, 2.0 * a);
+        // Which autocorrelations inflate the variance is judged at a conventional level, not
+        // at the test's own (a tiny share of alpha would call every lag insignificant and
+        // leave the overlapping windows' correlation uncorrected).
+        let mk = mann_kendall_hamed_rao(&t, &d, AUTOCORRELATION_LEVEL);
         let factor = mk.map_or(1.0, |m| m.variance_factor.max(1.0));
         let z = normal_quantile(1.0 - a) * factor.sqrt();
         let conf = (2.0 * normal_cdf(z) - 1.0).clamp(0.5, 1.0 - 1e-12);
@@ -229,7 +235,7 @@ impl GrowthState {
         let timing = &ctx.spec.timing;
         let wd = window(timing.interval, timing.warmup, timing.max_duration);
         let w = wd.as_secs_f64();
-        if let Some(left) = self.track(now, w, b, c, [smallest(g.baseline), smallest(g.canary)]) {
+        if let Some(left) = self.track(now, w, [smallest(g.baseline), smallest(g.canary)]) {
             return Partial::pending(format!(
                 "{levels}; an instance restarted: the trend starts over in {left:.0} s"
             ));
