@@ -13,23 +13,27 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Metric, Registry};
 
-/// Registers `m` as `name` and notes its exported name and type for [`Telemetry::families`].
-fn reg<M: Metric + TypedMetric>(
-    r: &mut Registry,
-    names: &mut Vec<(String, &'static str)>,
-    name: &str,
-    help: &str,
-    m: M,
-) {
-    let kind = match M::TYPE {
-        MetricType::Counter => "counter",
-        MetricType::Gauge => "gauge",
-        MetricType::Histogram => "histogram",
-        MetricType::Info => "info",
-        _ => "unknown",
-    };
-    names.push((format!("rollguard_{name}"), kind));
-    r.register(name, help, m);
+/// Registers families in one registry and notes each one's exported name and type for
+/// [`Telemetry::families`], so the list the dashboard test reads cannot drift from what is
+/// registered.
+struct Registrar<'a> {
+    registry: &'a mut Registry,
+    names: Vec<(String, &'static str)>,
+}
+
+impl Registrar<'_> {
+    /// Registers `m` as `name` and notes its exported name and type.
+    fn add<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, m: M) {
+        let kind = match M::TYPE {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::Info => "info",
+            _ => "unknown",
+        };
+        self.names.push((format!("rollguard_{name}"), kind));
+        self.registry.register(name, help, m);
+    }
 }
 
 type Labels = Vec<(String, String)>;
@@ -125,172 +129,121 @@ impl Telemetry {
 
     /// Names and describes every family in `r` (one place to read what `/metrics` exports).
     fn register(&self, r: &mut Registry) -> Vec<(String, &'static str)> {
-        let mut names = Vec::new();
-        reg(
-            r,
-            &mut names,
+        let mut f = Registrar {
+            registry: r,
+            names: Vec::new(),
+        };
+        f.add(
             "target_up",
             "Whether the last scrape of a target succeeded (1) or not (0)",
             self.target_up.clone(),
         );
-        reg(
-            r,
-            &mut names,
+        f.add(
             "scrape_duration_seconds",
             "Duration of the last scrape of a target",
             self.scrape_duration.clone(),
         );
-        reg(
-            r,
-            &mut names,
+        f.add(
             "scrape_errors",
             "Failed scrapes by reason",
             self.scrape_errors.clone(),
         );
-        reg(
-            r,
-            &mut names,
+        f.add(
             "query_warnings",
             "Annotations (PromQL info or warning) the query backend returned with an answer that was used",
             self.query_warnings.clone(),
         );
-        reg(
-            r,
-            &mut names,
+        f.add(
             "source_errors",
             "Failed metric fetches by source",
             self.source_errors.clone(),
         );
-        self.register_deployments(r, &mut names);
-        self.register_leadership(r, &mut names);
-        names
-    }
-
-    /// The leader election's families (a PostgreSQL store, docs/ha.md).
-    fn register_leadership(&self, r: &mut Registry, names: &mut Vec<(String, &'static str)>) {
-        reg(
-            r,
-            names,
-            "leader",
-            "With a PostgreSQL store: 1 while this daemon holds the leader lease, 0 on a standby",
-            self.leader.clone(),
-        );
-        reg(
-            r,
-            names,
-            "lease_age_seconds",
-            "With a PostgreSQL store: seconds since the lease was last renewed (leader) or read (standby)",
-            self.lease_age.clone(),
-        );
-    }
-
-    /// The deployment, action and judge families (the source families are above).
-    fn register_deployments(&self, r: &mut Registry, names: &mut Vec<(String, &'static str)>) {
-        reg(
-            r,
-            names,
+        f.add(
             "deployments_started",
             "Deployments registered, by service",
             self.deployments_started.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "deployments_finished",
             "Deployments finished, by service and outcome",
             self.deployments_finished.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "active_deployments",
             "Unfinished deployments by state",
             self.active_deployments.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "time_to_detect_seconds",
             "Analysis time from start to a rollback decision",
             self.time_to_detect.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "decision_to_hook_seconds",
             "Time from a persisted decision to its hook starting",
             self.decision_to_hook.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "hook_runs",
             "Hook attempts by hook and result",
             self.hook_runs.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "notifications",
             "Notification deliveries by notifier and result",
             self.notifications.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "rule_reloads",
             "Rule reloads by result",
             self.rule_reloads.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "rules_last_success_timestamp_seconds",
             "When the rules were last loaded successfully",
             self.rules_last_success.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "check_evidence",
             "Latest evidence (e-value) of each check of each running deployment",
             self.check_evidence.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "check_threshold",
             "Evidence each check of each running deployment needs to fail",
             self.check_threshold.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "metrics_backend_down",
             "1 while the circuit breaker considers the metrics backend down",
             self.backend_down.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "analysis_steps",
             "Judge updates performed (one per deployment per interval)",
             self.analysis_steps.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "schema_probes",
             "Live schema probes per service and result (ok, error: a source error the gates hold on)",
             self.schema_probes.clone(),
         );
-        reg(
-            r,
-            names,
+        f.add(
             "rollbacks_blocked",
             "Rollbacks not run because the baseline does not work on the live schema",
             self.rollbacks_blocked.clone(),
         );
+        f.add(
+            "leader",
+            "With a PostgreSQL store: 1 while this daemon holds the leader lease, 0 on a standby",
+            self.leader.clone(),
+        );
+        f.add(
+            "lease_age_seconds",
+            "With a PostgreSQL store: seconds since the lease was last renewed (leader) or read (standby)",
+            self.lease_age.clone(),
+        );
+        f.names
     }
 
     /// Every family's exported name and type, also the ones with no series yet (the

@@ -7,12 +7,19 @@ use std::time::Duration;
 use serde_json::json;
 use support::{Daemon, FleetServer, RATIO_RULE};
 
+/// A daemon with the ratio rule, `id` registered against all of `fleet`'s canaries, and the
+/// deployment as it ended.
+fn run_to_the_end(fleet: &FleetServer, id: &str) -> (Daemon, serde_json::Value) {
+    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
+    d.register(&fleet.deployment(id, &fleet.canaries()));
+    let v = d.wait_done(id, Duration::from_secs(60));
+    (d, v)
+}
+
 #[test]
 fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
     let fleet = FleetServer::bad(11);
-    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    d.register(&fleet.deployment("bad", &fleet.canaries()));
-    let v = d.wait_done("bad", Duration::from_secs(60));
+    let (d, v) = run_to_the_end(&fleet, "bad");
     support::assert_rolled_back_by_the_ratio_check(&v);
     assert!(v["checks"][0]["evidence"].as_f64().unwrap() >= 100.0);
     // The hook's side effect, exactly once.
@@ -36,10 +43,7 @@ fn bad_canary_is_rolled_back_and_the_hook_runs_once() {
 
 #[test]
 fn good_canary_is_promoted() {
-    let fleet = FleetServer::good(12);
-    let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
-    d.register(&fleet.deployment("good", &fleet.canaries()));
-    let v = d.wait_done("good", Duration::from_secs(60));
+    let (d, v) = run_to_the_end(&FleetServer::good(12), "good");
     assert_eq!(v["state"], "promoted", "{v:#}");
     let lines = d.wait_marker();
     assert_eq!(lines, vec!["promote good".to_string()]);
@@ -70,31 +74,22 @@ fn healthz_and_unknown_analysis() {
     let d = Daemon::start(&[("errors.yaml", RATIO_RULE)], "");
     let (code, _) = support::http("GET", &format!("{}/healthz", d.url), None, None);
     assert_eq!(code, 200);
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({"id": "x", "analysis": "erors", "baseline": {"targets": ["http://127.0.0.1:1/m"]}, "canary": {"targets": ["http://127.0.0.1:2/m"]}}),
-    );
-    assert_eq!(code, 422);
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("did you mean `errors`?"),
-        "{v}"
-    );
-    let (code, v) = d.post(
-        "/api/v1/deployments",
-        &json!({"id": "x", "analysis": "errors", "baseline": {"targetz": []}}),
-    );
-    // Well-formed JSON that does not fit the schema: 422, naming the field.
-    assert_eq!(code, 422);
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("unknown field `targetz`"),
-        "{v}"
-    );
+    // An unknown analysis, and well-formed JSON that does not fit the schema: 422, saying
+    // what is wrong.
+    for (body, says) in [
+        (
+            json!({"id": "x", "analysis": "erors", "baseline": {"targets": ["http://127.0.0.1:1/m"]}, "canary": {"targets": ["http://127.0.0.1:2/m"]}}),
+            "did you mean `errors`?",
+        ),
+        (
+            json!({"id": "x", "analysis": "errors", "baseline": {"targetz": []}}),
+            "unknown field `targetz`",
+        ),
+    ] {
+        let (code, v) = d.post("/api/v1/deployments", &body);
+        assert_eq!(code, 422, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+    }
     // Malformed JSON: 400.
     let (code, v) = support::http(
         "POST",

@@ -123,11 +123,7 @@ fn drop_in_files_register_deployments() {
         d.wait_done("drop-good", Duration::from_secs(60))["state"],
         "promoted"
     );
-    assert!(
-        d.log().contains("broken.yaml:2:1: unknown field `analyss`"),
-        "{}",
-        d.log()
-    );
+    support::assert_logged(&d.log(), "broken.yaml:2:1: unknown field `analyss`");
 }
 
 #[test]

@@ -218,17 +218,19 @@ async fn exec_hook_gets_facts_in_env_and_stdin_an_allow_listed_environment_and_i
         out.starts_with(&work.path().display().to_string()),
         "workdir: {out}"
     );
-    for want in [
-        "ROLLGUARD_ACTION_ID=d1-rollback-0-rb",
-        "ROLLGUARD_DEPLOYMENT=d1",
-        "ROLLGUARD_VERSION=v2",
-        "ROLLGUARD_BASELINE_VERSION=v1",
-        "ROLLGUARD_ACTION=rollback",
-        "ROLLGUARD_TEST_ALLOWED=passed-through",
-        "ROLLGUARD_PARAM_EVIL=",
-    ] {
-        assert!(out.contains(want), "missing {want}: {out}");
-    }
+    support::assert_says_all(
+        "the hook's output",
+        out,
+        &[
+            "ROLLGUARD_ACTION_ID=d1-rollback-0-rb",
+            "ROLLGUARD_DEPLOYMENT=d1",
+            "ROLLGUARD_VERSION=v2",
+            "ROLLGUARD_BASELINE_VERSION=v1",
+            "ROLLGUARD_ACTION=rollback",
+            "ROLLGUARD_TEST_ALLOWED=passed-through",
+            "ROLLGUARD_PARAM_EVIL=",
+        ],
+    );
     assert!(
         !out.contains("must-not-leak"),
         "the daemon's environment leaked into the hook: {out}"

@@ -2,7 +2,7 @@
 //! (outbox, workers, renderers) sends over real HTTP to local fakes that check each
 //! service's documented payload shape, limits and escaping.
 
-use crate::support::receivers;
+use crate::support::{self, receivers};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -257,22 +257,24 @@ async fn every_event_reaches_every_notifier_type_in_its_documented_format() {
     for p in ["/slack", "/mattermost", "/teams", "/discord", "/gchat"] {
         let r = &fake.received_at(p)[3]; // rollback_started
         let t = r.text();
-        for want in [
-            "rollback_started checkout-42",
-            "v2025.11.3",
-            "v2025.11.2",
-            "latency-p99",
-            "canary 4.10 %",
-            "baseline 0.52 %",
-            "x7.9",
-            "x5.2",
-            "x12",
-            "99 % bounds",
-            "running rollback-hook",
-            "https://rollguard.example/api/v1/deployments/checkout-42",
-        ] {
-            assert!(t.contains(want), "{p} lacks `{want}`: {t}");
-        }
+        support::assert_says_all(
+            p,
+            &t,
+            &[
+                "rollback_started checkout-42",
+                "v2025.11.3",
+                "v2025.11.2",
+                "latency-p99",
+                "canary 4.10 %",
+                "baseline 0.52 %",
+                "x7.9",
+                "x5.2",
+                "x12",
+                "99 % bounds",
+                "running rollback-hook",
+                "https://rollguard.example/api/v1/deployments/checkout-42",
+            ],
+        );
         // The failing check comes first.
         assert!(
             t.find("latency-p99").unwrap() < t.find("error-ratio").unwrap(),

@@ -174,10 +174,6 @@ fn follow_switches_running_analyses_unless_the_edit_does_not_fit() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("no refusal logged; log:\n{}", d.log()));
-    assert!(
-        d.log().contains("needs the Prometheus source"),
-        "{}",
-        d.log()
-    );
+    support::assert_logged(&d.log(), "needs the Prometheus source");
     assert_eq!(version(&d), v2);
 }

@@ -150,11 +150,7 @@ fn sigterm_waits_for_a_running_hook_that_finishes_within_the_grace() {
         marker(&dir),
         [format!("start {act}"), format!("done {act}")]
     );
-    assert!(
-        dir.log().contains("rollguard stopped cleanly"),
-        "{}",
-        dir.log()
-    );
+    support::assert_logged(&dir.log(), "rollguard stopped cleanly");
 
     // After a restart the store says succeeded, once; nothing runs again.
     let (mut svc, _sock, url) = start(&dir);

@@ -110,11 +110,7 @@ fn ready_reloading_stopping_in_order_with_watchdog_pings() {
         "{:#?}",
         sock.seen
     );
-    assert!(
-        dir.log().contains("rollguard stopped cleanly"),
-        "{}",
-        dir.log()
-    );
+    support::assert_logged(&dir.log(), "rollguard stopped cleanly");
 }
 
 #[test]

@@ -147,6 +147,11 @@ impl Transition {
         });
     }
 
+    /// Records a timeline entry that carries no data (most of them: the message says it all).
+    fn note(&mut self, kind: EventKind, message: String) {
+        self.event(kind, message, serde_json::Value::Null);
+    }
+
     /// Queues a notice about this deployment for `to`.
     fn tell(
         &mut self,
@@ -215,6 +220,28 @@ impl Transition {
         }
     }
 
+    /// Owes the `on_step` hooks and records step `n` at weight `w`: the same for a canary's
+    /// first step (at the start) and each later one.
+    fn enter_step(
+        &mut self,
+        ctx: &Context,
+        spec: &AnalysisSpec,
+        n: u32,
+        w: f64,
+        checks: &[CheckReport],
+        watchers: &[String],
+    ) {
+        self.owe(
+            ctx,
+            &spec.actions.on_step,
+            Purpose::Step,
+            &Verdict::Continue,
+            checks,
+            watchers,
+        );
+        self.note(EventKind::Step, format!("step {n} at weight {w}"));
+    }
+
     /// Ends the deployment in `state` (a decision, or a person's promote or abort).
     fn finish(&mut self, ctx: &Context, state: State, reason: String) {
         self.record.state = state;
@@ -265,25 +292,12 @@ fn start(t: &mut Transition, spec: &AnalysisSpec, ctx: &Context) {
     let watchers = watchers(spec, ctx.is_hook);
     t.record.state = State::Analysing;
     t.record.reason = "analysing".into();
-    t.event(
+    t.note(
         EventKind::Started,
         format!("analysis `{}` started", spec.name),
-        serde_json::Value::Null,
     );
     if let Some(w) = weight_at(&t.record.request.strategy, 0) {
-        t.owe(
-            ctx,
-            &spec.actions.on_step,
-            Purpose::Step,
-            &Verdict::Continue,
-            &[],
-            &watchers,
-        );
-        t.event(
-            EventKind::Step,
-            format!("step 1 at weight {w}"),
-            serde_json::Value::Null,
-        );
+        t.enter_step(ctx, spec, 1, w, &[], &watchers);
     }
     let id = t.record.request.id.clone();
     t.tell(
@@ -363,19 +377,14 @@ fn judged(t: &mut Transition, spec: &AnalysisSpec, step: &Step, ctx: &Context) {
             // While the metrics backend is down rollguard acts on nothing: the verdict is
             // recorded and announced, its hooks do not run.
             if ctx.backend_down {
-                t.event(
+                t.note(
                     EventKind::Held,
                     "metrics backend down: on_inconclusive hooks not run".into(),
-                    serde_json::Value::Null,
                 );
             } else {
                 t.owe(ctx, r, Purpose::Inconclusive, &verdict, &step.checks, r);
             }
-            t.event(
-                EventKind::Decision,
-                format!("inconclusive: {reason}"),
-                serde_json::Value::Null,
-            );
+            t.note(EventKind::Decision, format!("inconclusive: {reason}"));
             let id = t.record.request.id.clone();
             t.tell(
                 ctx,
@@ -397,10 +406,9 @@ fn judged(t: &mut Transition, spec: &AnalysisSpec, step: &Step, ctx: &Context) {
             };
             if was == State::Held && !paused {
                 t.record.reason = "analysing".into();
-                t.event(
+                t.note(
                     EventKind::Resumed,
                     "evidence is back; analysis continues".into(),
-                    serde_json::Value::Null,
                 );
             }
         }
@@ -542,10 +550,9 @@ fn promote(
         t.record.step_started_ms = t.record.elapsed_ms;
         t.record.reason = format!("switched to green: {reason}");
         t.owe(ctx, to, Purpose::Switch, verdict, &step.checks, to);
-        t.event(
+        t.note(
             EventKind::Switch,
             format!("green verified, switching traffic: {reason}"),
-            serde_json::Value::Null,
         );
         t.tell(
             ctx,
@@ -573,11 +580,7 @@ fn promote(
         t.finish(ctx, State::Promoted, reason.to_string());
         t.owe(ctx, to, Purpose::Promote, verdict, &step.checks, to);
     }
-    t.event(
-        EventKind::Decision,
-        format!("promote: {}", t.record.reason),
-        serde_json::Value::Null,
-    );
+    t.note(EventKind::Decision, format!("promote: {}", t.record.reason));
     let text = t.record.reason.clone();
     t.tell(
         ctx,
@@ -603,7 +606,7 @@ fn hold(
         return;
     }
     t.record.reason = reason.to_string();
-    t.event(EventKind::Held, reason.to_string(), serde_json::Value::Null);
+    t.note(EventKind::Held, reason.to_string());
     if ctx.backend_down {
         // The breaker announces the outage once, for every deployment it holds.
         return;
@@ -647,19 +650,7 @@ fn next_canary_step(
     t.record.step_started_ms = t.record.elapsed_ms;
     let n = t.record.step + 1;
     let w = weight_at(&t.record.request.strategy, t.record.step as usize).unwrap_or(100.0);
-    t.owe(
-        ctx,
-        &spec.actions.on_step,
-        Purpose::Step,
-        &Verdict::Continue,
-        &step.checks,
-        &watchers,
-    );
-    t.event(
-        EventKind::Step,
-        format!("step {n} at weight {w}"),
-        serde_json::Value::Null,
-    );
+    t.enter_step(ctx, spec, n, w, &step.checks, &watchers);
     let id = t.record.request.id.clone();
     t.tell(
         ctx,
@@ -732,7 +723,7 @@ fn control(t: &mut Transition, spec: &AnalysisSpec, c: &Control, ctx: &Context) 
             if schema_blocked(t, spec, &v, &checks, Vec::new(), ctx) {
                 let sentence = t.record.reason.clone();
                 t.finish(ctx, State::Aborted, format!("{msg}; {sentence}"));
-                t.event(EventKind::Person, msg, serde_json::Value::Null);
+                t.note(EventKind::Person, msg);
                 return;
             }
             t.finish(ctx, State::Aborted, msg.clone());
@@ -747,7 +738,7 @@ fn control(t: &mut Transition, spec: &AnalysisSpec, c: &Control, ctx: &Context) 
             );
         }
     }
-    t.event(EventKind::Person, msg, serde_json::Value::Null);
+    t.note(EventKind::Person, msg);
 }
 
 fn subject(rec: &DeploymentRecord) -> Subject {
@@ -907,8 +898,8 @@ on_step: [set-weight]
         state: State,
         step: u32,
         events: &'static [&'static str],
-        actions: &'static [(&'static str, &'static str, &'static [&'static str])],
-        notices: &'static [(&'static str, &'static [&'static str])],
+        actions: Owed,
+        notices: Told,
         switched: bool,
     }
 
@@ -942,8 +933,60 @@ on_step: [set-weight]
         Control::parse(what, "ana".into(), "looks wrong".into()).expect("control")
     }
 
-    const NONE: &[(&str, &str, &[&str])] = &[];
-    const QUIET: &[(&str, &[&str])] = &[];
+    type Owed = &'static [(&'static str, &'static str, &'static [&'static str])];
+    type Told = &'static [(&'static str, &'static [&'static str])];
+
+    impl Want {
+        /// A transition that owes no hook and tells no one: most rows start from here and
+        /// add only what they owe or tell.
+        fn quiet(state: State, step: u32, events: &'static [&'static str]) -> Want {
+            Want {
+                state,
+                step,
+                events,
+                actions: &[],
+                notices: &[],
+                switched: false,
+            }
+        }
+
+        fn owes(self, actions: Owed) -> Want {
+            Want { actions, ..self }
+        }
+
+        fn tells(self, notices: Told) -> Want {
+            Want { notices, ..self }
+        }
+    }
+
+    /// Rolled back at `step`: the rollback hook owed and `on_fail` told, whatever led there.
+    fn rolled_back(step: u32, events: &'static [&'static str]) -> Want {
+        Want::quiet(State::RolledBack, step, events)
+            .owes(&[("rollback", "rollback", ON_FAIL)])
+            .tells(&[("rollback_started", ON_FAIL)])
+    }
+
+    /// Promoted at `step`: the promote hook owed and `on_pass` told.
+    fn promoted(step: u32, events: &'static [&'static str]) -> Want {
+        Want::quiet(State::Promoted, step, events)
+            .owes(&[("promote", "promote", ON_PASS)])
+            .tells(&[("promoted", ON_PASS)])
+    }
+
+    /// Moved on to canary step `step`: the weight hook owed and the watchers told.
+    fn stepped(step: u32) -> Want {
+        Want::quiet(State::Analysing, step, &["step"])
+            .owes(&[("step", "set-weight", WATCHERS)])
+            .tells(&[("step_promoted", WATCHERS)])
+    }
+
+    /// An analysis a person paused (held until resumed).
+    fn paused() -> DeploymentRecord {
+        at(record(Strategy::Analysis), |r| {
+            r.paused = true;
+            r.state = State::Held;
+        })
+    }
 
     fn case(name: &'static str, rec: DeploymentRecord, input: In, want: Want) -> Case {
         Case {
@@ -1005,79 +1048,42 @@ on_step: [set-weight]
                 "start: analysis",
                 at(record(Strategy::Analysis), |r| r.state = State::Pending),
                 In::Start,
-                Want {
-                    state: State::Analysing,
-                    step: 0,
-                    events: &["started"],
-                    actions: NONE,
-                    notices: &[("deployment_started", WATCHERS)],
-                    switched: false,
-                },
+                Want::quiet(State::Analysing, 0, &["started"])
+                    .tells(&[("deployment_started", WATCHERS)]),
             ),
             case(
                 "start: canary runs the first step's hooks",
                 at(record(CANARY()), |r| r.state = State::Pending),
                 In::Start,
-                Want {
-                    state: State::Analysing,
-                    step: 0,
-                    events: &["started", "step"],
-                    actions: &[("step", "set-weight", WATCHERS)],
-                    notices: &[("deployment_started", WATCHERS)],
-                    switched: false,
-                },
+                Want::quiet(State::Analysing, 0, &["started", "step"])
+                    .owes(&[("step", "set-weight", WATCHERS)])
+                    .tells(&[("deployment_started", WATCHERS)]),
             ),
             case(
                 "continue: nothing to say",
                 record(Strategy::Analysis),
                 In::Judged(judged(Verdict::Continue, pass(), &[])),
-                Want {
-                    state: State::Analysing,
-                    step: 0,
-                    events: &[],
-                    actions: NONE,
-                    notices: QUIET,
-                    switched: false,
-                },
+                Want::quiet(State::Analysing, 0, &[]),
             ),
             case(
                 "rollback",
                 record(Strategy::Analysis),
                 In::Judged(judged(rollback(), failing(), &["errors"])),
-                Want {
-                    state: State::RolledBack,
-                    step: 0,
-                    events: &["check_failed", "decision"],
-                    actions: &[("rollback", "rollback", ON_FAIL)],
-                    notices: &[("rollback_started", ON_FAIL)],
-                    switched: false,
-                },
+                rolled_back(0, &["check_failed", "decision"]),
             ),
             case(
                 "promote: analysis",
                 record(Strategy::Analysis),
                 In::Judged(judged(promote("all good"), pass(), &[])),
-                Want {
-                    state: State::Promoted,
-                    step: 0,
-                    events: &["decision"],
-                    actions: &[("promote", "promote", ON_PASS)],
-                    notices: &[("promoted", ON_PASS)],
-                    switched: false,
-                },
+                promoted(0, &["decision"]),
             ),
             case(
                 "inconclusive",
                 record(Strategy::Analysis),
                 In::Judged(judged(inconclusive(), pass(), &[])),
-                Want {
-                    state: State::Inconclusive,
-                    step: 0,
-                    events: &["decision"],
-                    actions: &[("inconclusive", "cleanup", ON_INCONCLUSIVE)],
-                    notices: &[("inconclusive", ON_INCONCLUSIVE)],
-                    switched: false,
-                },
+                Want::quiet(State::Inconclusive, 0, &["decision"])
+                    .owes(&[("inconclusive", "cleanup", ON_INCONCLUSIVE)])
+                    .tells(&[("inconclusive", ON_INCONCLUSIVE)]),
             ),
         ]
     }
@@ -1089,72 +1095,33 @@ on_step: [set-weight]
                 "hold: first interval held",
                 record(Strategy::Analysis),
                 In::Judged(judged(hold(), pass(), &[])),
-                Want {
-                    state: State::Held,
-                    step: 0,
-                    events: &["held"],
-                    actions: &[("hold", "hold-hook", ON_NO_DATA)],
-                    notices: &[("held", ON_NO_DATA)],
-                    switched: false,
-                },
+                Want::quiet(State::Held, 0, &["held"])
+                    .owes(&[("hold", "hold-hook", ON_NO_DATA)])
+                    .tells(&[("held", ON_NO_DATA)]),
             ),
             case(
                 "hold: already held, said once",
                 held(Strategy::Analysis),
                 In::Judged(judged(hold(), pass(), &[])),
-                Want {
-                    state: State::Held,
-                    step: 0,
-                    events: &[],
-                    actions: NONE,
-                    notices: QUIET,
-                    switched: false,
-                },
+                Want::quiet(State::Held, 0, &[]),
             ),
             case(
                 "hold: evidence back",
                 held(Strategy::Analysis),
                 In::Judged(judged(Verdict::Continue, pass(), &[])),
-                Want {
-                    state: State::Analysing,
-                    step: 0,
-                    events: &["resumed"],
-                    actions: NONE,
-                    notices: QUIET,
-                    switched: false,
-                },
+                Want::quiet(State::Analysing, 0, &["resumed"]),
             ),
             case(
                 "pause: a promotion waits",
-                at(record(Strategy::Analysis), |r| {
-                    r.paused = true;
-                    r.state = State::Held;
-                }),
+                paused(),
                 In::Judged(judged(promote("all good"), pass(), &[])),
-                Want {
-                    state: State::Held,
-                    step: 0,
-                    events: &[],
-                    actions: NONE,
-                    notices: QUIET,
-                    switched: false,
-                },
+                Want::quiet(State::Held, 0, &[]),
             ),
             case(
                 "pause: a rollback does not wait",
-                at(record(Strategy::Analysis), |r| {
-                    r.paused = true;
-                    r.state = State::Held;
-                }),
+                paused(),
                 In::Judged(judged(rollback(), failing(), &[])),
-                Want {
-                    state: State::RolledBack,
-                    step: 0,
-                    events: &["decision"],
-                    actions: &[("rollback", "rollback", ON_FAIL)],
-                    notices: &[("rollback_started", ON_FAIL)],
-                    switched: false,
-                },
+                rolled_back(0, &["decision"]),
             ),
             case(
                 "notify and shadow checks failing in one interval: one notice each",
@@ -1168,18 +1135,16 @@ on_step: [set-weight]
                     ],
                     &["errors", "latency", "memory"],
                 )),
-                Want {
-                    state: State::Analysing,
-                    step: 0,
-                    events: &["check_failed", "check_failed", "check_failed"],
-                    actions: NONE,
-                    notices: &[
-                        ("check_failing", ON_FAIL),
-                        ("check_failing", ON_FAIL),
-                        ("check_failing", ON_FAIL),
-                    ],
-                    switched: false,
-                },
+                Want::quiet(
+                    State::Analysing,
+                    0,
+                    &["check_failed", "check_failed", "check_failed"],
+                )
+                .tells(&[
+                    ("check_failing", ON_FAIL),
+                    ("check_failing", ON_FAIL),
+                    ("check_failing", ON_FAIL),
+                ]),
             ),
         ]
     }
@@ -1191,27 +1156,13 @@ on_step: [set-weight]
                 "canary: step not yet due",
                 at(record(CANARY()), |r| r.elapsed_ms = 20_000),
                 In::Judged(judged(Verdict::Continue, pass(), &[])),
-                Want {
-                    state: State::Analysing,
-                    step: 0,
-                    events: &[],
-                    actions: NONE,
-                    notices: QUIET,
-                    switched: false,
-                },
+                Want::quiet(State::Analysing, 0, &[]),
             ),
             case(
                 "canary: next step once the step ran its time",
                 due(0),
                 In::Judged(judged(Verdict::Continue, pass(), &[])),
-                Want {
-                    state: State::Analysing,
-                    step: 1,
-                    events: &["step"],
-                    actions: &[("step", "set-weight", WATCHERS)],
-                    notices: &[("step_promoted", WATCHERS)],
-                    switched: false,
-                },
+                stepped(1),
             ),
             case(
                 "canary: a notify check failing keeps the step, and is announced",
@@ -1221,53 +1172,26 @@ on_step: [set-weight]
                     vec![report("errors", Outcome::Fail, Enforcement::Notify)],
                     &["errors"],
                 )),
-                Want {
-                    state: State::Analysing,
-                    step: 0,
-                    events: &["check_failed"],
-                    actions: NONE,
-                    notices: &[("check_failing", ON_FAIL)],
-                    switched: false,
-                },
+                Want::quiet(State::Analysing, 0, &["check_failed"])
+                    .tells(&[("check_failing", ON_FAIL)]),
             ),
             case(
                 "canary: a pass before the last step steps on, not promotes",
                 due(1),
                 In::Judged(judged(promote("all good"), pass(), &[])),
-                Want {
-                    state: State::Analysing,
-                    step: 2,
-                    events: &["step"],
-                    actions: &[("step", "set-weight", WATCHERS)],
-                    notices: &[("step_promoted", WATCHERS)],
-                    switched: false,
-                },
+                stepped(2),
             ),
             case(
                 "canary: promote at the last step",
                 due(2),
                 In::Judged(judged(promote("all good"), pass(), &[])),
-                Want {
-                    state: State::Promoted,
-                    step: 2,
-                    events: &["decision"],
-                    actions: &[("promote", "promote", ON_PASS)],
-                    notices: &[("promoted", ON_PASS)],
-                    switched: false,
-                },
+                promoted(2, &["decision"]),
             ),
             case(
                 "canary: rollback mid-way",
                 due(1),
                 In::Judged(judged(rollback(), failing(), &["errors"])),
-                Want {
-                    state: State::RolledBack,
-                    step: 1,
-                    events: &["check_failed", "decision"],
-                    actions: &[("rollback", "rollback", ON_FAIL)],
-                    notices: &[("rollback_started", ON_FAIL)],
-                    switched: false,
-                },
+                rolled_back(1, &["check_failed", "decision"]),
             ),
         ]
     }
@@ -1280,65 +1204,35 @@ on_step: [set-weight]
                 record(BLUE_GREEN()),
                 In::Judged(judged(promote("green is fine"), pass(), &[])),
                 Want {
-                    state: State::Analysing,
-                    step: 1,
-                    events: &["switch"],
-                    actions: &[("switch", "promote", ON_PASS)],
-                    notices: &[("step_promoted", ON_PASS)],
                     switched: true,
+                    ..Want::quiet(State::Analysing, 1, &["switch"])
+                        .owes(&[("switch", "promote", ON_PASS)])
+                        .tells(&[("step_promoted", ON_PASS)])
                 },
             ),
             case(
                 "blue-green: the watch after the switch passes, nothing to run",
                 at(record(BLUE_GREEN()), |r| r.step = 1),
                 In::Judged(judged(promote("guards held"), pass(), &[])),
-                Want {
-                    state: State::Promoted,
-                    step: 1,
-                    events: &["decision"],
-                    actions: NONE,
-                    notices: &[("promoted", ON_PASS)],
-                    switched: false,
-                },
+                Want::quiet(State::Promoted, 1, &["decision"]).tells(&[("promoted", ON_PASS)]),
             ),
             case(
                 "blue-green: a failure after the switch switches back",
                 at(record(BLUE_GREEN()), |r| r.step = 1),
                 In::Judged(judged(rollback(), failing(), &[])),
-                Want {
-                    state: State::RolledBack,
-                    step: 1,
-                    events: &["decision"],
-                    actions: &[("rollback", "rollback", ON_FAIL)],
-                    notices: &[("rollback_started", ON_FAIL)],
-                    switched: false,
-                },
+                rolled_back(1, &["decision"]),
             ),
             case(
                 "bake: held up for the watch",
                 record(BAKE()),
                 In::Judged(judged(promote("held up"), pass(), &[])),
-                Want {
-                    state: State::Promoted,
-                    step: 0,
-                    events: &["decision"],
-                    actions: &[("promote", "promote", ON_PASS)],
-                    notices: &[("promoted", ON_PASS)],
-                    switched: false,
-                },
+                promoted(0, &["decision"]),
             ),
             case(
                 "bake: worse than the past rolls back",
                 record(BAKE()),
                 In::Judged(judged(rollback(), failing(), &[])),
-                Want {
-                    state: State::RolledBack,
-                    step: 0,
-                    events: &["decision"],
-                    actions: &[("rollback", "rollback", ON_FAIL)],
-                    notices: &[("rollback_started", ON_FAIL)],
-                    switched: false,
-                },
+                rolled_back(0, &["decision"]),
             ),
         ]
     }
@@ -1350,58 +1244,39 @@ on_step: [set-weight]
                 "person: pause",
                 record(Strategy::Analysis),
                 In::Person(person("pause")),
-                Want {
-                    state: State::Held,
-                    step: 0,
-                    events: &["person"],
-                    actions: NONE,
-                    notices: QUIET,
-                    switched: false,
-                },
+                Want::quiet(State::Held, 0, &["person"]),
             ),
             case(
                 "person: resume",
-                at(record(Strategy::Analysis), |r| {
-                    r.paused = true;
-                    r.state = State::Held;
-                }),
+                paused(),
                 In::Person(person("resume")),
-                Want {
-                    state: State::Analysing,
-                    step: 0,
-                    events: &["person"],
-                    actions: NONE,
-                    notices: &[("resumed", WATCHERS)],
-                    switched: false,
-                },
+                Want::quiet(State::Analysing, 0, &["person"]).tells(&[("resumed", WATCHERS)]),
             ),
             case(
                 "person: promote",
                 record(CANARY()),
                 In::Person(person("promote")),
-                Want {
-                    state: State::Promoted,
-                    step: 0,
-                    events: &["person"],
-                    actions: &[("promote", "promote", ON_PASS)],
-                    notices: &[("promoted", ON_PASS)],
-                    switched: false,
-                },
+                promoted(0, &["person"]),
             ),
             case(
                 "person: abort rolls back",
                 record(BLUE_GREEN()),
                 In::Person(person("abort")),
-                Want {
-                    state: State::Aborted,
-                    step: 0,
-                    events: &["person"],
-                    actions: &[("rollback", "rollback", ON_FAIL)],
-                    notices: &[("aborted", ON_FAIL)],
-                    switched: false,
-                },
+                Want::quiet(State::Aborted, 0, &["person"])
+                    .owes(&[("rollback", "rollback", ON_FAIL)])
+                    .tells(&[("aborted", ON_FAIL)]),
             ),
         ]
+    }
+
+    /// The circuit breaker: the backend is down, so holds are recorded, not announced, and
+    /// an inconclusive verdict runs no hooks.
+    fn breaker_case(name: &'static str, verdict: Verdict, want: Want) -> Case {
+        let input = In::Judged(judged(verdict, pass(), &[]));
+        Case {
+            backend_down: true,
+            ..case(name, record(Strategy::Analysis), input, want)
+        }
     }
 
     /// The whole table, with the circuit breaker's cases.
@@ -1411,40 +1286,17 @@ on_step: [set-weight]
         v.extend(canary_cases());
         v.extend(blue_green_and_bake_cases());
         v.extend(person_cases());
-        // The circuit breaker: the backend is down, so holds are recorded, not announced, and
-        // an inconclusive verdict runs no hooks.
-        v.push(Case {
-            backend_down: true,
-            ..case(
-                "breaker: hold while the backend is down",
-                record(Strategy::Analysis),
-                In::Judged(judged(hold(), pass(), &[])),
-                Want {
-                    state: State::Held,
-                    step: 0,
-                    events: &["held"],
-                    actions: NONE,
-                    notices: QUIET,
-                    switched: false,
-                },
-            )
-        });
-        v.push(Case {
-            backend_down: true,
-            ..case(
-                "breaker: inconclusive while the backend is down",
-                record(Strategy::Analysis),
-                In::Judged(judged(inconclusive(), pass(), &[])),
-                Want {
-                    state: State::Inconclusive,
-                    step: 0,
-                    events: &["held", "decision"],
-                    actions: NONE,
-                    notices: &[("inconclusive", ON_INCONCLUSIVE)],
-                    switched: false,
-                },
-            )
-        });
+        v.push(breaker_case(
+            "breaker: hold while the backend is down",
+            hold(),
+            Want::quiet(State::Held, 0, &["held"]),
+        ));
+        v.push(breaker_case(
+            "breaker: inconclusive while the backend is down",
+            inconclusive(),
+            Want::quiet(State::Inconclusive, 0, &["held", "decision"])
+                .tells(&[("inconclusive", ON_INCONCLUSIVE)]),
+        ));
         v
     }
 
@@ -1456,13 +1308,9 @@ on_step: [set-weight]
             let stage = c.rec.request.validate().expect("valid request");
             let ctx = Context {
                 at: 1_700_000_000.0,
-                is_hook: &is_hook,
-                dry_run: false,
                 backend_down: c.backend_down,
                 link: Some("https://rg.example/api/v1/deployments/d1".into()),
-                stage: &stage,
-                schema: None,
-                new_id: &test_id,
+                ..context(&is_hook, &stage)
             };
             let input = match &c.input {
                 In::Start => Input::Start,
@@ -1528,6 +1376,21 @@ on_step: [set-weight]
         }
     }
 
+    /// A context with nothing unusual (no dry run, backend up, no link, no schema facts) and
+    /// fixed action ids: each test changes only what it is about.
+    fn context<'a>(is_hook: &'a dyn Fn(&str) -> bool, stage: &'a Stage) -> Context<'a> {
+        Context {
+            at: 5.0,
+            is_hook,
+            dry_run: false,
+            backend_down: false,
+            link: None,
+            stage,
+            schema: None,
+            new_id: &test_id,
+        }
+    }
+
     /// The engine makes a UUIDv7 per action; the table tests need a fixed one.
     fn test_id() -> String {
         "act-1".into()
@@ -1541,23 +1404,10 @@ on_step: [set-weight]
         let is_hook = |n: &str| HOOKS.contains(&n);
         let stage = record(CANARY()).request.validate().expect("valid request");
         let ctx = Context {
-            at: 5.0,
-            is_hook: &is_hook,
             dry_run: true,
-            backend_down: false,
-            link: None,
-            stage: &stage,
-            schema: None,
-            new_id: &test_id,
+            ..context(&is_hook, &stage)
         };
-        let step = judged(
-            Verdict::Rollback {
-                check: "errors".into(),
-                reason: "x".into(),
-            },
-            vec![report("errors", Outcome::Fail, Enforcement::Rollback)],
-            &["errors"],
-        );
+        let step = judged(rollback(), failing(), &["errors"]);
         let a = advance(record(CANARY()), &spec, Input::Judged(&step), &ctx);
         let b = advance(record(CANARY()), &spec, Input::Judged(&step), &ctx);
         assert_eq!(a.actions, b.actions);
@@ -1597,23 +1447,10 @@ on_step: [set-weight]
             .validate()
             .expect("valid request");
         let ctx = |schema| Context {
-            at: 5.0,
-            is_hook: &is_hook,
-            dry_run: false,
-            backend_down: false,
-            link: None,
-            stage: &stage,
             schema,
-            new_id: &test_id,
+            ..context(&is_hook, &stage)
         };
-        let step = judged(
-            Verdict::Rollback {
-                check: "errors".into(),
-                reason: "errors: canary worse".into(),
-            },
-            vec![report("errors", Outcome::Fail, Enforcement::Rollback)],
-            &[],
-        );
+        let step = judged(rollback(), failing(), &[]);
         let t = advance(
             record(Strategy::Analysis),
             &spec,

@@ -158,24 +158,37 @@ struct ApiData {
     result: serde_json::Value,
 }
 
+/// One series of a vector (`value`, `histogram`) or matrix (`values`, `histograms`) answer:
+/// one type for both, since they differ only in which pair of fields is filled.
 #[derive(Deserialize)]
-struct VectorItem {
+struct Series {
     metric: BTreeMap<String, String>,
     #[serde(default)]
     value: Option<(f64, String)>,
-    /// Native histograms come in this field instead of `value`.
-    #[serde(default)]
-    histogram: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct MatrixItem {
-    metric: BTreeMap<String, String>,
     #[serde(default)]
     values: Vec<(f64, String)>,
-    /// Native histograms come in this field instead of `values`.
+    /// Native histograms come in these fields instead of `value` or `values`.
+    #[serde(default)]
+    histogram: Option<serde_json::Value>,
     #[serde(default)]
     histograms: Vec<serde_json::Value>,
+}
+
+impl Series {
+    /// The metric name, taken out of the labels (a sample carries it apart).
+    fn take_name(&mut self) -> String {
+        self.metric.remove("__name__").unwrap_or_default()
+    }
+}
+
+/// The answer's `result` read as `T`, or an error naming the query: every result type goes
+/// through here, so a backend answering in an unexpected form is reported the same way.
+fn result_as<T: serde::de::DeserializeOwned>(
+    result: serde_json::Value,
+    query: &str,
+) -> Result<T, QueryError> {
+    serde_json::from_value(result)
+        .map_err(|e| QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}")))
 }
 
 /// One arm's answers for one interval.
@@ -294,9 +307,7 @@ impl PromClient {
         };
         // A written `query:` may end in `scalar(...)`: one value, no labels.
         if data.result_type == "scalar" {
-            let (_, text): (f64, String) = serde_json::from_value(data.result).map_err(|e| {
-                QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
-            })?;
+            let (_, text): (f64, String) = result_as(data.result, query)?;
             return Ok(vec![OwnedSample {
                 name: String::new(),
                 labels: Vec::new(),
@@ -314,12 +325,10 @@ impl PromClient {
                 data.result_type
             )));
         }
-        let items: Vec<VectorItem> = serde_json::from_value(data.result).map_err(|e| {
-            QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
-        })?;
+        let items: Vec<Series> = result_as(data.result, query)?;
         let mut out = Vec::with_capacity(items.len());
         for mut it in items {
-            let name = it.metric.remove("__name__").unwrap_or_default();
+            let name = it.take_name();
             let Some((_, text)) = it.value else {
                 return Err(not_a_float(query, &name, it.histogram.is_some()));
             };
@@ -352,53 +361,15 @@ impl PromClient {
         let mut from = start_ms;
         while from <= end_ms {
             let to = end_ms.min(from.saturating_add(step_ms * (MAX_STEPS - 1)));
-            out.append(&mut self.range_part(query, from, to, step_ms).await?);
+            let params = [
+                ("start", api_time(from)),
+                ("end", api_time(to)),
+                ("step", format!("{step_ms}ms")),
+            ];
+            if let Some(data) = self.call("query_range", query, &params).await? {
+                add_matrix(data, query, &mut out)?;
+            }
             from = to + step_ms;
-        }
-        Ok(out)
-    }
-
-    /// One range query of at most 11 000 steps.
-    async fn range_part(
-        &self,
-        query: &str,
-        start_ms: i64,
-        end_ms: i64,
-        step_ms: i64,
-    ) -> Result<BTreeMap<i64, Vec<OwnedSample>>, QueryError> {
-        let params = [
-            ("start", api_time(start_ms)),
-            ("end", api_time(end_ms)),
-            ("step", format!("{step_ms}ms")),
-        ];
-        let mut out: BTreeMap<i64, Vec<OwnedSample>> = BTreeMap::new();
-        let Some(data) = self.call("query_range", query, &params).await? else {
-            return Ok(out);
-        };
-        if data.result_type != "matrix" {
-            return Err(QueryError::Invalid(format!(
-                "the range query `{query}` returned {} instead of a matrix",
-                data.result_type
-            )));
-        }
-        let items: Vec<MatrixItem> = serde_json::from_value(data.result).map_err(|e| {
-            QueryError::Invalid(format!("unexpected answer shape for `{query}`: {e}"))
-        })?;
-        for mut it in items {
-            let name = it.metric.remove("__name__").unwrap_or_default();
-            if it.values.is_empty() {
-                return Err(not_a_float(query, &name, !it.histograms.is_empty()));
-            }
-            let labels: Vec<(String, String)> = it.metric.into_iter().collect();
-            for (t, text) in it.values {
-                out.entry((t * 1000.0).round() as i64)
-                    .or_default()
-                    .push(OwnedSample {
-                        name: name.clone(),
-                        labels: labels.clone(),
-                        value: parse_value(&text, query, &name)?,
-                    });
-            }
         }
         Ok(out)
     }
@@ -725,6 +696,38 @@ impl Plan {
             .collect();
         Plan { selectors, written }
     }
+}
+
+/// Adds one range answer (at most 11 000 steps) to `out`, per evaluation time (ms).
+fn add_matrix(
+    data: ApiData,
+    query: &str,
+    out: &mut BTreeMap<i64, Vec<OwnedSample>>,
+) -> Result<(), QueryError> {
+    if data.result_type != "matrix" {
+        return Err(QueryError::Invalid(format!(
+            "the range query `{query}` returned {} instead of a matrix",
+            data.result_type
+        )));
+    }
+    let items: Vec<Series> = result_as(data.result, query)?;
+    for mut it in items {
+        let name = it.take_name();
+        if it.values.is_empty() {
+            return Err(not_a_float(query, &name, !it.histograms.is_empty()));
+        }
+        let labels: Vec<(String, String)> = it.metric.into_iter().collect();
+        for (t, text) in it.values {
+            out.entry((t * 1000.0).round() as i64)
+                .or_default()
+                .push(OwnedSample {
+                    name: name.clone(),
+                    labels: labels.clone(),
+                    value: parse_value(&text, query, &name)?,
+                });
+        }
+    }
+    Ok(())
 }
 
 /// The API's time format: seconds since the epoch, with milliseconds.

@@ -366,15 +366,8 @@ pub trait Store: Send + Sync {
     fn incidents(&self, notifier: &str, key: Option<&str>) -> Result<Vec<Incident>, StoreError>;
 
     /// Records that a destination now knows an incident is open (keeping the first opening
-    /// time when it was open already).
-    fn incident_open(
-        &self,
-        notifier: &str,
-        key: &str,
-        alertname: &str,
-        notice: &serde_json::Value,
-        at: f64,
-    ) -> Result<(), StoreError>;
+    /// time when it was open already; `opened_at` is then the time of this update).
+    fn incident_open(&self, incident: &Incident) -> Result<(), StoreError>;
 
     /// Forgets an incident the destination was told is over.
     fn incident_close(&self, notifier: &str, key: &str, alertname: &str) -> Result<(), StoreError>;
@@ -408,6 +401,15 @@ pub(crate) fn encode_chart(rec: &DeploymentRecord) -> Option<String> {
     } else {
         serde_json::to_string(&rec.chart).ok()
     }
+}
+
+/// A JSON column as either store reads it: `NULL`, or text that does not parse (damaged, or
+/// written by another version), reads as `T::default()` (`null`, an empty list or chart).
+/// These columns are what rollguard shows and tells (facts, payloads, charts), never a
+/// reason to stop judging, so both stores forgive them the same way.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned + Default>(text: Option<&str>) -> T {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
 }
 
 /// A deployment row as selected by `record, rule_source, judge` (both stores).

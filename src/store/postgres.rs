@@ -538,10 +538,8 @@ fn action(r: &Row) -> Result<Action, StoreError> {
         finished_at: r.get(8),
         summary: r.get(9),
         output: r.get(10),
-        facts: serde_json::from_str(&facts).unwrap_or(serde_json::Value::Null),
-        notify: notify
-            .and_then(|n| serde_json::from_str(&n).ok())
-            .unwrap_or_default(),
+        facts: json_column(Some(&facts)),
+        notify: json_column(notify.as_deref()),
         id,
     })
 }
@@ -554,7 +552,7 @@ fn outbox_item(r: &Row) -> OutboxItem {
     OutboxItem {
         id: r.get(0),
         notifier: r.get(1),
-        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        payload: json_column(Some(&payload)),
         attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
         next_at: r.get(4),
         status: r.get(5),
@@ -699,10 +697,7 @@ impl Store for PgStore {
             };
             let mut rec = decode(&id, (r.get(1), r.get(2), r.get(3)))?;
             // The chart is for people: a damaged one is dropped, never a reason to stop judging.
-            rec.chart = r
-                .get::<_, Option<String>>(4)
-                .and_then(|c| serde_json::from_str(&c).ok())
-                .unwrap_or_default();
+            rec.chart = json_column(r.get::<_, Option<String>>(4).as_deref());
             Ok(Some(rec))
         })
     }
@@ -757,10 +752,7 @@ impl Store for PgStore {
                         message: format!("unknown event kind `{kind}`"),
                     })?,
                     message: r.get(4),
-                    data: r
-                        .get::<_, Option<String>>(5)
-                        .and_then(|d| serde_json::from_str(&d).ok())
-                        .unwrap_or(serde_json::Value::Null),
+                    data: json_column(r.get::<_, Option<String>>(5).as_deref()),
                 })
             })
             .collect()
@@ -947,7 +939,7 @@ impl Store for PgStore {
                     notifier: r.get(0),
                     key: r.get(1),
                     alertname: r.get(2),
-                    notice: serde_json::from_str(&notice).unwrap_or(serde_json::Value::Null),
+                    notice: json_column(Some(&notice)),
                     opened_at: r.get(4),
                 }
             })
@@ -955,25 +947,13 @@ impl Store for PgStore {
         })
     }
 
-    fn incident_open(
-        &self,
-        notifier: &str,
-        key: &str,
-        alertname: &str,
-        notice: &serde_json::Value,
-        at: f64,
-    ) -> Result<(), StoreError> {
-        let (n, k, a, notice) = (
-            notifier.to_string(),
-            key.to_string(),
-            alertname.to_string(),
-            notice.to_string(),
-        );
+    fn incident_open(&self, i: &Incident) -> Result<(), StoreError> {
+        let (i, notice) = (i.clone(), i.notice.to_string());
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO incidents (notifier, key, alertname, notice, opened_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
                  ON CONFLICT (notifier, key, alertname) DO UPDATE SET notice = excluded.notice, updated_at = excluded.updated_at",
-                &[&n, &k, &a, &notice, &at],
+                &[&i.notifier, &i.key, &i.alertname, &notice, &i.opened_at],
             )?;
             Ok(())
         })
@@ -1029,10 +1009,7 @@ impl Store for PgStore {
             )?
             .iter()
             .map(|r| {
-                let data = r
-                    .get::<_, Option<String>>(1)
-                    .and_then(|d| serde_json::from_str(&d).ok())
-                    .unwrap_or(serde_json::Value::Null);
+                let data = json_column(r.get::<_, Option<String>>(1).as_deref());
                 (r.get(0), data)
             })
             .collect())

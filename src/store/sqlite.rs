@@ -163,10 +163,8 @@ impl SqliteStore {
                     finished_at: r.get(8)?,
                     summary: r.get(9)?,
                     output: r.get(10)?,
-                    facts: serde_json::from_str(&facts).unwrap_or(serde_json::Value::Null),
-                    notify: notify
-                        .and_then(|n| serde_json::from_str(&n).ok())
-                        .unwrap_or_default(),
+                    facts: json_column(Some(&facts)),
+                    notify: json_column(notify.as_deref()),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -283,9 +281,7 @@ impl Store for SqliteStore {
         };
         let mut rec = decode(id, row)?;
         // The chart is for people: a damaged one is dropped, never a reason to stop judging.
-        rec.chart = chart
-            .and_then(|c| serde_json::from_str(&c).ok())
-            .unwrap_or_default();
+        rec.chart = json_column(chart.as_deref());
         Ok(Some(rec))
     }
 
@@ -342,9 +338,7 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for r in rows {
             let (svc, data) = r.map_err(|e| self.err(e))?;
-            let data = data
-                .and_then(|d| serde_json::from_str(&d).ok())
-                .unwrap_or(serde_json::Value::Null);
+            let data = json_column(data.as_deref());
             out.push((svc, data));
         }
         Ok(out)
@@ -364,9 +358,7 @@ impl Store for SqliteStore {
                     at: r.get(2)?,
                     kind: text(r, 3, EventKind::parse)?,
                     message: r.get(4)?,
-                    data: data
-                        .and_then(|d| serde_json::from_str(&d).ok())
-                        .unwrap_or(serde_json::Value::Null),
+                    data: json_column(data.as_deref()),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -551,7 +543,7 @@ impl Store for SqliteStore {
                     notifier: r.get(0)?,
                     key: r.get(1)?,
                     alertname: r.get(2)?,
-                    notice: serde_json::from_str(&notice).unwrap_or(serde_json::Value::Null),
+                    notice: json_column(Some(&notice)),
                     opened_at: r.get(4)?,
                 })
             })
@@ -559,19 +551,12 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
-    fn incident_open(
-        &self,
-        notifier: &str,
-        key: &str,
-        alertname: &str,
-        notice: &serde_json::Value,
-        at: f64,
-    ) -> Result<(), StoreError> {
+    fn incident_open(&self, i: &Incident) -> Result<(), StoreError> {
         let c = self.lock();
         c.execute(
             "INSERT INTO incidents (notifier, key, alertname, notice, opened_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
              ON CONFLICT (notifier, key, alertname) DO UPDATE SET notice = excluded.notice, updated_at = excluded.updated_at",
-            params![notifier, key, alertname, notice.to_string(), at],
+            params![i.notifier, i.key, i.alertname, i.notice.to_string(), i.opened_at],
         )
         .map(drop)
         .map_err(|e| self.err(e))
@@ -658,7 +643,7 @@ fn outbox_item(r: &rusqlite::Row) -> rusqlite::Result<OutboxItem> {
     Ok(OutboxItem {
         id: r.get(0)?,
         notifier: r.get(1)?,
-        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        payload: json_column(Some(&payload)),
         attempts: r.get(3)?,
         next_at: r.get(4)?,
         status: r.get(5)?,

@@ -12,7 +12,8 @@
 //! - [`proxy`]: a TCP proxy a test can cut (a daemon cut off from its database);
 //! - [`http`]: small blocking HTTP clients;
 //! - [`measure`]: what the benches measure (hook start times, CPU, memory, quantiles);
-//! - [`expo`]: the exposition parser's invariants (shared with the fuzz target).
+//! - [`expo`]: the exposition parser's invariants (shared with the fuzz target);
+//! - [`prop`]: property-test inputs (the awkward f64 values).
 //!
 //! Each binary that includes this (the test binaries, two benches) uses only part of it, so
 //! unused items and re-exports are not warned about.
@@ -25,6 +26,7 @@ pub mod http;
 pub mod measure;
 pub mod postgres;
 pub mod prometheus;
+pub mod prop;
 pub mod proxy;
 pub mod raw;
 pub mod receivers;
@@ -44,6 +46,22 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Fails unless `log` contains `needle`, showing the whole log: the line is what the test is
+/// about, and the rest is what a failure needs to be understood.
+#[track_caller]
+pub fn assert_logged(log: &str, needle: &str) {
+    assert!(log.contains(needle), "`{needle}` is not in the log:\n{log}");
+}
+
+/// Fails naming the first of `wants` that `text` lacks (`what` says whose text it is): for the
+/// tests that check a message or an output says several things.
+#[track_caller]
+pub fn assert_says_all(what: &str, text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "{what} lacks `{want}`: {text}");
     }
 }
 

@@ -30,7 +30,7 @@ use self::deliver::Delivery;
 use self::render::{Change, Ctx, Plan, Queued};
 use crate::config::{NotifierConfig, NotifierKind};
 use crate::events::Notice;
-use crate::store::{OutboxItem, OutboxRow, Store, now};
+use crate::store::{Incident, OutboxItem, OutboxRow, Store, now};
 use crate::telemetry::Telemetry;
 
 /// Queues notices and delivers them.
@@ -358,7 +358,13 @@ impl Notifiers {
                     alertname,
                     notice,
                     at,
-                } => self.store.incident_open(name, key, alertname, notice, *at),
+                } => self.store.incident_open(&Incident {
+                    notifier: name.to_string(),
+                    key: key.clone(),
+                    alertname: alertname.clone(),
+                    notice: notice.clone(),
+                    opened_at: *at,
+                }),
                 Change::Close { key, alertname } => self.store.incident_close(name, key, alertname),
             };
             if let Err(e) = r {
