@@ -87,14 +87,21 @@ pub fn seconds(s: f64) -> String {
     }
 }
 
-/// A confidence level as words: 0.01 → `99 %`.
+/// A confidence level as words: 0.01 → `99 %`, 0.000042 → `99.996 %`. Enough decimals to
+/// show the level's own first significant digit of alpha, so a tiny alpha never reads as
+/// `100.0 %` (a bound at "100 %" confidence would be no bound at all).
 pub fn level(alpha: f64) -> String {
     let c = (1.0 - alpha) * 100.0;
     if (c - c.round()).abs() < 1e-9 {
-        format!("{c:.0} %")
-    } else {
-        format!("{c:.1} %")
+        return format!("{c:.0} %");
     }
+    let a = alpha * 100.0;
+    let decimals = if a > 0.0 && a < 1.0 {
+        ((-a.log10()).floor() as usize + 1).min(6)
+    } else {
+        1
+    };
+    format!("{c:.decimals$} %")
 }
 
 #[cfg(test)]
@@ -113,5 +120,8 @@ mod tests {
         assert_eq!(evidence(412.3), "412");
         assert_eq!(seconds(0.84), "840 ms");
         assert_eq!(level(0.01), "99 %");
+        assert_eq!(level(0.05 / 48.0), "99.9 %");
+        assert_eq!(level(2.0 / (500.0 * 48.0)), "99.992 %");
+        assert_eq!(level(0.025), "97.5 %");
     }
 }
