@@ -72,6 +72,76 @@ fn ratio_false_rollbacks_stay_under_alpha_with_a_look_every_interval() {
     assert!(rate <= 0.05, "false-rollback rate {rate} above alpha");
 }
 
+const GROWTH_AA: &str = "analysis: aa\ninterval: 10s\nwarmup: 1m\nmin_duration: 30m\nmax_duration: 30m\nalpha: 0.05\nchecks:\n  - name: g\n    kind: growth\n    metric: 'rss'\n    max_extra_slope: 0MiB/min\n";
+
+/// A garbage-collected instance's resident memory (MiB): a base, a sawtooth of its own
+/// period, height and phase, and scrape noise.
+struct Sawtooth {
+    base: f64,
+    period: f64,
+    phase: f64,
+    height: f64,
+}
+
+impl Sawtooth {
+    fn new(rng: &mut Rng) -> Sawtooth {
+        Sawtooth {
+            base: 140.0 * (0.97 + 0.06 * rng.uniform()),
+            period: 60.0 + 60.0 * rng.uniform(),
+            phase: rng.uniform(),
+            height: 24.0 * (0.8 + 0.4 * rng.uniform()),
+        }
+    }
+
+    fn at(&self, t: f64, rng: &mut Rng) -> f64 {
+        let tooth = (t / self.period + self.phase).fract();
+        (self.base + tooth * self.height + 0.5 * rng.normal()) * 1_048_576.0
+    }
+}
+
+/// One A/A run of the growth check: two instances per arm whose sawtooths beat against each
+/// other. Returns whether the judge ever rolled back.
+fn growth_aa_run(spec: &AnalysisSpec, seed: u64) -> bool {
+    let mut rng = Rng::new(seed);
+    let arms: Vec<Vec<Sawtooth>> = (0..2)
+        .map(|_| (0..2).map(|_| Sawtooth::new(&mut rng)).collect())
+        .collect();
+    let mut judge = Judge::new(spec);
+    for k in 1..=180u64 {
+        let t = 10.0 * k as f64;
+        let mut values = arms
+            .iter()
+            .map(|arm| arm.iter().map(|i| i.at(t, &mut rng)).collect::<Vec<f64>>());
+        let (Some(baseline), Some(canary)) = (values.next(), values.next()) else {
+            return false;
+        };
+        let frame = Frame {
+            values: vec![Arms {
+                baseline: Fetch::Value(Observed::Gauge(baseline)),
+                canary: Fetch::Value(Observed::Gauge(canary)),
+            }],
+        };
+        let step = judge.step(spec, Duration::from_secs(10 * k), &frame, None);
+        if let Verdict::Rollback { .. } = step.verdict {
+            return true;
+        }
+    }
+    false
+}
+
+/// Issue 13: the growth check's false-rollback rate stays within alpha for any
+/// `max_extra_slope`, 0 included, looked at every interval. Two instances' sawtooths beating
+/// in an arm's mean read as trends; the floor follows the lowest instance instead.
+#[test]
+fn growth_false_rollbacks_stay_under_alpha_at_no_extra_slope_at_all() {
+    let s = spec(GROWTH_AA);
+    let runs = 400;
+    let false_rollbacks = (0..runs).filter(|i| growth_aa_run(&s, 5000 + i)).count();
+    let rate = false_rollbacks as f64 / runs as f64;
+    eprintln!("growth A/A false rollbacks: {false_rollbacks}/{runs} = {rate:.4} (alpha 0.05)");
+    assert!(rate <= 0.05, "false-rollback rate {rate} above alpha");
+}
+
 const ALL_KINDS: &str = r#"analysis: all
 interval: 10s
 warmup: 20s

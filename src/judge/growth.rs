@@ -13,7 +13,8 @@
 //! Sen's confidence interval at the check's share of the error budget, widened by the
 //! Hamed–Rao autocorrelation factor (overlapping windows make neighbouring floors alike), and confirms the trend with the Mann–Kendall test
 //! (statistics.md §5, §7.3). The check fails when the lower bound of the extra slope is above
-//! `max_extra_slope` and the trend is significant, or when an optional `limit` would be
+//! `max_extra_slope` (and above the floors' resolution, see [`GrowthState::resolution`]) and
+//! the trend is significant, or when an optional `limit` would be
 //! reached within `min_time_to_limit`.
 //!
 //! A restarted instance starts small and warms up again alone, which would look like a step
@@ -164,6 +165,31 @@ impl GrowthState {
         None
     }
 
+    /// The finest extra slope per minute that the floors can show over `span_min` minutes. A
+    /// floor is the lowest *scraped* value, and a trough is scraped up to one interval after
+    /// it, on a tooth already rising: how late drifts slowly when the GC period is not a
+    /// multiple of the interval, so each arm's floor wanders by up to one interval's rise
+    /// (the median rise between scrapes over the last window) and the difference by both arms'.
+    /// A drift that size over the trend's span is not growth; without this, a check with
+    /// `max_extra_slope: 0` rolled back 9.5 % of A/A runs at alpha 5 % (`tests/judge_sim.rs`).
+    fn resolution(&self, span_min: f64) -> f64 {
+        let rise = |arm: usize| {
+            let mut up: Vec<f64> = self
+                .lows
+                .windows(2)
+                .map(|p| p[1].1[arm] - p[0].1[arm])
+                .filter(|d| *d > 0.0)
+                .collect();
+            up.sort_by(f64::total_cmp);
+            up.get(up.len() / 2).copied().unwrap_or(0.0)
+        };
+        if span_min > 0.0 {
+            (rise(0) + rise(1)) / span_min
+        } else {
+            f64::INFINITY
+        }
+    }
+
     /// The canary-minus-baseline floor trend at this check's share of alpha (`1/threshold`,
     /// one-sided): the trend points' times, the level, the Theil–Sen slope with its bounds
     /// (widened for autocorrelation, Hamed–Rao), and the Mann–Kendall one-sided p-value with
@@ -286,9 +312,10 @@ impl GrowthState {
             p_up,
             span
         );
+        let resolution = self.resolution(span);
         let (outcome, tail) = verdict(
             &ts,
-            per_min,
+            (per_min, resolution),
             (ev, ctx.threshold),
             projection,
             min_time_to_limit,
@@ -323,25 +350,33 @@ impl GrowthState {
 /// `per_min`; otherwise keep watching.
 fn verdict(
     ts: &TheilSen,
-    per_min: f64,
+    (per_min, resolution): (f64, f64),
     (ev, threshold): (f64, f64),
     projection: Option<(f64, f64)>,
     min_time_to_limit: Duration,
     fmt_v: &dyn Fn(f64) -> String,
 ) -> (Outcome, String) {
     let significant = ev >= threshold;
-    if ts.lower > per_min && significant {
+    if ts.lower > per_min.max(resolution) && significant {
+        let finer = if resolution > per_min {
+            format!(
+                ", and over the {}/min a floor can be resolved to",
+                fmt_v(resolution)
+            )
+        } else {
+            String::new()
+        };
         (
             Outcome::Fail,
             format!(
-                "over the {}/min limit (evidence {} ≥ {})",
+                "over the {}/min limit{finer} (evidence {} ≥ {})",
                 fmt_v(per_min),
                 evidence(ev),
                 evidence(threshold)
             ),
         )
     } else if let Some((minutes, lim)) = projection.filter(|(m, _)| {
-        *m < min_time_to_limit.as_secs_f64() / 60.0 && ts.lower > 0.0 && significant
+        *m < min_time_to_limit.as_secs_f64() / 60.0 && ts.lower > resolution && significant
     }) {
         (
             Outcome::Fail,
