@@ -90,7 +90,20 @@ pub struct GrowthState {
     /// Trend collection resumes at this analysis time after a restart.
     settle_until_s: f64,
     restarts_seen: u32,
+    /// The longest garbage-collection cycle seen (s) when it is longer than the rule's
+    /// window, else 0: floors are then taken over this instead.
+    #[serde(default)]
+    cycle_s: f64,
+    /// When the last collection too large for the rule's window was seen, or when following
+    /// began (s).
+    #[serde(default)]
+    last_drop_s: Option<f64>,
 }
+
+/// A collection is taken for a cycle too long for the rule's window when it undoes the rise
+/// of this many windows: cycles a little longer than the window still leave a trough in most
+/// windows, and the margin keeps a noisy two-minute sawtooth from growing the window.
+const CYCLE_WINDOWS: f64 = 2.0;
 
 /// Time ignored after an instance restarts (it warms up again alone).
 const SETTLE: Duration = Duration::from_secs(600);
@@ -122,7 +135,8 @@ impl GrowthState {
     /// lowest over the last window, and below that low by more than the window's swing) starts the trend over after [`SETTLE`]; once a whole
     /// window is seen, every quarter window adds a trend point (the window's floors).
     /// Returns the seconds left to settle, while settling.
-    fn track(&mut self, now: f64, w: f64, cur: [f64; 2]) -> Option<f64> {
+    fn track(&mut self, now: f64, (rule_w, interval): (f64, f64), cur: [f64; 2]) -> Option<f64> {
+        self.last_drop_s.get_or_insert(now);
         let restarted = !self.lows.is_empty()
             && (0..2).any(|arm| {
                 let seen = || self.lows.iter().map(|l| l.1[arm]);
@@ -132,7 +146,14 @@ impl GrowthState {
             });
         if restarted {
             self.lows.clear();
+        } else if self.longer_cycle(now, (rule_w, interval), cur) {
+            // The floors so far came from windows shorter than a GC cycle: they followed the
+            // teeth. Start the trend over with windows as long as the cycle.
+            self.recent.clear();
+            self.points.clear();
+            self.first_s = None;
         }
+        let w = self.window_s(rule_w);
         self.lows.push((now, cur));
         self.lows.retain(|l| l.0 > now - w);
         if restarted {
@@ -173,21 +194,55 @@ impl GrowthState {
     /// A drift that size over the trend's span is not growth; without this, a check with
     /// `max_extra_slope: 0` rolled back 9.5 % of A/A runs at alpha 5 % (`tests/judge_sim.rs`).
     fn resolution(&self, span_min: f64) -> f64 {
-        let rise = |arm: usize| {
-            let mut up: Vec<f64> = self
-                .lows
-                .windows(2)
-                .map(|p| p[1].1[arm] - p[0].1[arm])
-                .filter(|d| *d > 0.0)
-                .collect();
-            up.sort_by(f64::total_cmp);
-            up.get(up.len() / 2).copied().unwrap_or(0.0)
-        };
         if span_min > 0.0 {
-            (rise(0) + rise(1)) / span_min
+            (self.rise(0) + self.rise(1)) / span_min
         } else {
             f64::INFINITY
         }
+    }
+
+    /// The median rise between scrapes of an arm's lowest instance over the last window.
+    fn rise(&self, arm: usize) -> f64 {
+        let mut up: Vec<f64> = self
+            .lows
+            .windows(2)
+            .map(|p| p[1].1[arm] - p[0].1[arm])
+            .filter(|d| *d > 0.0)
+            .collect();
+        up.sort_by(f64::total_cmp);
+        up.get(up.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// The floor window in use: the rule's, or the longest GC cycle seen when longer.
+    fn window_s(&self, rule_w: f64) -> f64 {
+        rule_w.max(self.cycle_s)
+    }
+
+    /// Watches for garbage-collection cycles longer than the rule's window (a JVM's old
+    /// generation, a large Go heap): a window's floor then follows the rising tooth, and two
+    /// arms' teeth out of phase read as a trend (at 1 MiB/min, cycles of 5–20 minutes rolled
+    /// back 6–12 % of A/A runs at alpha 5 %). Such a collection undoes more than
+    /// [`CYCLE_WINDOWS`] windows' rise at once, which noise and collections shorter than the
+    /// window never do (their drop is at most the rise of one cycle). When the time since the previous one
+    /// (or since following began) is longer than the window in use, that time becomes the
+    /// window. Returns whether it grew.
+    fn longer_cycle(&mut self, now: f64, (rule_w, interval): (f64, f64), cur: [f64; 2]) -> bool {
+        let Some(prev) = self.lows.last().map(|l| l.1) else {
+            return false;
+        };
+        let dropped = (0..2).any(|arm| {
+            let rise = self.rise(arm);
+            rise > 0.0 && prev[arm] - cur[arm] > CYCLE_WINDOWS * rise * rule_w / interval.max(1e-3)
+        });
+        if !dropped {
+            return false;
+        }
+        let since = self.last_drop_s.replace(now).unwrap_or(now);
+        let grew = now - since > self.window_s(rule_w);
+        if grew {
+            self.cycle_s = now - since;
+        }
+        grew
     }
 
     /// The canary-minus-baseline floor trend at this check's share of alpha (`1/threshold`,
@@ -262,12 +317,13 @@ impl GrowthState {
         let now = ctx.t.as_secs_f64();
         let timing = &ctx.spec.timing;
         let wd = window(timing.interval, timing.warmup, timing.max_duration);
-        let w = wd.as_secs_f64();
-        if let Some(left) = self.track(now, w, [smallest(g.baseline), smallest(g.canary)]) {
+        let rule_w = (wd.as_secs_f64(), timing.interval.as_secs_f64());
+        if let Some(left) = self.track(now, rule_w, [smallest(g.baseline), smallest(g.canary)]) {
             return Partial::pending(format!(
                 "{levels}; an instance restarted: the trend starts over in {left:.0} s"
             ));
         }
+        let w = self.window_s(rule_w.0);
         let n = self.points.len();
         let arms = |v: f64| {
             Some(ArmValue {
@@ -283,8 +339,13 @@ impl GrowthState {
                 baseline: arms(b),
                 canary: arms(c),
                 explanation: format!(
-                    "{levels}; following the post-GC floor ({n} of {MIN_POINTS} trend points, one per {:.0} s)",
-                    w / 4.0
+                    "{levels}; following the post-GC floor ({n} of {MIN_POINTS} trend points, one per {:.0} s{})",
+                    w / 4.0,
+                    if w > rule_w.0 {
+                        format!(": windows of {w:.0} s, the longest GC cycle seen")
+                    } else {
+                        String::new()
+                    }
                 ),
             };
         }
