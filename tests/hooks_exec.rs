@@ -16,7 +16,7 @@ use rollguard::action::notify::Notifiers;
 use rollguard::action::runner::ActionRunner;
 use rollguard::config::{HookConfig, HookKind, NotifierConfig, NotifierKind, Secret};
 use rollguard::deploy::DeploymentRequest;
-use rollguard::store::{Action, Purpose, SqliteStore, Store, new_record};
+use rollguard::store::{Action, Event, Purpose, SqliteStore, Store, new_record};
 use rollguard::telemetry::Telemetry;
 use serde_json::json;
 use support::receivers::{self, Fake, Reply};
@@ -90,9 +90,15 @@ async fn world(hooks: Vec<HookConfig>) -> World {
     }
 }
 
-/// The `rb` hook running `script` in `/bin/sh`, with `arg` as its `$1`.
-fn sh(script: &str, arg: &Path) -> HookConfig {
-    exec("rb", &["/bin/sh", "-c", script, "x", arg.to_str().unwrap()])
+/// The `rb` hook running `script` in `/bin/sh`, with its `$1` a path named `name` in a new
+/// temporary directory (see [`scratch`]): where the script leaves what the test reads.
+fn sh(script: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf, HookConfig) {
+    let (dir, path) = scratch(name);
+    let h = exec(
+        "rb",
+        &["/bin/sh", "-c", script, "x", path.to_str().unwrap()],
+    );
+    (dir, path, h)
 }
 
 /// A path named `name` in a new temporary directory, which lives as long as the `TempDir`.
@@ -168,6 +174,11 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// `d1`'s audit history (its whole timeline), where every hook attempt must show.
+    fn history(&self) -> Vec<Event> {
+        self.store.events("d1", 0, 100).unwrap()
     }
 
     /// Notices the chat webhook received, waiting for at least `n`.
@@ -264,10 +275,9 @@ async fn exec_hook_gets_facts_in_env_and_stdin_an_allow_listed_environment_and_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_hook_is_retried_then_reported_failed_with_its_output() {
-    let (_w0, count) = scratch("count");
-    let mut h = sh(
+    let (_w0, count, mut h) = sh(
         "echo attempt >> \"$1\"; echo 'kubectl: connection refused' >&2; exit 3",
-        &count,
+        "count",
     );
     h.retries = 2;
     let w = world(vec![h]).await;
@@ -298,21 +308,16 @@ async fn a_failing_hook_is_retried_then_reported_failed_with_its_output() {
         n[0]
     );
     assert!(text(&n[0]).contains("attempt 3/3: exit 3"), "{}", n[0]);
-    let events = w.store.events("d1", 0, 100).unwrap();
-    assert_eq!(
-        events.iter().filter(|e| e.kind == "hook").count(),
-        3,
-        "every attempt is in the audit history"
-    );
+    let attempts = w.history().iter().filter(|e| e.kind == "hook").count();
+    assert_eq!(attempts, 3, "every attempt is in the audit history");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_hook_is_killed_at_its_timeout_with_every_process_it_started() {
-    let (_w0, child) = scratch("child.pid");
     // The hook and its child ignore SIGTERM, so only SIGKILL of the whole group ends them.
-    let mut h = sh(
+    let (_w0, child, mut h) = sh(
         "trap '' TERM; sleep 300 & echo $! > \"$1\"; echo started; wait; wait",
-        &child,
+        "child.pid",
     );
     h.timeout = Duration::from_millis(500);
     let w = world(vec![h]).await;
@@ -485,7 +490,7 @@ async fn http_hook_sends_secrets_headers_and_body_and_honours_retry_after() {
         r.json(),
         json!({"pool": "blue", "deployment": "d1", "why": "error-ratio: canary x7.9 the baseline", "weight": 0})
     );
-    let history = serde_json::to_string(&w.store.events("d1", 0, 100).unwrap()).unwrap();
+    let history = serde_json::to_string(&w.history()).unwrap();
     assert!(
         !history.contains("file-secret") && !history.contains("env-secret"),
         "secrets in the audit history"

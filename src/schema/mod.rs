@@ -277,15 +277,21 @@ pub fn rollback_gate(baseline: &Range, version: Option<&str>, live: &Live) -> Ro
         Live::Unknown(why) => RollbackGate::Unknown(format!(
             "cannot tell whether rolling back to {who} is safe: the schema probe failed ({why}); holding, nothing rolled back"
         )),
-        Live::Known(v) => match baseline.fit(v) {
-            Fit::Fits => RollbackGate::Safe,
-            Fit::TooNew { max } => RollbackGate::Unsafe(format!(
-                "rolling back to {who} is unsafe: schema {v} removed what {who} needs ({who} works up to {max}) — roll forward"
-            )),
-            Fit::TooOld { min } => RollbackGate::Unsafe(format!(
-                "rolling back to {who} is unsafe: {who} needs schema {min} or newer and the live schema is {v} — roll forward"
-            )),
-        },
+        Live::Known(v) => {
+            // Either misfit is the same sentence to the person: unsafe, roll forward.
+            let why = match baseline.fit(v) {
+                Fit::Fits => return RollbackGate::Safe,
+                Fit::TooNew { max } => {
+                    format!("schema {v} removed what {who} needs ({who} works up to {max})")
+                }
+                Fit::TooOld { min } => {
+                    format!("{who} needs schema {min} or newer and the live schema is {v}")
+                }
+            };
+            RollbackGate::Unsafe(format!(
+                "rolling back to {who} is unsafe: {why} — roll forward"
+            ))
+        }
     }
 }
 

@@ -70,40 +70,44 @@ pub fn read_targets(path: &Path) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
 
+    /// `read_targets` of a file `name` (its ending picks JSON or YAML) holding `text`.
+    fn targets_in(name: &str, text: &str) -> Result<Vec<String>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        read_targets(&path)
+    }
+
     #[test]
     fn json_and_yaml() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = dir.path().join("t.json");
-        std::fs::write(
-            &j,
-            r#"[{"targets":["a:9100","b:9100"],"labels":{"__metrics_path__":"/m"}}]"#,
-        )
-        .unwrap();
+        let json = r#"[{"targets":["a:9100","b:9100"],"labels":{"__metrics_path__":"/m"}}]"#;
         assert_eq!(
-            read_targets(&j).unwrap(),
+            targets_in("t.json", json).unwrap(),
             vec!["http://a:9100/m", "http://b:9100/m"]
         );
-        let y = dir.path().join("t.yaml");
-        std::fs::write(&y, "- targets: ['c:1']\n  labels: {__scheme__: https, __param_module: http_2xx, team: x}\n").unwrap();
+        let yaml = "- targets: ['c:1']\n  labels: {__scheme__: https, __param_module: http_2xx, team: x}\n";
         assert_eq!(
-            read_targets(&y).unwrap(),
+            targets_in("t.yaml", yaml).unwrap(),
             vec!["https://c:1/metrics?module=http_2xx"]
         );
     }
 
     #[test]
     fn bad_targets_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = dir.path().join("t.json");
-        std::fs::write(&j, r#"[{"targets":["http://a:9100/metrics"]}]"#).unwrap();
-        assert!(read_targets(&j).unwrap_err().contains("must be host:port"));
-        std::fs::write(
-            &j,
-            r#"[{"targets":["a:1"],"labels":{"__scheme__":"file"}}]"#,
-        )
-        .unwrap();
-        assert!(read_targets(&j).unwrap_err().contains("__scheme__"));
-        std::fs::write(&j, r#"[{"targets":"#).unwrap();
-        assert!(read_targets(&j).is_err());
+        let bad = [
+            (
+                r#"[{"targets":["http://a:9100/metrics"]}]"#,
+                "must be host:port",
+            ),
+            (
+                r#"[{"targets":["a:1"],"labels":{"__scheme__":"file"}}]"#,
+                "__scheme__",
+            ),
+            (r#"[{"targets":"#, ""),
+        ];
+        for (text, says) in bad {
+            let e = targets_in("t.json", text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 }

@@ -16,7 +16,7 @@
 
 use statrs::function::beta::ln_beta;
 
-use super::special::ln_beta_reg_upper;
+use super::special::{ln_beta_reg_upper, two_arm_counts_valid};
 
 /// ln E of the one-sided truncated-Beta count e-value (statistics.md §7.1, vectors K, S).
 ///
@@ -27,15 +27,7 @@ use super::special::ln_beta_reg_upper;
 /// of the truncated mass, which is computed in log space).
 pub fn truncated_beta_ln_e(n_baseline: f64, n_canary: f64, theta0: f64, k: f64) -> f64 {
     let (na, nb) = (n_baseline, n_canary);
-    let ok = na.is_finite()
-        && nb.is_finite()
-        && na >= 0.0
-        && nb >= 0.0
-        && theta0 > 0.0
-        && theta0 < 1.0
-        && k.is_finite()
-        && k > 0.0;
-    if !ok {
+    if !two_arm_counts_valid(na, nb, theta0, k) {
         return f64::NAN;
     }
     let a = k * theta0;

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use statrs::function::gamma::ln_gamma;
 
-use super::special::zeroin;
+use super::special::{two_arm_counts_valid, zeroin};
 
 /// ln B(a) = Σ ln Γ(a_i) − ln Γ(Σ a_i) (multivariate beta).
 fn ln_multi_beta(a: &[f64]) -> f64 {
@@ -153,17 +153,7 @@ fn log_odds_confidence_sequence(
     alpha: f64,
 ) -> Option<(f64, f64)> {
     let (na, nb) = (n_baseline, n_canary);
-    let ok = na.is_finite()
-        && nb.is_finite()
-        && na >= 0.0
-        && nb >= 0.0
-        && prior_share > 0.0
-        && prior_share < 1.0
-        && k.is_finite()
-        && k > 0.0
-        && alpha > 0.0
-        && alpha < 1.0;
-    if !ok {
+    if !(two_arm_counts_valid(na, nb, prior_share, k) && alpha > 0.0 && alpha < 1.0) {
         return None;
     }
     let a0 = [k * (1.0 - prior_share), k * prior_share];

@@ -9,6 +9,21 @@
 use statrs::function::erf::{erfc, erfc_inv};
 use statrs::function::gamma::ln_gamma;
 
+/// Whether two arms' event counts and a share make a valid two-arm count test: both counts
+/// finite and ≥ 0 (they may be non-integer), the share strictly inside (0, 1), the prior
+/// concentration `k` finite and > 0. The truncated-Beta e-value and the log-odds confidence
+/// sequence refuse exactly these inputs, so they ask this one question.
+pub fn two_arm_counts_valid(n_a: f64, n_b: f64, share: f64, k: f64) -> bool {
+    n_a.is_finite()
+        && n_b.is_finite()
+        && n_a >= 0.0
+        && n_b >= 0.0
+        && share > 0.0
+        && share < 1.0
+        && k.is_finite()
+        && k > 0.0
+}
+
 /// ln Σ exp(x_i), computed stably by factoring out the maximum (log-sum-exp).
 ///
 /// NaN entries are ignored; an empty slice or all `-inf` gives `-inf`; any `+inf` gives `+inf`.

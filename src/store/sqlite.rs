@@ -149,8 +149,6 @@ impl SqliteStore {
         let mut stmt = c.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(p, |r| {
-                let facts: String = r.get(11)?;
-                let notify: Option<String> = r.get(12)?;
                 Ok(Action {
                     id: r.get(0)?,
                     deployment: r.get(1)?,
@@ -163,8 +161,8 @@ impl SqliteStore {
                     finished_at: r.get(8)?,
                     summary: r.get(9)?,
                     output: r.get(10)?,
-                    facts: json_column(Some(&facts)),
-                    notify: json_column(notify.as_deref()),
+                    facts: json(r, 11)?,
+                    notify: json(r, 12)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -351,14 +349,13 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![id, after, limit as i64], |r| {
-                let data: Option<String> = r.get(5)?;
                 Ok(Event {
                     seq: r.get(0)?,
                     deployment: r.get(1)?,
                     at: r.get(2)?,
                     kind: text(r, 3, EventKind::parse)?,
                     message: r.get(4)?,
-                    data: json_column(data.as_deref()),
+                    data: json(r, 5)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -538,12 +535,11 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![notifier, key], |r| {
-                let notice: String = r.get(3)?;
                 Ok(Incident {
                     notifier: r.get(0)?,
                     key: r.get(1)?,
                     alertname: r.get(2)?,
-                    notice: json_column(Some(&notice)),
+                    notice: json(r, 3)?,
                     opened_at: r.get(4)?,
                 })
             })
@@ -639,11 +635,10 @@ impl Store for SqliteStore {
 /// An outbox row as selected by `id, notifier, payload, attempts, next_at, status,
 /// last_error, delivery_id`.
 fn outbox_item(r: &rusqlite::Row) -> rusqlite::Result<OutboxItem> {
-    let payload: String = r.get(2)?;
     Ok(OutboxItem {
         id: r.get(0)?,
         notifier: r.get(1)?,
-        payload: json_column(Some(&payload)),
+        payload: json(r, 2)?,
         attempts: r.get(3)?,
         next_at: r.get(4)?,
         status: r.get(5)?,
@@ -678,6 +673,16 @@ fn insert_outbox(
         params![notifier, payload.to_string(), t, crate::ids::new_id()],
     )
     .map(drop)
+}
+
+/// Reads JSON column `i` through [`json_column`], so every row reader forgives `NULL` or
+/// damaged JSON the same way and none of them holds the raw text.
+fn json<T: serde::de::DeserializeOwned + Default>(
+    r: &rusqlite::Row,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let s: Option<String> = r.get(i)?;
+    Ok(json_column(s.as_deref()))
 }
 
 /// Reads a text column as one of its enum's spellings; other text is a conversion error
