@@ -27,31 +27,34 @@ const RATIO_AA: &str = "analysis: aa\ninterval: 10s\nwarmup: 1m\nmin_duration: 3
 /// over the run and a given canary share. Returns whether the judge ever rolled back.
 fn aa_run(spec: &AnalysisSpec, seed: u64, share: f64, rate: f64) -> bool {
     let mut rng = Rng::new(seed);
-    let mut judge = Judge::new(spec);
-    for k in 1..=180u64 {
+    rolls_back(spec, |k| {
         let load = 1200.0 * (1.0 + 0.5 * (k as f64 / 40.0).sin());
         let nb = rng.poisson(load * share) as f64;
         let na = rng.poisson(load * (1.0 - share)) as f64;
         let eb = rng.binomial(nb as u64, rate) as f64;
         let ea = rng.binomial(na as u64, rate) as f64;
-        let frame = Frame {
-            values: vec![
-                Arms {
-                    baseline: Fetch::Value(Observed::Counter(ea)),
-                    canary: Fetch::Value(Observed::Counter(eb)),
-                },
-                Arms {
-                    baseline: Fetch::Value(Observed::Counter(na)),
-                    canary: Fetch::Value(Observed::Counter(nb)),
-                },
-            ],
-        };
+        vec![
+            Arms {
+                baseline: Fetch::Value(Observed::Counter(ea)),
+                canary: Fetch::Value(Observed::Counter(eb)),
+            },
+            Arms {
+                baseline: Fetch::Value(Observed::Counter(na)),
+                canary: Fetch::Value(Observed::Counter(nb)),
+            },
+        ]
+    })
+}
+
+/// Looks at every one of 180 ten-second intervals, with `values(k)` the queries' answers in
+/// the `k`th: whether the judge ever rolled back.
+fn rolls_back(spec: &AnalysisSpec, mut values: impl FnMut(u64) -> Vec<Arms<Fetch>>) -> bool {
+    let mut judge = Judge::new(spec);
+    (1..=180u64).any(|k| {
+        let frame = Frame { values: values(k) };
         let step = judge.step(spec, Duration::from_secs(10 * k), &frame, None);
-        if let Verdict::Rollback { .. } = step.verdict {
-            return true;
-        }
-    }
-    false
+        matches!(step.verdict, Verdict::Rollback { .. })
+    })
 }
 
 #[test]
@@ -107,27 +110,14 @@ fn growth_aa_run(spec: &AnalysisSpec, seed: u64, gc: (f64, f64)) -> bool {
     let arms: Vec<Vec<Sawtooth>> = (0..2)
         .map(|_| (0..2).map(|_| Sawtooth::new(&mut rng, gc)).collect())
         .collect();
-    let mut judge = Judge::new(spec);
-    for k in 1..=180u64 {
+    rolls_back(spec, |k| {
         let t = 10.0 * k as f64;
-        let mut values = arms
-            .iter()
-            .map(|arm| arm.iter().map(|i| i.at(t, &mut rng)).collect::<Vec<f64>>());
-        let (Some(baseline), Some(canary)) = (values.next(), values.next()) else {
-            return false;
-        };
-        let frame = Frame {
-            values: vec![Arms {
-                baseline: Fetch::Value(Observed::Gauge(baseline)),
-                canary: Fetch::Value(Observed::Gauge(canary)),
-            }],
-        };
-        let step = judge.step(spec, Duration::from_secs(10 * k), &frame, None);
-        if let Verdict::Rollback { .. } = step.verdict {
-            return true;
-        }
-    }
-    false
+        let [baseline, canary] = [0, 1].map(|a| {
+            let values = arms[a].iter().map(|i| i.at(t, &mut rng)).collect();
+            Fetch::Value(Observed::Gauge(values))
+        });
+        vec![Arms { baseline, canary }]
+    })
 }
 
 /// Issue 13: the growth check's false-rollback rate stays within alpha for any
