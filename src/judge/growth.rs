@@ -213,6 +213,20 @@ impl GrowthState {
         up.get(up.len() / 2).copied().unwrap_or(0.0)
     }
 
+    /// What the check is doing before it has [`MIN_POINTS`] trend points.
+    fn following(&self, n: usize, rule_w: f64) -> String {
+        let w = self.window_s(rule_w);
+        let cycle = if w > rule_w {
+            format!(": windows of {w:.0} s, the longest GC cycle seen")
+        } else {
+            String::new()
+        };
+        format!(
+            "following the post-GC floor ({n} of {MIN_POINTS} trend points, one per {:.0} s{cycle})",
+            w / 4.0
+        )
+    }
+
     /// The floor window in use: the rule's, or the longest GC cycle seen when longer.
     fn window_s(&self, rule_w: f64) -> f64 {
         rule_w.max(self.cycle_s)
@@ -323,7 +337,6 @@ impl GrowthState {
                 "{levels}; an instance restarted: the trend starts over in {left:.0} s"
             ));
         }
-        let w = self.window_s(rule_w.0);
         let n = self.points.len();
         let arms = |v: f64| {
             Some(ArmValue {
@@ -338,15 +351,7 @@ impl GrowthState {
                 effect: None,
                 baseline: arms(b),
                 canary: arms(c),
-                explanation: format!(
-                    "{levels}; following the post-GC floor ({n} of {MIN_POINTS} trend points, one per {:.0} s{})",
-                    w / 4.0,
-                    if w > rule_w.0 {
-                        format!(": windows of {w:.0} s, the longest GC cycle seen")
-                    } else {
-                        String::new()
-                    }
-                ),
+                explanation: format!("{levels}; {}", self.following(n, rule_w.0)),
             };
         }
         // Each look gets its share of the check's alpha (see [`looks`]); the evidence shown
