@@ -75,7 +75,12 @@ fn ratio_false_rollbacks_stay_under_alpha_with_a_look_every_interval() {
     assert!(rate <= 0.05, "false-rollback rate {rate} above alpha");
 }
 
-const GROWTH_AA: &str = "analysis: aa\ninterval: 10s\nwarmup: 1m\nmin_duration: 30m\nmax_duration: 30m\nalpha: 0.05\nchecks:\n  - name: g\n    kind: growth\n    metric: 'rss'\n    max_extra_slope: 0MiB/min\n";
+/// A growth check alone at alpha 0.05 over 30 minutes.
+fn growth_aa(max_extra_slope: &str) -> String {
+    format!(
+        "analysis: aa\ninterval: 10s\nwarmup: 1m\nmin_duration: 30m\nmax_duration: 30m\nalpha: 0.05\nchecks:\n  - name: g\n    kind: growth\n    metric: 'rss'\n    max_extra_slope: {max_extra_slope}\n"
+    )
+}
 
 /// A garbage-collected instance's resident memory (MiB): a base, a sawtooth of its own
 /// period, height and phase, and scrape noise.
@@ -137,7 +142,7 @@ fn growth_false_rollbacks_stay_under_alpha_with_gc_cycles_longer_than_the_window
 }
 
 fn growth_false_rollbacks_stay_under_alpha(max_extra_slope: &str, gc: (f64, f64)) {
-    let s = spec(&GROWTH_AA.replace("0MiB/min", max_extra_slope));
+    let s = spec(&growth_aa(max_extra_slope));
     let runs = 400;
     let false_rollbacks = (0..runs)
         .filter(|i| growth_aa_run(&s, 5000 + i, gc))

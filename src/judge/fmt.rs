@@ -96,12 +96,12 @@ pub fn level(alpha: f64) -> String {
         return format!("{c:.0} %");
     }
     let a = alpha * 100.0;
-    let decimals = if a > 0.0 && a < 1.0 {
+    let places = if a > 0.0 && a < 1.0 {
         ((-a.log10()).floor() as usize + 1).min(6)
     } else {
         1
     };
-    format!("{c:.decimals$} %")
+    format!("{c:.places$} %")
 }
 
 #[cfg(test)]

@@ -132,8 +132,10 @@ impl GrowthState {
     }
 
     /// Follows the floors: an instance restart (an arm's smallest instance below 3/4 of its
-    /// lowest over the last window, and below that low by more than the window's swing) starts the trend over after [`SETTLE`]; once a whole
-    /// window is seen, every quarter window adds a trend point (the window's floors).
+    /// lowest over the last window, and below that low by more than the window's swing) starts
+    /// the trend over after [`SETTLE`], and a GC cycle longer than the window (see
+    /// [`GrowthState::longer_cycle`]) starts it over at once with a window that long; once a
+    /// whole window is seen, every quarter window adds a trend point (the window's floors).
     /// Returns the seconds left to settle, while settling.
     fn track(&mut self, now: f64, (rule_w, interval): (f64, f64), cur: [f64; 2]) -> Option<f64> {
         self.last_drop_s.get_or_insert(now);
@@ -244,9 +246,13 @@ impl GrowthState {
         let Some(prev) = self.lows.last().map(|l| l.1) else {
             return false;
         };
+        // The median rise is only worked out for an arm that fell this interval.
         let dropped = (0..2).any(|arm| {
-            let rise = self.rise(arm);
-            rise > 0.0 && prev[arm] - cur[arm] > CYCLE_WINDOWS * rise * rule_w / interval.max(1e-3)
+            let fall = prev[arm] - cur[arm];
+            fall > 0.0 && {
+                let rise = self.rise(arm);
+                rise > 0.0 && fall > CYCLE_WINDOWS * rise * rule_w / interval.max(1e-3)
+            }
         });
         if !dropped {
             return false;
