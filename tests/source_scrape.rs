@@ -290,6 +290,12 @@ fn counter(f: &Fetch) -> f64 {
     }
 }
 
+/// The counter increases of a two-query scrape, in query order, to compare at once: the pair
+/// says both values on a mismatch, and `counter` names the fetch that is not a value.
+fn counters(f: &[Fetch]) -> (f64, f64) {
+    (counter(&f[0]), counter(&f[1]))
+}
+
 fn error_text(f: &Fetch) -> &str {
     match f {
         Fetch::Error(e) => e,
@@ -486,8 +492,7 @@ async fn a_changing_series_set_counts_new_series_and_resets_and_says_no_data_whe
         "{f:?}"
     );
     // The 500 series appears with 2 errors: on a known instance it counts from zero.
-    let f = next().await;
-    assert_eq!((counter(&f[0]), counter(&f[1])), (2.0, 7.0), "{f:?}");
+    assert_eq!(counters(&next().await), (2.0, 7.0));
     // The whole family is gone: no data (not zero), and says why.
     let f = next().await;
     assert!(
@@ -495,10 +500,8 @@ async fn a_changing_series_set_counts_new_series_and_resets_and_says_no_data_whe
         "{f:?}"
     );
     // Back after a restart: 2 -> 1 and 15 -> 1 are resets, the new values are the increase.
-    let f = next().await;
-    assert_eq!((counter(&f[0]), counter(&f[1])), (1.0, 2.0), "{f:?}");
-    let f = next().await;
-    assert_eq!((counter(&f[0]), counter(&f[1])), (0.0, 3.0), "{f:?}");
+    assert_eq!(counters(&next().await), (1.0, 2.0));
+    assert_eq!(counters(&next().await), (0.0, 3.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
