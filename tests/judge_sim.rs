@@ -60,19 +60,21 @@ fn rolls_back(spec: &AnalysisSpec, mut values: impl FnMut(u64) -> Vec<Arms<Fetch
 #[test]
 fn ratio_false_rollbacks_stay_under_alpha_with_a_look_every_interval() {
     let s = spec(RATIO_AA);
-    let runs = 600;
-    let mut false_rollbacks = 0;
-    for i in 0..runs {
-        let share = [0.5, 0.1, 0.02][i % 3];
-        if aa_run(&s, 1000 + i as u64, share, 0.01) {
-            false_rollbacks += 1;
-        }
-    }
+    within_alpha("ratio, 180 looks each", 600, |i| {
+        aa_run(&s, 1000 + i, [0.5, 0.1, 0.02][i as usize % 3], 0.01)
+    });
+}
+
+/// Runs `runs` A/A runs (`rolls_back(i)` for the `i`th) and asserts that at most alpha (5 %)
+/// of them rolled back, saying how many did.
+fn within_alpha(what: &str, runs: u64, mut rolls_back: impl FnMut(u64) -> bool) {
+    let false_rollbacks = (0..runs).filter(|&i| rolls_back(i)).count();
     let rate = false_rollbacks as f64 / runs as f64;
-    eprintln!(
-        "A/A false rollbacks: {false_rollbacks}/{runs} = {rate:.4} (alpha 0.05, 180 looks each)"
+    eprintln!("A/A false rollbacks, {what}: {false_rollbacks}/{runs} = {rate:.4} (alpha 0.05)");
+    assert!(
+        rate <= 0.05,
+        "{what}: false-rollback rate {rate} above alpha"
     );
-    assert!(rate <= 0.05, "false-rollback rate {rate} above alpha");
 }
 
 /// A growth check alone at alpha 0.05 over 30 minutes.
@@ -143,16 +145,8 @@ fn growth_false_rollbacks_stay_under_alpha_with_gc_cycles_longer_than_the_window
 
 fn growth_false_rollbacks_stay_under_alpha(max_extra_slope: &str, gc: (f64, f64)) {
     let s = spec(&growth_aa(max_extra_slope));
-    let runs = 400;
-    let false_rollbacks = (0..runs)
-        .filter(|i| growth_aa_run(&s, 5000 + i, gc))
-        .count();
-    let rate = false_rollbacks as f64 / runs as f64;
-    eprintln!(
-        "growth A/A false rollbacks at {max_extra_slope}, GC cycles from {} s: {false_rollbacks}/{runs} = {rate:.4} (alpha 0.05)",
-        gc.0
-    );
-    assert!(rate <= 0.05, "false-rollback rate {rate} above alpha");
+    let what = format!("growth at {max_extra_slope}, GC cycles from {} s", gc.0);
+    within_alpha(&what, 400, |i| growth_aa_run(&s, 5000 + i, gc));
 }
 
 /// A level check alone (`gauge` without `above`) at alpha 0.05 over 30 minutes, tolerance 2.
@@ -189,18 +183,9 @@ fn gauge_aa_run(spec: &AnalysisSpec, seed: u64, phi: f64) -> bool {
 fn gauge_level_false_rollbacks_stay_under_alpha() {
     let s = spec(GAUGE_AA);
     for phi in [0.0, 0.5, 0.8] {
-        let runs = 400;
-        let false_rollbacks = (0..runs)
-            .filter(|i| gauge_aa_run(&s, 9000 + i, phi))
-            .count();
-        let rate = false_rollbacks as f64 / runs as f64;
-        eprintln!(
-            "gauge level A/A false rollbacks, phi {phi}: {false_rollbacks}/{runs} = {rate:.4} (alpha 0.05)"
-        );
-        assert!(
-            rate <= 0.05,
-            "false-rollback rate {rate} above alpha at phi {phi}"
-        );
+        within_alpha(&format!("gauge level, phi {phi}"), 400, |i| {
+            gauge_aa_run(&s, 9000 + i, phi)
+        });
     }
 }
 
