@@ -158,23 +158,33 @@ impl ChangeGrid {
 
     /// ln of the weighted average of the one-sided e-processes.
     pub fn ln_e_value_greater(&self) -> f64 {
-        let mut terms = vec![0.5f64.ln() + self.base.ln_e_value_greater()];
-        for (j, g) in &self.restarts {
-            let j = f64::from(*j);
-            terms.push(-(2.0 * j * (j + 1.0)).ln() + g.ln_e_value_greater());
-        }
-        // The weights of restarts not started yet belong to processes still at 1.
-        let started: f64 = self
-            .restarts
-            .iter()
-            .map(|(j, _)| 1.0 / (2.0 * f64::from(*j) * (f64::from(*j) + 1.0)))
-            .sum();
-        let pending = (0.5 - started).max(0.0);
-        if pending > 0.0 {
-            terms.push(pending.ln());
-        }
-        log_sum_exp(&terms)
+        ln_restart_average(
+            self.base.ln_e_value_greater(),
+            self.restarts
+                .iter()
+                .map(|(j, g)| (*j, g.ln_e_value_greater())),
+        )
     }
+}
+
+/// ln of the weighted average of an e-process from the start (`ln_first`) and the ones
+/// restarted later (`(j, ln e)` for the one started j restart periods after it): weight 1/2
+/// for the first and 1/(2·j·(j+1)) for the jth; the weights of restarts not started yet
+/// belong to processes still at 1. Any check that restarts its e-process uses these weights
+/// (the module's doc says why they keep Ville's bound).
+pub fn ln_restart_average(ln_first: f64, restarts: impl Iterator<Item = (u32, f64)>) -> f64 {
+    let mut terms = vec![0.5f64.ln() + ln_first];
+    let mut started = 0.0;
+    for (j, ln_e) in restarts {
+        let inverse_weight = 2.0 * f64::from(j) * (f64::from(j) + 1.0);
+        started += 1.0 / inverse_weight;
+        terms.push(-inverse_weight.ln() + ln_e);
+    }
+    let pending = (0.5 - started).max(0.0);
+    if pending > 0.0 {
+        terms.push(pending.ln());
+    }
+    log_sum_exp(&terms)
 }
 
 #[cfg(test)]

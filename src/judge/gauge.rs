@@ -13,14 +13,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::change::ChangeGrid;
+use super::change::{ChangeGrid, MAX_RESTARTS, ln_restart_average};
 use super::fmt::{count, level};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
 use super::{ArmValue, Bounded, Ctx, Partial, mean};
 use crate::rules::Direction;
 use crate::stats::grid::{LogGrid, thinning_loglik};
 use crate::stats::mixture::{best_rho, one_sided_ln_m, two_sided_boundary};
-use crate::stats::special::log_sum_exp;
 
 /// Intervals per block for the level comparison: short, so a connection leak is judged
 /// within a couple of minutes; the variance does not rest on blocks being independent
@@ -28,8 +27,6 @@ use crate::stats::special::log_sum_exp;
 pub(crate) const BLOCK: usize = 3;
 /// Blocks needed before testing (the first ones estimate the variance).
 pub(crate) const MIN_BLOCKS: usize = 3;
-/// Restarted level e-processes kept (see [`super::change`]).
-const MAX_RESTARTS: usize = 60;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GaugeState {
@@ -278,25 +275,20 @@ impl GaugeState {
         }
     }
 
-    /// ln of the weighted average of the level e-processes: weight 1/2 for the one from the
-    /// start, 1/(2·j·(j+1)) for the one started j restart periods later (those not started
-    /// yet are at 1), as [`super::change::ChangeGrid`] weighs its grids.
+    /// ln of the weighted average of the level e-processes, with [`ChangeGrid`]'s weights (a
+    /// restart fed no block yet is still at 1).
     fn ln_e_value(&self, rho: f64) -> f64 {
-        let weight = |j: u32| 1.0 / (2.0 * f64::from(j) * (f64::from(j) + 1.0));
-        let mut terms = vec![0.5f64.ln() + one_sided_ln_m(self.s, self.v, rho)];
-        let mut pending = 0.5;
-        for &(j, s, v) in &self.restarts {
-            pending -= weight(j);
+        let ln_m = |s: f64, v: f64| {
             if v > 0.0 {
-                terms.push(weight(j).ln() + one_sided_ln_m(s, v, rho));
+                one_sided_ln_m(s, v, rho)
             } else {
-                terms.push(weight(j).ln());
+                0.0
             }
-        }
-        if pending > 0.0 {
-            terms.push(f64::ln(pending));
-        }
-        log_sum_exp(&terms)
+        };
+        ln_restart_average(
+            ln_m(self.s, self.v),
+            self.restarts.iter().map(|&(j, s, v)| (j, ln_m(s, v))),
+        )
     }
 
     fn level(&mut self, ctx: &Ctx, b: f64, c: f64, worse_when: Direction) -> Partial {

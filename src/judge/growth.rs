@@ -11,11 +11,11 @@
 //! D = floor(canary) − floor(baseline) (the difference cancels what both arms share: load,
 //! warm-up, GC pressure), and once enough points exist it fits a Theil–Sen slope to D with
 //! Sen's confidence interval at the check's share of the error budget, widened by the
-//! Hamed–Rao autocorrelation factor (overlapping windows make neighbouring floors alike), and confirms the trend with the Mann–Kendall test
-//! (statistics.md §5, §7.3). The check fails when the lower bound of the extra slope is above
-//! `max_extra_slope` (and above the floors' resolution, see [`GrowthState::resolution`]) and
-//! the trend is significant, or when an optional `limit` would be
-//! reached within `min_time_to_limit`.
+//! Hamed–Rao autocorrelation factor (overlapping windows make neighbouring floors alike), and
+//! confirms the trend with the Mann–Kendall test (statistics.md §5, §7.3). The check fails
+//! when the lower bound of the extra slope is above `max_extra_slope` (and above the floors'
+//! resolution, see [`GrowthState::resolution`]) and the trend is significant, or when an
+//! optional `limit` would be reached within `min_time_to_limit`.
 //!
 //! A restarted instance starts small and warms up again alone, which would look like a step
 //! and then a climb. So when an arm's smallest instance drops below three quarters of the
@@ -239,9 +239,9 @@ impl GrowthState {
     /// arms' teeth out of phase read as a trend (at 1 MiB/min, cycles of 5–20 minutes rolled
     /// back 6–12 % of A/A runs at alpha 5 %). Such a collection undoes more than
     /// [`CYCLE_WINDOWS`] windows' rise at once, which noise and collections shorter than the
-    /// window never do (their drop is at most the rise of one cycle). When the time since the previous one
-    /// (or since following began) is longer than the window in use, that time becomes the
-    /// window. Returns whether it grew.
+    /// window never do (their drop is at most the rise of one cycle). When the time since the
+    /// previous one (or since following began) is longer than the window in use, that time
+    /// becomes the window. Returns whether it grew.
     fn longer_cycle(&mut self, now: f64, (rule_w, interval): (f64, f64), cur: [f64; 2]) -> bool {
         let Some(prev) = self.lows.last().map(|l| l.1) else {
             return false;
@@ -282,13 +282,7 @@ impl GrowthState {
         let z = normal_quantile(1.0 - a) * factor.sqrt();
         let conf = (2.0 * normal_cdf(z) - 1.0).clamp(0.5, 1.0 - 1e-12);
         let ts = theil_sen(&t, &d, conf)?;
-        let p_up = mk.map_or(1.0, |m| {
-            if m.z > 0.0 {
-                m.p_value / 2.0
-            } else {
-                1.0 - m.p_value / 2.0
-            }
-        });
+        let p_up = mk.map_or(1.0, |m| m.p_upward());
         let ev = if p_up > 0.0 {
             1.0 / p_up
         } else {
@@ -502,11 +496,7 @@ mod tests {
         let (t, _, _, p_up, _) = state.trend(5e4).expect("a trend");
         let d: Vec<f64> = state.points.iter().map(|p| p.1).collect();
         let plain = crate::stats::trend::mann_kendall(&t, &d, 0.05).expect("mk");
-        let plain_up = if plain.z > 0.0 {
-            plain.p_value / 2.0
-        } else {
-            1.0 - plain.p_value / 2.0
-        };
+        let plain_up = plain.p_upward();
         assert!(
             (p_up - 0.5).abs() < (plain_up - 0.5).abs(),
             "{p_up} vs uncorrected {plain_up}"

@@ -43,6 +43,17 @@ pub struct MannKendall {
     pub variance_factor: f64,
 }
 
+impl MannKendall {
+    /// The one-sided p-value for an upward trend, from the two-sided one and the sign of z.
+    pub fn p_upward(&self) -> f64 {
+        if self.z > 0.0 {
+            self.p_value / 2.0
+        } else {
+            1.0 - self.p_value / 2.0
+        }
+    }
+}
+
 /// Most usable points accepted by [`mann_kendall`] (O(n²) time, O(1) extra memory).
 pub const MAX_MANN_KENDALL_POINTS: usize = 20_000;
 
