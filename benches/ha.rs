@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rollguard::store::config::PgConfig;
-use rollguard::store::{PgStore, SqliteStore, Store};
+use rollguard::store::{PgStore, SqliteStore, Store, Writes};
 use serde_json::json;
 use support::daemon::Daemon;
 use support::measure::{median, proc_cpu_s};
@@ -132,7 +132,7 @@ fn load(store: Arc<dyn Store>, rounds: usize, server: Option<(&Postgres, u32)>) 
                             message: "step".into(),
                             data: serde_json::Value::Null,
                         };
-                        store.save(&r, &[ev], &[], &[]).expect("save");
+                        store.save(&r, Writes::events(&[ev])).expect("save");
                     }
                 });
             }

@@ -27,7 +27,7 @@ use rollguard::query::{Arms, Frame};
 use rollguard::rules::{AnalysisSpec, parse_rule_file};
 use rollguard::series::{ArmCollector, TargetSamples};
 use rollguard::sim::{Instance, Scenario};
-use rollguard::store::{SqliteStore, Store, new_record};
+use rollguard::store::{SqliteStore, Store, Writes, new_record};
 
 const HEADER: &str =
     "interval: 10s\nwarmup: 1m\nmin_duration: 10m\nmax_duration: 30m\nalpha: 0.01\nchecks:\n";
@@ -216,7 +216,7 @@ fn bench_persist(c: &mut Criterion) {
         g.bench_function(format!("json_and_save_at_{}s", k * 10), |b| {
             b.iter(|| {
                 rec.judge = serde_json::to_string(black_box(&judge)).ok();
-                store.save(&rec, &[], &[], &[]).expect("save");
+                store.save(&rec, Writes::default()).expect("save");
             })
         });
     }

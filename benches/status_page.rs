@@ -25,7 +25,7 @@ use rollguard::judge::Outcome;
 use rollguard::rules::CheckKind;
 use rollguard::status::web::list_records;
 use rollguard::status::{DeploymentView, deployment_page, list_page};
-use rollguard::store::{EventKind, SqliteStore, Store, TimelineEvent, new_record, now};
+use rollguard::store::{EventKind, SqliteStore, Store, TimelineEvent, Writes, new_record, now};
 
 const DEPLOYMENTS: usize = 1000;
 const RUNNING: usize = 100;
@@ -114,7 +114,7 @@ fn store_with_deployments(dir: &std::path::Path) -> SqliteStore {
         rec.reason = "error-ratio: canary 1.9 % vs baseline 1.0 % — worse than the x1.1 tolerance (evidence 7260 ≥ 300)".into();
         rec.elapsed_ms = MAX_POINTS as u64 * 80_000;
         rec.chart = chart.clone();
-        store.save(&rec, &events, &[], &[]).expect("save");
+        store.save(&rec, Writes::events(&events)).expect("save");
     }
     store
 }

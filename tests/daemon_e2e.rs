@@ -127,7 +127,7 @@ fn a_failing_shadow_check_is_recorded_once_and_never_acted_upon() {
 #[test]
 fn history_older_than_the_retention_is_deleted_and_the_rest_kept() {
     use rollguard::deploy::{DeploymentRequest, State};
-    use rollguard::store::{SqliteStore, Store, new_record, now};
+    use rollguard::store::{SqliteStore, Store, Writes, new_record, now};
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
@@ -144,7 +144,7 @@ fn history_older_than_the_retention_is_deleted_and_the_rest_kept() {
             s.register(&rec, "registered").unwrap();
             rec.state = State::RolledBack;
             rec.finished_at = Some(now() - age_days * 86_400.0);
-            s.save(&rec, &[], &[], &[]).unwrap();
+            s.save(&rec, Writes::default()).unwrap();
         }
     }
     let d = Daemon::start_in(dir, &[("errors.yaml", RATIO_RULE)], "retention: 30d\n");

@@ -8,7 +8,7 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use rollguard::store::config::PgConfig;
-use rollguard::store::{PgStore, Store, StoreError};
+use rollguard::store::{PgStore, Store, StoreError, TimelineEvent, Writes};
 use serde_json::{Value, json};
 use support::postgres::Postgres;
 use support::proxy::Proxy;
@@ -82,16 +82,15 @@ fn pg_store_keeps_records_and_fences_a_deposed_leader() {
         rollguard::store::Purpose::Rollback,
         json!({"deployment": "d1"}),
     );
-    a.save(
-        &rec,
-        &[],
-        std::slice::from_ref(&action),
-        &[rollguard::store::OutboxRow {
+    let writes = Writes {
+        events: &[],
+        actions: std::slice::from_ref(&action),
+        outbox: &[rollguard::store::OutboxRow {
             notifier: "chat".into(),
             payload: json!({"notice": {"subject": {"deployment": "d1"}}}),
         }],
-    )
-    .unwrap();
+    };
+    a.save(&rec, writes).unwrap();
     assert_eq!(
         b.get("d1").unwrap().unwrap().state,
         rollguard::deploy::State::Analysing
@@ -100,7 +99,14 @@ fn pg_store_keeps_records_and_fences_a_deposed_leader() {
     assert_eq!(b.outbox_of("d1").unwrap().len(), 1);
     assert_eq!(b.events("d1", 0, 10).unwrap().len(), 1);
     assert!(matches!(
-        b.add_event("d1", rollguard::store::EventKind::Person, "x", &Value::Null),
+        b.add_event(
+            "d1",
+            &TimelineEvent {
+                kind: rollguard::store::EventKind::Person,
+                message: "x".into(),
+                data: Value::Null,
+            }
+        ),
         Err(StoreError::Standby)
     ));
 

@@ -16,7 +16,7 @@ use rollguard::action::notify::Notifiers;
 use rollguard::action::runner::ActionRunner;
 use rollguard::config::{HookConfig, HookKind, NotifierConfig, NotifierKind, Secret};
 use rollguard::deploy::DeploymentRequest;
-use rollguard::store::{Action, Event, Purpose, SqliteStore, Store, new_record};
+use rollguard::store::{Action, Event, Purpose, SqliteStore, Store, Writes, new_record};
 use rollguard::telemetry::Telemetry;
 use serde_json::json;
 use support::receivers::{self, Fake, Reply};
@@ -152,7 +152,13 @@ impl World {
         a.notify = vec!["chat".into()];
         let rec = self.store.get("d1").unwrap().unwrap();
         self.store
-            .save(&rec, &[], std::slice::from_ref(&a), &[])
+            .save(
+                &rec,
+                Writes {
+                    actions: std::slice::from_ref(&a),
+                    ..Writes::default()
+                },
+            )
             .unwrap();
         self.runner.start(vec![a], tokio::time::Instant::now());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

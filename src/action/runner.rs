@@ -18,7 +18,9 @@ use super::notify::Notifiers;
 use crate::config::{DEFAULT_KILL_GRACE, HookConfig, HookKind, MAX_HOOK_BACKOFF};
 use crate::events::{Notice, NoticeKind, Subject};
 use crate::judge::{CheckReport, Outcome};
-use crate::store::{Action, ActionStatus, EventKind, Purpose, Store, now};
+use crate::store::{
+    Action, ActionEnd, ActionStatus, EventKind, Purpose, Store, TimelineEvent, now,
+};
 use crate::telemetry::Telemetry;
 
 /// Executes and records hook actions.
@@ -113,14 +115,14 @@ impl ActionRunner {
                 continue;
             };
             tracing::warn!(action = %a.id, hook = %a.hook, deployment = %a.deployment, pgid, "hook still running at the end of the grace period: stopping it; the next start retries it");
-            let _ = self.store.add_event(
-                &a.deployment,
+            self.timeline(
+                a,
                 EventKind::Hook,
-                &format!(
+                format!(
                     "hook `{}` was stopped by a rollguard shutdown; it is retried on the next start",
                     a.hook
                 ),
-                &serde_json::json!({"action": a.id}),
+                serde_json::json!({"action": a.id}),
             );
             let grace = self
                 .hooks
@@ -230,12 +232,7 @@ impl ActionRunner {
                 "hook `{}` is not in the daemon config (was it removed?)",
                 a.hook
             );
-            if let Err(e) = self
-                .store
-                .action_finished(&a.id, ActionStatus::Failed, &msg, "")
-            {
-                tracing::error!(action = %a.id, error = %e, "cannot record hook result");
-            }
+            self.record_end(&a, ActionEnd::without_output(ActionStatus::Failed, &msg));
             self.announce(&a, NoticeKind::HookFailed, &msg, "");
             return;
         };
@@ -308,17 +305,12 @@ impl ActionRunner {
             }
         };
         let msg = format!("dry run: would run {} hook `{}`: {what}", a.purpose, a.hook);
-        if let Err(e) = self
-            .store
-            .action_finished(&a.id, ActionStatus::Skipped, &msg, "")
-        {
-            tracing::error!(action = %a.id, error = %e, "cannot record dry-run action");
-        }
-        let _ = self.store.add_event(
-            &a.deployment,
+        self.record_end(a, ActionEnd::without_output(ActionStatus::Skipped, &msg));
+        self.timeline(
+            a,
             EventKind::DryRun,
-            &msg,
-            &serde_json::json!({"action": a.id}),
+            msg.clone(),
+            serde_json::json!({"action": a.id}),
         );
         Telemetry::inc(
             &self.telemetry.hook_runs,
@@ -354,12 +346,12 @@ impl ActionRunner {
         } else {
             ActionStatus::Pending
         };
-        if let Err(e) = self
-            .store
-            .action_finished(&a.id, status, &outcome.summary, &outcome.output)
-        {
-            tracing::error!(action = %a.id, error = %e, "cannot record hook result");
-        }
+        let end = ActionEnd {
+            status,
+            summary: &outcome.summary,
+            output: &outcome.output,
+        };
+        self.record_end(a, end);
         let msg = format!(
             "hook `{}` ({}) attempt {attempt}/{}: {}",
             hook.name,
@@ -367,11 +359,11 @@ impl ActionRunner {
             hook.retries + 1,
             outcome.summary
         );
-        let _ = self.store.add_event(
-            &a.deployment,
+        self.timeline(
+            a,
             EventKind::Hook,
-            &msg,
-            &serde_json::json!({"action": a.id, "attempt": attempt, "output": outcome.output}),
+            msg.clone(),
+            serde_json::json!({"action": a.id, "attempt": attempt, "output": outcome.output}),
         );
         if outcome.success {
             tracing::info!(action = %a.id, hook = %hook.name, "{msg}");
@@ -414,6 +406,25 @@ impl ActionRunner {
             tracing::warn!(action = %a.id, hook = %hook.name, "{msg}; retrying");
             false
         }
+    }
+
+    /// Records how an attempt ended. On a store error the action stays open in the store and
+    /// is taken up again after a restart, so the error is logged, not returned.
+    fn record_end(&self, a: &Action, end: ActionEnd<'_>) {
+        if let Err(e) = self.store.action_finished(&a.id, end) {
+            tracing::error!(action = %a.id, status = %end.status, error = %e, "cannot record how the hook action ended");
+        }
+    }
+
+    /// Adds an entry to the action's deployment timeline. Best effort: what is acted on is
+    /// the action's own row, so a store error here loses only the explanation.
+    fn timeline(&self, a: &Action, kind: EventKind, message: String, data: serde_json::Value) {
+        let event = TimelineEvent {
+            kind,
+            message,
+            data,
+        };
+        let _ = self.store.add_event(&a.deployment, &event);
     }
 
     fn announce(&self, a: &Action, kind: NoticeKind, msg: &str, output: &str) {

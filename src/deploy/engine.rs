@@ -23,9 +23,7 @@ use crate::query::Arms;
 use crate::rules::{AnalysisSpec, AnalysisTemplate, ReloadPolicy, RuleSet, parse_rule_file};
 use crate::selector::parse_matchers;
 use crate::source::{ArmTargets, DeploymentSource, Source, promql::PromClient, scrape::Scraper};
-use crate::store::{
-    Action, OutboxRow, Purpose, Registered, Store, StoreError, TimelineEvent, new_record, now,
-};
+use crate::store::{OutboxRow, Purpose, Registered, Store, StoreError, Writes, new_record, now};
 use crate::telemetry::Telemetry;
 
 /// First wait before an analysis loop that could not write its state tries again; doubles
@@ -535,7 +533,7 @@ impl Engine {
             let wake = resumed + next.saturating_sub(base);
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    self.persist(&mut rec, &judge, &[], &[], &[])?;
+                    self.persist(&mut rec, &judge, Writes::default())?;
                     return Ok(());
                 }
                 c = rx.recv() => {
@@ -596,7 +594,7 @@ impl Engine {
                 // Blue-green: from now on only the absolute guards watch green.
                 spec = compile(&rec).map_err(EngineError::Invalid)?;
                 judge = Judge::new(&spec);
-                self.persist(&mut rec, &judge, &[], &[], &[])?;
+                self.persist(&mut rec, &judge, Writes::default())?;
             }
         }
     }
@@ -745,7 +743,12 @@ impl Engine {
             .flat_map(|n| self.notifiers.rows(&n.to, &n.notice))
             .collect();
         let mut next = t.record;
-        self.persist(&mut next, judge, &t.events, &t.actions, &outbox)?;
+        let writes = Writes {
+            events: &t.events,
+            actions: &t.actions,
+            outbox: &outbox,
+        };
+        self.persist(&mut next, judge, writes)?;
         *rec = next;
         let decided = tokio::time::Instant::now();
         if t.events
@@ -782,9 +785,7 @@ impl Engine {
         &self,
         rec: &mut DeploymentRecord,
         judge: &Judge,
-        events: &[TimelineEvent],
-        actions: &[Action],
-        outbox: &[OutboxRow],
+        writes: Writes<'_>,
     ) -> Result<(), EngineError> {
         rec.updated_at = now();
         // A finished deployment is never judged again, and its final check reports carry the
@@ -795,7 +796,7 @@ impl Engine {
         } else {
             serde_json::to_string(judge).ok()
         };
-        let saved = self.store.save(rec, events, actions, outbox);
+        let saved = self.store.save(rec, writes);
         // The JSON is only for the store (the loop keeps the live `Judge`): no second copy in
         // memory per deployment.
         rec.judge = None;

@@ -17,7 +17,7 @@ use crate::rules::AnalysisSpec;
 use crate::schema::{
     Live, Preflight, Preflighted, Range, RollbackGate, SchemaConfig, SchemaVersion, User,
 };
-use crate::store::{EventKind, Purpose, TimelineEvent};
+use crate::store::{EventKind, Purpose, TimelineEvent, Writes};
 
 fn event(kind: EventKind, message: String) -> TimelineEvent {
     TimelineEvent {
@@ -122,20 +122,15 @@ impl Engine {
                 Preflighted::Start => {
                     if waited {
                         let msg = format!("{}: the canary can start", live.describe());
-                        self.persist(rec, judge, &[event(EventKind::Schema, msg)], &[], &[])?;
+                        self.persist(rec, judge, Writes::events(&[event(EventKind::Schema, msg)]))?;
                     }
                     return Ok(true);
                 }
                 Preflighted::Refuse(msg) => {
                     // It can never start on this schema: recorded, then aborted like a
                     // person would (the rollback hooks take the canary away).
-                    self.persist(
-                        rec,
-                        judge,
-                        &[event(EventKind::SchemaRefused, msg.clone())],
-                        &[],
-                        &[],
-                    )?;
+                    let refused = [event(EventKind::SchemaRefused, msg.clone())];
+                    self.persist(rec, judge, Writes::events(&refused))?;
                     let c = Control::Abort {
                         who: "rollguard".into(),
                         why: msg,
@@ -146,14 +141,18 @@ impl Engine {
                 Preflighted::NeedsMigration(msg) | Preflighted::Unknown(msg) => {
                     if rec.reason != msg {
                         rec.reason = msg.clone();
-                        self.persist(rec, judge, &[event(EventKind::SchemaWait, msg)], &[], &[])?;
+                        self.persist(
+                            rec,
+                            judge,
+                            Writes::events(&[event(EventKind::SchemaWait, msg)]),
+                        )?;
                     }
                     waited = true;
                 }
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    self.persist(rec, judge, &[], &[], &[])?;
+                    self.persist(rec, judge, Writes::default())?;
                     return Ok(false);
                 }
                 c = rx.recv() => match c {
@@ -276,14 +275,13 @@ impl Engine {
                 .store
                 .list(None, Some(&cfg.service), 1000)
                 .unwrap_or_default();
-            let data = serde_json::json!({"service": cfg.service, "from": c.from.as_str(), "to": c.to.as_str()});
-            let msg = format!("schema {} → {}", c.from, c.to);
+            let schema = TimelineEvent {
+                kind: EventKind::Schema,
+                message: format!("schema {} → {}", c.from, c.to),
+                data: serde_json::json!({"service": cfg.service, "from": c.from.as_str(), "to": c.to.as_str()}),
+            };
             for rec in open.iter().filter(|r| !r.state.is_terminal()) {
-                if self
-                    .store
-                    .add_event(&rec.request.id, EventKind::Schema, &msg, &data)
-                    .is_ok()
-                {
+                if self.store.add_event(&rec.request.id, &schema).is_ok() {
                     let _ = self.changes.send(super::engine::Change {
                         deployment: rec.request.id.clone(),
                     });

@@ -140,12 +140,53 @@ impl ActionStatus {
     }
 }
 
-/// A timeline entry to write with a transition.
+/// A timeline entry to write with a transition (or alone, with [`Store::add_event`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TimelineEvent {
     pub kind: EventKind,
     pub message: String,
     pub data: serde_json::Value,
+}
+
+/// What a transition writes beside its record, in the same transaction ([`Store::save`]):
+/// its new timeline entries, the actions it owes and the notifications it sends. One value
+/// rather than three slices, so every store writes the same set and callers name what they
+/// leave out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Writes<'a> {
+    pub events: &'a [TimelineEvent],
+    pub actions: &'a [Action],
+    pub outbox: &'a [OutboxRow],
+}
+
+impl<'a> Writes<'a> {
+    /// Timeline entries only (no action owed, nobody told).
+    pub fn events(events: &'a [TimelineEvent]) -> Writes<'a> {
+        Writes {
+            events,
+            ..Writes::default()
+        }
+    }
+}
+
+/// How a hook attempt ended ([`Store::action_finished`]): `succeeded`, `failed`, `skipped`,
+/// or `pending` for a retry, with what the hook said.
+#[derive(Clone, Copy, Debug)]
+pub struct ActionEnd<'a> {
+    pub status: ActionStatus,
+    pub summary: &'a str,
+    pub output: &'a str,
+}
+
+impl<'a> ActionEnd<'a> {
+    /// An end no hook process spoke for (dry run, hook missing from the config).
+    pub fn without_output(status: ActionStatus, summary: &'a str) -> ActionEnd<'a> {
+        ActionEnd {
+            status,
+            summary,
+            output: "",
+        }
+    }
 }
 
 /// One entry of a deployment's timeline.
@@ -216,6 +257,30 @@ pub struct OutboxRow {
     pub payload: serde_json::Value,
 }
 
+text_enum! {
+    /// Where a queued notification is, as stored.
+    pub enum OutboxStatus {
+        /// Not delivered yet: due at its `next_at` (a retry waits there).
+        Pending => "pending",
+        Sent => "sent",
+        /// Not needed after all (the destination already knows).
+        Skipped => "skipped",
+        /// Given up: a permanent error, or out of attempts (dead-lettered).
+        Dead => "dead",
+    }
+}
+
+/// How a delivery attempt left a notification ([`Store::outbox_update`]).
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxUpdate<'a> {
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    /// When it is due again (a retry), or when it was settled.
+    pub next_at: f64,
+    /// The last delivery error, or why it was skipped.
+    pub error: &'a str,
+}
+
 /// A notification waiting to be delivered.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct OutboxItem {
@@ -273,13 +338,7 @@ pub trait Store: Send + Sync {
 
     /// Saves a deployment's progress, its new timeline events, the actions its decision
     /// owes and the notifications it sends, atomically: a crash leaves all or none.
-    fn save(
-        &self,
-        rec: &DeploymentRecord,
-        events: &[TimelineEvent],
-        actions: &[Action],
-        outbox: &[OutboxRow],
-    ) -> Result<(), StoreError>;
+    fn save(&self, rec: &DeploymentRecord, writes: Writes<'_>) -> Result<(), StoreError>;
     fn get(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError>;
 
     /// Deployments, newest first, optionally filtered by state and service.
@@ -297,13 +356,7 @@ pub trait Store: Send + Sync {
     fn events(&self, id: &str, after: i64, limit: usize) -> Result<Vec<Event>, StoreError>;
 
     /// Appends one timeline entry outside a decision (person actions, hook results).
-    fn add_event(
-        &self,
-        id: &str,
-        kind: EventKind,
-        message: &str,
-        data: &serde_json::Value,
-    ) -> Result<(), StoreError>;
+    fn add_event(&self, id: &str, event: &TimelineEvent) -> Result<(), StoreError>;
 
     /// Actions not yet finished (`pending` or `running`), oldest first.
     fn open_actions(&self) -> Result<Vec<Action>, StoreError>;
@@ -315,13 +368,7 @@ pub trait Store: Send + Sync {
     fn action_started(&self, id: &str, attempt: u32, pid: Option<u32>) -> Result<(), StoreError>;
 
     /// Records how an action ended (`succeeded`, `failed`, `skipped`) or a retry (`pending`).
-    fn action_finished(
-        &self,
-        id: &str,
-        status: ActionStatus,
-        summary: &str,
-        output: &str,
-    ) -> Result<(), StoreError>;
+    fn action_finished(&self, id: &str, end: ActionEnd<'_>) -> Result<(), StoreError>;
 
     /// Queues a notification for delivery.
     fn enqueue(&self, notifier: &str, payload: &serde_json::Value) -> Result<(), StoreError>;
@@ -331,14 +378,7 @@ pub trait Store: Send + Sync {
 
     /// Marks a notification delivered (`sent`), not needed after all (`skipped`), retried
     /// later (`pending`), or dead-lettered (`dead`).
-    fn outbox_update(
-        &self,
-        id: i64,
-        status: &str,
-        attempts: u32,
-        next_at: f64,
-        error: &str,
-    ) -> Result<(), StoreError>;
+    fn outbox_update(&self, id: i64, update: OutboxUpdate<'_>) -> Result<(), StoreError>;
 
     /// Counts of notifications by status (for metrics and tests).
     fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;

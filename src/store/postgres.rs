@@ -641,18 +641,12 @@ impl Store for PgStore {
         })
     }
 
-    fn save(
-        &self,
-        rec: &DeploymentRecord,
-        events: &[TimelineEvent],
-        actions: &[Action],
-        outbox: &[OutboxRow],
-    ) -> Result<(), StoreError> {
+    fn save(&self, rec: &DeploymentRecord, writes: Writes<'_>) -> Result<(), StoreError> {
         let (rec, events, actions, outbox) = (
             rec.clone(),
-            events.to_vec(),
-            actions.to_vec(),
-            outbox.to_vec(),
+            writes.events.to_vec(),
+            writes.actions.to_vec(),
+            writes.outbox.to_vec(),
         );
         self.write(move |tx| {
             let id = &rec.request.id;
@@ -759,15 +753,9 @@ impl Store for PgStore {
         })
     }
 
-    fn add_event(
-        &self,
-        id: &str,
-        kind: EventKind,
-        message: &str,
-        data: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let (id, message, data) = (id.to_string(), message.to_string(), data.clone());
-        self.write(move |tx| insert_event(tx, &id, kind, &message, &data))
+    fn add_event(&self, id: &str, event: &TimelineEvent) -> Result<(), StoreError> {
+        let (id, e) = (id.to_string(), event.clone());
+        self.write(move |tx| insert_event(tx, &id, e.kind, &e.message, &e.data))
     }
 
     fn open_actions(&self) -> Result<Vec<Action>, StoreError> {
@@ -795,14 +783,9 @@ impl Store for PgStore {
         })
     }
 
-    fn action_finished(
-        &self,
-        id: &str,
-        status: ActionStatus,
-        summary: &str,
-        output: &str,
-    ) -> Result<(), StoreError> {
-        let (id, summary, output) = (id.to_string(), summary.to_string(), output.to_string());
+    fn action_finished(&self, id: &str, end: ActionEnd<'_>) -> Result<(), StoreError> {
+        let (id, status) = (id.to_string(), end.status);
+        let (summary, output) = (end.summary.to_string(), end.output.to_string());
         let finished = (status != ActionStatus::Pending).then(now);
         self.write(move |tx| {
             tx.execute(
@@ -832,16 +815,13 @@ impl Store for PgStore {
         })
     }
 
-    fn outbox_update(
-        &self,
-        id: i64,
-        status: &str,
-        attempts: u32,
-        next_at: f64,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        let (status, error) = (status.to_string(), error.to_string());
-        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+    fn outbox_update(&self, id: i64, update: OutboxUpdate<'_>) -> Result<(), StoreError> {
+        let (status, next_at, error) = (
+            update.status.as_str(),
+            update.next_at,
+            update.error.to_string(),
+        );
+        let attempts = i32::try_from(update.attempts).unwrap_or(i32::MAX);
         self.write(move |tx| {
             tx.execute(
                 "UPDATE outbox SET status = $2, attempts = $3, next_at = $4, last_error = $5 WHERE id = $1",

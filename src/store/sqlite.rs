@@ -223,13 +223,7 @@ impl Store for SqliteStore {
         Ok(Registered::Created)
     }
 
-    fn save(
-        &self,
-        rec: &DeploymentRecord,
-        events: &[TimelineEvent],
-        actions: &[Action],
-        outbox: &[OutboxRow],
-    ) -> Result<(), StoreError> {
+    fn save(&self, rec: &DeploymentRecord, writes: Writes<'_>) -> Result<(), StoreError> {
         let mut c = self.lock();
         let tx = c.transaction().map_err(|e| self.err(e))?;
         let n = tx
@@ -245,11 +239,11 @@ impl Store for SqliteStore {
                 message: "deployment vanished from the store".into(),
             });
         }
-        for e in events {
+        for e in writes.events {
             insert_event(&tx, &rec.request.id, e.kind, &e.message, &e.data)
                 .map_err(|e| self.err(e))?;
         }
-        for a in actions {
+        for a in writes.actions {
             let notify = serde_json::to_string(&a.notify).unwrap_or_else(|_| "[]".into());
             tx.execute(
                 "INSERT OR IGNORE INTO actions (id, deployment, hook, purpose, status, attempts, facts, created_at, notify)
@@ -258,7 +252,7 @@ impl Store for SqliteStore {
             )
             .map_err(|e| self.err(e))?;
         }
-        for row in outbox {
+        for row in writes.outbox {
             insert_outbox(&tx, &row.notifier, &row.payload).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
@@ -362,15 +356,9 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
-    fn add_event(
-        &self,
-        id: &str,
-        kind: EventKind,
-        message: &str,
-        data: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+    fn add_event(&self, id: &str, event: &TimelineEvent) -> Result<(), StoreError> {
         let c = self.lock();
-        insert_event(&c, id, kind, message, data).map_err(|e| self.err(e))
+        insert_event(&c, id, event.kind, &event.message, &event.data).map_err(|e| self.err(e))
     }
 
     fn open_actions(&self) -> Result<Vec<Action>, StoreError> {
@@ -397,18 +385,12 @@ impl Store for SqliteStore {
         .map_err(|e| self.err(e))
     }
 
-    fn action_finished(
-        &self,
-        id: &str,
-        status: ActionStatus,
-        summary: &str,
-        output: &str,
-    ) -> Result<(), StoreError> {
+    fn action_finished(&self, id: &str, end: ActionEnd<'_>) -> Result<(), StoreError> {
         let c = self.lock();
-        let finished = (status != ActionStatus::Pending).then(now);
+        let finished = (end.status != ActionStatus::Pending).then(now);
         c.execute(
             "UPDATE actions SET status = ?2, summary = ?3, output = ?4, finished_at = ?5, pid = NULL WHERE id = ?1",
-            params![id, status.as_str(), summary, output, finished],
+            params![id, end.status.as_str(), end.summary, end.output, finished],
         )
         .map(drop)
         .map_err(|e| self.err(e))
@@ -432,18 +414,11 @@ impl Store for SqliteStore {
         .map(|o| o.map(|i| i.due_at(at)))
     }
 
-    fn outbox_update(
-        &self,
-        id: i64,
-        status: &str,
-        attempts: u32,
-        next_at: f64,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    fn outbox_update(&self, id: i64, update: OutboxUpdate<'_>) -> Result<(), StoreError> {
         let c = self.lock();
         c.execute(
             "UPDATE outbox SET status = ?2, attempts = ?3, next_at = ?4, last_error = ?5 WHERE id = ?1",
-            params![id, status, attempts, next_at, error],
+            params![id, update.status.as_str(), update.attempts, update.next_at, update.error],
         )
         .map(drop)
         .map_err(|e| self.err(e))
@@ -771,15 +746,40 @@ mod tests {
                     outcome: crate::judge::Outcome::Pending,
                 }],
             });
-            s.save(&rec, &[], &[], &[]).unwrap();
+            s.save(&rec, Writes::default()).unwrap();
             let listed = s.list(None, None, 10).unwrap();
             assert!(listed[0].chart.is_empty());
-            s.save(&listed[0], &[], &[], &[]).unwrap();
+            s.save(&listed[0], Writes::default()).unwrap();
         }
         let s = SqliteStore::open(dir.path()).unwrap();
         let back = s.get("d1").unwrap().unwrap();
         assert_eq!(back.chart.checks[0].points[0].evidence, 2.0);
         assert!(back.chart.checks[0].points[0].canary.is_nan());
+    }
+
+    fn decision(message: &str) -> TimelineEvent {
+        TimelineEvent {
+            kind: EventKind::Decision,
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    fn succeeded(output: &str) -> ActionEnd<'_> {
+        ActionEnd {
+            status: ActionStatus::Succeeded,
+            summary: "exit 0",
+            output,
+        }
+    }
+
+    fn delivered(attempts: u32) -> OutboxUpdate<'static> {
+        OutboxUpdate {
+            status: OutboxStatus::Sent,
+            attempts,
+            next_at: now(),
+            error: "",
+        }
     }
 
     #[test]
@@ -809,19 +809,22 @@ mod tests {
             Purpose::Rollback,
             serde_json::json!({"x": 1}),
         );
+        let decision = [decision("rolled back")];
+        let writes = Writes {
+            events: &decision,
+            actions: std::slice::from_ref(&act),
+            outbox: &[],
+        };
+        s.save(&rec, writes).unwrap();
+        // Saving the same action twice does not duplicate it.
         s.save(
             &rec,
-            &[TimelineEvent {
-                kind: EventKind::Decision,
-                message: "rolled back".into(),
-                data: serde_json::Value::Null,
-            }],
-            std::slice::from_ref(&act),
-            &[],
+            Writes {
+                events: &[],
+                ..writes
+            },
         )
         .unwrap();
-        // Saving the same action twice does not duplicate it.
-        s.save(&rec, &[], &[act], &[]).unwrap();
         drop(s);
         let s = SqliteStore::open(dir.path()).unwrap();
         let got = s.get("d1").unwrap().unwrap();
@@ -831,8 +834,7 @@ mod tests {
         assert_eq!(s.events("d1", 0, 10).unwrap().len(), 2);
         assert!(s.unfinished().unwrap().is_empty());
         s.action_started("d1-rollback", 1, Some(42)).unwrap();
-        s.action_finished("d1-rollback", ActionStatus::Succeeded, "exit 0", "ok")
-            .unwrap();
+        s.action_finished("d1-rollback", succeeded("ok")).unwrap();
         assert!(s.open_actions().unwrap().is_empty());
     }
 
@@ -861,25 +863,19 @@ mod tests {
             if finished.is_some() {
                 rec.state = State::RolledBack;
             }
-            s.save(
-                &rec,
-                &[TimelineEvent {
-                    kind: EventKind::Decision,
-                    message: "x".into(),
-                    data: serde_json::Value::Null,
-                }],
-                &[action(&format!("{id}-rb"), id)],
-                &[],
-            )
-            .unwrap();
+            let writes = Writes {
+                events: &[decision("x")],
+                actions: &[action(&format!("{id}-rb"), id)],
+                outbox: &[],
+            };
+            s.save(&rec, writes).unwrap();
         }
         for id in ["old-rb", "new-rb"] {
-            s.action_finished(id, ActionStatus::Succeeded, "exit 0", "")
-                .unwrap();
+            s.action_finished(id, succeeded("")).unwrap();
         }
         s.enqueue("chat", &serde_json::json!({"n": 1})).unwrap();
         let sent = s.next_due("chat", now()).unwrap().unwrap();
-        s.outbox_update(sent.id, "sent", 1, now(), "").unwrap();
+        s.outbox_update(sent.id, delivered(1)).unwrap();
         s.enqueue("chat", &serde_json::json!({"n": 2})).unwrap();
 
         assert_eq!(s.prune(now() - 86_400.0).unwrap(), (1, 0));
@@ -919,13 +915,18 @@ mod tests {
         s.enqueue("chat", &serde_json::json!({"n": 2})).unwrap();
         let i = s.next_due("chat", now()).unwrap().unwrap();
         assert_eq!(i.payload["n"], 1);
-        s.outbox_update(i.id, "pending", 1, now() + 100.0, "429")
-            .unwrap();
+        let retry = OutboxUpdate {
+            status: OutboxStatus::Pending,
+            attempts: 1,
+            next_at: now() + 100.0,
+            error: "429",
+        };
+        s.outbox_update(i.id, retry).unwrap();
         assert_eq!(
             s.next_due("chat", now()).unwrap().unwrap().status,
             "waiting"
         );
-        s.outbox_update(i.id, "sent", 2, now(), "").unwrap();
+        s.outbox_update(i.id, delivered(2)).unwrap();
         assert_eq!(s.next_due("chat", now()).unwrap().unwrap().payload["n"], 2);
     }
 }

@@ -30,7 +30,7 @@ use self::deliver::Delivery;
 use self::render::{Change, Ctx, Plan, Queued};
 use crate::config::{NotifierConfig, NotifierKind};
 use crate::events::Notice;
-use crate::store::{Incident, OutboxItem, OutboxRow, Store, now};
+use crate::store::{Incident, OutboxItem, OutboxRow, OutboxStatus, OutboxUpdate, Store, now};
 use crate::telemetry::Telemetry;
 
 /// Queues notices and delivers them.
@@ -279,13 +279,13 @@ impl Notifiers {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(notifier = name, error = %e, "cannot read open incidents; retrying later");
-                let _ = self.store.outbox_update(
-                    item.id,
-                    "pending",
-                    item.attempts,
-                    now() + 5.0,
-                    &e.to_string(),
-                );
+                let retry = OutboxUpdate {
+                    status: OutboxStatus::Pending,
+                    attempts: item.attempts,
+                    next_at: now() + 5.0,
+                    error: &e.to_string(),
+                };
+                let _ = self.store.outbox_update(item.id, retry);
                 return Duration::ZERO;
             }
         };
@@ -303,47 +303,57 @@ impl Notifiers {
         let (status, next, error, pause) = match plan {
             Ok(Plan::Skip { reason, changes }) => {
                 self.apply(name, &changes);
-                ("skipped", now(), reason, None)
+                (OutboxStatus::Skipped, now(), reason, None)
             }
-            Err(e) => ("dead", now(), e, None),
+            Err(e) => (OutboxStatus::Dead, now(), e, None),
             Ok(Plan::Send { request, changes }) => {
                 let client = self.clients.get(name).unwrap_or(&self.client);
                 match deliver::send(client, &request, dest.timeout).await {
                     Delivery::Sent { pause } => {
                         self.apply(name, &changes);
-                        ("sent", now(), String::new(), pause)
+                        (OutboxStatus::Sent, now(), String::new(), pause)
                     }
                     Delivery::Retry { after, error } if attempts < dest.max_attempts => {
                         let wait = after.map_or_else(
                             || deliver::backoff(dest.retry_backoff, attempts, item.id),
                             |a| a.max(Duration::from_millis(100)),
                         );
-                        ("pending", now() + wait.as_secs_f64(), error, None)
+                        (
+                            OutboxStatus::Pending,
+                            now() + wait.as_secs_f64(),
+                            error,
+                            None,
+                        )
                     }
                     Delivery::Retry { error, .. } | Delivery::Permanent(error) => {
-                        ("dead", now(), error, None)
+                        (OutboxStatus::Dead, now(), error, None)
                     }
                 }
             }
         };
         Telemetry::inc(
             &self.telemetry.notifications,
-            &[("notifier", name), ("result", status)],
+            &[("notifier", name), ("result", status.as_str())],
         );
         match status {
-            "dead" => {
+            OutboxStatus::Dead => {
                 tracing::error!(notifier = name, kind = dest.kind.name(), attempts, error = %error, "notification dead-lettered")
             }
-            "pending" => {
+            OutboxStatus::Pending => {
                 tracing::warn!(notifier = name, attempts, error = %error, "notification delivery failed; will retry")
             }
-            "skipped" => tracing::debug!(notifier = name, reason = %error, "nothing to send"),
-            _ => tracing::debug!(notifier = name, attempts, "notification sent"),
+            OutboxStatus::Skipped => {
+                tracing::debug!(notifier = name, reason = %error, "nothing to send")
+            }
+            OutboxStatus::Sent => tracing::debug!(notifier = name, attempts, "notification sent"),
         }
-        if let Err(e) = self
-            .store
-            .outbox_update(item.id, status, attempts, next, &error)
-        {
+        let update = OutboxUpdate {
+            status,
+            attempts,
+            next_at: next,
+            error: &error,
+        };
+        if let Err(e) = self.store.outbox_update(item.id, update) {
             tracing::error!(notifier = name, error = %e, "cannot record notification delivery");
         }
         pause.unwrap_or(Duration::ZERO)
