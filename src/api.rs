@@ -338,9 +338,7 @@ async fn verdict(State(api): State<Api>, Path(id): Path<String>) -> Response {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ActBody {
-    #[serde(default)]
     who: Option<String>,
-    #[serde(default)]
     reason: Option<String>,
 }
 

@@ -19,31 +19,19 @@ use crate::yamlfile::{read_limited, yaml_options};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    #[serde(default)]
     listen: Option<Spanned<String>>,
-    #[serde(default)]
     state_dir: Option<Spanned<String>>,
-    #[serde(default)]
     rules_dir: Option<Spanned<String>>,
-    #[serde(default)]
     deployments_dir: Option<Spanned<String>>,
-    #[serde(default)]
     file_sd_dir: Option<Spanned<String>>,
-    #[serde(default)]
     api_token_file: Option<Spanned<String>>,
-    #[serde(default)]
     public_url: Option<String>,
     #[serde(default)]
     dry_run: bool,
-    #[serde(default)]
     shutdown_grace: Option<Spanned<String>>,
-    #[serde(default)]
     source_grace: Option<Spanned<String>>,
-    #[serde(default)]
     retention: Option<Spanned<String>>,
-    #[serde(default)]
     scrape: Option<RawScrape>,
-    #[serde(default)]
     prometheus: Option<Spanned<RawPrometheus>>,
     #[serde(default)]
     hooks: BTreeMap<String, Spanned<RawHook>>,
@@ -55,7 +43,6 @@ struct RawConfig {
     #[serde(default)]
     schemas: BTreeMap<String, Spanned<crate::schema::config::RawSchema>>,
     /// Where state lives: SQLite in `state_dir` unless `store: {postgres: …}` (docs/ha.md).
-    #[serde(default)]
     store: Option<crate::store::config::RawStore>,
 }
 
@@ -64,21 +51,13 @@ pub use crate::secret::Secret;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScrape {
-    #[serde(default)]
     timeout: Option<Spanned<String>>,
-    #[serde(default)]
     max_body: Option<Spanned<String>>,
-    #[serde(default)]
     concurrency: Option<Spanned<usize>>,
-    #[serde(default)]
     strict: Option<bool>,
-    #[serde(default)]
     honor_timestamps: Option<bool>,
-    #[serde(default)]
     tls: Option<RawTls>,
-    #[serde(default)]
     bearer_token: Option<Secret>,
-    #[serde(default)]
     basic_auth: Option<BasicAuth>,
 }
 
@@ -96,23 +75,15 @@ struct RawPrometheus {
     url: Spanned<String>,
     #[serde(default)]
     headers: BTreeMap<String, Secret>,
-    #[serde(default)]
     bearer_token: Option<Secret>,
-    #[serde(default)]
     basic_auth: Option<BasicAuth>,
-    #[serde(default)]
     timeout: Option<Spanned<String>>,
-    #[serde(default)]
     instance_label: Option<String>,
-    #[serde(default)]
     tls: Option<RawTls>,
     #[serde(default)]
     params: BTreeMap<String, String>,
-    #[serde(default)]
     concurrency: Option<Spanned<usize>>,
-    #[serde(default)]
     eval_delay: Option<Spanned<String>>,
-    #[serde(default)]
     max_backoff: Option<Spanned<String>>,
     #[serde(default)]
     accept_partial: bool,
@@ -121,21 +92,14 @@ struct RawPrometheus {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHook {
-    #[serde(default)]
     exec: Option<Vec<String>>,
-    #[serde(default)]
     http: Option<RawHttpHook>,
-    #[serde(default)]
     timeout: Option<Spanned<String>>,
-    #[serde(default)]
     retries: Option<u32>,
     #[serde(default)]
     env: Vec<String>,
-    #[serde(default)]
     workdir: Option<PathBuf>,
-    #[serde(default)]
     kill_grace: Option<Spanned<String>>,
-    #[serde(default)]
     retry_backoff: Option<Spanned<String>>,
     #[serde(default)]
     dry_run: bool,
@@ -145,11 +109,9 @@ struct RawHook {
 #[serde(deny_unknown_fields)]
 struct RawHttpHook {
     url: Secret,
-    #[serde(default)]
     method: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, Secret>,
-    #[serde(default)]
     body: Option<serde_json::Value>,
     #[serde(default)]
     success_codes: Vec<u16>,
@@ -321,33 +283,24 @@ struct RawUrlNotifier {
 #[serde(deny_unknown_fields)]
 struct RawPagerduty {
     routing_key: Secret,
-    #[serde(default)]
     url: Option<String>,
-    #[serde(default)]
     min_severity: Option<Severity>,
-    #[serde(default)]
     source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAlertmanager {
-    #[serde(default)]
     url: Option<String>,
     /// Every replica of an Alertmanager cluster.
     #[serde(default)]
     urls: Vec<String>,
-    #[serde(default)]
     bearer_token: Option<Secret>,
-    #[serde(default)]
     basic_auth: Option<BasicAuth>,
-    #[serde(default)]
     tls: Option<RawTls>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
-    #[serde(default)]
     resend_interval: Option<Spanned<String>>,
-    #[serde(default)]
     max_active: Option<Spanned<String>>,
 }
 
@@ -355,10 +308,8 @@ struct RawAlertmanager {
 #[serde(deny_unknown_fields)]
 struct RawWebhook {
     url: Secret,
-    #[serde(default)]
     secret: Option<Secret>,
     /// The body-only HMAC of wave 1, replaced by `secret`: named here only to say so.
-    #[serde(default)]
     hmac_secret: Option<Secret>,
 }
 
@@ -366,29 +317,17 @@ struct RawWebhook {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotifier {
-    #[serde(default)]
     slack: Option<RawUrlNotifier>,
-    #[serde(default)]
     mattermost: Option<RawUrlNotifier>,
-    #[serde(default)]
     teams: Option<RawUrlNotifier>,
-    #[serde(default)]
     discord: Option<RawUrlNotifier>,
-    #[serde(default)]
     google_chat: Option<RawUrlNotifier>,
-    #[serde(default)]
     pagerduty: Option<RawPagerduty>,
-    #[serde(default)]
     alertmanager: Option<RawAlertmanager>,
-    #[serde(default)]
     webhook: Option<RawWebhook>,
-    #[serde(default)]
     pace: Option<Spanned<String>>,
-    #[serde(default)]
     max_attempts: Option<u32>,
-    #[serde(default)]
     retry_backoff: Option<Spanned<String>>,
-    #[serde(default)]
     timeout: Option<Spanned<String>>,
 }
 

@@ -22,11 +22,8 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {
-    #[serde(default)]
     ca_file: Option<PathBuf>,
-    #[serde(default)]
     cert_file: Option<PathBuf>,
-    #[serde(default)]
     key_file: Option<PathBuf>,
     #[serde(default)]
     insecure_skip_verify: bool,

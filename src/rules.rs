@@ -34,29 +34,18 @@ use crate::yamlfile::{read_limited, rule_files, short_hash, yaml_options};
 #[serde(deny_unknown_fields)]
 struct RawRuleFile {
     analysis: Spanned<String>,
-    #[serde(default)]
     description: Option<String>,
     #[serde(default)]
     params: BTreeMap<String, Spanned<Option<ParamValue>>>,
-    #[serde(default)]
     interval: Option<Spanned<String>>,
-    #[serde(default)]
     warmup: Option<Spanned<String>>,
-    #[serde(default)]
     min_duration: Option<Spanned<String>>,
-    #[serde(default)]
     max_duration: Option<Spanned<String>>,
-    #[serde(default)]
     alpha: Option<Spanned<f64>>,
-    #[serde(default)]
     no_data_grace: Option<Spanned<String>>,
-    #[serde(default)]
     at_max_duration: Option<AtLimit>,
-    #[serde(default)]
     enforce: Option<Spanned<Enforcement>>,
-    #[serde(default)]
     traffic_tolerance: Option<Spanned<f64>>,
-    #[serde(default)]
     reload: Option<ReloadPolicy>,
     checks: Spanned<Vec<RawCheck>>,
     #[serde(default)]
@@ -97,46 +86,27 @@ impl ParamValue {
 struct RawCheck {
     name: Spanned<String>,
     kind: Spanned<CheckKind>,
-    #[serde(default)]
     description: Option<String>,
-    #[serde(default)]
     errors: Option<Spanned<String>>,
-    #[serde(default)]
     requests: Option<Spanned<String>>,
-    #[serde(default)]
     metric: Option<Spanned<String>>,
-    #[serde(default)]
     divide_by: Option<Spanned<String>>,
-    #[serde(default)]
     query: Option<Spanned<String>>,
-    #[serde(default)]
     worse_when: Option<Spanned<Direction>>,
-    #[serde(default)]
     tolerance: Option<Spanned<f64>>,
-    #[serde(default)]
     quantiles: Option<Spanned<Vec<f64>>>,
-    #[serde(default)]
     max_extra_slope: Option<Spanned<String>>,
-    #[serde(default)]
     limit: Option<Spanned<String>>,
-    #[serde(default)]
     min_time_to_limit: Option<Spanned<String>>,
-    #[serde(default)]
     above: Option<Spanned<f64>>,
-    #[serde(default)]
     max: Option<Spanned<f64>>,
-    #[serde(default)]
     min: Option<Spanned<f64>>,
     #[serde(default, rename = "for")]
     for_: Option<Spanned<String>>,
-    #[serde(default)]
     confidence: Option<Spanned<f64>>,
-    #[serde(default)]
     critical: Option<bool>,
-    #[serde(default)]
     enforce: Option<Spanned<Enforcement>>,
     /// This check's own warm-up, in place of the kind's default (see `CheckSpec::warmup`).
-    #[serde(default)]
     warmup: Option<Spanned<String>>,
 }
 

@@ -125,7 +125,6 @@ fn duration(v: Option<&str>, name: &str) -> Result<Option<Duration>, String> {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentRequest {
     pub id: String,
-    #[serde(default)]
     pub service: Option<String>,
     pub analysis: String,
     #[serde(default)]

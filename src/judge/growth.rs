@@ -96,7 +96,6 @@ pub struct GrowthState {
     cycle_s: f64,
     /// When the last collection too large for the rule's window was seen, or when following
     /// began (s).
-    #[serde(default)]
     last_drop_s: Option<f64>,
 }
 

@@ -14,22 +14,14 @@ use crate::units;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchema {
-    #[serde(default)]
     exec: Option<Vec<String>>,
-    #[serde(default)]
     http: Option<RawHttpProbe>,
-    #[serde(default)]
     prometheus: Option<String>,
     /// Exec probes: read the version from JSON output at this pointer (`pgroll status`).
-    #[serde(default)]
     pointer: Option<String>,
-    #[serde(default)]
     order: Option<Vec<String>>,
-    #[serde(default)]
     timeout: Option<Spanned<String>>,
-    #[serde(default)]
     every: Option<Spanned<String>>,
-    #[serde(default)]
     preflight: Option<Spanned<String>>,
     #[serde(default)]
     roll_forward: Vec<Spanned<String>>,
@@ -39,7 +31,6 @@ pub struct RawSchema {
 #[serde(deny_unknown_fields)]
 struct RawHttpProbe {
     url: String,
-    #[serde(default)]
     pointer: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, Secret>,

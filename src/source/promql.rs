@@ -135,11 +135,9 @@ struct Backoff {
 #[derive(Deserialize)]
 struct ApiResponse {
     status: String,
-    #[serde(default)]
     data: Option<ApiData>,
     #[serde(default, rename = "errorType")]
     error_type: Option<String>,
-    #[serde(default)]
     error: Option<String>,
     #[serde(default)]
     warnings: Vec<String>,
@@ -163,12 +161,10 @@ struct ApiData {
 #[derive(Deserialize)]
 struct Series {
     metric: BTreeMap<String, String>,
-    #[serde(default)]
     value: Option<(f64, String)>,
     #[serde(default)]
     values: Vec<(f64, String)>,
     /// Native histograms come in these fields instead of `value` or `values`.
-    #[serde(default)]
     histogram: Option<serde_json::Value>,
     #[serde(default)]
     histograms: Vec<serde_json::Value>,

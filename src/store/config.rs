@@ -16,7 +16,6 @@ use crate::units;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    #[serde(default)]
     postgres: Option<Spanned<RawPostgres>>,
 }
 
@@ -25,15 +24,10 @@ pub struct RawStore {
 struct RawPostgres {
     /// `postgres://user@host:port/dbname?…` or libpq `key=value` pairs, without a password.
     url: Spanned<String>,
-    #[serde(default)]
     password: Option<Secret>,
-    #[serde(default)]
     tls: Option<RawTls>,
-    #[serde(default)]
     node: Option<Spanned<String>>,
-    #[serde(default)]
     lease: Option<Spanned<String>>,
-    #[serde(default)]
     connections: Option<Spanned<usize>>,
 }
 
