@@ -427,6 +427,13 @@ fn five_checks(quick: bool, only: Option<&str>) {
                 ..Nuisances::default()
             },
         ),
+        (
+            "aa-old-baseline",
+            Nuisances {
+                old_baseline: true,
+                ..Nuisances::default()
+            },
+        ),
     ] {
         add(name.into(), &|s| s.nuisances = n.clone(), false);
     }

@@ -84,6 +84,10 @@ pub struct Nuisances {
     /// Both arms fail 30 % of requests for two minutes (a shared dependency outage).
     #[serde(default)]
     pub shared_outage: bool,
+    /// The baseline has run for a day (the stable pods of an in-place canary), so only the
+    /// canary warms up after the deployment.
+    #[serde(default)]
+    pub old_baseline: bool,
 }
 
 /// A recorded run to generate.
@@ -211,7 +215,11 @@ impl Instance {
             rss_base: 140.0 * MIB * (0.97 + 0.06 * rng.uniform()),
             restart_at,
             restarted: false,
-            started_at: 0.0,
+            started_at: if s.nuisances.old_baseline && !canary {
+                -86_400.0
+            } else {
+                0.0
+            },
             requests: BTreeMap::new(),
             latency: vec![0.0; LATENCY_BUCKETS.len()],
             latency_sum: 0.0,
@@ -695,6 +703,11 @@ pub fn catalogue(seed: u64) -> Vec<(Scenario, bool)> {
     );
     add("aa-surge", &|s| s.nuisances.surge = true, false);
     add("aa-low-traffic-canary", &|s| s.canary_share = 0.02, false);
+    add(
+        "aa-old-baseline",
+        &|s| s.nuisances.old_baseline = true,
+        false,
+    );
     add(
         "aa-shared-outage",
         &|s| s.nuisances.shared_outage = true,
