@@ -92,6 +92,9 @@ struct RawCheck {
     metric: Option<Spanned<String>>,
     divide_by: Option<Spanned<String>>,
     query: Option<Spanned<String>>,
+    /// Growth: each instance's process start time (Unix seconds), to see whether the canary
+    /// warms up alone next to an older baseline.
+    start_time: Option<Spanned<String>>,
     worse_when: Option<Spanned<Direction>>,
     tolerance: Option<Spanned<f64>>,
     quantiles: Option<Spanned<Vec<f64>>>,
@@ -135,6 +138,7 @@ impl CheckKind {
                 "metric",
                 "divide_by",
                 "query",
+                "start_time",
                 "max_extra_slope",
                 "limit",
                 "min_time_to_limit",
@@ -238,6 +242,8 @@ pub enum CheckConfig {
     },
     Growth {
         metric: usize,
+        /// Query of each instance's process start time, when the rule names one.
+        start_time: Option<usize>,
         max_extra_slope: f64,
         limit: Option<f64>,
         min_time_to_limit: Duration,
@@ -388,6 +394,8 @@ enum SelectorRole {
     DivideBy,
     /// A written PromQL query (`query:`), in place of `metric`.
     Query,
+    /// Growth: each instance's process start time.
+    StartTime,
 }
 
 #[derive(Clone, Debug)]
@@ -667,6 +675,8 @@ fn compile_check(
         },
         CheckKind::Growth => CheckConfig::Growth {
             metric: gauge(intern)?,
+            start_time: sel(SelectorRole::StartTime)?
+                .map(|s| intern(MetricQuery::series(QueryKind::Gauge, s))),
             max_extra_slope: s.max_extra_slope,
             limit: s.limit,
             min_time_to_limit: s.min_time_to_limit,
@@ -1063,12 +1073,13 @@ impl Validator<'_> {
     /// Reports every field set that the check's kind does not take.
     fn misplaced(&mut self, kind: CheckKind, c: &RawCheck) {
         let allowed = kind.fields();
-        let present: [(&str, Option<(u64, u64)>); 17] = [
+        let present: [(&str, Option<(u64, u64)>); 18] = [
             ("errors", c.errors.as_ref().map(loc)),
             ("requests", c.requests.as_ref().map(loc)),
             ("metric", c.metric.as_ref().map(loc)),
             ("divide_by", c.divide_by.as_ref().map(loc)),
             ("query", c.query.as_ref().map(loc)),
+            ("start_time", c.start_time.as_ref().map(loc)),
             ("worse_when", c.worse_when.as_ref().map(loc)),
             ("tolerance", c.tolerance.as_ref().map(loc)),
             ("quantiles", c.quantiles.as_ref().map(loc)),
@@ -1163,6 +1174,12 @@ impl Validator<'_> {
                     false,
                 );
             }
+        }
+        if kind == CheckKind::Growth
+            && let Some(s) = &c.start_time
+        {
+            self.selector_ok(s, "start_time", params);
+            selectors.push((SelectorRole::StartTime, s.value.clone()));
         }
         selectors
     }

@@ -139,6 +139,10 @@ impl Default for Scenario {
 /// One sample: (family, sample name, labels, value).
 pub type SampleRow = (String, String, Vec<(String, String)>, f64);
 
+/// Unix time of a simulated run's t = 0 (2026-01-01T00:00:00Z): recordings are stamped
+/// from it, and instances report their start time against it.
+const RECORDING_START: f64 = 1_767_225_600.0;
+
 /// A recorded series: (sample name, labels, (time, value) points).
 type RecordedSeries = (String, Vec<(String, String)>, Vec<(f64, f64)>);
 
@@ -467,6 +471,12 @@ impl Instance {
                 *v,
             ));
         }
+        out.push((
+            "process_start_time_seconds".into(),
+            "process_start_time_seconds".into(),
+            base(&[]),
+            RECORDING_START + self.started_at,
+        ));
         let nan = self.nuisances.nan && self.rng.uniform() < 0.02;
         let rss = if nan { f64::NAN } else { self.rss() };
         out.push((
@@ -619,7 +629,7 @@ impl Recorded {
 /// Simulates a scenario and renders it as OpenMetrics files with timestamps (the format
 /// `promtool tsdb create-blocks-from openmetrics` takes: one family at a time, `# EOF`).
 pub fn record(s: &Scenario) -> Recorded {
-    let start = 1_767_225_600.0; // 2026-01-01T00:00:00Z
+    let start = RECORDING_START;
     let mut arms = [Vec::new(), Vec::new()];
     for (ai, canary) in [false, true].into_iter().enumerate() {
         for i in 0..s.instances_per_arm.max(1) {

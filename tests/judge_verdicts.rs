@@ -216,3 +216,90 @@ fn a_healthy_canary_with_common_errors_is_proven() {
         v => panic!("expected a proven promotion, got {v:?}"),
     }
 }
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A growth check that knows each instance's start time.
+const GROWTH_WITH_START: &str = "analysis: g\ninterval: 10s\nwarmup: 1m\nmin_duration: 5m\nmax_duration: 30m\nalpha: 0.01\nchecks:\n  - name: memory\n    kind: growth\n    metric: 'rss'\n    start_time: 'start'\n    max_extra_slope: 1MiB/min\n";
+
+/// Two instances per arm: resident memory (MiB) at analysis second `t` from `mib(t, arm)`
+/// with half a MiB of scrape noise, and each arm's start time (Unix seconds).
+fn memory(
+    mut mib: impl FnMut(f64, usize) -> f64,
+    started: [f64; 2],
+) -> impl FnMut(u64, &mut Rng) -> Frame {
+    move |k, rng| {
+        let t = 10.0 * k as f64;
+        let [baseline, canary] = [0, 1].map(|arm| {
+            let rss = (0..2)
+                .map(|_| (mib(t, arm) + 0.5 * rng.normal()) * MIB)
+                .collect();
+            Fetch::Value(Observed::Gauge(rss))
+        });
+        let [b, c] = started.map(|s| Fetch::Value(Observed::Gauge(vec![s, s])));
+        Frame {
+            values: vec![
+                Arms { baseline, canary },
+                Arms {
+                    baseline: b,
+                    canary: c,
+                },
+            ],
+        }
+    }
+}
+
+/// A process that gains 80 MiB over its first minutes (heap, caches), then holds.
+fn warming(t: f64) -> f64 {
+    200.0 + 80.0 * (1.0 - (-t / 120.0).exp())
+}
+
+#[test]
+fn a_canary_warming_up_next_to_an_older_baseline_is_not_a_leak() {
+    let s = spec(GROWTH_WITH_START);
+    let deployed = 1_767_225_600.0;
+    // The baseline has run for a day; only the canary warms up.
+    let alone = |t: f64, arm: usize| if arm == 0 { 280.0 } else { warming(t) };
+    let steps = run(&s, memory(alone, [deployed - 86_400.0, deployed]));
+    let last = steps.last().expect("steps");
+    assert!(
+        matches!(last.verdict, Verdict::Promote { .. }),
+        "{:?}",
+        last.verdict
+    );
+    let early = &steps[30].checks[0].explanation;
+    assert!(
+        early.contains("the canary started 1day after the baseline and warms up alone"),
+        "{early}"
+    );
+    // Told that both started together, the same climb reads as growth: the start times are
+    // what keeps it from a rollback.
+    let steps = run(&s, memory(alone, [deployed, deployed]));
+    assert!(
+        matches!(
+            steps.last().expect("steps").verdict,
+            Verdict::Rollback { .. }
+        ),
+        "the warm-up alone is growth"
+    );
+}
+
+#[test]
+fn arms_started_together_are_judged_after_the_warm_up() {
+    let s = spec(GROWTH_WITH_START);
+    let deployed = 1_767_225_600.0;
+    // Both warm up; the canary also leaks 10 MiB/min from minute 2.
+    let leak = |t: f64, arm: usize| warming(t) + arm as f64 * (t - 120.0).max(0.0) / 6.0;
+    let steps = run(&s, memory(leak, [deployed, deployed + 5.0]));
+    let last = steps.last().expect("steps");
+    assert!(
+        matches!(last.verdict, Verdict::Rollback { .. }),
+        "{:?}",
+        last.verdict
+    );
+    assert!(
+        last.t < Duration::from_secs(600),
+        "no settling time when the arms started together: {:?}",
+        last.t
+    );
+}

@@ -105,7 +105,39 @@ pub struct GrowthState {
 const CYCLE_WINDOWS: f64 = 2.0;
 
 /// Time ignored after an instance restarts (it warms up again alone).
-const SETTLE: Duration = Duration::from_secs(600);
+pub(crate) const SETTLE: Duration = Duration::from_secs(600);
+
+/// Arms whose youngest instances started within this many seconds of each other warm up
+/// together, so their warm-ups cancel in the difference.
+const SAME_START: f64 = 60.0;
+
+/// Why growth does not count yet, and for how many seconds, when the canary may be warming up
+/// alone: its youngest instance started more than [`SAME_START`] after the baseline's
+/// youngest (an in-place canary next to stable pods that have run for days), or the start
+/// times the rule names are missing. The canary's climb is then its own warm-up (heap,
+/// caches, JIT), not a leak, so growth counts from [`SETTLE`] into the analysis, as after a
+/// restart. A rule without `start_time` gets the rule's warm-up only.
+fn warming_alone(ctx: &Ctx, start_time: Option<usize>, now: f64) -> Option<(f64, String)> {
+    let query = start_time?;
+    let left = SETTLE.as_secs_f64() - now;
+    if left <= 0.0 {
+        return None;
+    }
+    let youngest = |v: &[f64]| v.iter().copied().filter(|x| x.is_finite()).reduce(f64::max);
+    let why = match ctx.gauges(query) {
+        Ok(g) => match (youngest(g.baseline), youngest(g.canary)) {
+            (Some(b), Some(c)) if c - b <= SAME_START => return None,
+            (Some(b), Some(c)) => format!(
+                "the canary started {} after the baseline and warms up alone",
+                // Whole seconds (a float cast saturates, so any gap formats).
+                crate::units::format_duration(Duration::from_secs((c - b) as u64))
+            ),
+            _ => "the instances' start times are unknown".into(),
+        },
+        Err(_) => "the instances' start times are unknown".into(),
+    };
+    Some((left, why))
+}
 
 fn smallest(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
@@ -293,7 +325,7 @@ impl GrowthState {
     pub(crate) fn step(
         &mut self,
         ctx: &Ctx,
-        metric: usize,
+        (metric, start_time): (usize, Option<usize>),
         max_extra_slope: f64,
         limit: Option<f64>,
         min_time_to_limit: Duration,
@@ -328,6 +360,12 @@ impl GrowthState {
             ));
         }
         let now = ctx.t.as_secs_f64();
+        if let Some((left, why)) = warming_alone(ctx, start_time, now) {
+            return Partial::pending(format!(
+                "{levels}; {why}: growth counts from {} into the analysis (in {left:.0} s)",
+                crate::units::format_duration(SETTLE)
+            ));
+        }
         let timing = &ctx.spec.timing;
         let wd = window(timing.interval, timing.warmup, timing.max_duration);
         let rule_w = (wd.as_secs_f64(), timing.interval.as_secs_f64());

@@ -342,11 +342,18 @@ impl CheckState {
                 CheckState::Growth(s),
                 CheckConfig::Growth {
                     metric,
+                    start_time,
                     max_extra_slope,
                     limit,
                     min_time_to_limit,
                 },
-            ) => s.step(ctx, *metric, *max_extra_slope, *limit, *min_time_to_limit),
+            ) => s.step(
+                ctx,
+                (*metric, *start_time),
+                *max_extra_slope,
+                *limit,
+                *min_time_to_limit,
+            ),
             (
                 CheckState::Gauge(s),
                 CheckConfig::Gauge {
@@ -596,15 +603,23 @@ pub fn earliest_decision(
     let warmup = check.warmup(timing.warmup);
     let interval = timing.interval;
     match &check.config {
-        CheckConfig::Growth { .. } => {
+        CheckConfig::Growth { start_time, .. } => {
             let w = growth::window(interval, timing.warmup, timing.max_duration);
+            // With start times, the worst case: a canary warming up alone.
+            let (start, after) = match start_time {
+                Some(_) if growth::SETTLE > warmup => (
+                    growth::SETTLE,
+                    "settling time of a canary that starts after its baseline",
+                ),
+                _ => (warmup, "warm-up"),
+            };
             (
-                warmup + growth::time_to_first_trend(w),
+                start + growth::time_to_first_trend(w),
                 format!(
-                    "a {} floor window and {} trend points after the {} warm-up",
+                    "a {} floor window and {} trend points after the {} {after}",
                     crate::units::format_duration(w),
                     growth::MIN_POINTS,
-                    crate::units::format_duration(warmup)
+                    crate::units::format_duration(start)
                 ),
             )
         }
