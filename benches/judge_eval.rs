@@ -34,7 +34,7 @@ fn spec_of(path: &Path, text: &str) -> AnalysisSpec {
 fn analysis_for(name: &str) -> &'static str {
     if name.starts_with("leak") {
         "memory-leak"
-    } else if name.starts_with("pool") {
+    } else if name.starts_with("pool") || name.starts_with("connection-leak") {
         "db-pool"
     } else if name.starts_with("upstream") {
         "rate-limit"
