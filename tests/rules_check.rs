@@ -176,7 +176,7 @@ fn missing_hook() {
         template()
             .replace("on_fail: [rollback, chat]", "on_fail: [rollbak, chat]")
             .as_bytes(),
-        "44:11",
+        "46:11",
         "did you mean `rollback`?",
     );
 }
@@ -374,8 +374,8 @@ fn credentials_directory_secrets_are_noted_not_failed() {
 #[test]
 fn durations_too_short_for_a_check_are_warned_about() {
     // The shipped http-service rule at one look a minute for 5 minutes: its growth check
-    // needs a floor window of two intervals and its trend points after the warm-up (7m), so
-    // it could never decide.
+    // needs a floor window and its trend points after the settling time of a canary that
+    // starts after its baseline (16m), so it could never decide.
     let short = template()
         .replace("max_duration: 30m", "max_duration: 5m")
         .replace("min_duration: 5m", "min_duration: 2m")
@@ -389,7 +389,7 @@ fn durations_too_short_for_a_check_are_warned_about() {
         "{text}"
     );
     assert!(
-        text.contains("at 7m") && text.contains("but max_duration is 5m"),
+        text.contains("at 16m") && text.contains("but max_duration is 5m"),
         "{text}"
     );
     assert!(!text.contains("check `error-ratio`"), "{text}");

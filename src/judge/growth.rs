@@ -111,15 +111,15 @@ pub(crate) const SETTLE: Duration = Duration::from_secs(600);
 /// together, so their warm-ups cancel in the difference.
 const SAME_START: f64 = 60.0;
 
-/// Why growth does not count yet, and for how many seconds, when the canary may be warming up
+/// Why growth does not count yet, and for how long, when the canary may be warming up
 /// alone: its youngest instance started more than [`SAME_START`] after the baseline's
 /// youngest (an in-place canary next to stable pods that have run for days), or the start
 /// times the rule names are missing. The canary's climb is then its own warm-up (heap,
 /// caches, JIT), not a leak, so growth counts from [`SETTLE`] into the analysis, as after a
 /// restart. A rule without `start_time` gets the rule's warm-up only.
-fn warming_alone(ctx: &Ctx, start_time: Option<usize>, now: f64) -> Option<(f64, String)> {
+fn warming_alone(ctx: &Ctx, start_time: Option<usize>) -> Option<String> {
     let query = start_time?;
-    let left = SETTLE.as_secs_f64() - now;
+    let left = SETTLE.as_secs_f64() - ctx.t.as_secs_f64();
     if left <= 0.0 {
         return None;
     }
@@ -136,7 +136,19 @@ fn warming_alone(ctx: &Ctx, start_time: Option<usize>, now: f64) -> Option<(f64,
         },
         Err(_) => "the instances' start times are unknown".into(),
     };
-    Some((left, why))
+    Some(format!(
+        "{why}: growth counts from {} into the analysis (in {left:.0} s)",
+        crate::units::format_duration(SETTLE)
+    ))
+}
+
+/// A value of the check's metric as shown: bytes in MiB or GiB, anything else plain.
+fn show(bytes: bool, v: f64) -> String {
+    if bytes {
+        crate::units::format_bytes(v)
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 fn smallest(v: &[f64]) -> f64 {
@@ -345,13 +357,7 @@ impl GrowthState {
             .queries
             .get(metric)
             .is_some_and(|q| q.describe().contains("bytes"));
-        let fmt_v = |v: f64| {
-            if bytes {
-                crate::units::format_bytes(v)
-            } else {
-                format!("{v:.3}")
-            }
-        };
+        let fmt_v = |v: f64| show(bytes, v);
         let levels = format!("canary {} vs baseline {}", fmt_v(c), fmt_v(b));
         if ctx.in_warmup {
             return Partial::pending(format!(
@@ -359,13 +365,10 @@ impl GrowthState {
                 crate::units::format_duration(ctx.spec.timing.warmup)
             ));
         }
-        let now = ctx.t.as_secs_f64();
-        if let Some((left, why)) = warming_alone(ctx, start_time, now) {
-            return Partial::pending(format!(
-                "{levels}; {why}: growth counts from {} into the analysis (in {left:.0} s)",
-                crate::units::format_duration(SETTLE)
-            ));
+        if let Some(why) = warming_alone(ctx, start_time) {
+            return Partial::pending(format!("{levels}; {why}"));
         }
+        let now = ctx.t.as_secs_f64();
         let timing = &ctx.spec.timing;
         let wd = window(timing.interval, timing.warmup, timing.max_duration);
         let rule_w = (wd.as_secs_f64(), timing.interval.as_secs_f64());
