@@ -142,6 +142,35 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
         );
         assert_eq!(v["verdict"], verdict, "{fleet}: {v:#}");
     }
+    // A growth check reads each instance's start time through Prometheus: the fleet's arms
+    // started together, so nothing waits for a canary warming up alone; a start-time metric
+    // that does not exist reads as unknown, and growth waits.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let growth = |start: &str| {
+        format!(
+            "analysis: growth\ninterval: 1s\nwarmup: 2s\nmin_duration: 5s\nmax_duration: 1h\nchecks:\n  - name: memory\n    kind: growth\n    metric: process_resident_memory_bytes\n    start_time: {start}\n    max_extra_slope: 1MiB/min\n"
+        )
+    };
+    for (start, waits) in [
+        ("process_start_time_seconds", false),
+        ("no_such_metric", true),
+    ] {
+        std::fs::write(dir.path().join("growth.yaml"), growth(start)).expect("rule");
+        let v = backtest_from_prometheus(
+            dir.path(),
+            "growth",
+            "good",
+            &["--prometheus", &prom.url],
+            registered,
+        );
+        let why = v["checks"][0]["explanation"].as_str().unwrap_or_default();
+        assert_eq!(
+            why.contains("start times are unknown"),
+            waits,
+            "{start}: {why}"
+        );
+        assert!(!why.contains("warms up alone"), "{start}: {why}");
+    }
 }
 
 /// The hook marker lines, sorted, once there are at least `n`.
