@@ -605,23 +605,25 @@ pub fn earliest_decision(
     match &check.config {
         CheckConfig::Growth { start_time, .. } => {
             let w = growth::window(interval, timing.warmup, timing.max_duration);
-            // With start times, the worst case: a canary warming up alone.
-            let (start, after) = match start_time {
+            let trend = growth::time_to_first_trend(w);
+            let what = format!(
+                "a {} floor window and {} trend points after the",
+                crate::units::format_duration(w),
+                growth::MIN_POINTS
+            );
+            let fmt = crate::units::format_duration;
+            match start_time {
+                // With start times, the worst case: a canary warming up alone.
                 Some(_) if growth::SETTLE > warmup => (
-                    growth::SETTLE,
-                    "settling time of a canary that starts after its baseline",
+                    growth::SETTLE + trend,
+                    format!(
+                        "{what} {} settling time of a canary that starts after its baseline; {} when both start together",
+                        fmt(growth::SETTLE),
+                        fmt(warmup + trend)
+                    ),
                 ),
-                _ => (warmup, "warm-up"),
-            };
-            (
-                start + growth::time_to_first_trend(w),
-                format!(
-                    "a {} floor window and {} trend points after the {} {after}",
-                    crate::units::format_duration(w),
-                    growth::MIN_POINTS,
-                    crate::units::format_duration(start)
-                ),
-            )
+                _ => (warmup + trend, format!("{what} {} warm-up", fmt(warmup))),
+            }
         }
         CheckConfig::Gauge { above: None, .. } => {
             let blocks = gauge::MIN_BLOCKS as u32 + 1;
