@@ -109,6 +109,19 @@ fn rare_errors_promote_at_the_limit_and_say_so() {
     }
 }
 
+/// A busy service without errors: 10⁹ requests an interval. statrs' Beta quantile, which the
+/// canary's upper bound once came from, never returned on such counts (found when a CI run hung
+/// in `judge_sim::the_judge_never_panics`).
+#[test]
+fn a_busy_service_without_errors_is_promoted() {
+    let last = last_step("", |_, _| counters(0.0, 9e8, 0.0, 1e8));
+    assert!(
+        matches!(last.verdict, Verdict::Promote { .. }),
+        "expected a promotion, got {:?}",
+        last.verdict
+    );
+}
+
 #[test]
 fn a_regression_short_of_proof_is_not_promoted_at_the_limit() {
     // x2 at 0.1 % with a 10 % canary: about 20 extra errors in 30 minutes, short of proof but

@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use super::change::ChangeGrid;
 use super::fmt::{count, pct, seconds};
-use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN, clopper_pearson_upper};
+use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
 use super::{ArmValue, Bounded, Ctx, Missing, Partial};
 use crate::stats::fnch::fnch_loglik;
 use crate::stats::grid::LogGrid;
 use crate::stats::quantile::histogram_quantile;
+use crate::stats::special::binomial_upper_bound;
 
 /// Or the canary's share of requests slower than the edge is provably at most this much above
 /// the baseline's (absolute): half a percentage point of requests.
@@ -226,7 +227,7 @@ impl HistogramState {
             let (a, b) = (e.slow[0] / self.total[0], e.slow[1] / self.total[1]);
             h <= tolerance * PASS_MARGIN
                 || (b >= 0.0
-                    && clopper_pearson_upper(e.slow[1], self.total[1], ctx.alpha) - a
+                    && binomial_upper_bound(e.slow[1], self.total[1], ctx.alpha) - a
                         <= NEGLIGIBLE_SLOW_EXCESS)
         });
         let passed = all_bounded.then(|| "no slower than tolerated at any tested edge".into());

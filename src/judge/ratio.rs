@@ -9,13 +9,13 @@
 //! in ln r), and a two-sided mixture gives anytime-valid bounds on r.
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{Beta, ContinuousCDF};
 
 use super::change::ChangeGrid;
 use super::fmt::{count, pct, times};
 use super::{ArmValue, Bounded, Ctx, Missing, Partial};
 use crate::rules::{CheckSpec, Direction};
 use crate::stats::grid::{LogGrid, thinning_loglik};
+use crate::stats::special::binomial_upper_bound;
 
 /// The upper confidence bound must be within this factor of the tolerance to pass.
 pub const PASS_MARGIN: f64 = 1.25;
@@ -129,7 +129,7 @@ impl RatioState {
             count(self.exposure[1]),
             count(self.exposure[0]),
         );
-        let canary_upper = clopper_pearson_upper(self.events[1], self.exposure[1], ctx.alpha);
+        let canary_upper = binomial_upper_bound(self.events[1], self.exposure[1], ctx.alpha);
         let passed = if hi <= tolerance * PASS_MARGIN {
             Some(format!(
                 "no worse than tolerated (upper bound {})",
@@ -153,20 +153,5 @@ impl RatioState {
             canary: ArmValue::of(pb, self.exposure[1]),
             explanation: format!("{numbers} — {tail}"),
         }
-    }
-}
-
-/// One-sided Clopper–Pearson upper bound on a binomial proportion at level 1 − alpha.
-pub(crate) fn clopper_pearson_upper(events: f64, n: f64, alpha: f64) -> f64 {
-    if n.is_nan() || n <= 0.0 || events.is_nan() || events < 0.0 {
-        return 1.0;
-    }
-    let x = events.min(n);
-    if x >= n {
-        return 1.0;
-    }
-    match Beta::new(x + 1.0, n - x) {
-        Ok(b) => b.inverse_cdf(1.0 - alpha).clamp(0.0, 1.0),
-        Err(_) => 1.0,
     }
 }
