@@ -242,10 +242,12 @@ fn alerts_and_pages_open_before_a_kill_9_are_resolved_once_after_it() {
             .iter()
             .map(|r| r.json()[0].clone())
             .collect();
-        // Fired, sent again by the restarted daemon (Alertmanager takes a repeat as a
-        // refresh of the same alert), then resolved once.
+        // Fired, then sent again by the restarted daemon (Alertmanager takes a repeat as a
+        // refresh of the same alert): its refresher re-sends the open alert on start, and
+        // when the kill came between the first send and its record, the queued notice goes
+        // out once more. Then resolved once.
         let (last, firing) = got.split_last().unwrap();
-        assert!((1..=2).contains(&firing.len()), "{path}: {got:#?}");
+        assert!((1..=3).contains(&firing.len()), "{path}: {got:#?}");
         for a in firing {
             assert_eq!(a["labels"]["alertname"], "RollguardRollbackInProgress");
             assert_eq!(a["labels"], got[0]["labels"], "{path}: one alert");
