@@ -266,7 +266,9 @@ fn alerts_and_pages_open_before_a_kill_9_are_resolved_once_after_it() {
             .iter()
             .map(|r| r.json())
             .collect();
-        got.last().is_some_and(|r| action(r) == "resolve").then_some(got)
+        got.last()
+            .is_some_and(|r| action(r) == "resolve")
+            .then_some(got)
     })
     .unwrap_or_else(|| panic!("the page was never resolved; log:\n{}", d.log()));
     // One trigger, or two when the daemon died between sending it and recording that: the

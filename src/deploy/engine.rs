@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::judge_guard;
 use super::model::{DeploymentRecord, DeploymentRequest, Stage, State, Strategy};
 pub use super::policy::Control;
 use super::policy::{self, Context, Input, expected_share};
@@ -562,7 +563,8 @@ impl Engine {
             }
             let frame = source.fetch(&spec.queries).await;
             let share = expected_share(&rec, rec.step);
-            let step = judge.step(&spec, t, &frame, share);
+            let (next_judge, step) = judge_guard::step(id, judge, &spec, t, frame, share).await;
+            judge = next_judge;
             rec.chart.record(&step);
             self.telemetry.analysis_steps.inc();
             self.progress

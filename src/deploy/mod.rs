@@ -2,6 +2,7 @@
 
 pub mod dropin;
 pub mod engine;
+pub mod judge_guard;
 pub mod migrations;
 pub mod model;
 pub mod policy;

@@ -1085,6 +1085,17 @@ on_step: [set-weight]
                     .owes(&[("inconclusive", "cleanup", ON_INCONCLUSIVE)])
                     .tells(&[("inconclusive", ON_INCONCLUSIVE)]),
             ),
+            case(
+                "the judge failed mid-canary: inconclusive, no rollback",
+                due(1),
+                In::Judged(Step::judge_failed(
+                    Duration::from_secs(60),
+                    "it panicked: x",
+                )),
+                Want::quiet(State::Inconclusive, 1, &["decision"])
+                    .owes(&[("inconclusive", "cleanup", ON_INCONCLUSIVE)])
+                    .tells(&[("inconclusive", ON_INCONCLUSIVE)]),
+            ),
         ]
     }
 

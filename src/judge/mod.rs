@@ -704,6 +704,25 @@ impl Default for Standing {
     }
 }
 
+impl Step {
+    /// The step recorded when the judge itself failed on an interval's data (it panicked or
+    /// never returned; see `deploy::judge_guard`): the analysis ends inconclusive with the
+    /// reason, for a person. No check is reported, since none finished.
+    pub fn judge_failed(t: Duration, why: &str) -> Step {
+        Step {
+            t,
+            verdict: Verdict::Inconclusive {
+                reason: format!(
+                    "the judge failed on this interval's data ({why}): nothing was rolled back or promoted; decide by hand, and please report it with this deployment's `rollguard backtest`"
+                ),
+            },
+            checks: Vec::new(),
+            traffic: None,
+            newly_failed: Vec::new(),
+        }
+    }
+}
+
 /// A judge for one analysis of one deployment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Judge {
