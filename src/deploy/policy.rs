@@ -176,6 +176,12 @@ impl Transition {
         self.notices.push(Addressed { to, notice });
     }
 
+    /// [`Transition::tell`] for a person's action: a kind and title, a sentence, no check
+    /// reports.
+    fn say(&mut self, ctx: &Context, to: Vec<String>, what: (NoticeKind, String), text: String) {
+        self.tell(ctx, to, what.0, what.1, text, Vec::new());
+    }
+
     /// Owes the hooks of `names` for `purpose`; their results go to `notify`.
     fn owe(
         &mut self,
@@ -370,7 +376,7 @@ fn judged(t: &mut Transition, spec: &AnalysisSpec, step: &Step, ctx: &Context) {
         Verdict::Rollback { check, reason } => {
             rollback(t, spec, &verdict, check, reason, step, failing.clone(), ctx)
         }
-        Verdict::Promote { reason, .. } => promote(t, spec, &verdict, reason, step, ctx),
+        Verdict::Promote { .. } => promote(t, spec, &verdict, step, ctx),
         Verdict::Inconclusive { reason } => {
             let r = &spec.actions.on_inconclusive;
             t.finish(ctx, State::Inconclusive, reason.clone());
@@ -395,7 +401,7 @@ fn judged(t: &mut Transition, spec: &AnalysisSpec, step: &Step, ctx: &Context) {
                 step.checks.clone(),
             );
         }
-        Verdict::Hold { reason } => hold(t, spec, &verdict, reason, step, ctx),
+        Verdict::Hold { .. } => hold(t, spec, &verdict, step, ctx),
         Verdict::Continue => {
             let was = t.record.state;
             let paused = t.record.paused;
@@ -531,14 +537,8 @@ fn schema_blocked(
     true
 }
 
-fn promote(
-    t: &mut Transition,
-    spec: &AnalysisSpec,
-    verdict: &Verdict,
-    reason: &str,
-    step: &Step,
-    ctx: &Context,
-) {
+fn promote(t: &mut Transition, spec: &AnalysisSpec, verdict: &Verdict, step: &Step, ctx: &Context) {
+    let reason = verdict.reason();
     let to = &spec.actions.on_pass;
     let id = t.record.request.id.clone();
     let strategy = &t.record.request.strategy;
@@ -592,14 +592,8 @@ fn promote(
     );
 }
 
-fn hold(
-    t: &mut Transition,
-    spec: &AnalysisSpec,
-    verdict: &Verdict,
-    reason: &str,
-    step: &Step,
-    ctx: &Context,
-) {
+fn hold(t: &mut Transition, spec: &AnalysisSpec, verdict: &Verdict, step: &Step, ctx: &Context) {
+    let reason = verdict.reason();
     let was = t.record.state;
     t.record.state = State::Held;
     if was == State::Held {
@@ -686,13 +680,11 @@ fn control(t: &mut Transition, spec: &AnalysisSpec, c: &Control, ctx: &Context) 
             t.record.state = State::Analysing;
             t.record.reason = msg.clone();
             let to = watchers(spec, ctx.is_hook);
-            t.tell(
+            t.say(
                 ctx,
                 to,
-                NoticeKind::Resumed,
-                format!("Resumed {id}"),
+                (NoticeKind::Resumed, format!("Resumed {id}")),
                 msg.clone(),
-                Vec::new(),
             );
         }
         Control::Promote { .. } => {
@@ -703,13 +695,11 @@ fn control(t: &mut Transition, spec: &AnalysisSpec, c: &Control, ctx: &Context) 
                 reason: msg.clone(),
             };
             t.owe(ctx, to, Purpose::Promote, &v, &checks, to);
-            t.tell(
+            t.say(
                 ctx,
                 to.clone(),
-                NoticeKind::Promoted,
-                format!("Promoted {id} by hand"),
+                (NoticeKind::Promoted, format!("Promoted {id} by hand")),
                 msg.clone(),
-                Vec::new(),
             );
         }
         Control::Abort { .. } => {
@@ -728,13 +718,11 @@ fn control(t: &mut Transition, spec: &AnalysisSpec, c: &Control, ctx: &Context) 
             }
             t.finish(ctx, State::Aborted, msg.clone());
             t.owe(ctx, to, Purpose::Rollback, &v, &checks, to);
-            t.tell(
+            t.say(
                 ctx,
                 to.clone(),
-                NoticeKind::Aborted,
-                format!("Aborted {id}"),
+                (NoticeKind::Aborted, format!("Aborted {id}")),
                 format!("{msg}; rolling back"),
-                Vec::new(),
             );
         }
     }
@@ -973,6 +961,13 @@ on_step: [set-weight]
             .tells(&[("promoted", ON_PASS)])
     }
 
+    /// Ended inconclusive at `step`: the inconclusive hook owed and `on_inconclusive` told.
+    fn ended_inconclusive(step: u32) -> Want {
+        Want::quiet(State::Inconclusive, step, &["decision"])
+            .owes(&[("inconclusive", "cleanup", ON_INCONCLUSIVE)])
+            .tells(&[("inconclusive", ON_INCONCLUSIVE)])
+    }
+
     /// Moved on to canary step `step`: the weight hook owed and the watchers told.
     fn stepped(step: u32) -> Want {
         Want::quiet(State::Analysing, step, &["step"])
@@ -1081,9 +1076,7 @@ on_step: [set-weight]
                 "inconclusive",
                 record(Strategy::Analysis),
                 In::Judged(judged(inconclusive(), pass(), &[])),
-                Want::quiet(State::Inconclusive, 0, &["decision"])
-                    .owes(&[("inconclusive", "cleanup", ON_INCONCLUSIVE)])
-                    .tells(&[("inconclusive", ON_INCONCLUSIVE)]),
+                ended_inconclusive(0),
             ),
             case(
                 "the judge failed mid-canary: inconclusive, no rollback",
@@ -1092,9 +1085,7 @@ on_step: [set-weight]
                     Duration::from_secs(60),
                     "it panicked: x",
                 )),
-                Want::quiet(State::Inconclusive, 1, &["decision"])
-                    .owes(&[("inconclusive", "cleanup", ON_INCONCLUSIVE)])
-                    .tells(&[("inconclusive", ON_INCONCLUSIVE)]),
+                ended_inconclusive(1),
             ),
         ]
     }
@@ -1462,12 +1453,19 @@ on_step: [set-weight]
             ..context(&is_hook, &stage)
         };
         let step = judged(rollback(), failing(), &[]);
-        let t = advance(
-            record(Strategy::Analysis),
-            &spec,
-            Input::Judged(&step),
-            &ctx(Some(&facts)),
-        );
+        // A fresh analysis judged failing, with the schema gate reading `facts`.
+        let failing_on = |facts: &SchemaFacts| {
+            advance(
+                record(Strategy::Analysis),
+                &spec,
+                Input::Judged(&step),
+                &Context {
+                    schema: Some(facts),
+                    ..context(&is_hook, &stage)
+                },
+            )
+        };
+        let t = failing_on(&facts);
         assert_eq!(t.record.state, State::Held);
         assert_eq!(t.record.reason, sentence);
         let owed: Vec<(Purpose, &str)> = t
@@ -1501,20 +1499,10 @@ on_step: [set-weight]
             rollback_unknown: Some("cannot tell".into()),
             ..Default::default()
         };
-        let t = advance(
-            record(Strategy::Analysis),
-            &spec,
-            Input::Judged(&step),
-            &ctx(Some(&unknown)),
-        );
+        let t = failing_on(&unknown);
         assert_eq!(t.record.state, State::Held);
         assert!(t.actions.is_empty());
-        let t = advance(
-            record(Strategy::Analysis),
-            &spec,
-            Input::Judged(&step),
-            &ctx(Some(&SchemaFacts::default())),
-        );
+        let t = failing_on(&SchemaFacts::default());
         assert_eq!(t.record.state, State::RolledBack);
     }
 }
