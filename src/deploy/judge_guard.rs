@@ -15,7 +15,7 @@ use crate::query::Frame;
 use crate::rules::AnalysisSpec;
 
 /// How long one judge step may take. A step takes well under a millisecond (`cargo bench
-/// --bench judge`), so only a step that will never end reaches 30 s.
+/// --bench judge_step`), so only a step that will never end reaches 30 s.
 pub const STEP_BUDGET: Duration = Duration::from_secs(30);
 
 /// Runs `f` on tokio's blocking pool. `Err` with the reason when it panicked or did not finish
