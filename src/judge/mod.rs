@@ -606,12 +606,12 @@ pub fn earliest_decision(
         CheckConfig::Growth { start_time, .. } => {
             let w = growth::window(interval, timing.warmup, timing.max_duration);
             let trend = growth::time_to_first_trend(w);
+            let fmt = crate::units::format_duration;
             let what = format!(
                 "a {} floor window and {} trend points after the",
-                crate::units::format_duration(w),
+                fmt(w),
                 growth::MIN_POINTS
             );
-            let fmt = crate::units::format_duration;
             match start_time {
                 // With start times, the worst case: a canary warming up alone.
                 Some(_) if growth::SETTLE > warmup => (

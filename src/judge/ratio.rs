@@ -129,19 +129,20 @@ impl RatioState {
             count(self.exposure[1]),
             count(self.exposure[0]),
         );
-        let canary_upper = binomial_upper_bound(self.events[1], self.exposure[1], ctx.alpha);
         let passed = if hi <= tolerance * PASS_MARGIN {
             Some(format!(
                 "no worse than tolerated (upper bound {})",
                 times(hi)
             ))
-        } else if canary_upper - pa <= NEGLIGIBLE_EXCESS && self.exposure[1] > 0.0 {
-            Some(format!(
-                "any excess is negligible (canary at most {})",
-                pct(canary_upper)
-            ))
         } else {
-            None
+            // Only for a ratio not proven within tolerance: the bound is a root search.
+            let canary_upper = binomial_upper_bound(self.events[1], self.exposure[1], ctx.alpha);
+            (canary_upper - pa <= NEGLIGIBLE_EXCESS && self.exposure[1] > 0.0).then(|| {
+                format!(
+                    "any excess is negligible (canary at most {})",
+                    pct(canary_upper)
+                )
+            })
         };
         let failing = format!("worse than the x{tolerance} tolerance");
         let (outcome, tail) = ctx.decide(ln_e, ev, &failing, passed);
