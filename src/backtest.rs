@@ -200,6 +200,7 @@ pub fn parse_recording(name: &str, text: &str) -> Result<Recording, InputError> 
 struct At<'a> {
     series: &'a Series,
     value: f64,
+    timestamp_ms: i64,
 }
 
 impl SeriesRef for At<'_> {
@@ -223,6 +224,9 @@ impl SeriesRef for At<'_> {
     fn value(&self) -> f64 {
         self.value
     }
+    fn timestamp_ms(&self) -> Option<i64> {
+        Some(self.timestamp_ms)
+    }
 }
 
 fn at(rec: &Recording, t_ms: i64) -> Vec<At<'_>> {
@@ -234,6 +238,7 @@ fn at(rec: &Recording, t_ms: i64) -> Vec<At<'_>> {
             (t_ms - p.0 <= LOOKBACK_MS).then_some(At {
                 series: s,
                 value: p.1,
+                timestamp_ms: p.0,
             })
         })
         .collect()

@@ -26,6 +26,12 @@ pub trait SeriesRef {
     /// All labels, in any order.
     fn labels(&self) -> Vec<(&str, &str)>;
     fn value(&self) -> f64;
+    /// When the sample was taken (ms since the Unix epoch), if the source says: a recorded
+    /// file's or an exporter's timestamp. A gauge sample no newer than the one used last
+    /// interval is not a new observation (see [`ArmCollector`]).
+    fn timestamp_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 impl SeriesRef for crate::expo::Sample<'_> {
@@ -44,6 +50,9 @@ impl SeriesRef for crate::expo::Sample<'_> {
     fn value(&self) -> f64 {
         self.value
     }
+    fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp_ms
+    }
 }
 
 /// An owned sample, used for Prometheus API answers and recorded files.
@@ -52,6 +61,8 @@ pub struct OwnedSample {
     pub name: String,
     pub labels: Vec<(String, String)>,
     pub value: f64,
+    /// When the sample was taken, where the source says (see [`SeriesRef::timestamp_ms`]).
+    pub timestamp_ms: Option<i64>,
 }
 
 impl SeriesRef for OwnedSample {
@@ -72,6 +83,9 @@ impl SeriesRef for OwnedSample {
     }
     fn value(&self) -> f64 {
         self.value
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp_ms
     }
 }
 
@@ -125,9 +139,20 @@ struct CounterMemory {
 struct TargetMemory {
     scraped_before: bool,
     counters: HashMap<u64, CounterMemory>,
+    /// Per gauge query, the newest sample timestamp already used.
+    gauges_taken: HashMap<usize, i64>,
 }
 
-/// Remembers the last counter values of one arm's targets between intervals.
+/// Remembers the last counter values of one arm's targets between intervals, and which gauge
+/// samples were already used.
+///
+/// A gauge is read at every interval, but a series scraped less often than that (Prometheus
+/// scraping every 30 s under a rule's `interval: 10s`) answers with the same sample two
+/// intervals in three. Counted again, one sample would pass for three observations: the
+/// saturation counts triple, and the level check's variance, estimated from differences
+/// between intervals, shrinks towards zero, so a leaking pool was once promoted in five
+/// minutes. So where samples carry timestamps, a target's gauge sample no newer than the one
+/// used last interval is left out, and an arm with no new sample has no data this interval.
 #[derive(Debug, Default)]
 pub struct ArmCollector {
     targets: HashMap<String, TargetMemory>,
@@ -182,7 +207,7 @@ impl ArmCollector {
                     QueryKind::Counter | QueryKind::Histogram => {
                         fold_counters(acc, mem, qi, q, samples, t.target, first, round, &mut seen)
                     }
-                    QueryKind::Gauge => fold_gauge(acc, qi, q, samples, t.target, &mut seen),
+                    QueryKind::Gauge => fold_gauge(acc, mem, qi, q, samples, t.target, &mut seen),
                 }
             }
             mem.scraped_before = true;
@@ -255,6 +280,7 @@ fn fold_counters<S: SeriesRef>(
 /// when given); duplicates are reported, never summed twice.
 fn fold_gauge<S: SeriesRef>(
     acc: &mut Acc,
+    mem: &mut TargetMemory,
     qi: usize,
     q: &SeriesQuery,
     samples: &[S],
@@ -282,11 +308,24 @@ fn fold_gauge<S: SeriesRef>(
             _ => None,
         },
     };
-    if let Some(v) = value.filter(|v| v.is_finite()) {
-        acc.matched = true;
-        acc.had_delta = true;
-        acc.gauges.push(v);
+    let Some(v) = value.filter(|v| v.is_finite()) else {
+        return;
+    };
+    let newest = std::iter::once(&q.selector)
+        .chain(q.divide_by.as_ref())
+        .flat_map(|sel| samples.iter().filter(move |s| selected(sel, *s)))
+        .filter_map(SeriesRef::timestamp_ms)
+        .max();
+    if let Some(ts) = newest {
+        if mem.gauges_taken.get(&qi).is_some_and(|&taken| ts <= taken) {
+            acc.stale = true;
+            return;
+        }
+        mem.gauges_taken.insert(qi, ts);
     }
+    acc.matched = true;
+    acc.had_delta = true;
+    acc.gauges.push(v);
 }
 
 /// A query's answer for the interval, from what every target contributed.
@@ -312,6 +351,11 @@ fn finish(q: &MetricQuery, acc: Acc, ok_targets: usize, errors: &[String]) -> Fe
         return Fetch::Error(dup);
     }
     if !acc.matched {
+        if acc.stale {
+            return Fetch::NoData(
+                "no sample newer than the last interval's: the series is scraped less often than the rule's interval".into(),
+            );
+        }
         if acc.non_finite {
             return Fetch::NoData(format!(
                 "{} matched only NaN or infinite values",
@@ -374,6 +418,8 @@ struct Acc {
     non_finite: bool,
     /// The first series seen twice in one target's answer.
     duplicate: Option<String>,
+    /// Some target's gauge sample was the one already used last interval.
+    stale: bool,
     total: f64,
     gauges: Vec<f64>,
     buckets: HashMap<u64, f64>,
@@ -387,6 +433,7 @@ impl Acc {
             had_delta: false,
             non_finite: false,
             duplicate: None,
+            stale: false,
             total: 0.0,
             gauges: Vec::new(),
             buckets: HashMap::new(),
@@ -430,6 +477,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             value,
+            timestamp_ms: None,
         }
     }
 
@@ -582,6 +630,43 @@ mod tests {
                 matches!(f, Fetch::NoData(m) if m.contains("only NaN or infinite")),
                 "{f:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_gauge_sample_seen_before_is_not_counted_again() {
+        // Scraped every 30 s, read every 10 s: `b` answers with the sample it gave last time.
+        let qs = [q(QueryKind::Gauge, "inuse")];
+        let mut c = ArmCollector::new();
+        let at = |ms: i64, v: f64| OwnedSample {
+            timestamp_ms: Some(ms),
+            ..s("inuse", &[], v)
+        };
+        let mut round = |a: OwnedSample, b: OwnedSample| {
+            run(&mut c, &qs, &[("a", vec![a]), ("b", vec![b])]).remove(0)
+        };
+        assert_eq!(
+            round(at(1_000, 3.0), at(2_000, 5.0)),
+            Fetch::Value(Observed::Gauge(vec![3.0, 5.0]))
+        );
+        assert_eq!(
+            round(at(11_000, 4.0), at(2_000, 5.0)),
+            Fetch::Value(Observed::Gauge(vec![4.0]))
+        );
+        let r = round(at(11_000, 4.0), at(2_000, 5.0));
+        assert!(
+            matches!(&r, Fetch::NoData(m) if m.contains("scraped less often than the rule's interval")),
+            "{r:?}"
+        );
+        assert_eq!(
+            round(at(21_000, 6.0), at(32_000, 7.0)),
+            Fetch::Value(Observed::Gauge(vec![6.0, 7.0]))
+        );
+        // Without timestamps (a scrape of an exporter that writes none) every read counts.
+        let mut c = ArmCollector::new();
+        for _ in 0..2 {
+            let r = run(&mut c, &qs, &[("a", vec![s("inuse", &[], 3.0)])]).remove(0);
+            assert_eq!(r, Fetch::Value(Observed::Gauge(vec![3.0])));
         }
     }
 

@@ -250,3 +250,63 @@ fn an_unreachable_server_fails_the_backtest_with_the_reason() {
         "{err}"
     );
 }
+
+/// A leaking pool recorded by a Prometheus that scrapes every 30 s, replayed under the
+/// db-pool template's `interval: 10s`: every gauge sample is the latest for three intervals.
+/// Counted three times, the level check's variance (from differences between intervals)
+/// collapsed and the leak was promoted at 5 minutes; counted once, it is rolled back.
+#[test]
+fn gauges_scraped_less_often_than_the_interval_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = support::daemon::run(
+        Command::new(BIN)
+            .args(["simulate", "--only", "connection-leak-1-min", "--seed", "7"])
+            .arg("--out")
+            .arg(dir.path()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let run_dir = dir.path().join("connection-leak-1-min");
+    let mut arms: [Vec<String>; 2] = Default::default();
+    for entry in std::fs::read_dir(&run_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".om") {
+            continue;
+        }
+        // Keep every sample taken on a whole half minute.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                l.starts_with('#')
+                    || l.rsplit_once(' ').is_none_or(|(_, ts)| {
+                        ts.parse::<f64>()
+                            .is_ok_and(|t| (t.round() as i64) % 30 == 0)
+                    })
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, kept).unwrap();
+        arms[usize::from(name.starts_with("canary"))].push(path.display().to_string());
+    }
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/db-pool.yaml");
+    let (code, out, err) = support::daemon::run(
+        Command::new(BIN)
+            .args(["backtest", "--rules", rules, "--analysis", "db-pool"])
+            .arg("--baseline")
+            .args(&arms[0])
+            .arg("--canary")
+            .args(&arms[1])
+            .args(["--format", "json"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "rollback", "{v:#}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("connections-held"),
+        "{v:#}"
+    );
+}

@@ -176,6 +176,41 @@ fn counts_match_prometheus_and_missing_nan_and_bad_queries_say_what_they_are() {
     });
 }
 
+/// A rule's interval shorter than the scrape interval reads the same sample again: Prometheus
+/// answers an instant query with the latest sample in its lookback. The source asks for each
+/// gauge's `timestamp()` too, so the collector counts a sample once.
+#[test]
+fn a_gauge_sample_read_again_before_the_next_scrape_counts_once() {
+    let (_fleet, prom) = scraped_fleet();
+    runtime().block_on(async {
+        let client = PromClient::new(&PrometheusConfig::new(&prom.url)).unwrap();
+        let queries = [q(QueryKind::Gauge, "mem_bytes")];
+        let canary = arms().canary;
+        let t = now_ms() - 3000;
+        let mut col = rollguard::series::ArmCollector::new();
+        let first = client.fetch_arm(&queries, &canary, "canary", t).await;
+        // Each sample carries when Prometheus scraped it: within a scrape interval (1 s) of t.
+        for (_, samples) in &first.instances {
+            for s in samples {
+                let ts = s.timestamp_ms.expect("a gauge's sample time");
+                assert!(ts <= t && ts > t - 2000, "{ts} vs {t}");
+            }
+        }
+        let both = Fetch::Value(Observed::Gauge(vec![1000.0, 1000.0]));
+        assert_eq!(promql::collect(&mut col, &queries, &first)[0], both);
+        let again = client.fetch_arm(&queries, &canary, "canary", t).await;
+        let r = promql::collect(&mut col, &queries, &again).remove(0);
+        assert!(
+            matches!(&r, Fetch::NoData(m) if m.contains("scraped less often")),
+            "{r:?}"
+        );
+        let later = client
+            .fetch_arm(&queries, &canary, "canary", t + 1500)
+            .await;
+        assert_eq!(promql::collect(&mut col, &queries, &later)[0], both);
+    });
+}
+
 /// Rule-written PromQL: the arm's matchers and role are filled per arm, each series of the
 /// answer is one value, and empty, NaN-only and rejected answers say what they are.
 #[test]
@@ -683,6 +718,8 @@ fn range_answers_equal_instant_answers_at_every_step() {
         let queries = [
             q(QueryKind::Counter, r#"req_total{code=~"5.."}"#),
             q(QueryKind::Counter, "req_total"),
+            // A gauge: its samples' times come from `timestamp()`, over a range as well.
+            q(QueryKind::Gauge, "mem_bytes"),
             MetricQuery::Promql(PromqlQuery {
                 text: "sum by (instance) (mem_bytes{ {{arm}} }) / 1000".into(),
             }),
@@ -708,6 +745,13 @@ fn range_answers_equal_instant_answers_at_every_step() {
                 .await;
             assert_eq!(sorted(from_range), sorted(&instant), "at {t}");
         }
+        let gauges = range[4].1.instances.iter().flat_map(|(_, s)| s);
+        let gauges: Vec<_> = gauges.filter(|s| s.name == "mem_bytes").collect();
+        assert_eq!(gauges.len(), 2);
+        assert!(
+            gauges.iter().all(|s| s.timestamp_ms.is_some()),
+            "{gauges:?}"
+        );
         // More steps than Prometheus gives in one answer (11 000) are asked for in parts.
         let fine = client
             .range_at(

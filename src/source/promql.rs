@@ -68,7 +68,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::PrometheusConfig;
 use crate::net;
-use crate::query::{Fetch, MetricQuery, Observed};
+use crate::query::{Fetch, MetricQuery, Observed, QueryKind};
 use crate::selector::{Matcher, Selector};
 use crate::series::{ArmCollector, OwnedSample, TargetSamples};
 
@@ -308,6 +308,7 @@ impl PromClient {
                 name: String::new(),
                 labels: Vec::new(),
                 value: parse_value(&text, query, "the scalar")?,
+                timestamp_ms: None,
             }]);
         }
         if data.result_type != "vector" {
@@ -333,6 +334,7 @@ impl PromClient {
                 name,
                 labels: it.metric.into_iter().collect(),
                 value,
+                timestamp_ms: None,
             });
         }
         Ok(out)
@@ -566,15 +568,16 @@ impl PromClient {
         at_ms: i64,
     ) -> ArmAnswer {
         let plan = Plan::new(queries, arm, role);
-        let (selectors, written) = tokio::join!(
+        let (selectors, written, stamps) = tokio::join!(
             join_all(
                 plan.selectors
                     .iter()
                     .map(|(_, q)| self.instant_at(q, at_ms))
             ),
-            join_all(plan.written.iter().map(|(_, q)| self.instant_at(q, at_ms)))
+            join_all(plan.written.iter().map(|(_, q)| self.instant_at(q, at_ms))),
+            join_all(plan.stamps.iter().map(|(_, q)| self.instant_at(q, at_ms)))
         );
-        self.assemble(&plan, selectors, written)
+        self.assemble(&plan, selectors, written, stamps)
     }
 
     /// The same as [`fetch_arm`](Self::fetch_arm) at every `step_ms` from `start_ms` to
@@ -588,7 +591,7 @@ impl PromClient {
         (start_ms, end_ms, step_ms): (i64, i64, i64),
     ) -> Vec<(i64, ArmAnswer)> {
         let plan = Plan::new(queries, arm, role);
-        let (selectors, written) = tokio::join!(
+        let (selectors, written, stamps) = tokio::join!(
             join_all(
                 plan.selectors
                     .iter()
@@ -596,6 +599,11 @@ impl PromClient {
             ),
             join_all(
                 plan.written
+                    .iter()
+                    .map(|(_, q)| self.range_at(q, start_ms, end_ms, step_ms))
+            ),
+            join_all(
+                plan.stamps
                     .iter()
                     .map(|(_, q)| self.range_at(q, start_ms, end_ms, step_ms))
             )
@@ -611,7 +619,10 @@ impl PromClient {
         (0..)
             .map(|k| start_ms + k * step_ms.max(1))
             .take_while(|t| *t <= end_ms)
-            .map(|t| (t, self.assemble(&plan, at(&selectors, t), at(&written, t))))
+            .map(|t| {
+                let answers = (at(&selectors, t), at(&written, t), at(&stamps, t));
+                (t, self.assemble(&plan, answers.0, answers.1, answers.2))
+            })
             .collect()
     }
 
@@ -621,7 +632,9 @@ impl PromClient {
         plan: &Plan,
         selectors: Vec<Result<Vec<OwnedSample>, QueryError>>,
         written: Vec<Result<Vec<OwnedSample>, QueryError>>,
+        stamps: Vec<Result<Vec<OwnedSample>, QueryError>>,
     ) -> ArmAnswer {
+        let stamps = sample_times(&plan.stamps, stamps);
         let mut by_instance: BTreeMap<String, Vec<OwnedSample>> = BTreeMap::new();
         // Overlapping selectors (`x{code=~"5.."}` and `x`) return the same series, evaluated at
         // the same time, so with the same value: it is one series and is kept once. A series
@@ -631,9 +644,10 @@ impl PromClient {
         for (i, ((sel, text), a)) in plan.selectors.iter().zip(selectors).enumerate() {
             let r = a.map(|samples| {
                 let n = samples.len();
-                for s in samples {
+                for mut s in samples {
                     let mut labels = s.labels.clone();
                     labels.sort_unstable();
+                    s.timestamp_ms = stamps.get(&(i, labels.clone())).copied();
                     if *from.entry((s.name.clone(), labels)).or_insert(i) != i {
                         continue;
                     }
@@ -663,16 +677,27 @@ impl PromClient {
 struct Plan {
     selectors: Vec<(Selector, String)>,
     written: Vec<(usize, String)>,
+    /// For the selectors of gauges (by index in `selectors`): `timestamp(...)` of the same
+    /// PromQL, which answers with when each series' sample was scraped. An instant query
+    /// answers with the latest sample in the lookback, so under a rule's interval shorter
+    /// than the scrape interval the same sample comes back again; the collector counts it
+    /// once by its timestamp (see [`ArmCollector`]). Counters need no such query: a repeated
+    /// sample adds nothing to an increase.
+    stamps: Vec<(usize, String)>,
 }
 
 impl Plan {
     fn new(queries: &[MetricQuery], arm: &[Matcher], role: &str) -> Plan {
         let mut sels: Vec<Selector> = Vec::new();
+        let mut gauges: Vec<Selector> = Vec::new();
         let mut written = Vec::new();
         for (i, q) in queries.iter().enumerate() {
             match q {
                 MetricQuery::Series(q) => {
                     for s in std::iter::once(q.sample_selector()).chain(q.divide_by.clone()) {
+                        if q.kind == QueryKind::Gauge && !gauges.contains(&s) {
+                            gauges.push(s.clone());
+                        }
                         if !sels.contains(&s) {
                             sels.push(s);
                         }
@@ -683,15 +708,45 @@ impl Plan {
                 }
             }
         }
-        let selectors = sels
+        let selectors: Vec<(Selector, String)> = sels
             .into_iter()
             .map(|s| {
                 let text = PromClient::promql(&s, arm);
                 (s, text)
             })
             .collect();
-        Plan { selectors, written }
+        let stamps = selectors
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, _))| gauges.contains(s))
+            .map(|(i, (_, text))| (i, format!("timestamp({text})")))
+            .collect();
+        Plan {
+            selectors,
+            written,
+            stamps,
+        }
     }
+}
+
+/// When each gauge selector's series were sampled, by (selector index, sorted labels without
+/// the name, as `timestamp()` answers), in ms. A failed `timestamp()` query only leaves its
+/// samples without a time: they are then used every interval, as before timestamps were read.
+fn sample_times(
+    plan: &[(usize, String)],
+    answers: Vec<Result<Vec<OwnedSample>, QueryError>>,
+) -> HashMap<(usize, Vec<(String, String)>), i64> {
+    let mut out = HashMap::new();
+    for ((i, _), a) in plan.iter().zip(answers) {
+        for s in a.into_iter().flatten() {
+            let mut labels = s.labels;
+            labels.sort_unstable();
+            if s.value.is_finite() {
+                out.insert((*i, labels), (s.value * 1000.0).round() as i64);
+            }
+        }
+    }
+    out
 }
 
 /// Adds one range answer (at most 11 000 steps) to `out`, per evaluation time (ms).
@@ -720,6 +775,7 @@ fn add_matrix(
                     name: name.clone(),
                     labels: labels.clone(),
                     value: parse_value(&text, query, &name)?,
+                    timestamp_ms: None,
                 });
         }
     }

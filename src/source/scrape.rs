@@ -231,7 +231,9 @@ pub fn epoch_ms(t: SystemTime) -> i64 {
 ///
 /// With `honor_timestamps`, a sample's time is the one it exposes (else the scrape's), and
 /// a sample older than [`LOOKBACK`] at scrape time is stale (a cached exporter, a dead
-/// pushgateway group) and is dropped. If that leaves nothing, the scrape is `Empty`.
+/// pushgateway group) and is dropped. If that leaves nothing, the scrape is `Empty`. A gauge
+/// sample whose exposed time has not moved since the last scrape is not read again
+/// ([`crate::series::ArmCollector`]). Without it, exposed times are dropped.
 pub fn parse_body(
     body: &Body,
     strict: bool,
@@ -257,7 +259,12 @@ pub fn parse_body(
     if let Some(dup) = first_duplicate(&exp.samples) {
         return Err(ScrapeError::Duplicate(dup));
     }
-    if honor_timestamps {
+    if !honor_timestamps {
+        // Each sample is then this scrape's: new every interval for the collector too.
+        for s in &mut exp.samples {
+            s.timestamp_ms = None;
+        }
+    } else {
         let oldest = body.scraped_at_ms - LOOKBACK.as_millis() as i64;
         if exp
             .samples
@@ -327,7 +334,11 @@ mod tests {
             .map(|s| s.name)
             .collect();
         assert_eq!(names, ["fresh", "none"]);
-        assert_eq!(parse_body(&b, true, false).unwrap().samples.len(), 3);
+        // Not honoured: every sample is this scrape's, with no exposed time left for the
+        // collector to find unchanged.
+        let kept = parse_body(&b, true, false).unwrap();
+        assert_eq!(kept.samples.len(), 3);
+        assert!(kept.samples.iter().all(|s| s.timestamp_ms.is_none()));
         let only_old = body(
             &format!("old 2 {}\n", now - 6 * 60 * 1000),
             Format::Prometheus,
