@@ -331,7 +331,7 @@ pub fn replay(
             };
             let b = collect(&mut cols.baseline, recs.baseline);
             let c = collect(&mut cols.canary, recs.canary);
-            Frame::from_arms(b, c)
+            crate::series::frame(&mut cols, &spec.queries, b, c)
         });
     judge_frames(
         spec,
@@ -419,10 +419,9 @@ pub async fn replay_prometheus(
         canary: ArmCollector::new(),
     };
     let frames = b.iter().zip(&c).map(|((_, b), (_, c))| {
-        Frame::from_arms(
-            promql::collect(&mut cols.baseline, &spec.queries, b),
-            promql::collect(&mut cols.canary, &spec.queries, c),
-        )
+        let b = promql::collect(&mut cols.baseline, &spec.queries, b);
+        let c = promql::collect(&mut cols.canary, &spec.queries, c);
+        crate::series::frame(&mut cols, &spec.queries, b, c)
     });
     judge_frames(
         spec,

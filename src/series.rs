@@ -27,8 +27,8 @@ pub trait SeriesRef {
     fn labels(&self) -> Vec<(&str, &str)>;
     fn value(&self) -> f64;
     /// When the sample was taken (ms since the Unix epoch), if the source says: a recorded
-    /// file's or an exporter's timestamp. A gauge sample no newer than the one used last
-    /// interval is not a new observation (see [`ArmCollector`]).
+    /// line's, an exporter's, or Prometheus' `timestamp()`. A gauge sample no newer than the
+    /// last one read is not a new observation (see [`ArmCollector`]).
     fn timestamp_ms(&self) -> Option<i64> {
         None
     }
@@ -139,8 +139,16 @@ struct CounterMemory {
 struct TargetMemory {
     scraped_before: bool,
     counters: HashMap<u64, CounterMemory>,
-    /// Per gauge query, the newest sample timestamp already used.
-    gauges_taken: HashMap<usize, i64>,
+    /// Per gauge query: the newest sample read, and its value until an interval judges it.
+    gauges: HashMap<usize, GaugeMemory>,
+}
+
+#[derive(Debug, Default)]
+struct GaugeMemory {
+    /// Time of the newest sample read (none for samples without a time: each read is new).
+    newest_ms: Option<i64>,
+    /// The newest sample's value, while no judged interval has used it.
+    unused: Option<f64>,
 }
 
 /// Remembers the last counter values of one arm's targets between intervals, and which gauge
@@ -151,12 +159,16 @@ struct TargetMemory {
 /// intervals in three. Counted again, one sample would pass for three observations: the
 /// saturation counts triple, and the level check's variance, estimated from differences
 /// between intervals, shrinks towards zero, so a leaking pool was once promoted in five
-/// minutes. So where samples carry timestamps, a target's gauge sample no newer than the one
-/// used last interval is left out, and an arm with no new sample has no data this interval.
+/// minutes. So where samples carry times, each target's gauge sample is kept until an interval
+/// uses it, and a sample no newer than the last one read is not new; [`frame`] judges a gauge
+/// only when both arms have a sample not used before (their targets are scraped at their own
+/// offsets, so the arms' new samples seldom arrive in the same interval).
 #[derive(Debug, Default)]
 pub struct ArmCollector {
     targets: HashMap<String, TargetMemory>,
     round: u64,
+    /// Gauge queries that had values this round, all used already.
+    waiting: HashSet<usize>,
 }
 
 /// Series unseen for this many rounds are forgotten (bounded memory under label churn).
@@ -215,11 +227,26 @@ impl ArmCollector {
                 .retain(|_, c| round - c.seen_round < PRUNE_AFTER_ROUNDS);
         }
 
+        self.waiting = out
+            .iter()
+            .enumerate()
+            .filter(|(_, acc)| acc.stale && acc.gauges.is_empty())
+            .map(|(qi, _)| qi)
+            .collect();
         queries
             .iter()
             .zip(out)
             .map(|(q, acc)| finish(q, acc, ok_targets, &errors))
             .collect()
+    }
+
+    /// Marks every target's unused sample of gauge query `qi` as used (see [`frame`]).
+    fn used(&mut self, qi: usize) {
+        for mem in self.targets.values_mut() {
+            if let Some(g) = mem.gauges.get_mut(&qi) {
+                g.unused = None;
+            }
+        }
     }
 }
 
@@ -308,7 +335,9 @@ fn fold_gauge<S: SeriesRef>(
             _ => None,
         },
     };
+    let memory = mem.gauges.entry(qi).or_default();
     let Some(v) = value.filter(|v| v.is_finite()) else {
+        memory.unused = None;
         return;
     };
     let newest = std::iter::once(&q.selector)
@@ -316,17 +345,58 @@ fn fold_gauge<S: SeriesRef>(
         .flat_map(|sel| samples.iter().filter(move |s| selected(sel, *s)))
         .filter_map(SeriesRef::timestamp_ms)
         .max();
-    if let Some(ts) = newest {
-        if mem.gauges_taken.get(&qi).is_some_and(|&taken| ts <= taken) {
-            acc.stale = true;
-            return;
-        }
-        mem.gauges_taken.insert(qi, ts);
+    if newest.is_none() || newest > memory.newest_ms {
+        *memory = GaugeMemory {
+            newest_ms: newest,
+            unused: Some(v),
+        };
     }
     acc.matched = true;
     acc.had_delta = true;
-    acc.gauges.push(v);
+    match memory.unused {
+        Some(u) => acc.gauges.push(u),
+        None => acc.stale = true,
+    }
 }
+
+/// One interval's frame from both arms' answers (`b`, `c`, one per query) and their
+/// collectors: a gauge is judged only when both arms have a sample no interval used before,
+/// and those samples are then used. Until then the arm with one waits for the other (both
+/// have no data for that check), keeping its sample.
+pub fn frame(
+    cols: &mut crate::query::Arms<ArmCollector>,
+    queries: &[MetricQuery],
+    mut b: Vec<Fetch>,
+    mut c: Vec<Fetch>,
+) -> crate::query::Frame {
+    let gauges = queries
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| matches!(q, MetricQuery::Series(q) if q.kind == QueryKind::Gauge));
+    for (qi, _) in gauges {
+        let (Some(fb), Some(fc)) = (b.get_mut(qi), c.get_mut(qi)) else {
+            continue;
+        };
+        match (&*fb, &*fc) {
+            (Fetch::Value(_), Fetch::Value(_)) => {
+                cols.baseline.used(qi);
+                cols.canary.used(qi);
+            }
+            (Fetch::Value(_), Fetch::NoData(_)) if cols.canary.waiting.contains(&qi) => {
+                *fb = Fetch::NoData(WAITS.into());
+            }
+            (Fetch::NoData(_), Fetch::Value(_)) if cols.baseline.waiting.contains(&qi) => {
+                *fc = Fetch::NoData(WAITS.into());
+            }
+            _ => {}
+        }
+    }
+    crate::query::Frame::from_arms(b, c)
+}
+
+/// Why an arm with a new gauge sample has no data this interval.
+const WAITS: &str =
+    "a new sample waits for one from the other arm (scraped less often than the rule's interval)";
 
 /// A query's answer for the interval, from what every target contributed.
 fn finish(q: &MetricQuery, acc: Acc, ok_targets: usize, errors: &[String]) -> Fetch {
@@ -351,11 +421,6 @@ fn finish(q: &MetricQuery, acc: Acc, ok_targets: usize, errors: &[String]) -> Fe
         return Fetch::Error(dup);
     }
     if !acc.matched {
-        if acc.stale {
-            return Fetch::NoData(
-                "no sample newer than the last interval's: the series is scraped less often than the rule's interval".into(),
-            );
-        }
         if acc.non_finite {
             return Fetch::NoData(format!(
                 "{} matched only NaN or infinite values",
@@ -366,6 +431,11 @@ fn finish(q: &MetricQuery, acc: Acc, ok_targets: usize, errors: &[String]) -> Fe
     }
     if !acc.had_delta {
         return Fetch::NoData("first scrape: establishing counter baselines".into());
+    }
+    if acc.stale && acc.gauges.is_empty() {
+        return Fetch::NoData(
+            "no sample newer than the one already judged: the series is scraped less often than the rule's interval".into(),
+        );
     }
     Fetch::Value(acc.finish())
 }
@@ -418,7 +488,7 @@ struct Acc {
     non_finite: bool,
     /// The first series seen twice in one target's answer.
     duplicate: Option<String>,
-    /// Some target's gauge sample was the one already used last interval.
+    /// Some target's gauge sample was used already and nothing newer came.
     stale: bool,
     total: f64,
     gauges: Vec<f64>,
@@ -467,7 +537,7 @@ impl Acc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::SeriesQuery;
+    use crate::query::{Arms, SeriesQuery};
 
     fn s(name: &str, labels: &[(&str, &str)], value: f64) -> OwnedSample {
         OwnedSample {
@@ -634,39 +704,55 @@ mod tests {
     }
 
     #[test]
-    fn a_gauge_sample_seen_before_is_not_counted_again() {
-        // Scraped every 30 s, read every 10 s: `b` answers with the sample it gave last time.
+    fn a_gauge_is_judged_when_both_arms_have_a_sample_not_used_before() {
+        // Scraped every 30 s and read every 10 s, each arm's target at its own offset.
         let qs = [q(QueryKind::Gauge, "inuse")];
-        let mut c = ArmCollector::new();
+        let mut cols: Arms<ArmCollector> = Arms::default();
         let at = |ms: i64, v: f64| OwnedSample {
             timestamp_ms: Some(ms),
             ..s("inuse", &[], v)
         };
-        let mut round = |a: OwnedSample, b: OwnedSample| {
-            run(&mut c, &qs, &[("a", vec![a]), ("b", vec![b])]).remove(0)
+        let mut round = |b: OwnedSample, c: OwnedSample| {
+            let fb = run(&mut cols.baseline, &qs, &[("b0", vec![b])]);
+            let fc = run(&mut cols.canary, &qs, &[("c0", vec![c])]);
+            frame(&mut cols, &qs, fb, fc).values.remove(0)
         };
-        assert_eq!(
-            round(at(1_000, 3.0), at(2_000, 5.0)),
-            Fetch::Value(Observed::Gauge(vec![3.0, 5.0]))
-        );
-        assert_eq!(
-            round(at(11_000, 4.0), at(2_000, 5.0)),
-            Fetch::Value(Observed::Gauge(vec![4.0]))
-        );
+        let value = |v: f64| Fetch::Value(Observed::Gauge(vec![v]));
+        let both = |b: f64, c: f64| Arms {
+            baseline: value(b),
+            canary: value(c),
+        };
+        let no_data = |f: &Fetch, why: &str| matches!(f, Fetch::NoData(m) if m.contains(why));
+        assert_eq!(round(at(1_000, 3.0), at(2_000, 5.0)), both(3.0, 5.0));
+        // Only the baseline has a new sample: it waits for the canary's.
         let r = round(at(11_000, 4.0), at(2_000, 5.0));
         assert!(
-            matches!(&r, Fetch::NoData(m) if m.contains("scraped less often than the rule's interval")),
+            no_data(&r.baseline, "waits for one from the other arm"),
             "{r:?}"
         );
-        assert_eq!(
-            round(at(21_000, 6.0), at(32_000, 7.0)),
-            Fetch::Value(Observed::Gauge(vec![6.0, 7.0]))
+        assert!(no_data(&r.canary, "scraped less often"), "{r:?}");
+        let r = round(at(11_000, 4.0), at(2_000, 5.0));
+        assert!(
+            no_data(&r.baseline, "waits") && no_data(&r.canary, "scraped"),
+            "{r:?}"
         );
-        // Without timestamps (a scrape of an exporter that writes none) every read counts.
-        let mut c = ArmCollector::new();
+        // The canary's arrives: judged with the baseline's kept sample, each used once.
+        assert_eq!(round(at(11_000, 4.0), at(22_000, 6.0)), both(4.0, 6.0));
+        let r = round(at(11_000, 4.0), at(22_000, 6.0));
+        assert!(
+            no_data(&r.baseline, "scraped") && no_data(&r.canary, "scraped"),
+            "{r:?}"
+        );
+        // Without timestamps (an exporter that writes none) every read is new.
+        let mut cols: Arms<ArmCollector> = Arms::default();
         for _ in 0..2 {
-            let r = run(&mut c, &qs, &[("a", vec![s("inuse", &[], 3.0)])]).remove(0);
-            assert_eq!(r, Fetch::Value(Observed::Gauge(vec![3.0])));
+            let fb = run(
+                &mut cols.baseline,
+                &qs,
+                &[("b0", vec![s("inuse", &[], 3.0)])],
+            );
+            let fc = run(&mut cols.canary, &qs, &[("c0", vec![s("inuse", &[], 5.0)])]);
+            assert_eq!(frame(&mut cols, &qs, fb, fc).values[0], both(3.0, 5.0));
         }
     }
 

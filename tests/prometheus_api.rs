@@ -185,29 +185,40 @@ fn a_gauge_sample_read_again_before_the_next_scrape_counts_once() {
     runtime().block_on(async {
         let client = PromClient::new(&PrometheusConfig::new(&prom.url)).unwrap();
         let queries = [q(QueryKind::Gauge, "mem_bytes")];
-        let canary = arms().canary;
         let t = now_ms() - 3000;
-        let mut col = rollguard::series::ArmCollector::new();
-        let first = client.fetch_arm(&queries, &canary, "canary", t).await;
-        // Each sample carries when Prometheus scraped it: within a scrape interval (1 s) of t.
-        for (_, samples) in &first.instances {
-            for s in samples {
-                let ts = s.timestamp_ms.expect("a gauge's sample time");
-                assert!(ts <= t && ts > t - 2000, "{ts} vs {t}");
+        let mut cols: Arms<rollguard::series::ArmCollector> = Arms::default();
+        let (a, client) = (arms(), &client);
+        let mut read = async |at_ms: i64| {
+            let b = client
+                .fetch_arm(&queries, &a.baseline, "baseline", at_ms)
+                .await;
+            let c = client.fetch_arm(&queries, &a.canary, "canary", at_ms).await;
+            // Each sample carries when Prometheus scraped it: within a scrape interval (1 s).
+            for (_, samples) in b.instances.iter().chain(&c.instances) {
+                for s in samples {
+                    let ts = s.timestamp_ms.expect("a gauge's sample time");
+                    assert!(ts <= at_ms && ts > at_ms - 2000, "{ts} vs {at_ms}");
+                }
             }
+            let fb = promql::collect(&mut cols.baseline, &queries, &b);
+            let fc = promql::collect(&mut cols.canary, &queries, &c);
+            rollguard::series::frame(&mut cols, &queries, fb, fc)
+                .values
+                .remove(0)
+        };
+        let both = Arms {
+            baseline: Fetch::Value(Observed::Gauge(vec![1000.0, 1000.0])),
+            canary: Fetch::Value(Observed::Gauge(vec![1000.0, 1000.0])),
+        };
+        assert_eq!(read(t).await, both);
+        let again = read(t).await;
+        for f in [&again.baseline, &again.canary] {
+            assert!(
+                matches!(f, Fetch::NoData(m) if m.contains("scraped less often")),
+                "{again:?}"
+            );
         }
-        let both = Fetch::Value(Observed::Gauge(vec![1000.0, 1000.0]));
-        assert_eq!(promql::collect(&mut col, &queries, &first)[0], both);
-        let again = client.fetch_arm(&queries, &canary, "canary", t).await;
-        let r = promql::collect(&mut col, &queries, &again).remove(0);
-        assert!(
-            matches!(&r, Fetch::NoData(m) if m.contains("scraped less often")),
-            "{r:?}"
-        );
-        let later = client
-            .fetch_arm(&queries, &canary, "canary", t + 1500)
-            .await;
-        assert_eq!(promql::collect(&mut col, &queries, &later)[0], both);
+        assert_eq!(read(t + 1500).await, both);
     });
 }
 

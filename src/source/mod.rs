@@ -126,7 +126,7 @@ impl DeploymentSource {
                 self.fetch_prometheus(&client, &arms, offset, queries).await
             }
         };
-        Frame::from_arms(b, c)
+        crate::series::frame(&mut self.collectors, queries, b, c)
     }
 
     async fn fetch_prometheus(
