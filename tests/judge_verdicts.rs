@@ -316,3 +316,32 @@ fn arms_started_together_are_judged_after_the_warm_up() {
         last.t
     );
 }
+
+/// A new version whose histogram shares no finite bucket edge with the baseline's cannot be
+/// compared on latency, and the check says why instead of waiting in silence.
+#[test]
+fn histograms_without_a_shared_edge_say_so() {
+    let s = spec(
+        "analysis: h\ninterval: 10s\nwarmup: 30s\nmin_duration: 5m\nmax_duration: 10m\nalpha: 0.01\nchecks:\n  - name: latency\n    kind: histogram\n    metric: 'lat'\n",
+    );
+    let buckets = |les: [f64; 2]| {
+        Fetch::Value(Observed::Buckets(vec![
+            (les[0], 50.0),
+            (les[1], 90.0),
+            (f64::INFINITY, 100.0),
+        ]))
+    };
+    let steps = run(&s, |_, _| Frame {
+        values: vec![Arms {
+            baseline: buckets([0.1, 0.5]),
+            canary: buckets([0.2, 1.0]),
+        }],
+    });
+    let last = &steps.last().expect("steps").checks[0];
+    assert!(
+        last.explanation
+            .contains("share no finite bucket edge (did the new version change its buckets?)"),
+        "{}",
+        last.explanation
+    );
+}

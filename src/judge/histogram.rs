@@ -38,6 +38,10 @@ pub struct HistogramState {
     per_minute: u32,
     /// Baseline buckets seen before the edges were chosen (warm-up).
     calibration: Vec<(f64, f64)>,
+    /// The canary's bucket edges when the edges were chosen: only edges both arms have are
+    /// tested, so a new version that changes its buckets is still judged where they agree.
+    #[serde(default)]
+    canary_les: Vec<f64>,
     edges: Vec<Edge>,
     /// Cumulative buckets per arm since the end of warm-up, for display quantiles.
     cum: [Vec<(f64, f64)>; 2],
@@ -54,6 +58,14 @@ fn add_into(acc: &mut Vec<(f64, f64)>, b: &[(f64, f64)]) {
     acc.sort_by(|a, b| a.0.total_cmp(&b.0));
 }
 
+/// `b`'s buckets at the edges `other` has too.
+fn shared_buckets(b: &[(f64, f64)], other: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    b.iter()
+        .filter(|(le, _)| count_at(other, *le).is_some())
+        .copied()
+        .collect()
+}
+
 fn count_at(b: &[(f64, f64)], le: f64) -> Option<f64> {
     b.iter().find(|(l, _)| *l == le).map(|x| x.1)
 }
@@ -68,14 +80,15 @@ impl HistogramState {
             tolerance,
             per_minute,
             calibration: Vec::new(),
+            canary_les: Vec::new(),
             edges: Vec::new(),
             cum: [Vec::new(), Vec::new()],
             total: [0.0; 2],
         }
     }
 
-    /// For each quantile, the finite edge whose cumulative share in `cal` is nearest to it
-    /// (with at least some requests above it).
+    /// For each quantile, the finite edge both arms have whose cumulative share in the
+    /// baseline's calibration is nearest to it (with at least some requests above it).
     fn choose_edges(&mut self, quantiles: &[f64]) {
         let Some(tot) = total(&self.calibration).filter(|t| *t > 0.0) else {
             return;
@@ -85,7 +98,7 @@ impl HistogramState {
             let best = self
                 .calibration
                 .iter()
-                .filter(|(le, c)| le.is_finite() && *c < tot)
+                .filter(|(le, c)| le.is_finite() && *c < tot && self.canary_les.contains(le))
                 .min_by(|a, b| ((a.1 / tot) - q).abs().total_cmp(&((b.1 / tot) - q).abs()));
             if let Some(&(le, _)) = best
                 && !les.contains(&le)
@@ -129,6 +142,7 @@ impl HistogramState {
         }
         if ctx.in_warmup || self.edges.is_empty() {
             add_into(&mut self.calibration, b.baseline);
+            self.canary_les = b.canary.iter().map(|x| x.0).collect();
             if ctx.in_warmup {
                 return Partial::pending(format!(
                     "warm-up until {}",
@@ -137,9 +151,15 @@ impl HistogramState {
             }
             self.choose_edges(quantiles);
             if self.edges.is_empty() {
-                return Partial::missing(Missing::NoData(
-                    "the baseline histogram has no finite bucket with requests above it yet".into(),
-                ));
+                let shared = self
+                    .calibration
+                    .iter()
+                    .any(|(le, _)| le.is_finite() && self.canary_les.contains(le));
+                return Partial::missing(Missing::NoData(if shared {
+                    "the baseline histogram has no finite bucket with requests above it yet".into()
+                } else {
+                    "the arms' histograms share no finite bucket edge (did the new version change its buckets?)".into()
+                }));
             }
             // The interval used to choose the edges is not tested (edges must not depend on
             // the data they are tested on).
@@ -201,14 +221,17 @@ impl HistogramState {
             f64::NAN
         };
         let b = Bounded::from_grid(&w.grid.base, ctx.alpha, empirical);
+        // Shown quantiles interpolate over the edges both arms have: an arm with coarser
+        // buckets would otherwise read slower (or faster) than it is.
+        let [base, can] = [0, 1].map(|i| shared_buckets(&self.cum[i], &self.cum[1 - i]));
         let qs: Vec<String> = quantiles
             .iter()
             .map(|&q| {
                 format!(
                     "p{} {} vs {}",
                     (q * 100.0).to_string().trim_end_matches(".0"),
-                    seconds(histogram_quantile(q, &self.cum[1])),
-                    seconds(histogram_quantile(q, &self.cum[0]))
+                    seconds(histogram_quantile(q, &can)),
+                    seconds(histogram_quantile(q, &base))
                 )
             })
             .collect();
