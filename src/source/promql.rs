@@ -620,8 +620,8 @@ impl PromClient {
             .map(|k| start_ms + k * step_ms.max(1))
             .take_while(|t| *t <= end_ms)
             .map(|t| {
-                let answers = (at(&selectors, t), at(&written, t), at(&stamps, t));
-                (t, self.assemble(&plan, answers.0, answers.1, answers.2))
+                let (s, w, st) = (at(&selectors, t), at(&written, t), at(&stamps, t));
+                (t, self.assemble(&plan, s, w, st))
             })
             .collect()
     }
