@@ -240,6 +240,11 @@ impl ArmCollector {
             .collect()
     }
 
+    /// Whether a gauge had no new sample this round (scraped less often than read).
+    pub fn gauges_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// Marks every target's unused sample of gauge query `qi` as used (see [`frame`]).
     fn used(&mut self, qi: usize) {
         for mem in self.targets.values_mut() {

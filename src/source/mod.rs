@@ -75,6 +75,8 @@ pub struct DeploymentSource {
     /// How long one round of scrapes may take (the analysis interval): a target not scraped
     /// by then is missing for this interval.
     round_budget: Option<std::time::Duration>,
+    /// Whether the log has said that gauges are scraped less often than the interval.
+    told_sparse: bool,
 }
 
 impl DeploymentSource {
@@ -90,6 +92,7 @@ impl DeploymentSource {
             exported: BTreeMap::new(),
             backend_error: None,
             round_budget: None,
+            told_sparse: false,
         }
     }
 
@@ -126,7 +129,19 @@ impl DeploymentSource {
                 self.fetch_prometheus(&client, &arms, offset, queries).await
             }
         };
-        crate::series::frame(&mut self.collectors, queries, b, c)
+        let frame = crate::series::frame(&mut self.collectors, queries, b, c);
+        if !self.told_sparse
+            && [&self.collectors.baseline, &self.collectors.canary]
+                .iter()
+                .any(|c| c.gauges_waiting())
+        {
+            self.told_sparse = true;
+            tracing::info!(
+                deployment = %self.deployment,
+                "gauge samples arrive less often than the rule's interval: each is judged once, when both arms have a new one (docs/sources.md)"
+            );
+        }
+        frame
     }
 
     async fn fetch_prometheus(
