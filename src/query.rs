@@ -21,8 +21,13 @@ pub enum QueryKind {
     /// (resets handled like PromQL's `increase`).
     Counter,
     /// Instant value per instance (sum of the instance's matched series, or the ratio of two
-    /// such sums with `divide_by`).
+    /// such sums with `divide_by`), each sample judged once (see
+    /// [`crate::series::ArmCollector`]): for levels, counts and samples.
     Gauge,
+    /// The same value, every instance's latest sample at every interval whether it is new or
+    /// not: for the growth check's floors (a minimum over a window, which a repeated sample
+    /// does not change) and start times, which need every instance every interval.
+    Latest,
     /// Increase of the classic histogram buckets `<name>_bucket{le=..}` per `le`.
     Histogram,
 }

@@ -635,7 +635,9 @@ fn compile_check(
         })
     };
     let s = &c.settings;
-    let gauge = |intern: &mut dyn FnMut(MetricQuery) -> usize| -> Result<usize, ParamError> {
+    let gauge = |intern: &mut dyn FnMut(MetricQuery) -> usize,
+                 kind: QueryKind|
+     -> Result<usize, ParamError> {
         if let Some((_, text)) = c.selectors.iter().find(|(r, _)| *r == SelectorRole::Query) {
             let text = written::fill_params(text, |n| params.get(n).cloned())
                 .map_err(|e| ParamError::selector(&c.name, e))?;
@@ -647,7 +649,7 @@ fn compile_check(
         }
         Ok(intern(
             SeriesQuery {
-                kind: QueryKind::Gauge,
+                kind,
                 selector: need(SelectorRole::Metric)?,
                 divide_by: sel(SelectorRole::DivideBy)?,
             }
@@ -674,15 +676,15 @@ fn compile_check(
             tolerance: s.tolerance,
         },
         CheckKind::Growth => CheckConfig::Growth {
-            metric: gauge(intern)?,
+            metric: gauge(intern, QueryKind::Latest)?,
             start_time: sel(SelectorRole::StartTime)?
-                .map(|s| intern(MetricQuery::series(QueryKind::Gauge, s))),
+                .map(|s| intern(MetricQuery::series(QueryKind::Latest, s))),
             max_extra_slope: s.max_extra_slope,
             limit: s.limit,
             min_time_to_limit: s.min_time_to_limit,
         },
         CheckKind::Gauge => CheckConfig::Gauge {
-            metric: gauge(intern)?,
+            metric: gauge(intern, QueryKind::Gauge)?,
             worse_when: s.worse_when,
             tolerance: s.tolerance,
             above: s.above,
@@ -695,7 +697,7 @@ fn compile_check(
                 }
             } else {
                 ThresholdSource::Gauge {
-                    metric: gauge(intern)?,
+                    metric: gauge(intern, QueryKind::Gauge)?,
                 }
             };
             CheckConfig::Threshold {
@@ -706,7 +708,7 @@ fn compile_check(
             }
         }
         CheckKind::MannWhitney => CheckConfig::MannWhitney {
-            metric: gauge(intern)?,
+            metric: gauge(intern, QueryKind::Gauge)?,
             worse_when: s.worse_when,
             tolerance: s.tolerance,
             confidence: s.confidence,

@@ -219,7 +219,9 @@ impl ArmCollector {
                     QueryKind::Counter | QueryKind::Histogram => {
                         fold_counters(acc, mem, qi, q, samples, t.target, first, round, &mut seen)
                     }
-                    QueryKind::Gauge => fold_gauge(acc, mem, qi, q, samples, t.target, &mut seen),
+                    QueryKind::Gauge | QueryKind::Latest => {
+                        fold_gauge(acc, mem, qi, q, samples, t.target, &mut seen)
+                    }
                 }
             }
             mem.scraped_before = true;
@@ -340,11 +342,19 @@ fn fold_gauge<S: SeriesRef>(
             _ => None,
         },
     };
-    let memory = mem.gauges.entry(qi).or_default();
     let Some(v) = value.filter(|v| v.is_finite()) else {
-        memory.unused = None;
+        if let Some(g) = mem.gauges.get_mut(&qi) {
+            g.unused = None;
+        }
         return;
     };
+    acc.matched = true;
+    acc.had_delta = true;
+    if q.kind == QueryKind::Latest {
+        acc.gauges.push(v);
+        return;
+    }
+    let memory = mem.gauges.entry(qi).or_default();
     let newest = std::iter::once(&q.selector)
         .chain(q.divide_by.as_ref())
         .flat_map(|sel| samples.iter().filter(move |s| selected(sel, *s)))
@@ -356,8 +366,6 @@ fn fold_gauge<S: SeriesRef>(
             unused: Some(v),
         };
     }
-    acc.matched = true;
-    acc.had_delta = true;
     match memory.unused {
         Some(u) => acc.gauges.push(u),
         None => acc.stale = true,
@@ -518,7 +526,7 @@ impl Acc {
     fn finish(self) -> Observed {
         match self.kind {
             QueryKind::Counter => Observed::Counter(self.total),
-            QueryKind::Gauge => Observed::Gauge(self.gauges),
+            QueryKind::Gauge | QueryKind::Latest => Observed::Gauge(self.gauges),
             QueryKind::Histogram => {
                 let mut b: Vec<(f64, f64)> = self
                     .buckets
@@ -748,6 +756,14 @@ mod tests {
             no_data(&r.baseline, "scraped") && no_data(&r.canary, "scraped"),
             "{r:?}"
         );
+        // The growth check's kind reads every instance's latest sample every interval.
+        let latest = [q(QueryKind::Latest, "inuse")];
+        let mut cols: Arms<ArmCollector> = Arms::default();
+        for _ in 0..2 {
+            let fb = run(&mut cols.baseline, &latest, &[("b0", vec![at(1_000, 3.0)])]);
+            let fc = run(&mut cols.canary, &latest, &[("c0", vec![at(2_000, 5.0)])]);
+            assert_eq!(frame(&mut cols, &latest, fb, fc).values[0], both(3.0, 5.0));
+        }
         // Without timestamps (an exporter that writes none) every read is new.
         let mut cols: Arms<ArmCollector> = Arms::default();
         for _ in 0..2 {
