@@ -232,7 +232,7 @@ impl ArmCollector {
         self.waiting = out
             .iter()
             .enumerate()
-            .filter(|(_, acc)| acc.stale && acc.gauges.is_empty())
+            .filter(|(_, acc)| acc.waits())
             .map(|(qi, _)| qi)
             .collect();
         queries
@@ -321,9 +321,12 @@ fn fold_gauge<S: SeriesRef>(
     target: &str,
     seen: &mut HashSet<u64>,
 ) {
+    // The newest time among the samples read (`None` when none has one).
+    let mut newest: Option<i64> = None;
     for sel in std::iter::once(&q.selector).chain(q.divide_by.as_ref()) {
         seen.clear();
         for s in samples.iter().filter(|s| selected(sel, *s)) {
+            newest = newest.max(s.timestamp_ms());
             if !seen.insert(series_key(qi, s)) {
                 acc.duplicate
                     .get_or_insert_with(|| duplicate_message(target, s));
@@ -355,11 +358,6 @@ fn fold_gauge<S: SeriesRef>(
         return;
     }
     let memory = mem.gauges.entry(qi).or_default();
-    let newest = std::iter::once(&q.selector)
-        .chain(q.divide_by.as_ref())
-        .flat_map(|sel| samples.iter().filter(move |s| selected(sel, *s)))
-        .filter_map(SeriesRef::timestamp_ms)
-        .max();
     if newest.is_none() || newest > memory.newest_ms {
         *memory = GaugeMemory {
             newest_ms: newest,
@@ -445,7 +443,7 @@ fn finish(q: &MetricQuery, acc: Acc, ok_targets: usize, errors: &[String]) -> Fe
     if !acc.had_delta {
         return Fetch::NoData("first scrape: establishing counter baselines".into());
     }
-    if acc.stale && acc.gauges.is_empty() {
+    if acc.waits() {
         return Fetch::NoData(
             "no sample newer than the one already judged: the series is scraped less often than the rule's interval".into(),
         );
@@ -521,6 +519,11 @@ impl Acc {
             gauges: Vec::new(),
             buckets: HashMap::new(),
         }
+    }
+
+    /// A gauge whose every sample was used already: it waits for a newer one.
+    fn waits(&self) -> bool {
+        self.stale && self.gauges.is_empty()
     }
 
     fn finish(self) -> Observed {

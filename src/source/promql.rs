@@ -647,7 +647,7 @@ impl PromClient {
                 for mut s in samples {
                     let mut labels = s.labels.clone();
                     labels.sort_unstable();
-                    s.timestamp_ms = stamps.get(&(i, labels.clone())).copied();
+                    s.timestamp_ms = stamps.get(&i).and_then(|t| t.get(&labels)).copied();
                     if *from.entry((s.name.clone(), labels)).or_insert(i) != i {
                         continue;
                     }
@@ -729,20 +729,22 @@ impl Plan {
     }
 }
 
-/// When each gauge selector's series were sampled, by (selector index, sorted labels without
-/// the name, as `timestamp()` answers), in ms. A failed `timestamp()` query only leaves its
+/// When each gauge selector's series were sampled: per selector index, by sorted labels
+/// without the name (as `timestamp()` answers), in ms. Only gauge selectors have an entry, so
+/// the samples of counters are not looked up. A failed `timestamp()` query only leaves its
 /// samples without a time: they are then used every interval, as before timestamps were read.
 fn sample_times(
     plan: &[(usize, String)],
     answers: Vec<Result<Vec<OwnedSample>, QueryError>>,
-) -> HashMap<(usize, Vec<(String, String)>), i64> {
-    let mut out = HashMap::new();
+) -> HashMap<usize, HashMap<Vec<(String, String)>, i64>> {
+    let mut out: HashMap<usize, HashMap<_, _>> = HashMap::new();
     for ((i, _), a) in plan.iter().zip(answers) {
+        let times = out.entry(*i).or_default();
         for s in a.into_iter().flatten() {
             let mut labels = s.labels;
             labels.sort_unstable();
             if s.value.is_finite() {
-                out.insert((*i, labels), (s.value * 1000.0).round() as i64);
+                times.insert(labels, (s.value * 1000.0).round() as i64);
             }
         }
     }
