@@ -147,6 +147,7 @@ impl CheckKind {
                 "metric",
                 "divide_by",
                 "query",
+                "requests",
                 "worse_when",
                 "tolerance",
                 "above",
@@ -250,6 +251,9 @@ pub enum CheckConfig {
     },
     Gauge {
         metric: usize,
+        /// Request counter by which a level is compared at equal load per instance, when the
+        /// rule names one.
+        requests: Option<usize>,
         worse_when: Direction,
         tolerance: f64,
         above: Option<f64>,
@@ -685,6 +689,8 @@ fn compile_check(
         },
         CheckKind::Gauge => CheckConfig::Gauge {
             metric: gauge(intern, QueryKind::Gauge)?,
+            requests: sel(SelectorRole::Requests)?
+                .map(|s| intern(MetricQuery::series(QueryKind::Counter, s))),
             worse_when: s.worse_when,
             tolerance: s.tolerance,
             above: s.above,
@@ -1183,6 +1189,18 @@ impl Validator<'_> {
             self.selector_ok(s, "start_time", params);
             selectors.push((SelectorRole::StartTime, s.value.clone()));
         }
+        if kind == CheckKind::Gauge
+            && let Some(r) = &c.requests
+        {
+            if c.above.is_some() {
+                self.err(
+                    loc(r),
+                    "`requests` compares a level at equal load per instance; a check with `above` counts instances beyond a value, which load does not scale",
+                );
+            }
+            self.selector_ok(r, "requests", params);
+            selectors.push((SelectorRole::Requests, r.value.clone()));
+        }
         selectors
     }
 
@@ -1591,6 +1609,36 @@ on_fail: [rollback, chat]
                 .any(|m| m.starts_with(start) && says.iter().all(|s| m.contains(s)));
             assert!(found, "{start} {says:?}: {e:#?}");
         }
+    }
+
+    #[test]
+    fn a_level_compared_at_equal_load_reads_the_request_counter() {
+        let gauge = |extra: &str| {
+            format!(
+                "analysis: pool\ninterval: 10s\nmax_duration: 30m\nchecks:\n  - name: held\n    kind: gauge\n    metric: 'in_use'\n    requests: 'http_requests_total'\n{extra}"
+            )
+        };
+        let t = parse_rule_file(Path::new("r.yaml"), &gauge(""), None).unwrap();
+        let spec = t.instantiate(&BTreeMap::new()).unwrap();
+        let CheckConfig::Gauge {
+            requests: Some(r), ..
+        } = spec.checks[0].config
+        else {
+            panic!("{:?}", spec.checks[0].config);
+        };
+        assert_eq!(
+            spec.queries[r],
+            MetricQuery::series(
+                QueryKind::Counter,
+                Selector::parse("http_requests_total").unwrap()
+            )
+        );
+        // Counting instances beyond a value is not scaled by load: said, at the field.
+        let e = errs(&gauge("    above: 0.9\n"));
+        assert!(
+            e[0].starts_with("r.yaml:8:15: `requests` compares a level at equal load"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct Nuisances {
     /// Both arms fail 30 % of requests for two minutes (a shared dependency outage).
     #[serde(default)]
     pub shared_outage: bool,
+    /// The canary's traffic share steps to 50 % at 4 minutes (a background analysis that
+    /// runs across a rollout's weight steps), from the scenario's `canary_share`.
+    #[serde(default)]
+    pub weight_step: bool,
     /// The baseline has run for a day (the stable pods of an in-place canary), so only the
     /// canary warms up after the deployment.
     #[serde(default)]
@@ -167,6 +171,8 @@ pub struct Instance {
     rss_base: f64,
     restart_at: Option<f64>,
     restarted: bool,
+    /// When the traffic share steps, and the instance's requests per second from then.
+    rps_step: Option<(f64, f64)>,
     started_at: f64,
     // counters
     requests: BTreeMap<(usize, &'static str), f64>,
@@ -188,11 +194,14 @@ impl Instance {
     /// An instance of `scenario`; `index` numbers instances within the arm.
     pub fn new(s: &Scenario, canary: bool, index: usize) -> Instance {
         let n = s.instances_per_arm.max(1) as f64;
-        let share = if canary {
-            s.canary_share
-        } else {
-            1.0 - s.canary_share
+        let share_of = |canary_share: f64| {
+            if canary {
+                canary_share
+            } else {
+                1.0 - canary_share
+            }
         };
+        let share = share_of(s.canary_share);
         let mut rng = Rng::new(
             s.seed
                 .wrapping_mul(1_000_003)
@@ -219,6 +228,10 @@ impl Instance {
             rss_base: 140.0 * MIB * (0.97 + 0.06 * rng.uniform()),
             restart_at,
             restarted: false,
+            rps_step: s
+                .nuisances
+                .weight_step
+                .then(|| (240.0, s.total_rps * share_of(0.5) / n)),
             started_at: if s.nuisances.old_baseline && !canary {
                 -86_400.0
             } else {
@@ -284,7 +297,10 @@ impl Instance {
                 return;
             }
         }
-        let mut rps = self.rps;
+        let mut rps = match self.rps_step {
+            Some((at, stepped)) if self.t >= at => stepped,
+            _ => self.rps,
+        };
         if self.nuisances.surge && self.t >= 900.0 && self.t < 1200.0 {
             rps *= 3.0;
         }
@@ -757,6 +773,23 @@ pub fn catalogue(seed: u64) -> Vec<(Scenario, bool)> {
             true,
         );
     }
+    // The db-pool template where a canary pod's load differs from a baseline pod's: a mesh
+    // weight that does not follow the pod counts, and a weight raised mid-analysis.
+    for (name, share, step) in [
+        ("pool-aa", 0.5, false),
+        ("pool-aa-share0.1", 0.1, false),
+        ("pool-aa-share0.8", 0.8, false),
+        ("pool-aa-weight-step", 0.1, true),
+    ] {
+        add(
+            name,
+            &|s| {
+                s.canary_share = share;
+                s.nuisances.weight_step = step;
+            },
+            false,
+        );
+    }
     add(
         "pool-exhaustion",
         &|s| s.fault = Fault::PoolExhaustion,
@@ -766,6 +799,14 @@ pub fn catalogue(seed: u64) -> Vec<(Scenario, bool)> {
         add(
             &format!("connection-leak-{per_min}-min"),
             &|s| s.fault = Fault::ConnectionLeak { per_min },
+            true,
+        );
+        add(
+            &format!("connection-leak-{per_min}-min-share0.1"),
+            &|s| {
+                s.fault = Fault::ConnectionLeak { per_min };
+                s.canary_share = 0.1;
+            },
             true,
         );
     }

@@ -342,3 +342,26 @@ fn a_new_version_with_other_buckets_is_judged_on_the_edges_both_have() {
         "{slow:#}"
     );
 }
+
+/// The db-pool template compares connections in use at equal requests per instance. A canary
+/// pod with a tenth of a baseline pod's traffic holds a tenth of its connections: compared
+/// unscaled, that read as "level within the tolerance" and a pool leaking three connections a
+/// minute was promoted at 5 minutes; a canary pod with four times the traffic read as a leak
+/// and a healthy canary was rolled back.
+#[test]
+fn pool_levels_are_compared_at_the_canary_pods_load() {
+    let leak = replay_altered("connection-leak-3-min-share0.1", "db-pool", |_, _| true);
+    assert_eq!(
+        verdict_and_check(&leak),
+        ("rollback".into(), "connections-held".into()),
+        "{leak:#}"
+    );
+    assert!(
+        leak["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("at the canary's load (x0.1")),
+        "{leak:#}"
+    );
+    let busy = replay_altered("pool-aa-share0.8", "db-pool", |_, _| true);
+    assert_eq!(busy["verdict"], "promote", "{busy:#}");
+}

@@ -303,6 +303,50 @@ fn gauge_level_false_rollbacks_stay_under_alpha() {
     }
 }
 
+/// The level check compared at equal load (`requests:`), alpha 0.05, tolerance 2.
+const GAUGE_AT_LOAD_AA: &str = "analysis: aa\ninterval: 10s\nwarmup: 1m\nmin_duration: 30m\nmax_duration: 30m\nalpha: 0.05\nchecks:\n  - name: l\n    kind: gauge\n    metric: 'inuse'\n    requests: 'r_total'\n    tolerance: 2\n";
+
+/// The level check compared at equal load stays within alpha at the null boundary when a
+/// canary pod serves a fifth, or three times, a baseline pod's requests (a mesh weight that
+/// does not follow the pod counts). Connections in use are those of an M/G/∞ pool: Poisson
+/// with mean requests per second × hold time (Little's law), the hold time the same in both
+/// arms, and each canary instance holds exactly the tolerance more. Unscaled, the fifth
+/// reads as far within the tolerance (a leak would hide under it) and three times as far
+/// beyond it (a healthy canary rolled back).
+#[test]
+fn gauge_level_at_equal_load_false_rollbacks_stay_under_alpha() {
+    let s = spec(GAUGE_AT_LOAD_AA);
+    for per_pod in [0.2, 3.0] {
+        within_alpha(
+            &format!("gauge level at equal load, canary pods at x{per_pod} the load"),
+            400,
+            |i| {
+                let mut rng = Rng::new(9700 + i);
+                rolls_back(&s, |k| {
+                    let rps = 30.0 * (1.0 + 0.5 * (k as f64 / 30.0).sin());
+                    let [baseline, canary] = [(1.0, 0.0), (per_pod, 2.0)].map(|(f, extra)| {
+                        let in_use = (0..2)
+                            .map(|_| rng.poisson(rps * f * 0.1) as f64 + extra)
+                            .collect();
+                        let requests = rng.poisson(2.0 * rps * f * 10.0) as f64;
+                        (in_use, requests)
+                    });
+                    vec![
+                        Arms {
+                            baseline: Fetch::Value(Observed::Gauge(baseline.0)),
+                            canary: Fetch::Value(Observed::Gauge(canary.0)),
+                        },
+                        Arms {
+                            baseline: Fetch::Value(Observed::Counter(baseline.1)),
+                            canary: Fetch::Value(Observed::Counter(canary.1)),
+                        },
+                    ]
+                })
+            },
+        );
+    }
+}
+
 const ALL_KINDS: &str = r#"analysis: all
 interval: 10s
 warmup: 20s
@@ -315,6 +359,7 @@ checks:
   - { name: g, kind: growth, metric: 'rss', max_extra_slope: 1MiB/min, limit: 1GiB }
   - { name: s, kind: gauge, metric: 'inuse', above: 0.9 }
   - { name: l, kind: gauge, metric: 'inuse' }
+  - { name: lr, kind: gauge, metric: 'inuse', requests: 'r_total' }
   - { name: t, kind: threshold, errors: 'e_total', requests: 'r_total', max: 0.05 }
   - { name: tg, kind: threshold, metric: 'inuse', max: 0.95, for: 30s }
   - { name: m, kind: mann-whitney, metric: 'rss' }

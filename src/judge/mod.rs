@@ -357,9 +357,12 @@ impl CheckState {
             (
                 CheckState::Gauge(s),
                 CheckConfig::Gauge {
-                    metric, worse_when, ..
+                    metric,
+                    requests,
+                    worse_when,
+                    ..
                 },
-            ) => s.step(ctx, *metric, *worse_when),
+            ) => s.step(ctx, *metric, *requests, *worse_when),
             (
                 CheckState::Threshold(s),
                 CheckConfig::Threshold {
@@ -625,14 +628,29 @@ pub fn earliest_decision(
                 _ => (warmup + trend, format!("{what} {} warm-up", fmt(warmup))),
             }
         }
-        CheckConfig::Gauge { above: None, .. } => {
+        CheckConfig::Gauge {
+            above: None,
+            requests,
+            ..
+        } => {
             let blocks = gauge::MIN_BLOCKS as u32 + 1;
-            (
-                warmup + interval * (gauge::BLOCK as u32 * blocks),
+            // Compared at equal load, the level waits for a minute of requests too.
+            let load = requests.map_or(Duration::ZERO, |_| {
+                interval * gauge::load_window(interval)[1] as u32
+            });
+            let start = if load > warmup {
                 format!(
-                    "{blocks} blocks of {} intervals after the {} warm-up",
-                    gauge::BLOCK,
-                    crate::units::format_duration(warmup)
+                    "the first {} of requests (to compare at equal load)",
+                    crate::units::format_duration(load)
+                )
+            } else {
+                format!("the {} warm-up", crate::units::format_duration(warmup))
+            };
+            (
+                warmup.max(load) + interval * (gauge::BLOCK as u32 * blocks),
+                format!(
+                    "{blocks} blocks of {} intervals after {start}",
+                    gauge::BLOCK
                 ),
             )
         }
@@ -754,8 +772,16 @@ impl Judge {
                 }
                 CheckConfig::Growth { .. } => CheckState::Growth(growth::GrowthState::default()),
                 CheckConfig::Gauge {
-                    tolerance, above, ..
-                } => CheckState::Gauge(gauge::GaugeState::new(*tolerance, *above, per_minute)),
+                    tolerance,
+                    above,
+                    requests,
+                    ..
+                } => CheckState::Gauge(gauge::GaugeState::new(
+                    *tolerance,
+                    *above,
+                    per_minute,
+                    requests.map(|_| gauge::load_window(spec.timing.interval)),
+                )),
                 CheckConfig::Threshold { .. } => {
                     CheckState::Threshold(threshold::ThresholdState::new(&c.config))
                 }
