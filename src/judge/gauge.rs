@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::change::{ChangeGrid, MAX_RESTARTS, ln_restart_average};
 use super::fmt::{count, level};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
-use super::{ArmValue, Bounded, Ctx, Outcome, Partial, mean};
+use super::{ArmValue, Bounded, Ctx, Missing, Outcome, Partial, mean};
 use crate::rules::Direction;
 use crate::stats::grid::{LogGrid, thinning_loglik};
 use crate::stats::mixture::{best_rho, one_sided_ln_m, two_sided_boundary};
@@ -99,20 +99,17 @@ impl Load {
     }
 
     /// The canary's requests per instance over the baseline's, with `n_b` and `n_c`
-    /// instances reporting the level; `None` until a window is whole, or when the baseline
-    /// served nothing in it (there is no load to scale).
-    fn ratio(&self, n_b: usize, n_c: usize) -> Option<f64> {
+    /// instances reporting the level; `None` until a window is whole. `Some(None)` when the
+    /// baseline served nothing in it: there is no load to compare at.
+    fn ratio(&self, n_b: usize, n_c: usize) -> Option<Option<f64>> {
         let w = self.windows.into_iter().find(|w| self.recent.len() >= *w)?;
-        if n_b == 0 || n_c == 0 {
-            return None;
-        }
         let (b, c) = self
             .recent
             .iter()
             .rev()
             .take(w)
             .fold((0.0, 0.0), |(b, c), (x, y)| (b + x, c + y));
-        (b > 0.0).then(|| (c / n_c as f64) / (b / n_b as f64))
+        Some((b > 0.0).then(|| (c / n_c.max(1) as f64) / (b / n_b.max(1) as f64)))
     }
 }
 
@@ -266,7 +263,14 @@ impl GaugeState {
         let scale = match &self.load {
             None => None,
             Some(load) => match load.ratio(g.baseline.len(), g.canary.len()) {
-                Some(k) => Some(k),
+                Some(Some(k)) => Some(k),
+                // As a ratio check without baseline requests: no data, so the check stands
+                // where it was through `no_data_grace`.
+                Some(None) => {
+                    return Partial::missing(Missing::NoData(
+                        "no requests in the baseline over the last minutes: no load to compare the levels at".into(),
+                    ));
+                }
                 None => {
                     return Partial::pending(format!(
                         "canary {c:.4} vs baseline {b:.4}; measuring the requests per instance to compare them at equal load"
@@ -580,6 +584,36 @@ mod tests {
         let from_start_only = 0.5f64.ln() + one_sided_ln_m(g.s, g.v, 1.0);
         assert!(g.ln_e_value(1.0) > from_start_only + 1.0);
         assert!(g.ln_e_value(1.0) > before.ln_e_value(1.0));
+    }
+
+    #[test]
+    fn load_is_the_requests_per_instance_over_whole_minutes() {
+        assert_eq!(load_window(Duration::from_secs(10)), [12, 6]);
+        assert_eq!(load_window(Duration::from_secs(60)), [BLOCK, BLOCK]);
+        let mut load = Load {
+            windows: load_window(Duration::from_secs(10)),
+            recent: VecDeque::new(),
+        };
+        // Two canary instances at a ninth of a baseline instance's requests each, four
+        // baseline instances.
+        for _ in 0..5 {
+            load.push(360.0, 20.0);
+        }
+        assert_eq!(load.ratio(4, 2), None, "less than a minute seen");
+        load.push(360.0, 20.0);
+        let k = load.ratio(4, 2).flatten().expect("a minute seen");
+        assert!((k - 1.0 / 9.0).abs() < 1e-12, "{k}");
+        // The weight is raised: after two minutes only the new split counts.
+        for _ in 0..12 {
+            load.push(200.0, 100.0);
+        }
+        let k = load.ratio(4, 2).flatten().expect("two minutes seen");
+        assert!((k - 1.0).abs() < 1e-12, "{k}");
+        // A baseline without requests leaves no load to compare at.
+        for _ in 0..12 {
+            load.push(0.0, 100.0);
+        }
+        assert_eq!(load.ratio(4, 2), Some(None));
     }
 
     #[test]
