@@ -442,6 +442,14 @@ fn five_checks(quick: bool, only: Option<&str>) {
         &|s| s.canary_share = 0.02,
         false,
     );
+    add(
+        "aa-weight-step".into(),
+        &|s| {
+            s.canary_share = 0.1;
+            s.nuisances.weight_step = true;
+        },
+        false,
+    );
     for at in [0.0, 120.0] {
         for (rate, tag) in [(0.001, "0.1pct"), (0.01, "1pct")] {
             for f in [2.0, 5.0, 20.0] {

@@ -730,6 +730,14 @@ pub fn catalogue(seed: u64) -> Vec<(Scenario, bool)> {
     add("aa-surge", &|s| s.nuisances.surge = true, false);
     add("aa-low-traffic-canary", &|s| s.canary_share = 0.02, false);
     add(
+        "aa-weight-step",
+        &|s| {
+            s.canary_share = 0.1;
+            s.nuisances.weight_step = true;
+        },
+        false,
+    );
+    add(
         "aa-old-baseline",
         &|s| s.nuisances.old_baseline = true,
         false,
