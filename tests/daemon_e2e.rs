@@ -162,3 +162,51 @@ fn history_older_than_the_retention_is_deleted_and_the_rest_kept() {
         "{v}"
     );
 }
+
+/// The db-pool template run live by the daemon, scraping a simulated fleet whose canary pods
+/// take a tenth of the traffic (a ninth of a baseline pod's load) and leak three connections
+/// a minute: the level is compared at the canary's requests per instance, read from the
+/// request counter the daemon scrapes next to the pool gauges, and the leak is rolled back by
+/// `connections-held`, before the pool runs dry. Simulated time runs at 5× (the template's
+/// 10 s interval is 2 s of the clock's); the requests per instance are measured over the
+/// clock's minutes, so the level is first judged about a minute in (five simulated
+/// minutes, three after the leak began) and the pool of a canary pod runs dry at about
+/// 100 s (then the acquire time would fail first).
+#[test]
+fn the_db_pool_template_rolls_back_a_leak_on_a_lightly_loaded_canary_pod() {
+    let fleet = FleetServer::start(
+        rollguard::sim::Scenario {
+            seed: 31,
+            canary_share: 0.1,
+            fault: rollguard::sim::Fault::ConnectionLeak { per_min: 3.0 },
+            ..rollguard::sim::Scenario::default()
+        },
+        5.0,
+    );
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/db-pool.yaml"))
+        .unwrap();
+    let rule = text
+        .replace("on_fail: [rollback, chat]", "on_fail: [rollback]")
+        .replace("on_no_data: [chat]\n", "")
+        .replace("on_inconclusive: [chat]\n", "");
+    let d = Daemon::start(&[("db-pool.yaml", &rule)], "");
+    let mut body = fleet.deployment("pool", &fleet.canaries());
+    body["analysis"] = "db-pool".into();
+    body["timing"] = serde_json::json!({
+        "interval": "2s", "warmup": "12s", "min_duration": "60s", "max_duration": "360s"
+    });
+    d.register(&body);
+    let v = d.wait_done("pool", Duration::from_secs(400));
+    assert_eq!(v["state"], "rolled_back", "{v:#}");
+    let held = v["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "connections-held"))
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(held["outcome"], "fail", "{v:#}");
+    assert!(
+        held["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("at the canary's load (x0.1")),
+        "{held}"
+    );
+}
