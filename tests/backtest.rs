@@ -365,3 +365,24 @@ fn pool_levels_are_compared_at_the_canary_pods_load() {
     let busy = replay_altered("pool-aa-share0.8", "db-pool", |_, _| true);
     assert_eq!(busy["verdict"], "promote", "{busy:#}");
 }
+
+/// A service whose request counter has another name than the template's `requests`
+/// parameter: the pool levels are compared as they are, and the explanation says so, instead
+/// of every deployment being held for want of the counter. A leak is still rolled back.
+#[test]
+fn pool_levels_without_a_request_counter_are_compared_as_they_are() {
+    let v = replay_altered("connection-leak-3-min", "db-pool", |_, line| {
+        !line.starts_with("http_requests_total")
+    });
+    assert_eq!(
+        verdict_and_check(&v),
+        ("rollback".into(), "connections-held".into()),
+        "{v:#}"
+    );
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("as they are (the request counter matched no series")),
+        "{v:#}"
+    );
+}

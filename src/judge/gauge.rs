@@ -88,10 +88,18 @@ struct Load {
     windows: [usize; 2],
     /// (baseline, canary) increases, newest last.
     recent: VecDeque<(f64, f64)>,
+    /// Whether the request counter has answered yet.
+    #[serde(default)]
+    seen: bool,
+    /// The counter had matched nothing by the end of the warm-up: the levels are compared as
+    /// they are for the rest of the analysis (see [`GaugeState::step`]).
+    #[serde(default)]
+    absent: bool,
 }
 
 impl Load {
     fn push(&mut self, baseline: f64, canary: f64) {
+        self.seen = true;
         self.recent.push_back((baseline, canary));
         while self.recent.len() > self.windows[0] {
             self.recent.pop_front();
@@ -233,7 +241,7 @@ impl GaugeState {
             load: load_window.map(|windows| {
                 Box::new(Load {
                     windows,
-                    recent: VecDeque::new(),
+                    ..Load::default()
                 })
             }),
         }
@@ -248,11 +256,19 @@ impl GaugeState {
     ) -> Partial {
         // The load is followed every interval, warm-up and missing levels included, so that
         // its window is whole when the level is judged.
+        // A request counter that has matched nothing by the end of the warm-up (a service
+        // whose counter has another name than the rule's) leaves the levels compared as they
+        // are, and the explanation says so, rather than holding every deployment for want of
+        // it; decided once, so that one analysis never mixes scaled and unscaled blocks. Once
+        // the counter has answered, a missing answer is missing data.
         if let (Some(r), Some(load)) = (requests, self.load.as_mut()) {
             match ctx.counter(r) {
+                Ok(_) if load.absent => {}
                 Ok(n) => load.push(n.baseline, n.canary),
+                Err(Missing::NoData(_)) if !load.seen => {}
                 Err(m) => return Partial::missing(m),
             }
+            load.absent |= !load.seen && !ctx.in_warmup;
         }
         let g = match ctx.gauges(metric) {
             Ok(g) => g,
@@ -262,6 +278,7 @@ impl GaugeState {
         self.levels = [b, c];
         let scale = match &self.load {
             None => None,
+            Some(load) if load.absent => None,
             Some(load) => match load.ratio(g.baseline.len(), g.canary.len()) {
                 Some(Some(k)) => Some(k),
                 // As a ratio check without baseline requests: no data, so the check stands
@@ -444,7 +461,11 @@ impl GaugeState {
                 self.scales.push(x);
             }
         }
+        let unscaled = self.load.as_ref().is_some_and(|l| l.absent);
         let levels = match scale {
+            None if unscaled => format!(
+                "canary {c:.4} vs baseline {b:.4} as they are (the request counter matched no series, so not at equal load)"
+            ),
             None => format!("canary {c:.4} vs baseline {b:.4}"),
             Some(k) => format!(
                 "canary {c:.4} vs baseline {b:.4}, {at_load:.4} at the canary's load (x{k:.2} its requests per instance)"
@@ -592,7 +613,7 @@ mod tests {
         assert_eq!(load_window(Duration::from_secs(60)), [BLOCK, BLOCK]);
         let mut load = Load {
             windows: load_window(Duration::from_secs(10)),
-            recent: VecDeque::new(),
+            ..Load::default()
         };
         // Two canary instances at a ninth of a baseline instance's requests each, four
         // baseline instances.
