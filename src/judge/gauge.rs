@@ -86,8 +86,9 @@ pub(crate) fn load_window(interval: Duration) -> [usize; 2] {
 struct Load {
     /// Intervals in [`LOAD_SPANS`]: the window, and the shorter one used until it is full.
     windows: [usize; 2],
-    /// (baseline, canary) increases, newest last.
-    recent: VecDeque<(f64, f64)>,
+    /// (baseline, canary) increases, newest last, with the instances that reported the level
+    /// in that interval (0 when none did).
+    recent: VecDeque<((f64, f64), (usize, usize))>,
     /// Whether the request counter has answered yet.
     #[serde(default)]
     seen: bool,
@@ -98,25 +99,27 @@ struct Load {
 }
 
 impl Load {
-    fn push(&mut self, baseline: f64, canary: f64) {
+    fn push(&mut self, (baseline, canary): (f64, f64), instances: (usize, usize)) {
         self.seen = true;
-        self.recent.push_back((baseline, canary));
+        self.recent.push_back(((baseline, canary), instances));
         while self.recent.len() > self.windows[0] {
             self.recent.pop_front();
         }
     }
 
-    /// The canary's requests per instance over the baseline's, with `n_b` and `n_c`
-    /// instances reporting the level; `None` until a window is whole. `Some(None)` when the
-    /// baseline served nothing in it: there is no load to compare at.
-    fn ratio(&self, n_b: usize, n_c: usize) -> Option<Option<f64>> {
+    /// The canary's requests per instance over the baseline's; `None` until a window is
+    /// whole. `Some(None)` when the baseline served nothing in it: there is no load to compare
+    /// at. An arm's instances are the most that reported the level in one interval of the
+    /// window: where each sample is judged once, an interval sees only the instances scraped
+    /// since the last, while the counter's increases cover them all.
+    fn ratio(&self) -> Option<Option<f64>> {
         let w = self.windows.into_iter().find(|w| self.recent.len() >= *w)?;
-        let (b, c) = self
-            .recent
-            .iter()
-            .rev()
-            .take(w)
-            .fold((0.0, 0.0), |(b, c), (x, y)| (b + x, c + y));
+        let ((b, c), (n_b, n_c)) = self.recent.iter().rev().take(w).fold(
+            ((0.0, 0.0), (0, 0)),
+            |((b, c), (n_b, n_c)), ((x, y), (m_b, m_c))| {
+                ((b + x, c + y), (n_b.max(*m_b), n_c.max(*m_c)))
+            },
+        );
         Some((b > 0.0).then(|| (c / n_c.max(1) as f64) / (b / n_b.max(1) as f64)))
     }
 }
@@ -261,16 +264,20 @@ impl GaugeState {
         // are, and the explanation says so, rather than holding every deployment for want of
         // it; decided once, so that one analysis never mixes scaled and unscaled blocks. Once
         // the counter has answered, a missing answer is missing data.
+        let g = ctx.gauges(metric);
         if let (Some(r), Some(load)) = (requests, self.load.as_mut()) {
+            let instances = g
+                .as_ref()
+                .map_or((0, 0), |g| (g.baseline.len(), g.canary.len()));
             match ctx.counter(r) {
                 Ok(_) if load.absent => {}
-                Ok(n) => load.push(n.baseline, n.canary),
+                Ok(n) => load.push((n.baseline, n.canary), instances),
                 Err(Missing::NoData(_)) if !load.seen => {}
                 Err(m) => return Partial::missing(m),
             }
             load.absent |= !load.seen && !ctx.in_warmup;
         }
-        let g = match ctx.gauges(metric) {
+        let g = match g {
             Ok(g) => g,
             Err(m) => return Partial::missing(m),
         };
@@ -279,7 +286,7 @@ impl GaugeState {
         let scale = match &self.load {
             None => None,
             Some(load) if load.absent => None,
-            Some(load) => match load.ratio(g.baseline.len(), g.canary.len()) {
+            Some(load) => match load.ratio() {
                 Some(Some(k)) => Some(k),
                 // As a ratio check without baseline requests: no data, so the check stands
                 // where it was through `no_data_grace`.
@@ -618,23 +625,24 @@ mod tests {
         // Two canary instances at a ninth of a baseline instance's requests each, four
         // baseline instances.
         for _ in 0..5 {
-            load.push(360.0, 20.0);
+            load.push((360.0, 20.0), (4, 2));
         }
-        assert_eq!(load.ratio(4, 2), None, "less than a minute seen");
-        load.push(360.0, 20.0);
-        let k = load.ratio(4, 2).flatten().expect("a minute seen");
+        assert_eq!(load.ratio(), None, "less than a minute seen");
+        load.push((360.0, 20.0), (4, 2));
+        let k = load.ratio().flatten().expect("a minute seen");
         assert!((k - 1.0 / 9.0).abs() < 1e-12, "{k}");
-        // The weight is raised: after two minutes only the new split counts.
-        for _ in 0..12 {
-            load.push(200.0, 100.0);
+        // The weight is raised: after two minutes only the new split counts. Samples judged
+        // once: an interval sees some of the instances, the window all of them.
+        for i in 0..12 {
+            load.push((200.0, 100.0), ([1, 4, 0][i % 3], [2, 0, 1][i % 3]));
         }
-        let k = load.ratio(4, 2).flatten().expect("two minutes seen");
+        let k = load.ratio().flatten().expect("two minutes seen");
         assert!((k - 1.0).abs() < 1e-12, "{k}");
         // A baseline without requests leaves no load to compare at.
         for _ in 0..12 {
-            load.push(0.0, 100.0);
+            load.push((0.0, 100.0), (4, 2));
         }
-        assert_eq!(load.ratio(4, 2), Some(None));
+        assert_eq!(load.ratio(), Some(None));
     }
 
     #[test]
