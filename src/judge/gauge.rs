@@ -258,12 +258,12 @@ impl GaugeState {
         worse_when: Direction,
     ) -> Partial {
         // The load is followed every interval, warm-up and missing levels included, so that
-        // its window is whole when the level is judged.
-        // A request counter that has matched nothing by the end of the warm-up (a service
-        // whose counter has another name than the rule's) leaves the levels compared as they
-        // are, and the explanation says so, rather than holding every deployment for want of
-        // it; decided once, so that one analysis never mixes scaled and unscaled blocks. Once
-        // the counter has answered, a missing answer is missing data.
+        // its window is whole when the level is judged. A request counter that has matched
+        // nothing by the end of the warm-up (a service whose counter has another name than
+        // the rule's) leaves the levels compared as they are, and the explanation says so,
+        // rather than holding every deployment for want of it; decided once, so that one
+        // analysis never mixes scaled and unscaled blocks. Once the counter has answered, a
+        // missing answer is missing data.
         let g = ctx.gauges(metric);
         if let (Some(r), Some(load)) = (requests, self.load.as_mut()) {
             let instances = g
