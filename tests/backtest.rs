@@ -351,17 +351,7 @@ fn a_new_version_with_other_buckets_is_judged_on_the_edges_both_have() {
 #[test]
 fn pool_levels_are_compared_at_the_canary_pods_load() {
     let leak = replay_altered("connection-leak-3-min-share0.1", "db-pool", |_, _| true);
-    assert_eq!(
-        verdict_and_check(&leak),
-        ("rollback".into(), "connections-held".into()),
-        "{leak:#}"
-    );
-    assert!(
-        leak["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("at the canary's load (x0.1")),
-        "{leak:#}"
-    );
+    assert_held_connections_rolled_back(&leak, "at the canary's load (x0.1");
     let busy = replay_altered("pool-aa-share0.8", "db-pool", |_, _| true);
     assert_eq!(busy["verdict"], "promote", "{busy:#}");
 }
@@ -374,15 +364,18 @@ fn pool_levels_without_a_request_counter_are_compared_as_they_are() {
     let v = replay_altered("connection-leak-3-min", "db-pool", |_, line| {
         !line.starts_with("http_requests_total")
     });
+    assert_held_connections_rolled_back(&v, "as they are (the request counter matched no series");
+}
+
+/// A replay rolled back by the db-pool template's `connections-held`, its reason saying `says`.
+fn assert_held_connections_rolled_back(v: &serde_json::Value, says: &str) {
     assert_eq!(
-        verdict_and_check(&v),
+        verdict_and_check(v),
         ("rollback".into(), "connections-held".into()),
         "{v:#}"
     );
     assert!(
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("as they are (the request counter matched no series")),
+        v["reason"].as_str().is_some_and(|r| r.contains(says)),
         "{v:#}"
     );
 }
