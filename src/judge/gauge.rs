@@ -89,9 +89,6 @@ struct Load {
     /// (baseline, canary) increases, newest last, with the instances that reported the level
     /// in that interval (0 when none did).
     recent: VecDeque<((f64, f64), (usize, usize))>,
-    /// Whether the request counter has answered yet.
-    #[serde(default)]
-    seen: bool,
     /// The counter had matched nothing by the end of the warm-up: the levels are compared as
     /// they are for the rest of the analysis (see [`GaugeState::step`]).
     #[serde(default)]
@@ -99,8 +96,12 @@ struct Load {
 }
 
 impl Load {
+    /// Whether the request counter has answered yet (the window is never emptied).
+    fn seen(&self) -> bool {
+        !self.recent.is_empty()
+    }
+
     fn push(&mut self, (baseline, canary): (f64, f64), instances: (usize, usize)) {
-        self.seen = true;
         self.recent.push_back(((baseline, canary), instances));
         while self.recent.len() > self.windows[0] {
             self.recent.pop_front();
@@ -272,10 +273,10 @@ impl GaugeState {
             match ctx.counter(r) {
                 Ok(_) if load.absent => {}
                 Ok(n) => load.push((n.baseline, n.canary), instances),
-                Err(Missing::NoData(_)) if !load.seen => {}
+                Err(Missing::NoData(_)) if !load.seen() => {}
                 Err(m) => return Partial::missing(m),
             }
-            load.absent |= !load.seen && !ctx.in_warmup;
+            load.absent |= !load.seen() && !ctx.in_warmup;
         }
         let g = match g {
             Ok(g) => g,
@@ -468,9 +469,9 @@ impl GaugeState {
                 self.scales.push(x);
             }
         }
-        let unscaled = self.load.as_ref().is_some_and(|l| l.absent);
         let levels = match scale {
-            None if unscaled => format!(
+            // With `requests:` a level is judged unscaled only when the counter is absent.
+            None if self.load.is_some() => format!(
                 "canary {c:.4} vs baseline {b:.4} as they are (the request counter matched no series, so not at equal load)"
             ),
             None => format!("canary {c:.4} vs baseline {b:.4}"),
