@@ -66,6 +66,10 @@ pub struct Fleet {
 
 struct FleetInner {
     instances: BTreeMap<String, Instance>,
+    /// The scenario's requests per second over both arms, and instances per arm: what a
+    /// new canary weight divides.
+    total_rps: f64,
+    per_arm: f64,
     start: tokio::time::Instant,
     speed: f64,
     rolled_back: bool,
@@ -85,6 +89,8 @@ impl Fleet {
         Fleet {
             inner: Arc::new(Mutex::new(FleetInner {
                 instances,
+                total_rps: scenario.total_rps,
+                per_arm: scenario.instances_per_arm.max(1) as f64,
                 start: tokio::time::Instant::now(),
                 speed,
                 rolled_back: false,
@@ -93,11 +99,14 @@ impl Fleet {
         }
     }
 
-    /// Serves `/<instance>/metrics` and `POST /admin/rollback` on 127.0.0.1:0.
+    /// Serves `/<instance>/metrics`, `POST /admin/rollback` and `POST /admin/weight` (a
+    /// canary step hook's `{"weight": "25"}`: the canary's share of requests in %) on
+    /// 127.0.0.1:0.
     pub async fn serve(&self) -> std::io::Result<std::net::SocketAddr> {
         let app = Router::new()
             .route("/{instance}/metrics", get(metrics))
             .route("/admin/rollback", post(rollback))
+            .route("/admin/weight", post(weight))
             .route("/chat", post(chat))
             .with_state(self.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -162,6 +171,40 @@ async fn rollback(State(fleet): State<Fleet>, body: String) -> &'static str {
         f.log.push(format!("fleet: rollback requested at simulated t={t:.0}s; canary instances now run the baseline version ({} bytes of decision facts received)", body.len()));
     }
     "rolled back\n"
+}
+
+/// Stands in for a mesh's traffic split: sets the canary's share of the requests.
+async fn weight(
+    State(fleet): State<Fleet>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> (axum::http::StatusCode, String) {
+    let w = match &body["weight"] {
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        v => v.as_f64(),
+    };
+    let Some(w) = w.filter(|w| (0.0..=100.0).contains(w)) else {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            "want {\"weight\": 0-100}\n".into(),
+        );
+    };
+    let Ok(mut f) = fleet.inner.lock() else {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "poisoned\n".into(),
+        );
+    };
+    let t = f.start.elapsed().as_secs_f64() * f.speed;
+    let (total, n) = (f.total_rps, f.per_arm);
+    for inst in f.instances.values_mut() {
+        // Up to now at the old weight, from now on at the new one.
+        inst.advance_to(t);
+        let share = if inst.canary { w } else { 100.0 - w } / 100.0;
+        inst.set_rps(total * share / n);
+    }
+    f.log
+        .push(format!("fleet: canary weight {w} % at simulated t={t:.0}s"));
+    (axum::http::StatusCode::OK, format!("weight {w}\n"))
 }
 
 /// `rollguard demo`.

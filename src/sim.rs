@@ -253,6 +253,12 @@ impl Instance {
         }
     }
 
+    /// Serves `rps` requests per second from now on (a new traffic split).
+    pub fn set_rps(&mut self, rps: f64) {
+        self.rps = rps;
+        self.rps_step = None;
+    }
+
     /// Removes the instance's fault (the demo's rollback switches the canary back).
     pub fn clear_fault(&mut self) {
         self.fault = Fault::None;

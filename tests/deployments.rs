@@ -174,6 +174,69 @@ fn canary_steps_call_the_step_hook_in_order_across_a_kill_9() {
 }
 
 #[test]
+fn a_canary_takes_all_traffic_only_once_the_comparison_passed() {
+    // The step hook moves the simulated fleet's traffic as a mesh would: at 100 % the
+    // baseline serves nothing, so the comparison has to be done before that step.
+    let fleet = FleetServer::good(37);
+    let dir = tempfile::tempdir().unwrap();
+    let rule = RATIO_RULE
+        .replace("on_pass: [promote]", "on_pass: [promote]\non_step: [weight]")
+        .replace("    tolerance: 1.5\n", "    tolerance: 1.5\n  - name: ceiling\n    kind: threshold\n    errors: 'http_requests_total{code=~\"5..\"}'\n    requests: 'http_requests_total'\n    max: 0.05\n");
+    let hooks = format!(
+        "  weight:\n    http:\n      url: \"http://{}/admin/weight\"\n      body: {{weight: \"{{{{weight}}}}\"}}\n",
+        fleet.addr
+    );
+    let d = Daemon::start_in(dir, &[("errors.yaml", &rule)], &hooks);
+    d.register(&json!({"id": "all-in", "analysis": "errors", "strategy": {"type": "canary", "steps": [50, 100], "step_duration": "2s"},
+                "baseline": {"targets": [fleet.target("baseline-0"), fleet.target("baseline-1")]}, "canary": {"targets": fleet.canaries()}}));
+    let v = d.wait_done("all-in", Duration::from_secs(90));
+    assert_eq!(v["state"], "promoted", "{v:#}\n{}", d.log());
+    let reason = v["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("proven within tolerance")
+            && reason.contains("then held up with all traffic for"),
+        "{reason}"
+    );
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        !kinds.contains(&"held"),
+        "never held for want of baseline traffic: {kinds:?}"
+    );
+    // The step to 100 % came after the comparison had run its minimum duration.
+    let step_100 = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("weight 100"))
+        })
+        .unwrap_or_else(|| panic!("no step to 100 %: {kinds:?}"));
+    let started = v["events"][0]["at"].as_f64().unwrap_or_default();
+    assert!(
+        step_100["at"].as_f64().unwrap_or_default() - started >= 8.0,
+        "{step_100:#}"
+    );
+    let weights: Vec<String> = fleet
+        .fleet
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("canary weight"))
+        .collect();
+    assert_eq!(weights.len(), 2, "{weights:?}");
+    assert!(
+        weights[0].contains("weight 50 %") && weights[1].contains("weight 100 %"),
+        "{weights:?}"
+    );
+}
+
+#[test]
 fn blue_green_switches_then_watches_and_switches_back() {
     // Green is fine during verification, then serves 8 % errors after the switch.
     let fleet = FleetServer::failing_from(12.0 * 50.0, 36, 50.0);

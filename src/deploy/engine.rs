@@ -593,7 +593,8 @@ impl Engine {
                 return Ok(());
             }
             if switched {
-                // Blue-green: from now on only the absolute guards watch green.
+                // Blue-green, or a canary at all traffic: from now on only the absolute
+                // guards watch the new version.
                 spec = compile(&rec).map_err(EngineError::Invalid)?;
                 judge = Judge::new(&spec);
                 self.persist(&mut rec, &judge, Writes::default())?;
@@ -824,12 +825,21 @@ pub fn compile(rec: &DeploymentRecord) -> Result<AnalysisSpec, String> {
             Duration::from_millis(rec.step_started_ms),
             stage.post_switch,
         )),
+        Strategy::Canary { .. } if rec.request.hands_over(rec.step as usize) => {
+            let watch = policy::step_duration(&rec.request.strategy, &stage, &spec);
+            Ok(post_switch_spec(
+                &spec,
+                Duration::from_millis(rec.step_started_ms),
+                watch,
+            ))
+        }
         _ => Ok(spec),
     }
 }
 
-/// After a blue-green switch blue has no traffic left to compare with, so only the
-/// analysis' absolute guards keep judging green, from the switch until the watch ends.
+/// After a blue-green switch, or a canary's step to all traffic, the old version has no
+/// traffic left to compare with, so only the analysis' absolute guards keep judging the
+/// new one, from the switch until the watch ends.
 pub fn post_switch_spec(
     spec: &AnalysisSpec,
     switched_at: Duration,

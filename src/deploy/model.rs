@@ -223,6 +223,9 @@ impl DeploymentRequest {
                 {
                     return Err("`strategy.steps` must be increasing weights in (0, 100], e.g. [10, 25, 50, 100]".into());
                 }
+                if self.hands_over(0) {
+                    return Err("`strategy.steps` starts at 100: the baseline would serve no traffic to compare with; start lower (e.g. [10, 25, 50, 100]), or use `bake` after a full rollout".into());
+                }
                 stage.step_duration = duration(step_duration.as_deref(), "strategy.step_duration")?;
             }
             Strategy::Analysis => {}
@@ -236,6 +239,18 @@ impl DeploymentRequest {
             }
         }
         Ok(stage)
+    }
+
+    /// Whether the canary takes all traffic at canary step `step` (weight 100, no baseline
+    /// weight): the baseline serves nothing, so from there on nothing can be compared and
+    /// only the absolute guards can watch the canary.
+    pub fn hands_over(&self, step: usize) -> bool {
+        match &self.strategy {
+            Strategy::Canary { steps, .. } => {
+                steps.get(step).is_some_and(|w| *w >= 100.0) && self.baseline.weight.is_none()
+            }
+            Strategy::BlueGreen { .. } | Strategy::Analysis | Strategy::Bake { .. } => false,
+        }
     }
 
     /// Whether the arms are queried through Prometheus rather than scraped.

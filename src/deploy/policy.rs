@@ -123,8 +123,8 @@ pub struct Transition {
     pub actions: Vec<Action>,
     /// Notices, any number per input.
     pub notices: Vec<Addressed>,
-    /// A blue-green deployment switched traffic to green: the engine recompiles the
-    /// post-switch analysis.
+    /// A blue-green deployment switched traffic to green, or a canary was handed all
+    /// traffic: the engine recompiles the post-switch analysis.
     pub switched: bool,
 }
 
@@ -419,7 +419,7 @@ fn judged(t: &mut Transition, spec: &AnalysisSpec, step: &Step, ctx: &Context) {
             }
         }
     }
-    next_canary_step(t, spec, step, failing.is_empty(), ctx);
+    next_canary_step(t, spec, step, &verdict, failing.is_empty(), ctx);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -577,7 +577,19 @@ fn promote(t: &mut Transition, spec: &AnalysisSpec, verdict: &Verdict, step: &St
             format!("green held up after the switch: {reason}"),
         );
     } else {
-        t.finish(ctx, State::Promoted, reason.to_string());
+        let reason = if t.record.request.hands_over(t.record.step as usize) {
+            // The guards' own pass says little; the comparison's (kept as the reason at the
+            // hand-over) is the verdict.
+            let held = t.record.elapsed_ms.saturating_sub(t.record.step_started_ms);
+            format!(
+                "{}; then held up with all traffic for {}",
+                t.record.reason,
+                crate::units::format_duration(Duration::from_millis(held))
+            )
+        } else {
+            reason.to_string()
+        };
+        t.finish(ctx, State::Promoted, reason);
         t.owe(ctx, to, Purpose::Promote, verdict, &step.checks, to);
     }
     t.note(EventKind::Decision, format!("promote: {}", t.record.reason));
@@ -618,11 +630,16 @@ fn hold(t: &mut Transition, spec: &AnalysisSpec, verdict: &Verdict, step: &Step,
     );
 }
 
-/// Canary steps advance when the current one has run its time with nothing failing.
+/// Canary steps advance when the current one has run its time with nothing failing. The
+/// step that hands the canary all traffic is the exception: the baseline then serves
+/// nothing, so the comparison must have passed first (the judge says promote, as for a
+/// blue-green switch); from there only the absolute guards watch the canary, for one more
+/// step duration.
 fn next_canary_step(
     t: &mut Transition,
     spec: &AnalysisSpec,
     step: &Step,
+    verdict: &Verdict,
     nothing_failing: bool,
     ctx: &Context,
 ) {
@@ -630,12 +647,15 @@ fn next_canary_step(
     let strategy = &rec.request.strategy;
     let in_step = Duration::from_millis(rec.elapsed_ms.saturating_sub(rec.step_started_ms));
     let last = steps_len(strategy).saturating_sub(1) as u32;
+    let hands_over = rec.request.hands_over(rec.step as usize + 1);
+    let each = step_duration(strategy, ctx.stage, spec);
     let due = rec.state == State::Analysing
         && matches!(strategy, Strategy::Canary { .. })
         && rec.step < last
-        && in_step >= step_duration(strategy, ctx.stage, spec)
+        && in_step >= each
         && nothing_failing
-        && rec.elapsed_ms > spec.timing.warmup.as_millis() as u64;
+        && rec.elapsed_ms > spec.timing.warmup.as_millis() as u64
+        && (!hands_over || matches!(verdict, Verdict::Promote { .. }));
     if !due {
         return;
     }
@@ -646,12 +666,24 @@ fn next_canary_step(
     let w = weight_at(&t.record.request.strategy, t.record.step as usize).unwrap_or(100.0);
     t.enter_step(ctx, spec, n, w, &step.checks, &watchers);
     let id = t.record.request.id.clone();
+    let text = if hands_over {
+        // The comparison's verdict stands as the reason while the guards watch.
+        let reason = verdict.reason();
+        t.record.reason = reason.to_string();
+        t.switched = true;
+        format!(
+            "{reason}; the baseline now serves nothing to compare with, so the absolute guards watch the canary for {}",
+            crate::units::format_duration(each)
+        )
+    } else {
+        "no check failing; traffic increased".into()
+    };
     t.tell(
         ctx,
         watchers,
         NoticeKind::StepPromoted,
         format!("{id}: step {n} ({w} %)"),
-        "no check failing; traffic increased".into(),
+        text,
         step.checks.clone(),
     );
 }
@@ -1179,9 +1211,24 @@ on_step: [set-weight]
             ),
             case(
                 "canary: a pass before the last step steps on, not promotes",
+                due(0),
+                In::Judged(judged(promote("all good"), pass(), &[])),
+                stepped(1),
+            ),
+            case(
+                "canary: the step to all traffic waits for the comparison to pass",
+                due(1),
+                In::Judged(judged(Verdict::Continue, pass(), &[])),
+                Want::quiet(State::Analysing, 1, &[]),
+            ),
+            case(
+                "canary: a pass hands all traffic over, and the guards watch on",
                 due(1),
                 In::Judged(judged(promote("all good"), pass(), &[])),
-                stepped(2),
+                Want {
+                    switched: true,
+                    ..stepped(2)
+                },
             ),
             case(
                 "canary: promote at the last step",
@@ -1196,6 +1243,46 @@ on_step: [set-weight]
                 rolled_back(1, &["check_failed", "decision"]),
             ),
         ]
+    }
+
+    #[test]
+    fn a_canary_handed_all_traffic_is_promoted_on_the_comparison_it_passed() {
+        let spec = spec();
+        let is_hook = |n: &str| HOOKS.contains(&n);
+        let rec = due(1);
+        let stage = rec.request.validate().expect("valid request");
+        let ctx = context(&is_hook, &stage);
+        let passed = "no evidence of harm at the limit: errors x1.02";
+        let t = advance(
+            rec,
+            &spec,
+            Input::Judged(&judged(promote(passed), pass(), &[])),
+            &ctx,
+        );
+        assert_eq!(t.record.reason, passed, "the comparison's verdict stands");
+        let mut rec = t.record;
+        rec.elapsed_ms += 40_000;
+        let guards = judged(promote("proven within tolerance"), Vec::new(), &[]);
+        let t = advance(rec, &spec, Input::Judged(&guards), &ctx);
+        assert_eq!(t.record.state, State::Promoted);
+        assert_eq!(
+            t.record.reason,
+            format!("{passed}; then held up with all traffic for 40s")
+        );
+    }
+
+    #[test]
+    fn a_canary_that_starts_at_all_traffic_is_refused() {
+        let mut r = record(Strategy::Canary {
+            steps: vec![100.0],
+            step_duration: None,
+        });
+        let err = r.request.validate().expect_err("nothing to compare with");
+        assert!(err.contains("starts at 100"), "{err}");
+        r.request.baseline.weight = Some(10.0);
+        r.request
+            .validate()
+            .expect("a baseline with its own weight is compared");
     }
 
     /// The table: blue-green and bake.
