@@ -139,6 +139,7 @@ impl CheckKind {
                 "divide_by",
                 "query",
                 "start_time",
+                "requests",
                 "max_extra_slope",
                 "limit",
                 "min_time_to_limit",
@@ -245,6 +246,9 @@ pub enum CheckConfig {
         metric: usize,
         /// Query of each instance's process start time, when the rule names one.
         start_time: Option<usize>,
+        /// Request counter whose split between the arms is followed, when the rule names
+        /// one: a change of the canary's load per instance starts the trend over.
+        requests: Option<usize>,
         max_extra_slope: f64,
         limit: Option<f64>,
         min_time_to_limit: Duration,
@@ -683,6 +687,8 @@ fn compile_check(
             metric: gauge(intern, QueryKind::Latest)?,
             start_time: sel(SelectorRole::StartTime)?
                 .map(|s| intern(MetricQuery::series(QueryKind::Latest, s))),
+            requests: sel(SelectorRole::Requests)?
+                .map(|s| intern(MetricQuery::series(QueryKind::Counter, s))),
             max_extra_slope: s.max_extra_slope,
             limit: s.limit,
             min_time_to_limit: s.min_time_to_limit,
@@ -1201,6 +1207,12 @@ impl Validator<'_> {
             self.selector_ok(r, "requests", params);
             selectors.push((SelectorRole::Requests, r.value.clone()));
         }
+        if kind == CheckKind::Growth
+            && let Some(r) = &c.requests
+        {
+            self.selector_ok(r, "requests", params);
+            selectors.push((SelectorRole::Requests, r.value.clone()));
+        }
         selectors
     }
 
@@ -1639,6 +1651,18 @@ on_fail: [rollback, chat]
             e[0].starts_with("r.yaml:8:15: `requests` compares a level at equal load"),
             "{e:?}"
         );
+        // A growth check follows the split with the same counter.
+        let growth =
+            gauge("    max_extra_slope: 1MiB/min\n").replace("kind: gauge", "kind: growth");
+        let t = parse_rule_file(Path::new("r.yaml"), &growth, None).unwrap();
+        let spec = t.instantiate(&BTreeMap::new()).unwrap();
+        let CheckConfig::Growth {
+            requests: Some(g), ..
+        } = spec.checks[0].config
+        else {
+            panic!("{:?}", spec.checks[0].config);
+        };
+        assert_eq!(spec.queries[g], spec.queries[r]);
     }
 
     #[test]

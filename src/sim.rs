@@ -30,6 +30,9 @@ const ROUTES: [(&str, f64); 3] = [
 ];
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Live memory per request per second, with `Nuisances::load_memory`.
+const LOAD_MEMORY_PER_RPS: f64 = 0.5 * MIB;
+
 /// A regression the canary may carry, starting at `Scenario::fault_at_s`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -92,6 +95,11 @@ pub struct Nuisances {
     /// canary warms up after the deployment.
     #[serde(default)]
     pub old_baseline: bool,
+    /// Live memory follows the instance's load (buffers, connections, a heap sized to the
+    /// allocation rate): the RSS floor rises with requests per second, within a minute. At an
+    /// uneven split the arms' floors differ, and a weight step or the load wave moves them.
+    #[serde(default)]
+    pub load_memory: bool,
 }
 
 /// A recorded run to generate.
@@ -186,6 +194,8 @@ pub struct Instance {
     pool_in_use: f64,
     pool_pending: f64,
     leak: f64,
+    /// Live memory that follows load (`Nuisances::load_memory`), in bytes.
+    load_memory: f64,
     /// Connections leaked so far (the `ConnectionLeak` fault).
     leaked_connections: f64,
 }
@@ -248,6 +258,11 @@ impl Instance {
             pool_in_use: 0.0,
             pool_pending: 0.0,
             leak: 0.0,
+            load_memory: if s.nuisances.load_memory {
+                LOAD_MEMORY_PER_RPS * s.total_rps * share / n
+            } else {
+                0.0
+            },
             leaked_connections: 0.0,
             rng,
         }
@@ -312,6 +327,10 @@ impl Instance {
         }
         // A gentle load wave, shared by both arms.
         rps *= 1.0 + 0.2 * (self.t / 600.0 * std::f64::consts::TAU).sin();
+        if self.nuisances.load_memory {
+            let want = LOAD_MEMORY_PER_RPS * rps;
+            self.load_memory += (want - self.load_memory) * (dt / 60.0).min(1.0);
+        }
         let n = self.rng.poisson(rps * dt) as f64;
         let mut err = self.error_ratio;
         if self.faulty()
@@ -436,7 +455,12 @@ impl Instance {
         let up = self.t - self.started_at;
         let phase = ((up / self.gc_period) + self.gc_phase).fract();
         let warm = (1.0 - (-up / 120.0).exp()) * 80.0 * MIB;
-        self.rss_base + warm + phase * self.gc_amplitude + self.leak + self.rng.normal() * 0.5 * MIB
+        self.rss_base
+            + warm
+            + phase * self.gc_amplitude
+            + self.leak
+            + self.load_memory
+            + self.rng.normal() * 0.5 * MIB
     }
 
     /// Every sample of the instance now: (name, labels, value), in family order.
@@ -743,6 +767,17 @@ pub fn catalogue(seed: u64) -> Vec<(Scenario, bool)> {
         },
         false,
     );
+    // Memory that follows load, with the canary's share raised from 10 % to 50 %: the floor
+    // difference moves by tens of MiB within a minute.
+    add(
+        "aa-weight-step-load-memory",
+        &|s| {
+            s.canary_share = 0.1;
+            s.nuisances.weight_step = true;
+            s.nuisances.load_memory = true;
+        },
+        false,
+    );
     add(
         "aa-old-baseline",
         &|s| s.nuisances.old_baseline = true,
@@ -787,6 +822,16 @@ pub fn catalogue(seed: u64) -> Vec<(Scenario, bool)> {
             true,
         );
     }
+    add(
+        "leak-2mib-min-weight-step",
+        &|s| {
+            s.fault = Fault::Leak { mib_per_min: 2.0 };
+            s.canary_share = 0.1;
+            s.nuisances.weight_step = true;
+            s.nuisances.load_memory = true;
+        },
+        true,
+    );
     // The db-pool template where a canary pod's load differs from a baseline pod's: a mesh
     // weight that does not follow the pod counts, and a weight raised mid-analysis.
     for (name, share, step) in [

@@ -258,10 +258,28 @@ fn replay_altered(
     analysis: &str,
     keep: impl Fn(bool, &str) -> bool,
 ) -> serde_json::Value {
+    replay_seed(scenario, 7, analysis, keep, &[])
+}
+
+/// [`replay_altered`] at `seed`, with more `backtest` arguments.
+fn replay_seed(
+    scenario: &str,
+    seed: u64,
+    analysis: &str,
+    keep: impl Fn(bool, &str) -> bool,
+    args: &[&str],
+) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let (code, _, err) = support::daemon::run(
         Command::new(BIN)
-            .args(["simulate", "--only", scenario, "--seed", "7", "--out"])
+            .args([
+                "simulate",
+                "--only",
+                scenario,
+                "--seed",
+                &seed.to_string(),
+                "--out",
+            ])
             .arg(dir.path()),
     );
     assert_eq!(code, 0, "{err}");
@@ -286,6 +304,7 @@ fn replay_altered(
     let (code, out, err) = support::daemon::run(
         Command::new(BIN)
             .args(["backtest", "--rules", &rules, "--analysis", analysis])
+            .args(args)
             .arg("--baseline")
             .args(&arms[0])
             .arg("--canary")
@@ -365,6 +384,30 @@ fn pool_levels_without_a_request_counter_are_compared_as_they_are() {
         !line.starts_with("http_requests_total")
     });
     assert_held_connections_rolled_back(&v, "as they are (the request counter matched no series");
+}
+
+/// Memory that follows load, with the canary's share raised from 10 % to 50 % at 4 minutes:
+/// within a minute the canary's floor rises and the baseline's falls by about 12 MiB each.
+/// Read as a trend, that rolled back this healthy canary at 550 s; with the template's
+/// request counter the growth check sees the split move and starts its trend over.
+#[test]
+fn memory_that_follows_a_weight_step_is_not_read_as_a_leak() {
+    let scenario = "aa-weight-step-load-memory";
+    let v = replay_seed(scenario, 11, "memory-leak", |_, _| true, &[]);
+    assert_eq!(v["verdict"], "promote", "{v:#}");
+    // A counter that matches nothing leaves the trend as it is.
+    let blind = replay_seed(
+        scenario,
+        11,
+        "memory-leak",
+        |_, _| true,
+        &["--param", "requests=no_such_requests_total"],
+    );
+    assert_eq!(
+        verdict_and_check(&blind),
+        ("rollback".into(), "memory-growth".into()),
+        "{blind:#}"
+    );
 }
 
 /// A replay rolled back by the db-pool template's `connections-held`, its reason saying `says`.

@@ -18,13 +18,11 @@
 //! connections, which an unscaled level test reads as "proven within the tolerance" while a
 //! leak climbs, and a canary pod given more traffic than a baseline pod reads as a leak.
 
-use std::collections::VecDeque;
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 use super::change::{ChangeGrid, MAX_RESTARTS, ln_restart_average};
 use super::fmt::{count, level};
+use super::load::{Load, LoadRatio};
 use super::ratio::{GRID_HALF_WIDTH, GRID_POINTS, PASS_MARGIN};
 use super::{ArmValue, Bounded, Ctx, Missing, Outcome, Partial, mean};
 use crate::rules::Direction;
@@ -64,65 +62,6 @@ pub struct GaugeState {
     /// With `requests:`, the arms' recent request increases (see [`Load`]).
     #[serde(default)]
     load: Option<Box<Load>>,
-}
-
-/// The time over which the arms' requests per instance are measured for a level compared at
-/// equal load: two minutes, a whole number of the usual scrape periods (10, 15, 20, 30 and
-/// 60 s), so that every instance's counter rose the same number of times in it whatever its
-/// scrape offset, and short enough that a change of the canary's traffic share is followed
-/// within two minutes. Until two minutes have been seen, the last minute (also a whole
-/// number of them), so that the level is judged from the end of a one-minute warm-up.
-const LOAD_SPANS: [Duration; 2] = [Duration::from_secs(120), Duration::from_secs(60)];
-
-/// Intervals in each of [`LOAD_SPANS`], at least a block's.
-pub(crate) fn load_window(interval: Duration) -> [usize; 2] {
-    let per = interval.as_secs_f64().max(1e-3);
-    LOAD_SPANS.map(|span| ((span.as_secs_f64() / per).ceil() as usize).max(BLOCK))
-}
-
-/// The arms' request increases over the last intervals: the load by which a level is
-/// scaled.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Load {
-    /// Intervals in [`LOAD_SPANS`]: the window, and the shorter one used until it is full.
-    windows: [usize; 2],
-    /// (baseline, canary) increases, newest last, with the instances that reported the level
-    /// in that interval (0 when none did).
-    recent: VecDeque<((f64, f64), (usize, usize))>,
-    /// The counter had matched nothing by the end of the warm-up: the levels are compared as
-    /// they are for the rest of the analysis (see [`GaugeState::step`]).
-    #[serde(default)]
-    absent: bool,
-}
-
-impl Load {
-    /// Whether the request counter has answered yet (the window is never emptied).
-    fn seen(&self) -> bool {
-        !self.recent.is_empty()
-    }
-
-    fn push(&mut self, (baseline, canary): (f64, f64), instances: (usize, usize)) {
-        self.recent.push_back(((baseline, canary), instances));
-        while self.recent.len() > self.windows[0] {
-            self.recent.pop_front();
-        }
-    }
-
-    /// The canary's requests per instance over the baseline's; `None` until a window is
-    /// whole. `Some(None)` when the baseline served nothing in it: there is no load to compare
-    /// at. An arm's instances are the most that reported the level in one interval of the
-    /// window: where each sample is judged once, an interval sees only the instances scraped
-    /// since the last, while the counter's increases cover them all.
-    fn ratio(&self) -> Option<Option<f64>> {
-        let w = self.windows.into_iter().find(|w| self.recent.len() >= *w)?;
-        let ((b, c), (n_b, n_c)) = self.recent.iter().rev().take(w).fold(
-            ((0.0, 0.0), (0, 0)),
-            |((b, c), (n_b, n_c)), ((x, y), (m_b, m_c))| {
-                ((b + x, c + y), (n_b.max(*m_b), n_c.max(*m_c)))
-            },
-        );
-        Some((b > 0.0).then(|| (c / n_c.max(1) as f64) / (b / n_b.max(1) as f64)))
-    }
 }
 
 /// Restarts in a state stored before they existed: every interval, as `GaugeState::new`
@@ -216,7 +155,7 @@ fn chi_square_quantile(p: f64, k: f64) -> f64 {
 
 impl GaugeState {
     /// `load_window`: with `requests:`, the intervals over which load is measured
-    /// ([`load_window`]).
+    /// ([`super::load::load_window`]).
     pub fn new(
         tolerance: f64,
         above: Option<f64>,
@@ -242,12 +181,7 @@ impl GaugeState {
             scales: Scales::default(),
             restarts: Vec::new(),
             per_minute,
-            load: load_window.map(|windows| {
-                Box::new(Load {
-                    windows,
-                    ..Load::default()
-                })
-            }),
+            load: load_window.map(|windows| Box::new(Load::new(windows))),
         }
     }
 
@@ -270,13 +204,9 @@ impl GaugeState {
             let instances = g
                 .as_ref()
                 .map_or((0, 0), |g| (g.baseline.len(), g.canary.len()));
-            match ctx.counter(r) {
-                Ok(_) if load.absent => {}
-                Ok(n) => load.push((n.baseline, n.canary), instances),
-                Err(Missing::NoData(_)) if !load.seen() => {}
-                Err(m) => return Partial::missing(m),
+            if let Err(m) = load.follow(ctx, r, instances) {
+                return Partial::missing(m);
             }
-            load.absent |= !load.seen() && !ctx.in_warmup;
         }
         let g = match g {
             Ok(g) => g,
@@ -286,17 +216,17 @@ impl GaugeState {
         self.levels = [b, c];
         let scale = match &self.load {
             None => None,
-            Some(load) if load.absent => None,
             Some(load) => match load.ratio() {
-                Some(Some(k)) => Some(k),
+                LoadRatio::Ratio { k, .. } => Some(k),
+                LoadRatio::Absent => None,
                 // As a ratio check without baseline requests: no data, so the check stands
                 // where it was through `no_data_grace`.
-                Some(None) => {
+                LoadRatio::NoBaseline => {
                     return Partial::missing(Missing::NoData(
                         "no requests in the baseline over the last minutes: no load to compare the levels at".into(),
                     ));
                 }
-                None => {
+                LoadRatio::Measuring => {
                     return Partial::pending(format!(
                         "canary {c:.4} vs baseline {b:.4}; measuring the requests per instance to compare them at equal load"
                     ));
@@ -613,37 +543,6 @@ mod tests {
         let from_start_only = 0.5f64.ln() + one_sided_ln_m(g.s, g.v, 1.0);
         assert!(g.ln_e_value(1.0) > from_start_only + 1.0);
         assert!(g.ln_e_value(1.0) > before.ln_e_value(1.0));
-    }
-
-    #[test]
-    fn load_is_the_requests_per_instance_over_whole_minutes() {
-        assert_eq!(load_window(Duration::from_secs(10)), [12, 6]);
-        assert_eq!(load_window(Duration::from_secs(60)), [BLOCK, BLOCK]);
-        let mut load = Load {
-            windows: load_window(Duration::from_secs(10)),
-            ..Load::default()
-        };
-        // Two canary instances at a ninth of a baseline instance's requests each, four
-        // baseline instances.
-        for _ in 0..5 {
-            load.push((360.0, 20.0), (4, 2));
-        }
-        assert_eq!(load.ratio(), None, "less than a minute seen");
-        load.push((360.0, 20.0), (4, 2));
-        let k = load.ratio().flatten().expect("a minute seen");
-        assert!((k - 1.0 / 9.0).abs() < 1e-12, "{k}");
-        // The weight is raised: after two minutes only the new split counts. Samples judged
-        // once: an interval sees some of the instances, the window all of them.
-        for i in 0..12 {
-            load.push((200.0, 100.0), ([1, 4, 0][i % 3], [2, 0, 1][i % 3]));
-        }
-        let k = load.ratio().flatten().expect("two minutes seen");
-        assert!((k - 1.0).abs() < 1e-12, "{k}");
-        // A baseline without requests leaves no load to compare at.
-        for _ in 0..12 {
-            load.push((0.0, 100.0), (4, 2));
-        }
-        assert_eq!(load.ratio(), Some(None));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::fmt::{evidence, level};
+use super::load::{Load, LoadRatio};
 use super::{ArmValue, Ctx, Effect, Outcome, Partial, mean};
 use crate::stats::special::{normal_cdf, normal_quantile};
 use crate::stats::trend::{TheilSen, mann_kendall_hamed_rao, theil_sen};
@@ -97,7 +98,32 @@ pub struct GrowthState {
     /// When the last collection too large for the rule's window was seen, or when following
     /// began (s).
     last_drop_s: Option<f64>,
+    /// With `requests:`, the arms' load per instance (see [`GrowthState::follow_split`]).
+    #[serde(default)]
+    load: Option<Box<Load>>,
+    /// The canary's requests per instance over the baseline's when the trend began, and
+    /// the variance of its logarithm.
+    #[serde(default)]
+    load_from: Option<(f64, f64)>,
+    /// The split change the trend is settling after, (from, to), when that is why.
+    #[serde(default)]
+    load_shift: Option<(f64, f64)>,
 }
+
+/// A change of the canary's requests per instance over the baseline's beyond this factor
+/// (either way), and beyond [`LOAD_SHIFT_Z`] standard deviations of the counts, is a new
+/// traffic split, not noise.
+const LOAD_SHIFT: f64 = 1.25;
+
+/// Standard deviations of the log load ratio's counting noise a split change must exceed:
+/// a canary pod at 1 request per second counts 120 in the two-minute window, whose ratio
+/// wanders by 9 %, and the split is looked at every interval (at 2 %, a shift beyond 25 %
+/// alone started 6 of 24 healthy canaries' trends over until they ended inconclusive).
+const LOAD_SHIFT_Z: f64 = 4.0;
+
+/// Time ignored after the traffic split moved: live memory follows load within a minute or
+/// two (buffers, connections, a heap resized to the allocation rate).
+pub(crate) const LOAD_SETTLE: Duration = Duration::from_secs(120);
 
 /// A collection is taken for a cycle too long for the rule's window when it undoes the rise
 /// of this many windows: cycles a little longer than the window still leave a trough in most
@@ -156,6 +182,42 @@ fn smallest(v: &[f64]) -> f64 {
 }
 
 impl GrowthState {
+    /// `load_window`: with `requests:`, the intervals over which load is measured
+    /// ([`super::load::load_window`]).
+    pub fn new(load_window: Option<[usize; 2]>) -> GrowthState {
+        GrowthState {
+            load: load_window.map(|w| Box::new(Load::new(w))),
+            ..GrowthState::default()
+        }
+    }
+
+    /// Follows the traffic split. Memory follows a pod's load, so when a weight step moves
+    /// the canary's requests per instance against the baseline's, the floor difference
+    /// moves with it: once, and within a minute or two, but to a trend that is a climb
+    /// (a step from 10 % to 50 % rolled back 2 to 3 of 24 healthy simulated canaries whose
+    /// memory follows load). So a change beyond [`LOAD_SHIFT`] starts the trend over after
+    /// [`LOAD_SETTLE`], and the new split is the reference from then on.
+    fn follow_split(&mut self, now: f64, k: f64, ln_var: f64) {
+        if now < self.settle_until_s {
+            return;
+        }
+        match self.load_from {
+            None => self.load_from = Some((k, ln_var)),
+            Some((k0, v0))
+                if (k / k0).ln().abs()
+                    > LOAD_SHIFT.ln().max(LOAD_SHIFT_Z * (ln_var + v0).sqrt()) =>
+            {
+                self.recent.clear();
+                self.points.clear();
+                self.first_s = None;
+                self.settle_until_s = now + LOAD_SETTLE.as_secs_f64();
+                self.load_shift = Some((k0, k));
+                self.load_from = None;
+            }
+            Some(_) => {}
+        }
+    }
+
     fn push_point(&mut self, p: (f64, f64, f64)) {
         self.points.push(p);
         if self.points.len() > MAX_POINTS {
@@ -207,6 +269,8 @@ impl GrowthState {
             self.first_s = None;
             self.restarts_seen += 1;
             self.settle_until_s = now + SETTLE.as_secs_f64();
+            self.load_from = None;
+            self.load_shift = None;
         }
         if now < self.settle_until_s {
             return Some(self.settle_until_s - now);
@@ -334,15 +398,25 @@ impl GrowthState {
         Some((t, a, ts, p_up, ev))
     }
 
+    /// `(metric, start_time, requests)`: the queries of the rule's fields.
     pub(crate) fn step(
         &mut self,
         ctx: &Ctx,
-        (metric, start_time): (usize, Option<usize>),
+        (metric, start_time, requests): (usize, Option<usize>, Option<usize>),
         max_extra_slope: f64,
         limit: Option<f64>,
         min_time_to_limit: Duration,
     ) -> Partial {
-        let g = match ctx.gauges(metric) {
+        let g = ctx.gauges(metric);
+        if let (Some(r), Some(load)) = (requests, self.load.as_mut()) {
+            let instances = g
+                .as_ref()
+                .map_or((0, 0), |g| (g.baseline.len(), g.canary.len()));
+            if let Err(m) = load.follow(ctx, r, instances) {
+                return Partial::missing(m);
+            }
+        }
+        let g = match g {
             Ok(g) => g,
             Err(m) => return Partial::missing(m),
         };
@@ -369,12 +443,28 @@ impl GrowthState {
             return Partial::pending(format!("{levels}; {why}"));
         }
         let now = ctx.t.as_secs_f64();
+        match self.load.as_ref().map(|l| l.ratio()) {
+            Some(LoadRatio::Ratio { k, ln_var }) => self.follow_split(now, k, ln_var),
+            // Without baseline requests the arms' memory does not follow the same load.
+            Some(LoadRatio::NoBaseline) => {
+                return Partial::missing(super::Missing::NoData(
+                    "no requests in the baseline over the last minutes: its memory does not follow the canary's load".into(),
+                ));
+            }
+            Some(LoadRatio::Measuring | LoadRatio::Absent) | None => {}
+        }
         let timing = &ctx.spec.timing;
         let wd = window(timing.interval, timing.warmup, timing.max_duration);
         let rule_w = (wd.as_secs_f64(), timing.interval.as_secs_f64());
         if let Some(left) = self.track(now, rule_w, [smallest(g.baseline), smallest(g.canary)]) {
+            let why = match self.load_shift {
+                Some((from, to)) => format!(
+                    "the traffic split moved (the canary's requests per instance went from x{from:.2} to x{to:.2} the baseline's, and memory follows load)"
+                ),
+                None => "an instance restarted".into(),
+            };
             return Partial::pending(format!(
-                "{levels}; an instance restarted: the trend starts over in {left:.0} s"
+                "{levels}; {why}: the trend starts over in {left:.0} s"
             ));
         }
         let n = self.points.len();
@@ -541,6 +631,40 @@ mod tests {
             (p_up - 0.5).abs() < (plain_up - 0.5).abs(),
             "{p_up} vs uncorrected {plain_up}"
         );
+    }
+
+    #[test]
+    fn a_new_traffic_split_starts_the_trend_over_and_counting_noise_does_not() {
+        let mut g = GrowthState::new(None);
+        let trend = |g: &mut GrowthState| {
+            for i in 0..8 {
+                g.push_point((f64::from(i) * 0.5, 1.0, 150.0));
+            }
+        };
+        trend(&mut g);
+        // A canary pod at a ninth of a baseline pod's load, counted over two minutes at
+        // 6 and 54 requests per second.
+        let var = 1.0 / (54.0 * 240.0) + 1.0 / (6.0 * 240.0);
+        g.follow_split(300.0, 1.0 / 9.0, var);
+        g.follow_split(310.0, 1.2 / 9.0, var);
+        assert_eq!(g.points.len(), 8, "a 20 % wander is not a new split");
+        // At 2 %, a canary pod's 1.2 requests per second wander by 9 % over two minutes.
+        let mut low = GrowthState::new(None);
+        trend(&mut low);
+        let var_low = 1.0 / (59.0 * 240.0) + 1.0 / (1.2 * 240.0);
+        low.follow_split(300.0, 0.02, var_low);
+        low.follow_split(310.0, 0.02 * 1.3, var_low);
+        assert_eq!(low.points.len(), 8, "within four deviations of the counts");
+        // The weight is raised to 50 %: the trend starts over after settling, and the new
+        // split is the reference once it has.
+        g.follow_split(320.0, 1.0, var);
+        assert!(g.points.is_empty() && g.first_s.is_none());
+        assert_eq!(g.settle_until_s, 320.0 + LOAD_SETTLE.as_secs_f64());
+        assert_eq!(g.load_shift, Some((1.0 / 9.0, 1.0)));
+        g.follow_split(330.0, 1.0, var);
+        assert_eq!(g.load_from, None, "no reference while settling");
+        g.follow_split(450.0, 1.0, var);
+        assert_eq!(g.load_from, Some((1.0, var)));
     }
 
     #[test]

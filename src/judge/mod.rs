@@ -18,6 +18,7 @@ pub mod fmt;
 mod gauge;
 mod growth;
 mod histogram;
+mod load;
 mod mann_whitney;
 mod ratio;
 mod threshold;
@@ -343,13 +344,14 @@ impl CheckState {
                 CheckConfig::Growth {
                     metric,
                     start_time,
+                    requests,
                     max_extra_slope,
                     limit,
                     min_time_to_limit,
                 },
             ) => s.step(
                 ctx,
-                (*metric, *start_time),
+                (*metric, *start_time, *requests),
                 *max_extra_slope,
                 *limit,
                 *min_time_to_limit,
@@ -636,7 +638,7 @@ pub fn earliest_decision(
             let blocks = gauge::MIN_BLOCKS as u32 + 1;
             // Compared at equal load, the level waits for a minute of requests too.
             let load = requests.map_or(Duration::ZERO, |_| {
-                interval * gauge::load_window(interval)[1] as u32
+                interval * load::load_window(interval)[1] as u32
             });
             let start = if load > warmup {
                 format!(
@@ -770,7 +772,11 @@ impl Judge {
                 CheckConfig::Histogram { tolerance, .. } => {
                     CheckState::Histogram(histogram::HistogramState::new(*tolerance, per_minute))
                 }
-                CheckConfig::Growth { .. } => CheckState::Growth(growth::GrowthState::default()),
+                CheckConfig::Growth { requests, .. } => {
+                    CheckState::Growth(growth::GrowthState::new(
+                        requests.map(|_| load::load_window(spec.timing.interval)),
+                    ))
+                }
                 CheckConfig::Gauge {
                     tolerance,
                     above,
@@ -780,7 +786,7 @@ impl Judge {
                     *tolerance,
                     *above,
                     per_minute,
-                    requests.map(|_| gauge::load_window(spec.timing.interval)),
+                    requests.map(|_| load::load_window(spec.timing.interval)),
                 )),
                 CheckConfig::Threshold { .. } => {
                     CheckState::Threshold(threshold::ThresholdState::new(&c.config))
