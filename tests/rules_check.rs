@@ -171,12 +171,15 @@ fn tab_indentation() {
 
 #[test]
 fn missing_hook() {
+    let text = template().replace("on_fail: [rollback, chat]", "on_fail: [rollbak, chat]");
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("on_fail:"))
+        .expect("on_fail");
     expect_error(
         "hook.yaml",
-        template()
-            .replace("on_fail: [rollback, chat]", "on_fail: [rollbak, chat]")
-            .as_bytes(),
-        "46:11",
+        text.as_bytes(),
+        &format!("{line}:11"),
         "did you mean `rollback`?",
     );
 }
