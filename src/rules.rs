@@ -1195,7 +1195,9 @@ impl Validator<'_> {
             self.selector_ok(s, "start_time", params);
             selectors.push((SelectorRole::StartTime, s.value.clone()));
         }
-        if kind == CheckKind::Gauge
+        // The request counter of a level compared at equal load, or of a trend that follows
+        // the traffic split.
+        if matches!(kind, CheckKind::Gauge | CheckKind::Growth)
             && let Some(r) = &c.requests
         {
             if c.above.is_some() {
@@ -1204,12 +1206,6 @@ impl Validator<'_> {
                     "`requests` compares a level at equal load per instance; a check with `above` counts instances beyond a value, which load does not scale",
                 );
             }
-            self.selector_ok(r, "requests", params);
-            selectors.push((SelectorRole::Requests, r.value.clone()));
-        }
-        if kind == CheckKind::Growth
-            && let Some(r) = &c.requests
-        {
             self.selector_ok(r, "requests", params);
             selectors.push((SelectorRole::Requests, r.value.clone()));
         }

@@ -200,13 +200,10 @@ impl GaugeState {
         // analysis never mixes scaled and unscaled blocks. Once the counter has answered, a
         // missing answer is missing data.
         let g = ctx.gauges(metric);
-        if let (Some(r), Some(load)) = (requests, self.load.as_mut()) {
-            let instances = g
-                .as_ref()
-                .map_or((0, 0), |g| (g.baseline.len(), g.canary.len()));
-            if let Err(m) = load.follow(ctx, r, instances) {
-                return Partial::missing(m);
-            }
+        if let (Some(r), Some(load)) = (requests, self.load.as_mut())
+            && let Err(m) = load.follow(ctx, r, &g)
+        {
+            return Partial::missing(m);
         }
         let g = match g {
             Ok(g) => g,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gauge::BLOCK;
 use super::{Ctx, Missing};
+use crate::query::Arms;
 
 /// The time over which the arms' requests per instance are measured: two minutes, a whole
 /// number of the usual scrape periods (10, 15, 20, 30 and 60 s), so that every instance's
@@ -71,13 +72,16 @@ impl Load {
     /// than the rule's) leaves the arms taken as they are, rather than holding every
     /// deployment for want of it; decided once, so that one analysis never mixes the two.
     /// Once the counter has answered, a missing answer is missing data (the error).
-    /// `instances`: how many instances per arm reported the check's metric this interval.
+    /// `metric`: the check's own values this interval, whose instances per arm are counted.
     pub(crate) fn follow(
         &mut self,
         ctx: &Ctx,
         requests: usize,
-        instances: (usize, usize),
+        metric: &Result<Arms<&[f64]>, Missing>,
     ) -> Result<(), Missing> {
+        let instances = metric
+            .as_ref()
+            .map_or((0, 0), |g| (g.baseline.len(), g.canary.len()));
         match ctx.counter(requests) {
             Ok(_) if self.absent => {}
             Ok(n) => self.push((n.baseline, n.canary), instances),
