@@ -129,8 +129,12 @@ fn prometheus_source_rolls_back_a_bad_canary_and_promotes_a_good_one() {
             format!("rollback bad {}", support::hook_action_id(&d.url, "bad"))
         ]
     );
-    // The same window replayed from Prometheus (one range query per selector and arm) gives
-    // the daemon's verdicts.
+    // The same analysis replayed from Prometheus (one range query per selector and arm) gives
+    // the daemon's verdicts. The replay evaluates at other instants than the daemon did, so
+    // it gets the whole analysis (max_duration 30 s): a window cut at the daemon's decision
+    // can end just short of a pass the daemon found a moment earlier (seen on a loaded host).
+    let whole = registered + 31;
+    std::thread::sleep(Duration::from_secs(whole.saturating_sub(unix_now())));
     let rules = d.dir.path().join("rules");
     for (fleet, verdict) in [("bad", "rollback"), ("good", "promote")] {
         let v = backtest_from_prometheus(
