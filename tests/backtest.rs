@@ -386,6 +386,25 @@ fn pool_levels_without_a_request_counter_are_compared_as_they_are() {
     assert_held_connections_rolled_back(&v, "as they are (the request counter matched no series");
 }
 
+/// One instance per arm restarts mid-analysis. This canary's comes back with a tooth's
+/// worth of memory, above three quarters of its old floor, and its drop was read as a GC
+/// cycle ten minutes long: the floor window grew so long that the growth check never had
+/// its trend points, and the run ended inconclusive (3 of 40 such runs under the
+/// http-service template). The new start time says it restarted.
+#[test]
+fn a_restart_told_by_its_start_time_leaves_the_growth_check_deciding() {
+    let v = replay_seed("aa-restarts", 26, "http-service", |_, _| true, &[]);
+    assert_eq!(v["verdict"], "promote", "{v:#}");
+    let growth = v["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "memory-growth"))
+        .expect("the growth check");
+    // It judges a trend again after the restart has settled (no pass yet: four minutes of
+    // floors are left before the limit) instead of waiting for a ten-minute window.
+    let why = growth["explanation"].as_str().unwrap_or_default();
+    assert!(why.contains("canary's floor grows"), "{why}");
+}
+
 /// Memory that follows load, with the canary's share raised from 10 % to 50 % at 4 minutes:
 /// within a minute the canary's floor rises and the baseline's falls by about 12 MiB each.
 /// Read as a trend, that rolled back this healthy canary at 550 s; with the template's

@@ -22,7 +22,11 @@
 //! lowest it was over the last window, and further below that low than the window's whole
 //! swing (a restart: garbage collection does not shrink a process below its own floor, and
 //! a pool's connections in use swing widely but never below the ones held for good), the
-//! trend starts over after ten minutes of settling.
+//! trend starts over after ten minutes of settling. When the rule names the instances' start
+//! times, a start time newer than any the arm had (a restart, or a new instance) says so
+//! whatever the values do: a restarted process that comes back with a tooth's worth of
+//! memory is not always below three quarters of the old floor, and its drop would otherwise
+//! be read as a GC cycle longer than the window.
 
 use std::time::Duration;
 
@@ -91,6 +95,9 @@ pub struct GrowthState {
     /// Trend collection resumes at this analysis time after a restart.
     settle_until_s: f64,
     restarts_seen: u32,
+    /// The youngest start time each arm's instances have reported, with `start_time:`.
+    #[serde(default)]
+    youngest: Option<[f64; 2]>,
     /// The longest garbage-collection cycle seen (s) when it is longer than the rule's
     /// window, else 0: floors are then taken over this instead.
     #[serde(default)]
@@ -149,7 +156,6 @@ fn warming_alone(ctx: &Ctx, start_time: Option<usize>) -> Option<String> {
     if left <= 0.0 {
         return None;
     }
-    let youngest = |v: &[f64]| v.iter().copied().filter(|x| x.is_finite()).reduce(f64::max);
     let why = match ctx.gauges(query) {
         Ok(g) => match (youngest(g.baseline), youngest(g.canary)) {
             (Some(b), Some(c)) if c - b <= SAME_START => return None,
@@ -166,6 +172,15 @@ fn warming_alone(ctx: &Ctx, start_time: Option<usize>) -> Option<String> {
         "{why}: growth counts from {} into the analysis (in {left:.0} s)",
         crate::units::format_duration(SETTLE)
     ))
+}
+
+/// The latest start time among an arm's instances (the youngest instance's).
+fn youngest(starts: &[f64]) -> Option<f64> {
+    starts
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .reduce(f64::max)
 }
 
 /// A value of the check's metric as shown: bytes in MiB or GiB, anything else plain.
@@ -189,6 +204,30 @@ impl GrowthState {
             load: load_window.map(|w| Box::new(Load::new(w))),
             ..GrowthState::default()
         }
+    }
+
+    /// Whether an arm reported a start time newer than any it had before (by more than a
+    /// second): one of its instances restarted, or a new one joined and warms up alone. An
+    /// instance that missed a scrape and came back with its old start time is neither.
+    fn new_start(&mut self, ctx: &Ctx, start_time: Option<usize>) -> bool {
+        let Some(g) = start_time.and_then(|q| ctx.gauges(q).ok()) else {
+            return false;
+        };
+        let now = [youngest(g.baseline), youngest(g.canary)];
+        let Some(seen) = self.youngest.as_mut() else {
+            if let [Some(b), Some(c)] = now {
+                self.youngest = Some([b, c]);
+            }
+            return false;
+        };
+        let mut started = false;
+        for (arm, t) in now.into_iter().enumerate() {
+            if let Some(t) = t {
+                started |= t > seen[arm] + 1.0;
+                seen[arm] = seen[arm].max(t);
+            }
+        }
+        started
     }
 
     /// Follows the traffic split. Memory follows a pod's load, so when a weight step moves
@@ -237,21 +276,29 @@ impl GrowthState {
         }
     }
 
-    /// Follows the floors: an instance restart (an arm's smallest instance below 3/4 of its
+    /// Follows the floors: an instance restart (`started`: an instance started after any the
+    /// arm had; or an arm's smallest instance below 3/4 of its
     /// lowest over the last window, and below that low by more than the window's swing) starts
     /// the trend over after [`SETTLE`], and a GC cycle longer than the window (see
     /// [`GrowthState::longer_cycle`]) starts it over at once with a window that long; once a
     /// whole window is seen, every quarter window adds a trend point (the window's floors).
     /// Returns the seconds left to settle, while settling.
-    fn track(&mut self, now: f64, (rule_w, interval): (f64, f64), cur: [f64; 2]) -> Option<f64> {
+    fn track(
+        &mut self,
+        now: f64,
+        (rule_w, interval): (f64, f64),
+        cur: [f64; 2],
+        started: bool,
+    ) -> Option<f64> {
         self.last_drop_s.get_or_insert(now);
-        let restarted = !self.lows.is_empty()
-            && (0..2).any(|arm| {
-                let seen = || self.lows.iter().map(|l| l.1[arm]);
-                let low = seen().fold(f64::INFINITY, f64::min);
-                let high = seen().fold(f64::NEG_INFINITY, f64::max);
-                cur[arm] < 0.75 * low && cur[arm] < low - (high - low)
-            });
+        let restarted = started
+            || !self.lows.is_empty()
+                && (0..2).any(|arm| {
+                    let seen = || self.lows.iter().map(|l| l.1[arm]);
+                    let low = seen().fold(f64::INFINITY, f64::min);
+                    let high = seen().fold(f64::NEG_INFINITY, f64::max);
+                    cur[arm] < 0.75 * low && cur[arm] < low - (high - low)
+                });
         if restarted {
             self.lows.clear();
         } else if self.longer_cycle(now, (rule_w, interval), cur) {
@@ -454,7 +501,9 @@ impl GrowthState {
         let timing = &ctx.spec.timing;
         let wd = window(timing.interval, timing.warmup, timing.max_duration);
         let rule_w = (wd.as_secs_f64(), timing.interval.as_secs_f64());
-        if let Some(left) = self.track(now, rule_w, [smallest(g.baseline), smallest(g.canary)]) {
+        let started = self.new_start(ctx, start_time);
+        let lows = [smallest(g.baseline), smallest(g.canary)];
+        if let Some(left) = self.track(now, rule_w, lows, started) {
             let why = match self.load_shift {
                 Some((from, to)) => format!(
                     "the traffic split moved (the canary's requests per instance went from x{from:.2} to x{to:.2} the baseline's, and memory follows load)"
@@ -663,6 +712,33 @@ mod tests {
         assert_eq!(g.load_from, None, "no reference while settling");
         g.follow_split(450.0, 1.0, var);
         assert_eq!(g.load_from, Some((1.0, var)));
+    }
+
+    #[test]
+    fn a_newer_start_time_is_a_restart_not_a_long_gc_cycle() {
+        // Both arms draw a two-minute sawtooth over a 220 MiB floor (10 s scrapes, a
+        // two-minute window); at ten minutes the canary's instance comes back from a restart
+        // with 176 MiB, above three quarters of the floor, so only its start time tells the
+        // drop from a collection too large for the window.
+        let mib = 1024.0 * 1024.0;
+        let tooth = |t: f64| 220.0 * mib + (t % 120.0) / 120.0 * 24.0 * mib;
+        let run = |started: bool| {
+            let mut g = GrowthState::new(None);
+            for i in 0..60 {
+                let t = f64::from(i) * 10.0;
+                g.track(t, (120.0, 10.0), [tooth(t), tooth(t)], false);
+            }
+            g.track(600.0, (120.0, 10.0), [tooth(600.0), 176.0 * mib], started);
+            g
+        };
+        let told = run(true);
+        assert_eq!((told.restarts_seen, told.cycle_s), (1, 0.0));
+        assert_eq!(told.settle_until_s, 600.0 + SETTLE.as_secs_f64());
+        // Without start times the drop reads as a GC cycle as long as the analysis so far,
+        // whose windows then leave too few trend points to decide in 30 minutes.
+        let guessed = run(false);
+        assert_eq!(guessed.restarts_seen, 0);
+        assert_eq!(guessed.cycle_s, 600.0);
     }
 
     #[test]
