@@ -508,7 +508,7 @@ impl GrowthState {
                 Some((from, to)) => format!(
                     "the traffic split moved (the canary's requests per instance went from x{from:.2} to x{to:.2} the baseline's, and memory follows load)"
                 ),
-                None => "an instance restarted".into(),
+                None => "an instance restarted or joined".into(),
             };
             return Partial::pending(format!(
                 "{levels}; {why}: the trend starts over in {left:.0} s"
